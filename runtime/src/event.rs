@@ -1,0 +1,157 @@
+//! What the runtime tells the world: detections, debounced events and frame metadata. All types are
+//! plain data with serde derives; [`encode`] writes them with postcard into a caller's buffer, with
+//! no heap, so a microcontroller sends the same bytes a Linux board does.
+
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+
+/// Most detections one frame can report (fixed capacity of [`Detections`]).
+pub const MAX_DETECTIONS: usize = 32;
+
+/// Detections of one frame, in a fixed-capacity vector.
+pub type Detections = heapless::Vec<Detection, MAX_DETECTIONS>;
+
+/// An axis-aligned box in pixels: `(x0, y0)` top-left, `(x1, y1)` bottom-right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    /// Left edge.
+    pub x0: f32,
+    /// Top edge.
+    pub y0: f32,
+    /// Right edge.
+    pub x1: f32,
+    /// Bottom edge.
+    pub y1: f32,
+}
+
+impl BBox {
+    /// Area (0 for an empty or inverted box).
+    pub fn area(&self) -> f32 {
+        (self.x1 - self.x0).max(0.0) * (self.y1 - self.y0).max(0.0)
+    }
+
+    /// Intersection over union with `other`, in 0..=1.
+    pub fn iou(&self, other: &BBox) -> f32 {
+        let inter = BBox {
+            x0: self.x0.max(other.x0),
+            y0: self.y0.max(other.y0),
+            x1: self.x1.min(other.x1),
+            y1: self.y1.min(other.y1),
+        }
+        .area();
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One result of a model on one frame or audio window: a class with its score, and a box for detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Index into the model's labels.
+    pub class: u16,
+    /// Confidence in 0..=1.
+    pub score: f32,
+    /// Box in source-frame pixels (detectors only).
+    pub bbox: Option<BBox>,
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameMeta {
+    /// Index of the frame (or audio window) in its source, from 0.
+    pub frame: u64,
+    /// Capture time in milliseconds (Unix time on Linux, uptime on a microcontroller).
+    pub timestamp_ms: u64,
+}
+
+/// Whether a debounced event begins or ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The class became present (a keyword was heard, speech started, an object appeared).
+    Start,
+    /// The class is no longer present.
+    End,
+}
+
+/// A debounced change of presence of a class: what alerts and automations act on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Index into the model's labels.
+    pub class: u16,
+    /// Start or end.
+    pub kind: EventKind,
+    /// When it happened, in the same clock as [`FrameMeta::timestamp_ms`].
+    pub timestamp_ms: u64,
+    /// Score that triggered the change (peak score for an end).
+    pub score: f32,
+}
+
+/// The detections of one processed frame, as sent over a constrained link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionMessage {
+    /// Message counter per pipeline, from 0, without gaps.
+    pub seq: u32,
+    /// The frame the detections belong to.
+    pub meta: FrameMeta,
+    /// Inference latency in microseconds.
+    pub latency_us: u32,
+    /// The detections.
+    pub detections: Detections,
+}
+
+/// Encodes `value` with postcard into `buf`, returning the used prefix.
+pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+    postcard::to_slice(value, buf).map_err(|_| Error::Encoding)
+}
+
+/// Decodes a postcard-encoded value.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|_| Error::Encoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iou_of_identical_disjoint_and_half_overlapping_boxes() {
+        let a = BBox { x0: 0.0, y0: 0.0, x1: 2.0, y1: 2.0 };
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&BBox { x0: 5.0, y0: 5.0, x1: 6.0, y1: 6.0 }), 0.0);
+        let b = BBox { x0: 1.0, y0: 0.0, x1: 3.0, y1: 2.0 };
+        assert!((a.iou(&b) - 2.0 / 6.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn detection_message_round_trips_through_a_fixed_buffer() {
+        let mut dets = Detections::new();
+        dets.push(Detection { class: 3, score: 0.9, bbox: Some(BBox { x0: 1.0, y0: 2.0, x1: 3.0, y1: 4.0 }) })
+            .unwrap();
+        dets.push(Detection { class: 7, score: 0.6, bbox: None }).unwrap();
+        let msg = DetectionMessage {
+            seq: 41,
+            meta: FrameMeta { frame: 12, timestamp_ms: 1_700_000_000_000 },
+            latency_us: 1234,
+            detections: dets,
+        };
+        let mut buf = [0u8; 128];
+        let bytes = encode(&msg, &mut buf).unwrap();
+        assert!(bytes.len() < 64, "postcard keeps it compact: {} bytes", bytes.len());
+        let back: DetectionMessage = decode(bytes).unwrap();
+        assert_eq!(back, msg);
+        let mut tiny = [0u8; 8];
+        assert_eq!(encode(&msg, &mut tiny).unwrap_err(), Error::Encoding);
+    }
+
+    #[test]
+    fn events_encode() {
+        let e = Event { class: 2, kind: EventKind::Start, timestamp_ms: 5, score: 0.75 };
+        let mut buf = [0u8; 32];
+        let bytes = encode(&e, &mut buf).unwrap();
+        assert_eq!(decode::<Event>(bytes).unwrap(), e);
+    }
+}
