@@ -47,12 +47,18 @@ impl fmt::Display for Error {
                 write!(f, "needs capacity {needed}, only {capacity} available")
             }
             Error::RankTooLarge(r) => {
-                write!(f, "rank {r} exceeds the maximum of {}", crate::tensor::MAX_RANK)
+                write!(
+                    f,
+                    "rank {r} exceeds the maximum of {}",
+                    crate::tensor::MAX_RANK
+                )
             }
             Error::BadShape => write!(f, "tensor shape does not fit the operation"),
             Error::InvalidScale => write!(f, "quantization scale must be finite and > 0"),
             Error::ZeroPointOutOfRange => write!(f, "zero point outside the integer type's range"),
-            Error::BadImageGeometry => write!(f, "image width/height/stride inconsistent with its buffer"),
+            Error::BadImageGeometry => {
+                write!(f, "image width/height/stride inconsistent with its buffer")
+            }
             Error::InvalidConfig(field) => write!(f, "invalid value for `{field}`"),
             Error::Encoding => write!(f, "postcard encoding failed (buffer too small or bad data)"),
         }
@@ -104,6 +110,14 @@ mod with_std {
             path: PathBuf,
             /// The engine's explanation (with its context chain).
             reason: String,
+        },
+        /// The manifest is not valid TOML or has unknown keys or wrong types (message has line and key).
+        #[error("{path}: manifest: {message}")]
+        ManifestSyntax {
+            /// The file the manifest came from.
+            path: PathBuf,
+            /// The parser's message, with line, column and key.
+            message: String,
         },
         /// The manifest is malformed or disagrees with the model; `field` is the manifest key.
         #[error("{path}: manifest field `{field}`: {reason}")]
@@ -158,12 +172,18 @@ mod with_std {
     impl LeptonError {
         /// Wraps an I/O error with the path it concerns.
         pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-            LeptonError::Io { path: path.into(), source }
+            LeptonError::Io {
+                path: path.into(),
+                source,
+            }
         }
 
         /// Wraps a core error with a description of what was being processed.
         pub fn core(context: impl Into<String>, source: super::Error) -> Self {
-            LeptonError::Core { context: context.into(), source }
+            LeptonError::Core {
+                context: context.into(),
+                source,
+            }
         }
     }
 }

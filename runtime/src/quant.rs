@@ -23,7 +23,10 @@ impl FixedMultiplier {
             return Err(Error::InvalidScale);
         }
         if real == 0.0 {
-            return Ok(FixedMultiplier { multiplier: 0, shift: 0 });
+            return Ok(FixedMultiplier {
+                multiplier: 0,
+                shift: 0,
+            });
         }
         // real = mantissa * 2^exp with mantissa in [0.5, 1).
         let (mantissa, mut exp) = frexp(real);
@@ -33,12 +36,18 @@ impl FixedMultiplier {
             exp += 1;
         }
         if exp < -31 {
-            return Ok(FixedMultiplier { multiplier: 0, shift: 0 });
+            return Ok(FixedMultiplier {
+                multiplier: 0,
+                shift: 0,
+            });
         }
         if exp > 30 {
             return Err(Error::InvalidScale);
         }
-        Ok(FixedMultiplier { multiplier: q as i32, shift: exp })
+        Ok(FixedMultiplier {
+            multiplier: q as i32,
+            shift: exp,
+        })
     }
 
     /// The real value this represents.
@@ -94,13 +103,18 @@ pub fn requantize(acc: i32, m: FixedMultiplier) -> i32 {
     let left = m.shift.max(0) as u32;
     let right = (-m.shift).max(0) as u32;
     let shifted = acc.saturating_mul(1i32.checked_shl(left).unwrap_or(i32::MAX));
-    rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m.multiplier), right)
+    rounding_divide_by_pot(
+        saturating_rounding_doubling_high_mul(shifted, m.multiplier),
+        right,
+    )
 }
 
 /// Requantizes an accumulator, adds the output zero point and saturates to `[min, max]`.
 #[inline]
 pub fn requantize_to_i8(acc: i32, m: FixedMultiplier, zero_point: i32, min: i8, max: i8) -> i8 {
-    requantize(acc, m).saturating_add(zero_point).clamp(min as i32, max as i32) as i8
+    requantize(acc, m)
+        .saturating_add(zero_point)
+        .clamp(min as i32, max as i32) as i8
 }
 
 #[cfg(test)]
@@ -118,7 +132,10 @@ mod tests {
             }
         }
         assert_eq!(FixedMultiplier::from_real(-1.0), Err(Error::InvalidScale));
-        assert_eq!(FixedMultiplier::from_real(f64::NAN), Err(Error::InvalidScale));
+        assert_eq!(
+            FixedMultiplier::from_real(f64::NAN),
+            Err(Error::InvalidScale)
+        );
     }
 
     #[test]
@@ -138,7 +155,10 @@ mod tests {
                 let exact = acc as f64 * real;
                 let got = requantize(acc, m) as f64;
                 // Two roundings (high multiply, then the power-of-two divide), as in TFLite.
-                assert!((got - exact).abs() <= 1.0, "acc {acc} x {real}: {got} vs {exact}");
+                assert!(
+                    (got - exact).abs() <= 1.0,
+                    "acc {acc} x {real}: {got} vs {exact}"
+                );
             }
         }
     }

@@ -5,4 +5,6 @@ pub mod classify;
 pub mod detect;
 pub mod preprocess;
 
-pub use preprocess::{ColorOrder, ImageView, Layout, PixelFormat, PreprocessConfig, ResizeMode, Transform};
+pub use preprocess::{
+    ColorOrder, ImageView, Layout, PixelFormat, PreprocessConfig, ResizeMode, Transform,
+};

@@ -1,0 +1,102 @@
+//! Decoded images (PNG and JPEG through the `image` crate) and image folders.
+
+use crate::error::{LeptonError, Result};
+use crate::vision::{ImageView, PixelFormat};
+use std::path::{Path, PathBuf};
+
+/// A decoded image: RGB8 or GRAY8 pixels, tightly packed, with the name it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// File name (or another label for in-memory images).
+    pub name: String,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `Rgb8` or `Gray8`.
+    pub format: PixelFormat,
+    /// Pixels, row-major.
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    /// Decodes an image file.
+    pub fn open(path: &Path) -> Result<Image> {
+        let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        Self::decode(&bytes, &name).map_err(|e| match e {
+            LeptonError::Image { reason, .. } => LeptonError::Image {
+                path: path.to_path_buf(),
+                reason,
+            },
+            other => other,
+        })
+    }
+
+    /// Decodes PNG or JPEG bytes; `name` labels the image.
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Image> {
+        let img = image::load_from_memory(bytes).map_err(|e| LeptonError::Image {
+            path: PathBuf::from(name),
+            reason: e.to_string(),
+        })?;
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        let (format, data) = match img {
+            image::DynamicImage::ImageLuma8(g) => (PixelFormat::Gray8, g.into_raw()),
+            other => (PixelFormat::Rgb8, other.into_rgb8().into_raw()),
+        };
+        Ok(Image {
+            name: name.to_string(),
+            width,
+            height,
+            format,
+            data,
+        })
+    }
+
+    /// A view for preprocessing; fails if `data` does not match the geometry.
+    pub fn view(&self) -> Result<ImageView<'_>> {
+        ImageView::packed(&self.data, self.width, self.height, self.format)
+            .map_err(|e| LeptonError::core(format!("image `{}`", self.name), e))
+    }
+}
+
+/// True for file names the image decoders take (`.png`, `.jpg`, `.jpeg`, any case).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Image files in `dir`, sorted by file name; an error if the folder is missing or has none.
+pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| LeptonError::io(dir, e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| LeptonError::io(dir, e))?.path();
+        if path.is_file() && is_image_file(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(LeptonError::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no .png, .jpg or .jpeg files in this folder",
+            ),
+        ));
+    }
+    Ok(files)
+}
+
+/// Decodes every image in `dir`, in file-name order.
+pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Image>> {
+    list_dir(dir.as_ref())?
+        .iter()
+        .map(|p| Image::open(p))
+        .collect()
+}

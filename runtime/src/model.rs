@@ -1,0 +1,292 @@
+//! A model file with its manifest, ready to predict: `Model::load("m.onnx")?.predict(&images)?`.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), lepton_runtime::LeptonError> {
+//! let model = lepton_runtime::Model::load("models/digits/model.onnx")?;
+//! let images = lepton_runtime::image::load_dir("models/digits/samples")?;
+//! for (image, prediction) in images.iter().zip(model.predict(&images)?) {
+//!     println!("{}: {prediction}", image.name);
+//! }
+//! # Ok(()) }
+//! ```
+
+use crate::engine::tract::InputFact;
+use crate::engine::{Engine, TractEngine};
+use crate::error::{LeptonError, Result};
+use crate::event::{BBox, Detections, FrameMeta};
+use crate::image::Image;
+use crate::manifest::{Manifest, Task};
+use crate::onnx::{self, ModelProto};
+use crate::pipeline::{Postprocess, Preprocess, VisionPostprocess, VisionPreprocess, MAX_OUTPUTS};
+use crate::source::Frame;
+use crate::tensor::TensorView;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One labelled result: a class (with a box for detectors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labeled {
+    /// The label from the manifest.
+    pub label: String,
+    /// Class index.
+    pub class: u16,
+    /// Score in 0..=1.
+    pub score: f32,
+    /// Box in source pixels (detectors).
+    pub bbox: Option<BBox>,
+}
+
+/// The result of one image: classes (best first) or detections, and the inference time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Classes or detections, best first.
+    pub results: Vec<Labeled>,
+    /// Engine run time.
+    pub latency: Duration,
+}
+
+impl Prediction {
+    /// The best result, if any.
+    pub fn top(&self) -> Option<&Labeled> {
+        self.results.first()
+    }
+
+    /// The best label, if any.
+    pub fn label(&self) -> Option<&str> {
+        self.top().map(|l| l.label.as_str())
+    }
+}
+
+impl std::fmt::Display for Prediction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.results.is_empty() {
+            return f.write_str("(nothing)");
+        }
+        for (i, r) in self.results.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} {:.3}", r.label, r.score)?;
+            if let Some(b) = r.bbox {
+                write!(f, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stages of an image model: preprocess, engine, postprocess.
+pub struct VisionStages {
+    /// Preprocessing for the model input.
+    pub pre: VisionPreprocess,
+    /// The engine.
+    pub engine: TractEngine,
+    /// Postprocessing of the outputs.
+    pub post: VisionPostprocess,
+}
+
+/// A model file: its manifest and a ready engine.
+pub struct Model {
+    path: PathBuf,
+    manifest: Option<Manifest>,
+    stages: Option<Mutex<VisionStages>>,
+    engine: Option<Mutex<TractEngine>>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("manifest", &self.manifest)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Loads a model file; its embedded manifest, if any, is parsed and checked against the model.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let proto = onnx::read(path)?;
+        Self::from_proto(proto, path)
+    }
+
+    /// Loads a model from bytes (a bundled model); `name` labels it in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Model> {
+        let path = Path::new(name);
+        Self::from_proto(onnx::decode(bytes, path)?, path)
+    }
+
+    fn from_proto(proto: ModelProto, path: &Path) -> Result<Model> {
+        let manifest = read_manifest(&proto, path)?;
+        let mut model = Model {
+            path: path.to_path_buf(),
+            manifest: manifest.clone(),
+            stages: None,
+            engine: None,
+        };
+        match manifest {
+            Some(m) if matches!(m.task, Task::Classify | Task::Detect) => {
+                let stages = build_vision(&proto, path, &m)?;
+                model.stages = Some(Mutex::new(stages));
+            }
+            _ => {
+                // Raw or audio models: the engine alone, with the shapes the file declares.
+                model.engine = Some(Mutex::new(TractEngine::from_proto(&proto, path, &[])?));
+            }
+        }
+        Ok(model)
+    }
+
+    /// The file the model came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The embedded manifest, if any.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Takes the vision stages out of the model, to build a [`crate::pipeline::Pipeline`].
+    pub fn into_vision_stages(self) -> Result<VisionStages> {
+        let path = self.path.clone();
+        let stages = self
+            .stages
+            .ok_or(LeptonError::NoManifest { path: path.clone() })?;
+        stages.into_inner().map_err(|_| LeptonError::Model {
+            path,
+            reason: "a previous prediction panicked".into(),
+        })
+    }
+
+    /// Classifies or detects on each image, in order.
+    pub fn predict(&self, images: &[Image]) -> Result<Vec<Prediction>> {
+        let stages = self.stages.as_ref().ok_or_else(|| match &self.manifest {
+            None => LeptonError::NoManifest {
+                path: self.path.clone(),
+            },
+            Some(m) => LeptonError::Manifest {
+                path: self.path.clone(),
+                field: "task".into(),
+                reason: format!("{:?} models do not take images", m.task),
+            },
+        })?;
+        let mut stages = stages.lock().map_err(|_| LeptonError::Model {
+            path: self.path.clone(),
+            reason: "a previous prediction panicked".into(),
+        })?;
+        let labels = self
+            .manifest
+            .as_ref()
+            .map_or(&[][..], |m| m.labels.as_slice());
+        let VisionStages { pre, engine, post } = &mut *stages;
+        let mut detections = Detections::new();
+        let mut out = Vec::with_capacity(images.len());
+        for (i, image) in images.iter().enumerate() {
+            let frame = Frame {
+                image: image.view()?,
+                meta: FrameMeta {
+                    frame: i as u64,
+                    timestamp_ms: 0,
+                },
+                name: Some(&image.name),
+            };
+            let transform = pre.preprocess(&frame, engine.input_mut(0)?)?;
+            let t = Instant::now();
+            engine.run()?;
+            let latency = t.elapsed();
+            let mut outputs: heapless::Vec<TensorView<'_>, MAX_OUTPUTS> = heapless::Vec::new();
+            for o in 0..engine.outputs().len().min(MAX_OUTPUTS) {
+                let _ = outputs.push(engine.output(o)?);
+            }
+            post.postprocess(&outputs, &transform, &mut detections)?;
+            let results = detections
+                .iter()
+                .map(|d| Labeled {
+                    label: labels
+                        .get(d.class as usize)
+                        .cloned()
+                        .unwrap_or_else(|| d.class.to_string()),
+                    class: d.class,
+                    score: d.score,
+                    bbox: d.bbox,
+                })
+                .collect();
+            out.push(Prediction { results, latency });
+        }
+        Ok(out)
+    }
+
+    /// Runs the raw engine on tensors (models without an image task).
+    pub fn run_tensors(
+        &self,
+        inputs: Vec<crate::engine::tract::Tensor>,
+    ) -> Result<Vec<crate::engine::tract::Tensor>> {
+        let poisoned = || LeptonError::Model {
+            path: self.path.clone(),
+            reason: "a previous run panicked".into(),
+        };
+        match (&self.engine, &self.stages) {
+            (Some(e), _) => e.lock().map_err(|_| poisoned())?.run_tensors(inputs),
+            (None, Some(s)) => s.lock().map_err(|_| poisoned())?.engine.run_tensors(inputs),
+            (None, None) => Err(poisoned()),
+        }
+    }
+}
+
+/// Parses the embedded manifest, if present, and checks it against the model's declared I/O.
+pub fn read_manifest(proto: &ModelProto, path: &Path) -> Result<Option<Manifest>> {
+    let Some(text) = onnx::manifest_text(proto) else {
+        return Ok(None);
+    };
+    let m = Manifest::from_toml(text, path)?;
+    let (inputs, outputs) = onnx::io_specs(proto);
+    m.validate_against(&inputs, &outputs, path)?;
+    Ok(Some(m))
+}
+
+fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest) -> Result<VisionStages> {
+    let (inputs, _) = onnx::io_specs(proto);
+    let input = m.input.as_ref().ok_or_else(|| LeptonError::Manifest {
+        path: path.to_path_buf(),
+        field: "input".into(),
+        reason: "required for image tasks".into(),
+    })?;
+    let name = match &input.name {
+        Some(n) => n.clone(),
+        None => inputs
+            .first()
+            .map(|s| s.name.clone())
+            .ok_or_else(|| LeptonError::Model {
+                path: path.to_path_buf(),
+                reason: "the model declares no inputs".into(),
+            })?,
+    };
+    if inputs.len() > 1 {
+        return Err(LeptonError::Manifest {
+            path: path.to_path_buf(),
+            field: "input".into(),
+            reason: format!(
+                "image tasks need a single-input model; this one has {}",
+                inputs.len()
+            ),
+        });
+    }
+    let shape = m
+        .image_input_shape()
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
+    let engine = TractEngine::from_proto(
+        proto,
+        path,
+        &[InputFact {
+            name,
+            shape,
+            dtype: None,
+        }],
+    )?;
+    let pre = VisionPreprocess::new(m.preprocess_config(path)?);
+    let post = VisionPostprocess::from_manifest(m, engine.outputs(), path)?;
+    Ok(VisionStages { pre, engine, post })
+}

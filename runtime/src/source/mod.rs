@@ -1,0 +1,61 @@
+//! Sources: where frames and samples come from. A source owns its buffers and lends each frame
+//! until the next call, so the pipeline never copies or allocates for it.
+
+pub mod images;
+pub mod wav;
+
+use crate::error::Result;
+use crate::event::FrameMeta;
+use crate::vision::ImageView;
+
+pub use images::{ImageSource, ImageSourceOptions};
+pub use wav::WavSource;
+
+/// A frame lent by a source.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// The pixels.
+    pub image: ImageView<'a>,
+    /// Index in the source and capture time.
+    pub meta: FrameMeta,
+    /// File name for file sources.
+    pub name: Option<&'a str>,
+}
+
+/// A stream of frames (camera, image folder, in-memory replay).
+pub trait FrameSource {
+    /// The next frame, `Ok(None)` when the source is exhausted. An `Err` concerns this frame
+    /// only (a file that does not decode); the caller may continue.
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>>;
+
+    /// Frames skipped because the consumer was slower than the source (newest frame wins).
+    fn dropped(&self) -> u64 {
+        0
+    }
+}
+
+/// A stream of mono audio samples (microphone, WAV file), floats in [-1, 1).
+pub trait AudioSource {
+    /// Sample rate in Hz.
+    fn sample_rate(&self) -> u32;
+
+    /// Fills `buf` with the next samples; returns how many, 0 at the end of a finite source.
+    fn read(&mut self, buf: &mut [f32]) -> Result<usize>;
+
+    /// Samples lost because the consumer fell behind (overruns); audio is never dropped silently.
+    fn overruns(&self) -> u64 {
+        0
+    }
+
+    /// A name for logs and messages (the file name for files).
+    fn name(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
