@@ -275,16 +275,19 @@ impl Manifest {
     /// Parses manifest TOML; `path` names its origin in errors (a `.toml` file or a model).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let m: Manifest = toml::from_str(text).map_err(|e| {
-            // toml reports the line, column and key; keep its message whole, on one line.
-            let msg = e
-                .to_string()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let message = match line {
+                Some(l) => {
+                    let source = text.lines().nth(l - 1).unwrap_or("").trim();
+                    format!("line {l} (`{source}`): {}", e.message())
+                }
+                None => e.message().to_string(),
+            };
             LeptonError::ManifestSyntax {
                 path: path.to_path_buf(),
-                message: msg,
+                message,
             }
         })?;
         m.check(path)?;

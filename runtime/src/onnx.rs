@@ -5,8 +5,7 @@
 use crate::error::{LeptonError, Result};
 use prost::Message;
 use std::path::Path;
-use tract_onnx::pb;
-
+pub use tract_onnx::pb;
 pub use tract_onnx::pb::ModelProto;
 
 /// Metadata key under which the manifest (TOML text) travels inside the model.
