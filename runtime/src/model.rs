@@ -131,8 +131,10 @@ impl Model {
                 model.stages = Some(Mutex::new(stages));
             }
             _ => {
-                // Raw or audio models: the engine alone, with the shapes the file declares.
-                model.engine = Some(Mutex::new(TractEngine::from_proto(&proto, path, &[])?));
+                // Raw or audio models: the engine alone, with the shapes the file declares (a
+                // symbolic batch dimension taken as 1).
+                let facts = declared_facts(&proto);
+                model.engine = Some(Mutex::new(TractEngine::from_proto(&proto, path, &facts)?));
             }
         }
         Ok(model)
@@ -157,6 +159,21 @@ impl Model {
         stages.into_inner().map_err(|_| LeptonError::Model {
             path,
             reason: "a previous prediction panicked".into(),
+        })
+    }
+
+    /// Takes the engine out of a model without an image task (audio and raw models), to build an
+    /// [`crate::pipeline::AudioPipeline`].
+    pub fn into_engine(self) -> Result<TractEngine> {
+        let path = self.path.clone();
+        let engine = self.engine.ok_or_else(|| LeptonError::Manifest {
+            path: path.clone(),
+            field: "task".into(),
+            reason: "image models run through their vision stages (into_vision_stages)".into(),
+        })?;
+        engine.into_inner().map_err(|_| LeptonError::Model {
+            path,
+            reason: "a previous run panicked".into(),
         })
     }
 
@@ -289,4 +306,30 @@ fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest) -> Result<VisionS
     let pre = VisionPreprocess::new(m.preprocess_config(path)?);
     let post = VisionPostprocess::from_manifest(m, engine.outputs(), path)?;
     Ok(VisionStages { pre, engine, post })
+}
+
+/// Input shapes as the file declares them, with a symbolic or unknown first (batch) dimension
+/// taken as 1; inputs with other unknown dimensions are left for the engine to report.
+fn declared_facts(proto: &ModelProto) -> Vec<InputFact> {
+    let (inputs, _) = onnx::io_specs(proto);
+    inputs
+        .into_iter()
+        .filter_map(|spec| {
+            let dims = spec.dims?;
+            let shape = dims
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    onnx::Dim::Fixed(n) => Some(*n),
+                    _ if i == 0 => Some(1),
+                    _ => None,
+                })
+                .collect::<Option<Vec<usize>>>()?;
+            Some(InputFact {
+                name: spec.name,
+                shape,
+                dtype: None,
+            })
+        })
+        .collect()
 }

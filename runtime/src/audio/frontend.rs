@@ -419,9 +419,7 @@ mod tests {
         assert!(lo < 1000.0 && 1000.0 < hi, "peak band {peak}: {lo}..{hi}");
         // Silence gives the log floor everywhere.
         let mut s: Frontend<512, 40> = Frontend::new(cfg()).unwrap();
-        s.push(core::iter::repeat(0.0).take(400), |v| {
-            last.copy_from_slice(v)
-        });
+        s.push(core::iter::repeat_n(0.0, 400), |v| last.copy_from_slice(v));
         assert!(last
             .iter()
             .all(|&v| (v - libm::logf(LOG_FLOOR)).abs() < 1e-3));

@@ -6,11 +6,12 @@
 //! ones it skipped ([`FrameSource::dropped`]); they appear in [`Stats::frames_dropped`]. A frame
 //! that fails to decode is logged, counted in [`Stats::frames_failed`], and the run continues.
 
+pub mod audio;
 pub mod vision;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::event::{Detection, Detections, FrameMeta};
+use crate::event::{Detection, Detections, Event, FrameMeta};
 use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
 use crate::vision::Transform;
@@ -18,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use audio::{AudioPipeline, AudioStats};
 pub use vision::{VisionPostprocess, VisionPreprocess};
 
 /// Most outputs a model may have in the pipeline.
@@ -47,8 +49,10 @@ pub struct FrameReport<'a> {
     pub meta: FrameMeta,
     /// File name for file sources.
     pub source: Option<&'a str>,
-    /// Detections (classes for a classifier), best first.
+    /// Detections (classes for a classifier, keywords heard), best first.
     pub detections: &'a [Detection],
+    /// Debounced events that happened on this frame (speech start/end).
+    pub events: &'a [Event],
     /// Engine run time.
     pub inference: Duration,
     /// Preprocess + inference + postprocess time.
@@ -190,6 +194,11 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         &self.engine
     }
 
+    /// The engine, to run it alone (benchmarks) or inspect it.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
+
     /// The sink.
     pub fn sink(&self) -> &K {
         &self.sink
@@ -240,6 +249,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             meta: frame.meta,
             source: frame.name,
             detections: &self.detections,
+            events: &[],
             inference,
             processing,
         };

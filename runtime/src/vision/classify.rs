@@ -42,7 +42,8 @@ pub fn top_k<const K: usize>(
     };
     for (i, &x) in scores.iter().enumerate() {
         let p = prob(x);
-        if !(p >= threshold) {
+        // NaN scores compare false and are skipped.
+        if p.is_nan() || p < threshold {
             continue;
         }
         let d = Detection {

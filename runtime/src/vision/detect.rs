@@ -235,7 +235,7 @@ impl<const CAND: usize> Decoder<CAND> {
         stats: &mut DecodeStats,
         min_index: &mut usize,
     ) {
-        if !(score >= self.cfg.score_threshold) {
+        if score.is_nan() || score < self.cfg.score_threshold {
             return;
         }
         stats.candidates += 1;
