@@ -48,16 +48,17 @@ impl Sink for ConsoleSink {
     }
 
     fn finish(&mut self, stats: &Stats) -> Result<(), LeptonError> {
-        let mut inference = stats.inference.clone();
-        let mut processing = stats.processing.clone();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (mut pre, mut inference) = (stats.preprocess.clone(), stats.inference.clone());
         println!(
-            "{} frames processed, {} dropped, {} failed; inference p50 {:.3} ms p99 {:.3} ms; pipeline p50 {:.3} ms",
+            "{} frames processed, {} dropped, {} failed; inference p50 {:.3} ms p99 {:.3} ms; preprocess p50 {:.3} ms{}",
             stats.frames_processed,
             stats.frames_dropped,
             stats.frames_failed,
-            inference.percentile(50.0).as_secs_f64() * 1e3,
-            inference.percentile(99.0).as_secs_f64() * 1e3,
-            processing.percentile(50.0).as_secs_f64() * 1e3,
+            ms(inference.percentile(50.0)),
+            ms(inference.percentile(99.0)),
+            ms(pre.percentile(50.0)),
+            if stats.overlapped { " (overlapped with inference)" } else { "" },
         );
         Ok(())
     }

@@ -8,7 +8,7 @@ pub mod tract;
 use crate::error::Result;
 use crate::tensor::{DType, TensorView, TensorViewMut};
 
-pub use self::tract::TractEngine;
+pub use self::tract::{TractBuffer, TractEngine};
 
 /// Name, concrete shape, element type and quantization of an engine input or output.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +24,17 @@ pub struct TensorInfo {
     pub quant: Option<(f32, i32)>,
 }
 
+/// A spare input buffer: the pipeline's preprocessing thread fills it while the engine runs,
+/// then the engine takes it with [`Engine::swap_input`].
+pub trait StagingBuffer: Send {
+    /// The buffer as a writable tensor.
+    fn view_mut(&mut self) -> Result<TensorViewMut<'_>>;
+}
+
 /// A loaded, shape-fixed model that runs on its own input and output buffers.
 pub trait Engine {
+    /// Spare input buffers of this engine.
+    type Buffer: StagingBuffer;
     /// Inputs, in model order.
     fn inputs(&self) -> &[TensorInfo];
     /// Outputs, in model order.
@@ -36,4 +45,8 @@ pub trait Engine {
     fn run(&mut self) -> Result<()>;
     /// Output `index` of the last run.
     fn output(&self, index: usize) -> Result<TensorView<'_>>;
+    /// A spare buffer shaped like input `index`.
+    fn new_buffer(&self, index: usize) -> Result<Self::Buffer>;
+    /// Exchanges input `index` with `buffer`: the engine's next run reads what `buffer` held.
+    fn swap_input(&mut self, index: usize, buffer: &mut Self::Buffer) -> Result<()>;
 }

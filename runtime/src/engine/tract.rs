@@ -260,6 +260,8 @@ impl TractEngine {
 }
 
 impl Engine for TractEngine {
+    type Buffer = TractBuffer;
+
     fn inputs(&self) -> &[TensorInfo] {
         &self.input_info
     }
@@ -272,60 +274,36 @@ impl Engine for TractEngine {
         let info = self
             .input_info
             .get(index)
-            .ok_or_else(|| LeptonError::Tensor {
-                tensor: format!("#{index}"),
-                reason: format!("the model has {} inputs", self.input_info.len()),
-            })?;
-        let dtype = info
-            .dtype
-            .ok_or_else(|| unsupported_type(info, Some(&self.inputs[index])))?;
-        // The plan releases its references after each run, so this is unique and no copy happens.
-        let tensor = Arc::make_mut(&mut self.inputs[index]);
-        let bad = |e: TractError| LeptonError::Tensor {
-            tensor: info.name.clone(),
-            reason: format!("{e:#}"),
-        };
-        let not_contiguous = || LeptonError::Tensor {
-            tensor: info.name.clone(),
-            reason: "not contiguous".into(),
-        };
-        let data = match dtype {
-            DType::F32 => TensorDataMut::F32(
-                tensor
-                    .to_plain_array_view_mut::<f32>()
-                    .map_err(bad)?
-                    .into_slice()
-                    .ok_or_else(not_contiguous)?,
-            ),
-            DType::I8 => TensorDataMut::I8(
-                tensor
-                    .to_plain_array_view_mut::<i8>()
-                    .map_err(bad)?
-                    .into_slice()
-                    .ok_or_else(not_contiguous)?,
-            ),
-            DType::U8 => TensorDataMut::U8(
-                tensor
-                    .to_plain_array_view_mut::<u8>()
-                    .map_err(bad)?
-                    .into_slice()
-                    .ok_or_else(not_contiguous)?,
-            ),
-            DType::I32 => TensorDataMut::I32(
-                tensor
-                    .to_plain_array_view_mut::<i32>()
-                    .map_err(bad)?
-                    .into_slice()
-                    .ok_or_else(not_contiguous)?,
-            ),
-        };
-        let quant = info
-            .quant
-            .map_or(Quantization::None, |(scale, zero_point)| {
-                Quantization::PerTensor { scale, zero_point }
+            .ok_or_else(|| no_input(index, self.input_info.len()))?;
+        view_mut(&mut self.inputs[index], info)
+    }
+
+    fn new_buffer(&self, index: usize) -> Result<TractBuffer> {
+        let info = self
+            .input_info
+            .get(index)
+            .ok_or_else(|| no_input(index, self.input_info.len()))?;
+        let tensor = Tensor::clone(&self.inputs[index]);
+        Ok(TractBuffer {
+            tensor: Arc::new(tensor),
+            info: info.clone(),
+        })
+    }
+
+    fn swap_input(&mut self, index: usize, buffer: &mut TractBuffer) -> Result<()> {
+        let slot = self
+            .inputs
+            .get_mut(index)
+            .ok_or_else(|| no_input(index, self.input_info.len()))?;
+        if slot.shape() != buffer.tensor.shape() || slot.datum_type() != buffer.tensor.datum_type()
+        {
+            return Err(LeptonError::Tensor {
+                tensor: buffer.info.name.clone(),
+                reason: "the buffer was made for a different input".into(),
             });
-        TensorViewMut::new(&info.shape, data, quant)
-            .map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
+        }
+        std::mem::swap(slot, &mut buffer.tensor);
+        Ok(())
     }
 
     fn run(&mut self) -> Result<()> {
@@ -375,4 +353,78 @@ impl Engine for TractEngine {
         TensorView::new(t.shape(), data, quant)
             .map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))
     }
+}
+
+/// A spare input tensor of a [`TractEngine`], exchanged with the engine's input without copying.
+#[derive(Debug)]
+pub struct TractBuffer {
+    tensor: Arc<Tensor>,
+    info: TensorInfo,
+}
+
+impl super::StagingBuffer for TractBuffer {
+    fn view_mut(&mut self) -> Result<TensorViewMut<'_>> {
+        view_mut(&mut self.tensor, &self.info)
+    }
+}
+
+fn no_input(index: usize, count: usize) -> LeptonError {
+    LeptonError::Tensor {
+        tensor: format!("#{index}"),
+        reason: format!("the model has {count} inputs"),
+    }
+}
+
+/// A writable view of an input tensor (copied first only if the plan still holds a reference).
+fn view_mut<'a>(tensor: &'a mut Arc<Tensor>, info: &TensorInfo) -> Result<TensorViewMut<'a>> {
+    let dtype = info
+        .dtype
+        .ok_or_else(|| unsupported_type(info, Some(tensor)))?;
+    // The plan releases its references after each run, so this is unique and no copy happens.
+    let tensor = Arc::make_mut(tensor);
+    let bad = |e: TractError| LeptonError::Tensor {
+        tensor: info.name.clone(),
+        reason: format!("{e:#}"),
+    };
+    let not_contiguous = || LeptonError::Tensor {
+        tensor: info.name.clone(),
+        reason: "not contiguous".into(),
+    };
+    let data = match dtype {
+        DType::F32 => TensorDataMut::F32(
+            tensor
+                .to_plain_array_view_mut::<f32>()
+                .map_err(bad)?
+                .into_slice()
+                .ok_or_else(not_contiguous)?,
+        ),
+        DType::I8 => TensorDataMut::I8(
+            tensor
+                .to_plain_array_view_mut::<i8>()
+                .map_err(bad)?
+                .into_slice()
+                .ok_or_else(not_contiguous)?,
+        ),
+        DType::U8 => TensorDataMut::U8(
+            tensor
+                .to_plain_array_view_mut::<u8>()
+                .map_err(bad)?
+                .into_slice()
+                .ok_or_else(not_contiguous)?,
+        ),
+        DType::I32 => TensorDataMut::I32(
+            tensor
+                .to_plain_array_view_mut::<i32>()
+                .map_err(bad)?
+                .into_slice()
+                .ok_or_else(not_contiguous)?,
+        ),
+    };
+    let quant = info
+        .quant
+        .map_or(Quantization::None, |(scale, zero_point)| {
+            Quantization::PerTensor { scale, zero_point }
+        });
+    TensorViewMut::new(&info.shape, data, quant)
+        .map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
 }

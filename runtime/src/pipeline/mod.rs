@@ -2,20 +2,29 @@
 //! counters. Buffers are allocated when the pipeline is built; the per-frame loop allocates
 //! nothing of its own (the engine's internal allocations are tract's).
 //!
+//! [`Pipeline::run`] uses two threads: one takes frames from the source and preprocesses them
+//! into one of two staging buffers, the other copies a ready buffer into the engine, runs it,
+//! postprocesses and feeds the sink. Preprocessing frame N+1 thus overlaps inference of frame N,
+//! and the per-frame time is close to the engine's alone. [`Pipeline::step`] does the same work
+//! sequentially on the caller's thread.
+//!
 //! Drop policy: a live source hands over only its newest frame when inference lags, and counts the
 //! ones it skipped ([`FrameSource::dropped`]); they appear in [`Stats::frames_dropped`]. A frame
 //! that fails to decode is logged, counted in [`Stats::frames_failed`], and the run continues.
 
 pub mod audio;
+mod exchange;
 pub mod vision;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, StagingBuffer};
 use crate::error::Result;
 use crate::event::{Detection, Detections, Event, FrameMeta};
 use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
 use crate::vision::Transform;
+use exchange::Exchange;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,7 +64,8 @@ pub struct FrameReport<'a> {
     pub events: &'a [Event],
     /// Engine run time.
     pub inference: Duration,
-    /// Preprocess + inference + postprocess time.
+    /// Engine run + postprocessing time (preprocessing runs ahead, on its own thread in
+    /// [`Pipeline::run`]).
     pub processing: Duration,
 }
 
@@ -112,6 +122,13 @@ impl LatencyStats {
         self.count += 1;
     }
 
+    /// The samples of the recent window, oldest first when the window has not wrapped.
+    pub fn recent(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.samples[..self.len]
+            .iter()
+            .map(|&us| Duration::from_micros(us as u64))
+    }
+
     /// Samples recorded since creation.
     pub fn count(&self) -> u64 {
         self.count
@@ -146,9 +163,13 @@ pub struct Stats {
     pub frames_dropped: u64,
     /// Frames that failed to decode or preprocess (logged, skipped).
     pub frames_failed: u64,
+    /// Preprocessing ran on its own thread, overlapping inference.
+    pub overlapped: bool,
+    /// Preprocessing times.
+    pub preprocess: LatencyStats,
     /// Engine run times.
     pub inference: LatencyStats,
-    /// Preprocess + inference + postprocess times.
+    /// Engine run + postprocessing times.
     pub processing: LatencyStats,
 }
 
@@ -231,37 +252,248 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
                 return Ok(true);
             }
         };
-        let t1 = Instant::now();
-        self.engine.run()?;
-        let inference = t1.elapsed();
-        let mut outputs: heapless::Vec<TensorView<'_>, MAX_OUTPUTS> = heapless::Vec::new();
-        for i in 0..self.engine.outputs().len().min(MAX_OUTPUTS) {
-            // Cannot overflow: bounded by MAX_OUTPUTS above.
-            let _ = outputs.push(self.engine.output(i)?);
-        }
-        self.post
-            .postprocess(&outputs, &transform, &mut self.detections)?;
-        let processing = t0.elapsed();
-        self.stats.frames_processed += 1;
-        self.stats.inference.record(inference);
-        self.stats.processing.record(processing);
-        let report = FrameReport {
-            meta: frame.meta,
-            source: frame.name,
-            detections: &self.detections,
-            events: &[],
-            inference,
-            processing,
-        };
-        self.sink.frame(&report)?;
+        self.stats.preprocess.record(t0.elapsed());
+        let (meta, name) = (frame.meta, frame.name);
+        infer(
+            &mut self.engine,
+            &mut self.post,
+            &mut self.sink,
+            &mut self.detections,
+            &mut self.stats,
+            meta,
+            name,
+            &transform,
+        )?;
         Ok(true)
     }
 
     /// Runs until the source is exhausted or the stop flag is set; returns the counters.
-    pub fn run(&mut self) -> Result<&Stats> {
-        while !self.stop.load(Ordering::Relaxed) && self.step()? {}
+    ///
+    /// The first frames run sequentially to measure preprocessing. When it costs more than handing
+    /// a frame between threads (measured here too), preprocessing moves to a second thread and
+    /// overlaps inference; otherwise the loop stays on this thread.
+    pub fn run(&mut self) -> Result<&Stats>
+    where
+        S: Send,
+        P: Send,
+    {
+        const PROBE_FRAMES: usize = 8;
+        let mut more = true;
+        for _ in 0..PROBE_FRAMES {
+            more = !self.stop.load(Ordering::Relaxed) && self.step()?;
+            if !more {
+                break;
+            }
+        }
+        if more {
+            let preprocess = self.stats.preprocess.percentile(50.0);
+            if preprocess > handoff_cost() {
+                self.stats.overlapped = true;
+                self.run_overlapped()?;
+            } else {
+                while !self.stop.load(Ordering::Relaxed) && self.step()? {}
+            }
+        }
         self.stats.frames_dropped = self.source.dropped();
         self.sink.finish(&self.stats)?;
         Ok(&self.stats)
     }
+
+    /// The two-thread loop: preprocessing of frame N+1 overlaps inference of frame N.
+    fn run_overlapped(&mut self) -> Result<()>
+    where
+        S: Send,
+        P: Send,
+    {
+        // Two spare input buffers circulate: one being filled while the other waits for the engine.
+        let slot = |engine: &E| -> Result<Prepared<E::Buffer>> {
+            Ok(Prepared {
+                buffer: engine.new_buffer(0)?,
+                meta: FrameMeta {
+                    frame: 0,
+                    timestamp_ms: 0,
+                },
+                name: heapless::String::new(),
+                transform: Transform::identity(1.0, 1.0),
+            })
+        };
+        let exchange = Exchange::new([slot(&self.engine)?, slot(&self.engine)?]);
+        let Pipeline {
+            source,
+            pre,
+            engine,
+            post,
+            sink,
+            detections,
+            stats,
+            stop,
+        } = self;
+        let stop: &AtomicBool = stop;
+        let exchange = &exchange;
+        let (in0, failed0) = (stats.frames_in, stats.frames_failed);
+        std::thread::scope(|scope| -> Result<()> {
+            let producer = scope.spawn(move || produce(source, pre, exchange, stop));
+            let mut result = Ok(());
+            while let Some(mut p) = exchange.take_ready() {
+                let step = engine.swap_input(0, &mut p.buffer).and_then(|()| {
+                    let name = (!p.name.is_empty()).then_some(p.name.as_str());
+                    infer(
+                        engine,
+                        post,
+                        sink,
+                        detections,
+                        stats,
+                        p.meta,
+                        name,
+                        &p.transform,
+                    )
+                });
+                exchange.release(p);
+                if let Err(e) = step {
+                    result = Err(e);
+                    break;
+                }
+            }
+            exchange.consumer_done();
+            if let Ok(counts) = producer.join() {
+                stats.frames_in = in0 + counts.frames_in;
+                stats.frames_failed = failed0 + counts.frames_failed;
+                for d in counts.preprocess.recent() {
+                    stats.preprocess.record(d);
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Median round trip of a message between two threads: what overlapping costs per frame.
+fn handoff_cost() -> Duration {
+    let (to_tx, to_rx) = mpsc::sync_channel::<Instant>(1);
+    let (back_tx, back_rx) = mpsc::sync_channel::<Instant>(1);
+    let echo = std::thread::spawn(move || {
+        while let Ok(t) = to_rx.recv() {
+            if back_tx.send(t).is_err() {
+                break;
+            }
+        }
+    });
+    let mut trips = [Duration::ZERO; 33];
+    for trip in trips.iter_mut() {
+        let _ = to_tx.send(Instant::now());
+        *trip = back_rx.recv().map_or(Duration::MAX, |t| t.elapsed());
+    }
+    drop(to_tx);
+    let _ = echo.join();
+    trips.sort_unstable();
+    trips[trips.len() / 2]
+}
+
+/// A preprocessed frame travelling from the preprocessing thread to the engine thread.
+struct Prepared<B> {
+    buffer: B,
+    meta: FrameMeta,
+    name: heapless::String<64>,
+    transform: Transform,
+}
+
+/// Frame counters kept by the preprocessing thread.
+#[derive(Default)]
+struct SourceCounts {
+    frames_in: u64,
+    frames_failed: u64,
+    preprocess: LatencyStats,
+}
+
+/// The preprocessing thread: source → preprocess → spare buffer → engine thread.
+fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
+    source: &mut S,
+    pre: &mut P,
+    exchange: &Exchange<Prepared<B>>,
+    stop: &AtomicBool,
+) -> SourceCounts {
+    let mut counts = SourceCounts::default();
+    // Wait for a free buffer first, so a live source hands over its newest frame.
+    while let Some(mut slot) = exchange.take_free() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!("frame skipped: {e}");
+                counts.frames_in += 1;
+                counts.frames_failed += 1;
+                exchange.put_free(slot);
+                continue;
+            }
+        };
+        counts.frames_in += 1;
+        let t0 = Instant::now();
+        let t = slot
+            .buffer
+            .view_mut()
+            .and_then(|v| pre.preprocess(&frame, v));
+        counts.preprocess.record(t0.elapsed());
+        match t {
+            Ok(transform) => {
+                slot.transform = transform;
+                slot.meta = frame.meta;
+                slot.name.clear();
+                if let Some(n) = frame.name {
+                    // Names longer than 64 bytes are cut at a character boundary.
+                    for ch in n.chars() {
+                        if slot.name.push(ch).is_err() {
+                            break;
+                        }
+                    }
+                }
+                exchange.put_ready(slot);
+            }
+            Err(e) => {
+                tracing::warn!("frame {} skipped: {e}", frame.meta.frame);
+                counts.frames_failed += 1;
+                exchange.put_free(slot);
+            }
+        }
+    }
+    exchange.producer_done();
+    counts
+}
+
+/// Runs the engine on its current input, postprocesses, updates counters and feeds the sink.
+#[allow(clippy::too_many_arguments)]
+fn infer<E: Engine, Q: Postprocess, K: Sink>(
+    engine: &mut E,
+    post: &mut Q,
+    sink: &mut K,
+    detections: &mut Detections,
+    stats: &mut Stats,
+    meta: FrameMeta,
+    source: Option<&str>,
+    transform: &Transform,
+) -> Result<()> {
+    let t = Instant::now();
+    engine.run()?;
+    let inference = t.elapsed();
+    let mut outputs: heapless::Vec<TensorView<'_>, MAX_OUTPUTS> = heapless::Vec::new();
+    for i in 0..engine.outputs().len().min(MAX_OUTPUTS) {
+        // Cannot overflow: bounded by MAX_OUTPUTS above.
+        let _ = outputs.push(engine.output(i)?);
+    }
+    post.postprocess(&outputs, transform, detections)?;
+    let processing = t.elapsed();
+    stats.frames_processed += 1;
+    stats.inference.record(inference);
+    stats.processing.record(processing);
+    let report = FrameReport {
+        meta,
+        source,
+        detections,
+        events: &[],
+        inference,
+        processing,
+    };
+    sink.frame(&report)
 }

@@ -155,36 +155,6 @@ impl<'a> ImageView<'a> {
     pub fn format(&self) -> PixelFormat {
         self.format
     }
-
-    /// The pixel at (x, y) as RGB, 0..255 floats.
-    #[inline]
-    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
-        let row = y * self.stride;
-        match self.format {
-            PixelFormat::Rgb8 => {
-                let p = &self.data[row + x * 3..row + x * 3 + 3];
-                [p[0] as f32, p[1] as f32, p[2] as f32]
-            }
-            PixelFormat::Bgr8 => {
-                let p = &self.data[row + x * 3..row + x * 3 + 3];
-                [p[2] as f32, p[1] as f32, p[0] as f32]
-            }
-            PixelFormat::Gray8 => {
-                let v = self.data[row + x] as f32;
-                [v, v, v]
-            }
-            PixelFormat::Yuyv => {
-                let pair = row + (x / 2) * 4;
-                let y_ = self.data[pair + (x & 1) * 2];
-                yuv_to_rgb(y_, self.data[pair + 1], self.data[pair + 3])
-            }
-            PixelFormat::Nv12 => {
-                let y_ = self.data[row + x];
-                let uv = self.stride * (self.height + y / 2) + (x & !1);
-                yuv_to_rgb(y_, self.data[uv], self.data[uv + 1])
-            }
-        }
-    }
 }
 
 /// BT.601 limited-range YUV → RGB (the colour space of V4L2 YUYV and NV12 webcams).
@@ -281,23 +251,6 @@ impl InputBuffer<'_> {
             InputBuffer::U8 { data, .. } => data.len(),
         }
     }
-
-    #[inline]
-    fn put(&mut self, i: usize, v: f32) {
-        match self {
-            InputBuffer::F32(d) => d[i] = v,
-            InputBuffer::I8 {
-                data,
-                scale,
-                zero_point,
-            } => data[i] = quantize_i8(v, *scale, *zero_point),
-            InputBuffer::U8 {
-                data,
-                scale,
-                zero_point,
-            } => data[i] = quantize_u8(v, *scale, *zero_point),
-        }
-    }
 }
 
 /// Maps model-input coordinates back to source-frame pixels: `src = (model - pad) / scale`.
@@ -350,7 +303,7 @@ impl Transform {
 pub fn preprocess(
     image: &ImageView<'_>,
     cfg: &PreprocessConfig,
-    mut out: InputBuffer<'_>,
+    out: InputBuffer<'_>,
 ) -> Result<Transform, Error> {
     cfg.validate()?;
     if out.len() != cfg.len() {
@@ -380,61 +333,60 @@ pub fn preprocess(
     };
     let channels = cfg.color.channels();
     // Normalization as one multiply-add per value: v * a + b.
-    let mut a = [0.0f32; 3];
-    let mut b = [0.0f32; 3];
-    for c in 0..channels {
-        a[c] = 1.0 / (255.0 * cfg.std[c]);
-        b[c] = -cfg.mean[c] / cfg.std[c];
-    }
-    let plane = out_w * out_h;
-    let index = |x: usize, y: usize, c: usize| match cfg.layout {
-        Layout::Nchw => c * plane + y * out_w + x,
-        Layout::Nhwc => (y * out_w + x) * channels + c,
+    let mut norm = Norm {
+        a: [0.0; 3],
+        b: [0.0; 3],
     };
-    let pad = cfg.pad as f32;
-    let (max_x, max_y) = (image.width - 1, image.height - 1);
-    for y in 0..out_h {
-        let inside_y = y >= y_start && y < y_start + region_h;
-        let sy = (((y as f32 - y_start as f32) + 0.5) / scale_y - 0.5).clamp(0.0, max_y as f32);
-        let y0 = sy as usize;
-        let y1 = (y0 + 1).min(max_y);
-        let wy = sy - y0 as f32;
-        for x in 0..out_w {
-            let rgb = if inside_y && x >= x_start && x < x_start + region_w {
-                let sx =
-                    (((x as f32 - x_start as f32) + 0.5) / scale_x - 0.5).clamp(0.0, max_x as f32);
-                let x0 = sx as usize;
-                let x1 = (x0 + 1).min(max_x);
-                let wx = sx - x0 as f32;
-                let (p00, p01) = (image.rgb(x0, y0), image.rgb(x1, y0));
-                let (p10, p11) = (image.rgb(x0, y1), image.rgb(x1, y1));
-                let mut px = [0.0f32; 3];
-                for c in 0..3 {
-                    let top = p00[c] + (p01[c] - p00[c]) * wx;
-                    let bottom = p10[c] + (p11[c] - p10[c]) * wx;
-                    px[c] = top + (bottom - top) * wy;
-                }
-                px
-            } else {
-                [pad; 3]
-            };
-            match cfg.color {
-                ColorOrder::Rgb => {
-                    for c in 0..3 {
-                        out.put(index(x, y, c), rgb[c] * a[c] + b[c]);
-                    }
-                }
-                ColorOrder::Bgr => {
-                    for c in 0..3 {
-                        out.put(index(x, y, c), rgb[2 - c] * a[c] + b[c]);
-                    }
-                }
-                ColorOrder::Gray => {
-                    let l = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2];
-                    out.put(index(x, y, 0), l * a[0] + b[0]);
-                }
-            }
-        }
+    for c in 0..channels {
+        norm.a[c] = 1.0 / (255.0 * cfg.std[c]);
+        norm.b[c] = -cfg.mean[c] / cfg.std[c];
+    }
+    let g = Geometry {
+        out_w,
+        out_h,
+        inv_scale_x: 1.0 / scale_x,
+        inv_scale_y: 1.0 / scale_y,
+        x_start,
+        y_start,
+        region_w,
+        region_h,
+        max_x: image.width - 1,
+        max_y: image.height - 1,
+        pad: cfg.pad as f32,
+    };
+    // Dispatch once on pixel format and element type; the per-pixel loop is monomorphized.
+    match out {
+        InputBuffer::F32(o) => dispatch(image, &mut F32Out(o), &g, cfg, &norm),
+        InputBuffer::I8 {
+            data,
+            scale,
+            zero_point,
+        } => dispatch(
+            image,
+            &mut QuantOut {
+                data,
+                scale,
+                zero_point,
+            },
+            &g,
+            cfg,
+            &norm,
+        ),
+        InputBuffer::U8 {
+            data,
+            scale,
+            zero_point,
+        } => dispatch(
+            image,
+            &mut QuantOut {
+                data,
+                scale,
+                zero_point,
+            },
+            &g,
+            cfg,
+            &norm,
+        ),
     }
     Ok(Transform {
         scale_x,
@@ -444,6 +396,237 @@ pub fn preprocess(
         source_width: in_w,
         source_height: in_h,
     })
+}
+
+/// Output geometry shared by every resampling loop.
+struct Geometry {
+    out_w: usize,
+    out_h: usize,
+    inv_scale_x: f32,
+    inv_scale_y: f32,
+    x_start: usize,
+    y_start: usize,
+    region_w: usize,
+    region_h: usize,
+    max_x: usize,
+    max_y: usize,
+    pad: f32,
+}
+
+/// Per-channel `v * a + b` normalization, in the model's channel order.
+struct Norm {
+    a: [f32; 3],
+    b: [f32; 3],
+}
+
+/// Reads one pixel as RGB floats; one implementation per pixel format.
+trait Pixels {
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3];
+    /// Luma; formats that store it read it directly.
+    #[inline(always)]
+    fn luma(&self, x: usize, y: usize) -> f32 {
+        let p = self.rgb(x, y);
+        0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+    }
+}
+
+/// 3 bytes per pixel; `SWAP` for BGR.
+struct Packed3<'a, const SWAP: bool>(&'a [u8], usize);
+impl<const SWAP: bool> Pixels for Packed3<'_, SWAP> {
+    #[inline(always)]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let i = y * self.1 + x * 3;
+        let p = &self.0[i..i + 3];
+        if SWAP {
+            [p[2] as f32, p[1] as f32, p[0] as f32]
+        } else {
+            [p[0] as f32, p[1] as f32, p[2] as f32]
+        }
+    }
+}
+
+struct Gray<'a>(&'a [u8], usize);
+impl Pixels for Gray<'_> {
+    #[inline(always)]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let v = self.0[y * self.1 + x] as f32;
+        [v, v, v]
+    }
+    #[inline(always)]
+    fn luma(&self, x: usize, y: usize) -> f32 {
+        self.0[y * self.1 + x] as f32
+    }
+}
+
+struct Yuyv<'a>(&'a [u8], usize);
+impl Pixels for Yuyv<'_> {
+    #[inline(always)]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let pair = y * self.1 + (x / 2) * 4;
+        let q = &self.0[pair..pair + 4];
+        yuv_to_rgb(q[(x & 1) * 2], q[1], q[3])
+    }
+}
+
+/// NV12 with its height, to find the chroma plane.
+struct Nv12<'a>(&'a [u8], usize, usize);
+impl Pixels for Nv12<'_> {
+    #[inline(always)]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let uv = self.1 * (self.2 + y / 2) + (x & !1);
+        yuv_to_rgb(self.0[y * self.1 + x], self.0[uv], self.0[uv + 1])
+    }
+}
+
+/// Writes one normalized value; one implementation per element type.
+trait Out {
+    fn put(&mut self, i: usize, v: f32);
+}
+
+struct F32Out<'a>(&'a mut [f32]);
+impl Out for F32Out<'_> {
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: f32) {
+        self.0[i] = v;
+    }
+}
+
+/// Quantizes with `round(v / scale) + zero_point`, saturating (as [`quantize_i8`]/[`quantize_u8`]).
+struct QuantOut<'a, T> {
+    data: &'a mut [T],
+    scale: f32,
+    zero_point: i32,
+}
+impl Out for QuantOut<'_, i8> {
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: f32) {
+        self.data[i] = quantize_i8(v, self.scale, self.zero_point);
+    }
+}
+impl Out for QuantOut<'_, u8> {
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: f32) {
+        self.data[i] = quantize_u8(v, self.scale, self.zero_point);
+    }
+}
+
+fn dispatch<O: Out>(
+    image: &ImageView<'_>,
+    out: &mut O,
+    g: &Geometry,
+    cfg: &PreprocessConfig,
+    n: &Norm,
+) {
+    let (d, st) = (image.data, image.stride);
+    match image.format {
+        PixelFormat::Rgb8 => resample(&Packed3::<false>(d, st), out, g, cfg, n),
+        PixelFormat::Bgr8 => resample(&Packed3::<true>(d, st), out, g, cfg, n),
+        PixelFormat::Gray8 => resample(&Gray(d, st), out, g, cfg, n),
+        PixelFormat::Yuyv => resample(&Yuyv(d, st), out, g, cfg, n),
+        PixelFormat::Nv12 => resample(&Nv12(d, st, image.height), out, g, cfg, n),
+    }
+}
+
+fn resample<P: Pixels, O: Out>(
+    px: &P,
+    out: &mut O,
+    g: &Geometry,
+    cfg: &PreprocessConfig,
+    n: &Norm,
+) {
+    if cfg.color == ColorOrder::Gray {
+        let (a, b) = (n.a[0], n.b[0]);
+        for_each_tap(g, |p, t| match t {
+            Some(t) => {
+                let (l00, l01) = (px.luma(t.x0, t.y0), px.luma(t.x1, t.y0));
+                let (l10, l11) = (px.luma(t.x0, t.y1), px.luma(t.x1, t.y1));
+                let top = l00 + (l01 - l00) * t.wx;
+                let bottom = l10 + (l11 - l10) * t.wx;
+                out.put(p, (top + (bottom - top) * t.wy) * a + b);
+            }
+            None => out.put(p, g.pad * a + b),
+        });
+        return;
+    }
+    let swap = cfg.color == ColorOrder::Bgr;
+    // Index of channel c at pixel p: NCHW c*plane + p, NHWC 3p + c.
+    let (pixel_step, channel_step) = match cfg.layout {
+        Layout::Nchw => (1, g.out_w * g.out_h),
+        Layout::Nhwc => (3, 1),
+    };
+    for_each_tap(g, |p, t| {
+        let v = match t {
+            Some(t) => {
+                let (p00, p01) = (px.rgb(t.x0, t.y0), px.rgb(t.x1, t.y0));
+                let (p10, p11) = (px.rgb(t.x0, t.y1), px.rgb(t.x1, t.y1));
+                let mut v = [0.0f32; 3];
+                for c in 0..3 {
+                    let top = p00[c] + (p01[c] - p00[c]) * t.wx;
+                    let bottom = p10[c] + (p11[c] - p10[c]) * t.wx;
+                    v[c] = top + (bottom - top) * t.wy;
+                }
+                v
+            }
+            None => [g.pad; 3],
+        };
+        let base = p * pixel_step;
+        for c in 0..3 {
+            let x = if swap { v[2 - c] } else { v[c] };
+            out.put(base + c * channel_step, x * n.a[c] + n.b[c]);
+        }
+    });
+}
+
+/// The four source pixels of one output pixel and their weights.
+#[derive(Clone, Copy)]
+struct Tap {
+    x0: usize,
+    x1: usize,
+    y0: usize,
+    y1: usize,
+    wx: f32,
+    wy: f32,
+}
+
+/// Calls `f(pixel index, tap)` for every output pixel in row-major order; `None` on letterbox borders.
+#[inline(always)]
+fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, Option<Tap>)) {
+    let (max_x, max_y) = (g.max_x as f32, g.max_y as f32);
+    for y in 0..g.out_h {
+        let row = y * g.out_w;
+        if y < g.y_start || y >= g.y_start + g.region_h {
+            for x in 0..g.out_w {
+                f(row + x, None);
+            }
+            continue;
+        }
+        let sy = (((y - g.y_start) as f32 + 0.5) * g.inv_scale_y - 0.5).clamp(0.0, max_y);
+        let y0 = sy as usize;
+        let y1 = (y0 + 1).min(g.max_y);
+        let wy = sy - y0 as f32;
+        for x in 0..g.x_start {
+            f(row + x, None);
+        }
+        for x in g.x_start..g.x_start + g.region_w {
+            let sx = (((x - g.x_start) as f32 + 0.5) * g.inv_scale_x - 0.5).clamp(0.0, max_x);
+            let x0 = sx as usize;
+            let x1 = (x0 + 1).min(g.max_x);
+            f(
+                row + x,
+                Some(Tap {
+                    x0,
+                    x1,
+                    y0,
+                    y1,
+                    wx: sx - x0 as f32,
+                    wy,
+                }),
+            );
+        }
+        for x in g.x_start + g.region_w..g.out_w {
+            f(row + x, None);
+        }
+    }
 }
 
 #[cfg(test)]
