@@ -1,15 +1,19 @@
-//! `lepton-convert`: makes ONNX models ready for Lepton devices. This file is the command line only;
-//! each verb lives in its own module and calls the runtime library.
+//! `lepton-convert`: makes ONNX models ready for Lepton devices. This file is the command line
+//! only; each verb lives in `cli/` and calls the library.
 
-mod pack;
+mod cli;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Make ONNX models ready for Lepton devices.
 ///
-/// A typical flow: train and export ONNX, then `pack` the manifest that tells devices how to
-/// pre- and post-process, and copy the model file to the device.
+/// A typical flow: export ONNX from your framework; `inspect` it; `optimize` it if it has dynamic
+/// shapes or control flow; `pack` a manifest that tells devices how to pre- and post-process;
+/// `quantize` it with calibration data; `eval` float and int8 on a labelled folder; `bench` both;
+/// copy the model file to the device.
+///
+/// Exit codes: 0 success, 1 a check failed (eval below expectations), 2 error.
 #[derive(Parser, Debug)]
 #[command(name = "lepton-convert", version, about, long_about)]
 struct Cli {
@@ -19,7 +23,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    Pack(pack::PackArgs),
+    Inspect(cli::inspect::InspectArgs),
+    Run(cli::run::RunArgs),
+    Bench(cli::bench::BenchArgs),
+    Pack(cli::pack::PackArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,10 +39,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Pack(args) => pack::run(args),
+        Command::Inspect(args) => cli::inspect::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Pack(args) => cli::pack::run(args).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

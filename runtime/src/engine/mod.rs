@@ -10,6 +10,17 @@ use crate::tensor::{DType, TensorView, TensorViewMut};
 
 pub use self::tract::{TractBuffer, TractEngine};
 
+/// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
+/// thread only, the default). Multi-core boards gain on large convolutions.
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads <= 1 {
+        set_default_executor(Executor::SingleThread);
+    } else {
+        set_default_executor(Executor::multithread(threads));
+    }
+}
+
 /// Name, concrete shape, element type and quantization of an engine input or output.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {

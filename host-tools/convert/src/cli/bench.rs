@@ -1,0 +1,161 @@
+//! `lepton-convert bench`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lepton_convert::inputs;
+use lepton_runtime::engine::tract::InputFact;
+use lepton_runtime::engine::TractEngine;
+use lepton_runtime::onnx;
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+
+/// Measure load time, inference latency and peak memory of a model.
+///
+/// Inputs come from `--input NAME=FILE.npy`, or are seeded random tensors of the shapes given by
+/// `--shape NAME=1x3x224x224`, the manifest's input size, or the shapes the model declares (a
+/// symbolic batch dimension taken as 1). Latency is measured over `--runs` runs after `--warmup`
+/// runs, on the same inputs.
+///
+/// Example: lepton-convert bench model.onnx --shape x=1x3x48x192 --runs 200 --json
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// An input tensor: NAME=FILE.npy.
+    #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// An input shape for random data: NAME=DIMS, e.g. x=1x3x224x224.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// Timed runs.
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Threads for matrix products (1: single-threaded).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print the figures as JSON (load_ms, p50_ms, p90_ms, min_ms, mean_ms, runs, peak_rss_mb).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs `bench`.
+pub fn run(args: BenchArgs) -> Result<u8> {
+    lepton_runtime::engine::set_threads(args.threads);
+    let proto = onnx::read(&args.model)?;
+    let (specs, _) = onnx::io_specs(&proto);
+    let files: Vec<(String, PathBuf)> = inputs::split_named(&args.inputs, &specs, "input")?
+        .into_iter()
+        .map(|(n, f)| (n, PathBuf::from(f)))
+        .collect();
+    let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+    for (n, d) in inputs::split_named(&args.shapes, &specs, "shape")? {
+        shapes.insert(n, inputs::parse_dims(&d)?);
+    }
+    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(&proto, &args.model) {
+        if let (Some(shape), Some(first)) = (m.image_input_shape(), specs.first()) {
+            let name = m
+                .input
+                .as_ref()
+                .and_then(|i| i.name.clone())
+                .unwrap_or_else(|| first.name.clone());
+            shapes.entry(name).or_insert_with(|| shape.to_vec());
+        }
+    }
+    let mut tensors: Vec<(String, Tensor)> = vec![];
+    let declared = lepton_convert::graph::input_shapes(&proto, &shapes);
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some((_, f)) = files.iter().find(|(n, _)| n == &spec.name) {
+            let t = lepton_convert::npy::read(f)?;
+            inputs::check(spec, &t, f)?;
+            tensors.push((spec.name.clone(), t));
+            continue;
+        }
+        let shape = declared
+            .iter()
+            .find(|(n, _)| n == &spec.name)
+            .and_then(|(_, s)| s.clone())
+            .with_context(|| {
+                format!(
+                    "input `{}` has dynamic shape {}; give --shape {}=DIMS or --input {}=FILE.npy",
+                    spec.name,
+                    spec.shape_text(),
+                    spec.name,
+                    spec.name
+                )
+            })?;
+        let dt = inputs::datum_type(&spec.elem_type).unwrap_or(DatumType::F32);
+        tensors.push((
+            spec.name.clone(),
+            inputs::random_tensor(dt, &shape, i as u64 + 1)?,
+        ));
+    }
+    let facts: Vec<InputFact> = tensors
+        .iter()
+        .map(|(n, t)| InputFact {
+            name: n.clone(),
+            shape: t.shape().to_vec(),
+            dtype: Some(t.datum_type()),
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut engine = TractEngine::from_proto(&proto, &args.model, &facts)?;
+    let load = t0.elapsed();
+    let values: Vec<Tensor> = tensors.into_iter().map(|(_, t)| t).collect();
+    for _ in 0..args.warmup {
+        engine.run_tensors(values.clone())?;
+    }
+    let mut times: Vec<Duration> = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs.max(1) {
+        let inputs = values.clone();
+        let t = Instant::now();
+        engine.run_tensors(inputs)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    let rss = peak_rss_mb();
+    if args.json {
+        let j = json!({
+            "model": args.model, "engine": "tract", "threads": args.threads,
+            "load_ms": ms(load), "p50_ms": ms(pick(0.5)), "p90_ms": ms(pick(0.9)), "min_ms": ms(times[0]),
+            "mean_ms": ms(mean), "runs": times.len(), "peak_rss_mb": rss,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!(
+            "{} (tract, {} thread{})",
+            args.model.display(),
+            args.threads,
+            if args.threads == 1 { "" } else { "s" }
+        );
+        println!("  load      {:.1} ms", ms(load));
+        println!(
+            "  inference p50 {:.3} ms  p90 {:.3} ms  min {:.3} ms  mean {:.3} ms  ({} runs)",
+            ms(pick(0.5)),
+            ms(pick(0.9)),
+            ms(times[0]),
+            ms(mean),
+            times.len()
+        );
+        if let Some(r) = rss {
+            println!("  peak RSS  {r:.1} MiB");
+        }
+    }
+    Ok(0)
+}

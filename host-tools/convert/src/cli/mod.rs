@@ -1,0 +1,6 @@
+//! One module per verb: clap arguments, then calls into the library, then output.
+
+pub mod bench;
+pub mod inspect;
+pub mod pack;
+pub mod run;

@@ -1,0 +1,285 @@
+//! `inspect`: what a model is — inputs and outputs, operators, parameters, estimated MACs, the
+//! embedded manifest, and how the engine will run it (integer kernels or float).
+
+use crate::graph;
+use anyhow::Result;
+use lepton_runtime::onnx::{self, ModelProto};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// One input or output.
+#[derive(Debug, Serialize)]
+pub struct TensorReport {
+    /// Name.
+    pub name: String,
+    /// ONNX element type.
+    pub elem_type: String,
+    /// Shape with symbolic dimensions by name (`batchx3x224x224`).
+    pub shape: String,
+}
+
+/// How the model is quantized and how the engine runs it.
+#[derive(Debug, Serialize)]
+pub struct Quantization {
+    /// `float`, `qdq` (QuantizeLinear/DequantizeLinear around float ops) or `qoperator`
+    /// (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger).
+    pub format: String,
+    /// Quantized operator nodes (QDQ: float nodes fed by DequantizeLinear weights).
+    pub quantized_nodes: usize,
+    /// How the engine executes it.
+    pub execution: String,
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The model file.
+    pub file: String,
+    /// File size in bytes.
+    pub file_bytes: u64,
+    /// Producer name and version.
+    pub producer: String,
+    /// Default-domain opset.
+    pub opset: i64,
+    /// Graph inputs (initializers excluded).
+    pub inputs: Vec<TensorReport>,
+    /// Graph outputs.
+    pub outputs: Vec<TensorReport>,
+    /// Operator histogram, subgraphs included.
+    pub ops: BTreeMap<String, usize>,
+    /// Total nodes, subgraphs included.
+    pub nodes: usize,
+    /// Parameters (elements of initializers and constant tensors).
+    pub parameters: u64,
+    /// Their size in bytes.
+    pub parameter_bytes: u64,
+    /// Multiply-accumulates per inference for the shapes in `macs_shapes`, if the graph could be analysed.
+    pub macs: Option<u64>,
+    /// Why MACs are unknown, when they are.
+    pub macs_note: Option<String>,
+    /// The input shapes MACs were estimated for.
+    pub macs_shapes: Vec<(String, Vec<usize>)>,
+    /// The embedded manifest (TOML), if any.
+    pub manifest: Option<String>,
+    /// Quantization and execution.
+    pub quantization: Quantization,
+    /// Operators tract cannot run (node, op).
+    pub unsupported: Vec<(String, String)>,
+    /// Why the engine could not load or analyse the model, if it could not.
+    pub load_error: Option<String>,
+}
+
+fn tensor_report(s: &onnx::TensorSpec) -> TensorReport {
+    TensorReport {
+        name: s.name.clone(),
+        elem_type: s.elem_type.clone(),
+        shape: s.shape_text(),
+    }
+}
+
+/// Builds the report; a model the engine cannot load still gets everything the file itself tells.
+pub fn inspect(path: &Path) -> Result<Report> {
+    let model = onnx::read(path)?;
+    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let graph = model.graph.as_ref().expect("onnx::read checks the graph");
+    let (inputs, outputs) = onnx::io_specs(&model);
+    let mut ops = BTreeMap::new();
+    let mut nodes = 0;
+    graph::walk_nodes(graph, &mut |n| {
+        nodes += 1;
+        let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
+            n.op_type.clone()
+        } else {
+            format!("{}.{}", n.domain, n.op_type)
+        };
+        *ops.entry(op).or_insert(0) += 1;
+    });
+    let (mut parameters, mut parameter_bytes) = (0u64, 0u64);
+    graph::walk_graphs(graph, &mut |g| {
+        for t in graph::constants(g).values() {
+            parameters += graph::volume(t);
+            parameter_bytes += graph::volume(t) * graph::elem_bytes(t.data_type);
+        }
+    });
+    let manifest = onnx::manifest_text(&model).map(str::to_string);
+    let given = manifest_shapes(&model, path);
+    let shapes = graph::input_shapes(&model, &given);
+    let unsupported = onnx::unsupported_ops(&model);
+    let mut load_error = None;
+    let mut macs = None;
+    let mut macs_note = None;
+    let concrete: Option<Vec<(String, Vec<usize>)>> = shapes
+        .iter()
+        .map(|(n, s)| s.clone().map(|s| (n.clone(), s)))
+        .collect();
+    match &concrete {
+        Some(c) if unsupported.is_empty() => match graph::tensor_shapes(&model, c) {
+            Ok(tensor_shapes) => macs = Some(count_macs(&model, &tensor_shapes)),
+            Err(e) => load_error = Some(format!("{e:#}")),
+        },
+        Some(_) => {
+            let (node, op) = &unsupported[0];
+            load_error = Some(format!(
+                "node `{node}` uses `{op}`, which the engine does not support"
+            ));
+        }
+        None => {
+            let dynamic: Vec<&str> = shapes
+                .iter()
+                .filter(|(_, s)| s.is_none())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            macs_note = Some(format!(
+                "input(s) {} have dynamic sizes; embed a manifest (`input.size`) or fix shapes with `lepton-convert optimize --shape`",
+                dynamic.join(", ")
+            ));
+        }
+    }
+    Ok(Report {
+        file: path.display().to_string(),
+        file_bytes,
+        producer: format!("{} {}", model.producer_name, model.producer_version)
+            .trim()
+            .to_string(),
+        opset: model
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version),
+        inputs: inputs.iter().map(tensor_report).collect(),
+        outputs: outputs.iter().map(tensor_report).collect(),
+        nodes,
+        parameters,
+        parameter_bytes,
+        macs,
+        macs_note,
+        macs_shapes: concrete.unwrap_or_default(),
+        manifest,
+        quantization: quantization(&model, &ops),
+        unsupported,
+        load_error,
+        ops,
+    })
+}
+
+/// Input shapes implied by an embedded manifest (image tasks).
+fn manifest_shapes(model: &ModelProto, path: &Path) -> HashMap<String, Vec<usize>> {
+    let mut given = HashMap::new();
+    let Ok(Some(m)) = lepton_runtime::model::read_manifest(model, path) else {
+        return given;
+    };
+    if let Some(shape) = m.image_input_shape() {
+        let (inputs, _) = onnx::io_specs(model);
+        let name = m
+            .input
+            .as_ref()
+            .and_then(|i| i.name.clone())
+            .or_else(|| inputs.first().map(|s| s.name.clone()));
+        if let Some(name) = name {
+            given.insert(name, shape.to_vec());
+        }
+    }
+    given
+}
+
+/// Multiply-accumulates of convolutions and matrix products.
+pub fn count_macs(model: &ModelProto, shapes: &HashMap<String, Vec<usize>>) -> u64 {
+    let graph = model.graph.as_ref().expect("checked on read");
+    let consts = graph::constants(graph);
+    let dims_of = |name: &str| -> Option<Vec<usize>> {
+        shapes.get(name).cloned().or_else(|| {
+            consts
+                .get(name)
+                .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).collect())
+        })
+    };
+    let vol = |s: &[usize]| s.iter().product::<usize>() as u64;
+    let mut total = 0u64;
+    for n in &graph.node {
+        let out = n.output.first().and_then(|o| shapes.get(o));
+        let w_index = match n.op_type.as_str() {
+            "Conv" | "ConvInteger" | "ConvTranspose" => 1,
+            "QLinearConv" => 3,
+            _ => usize::MAX,
+        };
+        match n.op_type.as_str() {
+            "Conv" | "ConvInteger" | "QLinearConv" => {
+                if let (Some(out), Some(w)) = (out, n.input.get(w_index).and_then(|w| dims_of(w))) {
+                    total += vol(out) * vol(&w[1..]);
+                }
+            }
+            "ConvTranspose" => {
+                if let (Some(x), Some(w)) = (
+                    n.input.first().and_then(|x| dims_of(x)),
+                    n.input.get(1).and_then(|w| dims_of(w)),
+                ) {
+                    total += vol(&x) * vol(&w[1..]);
+                }
+            }
+            "Gemm" | "MatMul" | "MatMulInteger" | "QLinearMatMul" => {
+                let a = n.input.first().and_then(|a| dims_of(a));
+                if let (Some(out), Some(a)) = (out, a) {
+                    let trans_a = n.op_type == "Gemm" && graph::attr_i(n, "transA", 0) != 0;
+                    let k = if trans_a {
+                        a.get(a.len().wrapping_sub(2)).copied()
+                    } else {
+                        a.last().copied()
+                    };
+                    total += vol(out) * k.unwrap_or(0) as u64;
+                }
+            }
+            _ => {}
+        }
+    }
+    total
+}
+
+fn quantization(model: &ModelProto, ops: &BTreeMap<String, usize>) -> Quantization {
+    let count = |k: &str| ops.get(k).copied().unwrap_or(0);
+    let qop = count("QLinearConv")
+        + count("QLinearMatMul")
+        + count("ConvInteger")
+        + count("MatMulInteger");
+    let graph = model.graph.as_ref().expect("checked on read");
+    let dq_outputs: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear")
+        .filter_map(|n| n.output.first().map(String::as_str))
+        .collect();
+    let qdq = graph
+        .node
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.op_type.as_str(),
+                "Conv" | "MatMul" | "Gemm" | "ConvTranspose"
+            )
+        })
+        .filter(|n| {
+            n.input
+                .get(1)
+                .is_some_and(|w| dq_outputs.contains(w.as_str()))
+        })
+        .count();
+    if qop > 0 {
+        Quantization {
+            format: "qoperator".into(),
+            quantized_nodes: qop,
+            execution: "tract runs QLinearConv/QLinearMatMul/ConvInteger/MatMulInteger with integer kernels".into(),
+        }
+    } else if qdq > 0 {
+        Quantization {
+            format: "qdq".into(),
+            quantized_nodes: qdq,
+            execution: "tract runs QDQ convolutions and matrix products as float with fake quantization (int8 storage, float speed or slower)".into(),
+        }
+    } else {
+        Quantization {
+            format: "float".into(),
+            quantized_nodes: 0,
+            execution: "float kernels".into(),
+        }
+    }
+}

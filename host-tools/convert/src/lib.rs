@@ -1,0 +1,8 @@
+//! lepton-convert's library: reading and editing ONNX graphs, `.npy` tensors, model reports,
+//! graph optimization, calibration and quantization, evaluation. The `lepton-convert` binary is a
+//! thin command line over these modules.
+
+pub mod graph;
+pub mod inputs;
+pub mod inspect;
+pub mod npy;

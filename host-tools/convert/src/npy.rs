@@ -1,0 +1,152 @@
+//! `.npy` tensors to and from tract tensors, for any element type models take.
+
+use anyhow::{bail, Context, Result};
+use npyz::{DType, TypeChar, WriterBuilder};
+use std::path::Path;
+use tract_onnx::prelude::*;
+
+/// Reads a `.npy` file into a tensor (f32, f64, f16 as f32? no: kept, i8..i64, u8..u64, bool).
+pub fn read(path: &Path) -> Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .with_context(|| format!("{}: not a .npy file", path.display()))?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    if npy.order() == npyz::Order::Fortran {
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+            path.display()
+        );
+    }
+    let DType::Plain(ty) = npy.dtype() else {
+        bail!("{}: structured dtypes are not supported", path.display());
+    };
+    let ctx = || format!("{}: reading data", path.display());
+    macro_rules! load {
+        ($t:ty) => {
+            tensor_from(&shape, npy.into_vec::<$t>().with_context(ctx)?)
+        };
+    }
+    let t = match (ty.type_char(), ty.num_bytes()) {
+        (TypeChar::Float, Some(4)) => load!(f32),
+        (TypeChar::Float, Some(8)) => load!(f64),
+        (TypeChar::Int, Some(1)) => load!(i8),
+        (TypeChar::Int, Some(2)) => load!(i16),
+        (TypeChar::Int, Some(4)) => load!(i32),
+        (TypeChar::Int, Some(8)) => load!(i64),
+        (TypeChar::Uint, Some(1)) => load!(u8),
+        (TypeChar::Uint, Some(2)) => load!(u16),
+        (TypeChar::Uint, Some(4)) => load!(u32),
+        (TypeChar::Uint, Some(8)) => load!(u64),
+        (TypeChar::Bool, _) => load!(bool),
+        (c, n) => bail!(
+            "{}: element type {c:?} of {n:?} bytes is not supported",
+            path.display()
+        ),
+    };
+    t.with_context(|| {
+        format!(
+            "{}: shape {:?} does not match its data",
+            path.display(),
+            shape
+        )
+    })
+}
+
+fn tensor_from<T: Datum>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
+    Ok(tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)?.into_tensor())
+}
+
+/// Writes a tensor as `.npy` (element types numpy has).
+pub fn write(path: &Path, t: &Tensor) -> Result<()> {
+    let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+    );
+    macro_rules! save {
+        ($t:ty) => {{
+            let view = t.to_plain_array_view::<$t>()?;
+            let mut w = npyz::WriteOptions::<$t>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut file)
+                .begin_nd()?;
+            w.extend(view.iter().copied())?;
+            w.finish()?;
+        }};
+    }
+    match t.datum_type().unquantized() {
+        DatumType::F32 => save!(f32),
+        DatumType::F64 => save!(f64),
+        DatumType::I8 => save!(i8),
+        DatumType::I16 => save!(i16),
+        DatumType::I32 => save!(i32),
+        DatumType::I64 => save!(i64),
+        DatumType::U8 => save!(u8),
+        DatumType::U16 => save!(u16),
+        DatumType::U32 => save!(u32),
+        DatumType::U64 => save!(u64),
+        DatumType::Bool => save!(bool),
+        DatumType::F16 => {
+            let f = t.cast_to::<f32>()?;
+            return write(path, &f);
+        }
+        other => bail!(
+            "{}: cannot write element type {other:?} as .npy",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+/// A file name for a tensor: characters outside `A-Za-z0-9._-` become `_`.
+pub fn file_name(tensor: &str) -> String {
+    let s: String = tensor
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{s}.npy")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_common_types() {
+        let dir = std::env::temp_dir().join(format!("lepton-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            tensor_from(&[2, 3], vec![1.5f32, -2.0, 3.0, 4.0, 5.0, 6.25]).unwrap(),
+            tensor_from(&[4], vec![1i64, -2, 3, i64::MAX]).unwrap(),
+            tensor_from(&[2, 2], vec![0u8, 255, 7, 9]).unwrap(),
+            tensor_from(&[3], vec![-128i8, 0, 127]).unwrap(),
+            tensor_from(&[], vec![true]).unwrap(),
+        ];
+        for (i, t) in cases.iter().enumerate() {
+            let p = dir.join(format!("t{i}.npy"));
+            write(&p, t).unwrap();
+            assert_eq!(&read(&p).unwrap(), t);
+        }
+        std::fs::write(dir.join("bad.npy"), b"nope").unwrap();
+        assert!(read(&dir.join("bad.npy"))
+            .unwrap_err()
+            .to_string()
+            .contains("bad.npy"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_names_are_sanitized() {
+        assert_eq!(
+            file_name("save_infer_model/scale_0.tmp_1"),
+            "save_infer_model_scale_0.tmp_1.npy"
+        );
+        assert_eq!(file_name("out:0"), "out_0.npy");
+    }
+}
