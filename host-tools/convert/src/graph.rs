@@ -69,6 +69,18 @@ pub fn walk_graphs<'a>(graph: &'a GraphProto, f: &mut impl FnMut(&'a GraphProto)
     }
 }
 
+/// Calls `f` on the subgraphs held by a node's attributes.
+pub fn walk_graphs_of<'a>(node: &'a NodeProto, f: &mut impl FnMut(&'a GraphProto)) {
+    for a in &node.attribute {
+        if let Some(g) = &a.g {
+            f(g);
+        }
+        for g in &a.graphs {
+            f(g);
+        }
+    }
+}
+
 /// Calls `f` on every node of `graph` and of its subgraphs (If, Loop, Scan bodies).
 pub fn walk_nodes<'a>(graph: &'a GraphProto, f: &mut impl FnMut(&'a NodeProto)) {
     for n in &graph.node {
@@ -120,6 +132,13 @@ pub fn load(t: &TensorProto) -> Result<Tensor> {
 /// A tensor proto holding `t` under `name` (raw little-endian data).
 pub fn to_proto(name: &str, t: &Tensor) -> Result<TensorProto> {
     use pb::tensor_proto::DataType as D;
+    if t.datum_type() == DatumType::TDim {
+        // tract computes integer shape arithmetic as symbolic dims; ONNX stores it as int64.
+        let i = t
+            .cast_to::<i64>()
+            .map_err(|e| anyhow!("tensor `{name}`: {e:#}"))?;
+        return to_proto(name, &i);
+    }
     let data_type = match t.datum_type().unquantized() {
         DatumType::F32 => D::Float,
         DatumType::F64 => D::Double,

@@ -6,3 +6,4 @@ pub mod graph;
 pub mod inputs;
 pub mod inspect;
 pub mod npy;
+pub mod optimize;

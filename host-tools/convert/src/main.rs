@@ -26,6 +26,7 @@ enum Command {
     Inspect(cli::inspect::InspectArgs),
     Run(cli::run::RunArgs),
     Bench(cli::bench::BenchArgs),
+    Optimize(cli::optimize::OptimizeArgs),
     Pack(cli::pack::PackArgs),
 }
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cli::inspect::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Optimize(args) => cli::optimize::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
     };
     match result {

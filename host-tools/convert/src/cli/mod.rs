@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod optimize;
 pub mod pack;
 pub mod run;
