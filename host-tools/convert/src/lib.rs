@@ -2,6 +2,7 @@
 //! graph optimization, calibration and quantization, evaluation. The `lepton-convert` binary is a
 //! thin command line over these modules.
 
+pub mod eval;
 pub mod graph;
 pub mod inputs;
 pub mod inspect;

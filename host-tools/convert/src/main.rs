@@ -27,6 +27,7 @@ enum Command {
     Run(cli::run::RunArgs),
     Bench(cli::bench::BenchArgs),
     Optimize(cli::optimize::OptimizeArgs),
+    Eval(cli::eval::EvalArgs),
     Pack(cli::pack::PackArgs),
 }
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Optimize(args) => cli::optimize::run(args),
+        Command::Eval(args) => cli::eval::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
     };
     match result {
