@@ -2,9 +2,12 @@
 //! graph optimization, calibration and quantization, evaluation. The `lepton-convert` binary is a
 //! thin command line over these modules.
 
+pub mod calibrate;
 pub mod eval;
 pub mod graph;
 pub mod inputs;
 pub mod inspect;
 pub mod npy;
 pub mod optimize;
+pub mod quantize;
+pub mod samples;

@@ -27,6 +27,7 @@ enum Command {
     Run(cli::run::RunArgs),
     Bench(cli::bench::BenchArgs),
     Optimize(cli::optimize::OptimizeArgs),
+    Quantize(cli::quantize::QuantizeArgs),
     Eval(cli::eval::EvalArgs),
     Pack(cli::pack::PackArgs),
 }
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Optimize(args) => cli::optimize::run(args),
+        Command::Quantize(args) => cli::quantize::run(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
     };

@@ -5,25 +5,31 @@ use npyz::{DType, TypeChar, WriterBuilder};
 use std::path::Path;
 use tract_onnx::prelude::*;
 
-/// Reads a `.npy` file into a tensor (f32, f64, f16 as f32? no: kept, i8..i64, u8..u64, bool).
+/// Reads a `.npy` file (f32, f64, i8..i64, u8..u64, bool; C or Fortran order) into a tensor.
 pub fn read(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
     let npy = npyz::NpyFile::new(&bytes[..])
         .with_context(|| format!("{}: not a .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    if npy.order() == npyz::Order::Fortran {
-        bail!(
-            "{}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
-            path.display()
-        );
-    }
+    let fortran = npy.order() == npyz::Order::Fortran;
     let DType::Plain(ty) = npy.dtype() else {
         bail!("{}: structured dtypes are not supported", path.display());
     };
     let ctx = || format!("{}: reading data", path.display());
     macro_rules! load {
         ($t:ty) => {
-            tensor_from(&shape, npy.into_vec::<$t>().with_context(ctx)?)
+            if fortran {
+                // Column-major data: build the reversed shape and transpose back.
+                let rev: Vec<usize> = shape.iter().rev().copied().collect();
+                let a = tract_ndarray::ArrayD::from_shape_vec(
+                    rev,
+                    npy.into_vec::<$t>().with_context(ctx)?,
+                )?
+                .reversed_axes();
+                Ok(a.as_standard_layout().into_owned().into_tensor())
+            } else {
+                tensor_from(&shape, npy.into_vec::<$t>().with_context(ctx)?)
+            }
         };
     }
     let t = match (ty.type_char(), ty.num_bytes()) {
@@ -133,6 +139,24 @@ mod tests {
             write(&p, t).unwrap();
             assert_eq!(&read(&p).unwrap(), t);
         }
+        // A Fortran-ordered file as numpy writes np.asfortranarray(np.arange(6.).reshape(2, 3)) in f32.
+        let mut header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }".to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut fortran = b"\x93NUMPY\x01\x00".to_vec();
+        fortran.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        fortran.extend_from_slice(header.as_bytes());
+        for v in [0.0f32, 3.0, 1.0, 4.0, 2.0, 5.0] {
+            fortran.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(dir.join("f.npy"), &fortran).unwrap();
+        let t = read(&dir.join("f.npy")).unwrap();
+        assert_eq!(
+            t,
+            tensor_from(&[2, 3], vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap()
+        );
         std::fs::write(dir.join("bad.npy"), b"nope").unwrap();
         assert!(read(&dir.join("bad.npy"))
             .unwrap_err()

@@ -5,4 +5,5 @@ pub mod eval;
 pub mod inspect;
 pub mod optimize;
 pub mod pack;
+pub mod quantize;
 pub mod run;

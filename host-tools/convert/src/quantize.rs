@@ -1,0 +1,1057 @@
+//! `quantize`: static post-training int8 quantization to standard QDQ ONNX.
+//!
+//! 1. Prepare: constants become initializers, the opset is raised to 13 (per-channel
+//!    `DequantizeLinear`), `BatchNormalization` after `Conv` is folded into its weights.
+//! 2. Calibrate: the float model runs on the calibration samples with every activation exposed;
+//!    observers record ranges (min/max, percentile or entropy).
+//! 3. Rewrite: weights of Conv/ConvTranspose/Gemm/MatMul become int8 (per output channel by
+//!    default) behind `DequantizeLinear`, biases int32 at `input_scale × weight_scale`, and every
+//!    activation read by a quantized operator gets `QuantizeLinear → DequantizeLinear` (int8,
+//!    asymmetric).
+//! 4. Measure: float and int8 run side by side on the calibration set: per-layer SQNR, output SQNR
+//!    and top-1 agreement. While the result falls short, the layer that loses most keeps float
+//!    weights and activations (mixed precision), and the model is rewritten.
+
+use crate::calibrate::{int8_params, sqnr_db, Method, Observer};
+use crate::graph::{self, attr_i};
+use crate::samples::Inputs;
+use anyhow::{anyhow, bail, Context, Result};
+use lepton_runtime::onnx::pb::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use tract_onnx::prelude::*;
+
+/// Operators whose float activation inputs are quantized.
+pub const QUANTIZED_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Concat",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Resize",
+];
+
+/// Elementwise operators: with one non-constant input (or several derived from the same tensor)
+/// they are unary functions, quantized as a whole chain.
+pub const ELEMENTWISE_OPS: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Pow",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Sqrt",
+    "Erf",
+    "Elu",
+    "Softplus",
+];
+
+/// Operators with weights: the layers mixed precision chooses among.
+pub const WEIGHTED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
+/// Quantization settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Activation range method.
+    pub method: Method,
+    /// Weights per output channel (default) or per tensor.
+    pub per_channel: bool,
+    /// Top-1 agreement with float on the calibration set to reach before stopping (classifiers).
+    pub target_agreement: f64,
+    /// Output SQNR (dB) to reach before stopping (other models).
+    pub target_sqnr_db: f64,
+    /// Largest share of layers that may stay float.
+    pub max_float_share: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            method: Method::Percentile,
+            per_channel: true,
+            target_agreement: 0.99,
+            target_sqnr_db: 20.0,
+            max_float_share: 0.2,
+        }
+    }
+}
+
+/// One layer in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Node name.
+    pub node: String,
+    /// Operator.
+    pub op: String,
+    /// `int8` or `float`.
+    pub precision: String,
+    /// SQNR of its output against float (dB), over the calibration set.
+    pub sqnr_db: f64,
+    /// SQNR lost by this layer: its input's SQNR minus its output's.
+    pub loss_db: f64,
+}
+
+/// What quantization did and measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Range method.
+    pub method: Method,
+    /// Per-channel weights.
+    pub per_channel: bool,
+    /// Calibration samples.
+    pub samples: usize,
+    /// Layers (weighted operators), in graph order.
+    pub layers: Vec<LayerReport>,
+    /// Layers kept in float by mixed precision.
+    pub float_layers: Vec<String>,
+    /// Top-1 agreement with the float model on the calibration set (classifier-like outputs).
+    pub agreement: Option<f64>,
+    /// SQNR of output 0 against float (dB).
+    pub output_sqnr_db: f64,
+    /// Activation tensors quantized.
+    pub quantized_activations: usize,
+    /// Weight tensors quantized.
+    pub quantized_weights: usize,
+    /// Rewrites tried (1 + layers moved to float).
+    pub iterations: usize,
+}
+
+/// Quantizes `float` with `samples`; returns the int8 model and the report.
+pub fn quantize(
+    float: &ModelProto,
+    samples: &[Inputs],
+    settings: &Settings,
+    mut progress: impl FnMut(&str),
+) -> Result<(ModelProto, Report)> {
+    if samples.is_empty() {
+        bail!("no calibration samples");
+    }
+    let prepared = prepare(float)?;
+    let graph = prepared.graph.as_ref().context("no graph")?;
+    let consts: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    // Every float tensor computed by the graph (and the graph inputs) is a candidate activation.
+    let mut activations: Vec<String> = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !consts.contains(n))
+        .collect();
+    for n in &graph.node {
+        activations.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
+    }
+    progress("calibrating: ranges");
+    let mut observers: HashMap<String, Observer> = HashMap::new();
+    let float_values = capture(&prepared, &activations, samples)?;
+    for values in &float_values {
+        for (name, v) in values {
+            observers.entry(name.clone()).or_default().observe_range(v);
+        }
+    }
+    progress("calibrating: histograms");
+    for values in &float_values {
+        for (name, v) in values {
+            if let Some(o) = observers.get_mut(name) {
+                o.observe_histogram(v);
+            }
+        }
+    }
+    let ranges: HashMap<String, (f32, f32)> = observers
+        .iter()
+        .map(|(k, o)| (k.clone(), o.range(settings.method)))
+        .collect();
+    let layers: Vec<(String, String)> = graph
+        .node
+        .iter()
+        .filter(|n| WEIGHTED_OPS.contains(&n.op_type.as_str()))
+        .map(|n| (n.name.clone(), n.op_type.clone()))
+        .collect();
+    let output_name = graph
+        .output
+        .first()
+        .map(|o| o.name.clone())
+        .context("the model has no output")?;
+    let max_float = ((layers.len() as f64 * settings.max_float_share).floor() as usize).max(1);
+    let mut float_layers: Vec<String> = vec![];
+    let mut best: Option<(ModelProto, Report, f64)> = None;
+    for iteration in 1..=max_float + 1 {
+        progress(&format!(
+            "quantizing (attempt {iteration}, {} layers in float)",
+            float_layers.len()
+        ));
+        let (q, stats) = rewrite(&prepared, &ranges, &float_values, &float_layers, settings)?;
+        let measured = measure(
+            &prepared,
+            &q,
+            samples,
+            &float_values,
+            &stats.outputs_of_layers,
+            &output_name,
+        )?;
+        let report = Report {
+            method: settings.method,
+            per_channel: settings.per_channel,
+            samples: samples.len(),
+            layers: layers
+                .iter()
+                .map(|(name, op)| {
+                    let (sqnr, loss) = measured
+                        .layer_sqnr
+                        .get(name)
+                        .copied()
+                        .unwrap_or((f64::NAN, f64::NAN));
+                    LayerReport {
+                        node: name.clone(),
+                        op: op.clone(),
+                        precision: if float_layers.contains(name) {
+                            "float".into()
+                        } else {
+                            "int8".into()
+                        },
+                        sqnr_db: sqnr,
+                        loss_db: loss,
+                    }
+                })
+                .collect(),
+            float_layers: float_layers.clone(),
+            agreement: measured.agreement,
+            output_sqnr_db: measured.output_sqnr_db,
+            quantized_activations: stats.activations,
+            quantized_weights: stats.weights,
+            iterations: iteration,
+        };
+        let score = measured.agreement.unwrap_or(0.0) * 1000.0 + measured.output_sqnr_db.min(60.0);
+        let good = match measured.agreement {
+            Some(a) => a >= settings.target_agreement,
+            None => measured.output_sqnr_db >= settings.target_sqnr_db,
+        };
+        // Keep the layer that loses the most SQNR in float, and try again.
+        let worst = report
+            .layers
+            .iter()
+            .filter(|l| l.precision == "int8" && l.loss_db.is_finite())
+            .max_by(|a, b| a.loss_db.total_cmp(&b.loss_db))
+            .map(|l| l.node.clone());
+        if best.as_ref().is_none_or(|(_, _, s)| score > *s + 1e-9) {
+            best = Some((q, report, score));
+        }
+        if good || float_layers.len() >= max_float {
+            break;
+        }
+        match worst {
+            Some(w) => float_layers.push(w),
+            None => break,
+        }
+    }
+    let (q, report, _) = best.context("no quantization attempt ran")?;
+    Ok((q, report))
+}
+
+/// Constants as initializers, opset ≥ 13, BatchNormalization folded into Conv, value_info dropped.
+pub fn prepare(model: &ModelProto) -> Result<ModelProto> {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().context("no graph")?;
+    g.value_info.clear();
+    // Constant nodes → initializers.
+    let mut kept = vec![];
+    for n in std::mem::take(&mut g.node) {
+        if n.op_type == "Constant" {
+            if let (Some(out), Some(t)) = (
+                n.output.first(),
+                graph::attr(&n, "value").and_then(|a| a.t.clone()),
+            ) {
+                g.initializer.push(TensorProto {
+                    name: out.clone(),
+                    ..t
+                });
+                continue;
+            }
+        }
+        kept.push(n);
+    }
+    g.node = kept;
+    let opset = m
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map_or(0, |o| o.version);
+    if opset < 13 {
+        upgrade_to_13(m.graph.as_mut().context("no graph")?)?;
+        for o in m
+            .opset_import
+            .iter_mut()
+            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        {
+            o.version = 13;
+        }
+        if m.ir_version < 7 {
+            m.ir_version = 7;
+        }
+    }
+    fold_batchnorm(m.graph.as_mut().context("no graph")?)?;
+    Ok(m)
+}
+
+/// Rewrites the operators whose signature changed by opset 13 (attributes that became inputs).
+fn upgrade_to_13(g: &mut GraphProto) -> Result<()> {
+    let mut extra = vec![];
+    for (i, n) in g.node.iter_mut().enumerate() {
+        let moved = match n.op_type.as_str() {
+            "Squeeze" | "Unsqueeze" | "ReduceSum" => Some("axes"),
+            "Split" => Some("split"),
+            _ => None,
+        };
+        let Some(attr_name) = moved else { continue };
+        if let Some(pos) = n.attribute.iter().position(|a| a.name == attr_name) {
+            let a = n.attribute.remove(pos);
+            let name = format!(
+                "{}_{attr_name}_{i}",
+                if n.name.is_empty() {
+                    &n.op_type
+                } else {
+                    &n.name
+                }
+            );
+            let t = tract_ndarray::Array1::from_vec(a.ints.clone())
+                .into_dyn()
+                .into_tensor();
+            extra.push(graph::to_proto(&name, &t)?);
+            if n.input.len() == 1 {
+                n.input.push(name);
+            }
+        }
+    }
+    g.initializer.extend(extra);
+    Ok(())
+}
+
+/// Folds `BatchNormalization` (inference form) into the `Conv` feeding it, when the Conv's output
+/// has no other reader.
+fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
+    let readers = |g: &GraphProto, t: &str| {
+        g.node
+            .iter()
+            .filter(|n| n.input.iter().any(|i| i == t))
+            .count()
+            + usize::from(g.output.iter().any(|o| o.name == t))
+    };
+    let mut i = 0;
+    while i < g.node.len() {
+        let bn = &g.node[i];
+        if bn.op_type != "BatchNormalization" || bn.output.iter().skip(1).any(|o| !o.is_empty()) {
+            i += 1;
+            continue;
+        }
+        let x = bn.input[0].clone();
+        let Some(ci) = g
+            .node
+            .iter()
+            .position(|n| n.op_type == "Conv" && n.output.first() == Some(&x))
+        else {
+            i += 1;
+            continue;
+        };
+        if readers(g, &x) != 1 {
+            i += 1;
+            continue;
+        }
+        let inits: HashMap<&str, &TensorProto> =
+            g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let get = |name: &str| inits.get(name).map(|t| graph::load(t)).transpose();
+        let (Some(w), Some(scale), Some(bias), Some(mean), Some(var)) = (
+            get(&g.node[ci].input[1])?,
+            get(&bn.input[1])?,
+            get(&bn.input[2])?,
+            get(&bn.input[3])?,
+            get(&bn.input[4])?,
+        ) else {
+            i += 1;
+            continue;
+        };
+        let eps = graph::attr_f(bn, "epsilon", 1e-5);
+        let conv_bias = match g.node[ci].input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => get(b)?,
+            None => None,
+        };
+        let f = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.cast_to::<f32>()
+                .map_err(|e| anyhow!("{e:#}"))?
+                .to_plain_array_view::<f32>()
+                .map_err(|e| anyhow!("{e:#}"))?
+                .iter()
+                .copied()
+                .collect())
+        };
+        let (scale, bias, mean, var) = (f(&scale)?, f(&bias)?, f(&mean)?, f(&var)?);
+        let cout = scale.len();
+        let mut wv = f(&w)?;
+        if w.shape()[0] != cout {
+            i += 1;
+            continue;
+        }
+        let per = wv.len() / cout;
+        let mut b = conv_bias
+            .as_ref()
+            .map(f)
+            .transpose()?
+            .unwrap_or_else(|| vec![0.0; cout]);
+        for c in 0..cout {
+            let k = scale[c] / (var[c] + eps).sqrt();
+            for v in &mut wv[c * per..(c + 1) * per] {
+                *v *= k;
+            }
+            b[c] = (b[c] - mean[c]) * k + bias[c];
+        }
+        let conv_name = if g.node[ci].name.is_empty() {
+            format!("conv{ci}")
+        } else {
+            g.node[ci].name.clone()
+        };
+        let (wn, bn_name) = (
+            format!("{conv_name}.weight_bnfolded"),
+            format!("{conv_name}.bias_bnfolded"),
+        );
+        g.initializer.push(graph::to_proto(
+            &wn,
+            &tract_ndarray::ArrayD::from_shape_vec(w.shape().to_vec(), wv)?.into_tensor(),
+        )?);
+        g.initializer.push(graph::to_proto(
+            &bn_name,
+            &tract_ndarray::Array1::from_vec(b).into_dyn().into_tensor(),
+        )?);
+        let out = g.node[i].output[0].clone();
+        let conv = &mut g.node[ci];
+        conv.input.truncate(1);
+        conv.input.push(wn);
+        conv.input.push(bn_name);
+        conv.output[0] = out;
+        g.node.remove(i);
+    }
+    // Initializers nothing reads any more (the unfolded weights).
+    let used: HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(g.output.iter().map(|o| o.name.clone()))
+        .collect();
+    g.initializer.retain(|t| used.contains(&t.name));
+    Ok(())
+}
+
+/// Runs `model` on every sample with `tensors` exposed as extra outputs; returns their values as
+/// f32 (tensors that are not float, or that the engine cannot expose, are left out).
+pub fn capture(
+    model: &ModelProto,
+    tensors: &[String],
+    samples: &[Inputs],
+) -> Result<Vec<HashMap<String, Vec<f32>>>> {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().context("no graph")?;
+    let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let consts: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+    let exposed: Vec<String> = tensors
+        .iter()
+        .filter(|t| !consts.contains(*t))
+        .cloned()
+        .collect();
+    for t in &exposed {
+        if !existing.contains(t) {
+            g.output.push(pb::ValueInfoProto {
+                name: t.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    let names: Vec<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let facts: Vec<_> = samples[0]
+        .iter()
+        .map(|(n, t)| lepton_runtime::engine::tract::InputFact {
+            name: n.clone(),
+            shape: t.shape().to_vec(),
+            dtype: Some(t.datum_type()),
+        })
+        .collect();
+    let mut engine = load_relaxed(&m, &facts)?;
+    let wanted: HashSet<&String> = exposed.iter().collect();
+    samples
+        .iter()
+        .map(|s| {
+            let out = engine.run_tensors(s.iter().map(|(_, t)| t.clone()).collect())?;
+            let mut values = HashMap::new();
+            for (name, t) in names.iter().zip(out) {
+                if wanted.contains(name) && t.datum_type() == DatumType::F32 {
+                    let v = t
+                        .to_plain_array_view::<f32>()
+                        .map_err(|e| anyhow!("{e:#}"))?
+                        .iter()
+                        .copied()
+                        .collect();
+                    values.insert(name.clone(), v);
+                }
+            }
+            Ok(values)
+        })
+        .collect()
+}
+
+/// Loads a model whose extra outputs carry no type information.
+fn load_relaxed(
+    m: &ModelProto,
+    facts: &[lepton_runtime::engine::tract::InputFact],
+) -> Result<SimplePlanRunner> {
+    let framework = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_output_types(true)
+        .with_ignore_value_info(true);
+    let mut model = framework
+        .model_for_proto_model(m)
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let names: Vec<String> = model
+        .input_outlets()?
+        .iter()
+        .map(|o| model.node(o.node).name.clone())
+        .collect();
+    for (ix, name) in names.iter().enumerate() {
+        let f = facts
+            .iter()
+            .find(|f| &f.name == name)
+            .with_context(|| format!("no sample for input `{name}`"))?;
+        model.set_input_fact(
+            ix,
+            InferenceFact::dt_shape(f.dtype.unwrap_or(DatumType::F32), f.shape.clone()),
+        )?;
+    }
+    let plan = model
+        .into_optimized()
+        .map_err(|e| anyhow!("{e:#}"))?
+        .into_runnable()
+        .map_err(|e| anyhow!("{e:#}"))?;
+    Ok(SimplePlanRunner { plan })
+}
+
+/// A runnable tract plan.
+pub struct SimplePlanRunner {
+    plan: std::sync::Arc<TypedRunnableModel>,
+}
+
+impl SimplePlanRunner {
+    fn run_tensors(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let out = self
+            .plan
+            .run(inputs.into_iter().map(|t| t.into_tvalue()).collect())
+            .map_err(|e| anyhow!("{e:#}"))?;
+        Ok(out.into_iter().map(|v| v.into_tensor()).collect())
+    }
+}
+
+/// What a rewrite produced.
+struct RewriteStats {
+    activations: usize,
+    weights: usize,
+    /// Layer name → (its float output tensor, the dequantized name consumers read, its float input).
+    outputs_of_layers: BTreeMap<String, (String, String, String)>,
+}
+
+fn scalar_f32(name: &str, v: f32) -> Result<TensorProto> {
+    graph::to_proto(name, &tract_ndarray::arr0(v).into_dyn().into_tensor())
+}
+
+fn scalar_i8(name: &str, v: i8) -> Result<TensorProto> {
+    graph::to_proto(name, &tract_ndarray::arr0(v).into_dyn().into_tensor())
+}
+
+fn node(
+    op: &str,
+    name: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name,
+        input: inputs,
+        output: outputs,
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn axis_attr(axis: i64) -> AttributeProto {
+    AttributeProto {
+        name: "axis".into(),
+        i: axis,
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        ..Default::default()
+    }
+}
+
+/// Builds the QDQ model for the given ranges, with `float_layers` left in float.
+fn rewrite(
+    prepared: &ModelProto,
+    ranges: &HashMap<String, (f32, f32)>,
+    float_values: &[HashMap<String, Vec<f32>>],
+    float_layers: &[String],
+    s: &Settings,
+) -> Result<(ModelProto, RewriteStats)> {
+    let mut m = prepared.clone();
+    let g = m.graph.as_mut().context("no graph")?;
+    let inits: HashMap<String, TensorProto> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let is_float = |name: &str| float_values.first().is_some_and(|v| v.contains_key(name));
+    let quantized_node = |n: &NodeProto| {
+        QUANTIZED_OPS.contains(&n.op_type.as_str()) && !float_layers.contains(&n.name)
+    };
+    // Chains of elementwise operators on one tensor (x+3, clip, ×1/6, hard-sigmoid, x·relu6(x+3)/6)
+    // are unary functions of the tensor that starts them: that root is quantized, the chain runs
+    // on it, and only its end is quantized again. An int8 engine runs such a chain as one lookup
+    // table, exactly; requantizing every step would only add noise.
+    let mut root: HashMap<String, String> = HashMap::new();
+    let mut unary: HashSet<usize> = HashSet::new();
+    for (ix, n) in g.node.iter().enumerate() {
+        let roots: HashSet<String> = n
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && !inits.contains_key(*i))
+            .map(|i| root.get(i).cloned().unwrap_or_else(|| i.clone()))
+            .collect();
+        let is_unary = ELEMENTWISE_OPS.contains(&n.op_type.as_str()) && roots.len() == 1;
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            let r = if is_unary {
+                roots.iter().next().cloned().unwrap_or_else(|| o.clone())
+            } else {
+                o.clone()
+            };
+            root.insert(o.clone(), r);
+        }
+        if is_unary {
+            unary.insert(ix);
+        }
+    }
+    let is_root = |t: &str| root.get(t).is_none_or(|r| r == t);
+    let mut act: Vec<String> = vec![];
+    let mut seen = HashSet::new();
+    for (ix, n) in g.node.iter().enumerate().filter(|(_, n)| quantized_node(n)) {
+        let limit = if WEIGHTED_OPS.contains(&n.op_type.as_str()) && n.op_type != "MatMul" {
+            1
+        } else {
+            n.input.len()
+        };
+        for i in n.input.iter().take(limit) {
+            let wanted = !unary.contains(&ix) || is_root(i);
+            if wanted
+                && !i.is_empty()
+                && !inits.contains_key(i)
+                && is_float(i)
+                && ranges.contains_key(i)
+                && seen.insert(i.clone())
+            {
+                act.push(i.clone());
+            }
+        }
+    }
+    let mut stats = RewriteStats {
+        activations: act.len(),
+        weights: 0,
+        outputs_of_layers: BTreeMap::new(),
+    };
+    let act_set: HashSet<String> = act.iter().cloned().collect();
+    let mut act_params: HashMap<String, (f32, i8)> = HashMap::new();
+    let mut new_inits: Vec<TensorProto> = vec![];
+    for t in &act {
+        let (lo, hi) = ranges[t];
+        let (scale, zp) = int8_params(lo, hi);
+        act_params.insert(t.clone(), (scale, zp));
+        new_inits.push(scalar_f32(&format!("{t}_scale"), scale)?);
+        new_inits.push(scalar_i8(&format!("{t}_zero_point"), zp)?);
+    }
+    let dq = |t: &str| format!("{t}_dequantized");
+    // Q/DQ nodes for each activation, placed right after its producer (or first, for inputs).
+    let qdq_nodes = |t: &str| -> Vec<NodeProto> {
+        vec![
+            node(
+                "QuantizeLinear",
+                format!("{t}_QuantizeLinear"),
+                vec![t.into(), format!("{t}_scale"), format!("{t}_zero_point")],
+                vec![format!("{t}_quantized")],
+                vec![],
+            ),
+            node(
+                "DequantizeLinear",
+                format!("{t}_DequantizeLinear"),
+                vec![
+                    format!("{t}_quantized"),
+                    format!("{t}_scale"),
+                    format!("{t}_zero_point"),
+                ],
+                vec![dq(t)],
+                vec![],
+            ),
+        ]
+    };
+    let mut out_nodes: Vec<NodeProto> = vec![];
+    for i in &g.input {
+        if act_set.contains(&i.name) {
+            out_nodes.extend(qdq_nodes(&i.name));
+        }
+    }
+    let old_nodes = std::mem::take(&mut g.node);
+    for mut n in old_nodes {
+        let quantize_this = quantized_node(&n);
+        if quantize_this && WEIGHTED_OPS.contains(&n.op_type.as_str()) {
+            let x = n.input[0].clone();
+            if let Some(name) = (!n.name.is_empty()).then(|| n.name.clone()) {
+                let out = n.output[0].clone();
+                stats.outputs_of_layers.insert(
+                    name,
+                    (
+                        out.clone(),
+                        if act_set.contains(&out) {
+                            dq(&out)
+                        } else {
+                            out.clone()
+                        },
+                        x.clone(),
+                    ),
+                );
+            }
+            let x_params = act_params.get(&x).copied();
+            if let Some((w_name, axis)) = weight_of(&n) {
+                if let Some(w) = inits.get(&w_name) {
+                    let (q_inits, w_dq, w_scales) = quantize_weight(w, axis, s.per_channel)?;
+                    out_nodes.push(node(
+                        "DequantizeLinear",
+                        format!("{w_name}_DequantizeLinear"),
+                        vec![
+                            format!("{w_name}_quantized"),
+                            format!("{w_name}_scale"),
+                            format!("{w_name}_zero_point"),
+                        ],
+                        vec![w_dq.clone()],
+                        if s.per_channel {
+                            vec![axis_attr(axis)]
+                        } else {
+                            vec![]
+                        },
+                    ));
+                    new_inits.extend(q_inits);
+                    stats.weights += 1;
+                    n.input[1] = w_dq;
+                    // Bias: int32 at input_scale × weight_scale.
+                    if let (Some(b_name), Some((x_scale, _))) =
+                        (n.input.get(2).filter(|b| !b.is_empty()).cloned(), x_params)
+                    {
+                        if let Some(b) = inits.get(&b_name) {
+                            let (b_inits, b_dq) =
+                                quantize_bias(b, x_scale, &w_scales, s.per_channel)?;
+                            out_nodes.push(node(
+                                "DequantizeLinear",
+                                format!("{b_name}_DequantizeLinear"),
+                                vec![
+                                    format!("{b_name}_quantized"),
+                                    format!("{b_name}_scale"),
+                                    format!("{b_name}_zero_point"),
+                                ],
+                                vec![b_dq.clone()],
+                                if s.per_channel {
+                                    vec![axis_attr(0)]
+                                } else {
+                                    vec![]
+                                },
+                            ));
+                            new_inits.extend(b_inits);
+                            n.input[2] = b_dq;
+                        }
+                    }
+                }
+            }
+        }
+        if quantize_this {
+            for i in n.input.iter_mut() {
+                if act_set.contains(i.as_str()) {
+                    *i = dq(i);
+                }
+            }
+        }
+        let outs: Vec<String> = n.output.clone();
+        out_nodes.push(n);
+        for o in outs {
+            if act_set.contains(&o) {
+                out_nodes.extend(qdq_nodes(&o));
+            }
+        }
+    }
+    g.node = out_nodes;
+    g.initializer.extend(new_inits);
+    let used: HashSet<String> = g
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter().cloned())
+        .chain(g.output.iter().map(|o| o.name.clone()))
+        .collect();
+    g.initializer.retain(|t| used.contains(&t.name));
+    Ok((m, stats))
+}
+
+/// The weight input of a weighted operator and its output-channel axis.
+fn weight_of(n: &NodeProto) -> Option<(String, i64)> {
+    let w = n.input.get(1)?.clone();
+    let axis = match n.op_type.as_str() {
+        "Conv" => 0,
+        "ConvTranspose" => 1,
+        "Gemm" => {
+            if attr_i(n, "transB", 0) != 0 {
+                0
+            } else {
+                1
+            }
+        }
+        "MatMul" => 1,
+        _ => return None,
+    };
+    Some((w, axis))
+}
+
+/// int8 symmetric weights (zero point 0), per channel along `axis` or per tensor.
+fn quantize_weight(
+    w: &TensorProto,
+    axis: i64,
+    per_channel: bool,
+) -> Result<(Vec<TensorProto>, String, Vec<f32>)> {
+    let t = graph::load(w)?;
+    let v = t.cast_to::<f32>().map_err(|e| anyhow!("{e:#}"))?;
+    let a = v
+        .to_plain_array_view::<f32>()
+        .map_err(|e| anyhow!("{e:#}"))?;
+    let shape = a.shape().to_vec();
+    let axis = axis as usize;
+    if per_channel && axis >= shape.len() {
+        bail!(
+            "weight `{}` has rank {} < channel axis {axis}",
+            w.name,
+            shape.len()
+        );
+    }
+    let channels = if per_channel { shape[axis] } else { 1 };
+    let mut max = vec![0.0f32; channels];
+    for (idx, &x) in a.indexed_iter() {
+        let c = if per_channel { idx[axis] } else { 0 };
+        max[c] = max[c].max(x.abs());
+    }
+    let scales: Vec<f32> = max
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let q: Vec<i8> = a
+        .indexed_iter()
+        .map(|(idx, &x)| {
+            let c = if per_channel { idx[axis] } else { 0 };
+            (x / scales[c]).round().clamp(-127.0, 127.0) as i8
+        })
+        .collect();
+    let name = &w.name;
+    let qt = tract_ndarray::ArrayD::from_shape_vec(shape, q)?.into_tensor();
+    let (scale_t, zp_t) = if per_channel {
+        (
+            tract_ndarray::Array1::from_vec(scales.clone())
+                .into_dyn()
+                .into_tensor(),
+            tract_ndarray::Array1::from_vec(vec![0i8; channels])
+                .into_dyn()
+                .into_tensor(),
+        )
+    } else {
+        (
+            tract_ndarray::arr0(scales[0]).into_dyn().into_tensor(),
+            tract_ndarray::arr0(0i8).into_dyn().into_tensor(),
+        )
+    };
+    Ok((
+        vec![
+            graph::to_proto(&format!("{name}_quantized"), &qt)?,
+            graph::to_proto(&format!("{name}_scale"), &scale_t)?,
+            graph::to_proto(&format!("{name}_zero_point"), &zp_t)?,
+        ],
+        format!("{name}_dequantized"),
+        scales,
+    ))
+}
+
+/// int32 bias at scale `x_scale × w_scale[c]`.
+fn quantize_bias(
+    b: &TensorProto,
+    x_scale: f32,
+    w_scales: &[f32],
+    per_channel: bool,
+) -> Result<(Vec<TensorProto>, String)> {
+    let t = graph::load(b)?;
+    let v = t.cast_to::<f32>().map_err(|e| anyhow!("{e:#}"))?;
+    let a: Vec<f32> = v
+        .to_plain_array_view::<f32>()
+        .map_err(|e| anyhow!("{e:#}"))?
+        .iter()
+        .copied()
+        .collect();
+    let scale_of = |c: usize| {
+        x_scale
+            * if per_channel {
+                w_scales.get(c).copied().unwrap_or(w_scales[0])
+            } else {
+                w_scales[0]
+            }
+    };
+    let q: Vec<i32> = a
+        .iter()
+        .enumerate()
+        .map(|(c, &x)| {
+            (x as f64 / scale_of(c) as f64)
+                .round()
+                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
+        .collect();
+    let name = &b.name;
+    let n = a.len();
+    let (scale_t, zp_t) = if per_channel {
+        (
+            tract_ndarray::Array1::from_vec((0..n).map(scale_of).collect())
+                .into_dyn()
+                .into_tensor(),
+            tract_ndarray::Array1::from_vec(vec![0i32; n])
+                .into_dyn()
+                .into_tensor(),
+        )
+    } else {
+        (
+            tract_ndarray::arr0(scale_of(0)).into_dyn().into_tensor(),
+            tract_ndarray::arr0(0i32).into_dyn().into_tensor(),
+        )
+    };
+    Ok((
+        vec![
+            graph::to_proto(
+                &format!("{name}_quantized"),
+                &tract_ndarray::ArrayD::from_shape_vec(t.shape().to_vec(), q)?.into_tensor(),
+            )?,
+            graph::to_proto(&format!("{name}_scale"), &scale_t)?,
+            graph::to_proto(&format!("{name}_zero_point"), &zp_t)?,
+        ],
+        format!("{name}_dequantized"),
+    ))
+}
+
+/// Measurements of a quantized model against float on the calibration set.
+struct Measured {
+    layer_sqnr: HashMap<String, (f64, f64)>,
+    agreement: Option<f64>,
+    output_sqnr_db: f64,
+}
+
+fn measure(
+    _float: &ModelProto,
+    quant: &ModelProto,
+    samples: &[Inputs],
+    float_values: &[HashMap<String, Vec<f32>>],
+    layers: &BTreeMap<String, (String, String, String)>,
+    output: &str,
+) -> Result<Measured> {
+    let mut wanted: Vec<String> = layers
+        .values()
+        .flat_map(|(_, dq, x)| [dq.clone(), format!("{x}_dequantized")])
+        .collect();
+    wanted.push(output.to_string());
+    wanted.sort();
+    wanted.dedup();
+    let q_values = capture(quant, &wanted, samples)?;
+    let concat = |vals: &[HashMap<String, Vec<f32>>], name: &str| -> Option<Vec<f32>> {
+        let mut all = vec![];
+        for v in vals {
+            all.extend_from_slice(v.get(name)?);
+        }
+        Some(all)
+    };
+    let mut layer_sqnr = HashMap::new();
+    for (layer, (out, out_dq, x)) in layers {
+        let (Some(f_out), Some(q_out)) = (concat(float_values, out), concat(&q_values, out_dq))
+        else {
+            continue;
+        };
+        let sqnr_out = sqnr_db(&f_out, &q_out);
+        let x_dq = format!("{x}_dequantized");
+        let sqnr_in = match (concat(float_values, x), concat(&q_values, &x_dq)) {
+            (Some(f), Some(q)) => sqnr_db(&f, &q),
+            _ => f64::INFINITY,
+        };
+        let loss = if sqnr_in.is_infinite() {
+            60.0f64.min(100.0 - sqnr_out.min(100.0))
+        } else {
+            sqnr_in - sqnr_out
+        };
+        layer_sqnr.insert(layer.clone(), (sqnr_out, loss));
+    }
+    let f_out: Vec<&Vec<f32>> = float_values.iter().filter_map(|v| v.get(output)).collect();
+    let q_out: Vec<&Vec<f32>> = q_values.iter().filter_map(|v| v.get(output)).collect();
+    let output_sqnr_db = sqnr_db(
+        &f_out
+            .iter()
+            .flat_map(|v| v.iter().copied())
+            .collect::<Vec<_>>(),
+        &q_out
+            .iter()
+            .flat_map(|v| v.iter().copied())
+            .collect::<Vec<_>>(),
+    );
+    let classifier = f_out
+        .first()
+        .is_some_and(|v| v.len() > 1 && v.len() <= 100_000);
+    let agreement = classifier.then(|| {
+        let am = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+        };
+        let same = f_out
+            .iter()
+            .zip(&q_out)
+            .filter(|(a, b)| am(a) == am(b))
+            .count();
+        same as f64 / f_out.len().max(1) as f64
+    });
+    Ok(Measured {
+        layer_sqnr,
+        agreement,
+        output_sqnr_db,
+    })
+}
