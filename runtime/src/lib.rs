@@ -17,20 +17,19 @@
 //! | sink         | [`pipeline::Sink`] (std) consumes [`event`] values |
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 #[cfg(feature = "std")]
 extern crate std;
 
 pub mod audio;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod quant;
 pub mod tensor;
 pub mod vision;
 
-#[cfg(feature = "std")]
-pub mod engine;
 #[cfg(feature = "std")]
 pub mod image;
 #[cfg(feature = "std")]

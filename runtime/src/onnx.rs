@@ -4,6 +4,7 @@
 
 use crate::error::{LeptonError, Result};
 use prost::Message;
+use std::collections::HashMap;
 use std::path::Path;
 pub use tract_onnx::pb;
 pub use tract_onnx::pb::ModelProto;
@@ -174,4 +175,59 @@ pub fn unsupported_ops(proto: &ModelProto) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Concrete shapes of the model's inputs: from `given` (by name), else the declared shape with a
+/// symbolic batch (first) dimension taken as 1. `None` for an input whose other dims are unknown.
+pub fn input_shapes(
+    model: &ModelProto,
+    given: &HashMap<String, Vec<usize>>,
+) -> Vec<(String, Option<Vec<usize>>)> {
+    let (inputs, _) = io_specs(model);
+    inputs
+        .into_iter()
+        .map(|spec| {
+            if let Some(s) = given.get(&spec.name) {
+                return (spec.name, Some(s.clone()));
+            }
+            let shape = spec.dims.as_ref().and_then(|dims| {
+                dims.iter()
+                    .enumerate()
+                    .map(|(i, d)| match d {
+                        Dim::Fixed(n) => Some(*n),
+                        _ if i == 0 => Some(1),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+            (spec.name, shape)
+        })
+        .collect()
+}
+
+/// Shapes of every tensor of the top-level graph (by ONNX name), as tract infers them for the
+/// given input shapes. The error is tract's explanation when the graph cannot be analysed.
+pub fn tensor_shapes(model: &ModelProto, inputs: &[(String, Vec<usize>)]) -> std::result::Result<HashMap<String, Vec<usize>>, String> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_hir::infer::Factoid;
+    let err = |e: TractError| format!("{e:#}");
+    let mut m = tract_onnx::onnx().with_ignore_value_info(true).parse(model, None).map_err(err)?.model;
+    let names: Vec<String> = m.input_outlets().map_err(err)?.iter().map(|o| m.node(o.node).name.clone()).collect();
+    for (ix, name) in names.iter().enumerate() {
+        let shape = inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).ok_or_else(|| format!("no shape for input `{name}`"))?;
+        let dt = m.input_fact(ix).map_err(err)?.datum_type.concretize().unwrap_or(DatumType::F32);
+        m.set_input_fact(ix, InferenceFact::dt_shape(dt, shape)).map_err(err)?;
+    }
+    let typed = m.into_typed().map_err(|e| format!("analysing the graph: {e:#}"))?;
+    let mut shapes = HashMap::new();
+    for node in typed.nodes() {
+        for (ix, fact) in node.outputs.iter().enumerate() {
+            let outlet = OutletId::new(node.id, ix);
+            let label = typed.outlet_label(outlet).map(str::to_string).unwrap_or_else(|| node.name.clone());
+            if let Some(s) = fact.fact.shape.as_concrete() {
+                shapes.insert(label, s.to_vec());
+            }
+        }
+    }
+    Ok(shapes)
 }

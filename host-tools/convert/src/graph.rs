@@ -1,13 +1,12 @@
 //! Reading and editing ONNX graphs (the protobuf types of tract-onnx): constants, attributes,
 //! tensors to and from tract, nodes of subgraphs, and tensor shapes as tract infers them.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use lepton_runtime::onnx::pb::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
+    self, AttributeProto, GraphProto, NodeProto, TensorProto,
 };
 use std::collections::HashMap;
 use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::infer::Factoid;
 
 /// Constant tensors of a graph by name: initializers and `Constant` nodes' values.
 pub fn constants(graph: &GraphProto) -> HashMap<&str, &TensorProto> {
@@ -168,81 +167,4 @@ pub fn to_proto(name: &str, t: &Tensor) -> Result<TensorProto> {
     })
 }
 
-/// Concrete shapes of the model's inputs: from `given` (by name), else the declared shape with a
-/// symbolic batch (first) dimension taken as 1. `None` for an input whose other dims are unknown.
-pub fn input_shapes(
-    model: &ModelProto,
-    given: &HashMap<String, Vec<usize>>,
-) -> Vec<(String, Option<Vec<usize>>)> {
-    let (inputs, _) = lepton_runtime::onnx::io_specs(model);
-    inputs
-        .into_iter()
-        .map(|spec| {
-            if let Some(s) = given.get(&spec.name) {
-                return (spec.name, Some(s.clone()));
-            }
-            let shape = spec.dims.as_ref().and_then(|dims| {
-                dims.iter()
-                    .enumerate()
-                    .map(|(i, d)| match d {
-                        lepton_runtime::onnx::Dim::Fixed(n) => Some(*n),
-                        _ if i == 0 => Some(1),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-            });
-            (spec.name, shape)
-        })
-        .collect()
-}
-
-/// Shapes of every tensor of the top-level graph (by ONNX name), as tract infers them for the
-/// given input shapes. Fails with tract's explanation when the graph cannot be analysed.
-pub fn tensor_shapes(
-    model: &ModelProto,
-    inputs: &[(String, Vec<usize>)],
-) -> Result<HashMap<String, Vec<usize>>> {
-    let parsed = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .parse(model, None)
-        .map_err(|e| anyhow!("{e:#}"))?;
-    let mut m = parsed.model;
-    let names: Vec<String> = m
-        .input_outlets()?
-        .iter()
-        .map(|o| m.node(o.node).name.clone())
-        .collect();
-    for (ix, name) in names.iter().enumerate() {
-        let shape = inputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s.clone());
-        let Some(shape) = shape else {
-            bail!("no shape for input `{name}`")
-        };
-        let dt = m
-            .input_fact(ix)?
-            .datum_type
-            .concretize()
-            .unwrap_or(DatumType::F32);
-        m.set_input_fact(ix, InferenceFact::dt_shape(dt, shape))?;
-    }
-    let typed = m
-        .into_typed()
-        .map_err(|e| anyhow!("{e:#}"))
-        .context("analysing the graph")?;
-    let mut shapes = HashMap::new();
-    for node in typed.nodes() {
-        for (ix, fact) in node.outputs.iter().enumerate() {
-            let outlet = OutletId::new(node.id, ix);
-            let label = typed
-                .outlet_label(outlet)
-                .map(str::to_string)
-                .unwrap_or_else(|| node.name.clone());
-            if let Some(s) = fact.fact.shape.as_concrete() {
-                shapes.insert(label, s.to_vec());
-            }
-        }
-    }
-    Ok(shapes)
-}
+pub use lepton_runtime::onnx::{input_shapes, tensor_shapes};

@@ -116,7 +116,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
     match &concrete {
         Some(c) if unsupported.is_empty() => match graph::tensor_shapes(&model, c) {
             Ok(tensor_shapes) => macs = Some(count_macs(&model, &tensor_shapes)),
-            Err(e) => load_error = Some(format!("{e:#}")),
+            Err(e) => load_error = Some(e),
         },
         Some(_) => {
             let (node, op) = &unsupported[0];

@@ -3,12 +3,19 @@
 //! buffers for every frame and lets different engines (tract today, the int8 micro engine next)
 //! plug in unchanged.
 
+pub mod micro;
+#[cfg(feature = "std")]
 pub mod tract;
 
+#[cfg(feature = "std")]
+pub use self::std_engine::*;
+
+#[cfg(feature = "std")]
+mod std_engine {
 use crate::error::Result;
 use crate::tensor::{DType, TensorView, TensorViewMut};
 
-pub use self::tract::{TractBuffer, TractEngine};
+pub use super::tract::{TractBuffer, TractEngine};
 
 /// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
 /// thread only, the default). Multi-core boards gain on large convolutions.
@@ -60,4 +67,5 @@ pub trait Engine {
     fn new_buffer(&self, index: usize) -> Result<Self::Buffer>;
     /// Exchanges input `index` with `buffer`: the engine's next run reads what `buffer` held.
     fn swap_input(&mut self, index: usize, buffer: &mut Self::Buffer) -> Result<()>;
+}
 }

@@ -1,0 +1,276 @@
+//! The Lepton micro model (`.lpm`): a postcard-encoded header, tensor table and op list, laid
+//! out so a model in flash is used in place: op weights are byte slices borrowed from the file.
+//!
+//! File = postcard(`Header`) ‖ `tensor_count` × postcard(`TensorDesc`) ‖ `op_count` × postcard(`Op`).
+//! Multi-byte values inside weight slices (biases, requantization tables) are little-endian.
+
+use crate::quant::Requant;
+use serde::{Deserialize, Serialize};
+
+/// First bytes of every `.lpm` file.
+pub const MAGIC: [u8; 4] = *b"LPM\x01";
+/// Format version this runtime reads and writes.
+pub const VERSION: u16 = 1;
+/// Most model inputs or outputs.
+pub const MAX_IO: usize = 4;
+/// Marks "no tensor" (an op without scratch).
+pub const NONE: u16 = u16::MAX;
+
+/// The file header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Header<'a> {
+    /// [`MAGIC`].
+    pub magic: [u8; 4],
+    /// [`VERSION`].
+    pub version: u16,
+    /// Arena bytes the model needs: every activation and scratch buffer, planned.
+    pub arena_bytes: u32,
+    /// Entries in the tensor table.
+    pub tensor_count: u16,
+    /// Ops, run in order.
+    pub op_count: u16,
+    /// Model input tensors.
+    pub inputs: heapless::Vec<u16, MAX_IO>,
+    /// Model output tensors.
+    pub outputs: heapless::Vec<u16, MAX_IO>,
+    /// The model manifest (TOML), empty if none.
+    #[serde(borrow)]
+    pub manifest: &'a str,
+}
+
+/// How a tensor's elements are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    /// Row-major in the order of `shape` (NHWC for images, [N, C] for vectors).
+    Plain,
+    /// A model input or output kept in ONNX's NCHW order; `shape` is still N, H, W, C.
+    Nchw,
+}
+
+/// One tensor of the arena (all int8).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TensorDesc<'a> {
+    /// Name in the source model (inputs and outputs keep theirs).
+    #[serde(borrow)]
+    pub name: &'a str,
+    /// Dimensions: `[N, H, W, C]` for images, `[N, C, 1, 1]`… padded with 1 to rank 4.
+    pub shape: [u32; 4],
+    /// Rank in the source model (2 for `[N, C]`, 4 for images).
+    pub rank: u8,
+    /// Element order.
+    pub layout: Layout,
+    /// Quantization scale.
+    pub scale: f32,
+    /// Quantization zero point.
+    pub zero_point: i32,
+    /// Byte offset in the arena.
+    pub offset: u32,
+}
+
+impl TensorDesc<'_> {
+    /// Elements (= bytes).
+    pub fn len(&self) -> usize {
+        self.shape.iter().map(|&d| d as usize).product()
+    }
+
+    /// True for an empty tensor.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The arena byte range.
+    pub fn range(&self) -> core::ops::Range<usize> {
+        self.offset as usize..self.offset as usize + self.len()
+    }
+}
+
+/// A convolution: regular, grouped or depthwise.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Conv<'a> {
+    /// Input tensor (NHWC).
+    pub input: u16,
+    /// Output tensor (NHWC).
+    pub output: u16,
+    /// Kernel height, width.
+    pub kernel: [u16; 2],
+    /// Stride vertical, horizontal.
+    pub stride: [u16; 2],
+    /// Dilation vertical, horizontal.
+    pub dilation: [u16; 2],
+    /// Padding top, left, bottom, right.
+    pub pad: [u16; 4],
+    /// Groups (input channels for depthwise).
+    pub groups: u16,
+    /// int8 weights `[Cout][Kh][Kw][Cin/groups]`.
+    #[serde(borrow)]
+    pub weights: &'a [u8],
+    /// int32 biases `[Cout]`, LE, at scale input_scale × weight_scale.
+    #[serde(borrow)]
+    pub bias: &'a [u8],
+    /// Per-output-channel requantization `[Cout]` × (i32 multiplier LE, u8 shift).
+    #[serde(borrow)]
+    pub requant: &'a [u8],
+    /// Output clamp (fused ReLU/ReLU6), within int8.
+    pub clamp: [i8; 2],
+}
+
+/// A fully connected layer: `[N, Cin] × [Cout, Cin]ᵀ`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FullyConnected<'a> {
+    /// Input tensor `[N, Cin]`.
+    pub input: u16,
+    /// Output tensor `[N, Cout]`.
+    pub output: u16,
+    /// int8 weights `[Cout][Cin]`.
+    #[serde(borrow)]
+    pub weights: &'a [u8],
+    /// int32 biases `[Cout]`, LE.
+    #[serde(borrow)]
+    pub bias: &'a [u8],
+    /// Per-output requantization, as for [`Conv`].
+    #[serde(borrow)]
+    pub requant: &'a [u8],
+    /// Output clamp.
+    pub clamp: [i8; 2],
+}
+
+/// An elementwise add or multiply of two int8 tensors; `b` may broadcast over `a` (same rank,
+/// dimensions of 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Binary {
+    /// Left operand.
+    pub a: u16,
+    /// Right operand.
+    pub b: u16,
+    /// Result.
+    pub output: u16,
+    /// Add: `a` rescale (`a_scale / out_scale`); Mul: `a_scale × b_scale / out_scale`.
+    pub ma: Requant,
+    /// Add: `b` rescale (`b_scale / out_scale`), on the same shift as `ma`; Mul: unused.
+    pub mb: Requant,
+    /// Output clamp.
+    pub clamp: [i8; 2],
+}
+
+/// Max or average pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    /// Input (NHWC).
+    pub input: u16,
+    /// Output (NHWC).
+    pub output: u16,
+    /// Window height, width.
+    pub kernel: [u16; 2],
+    /// Stride.
+    pub stride: [u16; 2],
+    /// Padding top, left, bottom, right.
+    pub pad: [u16; 4],
+    /// Average: divide by the whole window (count_include_pad) rather than its valid part.
+    pub count_include_pad: bool,
+    /// Rescale `in_scale / out_scale` (max pooling requires equal scales: 1).
+    pub requant: Requant,
+}
+
+/// One step of a micro model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Op<'a> {
+    /// Convolution.
+    Conv(#[serde(borrow)] Conv<'a>),
+    /// Fully connected.
+    FullyConnected(#[serde(borrow)] FullyConnected<'a>),
+    /// `out = a + b` (requantized).
+    Add(Binary),
+    /// `out = a × b` (requantized).
+    Mul(Binary),
+    /// Any int8 → int8 elementwise function (activation chains, requantization), as a table.
+    Lut {
+        /// Input.
+        input: u16,
+        /// Output.
+        output: u16,
+        /// 256 entries: output for input -128..=127.
+        #[serde(borrow)]
+        table: &'a [u8],
+    },
+    /// Max pooling.
+    MaxPool(Pool),
+    /// Average pooling.
+    AvgPool(Pool),
+    /// Mean over H and W: `[N, H, W, C]` → `[N, 1, 1, C]`.
+    GlobalAvgPool {
+        /// Input.
+        input: u16,
+        /// Output.
+        output: u16,
+        /// `in_scale / (out_scale × H × W)`.
+        requant: Requant,
+    },
+    /// Copy (reshape, flatten) in the same element order.
+    Copy {
+        /// Input.
+        input: u16,
+        /// Output.
+        output: u16,
+    },
+    /// NCHW ↔ NHWC conversion of a 4-D tensor.
+    Transpose {
+        /// Input.
+        input: u16,
+        /// Output.
+        output: u16,
+        /// True: input NCHW → output NHWC; false: NHWC → NCHW.
+        to_nhwc: bool,
+    },
+    /// Concatenation along the channel (last) axis of equally quantized inputs.
+    Concat {
+        /// Input tensor ids, u16 LE.
+        #[serde(borrow)]
+        inputs: &'a [u8],
+        /// Output.
+        output: u16,
+    },
+    /// Softmax over the last axis; output scale 1/256, zero point -128.
+    Softmax {
+        /// Input.
+        input: u16,
+        /// Output.
+        output: u16,
+        /// `exp(-d × in_scale)` for d = 0..=255, Q16 u32 LE (1024 bytes).
+        #[serde(borrow)]
+        table: &'a [u8],
+    },
+}
+
+impl Op<'_> {
+    /// Short name for reports and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::FullyConnected(_) => "FullyConnected",
+            Op::Add(_) => "Add",
+            Op::Mul(_) => "Mul",
+            Op::Lut { .. } => "Lut",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AvgPool(_) => "AvgPool",
+            Op::GlobalAvgPool { .. } => "GlobalAvgPool",
+            Op::Copy { .. } => "Copy",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Softmax { .. } => "Softmax",
+        }
+    }
+}
+
+/// Reads entry `i` of a per-channel requantization table.
+#[inline(always)]
+pub fn requant_at(table: &[u8], i: usize) -> Requant {
+    let b = &table[i * 5..i * 5 + 5];
+    Requant { multiplier: i32::from_le_bytes([b[0], b[1], b[2], b[3]]), shift: b[4] }
+}
+
+/// Reads entry `i` of an int32 LE table.
+#[inline(always)]
+pub fn i32_at(table: &[u8], i: usize) -> i32 {
+    let b = &table[i * 4..i * 4 + 4];
+    i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}

@@ -1,0 +1,82 @@
+//! Convolution (regular, grouped, depthwise) on NHWC int8 tensors.
+//!
+//! `out[n, oy, ox, co] = sat(zy + rq[co](bias[co] + Σ (x[n, iy, ix, ci] - zx) · w[co, ky, kx, ci]))`
+//! with `iy = oy·sy - pad_top + ky·dy`, positions outside the input skipped (padding is the real
+//! value zero).
+
+use crate::engine::micro::format::{i32_at, requant_at, Conv, TensorDesc};
+use crate::quant::saturate;
+
+/// Output size of one spatial axis.
+pub fn out_size(input: u32, kernel: u16, stride: u16, dilation: u16, pad_a: u16, pad_b: u16) -> Option<u32> {
+    let span = (kernel as u32 - 1) * dilation as u32 + 1;
+    let padded = input + pad_a as u32 + pad_b as u32;
+    if stride == 0 || kernel == 0 || padded < span {
+        return None;
+    }
+    Some((padded - span) / stride as u32 + 1)
+}
+
+/// Checks shapes and table sizes.
+pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
+    let [n, h, w, cin] = i.shape;
+    let cout = o.shape[3] as usize;
+    let g = c.groups.max(1) as u32;
+    if cin % g != 0 || cout as u32 % g != 0 {
+        return Err("channels not divisible by groups");
+    }
+    let oh = out_size(h, c.kernel[0], c.stride[0], c.dilation[0], c.pad[0], c.pad[2]).ok_or("kernel larger than input")?;
+    let ow = out_size(w, c.kernel[1], c.stride[1], c.dilation[1], c.pad[1], c.pad[3]).ok_or("kernel larger than input")?;
+    if o.shape != [n, oh, ow, cout as u32] {
+        return Err("output shape does not follow from input, kernel, stride and padding");
+    }
+    if c.weights.len() != cout * c.kernel[0] as usize * c.kernel[1] as usize * (cin / g) as usize {
+        return Err("weights size");
+    }
+    if c.bias.len() != 4 * cout || c.requant.len() != 5 * cout {
+        return Err("bias or requantization table size");
+    }
+    if (0..cout).any(|k| !(1..=62).contains(&requant_at(c.requant, k).shift)) {
+        return Err("requantization shift out of 1..=62");
+    }
+    Ok(())
+}
+
+/// The reference kernel: plain loops, no unsafe, the definition every optimized kernel matches.
+pub fn reference(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, cin] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, cout] = to.shape.map(|d| d as usize);
+    let g = c.groups.max(1) as usize;
+    let (cin_g, cout_g) = (cin / g, cout / g);
+    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
+    let zx = ti.zero_point;
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for co in 0..cout {
+                    let group = co / cout_g;
+                    let mut acc = i32_at(c.bias, co);
+                    for ky in 0..kh {
+                        let iy = (oy * c.stride[0] as usize + ky * c.dilation[0] as usize) as isize - c.pad[0] as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * c.stride[1] as usize + kx * c.dilation[1] as usize) as isize - c.pad[1] as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let xb = ((b * h + iy as usize) * w + ix as usize) * cin + group * cin_g;
+                            let wb = ((co * kh + ky) * kw + kx) * cin_g;
+                            for ci in 0..cin_g {
+                                acc += (x[xb + ci] as i8 as i32 - zx) * c.weights[wb + ci] as i8 as i32;
+                            }
+                        }
+                    }
+                    let v = requant_at(c.requant, co).apply(acc as i64);
+                    y[((b * oh + oy) * ow + ox) * cout + co] = saturate(v, to.zero_point, c.clamp[0], c.clamp[1]) as u8;
+                }
+            }
+        }
+    }
+}
