@@ -17,31 +17,13 @@ fn main() {
         .collect();
     names.sort();
     let mut code = String::new();
-    writeln!(
-        code,
-        "/// The bundled demo model (models/digits/model.onnx)."
-    )
-    .unwrap();
-    writeln!(
-        code,
-        "pub const MODEL: &[u8] = include_bytes!({:?});",
-        model.canonicalize().unwrap()
-    )
-    .unwrap();
-    writeln!(
-        code,
-        "/// The bundled demo pictures (models/digits/samples), in file-name order."
-    )
-    .unwrap();
+    writeln!(code, "/// The bundled demo model (models/digits/model.onnx).").unwrap();
+    writeln!(code, "pub const MODEL: &[u8] = include_bytes!({:?});", model.canonicalize().unwrap()).unwrap();
+    writeln!(code, "/// The bundled demo pictures (models/digits/samples), in file-name order.").unwrap();
     writeln!(code, "pub const SAMPLES: &[(&str, &[u8])] = &[").unwrap();
     for p in &names {
         let name = p.file_name().unwrap().to_string_lossy();
-        writeln!(
-            code,
-            "    ({name:?}, include_bytes!({:?})),",
-            p.canonicalize().unwrap()
-        )
-        .unwrap();
+        writeln!(code, "    ({name:?}, include_bytes!({:?})),", p.canonicalize().unwrap()).unwrap();
     }
     writeln!(code, "];").unwrap();
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("demo_media.rs");

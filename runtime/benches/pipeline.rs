@@ -109,11 +109,7 @@ impl Sink for Clock {
 }
 
 fn upscale(img: &Image, width: usize, height: usize) -> Image {
-    let c = if img.format == PixelFormat::Gray8 {
-        1
-    } else {
-        3
-    };
+    let c = if img.format == PixelFormat::Gray8 { 1 } else { 3 };
     let mut data = Vec::with_capacity(width * height * 3);
     for y in 0..height {
         for x in 0..width {
@@ -123,13 +119,7 @@ fn upscale(img: &Image, width: usize, height: usize) -> Image {
             }
         }
     }
-    Image {
-        name: format!("{}@{width}x{height}", img.name),
-        width,
-        height,
-        format: PixelFormat::Rgb8,
-        data,
-    }
+    Image { name: format!("{}@{width}x{height}", img.name), width, height, format: PixelFormat::Rgb8, data }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -139,10 +129,7 @@ fn ms(d: Duration) -> f64 {
 fn bench(name: &str, model: &Path, frames: Vec<Image>, n: u64) {
     println!("{name}");
     // Raw tract: the engine alone on an input that stays in place.
-    let mut stages = Model::load(model)
-        .expect("model")
-        .into_vision_stages()
-        .expect("stages");
+    let mut stages = Model::load(model).expect("model").into_vision_stages().expect("stages");
     for _ in 0..n / 10 + 5 {
         stages.engine.run().expect("run");
     }
@@ -157,28 +144,10 @@ fn bench(name: &str, model: &Path, frames: Vec<Image>, n: u64) {
     let raw_mean = raw.iter().sum::<Duration>() / n as u32;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let clock = Clock {
-        warmup: n / 10 + 5,
-        frames: n,
-        seen: 0,
-        start: None,
-        elapsed: Duration::ZERO,
-        stop: stop.clone(),
-    };
-    let source = ImageSource::from_images(
-        frames,
-        ImageSourceOptions {
-            looping: true,
-            ..Default::default()
-        },
-    );
-    let mut p = Pipeline::new(
-        source,
-        stages.pre,
-        Attributed(stages.engine),
-        stages.post,
-        clock,
-    );
+    let clock =
+        Clock { warmup: n / 10 + 5, frames: n, seen: 0, start: None, elapsed: Duration::ZERO, stop: stop.clone() };
+    let source = ImageSource::from_images(frames, ImageSourceOptions { looping: true, ..Default::default() });
+    let mut p = Pipeline::new(source, stages.pre, Attributed(stages.engine), stages.post, clock);
     let pipeline_stop = p.stop_flag();
     std::thread::spawn(move || {
         while !stop.load(Relaxed) {

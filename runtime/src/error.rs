@@ -47,11 +47,7 @@ impl fmt::Display for Error {
                 write!(f, "needs capacity {needed}, only {capacity} available")
             }
             Error::RankTooLarge(r) => {
-                write!(
-                    f,
-                    "rank {r} exceeds the maximum of {}",
-                    crate::tensor::MAX_RANK
-                )
+                write!(f, "rank {r} exceeds the maximum of {}", crate::tensor::MAX_RANK)
             }
             Error::BadShape => write!(f, "tensor shape does not fit the operation"),
             Error::InvalidScale => write!(f, "quantization scale must be finite and > 0"),
@@ -172,18 +168,12 @@ mod with_std {
     impl LeptonError {
         /// Wraps an I/O error with the path it concerns.
         pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-            LeptonError::Io {
-                path: path.into(),
-                source,
-            }
+            LeptonError::Io { path: path.into(), source }
         }
 
         /// Wraps a core error with a description of what was being processed.
         pub fn core(context: impl Into<String>, source: super::Error) -> Self {
-            LeptonError::Core {
-                context: context.into(),
-                source,
-            }
+            LeptonError::Core { context: context.into(), source }
         }
     }
 }

@@ -119,67 +119,27 @@ mod tests {
 
     #[test]
     fn iou_of_identical_disjoint_and_half_overlapping_boxes() {
-        let a = BBox {
-            x0: 0.0,
-            y0: 0.0,
-            x1: 2.0,
-            y1: 2.0,
-        };
+        let a = BBox { x0: 0.0, y0: 0.0, x1: 2.0, y1: 2.0 };
         assert_eq!(a.iou(&a), 1.0);
-        assert_eq!(
-            a.iou(&BBox {
-                x0: 5.0,
-                y0: 5.0,
-                x1: 6.0,
-                y1: 6.0
-            }),
-            0.0
-        );
-        let b = BBox {
-            x0: 1.0,
-            y0: 0.0,
-            x1: 3.0,
-            y1: 2.0,
-        };
+        assert_eq!(a.iou(&BBox { x0: 5.0, y0: 5.0, x1: 6.0, y1: 6.0 }), 0.0);
+        let b = BBox { x0: 1.0, y0: 0.0, x1: 3.0, y1: 2.0 };
         assert!((a.iou(&b) - 2.0 / 6.0).abs() < 1e-6);
     }
 
     #[test]
     fn detection_message_round_trips_through_a_fixed_buffer() {
         let mut dets = Detections::new();
-        dets.push(Detection {
-            class: 3,
-            score: 0.9,
-            bbox: Some(BBox {
-                x0: 1.0,
-                y0: 2.0,
-                x1: 3.0,
-                y1: 4.0,
-            }),
-        })
-        .unwrap();
-        dets.push(Detection {
-            class: 7,
-            score: 0.6,
-            bbox: None,
-        })
-        .unwrap();
+        dets.push(Detection { class: 3, score: 0.9, bbox: Some(BBox { x0: 1.0, y0: 2.0, x1: 3.0, y1: 4.0 }) }).unwrap();
+        dets.push(Detection { class: 7, score: 0.6, bbox: None }).unwrap();
         let msg = DetectionMessage {
             seq: 41,
-            meta: FrameMeta {
-                frame: 12,
-                timestamp_ms: 1_700_000_000_000,
-            },
+            meta: FrameMeta { frame: 12, timestamp_ms: 1_700_000_000_000 },
             latency_us: 1234,
             detections: dets,
         };
         let mut buf = [0u8; 128];
         let bytes = encode(&msg, &mut buf).unwrap();
-        assert!(
-            bytes.len() < 64,
-            "postcard keeps it compact: {} bytes",
-            bytes.len()
-        );
+        assert!(bytes.len() < 64, "postcard keeps it compact: {} bytes", bytes.len());
         let back: DetectionMessage = decode(bytes).unwrap();
         assert_eq!(back, msg);
         let mut tiny = [0u8; 8];
@@ -188,12 +148,7 @@ mod tests {
 
     #[test]
     fn events_encode() {
-        let e = Event {
-            class: 2,
-            kind: EventKind::Start,
-            timestamp_ms: 5,
-            score: 0.75,
-        };
+        let e = Event { class: 2, kind: EventKind::Start, timestamp_ms: 5, score: 0.75 };
         let mut buf = [0u8; 32];
         let bytes = encode(&e, &mut buf).unwrap();
         assert_eq!(decode::<Event>(bytes).unwrap(), e);

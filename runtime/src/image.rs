@@ -23,37 +23,23 @@ impl Image {
     /// Decodes an image file.
     pub fn open(path: &Path) -> Result<Image> {
         let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         Self::decode(&bytes, &name).map_err(|e| match e {
-            LeptonError::Image { reason, .. } => LeptonError::Image {
-                path: path.to_path_buf(),
-                reason,
-            },
+            LeptonError::Image { reason, .. } => LeptonError::Image { path: path.to_path_buf(), reason },
             other => other,
         })
     }
 
     /// Decodes PNG or JPEG bytes; `name` labels the image.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Image> {
-        let img = image::load_from_memory(bytes).map_err(|e| LeptonError::Image {
-            path: PathBuf::from(name),
-            reason: e.to_string(),
-        })?;
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| LeptonError::Image { path: PathBuf::from(name), reason: e.to_string() })?;
         let (width, height) = (img.width() as usize, img.height() as usize);
         let (format, data) = match img {
             image::DynamicImage::ImageLuma8(g) => (PixelFormat::Gray8, g.into_raw()),
             other => (PixelFormat::Rgb8, other.into_rgb8().into_raw()),
         };
-        Ok(Image {
-            name: name.to_string(),
-            width,
-            height,
-            format,
-            data,
-        })
+        Ok(Image { name: name.to_string(), width, height, format, data })
     }
 
     /// A view for preprocessing; fails if `data` does not match the geometry.
@@ -84,10 +70,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         return Err(LeptonError::io(
             dir,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no .png, .jpg or .jpeg files in this folder",
-            ),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no .png, .jpg or .jpeg files in this folder"),
         ));
     }
     Ok(files)
@@ -95,8 +78,5 @@ pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Decodes every image in `dir`, in file-name order.
 pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Image>> {
-    list_dir(dir.as_ref())?
-        .iter()
-        .map(|p| Image::open(p))
-        .collect()
+    list_dir(dir.as_ref())?.iter().map(|p| Image::open(p)).collect()
 }

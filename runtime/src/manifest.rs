@@ -123,10 +123,7 @@ pub struct Output {
 
 impl Default for Output {
     fn default() -> Self {
-        Output {
-            scores: default_scores(),
-            top_k: default_top_k(),
-        }
+        Output { scores: default_scores(), top_k: default_top_k() }
     }
 }
 
@@ -264,20 +261,14 @@ fn default_hangover() -> u32 {
 }
 
 fn field_error(path: &Path, field: &str, reason: impl Into<String>) -> LeptonError {
-    LeptonError::Manifest {
-        path: path.to_path_buf(),
-        field: field.into(),
-        reason: reason.into(),
-    }
+    LeptonError::Manifest { path: path.to_path_buf(), field: field.into(), reason: reason.into() }
 }
 
 impl Manifest {
     /// Parses manifest TOML; `path` names its origin in errors (a `.toml` file or a model).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let m: Manifest = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = match line {
                 Some(l) => {
                     let source = text.lines().nth(l - 1).unwrap_or("").trim();
@@ -285,10 +276,7 @@ impl Manifest {
                 }
                 None => e.message().to_string(),
             };
-            LeptonError::ManifestSyntax {
-                path: path.to_path_buf(),
-                message,
-            }
+            LeptonError::ManifestSyntax { path: path.to_path_buf(), message }
         })?;
         m.check(path)?;
         Ok(m)
@@ -309,17 +297,10 @@ impl Manifest {
     pub fn check(&self, path: &Path) -> Result<()> {
         match self.task {
             Task::Classify | Task::Detect => {
-                let input = self
-                    .input
-                    .as_ref()
-                    .ok_or_else(|| field_error(path, "input", "required for this task"))?;
+                let input = self.input.as_ref().ok_or_else(|| field_error(path, "input", "required for this task"))?;
                 self.preprocess_config(path)?;
                 if input.size[0] == 0 || input.size[1] == 0 {
-                    return Err(field_error(
-                        path,
-                        "input.size",
-                        "width and height must be > 0",
-                    ));
+                    return Err(field_error(path, "input.size", "width and height must be > 0"));
                 }
             }
             Task::Keyword | Task::Vad => {
@@ -328,20 +309,11 @@ impl Manifest {
             Task::Raw => {}
         }
         if self.task == Task::Detect {
-            let d = self
-                .detect
-                .as_ref()
-                .ok_or_else(|| field_error(path, "detect", "required for task = \"detect\""))?;
+            let d =
+                self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "required for task = \"detect\""))?;
             self.detect_config(path)?;
-            if d.format == DetectFormat::Ssd
-                && d.background_class
-                    .is_some_and(|b| b as usize >= self.labels.len())
-            {
-                return Err(field_error(
-                    path,
-                    "detect.background_class",
-                    "must index into labels",
-                ));
+            if d.format == DetectFormat::Ssd && d.background_class.is_some_and(|b| b as usize >= self.labels.len()) {
+                return Err(field_error(path, "detect.background_class", "must index into labels"));
             }
         }
         if self.task == Task::Keyword {
@@ -350,27 +322,18 @@ impl Manifest {
         if self.task == Task::Vad {
             self.vad_config(path)?;
         }
-        if matches!(self.task, Task::Classify | Task::Detect | Task::Keyword)
-            && self.labels.is_empty()
-        {
+        if matches!(self.task, Task::Classify | Task::Detect | Task::Keyword) && self.labels.is_empty() {
             return Err(field_error(path, "labels", "required for this task"));
         }
         if self.output.top_k == 0 || self.output.top_k > crate::event::MAX_DETECTIONS {
-            return Err(field_error(
-                path,
-                "output.top_k",
-                format!("must be 1..={}", crate::event::MAX_DETECTIONS),
-            ));
+            return Err(field_error(path, "output.top_k", format!("must be 1..={}", crate::event::MAX_DETECTIONS)));
         }
         Ok(())
     }
 
     /// Preprocessing settings for image tasks.
     pub fn preprocess_config(&self, path: &Path) -> Result<PreprocessConfig> {
-        let i = self
-            .input
-            .as_ref()
-            .ok_or_else(|| field_error(path, "input", "missing"))?;
+        let i = self.input.as_ref().ok_or_else(|| field_error(path, "input", "missing"))?;
         let c = i.color.channels();
         let per_channel = |v: &[f32], name: &str| -> Result<[f32; 3]> {
             match v.len() {
@@ -383,10 +346,7 @@ impl Manifest {
                 n => Err(field_error(
                     path,
                     name,
-                    format!(
-                        "has {n} values; give 1 or {c} (one per channel of `{:?}`)",
-                        i.color
-                    ),
+                    format!("has {n} values; give 1 or {c} (one per channel of `{:?}`)", i.color),
                 )),
             }
         };
@@ -401,9 +361,7 @@ impl Manifest {
             pad: i.pad,
         };
         cfg.validate().map_err(|e| match e {
-            crate::Error::InvalidConfig(f) => {
-                field_error(path, f, "out of range (std must be > 0, values finite)")
-            }
+            crate::Error::InvalidConfig(f) => field_error(path, f, "out of range (std must be > 0, values finite)"),
             other => LeptonError::core(path.display().to_string(), other),
         })?;
         Ok(cfg)
@@ -411,18 +369,9 @@ impl Manifest {
 
     /// Detection decoder settings.
     pub fn detect_config(&self, path: &Path) -> Result<DetectConfig> {
-        let d = self
-            .detect
-            .as_ref()
-            .ok_or_else(|| field_error(path, "detect", "missing"))?;
-        let i = self
-            .input
-            .as_ref()
-            .ok_or_else(|| field_error(path, "input", "missing"))?;
-        for (v, name) in [
-            (d.score_threshold, "detect.score_threshold"),
-            (d.iou_threshold, "detect.iou_threshold"),
-        ] {
+        let d = self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "missing"))?;
+        let i = self.input.as_ref().ok_or_else(|| field_error(path, "input", "missing"))?;
+        for (v, name) in [(d.score_threshold, "detect.score_threshold"), (d.iou_threshold, "detect.iou_threshold")] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(field_error(path, name, "must be within 0..=1"));
             }
@@ -440,10 +389,7 @@ impl Manifest {
 
     /// Audio frontend settings.
     pub fn frontend_config(&self, path: &Path) -> Result<FrontendConfig> {
-        let a = self
-            .audio
-            .as_ref()
-            .ok_or_else(|| field_error(path, "audio", "required for audio tasks"))?;
+        let a = self.audio.as_ref().ok_or_else(|| field_error(path, "audio", "required for audio tasks"))?;
         let cfg = FrontendConfig {
             sample_rate: a.sample_rate,
             window: a.window,
@@ -475,34 +421,17 @@ impl Manifest {
             refractory_ms: default_refractory(),
         });
         if !(0.0..=1.0).contains(&k.threshold) {
-            return Err(field_error(
-                path,
-                "keyword.threshold",
-                "must be within 0..=1",
-            ));
+            return Err(field_error(path, "keyword.threshold", "must be within 0..=1"));
         }
         if k.smoothing == 0 || k.smoothing > 32 {
             return Err(field_error(path, "keyword.smoothing", "must be 1..=32"));
         }
         if self.labels.len() > 64 {
-            return Err(field_error(
-                path,
-                "labels",
-                "a keyword model has at most 64 labels",
-            ));
+            return Err(field_error(path, "labels", "a keyword model has at most 64 labels"));
         }
-        let background = self
-            .labels
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.starts_with('_'))
-            .fold(0u64, |m, (i, _)| m | 1 << i);
-        Ok(KeywordConfig {
-            threshold: k.threshold,
-            smoothing: k.smoothing,
-            refractory_ms: k.refractory_ms,
-            background,
-        })
+        let background =
+            self.labels.iter().enumerate().filter(|(_, l)| l.starts_with('_')).fold(0u64, |m, (i, _)| m | 1 << i);
+        Ok(KeywordConfig { threshold: k.threshold, smoothing: k.smoothing, refractory_ms: k.refractory_ms, background })
     }
 
     /// VAD settings; the speech class is the label `speech` if present, else the last class.
@@ -514,24 +443,12 @@ impl Manifest {
             hangover: default_hangover(),
         });
         if !(0.0..=1.0).contains(&v.on_threshold) {
-            return Err(field_error(
-                path,
-                "vad.on_threshold",
-                "must be within 0..=1",
-            ));
+            return Err(field_error(path, "vad.on_threshold", "must be within 0..=1"));
         }
         if !(0.0..=v.on_threshold).contains(&v.off_threshold) {
-            return Err(field_error(
-                path,
-                "vad.off_threshold",
-                "must be within 0..=on_threshold",
-            ));
+            return Err(field_error(path, "vad.off_threshold", "must be within 0..=on_threshold"));
         }
-        let class = self
-            .labels
-            .iter()
-            .position(|l| l == "speech")
-            .unwrap_or(self.labels.len().saturating_sub(1));
+        let class = self.labels.iter().position(|l| l == "speech").unwrap_or(self.labels.len().saturating_sub(1));
         Ok(VadConfig {
             on_threshold: v.on_threshold,
             off_threshold: v.off_threshold,
@@ -553,12 +470,7 @@ impl Manifest {
 
     /// Checks the manifest against the model's declared inputs and outputs: input rank and size,
     /// layout, label count against the output size. Errors name the manifest field.
-    pub fn validate_against(
-        &self,
-        inputs: &[TensorSpec],
-        outputs: &[TensorSpec],
-        path: &Path,
-    ) -> Result<()> {
+    pub fn validate_against(&self, inputs: &[TensorSpec], outputs: &[TensorSpec], path: &Path) -> Result<()> {
         let fixed = |d: &Dim| {
             if let Dim::Fixed(n) = d {
                 Some(*n)
@@ -569,15 +481,9 @@ impl Manifest {
         if let (Some(expected), Some(input)) = (self.image_input_shape(), self.input.as_ref()) {
             let spec = match &input.name {
                 Some(n) => inputs.iter().find(|s| &s.name == n).ok_or_else(|| {
-                    field_error(
-                        path,
-                        "input.name",
-                        format!("the model has no input `{n}` (inputs: {})", names(inputs)),
-                    )
+                    field_error(path, "input.name", format!("the model has no input `{n}` (inputs: {})", names(inputs)))
                 })?,
-                None => inputs
-                    .first()
-                    .ok_or_else(|| field_error(path, "input", "the model has no inputs"))?,
+                None => inputs.first().ok_or_else(|| field_error(path, "input", "the model has no inputs"))?,
             };
             if let Some(dims) = &spec.dims {
                 if dims.len() != 4 {
@@ -593,28 +499,19 @@ impl Manifest {
                     ));
                 }
                 let axis_names = match input.layout {
-                    Layout::Nchw => [
-                        "batch",
-                        "channels (input.color)",
-                        "height (input.size[1])",
-                        "width (input.size[0])",
-                    ],
-                    Layout::Nhwc => [
-                        "batch",
-                        "height (input.size[1])",
-                        "width (input.size[0])",
-                        "channels (input.color)",
-                    ],
+                    Layout::Nchw => {
+                        ["batch", "channels (input.color)", "height (input.size[1])", "width (input.size[0])"]
+                    }
+                    Layout::Nhwc => {
+                        ["batch", "height (input.size[1])", "width (input.size[0])", "channels (input.color)"]
+                    }
                 };
                 for (axis, (d, want)) in dims.iter().zip(expected).enumerate().skip(1) {
                     if let Some(n) = fixed(d) {
                         if n != want {
                             let field = if axis_names[axis].starts_with("channels") {
                                 "input.color"
-                            } else if matches!(
-                                (input.layout, axis),
-                                (Layout::Nchw, 1) | (Layout::Nhwc, 3)
-                            ) {
+                            } else if matches!((input.layout, axis), (Layout::Nchw, 1) | (Layout::Nhwc, 3)) {
                                 "input.layout"
                             } else {
                                 "input.size"
@@ -653,33 +550,18 @@ impl Manifest {
                 }
             }
             Task::Detect => {
-                let d = self
-                    .detect
-                    .as_ref()
-                    .ok_or_else(|| field_error(path, "detect", "missing"))?;
+                let d = self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "missing"))?;
                 let c = self.labels.len();
-                let first = outputs
-                    .first()
-                    .ok_or_else(|| field_error(path, "detect", "the model has no outputs"))?;
+                let first = outputs.first().ok_or_else(|| field_error(path, "detect", "the model has no outputs"))?;
                 let dims: Vec<Option<usize>> = first.dims.iter().flatten().map(fixed).collect();
                 let (axis_value, want, what) = match d.format {
-                    DetectFormat::Yolov5 => (
-                        dims.last().copied().flatten(),
-                        5 + c,
-                        "5 + labels (last axis)",
-                    ),
-                    DetectFormat::Yolov8 => (
-                        dims.get(dims.len().wrapping_sub(2)).copied().flatten(),
-                        4 + c,
-                        "4 + labels (axis -2)",
-                    ),
+                    DetectFormat::Yolov5 => (dims.last().copied().flatten(), 5 + c, "5 + labels (last axis)"),
+                    DetectFormat::Yolov8 => {
+                        (dims.get(dims.len().wrapping_sub(2)).copied().flatten(), 4 + c, "4 + labels (axis -2)")
+                    }
                     DetectFormat::Ssd => {
                         let scores = outputs.get(1).ok_or_else(|| {
-                            field_error(
-                                path,
-                                "detect.format",
-                                "ssd needs two outputs (boxes, scores)",
-                            )
+                            field_error(path, "detect.format", "ssd needs two outputs (boxes, scores)")
                         })?;
                         (out_last(scores), c, "labels (scores' last axis)")
                     }
@@ -689,7 +571,11 @@ impl Manifest {
                         return Err(field_error(
                             path,
                             "labels",
-                            format!("has {c} entries, so output `{}` should have {what} = {want}, but it has {v} ({})", first.name, first.shape_text()),
+                            format!(
+                                "has {c} entries, so output `{}` should have {what} = {want}, but it has {v} ({})",
+                                first.name,
+                                first.shape_text()
+                            ),
                         ));
                     }
                 }
@@ -701,11 +587,7 @@ impl Manifest {
 }
 
 fn names(specs: &[TensorSpec]) -> String {
-    specs
-        .iter()
-        .map(|s| format!("`{}`", s.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    specs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -736,10 +618,7 @@ std = [0.5]
         let m = Manifest::from_toml(DIGITS, Path::new("m.toml")).unwrap();
         assert_eq!(m.task, Task::Classify);
         let p = m.preprocess_config(Path::new("m.toml")).unwrap();
-        assert_eq!(
-            (p.width, p.height, p.resize, p.mean[0], p.std[0]),
-            (16, 16, ResizeMode::Stretch, 0.5, 0.5)
-        );
+        assert_eq!((p.width, p.height, p.resize, p.mean[0], p.std[0]), (16, 16, ResizeMode::Stretch, 0.5, 0.5));
         assert_eq!(m.output.top_k, 1);
         assert_eq!(m.image_input_shape(), Some([1, 1, 16, 16]));
         let again = Manifest::from_toml(&m.to_toml(), Path::new("x")).unwrap();
@@ -748,24 +627,18 @@ std = [0.5]
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_field() {
-        let err = Manifest::from_toml(&DIGITS.replace("std =", "sdt ="), Path::new("m.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Manifest::from_toml(&DIGITS.replace("std =", "sdt ="), Path::new("m.toml")).unwrap_err().to_string();
         assert!(err.contains("sdt") && err.contains("line"), "{err}");
-        let err = Manifest::from_toml(
-            &DIGITS.replace("[0.5]\nstd", "[0.5, 0.1]\nstd"),
-            Path::new("m.toml"),
-        )
-        .unwrap_err();
+        let err =
+            Manifest::from_toml(&DIGITS.replace("[0.5]\nstd", "[0.5, 0.1]\nstd"), Path::new("m.toml")).unwrap_err();
         assert!(err.to_string().contains("input.mean"), "{err}");
+        let err = Manifest::from_toml(&DIGITS.replace("std = [0.5]", "std = [0.0]"), Path::new("m.toml")).unwrap_err();
+        assert!(err.to_string().contains("input.std"), "{err}");
         let err = Manifest::from_toml(
-            &DIGITS.replace("std = [0.5]", "std = [0.0]"),
-            Path::new("m.toml"),
+            "task = \"detect\"\nlabels=[\"a\"]\n[input]\nlayout=\"nchw\"\nsize=[8,8]\ncolor=\"rgb\"",
+            Path::new("d.toml"),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("input.std"), "{err}");
-        let err = Manifest::from_toml("task = \"detect\"\nlabels=[\"a\"]\n[input]\nlayout=\"nchw\"\nsize=[8,8]\ncolor=\"rgb\"", Path::new("d.toml"))
-            .unwrap_err();
         assert!(err.to_string().contains("`detect`"), "{err}");
     }
 
@@ -773,60 +646,22 @@ std = [0.5]
     fn disagreements_with_the_model_name_the_field() {
         let m = Manifest::from_toml(DIGITS, Path::new("m.toml")).unwrap();
         let p = Path::new("model.onnx");
-        m.validate_against(
-            &[spec("image", &[1, 1, 16, 16])],
-            &[spec("logits", &[1, 3])],
-            p,
-        )
-        .unwrap();
-        let e = m
-            .validate_against(
-                &[spec("image", &[1, 1, 28, 28])],
-                &[spec("logits", &[1, 3])],
-                p,
-            )
-            .unwrap_err();
+        m.validate_against(&[spec("image", &[1, 1, 16, 16])], &[spec("logits", &[1, 3])], p).unwrap();
+        let e = m.validate_against(&[spec("image", &[1, 1, 28, 28])], &[spec("logits", &[1, 3])], p).unwrap_err();
         assert!(e.to_string().contains("input.size"), "{e}");
-        let e = m
-            .validate_against(
-                &[spec("image", &[1, 3, 16, 16])],
-                &[spec("logits", &[1, 3])],
-                p,
-            )
-            .unwrap_err();
+        let e = m.validate_against(&[spec("image", &[1, 3, 16, 16])], &[spec("logits", &[1, 3])], p).unwrap_err();
         assert!(e.to_string().contains("input.color"), "{e}");
-        let e = m
-            .validate_against(
-                &[spec("image", &[1, 16, 16])],
-                &[spec("logits", &[1, 3])],
-                p,
-            )
-            .unwrap_err();
+        let e = m.validate_against(&[spec("image", &[1, 16, 16])], &[spec("logits", &[1, 3])], p).unwrap_err();
         assert!(e.to_string().contains("rank 3"), "{e}");
-        let e = m
-            .validate_against(
-                &[spec("image", &[1, 1, 16, 16])],
-                &[spec("logits", &[1, 10])],
-                p,
-            )
-            .unwrap_err();
-        assert!(
-            e.to_string().contains("`labels`") && e.to_string().contains("10 classes"),
-            "{e}"
-        );
+        let e = m.validate_against(&[spec("image", &[1, 1, 16, 16])], &[spec("logits", &[1, 10])], p).unwrap_err();
+        assert!(e.to_string().contains("`labels`") && e.to_string().contains("10 classes"), "{e}");
         // Symbolic dimensions are accepted.
         let sym = TensorSpec {
             name: "image".into(),
             elem_type: "FLOAT".into(),
-            dims: Some(vec![
-                Dim::Symbol("N".into()),
-                Dim::Fixed(1),
-                Dim::Unknown,
-                Dim::Unknown,
-            ]),
+            dims: Some(vec![Dim::Symbol("N".into()), Dim::Fixed(1), Dim::Unknown, Dim::Unknown]),
         };
-        m.validate_against(&[sym], &[spec("logits", &[1, 3])], p)
-            .unwrap();
+        m.validate_against(&[sym], &[spec("logits", &[1, 3])], p).unwrap();
     }
 
     #[test]
@@ -834,11 +669,8 @@ std = [0.5]
         let text = "task = \"detect\"\nlabels=[\"a\",\"b\"]\n[input]\nlayout=\"nchw\"\nsize=[64,64]\ncolor=\"rgb\"\n[detect]\nformat=\"yolov8\"";
         let m = Manifest::from_toml(text, Path::new("d.toml")).unwrap();
         let inputs = [spec("images", &[1, 3, 64, 64])];
-        m.validate_against(&inputs, &[spec("out", &[1, 6, 84])], Path::new("d.onnx"))
-            .unwrap();
-        let e = m
-            .validate_against(&inputs, &[spec("out", &[1, 84, 6])], Path::new("d.onnx"))
-            .unwrap_err();
+        m.validate_against(&inputs, &[spec("out", &[1, 6, 84])], Path::new("d.onnx")).unwrap();
+        let e = m.validate_against(&inputs, &[spec("out", &[1, 84, 6])], Path::new("d.onnx")).unwrap_err();
         assert!(e.to_string().contains("4 + labels"), "{e}");
     }
 }

@@ -96,10 +96,7 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("path", &self.path)
-            .field("manifest", &self.manifest)
-            .finish()
+        f.debug_struct("Model").field("path", &self.path).field("manifest", &self.manifest).finish()
     }
 }
 
@@ -119,12 +116,7 @@ impl Model {
 
     fn from_proto(proto: ModelProto, path: &Path) -> Result<Model> {
         let manifest = read_manifest(&proto, path)?;
-        let mut model = Model {
-            path: path.to_path_buf(),
-            manifest: manifest.clone(),
-            stages: None,
-            engine: None,
-        };
+        let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };
         match manifest {
             Some(m) if matches!(m.task, Task::Classify | Task::Detect) => {
                 let stages = build_vision(&proto, path, &m)?;
@@ -153,13 +145,8 @@ impl Model {
     /// Takes the vision stages out of the model, to build a [`crate::pipeline::Pipeline`].
     pub fn into_vision_stages(self) -> Result<VisionStages> {
         let path = self.path.clone();
-        let stages = self
-            .stages
-            .ok_or(LeptonError::NoManifest { path: path.clone() })?;
-        stages.into_inner().map_err(|_| LeptonError::Model {
-            path,
-            reason: "a previous prediction panicked".into(),
-        })
+        let stages = self.stages.ok_or(LeptonError::NoManifest { path: path.clone() })?;
+        stages.into_inner().map_err(|_| LeptonError::Model { path, reason: "a previous prediction panicked".into() })
     }
 
     /// Takes the engine out of a model without an image task (audio and raw models), to build an
@@ -171,18 +158,13 @@ impl Model {
             field: "task".into(),
             reason: "image models run through their vision stages (into_vision_stages)".into(),
         })?;
-        engine.into_inner().map_err(|_| LeptonError::Model {
-            path,
-            reason: "a previous run panicked".into(),
-        })
+        engine.into_inner().map_err(|_| LeptonError::Model { path, reason: "a previous run panicked".into() })
     }
 
     /// Classifies or detects on each image, in order.
     pub fn predict(&self, images: &[Image]) -> Result<Vec<Prediction>> {
         let stages = self.stages.as_ref().ok_or_else(|| match &self.manifest {
-            None => LeptonError::NoManifest {
-                path: self.path.clone(),
-            },
+            None => LeptonError::NoManifest { path: self.path.clone() },
             Some(m) => LeptonError::Manifest {
                 path: self.path.clone(),
                 field: "task".into(),
@@ -193,20 +175,14 @@ impl Model {
             path: self.path.clone(),
             reason: "a previous prediction panicked".into(),
         })?;
-        let labels = self
-            .manifest
-            .as_ref()
-            .map_or(&[][..], |m| m.labels.as_slice());
+        let labels = self.manifest.as_ref().map_or(&[][..], |m| m.labels.as_slice());
         let VisionStages { pre, engine, post } = &mut *stages;
         let mut detections = Detections::new();
         let mut out = Vec::with_capacity(images.len());
         for (i, image) in images.iter().enumerate() {
             let frame = Frame {
                 image: image.view()?,
-                meta: FrameMeta {
-                    frame: i as u64,
-                    timestamp_ms: 0,
-                },
+                meta: FrameMeta { frame: i as u64, timestamp_ms: 0 },
                 name: Some(&image.name),
             };
             let transform = pre.preprocess(&frame, engine.input_mut(0)?)?;
@@ -221,10 +197,7 @@ impl Model {
             let results = detections
                 .iter()
                 .map(|d| Labeled {
-                    label: labels
-                        .get(d.class as usize)
-                        .cloned()
-                        .unwrap_or_else(|| d.class.to_string()),
+                    label: labels.get(d.class as usize).cloned().unwrap_or_else(|| d.class.to_string()),
                     class: d.class,
                     score: d.score,
                     bbox: d.bbox,
@@ -236,14 +209,8 @@ impl Model {
     }
 
     /// Runs the raw engine on tensors (models without an image task).
-    pub fn run_tensors(
-        &self,
-        inputs: Vec<crate::engine::tract::Tensor>,
-    ) -> Result<Vec<crate::engine::tract::Tensor>> {
-        let poisoned = || LeptonError::Model {
-            path: self.path.clone(),
-            reason: "a previous run panicked".into(),
-        };
+    pub fn run_tensors(&self, inputs: Vec<crate::engine::tract::Tensor>) -> Result<Vec<crate::engine::tract::Tensor>> {
+        let poisoned = || LeptonError::Model { path: self.path.clone(), reason: "a previous run panicked".into() };
         match (&self.engine, &self.stages) {
             (Some(e), _) => e.lock().map_err(|_| poisoned())?.run_tensors(inputs),
             (None, Some(s)) => s.lock().map_err(|_| poisoned())?.engine.run_tensors(inputs),
@@ -272,37 +239,20 @@ fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest) -> Result<VisionS
     })?;
     let name = match &input.name {
         Some(n) => n.clone(),
-        None => inputs
-            .first()
-            .map(|s| s.name.clone())
-            .ok_or_else(|| LeptonError::Model {
-                path: path.to_path_buf(),
-                reason: "the model declares no inputs".into(),
-            })?,
+        None => inputs.first().map(|s| s.name.clone()).ok_or_else(|| LeptonError::Model {
+            path: path.to_path_buf(),
+            reason: "the model declares no inputs".into(),
+        })?,
     };
     if inputs.len() > 1 {
         return Err(LeptonError::Manifest {
             path: path.to_path_buf(),
             field: "input".into(),
-            reason: format!(
-                "image tasks need a single-input model; this one has {}",
-                inputs.len()
-            ),
+            reason: format!("image tasks need a single-input model; this one has {}", inputs.len()),
         });
     }
-    let shape = m
-        .image_input_shape()
-        .map(|s| s.to_vec())
-        .unwrap_or_default();
-    let engine = TractEngine::from_proto(
-        proto,
-        path,
-        &[InputFact {
-            name,
-            shape,
-            dtype: None,
-        }],
-    )?;
+    let shape = m.image_input_shape().map(|s| s.to_vec()).unwrap_or_default();
+    let engine = TractEngine::from_proto(proto, path, &[InputFact { name, shape, dtype: None }])?;
     let pre = VisionPreprocess::new(m.preprocess_config(path)?);
     let post = VisionPostprocess::from_manifest(m, engine.outputs(), path)?;
     Ok(VisionStages { pre, engine, post })
@@ -325,11 +275,7 @@ fn declared_facts(proto: &ModelProto) -> Vec<InputFact> {
                     _ => None,
                 })
                 .collect::<Option<Vec<usize>>>()?;
-            Some(InputFact {
-                name: spec.name,
-                shape,
-                dtype: None,
-            })
+            Some(InputFact { name: spec.name, shape, dtype: None })
         })
         .collect()
 }

@@ -20,23 +20,17 @@ pub fn read(path: &Path) -> Result<ModelProto> {
 
 /// Decodes ONNX bytes; `path` names them in errors.
 pub fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto> {
-    let not_onnx = |reason: String| LeptonError::NotOnnx {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let not_onnx = |reason: String| LeptonError::NotOnnx { path: path.to_path_buf(), reason };
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    let proto = ModelProto::decode(bytes)
-        .map_err(|e| not_onnx(format!("{e} (truncated or not an ONNX protobuf)")))?;
+    let proto = ModelProto::decode(bytes).map_err(|e| not_onnx(format!("{e} (truncated or not an ONNX protobuf)")))?;
     match &proto.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => {}
         _ => return Err(not_onnx("it holds no graph".into())),
     }
     if proto.opset_import.is_empty() {
-        return Err(not_onnx(
-            "it declares no opset (not an ONNX model, or truncated)".into(),
-        ));
+        return Err(not_onnx("it declares no opset (not an ONNX model, or truncated)".into()));
     }
     Ok(proto)
 }
@@ -48,20 +42,13 @@ pub fn write(proto: &ModelProto, path: &Path) -> Result<()> {
 
 /// The embedded manifest text, if any.
 pub fn manifest_text(proto: &ModelProto) -> Option<&str> {
-    proto
-        .metadata_props
-        .iter()
-        .find(|p| p.key == MANIFEST_KEY)
-        .map(|p| p.value.as_str())
+    proto.metadata_props.iter().find(|p| p.key == MANIFEST_KEY).map(|p| p.value.as_str())
 }
 
 /// Embeds (or replaces) the manifest text.
 pub fn set_manifest_text(proto: &mut ModelProto, text: &str) {
     proto.metadata_props.retain(|p| p.key != MANIFEST_KEY);
-    proto.metadata_props.push(pb::StringStringEntryProto {
-        key: MANIFEST_KEY.into(),
-        value: text.into(),
-    });
+    proto.metadata_props.push(pb::StringStringEntryProto { key: MANIFEST_KEY.into(), value: text.into() });
 }
 
 /// One dimension of a declared shape.
@@ -120,21 +107,13 @@ fn spec(v: &pb::ValueInfoProto) -> TensorSpec {
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
-                    Dim::Fixed(*v as usize)
-                }
-                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
-                    Dim::Symbol(p.clone())
-                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
                 _ => Dim::Unknown,
             })
             .collect()
     });
-    TensorSpec {
-        name: v.name.clone(),
-        elem_type,
-        dims,
-    }
+    TensorSpec { name: v.name.clone(), elem_type, dims }
 }
 
 /// Declared graph inputs (initializers excluded) and outputs.
@@ -142,14 +121,8 @@ pub fn io_specs(proto: &ModelProto) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
     let Some(g) = &proto.graph else {
         return (vec![], vec![]);
     };
-    let initializers: std::collections::HashSet<&str> =
-        g.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = g
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
-        .map(spec)
-        .collect();
+    let initializers: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = g.input.iter().filter(|i| !initializers.contains(i.name.as_str())).map(spec).collect();
     let outputs = g.output.iter().map(spec).collect();
     (inputs, outputs)
 }
@@ -161,16 +134,8 @@ pub fn unsupported_ops(proto: &ModelProto) -> Vec<(String, String)> {
     let Some(g) = &proto.graph else { return out };
     for (i, n) in g.node.iter().enumerate() {
         if !register.0.contains_key(&n.op_type) {
-            let name = if n.name.is_empty() {
-                format!("#{i}")
-            } else {
-                n.name.clone()
-            };
-            let op = if n.domain.is_empty() {
-                n.op_type.clone()
-            } else {
-                format!("{}.{}", n.domain, n.op_type)
-            };
+            let name = if n.name.is_empty() { format!("#{i}") } else { n.name.clone() };
+            let op = if n.domain.is_empty() { n.op_type.clone() } else { format!("{}.{}", n.domain, n.op_type) };
             out.push((name, op));
         }
     }
@@ -179,10 +144,7 @@ pub fn unsupported_ops(proto: &ModelProto) -> Vec<(String, String)> {
 
 /// Concrete shapes of the model's inputs: from `given` (by name), else the declared shape with a
 /// symbolic batch (first) dimension taken as 1. `None` for an input whose other dims are unknown.
-pub fn input_shapes(
-    model: &ModelProto,
-    given: &HashMap<String, Vec<usize>>,
-) -> Vec<(String, Option<Vec<usize>>)> {
+pub fn input_shapes(model: &ModelProto, given: &HashMap<String, Vec<usize>>) -> Vec<(String, Option<Vec<usize>>)> {
     let (inputs, _) = io_specs(model);
     inputs
         .into_iter()
@@ -207,14 +169,21 @@ pub fn input_shapes(
 
 /// Shapes of every tensor of the top-level graph (by ONNX name), as tract infers them for the
 /// given input shapes. The error is tract's explanation when the graph cannot be analysed.
-pub fn tensor_shapes(model: &ModelProto, inputs: &[(String, Vec<usize>)]) -> std::result::Result<HashMap<String, Vec<usize>>, String> {
+pub fn tensor_shapes(
+    model: &ModelProto,
+    inputs: &[(String, Vec<usize>)],
+) -> std::result::Result<HashMap<String, Vec<usize>>, String> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_hir::infer::Factoid;
     let err = |e: TractError| format!("{e:#}");
     let mut m = tract_onnx::onnx().with_ignore_value_info(true).parse(model, None).map_err(err)?.model;
     let names: Vec<String> = m.input_outlets().map_err(err)?.iter().map(|o| m.node(o.node).name.clone()).collect();
     for (ix, name) in names.iter().enumerate() {
-        let shape = inputs.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).ok_or_else(|| format!("no shape for input `{name}`"))?;
+        let shape = inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| format!("no shape for input `{name}`"))?;
         let dt = m.input_fact(ix).map_err(err)?.datum_type.concretize().unwrap_or(DatumType::F32);
         m.set_input_fact(ix, InferenceFact::dt_shape(dt, shape)).map_err(err)?;
     }

@@ -56,10 +56,7 @@ impl Shape {
         }
         let mut d = [0; MAX_RANK];
         d[..dims.len()].copy_from_slice(dims);
-        Ok(Shape {
-            dims: d,
-            rank: dims.len(),
-        })
+        Ok(Shape { dims: d, rank: dims.len() })
     }
 
     /// The dimensions.
@@ -130,11 +127,7 @@ impl Quantization<'_> {
         match *self {
             Quantization::None => (1.0, 0),
             Quantization::PerTensor { scale, zero_point } => (scale, zero_point),
-            Quantization::PerChannel {
-                axis,
-                scale,
-                zero_point,
-            } => {
+            Quantization::PerChannel { axis, scale, zero_point } => {
                 let c = (index / shape.stride(axis)) % shape.dims()[axis];
                 (scale[c], zero_point[c])
             }
@@ -161,19 +154,11 @@ impl Quantization<'_> {
         match *self {
             Quantization::None => Ok(()),
             Quantization::PerTensor { scale, zero_point } => check(scale, zero_point),
-            Quantization::PerChannel {
-                scale, zero_point, ..
-            } => {
+            Quantization::PerChannel { scale, zero_point, .. } => {
                 if scale.len() != zero_point.len() {
-                    return Err(Error::LengthMismatch {
-                        expected: scale.len(),
-                        actual: zero_point.len(),
-                    });
+                    return Err(Error::LengthMismatch { expected: scale.len(), actual: zero_point.len() });
                 }
-                scale
-                    .iter()
-                    .zip(zero_point)
-                    .try_for_each(|(&s, &z)| check(s, z))
+                scale.iter().zip(zero_point).try_for_each(|(&s, &z)| check(s, z))
             }
         }
     }
@@ -229,17 +214,10 @@ pub struct TensorView<'a> {
 
 impl<'a> TensorView<'a> {
     /// Builds a view, checking the data length against the shape and the quantization parameters.
-    pub fn new(
-        dims: &[usize],
-        data: TensorData<'a>,
-        quant: Quantization<'a>,
-    ) -> Result<Self, Error> {
+    pub fn new(dims: &[usize], data: TensorData<'a>, quant: Quantization<'a>) -> Result<Self, Error> {
         let shape = Shape::new(dims)?;
         if shape.volume() != data.len() {
-            return Err(Error::LengthMismatch {
-                expected: shape.volume(),
-                actual: data.len(),
-            });
+            return Err(Error::LengthMismatch { expected: shape.volume(), actual: data.len() });
         }
         quant.validate(data.dtype())?;
         if let Quantization::PerChannel { axis, scale, .. } = quant {
@@ -299,10 +277,7 @@ impl<'a> TensorView<'a> {
     /// Writes every element's real value into `out` (which must hold [`len`](Self::len) floats).
     pub fn dequantize_into(&self, out: &mut [f32]) -> Result<(), Error> {
         if out.len() != self.len() {
-            return Err(Error::LengthMismatch {
-                expected: self.len(),
-                actual: out.len(),
-            });
+            return Err(Error::LengthMismatch { expected: self.len(), actual: out.len() });
         }
         if let TensorData::F32(d) = self.data {
             out.copy_from_slice(d);
@@ -365,17 +340,10 @@ pub struct TensorViewMut<'a> {
 
 impl<'a> TensorViewMut<'a> {
     /// Builds a mutable view, checking length and quantization like [`TensorView::new`].
-    pub fn new(
-        dims: &[usize],
-        data: TensorDataMut<'a>,
-        quant: Quantization<'a>,
-    ) -> Result<Self, Error> {
+    pub fn new(dims: &[usize], data: TensorDataMut<'a>, quant: Quantization<'a>) -> Result<Self, Error> {
         let shape = Shape::new(dims)?;
         if shape.volume() != data.len() {
-            return Err(Error::LengthMismatch {
-                expected: shape.volume(),
-                actual: data.len(),
-            });
+            return Err(Error::LengthMismatch { expected: shape.volume(), actual: data.len() });
         }
         quant.validate(data.dtype())?;
         Ok(TensorViewMut { shape, data, quant })
@@ -409,10 +377,7 @@ impl<'a> TensorViewMut<'a> {
     /// Writes real values, quantizing them when the tensor is an integer type.
     pub fn quantize_from(&mut self, values: &[f32]) -> Result<(), Error> {
         if values.len() != self.data.len() {
-            return Err(Error::LengthMismatch {
-                expected: self.data.len(),
-                actual: values.len(),
-            });
+            return Err(Error::LengthMismatch { expected: self.data.len(), actual: values.len() });
         }
         let (shape, quant) = (self.shape, self.quant);
         match &mut self.data {
@@ -497,30 +462,12 @@ mod tests {
     #[test]
     fn view_rejects_wrong_length_and_bad_quantization() {
         let d = [0.0f32; 6];
-        assert_eq!(
-            TensorView::from_f32(&[2, 4], &d).unwrap_err(),
-            Error::LengthMismatch {
-                expected: 8,
-                actual: 6
-            }
-        );
+        assert_eq!(TensorView::from_f32(&[2, 4], &d).unwrap_err(), Error::LengthMismatch { expected: 8, actual: 6 });
         let q = [0i8; 4];
-        let bad = Quantization::PerTensor {
-            scale: 0.0,
-            zero_point: 0,
-        };
-        assert_eq!(
-            TensorView::new(&[4], TensorData::I8(&q), bad).unwrap_err(),
-            Error::InvalidScale
-        );
-        let bad = Quantization::PerTensor {
-            scale: 1.0,
-            zero_point: 300,
-        };
-        assert_eq!(
-            TensorView::new(&[4], TensorData::I8(&q), bad).unwrap_err(),
-            Error::ZeroPointOutOfRange
-        );
+        let bad = Quantization::PerTensor { scale: 0.0, zero_point: 0 };
+        assert_eq!(TensorView::new(&[4], TensorData::I8(&q), bad).unwrap_err(), Error::InvalidScale);
+        let bad = Quantization::PerTensor { scale: 1.0, zero_point: 300 };
+        assert_eq!(TensorView::new(&[4], TensorData::I8(&q), bad).unwrap_err(), Error::ZeroPointOutOfRange);
         assert_eq!(Shape::new(&[1; 7]).unwrap_err(), Error::RankTooLarge(7));
     }
 
@@ -530,11 +477,7 @@ mod tests {
         let q = [2i8, 4, 6, 1, 2, 3];
         let scales = [0.5, 2.0];
         let zps = [0, 1];
-        let quant = Quantization::PerChannel {
-            axis: 0,
-            scale: &scales,
-            zero_point: &zps,
-        };
+        let quant = Quantization::PerChannel { axis: 0, scale: &scales, zero_point: &zps };
         let t = TensorView::new(&[2, 3], TensorData::I8(&q), quant).unwrap();
         let mut out = [0.0; 6];
         t.dequantize_into(&mut out).unwrap();
@@ -544,10 +487,7 @@ mod tests {
     #[test]
     fn quantize_from_writes_integer_tensors() {
         let mut buf = [0u8; 3];
-        let quant = Quantization::PerTensor {
-            scale: 0.5,
-            zero_point: 10,
-        };
+        let quant = Quantization::PerTensor { scale: 0.5, zero_point: 10 };
         let mut t = TensorViewMut::new(&[3], TensorDataMut::U8(&mut buf), quant).unwrap();
         t.quantize_from(&[0.0, 1.0, -10.0]).unwrap();
         assert_eq!(buf, [10, 12, 0]);

@@ -113,40 +113,12 @@ fn the_pipeline_loop_allocates_nothing_per_frame_outside_the_engine() {
     let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits");
     let images = load_dir(digits.join("samples")).unwrap();
     // Sample names end in "-digit-<label>.png".
-    let truth: Vec<u16> = images
-        .iter()
-        .map(|i| {
-            i.name
-                .trim_end_matches(".png")
-                .rsplit('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    let stages = Model::load(digits.join("model.onnx"))
-        .unwrap()
-        .into_vision_stages()
-        .unwrap();
-    let source = ImageSource::from_images(
-        images,
-        ImageSourceOptions {
-            looping: true,
-            ..Default::default()
-        },
-    );
-    let sink = Tally {
-        frames: 0,
-        best: [0; 64],
-    };
-    let mut p = Pipeline::new(
-        source,
-        stages.pre,
-        Attributed(stages.engine),
-        stages.post,
-        sink,
-    );
+    let truth: Vec<u16> =
+        images.iter().map(|i| i.name.trim_end_matches(".png").rsplit('-').next().unwrap().parse().unwrap()).collect();
+    let stages = Model::load(digits.join("model.onnx")).unwrap().into_vision_stages().unwrap();
+    let source = ImageSource::from_images(images, ImageSourceOptions { looping: true, ..Default::default() });
+    let sink = Tally { frames: 0, best: [0; 64] };
+    let mut p = Pipeline::new(source, stages.pre, Attributed(stages.engine), stages.post, sink);
     for _ in 0..5 {
         assert!(p.step().unwrap());
     }
@@ -165,10 +137,7 @@ fn the_pipeline_loop_allocates_nothing_per_frame_outside_the_engine() {
     for (f, &class) in p.sink().best.iter().enumerate() {
         assert_eq!(class, truth[f % truth.len()], "frame {f}");
     }
-    assert_eq!(
-        outside, 0,
-        "source, preprocess, postprocess, sink and the loop must not allocate per frame"
-    );
+    assert_eq!(outside, 0, "source, preprocess, postprocess, sink and the loop must not allocate per frame");
 }
 
 /// Switches counting on at frame `from` and off at the last frame, from inside the pipeline.
@@ -188,10 +157,7 @@ impl Sink for CountFrom {
         }
         if self.seen == self.last {
             COUNTING.store(false, Relaxed);
-            self.counts = (
-                OUTSIDE.load(Relaxed) - self.counts.0,
-                ENGINE.load(Relaxed) - self.counts.1,
-            );
+            self.counts = (OUTSIDE.load(Relaxed) - self.counts.0, ENGINE.load(Relaxed) - self.counts.1);
         }
         Ok(())
     }
@@ -212,46 +178,20 @@ fn the_overlapped_two_thread_loop_allocates_nothing_per_frame_outside_the_engine
                     data.extend_from_slice(&[v, v / 2, 255 - v]);
                 }
             }
-            Image {
-                name: g.name.clone(),
-                width: 320,
-                height: 240,
-                format: PixelFormat::Rgb8,
-                data,
-            }
+            Image { name: g.name.clone(), width: 320, height: 240, format: PixelFormat::Rgb8, data }
         })
         .collect();
-    let stages = Model::load(models.join("bench/model.onnx"))
-        .unwrap()
-        .into_vision_stages()
-        .unwrap();
+    let stages = Model::load(models.join("bench/model.onnx")).unwrap().into_vision_stages().unwrap();
     let frames: Vec<Image> = (0..6).flat_map(|_| frames.clone()).collect();
     let total = frames.len() as u64;
     let source = ImageSource::from_images(frames, ImageSourceOptions::default());
-    let sink = CountFrom {
-        from: 16,
-        last: total,
-        seen: 0,
-        counts: (0, 0),
-    };
-    let mut p = Pipeline::new(
-        source,
-        stages.pre,
-        Attributed(stages.engine),
-        stages.post,
-        sink,
-    );
+    let sink = CountFrom { from: 16, last: total, seen: 0, counts: (0, 0) };
+    let mut p = Pipeline::new(source, stages.pre, Attributed(stages.engine), stages.post, sink);
     let stats = p.run().unwrap().clone();
-    assert_eq!(
-        (stats.frames_in, stats.frames_processed, stats.frames_failed),
-        (total, total, 0)
-    );
+    assert_eq!((stats.frames_in, stats.frames_processed, stats.frames_failed), (total, total, 0));
     let (outside, engine) = p.sink().counts;
     eprintln!("overlapped loop, frames 16..{total}: {outside} allocations outside the engine, {engine} inside tract");
-    assert_eq!(
-        outside, 0,
-        "the two-thread loop must not allocate per frame"
-    );
+    assert_eq!(outside, 0, "the two-thread loop must not allocate per frame");
 }
 
 fn main() {

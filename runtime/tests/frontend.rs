@@ -9,8 +9,7 @@ use std::path::Path;
 fn rust_frontend_matches_the_python_training_frontend() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let vectors: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data.join("frontend.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(data.join("frontend.json")).unwrap()).unwrap();
     let mut wav = WavSource::open(&data.join("frontend.wav")).unwrap();
     assert_eq!(wav.sample_rate(), 16000);
     let samples = wav.read_all().unwrap();
@@ -42,10 +41,7 @@ fn rust_frontend_matches_the_python_training_frontend() {
                 worst = worst.max((*a as f64 - b).abs());
             }
         }
-        eprintln!(
-            "{cfg:?}: {} frames, worst difference {worst:.2e}",
-            got.len()
-        );
+        eprintln!("{cfg:?}: {} frames, worst difference {worst:.2e}", got.len());
         assert!(worst < 2e-3, "features differ by up to {worst}");
     }
 }

@@ -27,12 +27,7 @@ fn the_seed_flow_predicts_the_digit_in_each_sample_picture() {
     assert_eq!(labels.len(), images.len());
     for (image, p) in images.iter().zip(&labels) {
         // Sample names end in "-digit-<label>.png".
-        let truth = image
-            .name
-            .trim_end_matches(".png")
-            .rsplit('-')
-            .next()
-            .unwrap();
+        let truth = image.name.trim_end_matches(".png").rsplit('-').next().unwrap();
         assert_eq!(p.label(), Some(truth), "{}: {p}", image.name);
     }
 }
@@ -40,44 +35,20 @@ fn the_seed_flow_predicts_the_digit_in_each_sample_picture() {
 #[test]
 fn runtime_preprocessing_and_tract_match_the_training_code_and_onnxruntime() {
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(digits().join("reference.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(digits().join("reference.json")).unwrap()).unwrap();
     let reference = reference.as_object().unwrap();
-    let mut stages = Model::load(digits().join("model.onnx"))
-        .unwrap()
-        .into_vision_stages()
-        .unwrap();
+    let mut stages = Model::load(digits().join("model.onnx")).unwrap().into_vision_stages().unwrap();
     assert_eq!(reference.len(), 10);
     for (name, expected) in reference {
         let image = Image::open(&digits().join("samples").join(name)).unwrap();
-        let frame = Frame {
-            image: image.view().unwrap(),
-            meta: FrameMeta {
-                frame: 0,
-                timestamp_ms: 0,
-            },
-            name: None,
-        };
-        stages
-            .pre
-            .preprocess(&frame, stages.engine.input_mut(0).unwrap())
-            .unwrap();
+        let frame = Frame { image: image.view().unwrap(), meta: FrameMeta { frame: 0, timestamp_ms: 0 }, name: None };
+        stages.pre.preprocess(&frame, stages.engine.input_mut(0).unwrap()).unwrap();
         stages.engine.run().unwrap();
         let out = stages.engine.output(0).unwrap();
-        let expected: Vec<f32> = expected
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let expected: Vec<f32> = expected.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         assert_eq!(out.len(), expected.len());
         for i in 0..out.len() {
-            assert!(
-                (out.real(i) - expected[i]).abs() < 1e-3,
-                "{name} logit {i}: {} vs {}",
-                out.real(i),
-                expected[i]
-            );
+            assert!((out.real(i) - expected[i]).abs() < 1e-3, "{name} logit {i}: {} vs {}", out.real(i), expected[i]);
         }
     }
 }
@@ -94,16 +65,10 @@ fn digit_classifier_accuracy_on_the_held_out_split_matches_its_card() {
         }
     }
     let accuracy = correct as f64 / total as f64;
-    eprintln!(
-        "digits held-out accuracy: {correct}/{total} = {:.4}",
-        accuracy
-    );
+    eprintln!("digits held-out accuracy: {correct}/{total} = {:.4}", accuracy);
     assert_eq!(total, 300);
     // The card (models/digits/README.md) states 97.3 %; CI allows one point below.
-    assert!(
-        accuracy >= 0.963,
-        "accuracy {accuracy:.4} fell more than one point under the card's 97.3 %"
-    );
+    assert!(accuracy >= 0.963, "accuracy {accuracy:.4} fell more than one point under the card's 97.3 %");
 }
 
 fn expect_err(r: Result<Model, LeptonError>) -> String {
@@ -117,10 +82,7 @@ fn expect_err(r: Result<Model, LeptonError>) -> String {
 fn missing_empty_truncated_and_non_onnx_files_are_errors_naming_the_file() {
     let dir = scratch("bad-files");
     let e = expect_err(Model::load(dir.join("absent.onnx")));
-    assert!(
-        e.contains("absent.onnx") && e.contains("No such file"),
-        "{e}"
-    );
+    assert!(e.contains("absent.onnx") && e.contains("No such file"), "{e}");
 
     std::fs::write(dir.join("empty.onnx"), b"").unwrap();
     let e = expect_err(Model::load(dir.join("empty.onnx")));
@@ -129,21 +91,11 @@ fn missing_empty_truncated_and_non_onnx_files_are_errors_naming_the_file() {
     let bytes = std::fs::read(digits().join("model.onnx")).unwrap();
     std::fs::write(dir.join("truncated.onnx"), &bytes[..bytes.len() / 2]).unwrap();
     let e = expect_err(Model::load(dir.join("truncated.onnx")));
-    assert!(
-        e.contains("truncated.onnx") && e.contains("not a valid ONNX model"),
-        "{e}"
-    );
+    assert!(e.contains("truncated.onnx") && e.contains("not a valid ONNX model"), "{e}");
 
-    std::fs::copy(
-        digits().join("samples/frame-00-digit-6.png"),
-        dir.join("picture.onnx"),
-    )
-    .unwrap();
+    std::fs::copy(digits().join("samples/frame-00-digit-6.png"), dir.join("picture.onnx")).unwrap();
     let e = expect_err(Model::load(dir.join("picture.onnx")));
-    assert!(
-        e.contains("picture.onnx") && e.contains("not a valid ONNX model"),
-        "{e}"
-    );
+    assert!(e.contains("picture.onnx") && e.contains("not a valid ONNX model"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -152,10 +104,7 @@ fn an_image_that_does_not_decode_is_an_error_naming_the_file() {
     let dir = scratch("bad-image");
     std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let e = load_dir(&dir).unwrap_err().to_string();
-    assert!(
-        e.contains("broken.png") && e.contains("cannot decode"),
-        "{e}"
-    );
+    assert!(e.contains("broken.png") && e.contains("cannot decode"), "{e}");
     let e = load_dir(dir.join("nowhere")).unwrap_err().to_string();
     assert!(e.contains("nowhere"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
@@ -176,23 +125,15 @@ fn with_manifest(text: &str) -> Result<Model, LeptonError> {
 fn a_manifest_that_disagrees_with_the_model_names_the_field() {
     let good = std::fs::read_to_string(digits().join("manifest.toml")).unwrap();
     assert!(with_manifest(&good).is_ok());
-    let e = expect_err(with_manifest(
-        &good.replace("size = [16, 16]", "size = [28, 28]"),
-    ));
+    let e = expect_err(with_manifest(&good.replace("size = [16, 16]", "size = [28, 28]")));
     assert!(e.contains("input.size") && e.contains("m.onnx"), "{e}");
-    let e = expect_err(with_manifest(
-        &good.replace("color = \"gray\"", "color = \"rgb\""),
-    ));
+    let e = expect_err(with_manifest(&good.replace("color = \"gray\"", "color = \"rgb\"")));
     assert!(e.contains("input.color"), "{e}");
     let e = expect_err(with_manifest(&good.replace(", \"9\"]", "]")));
     assert!(e.contains("labels") && e.contains("9 entries"), "{e}");
-    let e = expect_err(with_manifest(
-        &good.replace("layout = \"nchw\"", "layout = \"nhwc\""),
-    ));
+    let e = expect_err(with_manifest(&good.replace("layout = \"nchw\"", "layout = \"nhwc\"")));
     assert!(e.contains("input."), "{e}");
-    let e = expect_err(with_manifest(
-        &good.replace("task = \"classify\"", "task = \"clasify\""),
-    ));
+    let e = expect_err(with_manifest(&good.replace("task = \"classify\"", "task = \"clasify\"")));
     assert!(e.contains("clasify") && e.contains("line 2"), "{e}");
 }
 
@@ -205,14 +146,8 @@ fn an_operator_tract_lacks_is_named_with_its_node() {
     let dir = scratch("unsupported");
     onnx::write(&proto, &dir.join("u.onnx")).unwrap();
     let e = expect_err(Model::load(dir.join("u.onnx")));
-    assert!(
-        e.contains("u.onnx") && e.contains("FancyRelu") && e.contains(&name),
-        "{e}"
-    );
-    assert!(
-        e.contains("lepton-convert optimize"),
-        "suggests a way out: {e}"
-    );
+    assert!(e.contains("u.onnx") && e.contains("FancyRelu") && e.contains(&name), "{e}");
+    assert!(e.contains("lepton-convert optimize"), "suggests a way out: {e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -223,35 +158,23 @@ fn inconsistent_intermediate_value_info_is_retried_transparently() {
     let graph = proto.graph.as_mut().unwrap();
     // Declare every intermediate tensor with a wrong rank-1 shape of 3 elements, as broken exporters do.
     let mut bogus = graph.output[0].clone();
-    if let Some(pb::type_proto::Value::TensorType(t)) =
-        bogus.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
+    if let Some(pb::type_proto::Value::TensorType(t)) = bogus.r#type.as_mut().and_then(|t| t.value.as_mut()) {
         let dim = pb::tensor_shape_proto::Dimension {
             value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(3)),
             ..Default::default()
         };
         t.shape = Some(pb::TensorShapeProto { dim: vec![dim] });
     }
-    let intermediates: Vec<String> = graph
-        .node
-        .iter()
-        .flat_map(|n| n.output.clone())
-        .filter(|o| o != &graph.output[0].name)
-        .collect();
+    let intermediates: Vec<String> =
+        graph.node.iter().flat_map(|n| n.output.clone()).filter(|o| o != &graph.output[0].name).collect();
     for name in intermediates {
-        graph.value_info.push(pb::ValueInfoProto {
-            name,
-            ..bogus.clone()
-        });
+        graph.value_info.push(pb::ValueInfoProto { name, ..bogus.clone() });
     }
     let dir = scratch("value-info");
     let path = dir.join("v.onnx");
     onnx::write(&proto, &path).unwrap();
     let strict = tract_onnx_load_fails_strictly(&proto, &path);
-    assert!(
-        strict,
-        "the bogus value_info must break a strict load, or this test proves nothing"
-    );
+    assert!(strict, "the bogus value_info must break a strict load, or this test proves nothing");
     let engine = TractEngine::load(&path, &[]).unwrap();
     assert!(engine.ignored_value_info());
     let model = Model::load(&path).unwrap();

@@ -7,10 +7,7 @@ use std::sync::Mutex;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
 }
 
 /// Path of a workspace binary (`lepton`, `lepton-convert`), built first with the same profile as
@@ -19,16 +16,12 @@ pub fn bin(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     // target/<profile>/deps/<test binary> → target/<profile>
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary under target/<profile>/deps");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test binary under target/<profile>/deps");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", name])
-            .current_dir(root());
+        cmd.args(["build", "--quiet", "--bin", name]).current_dir(root());
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
@@ -41,11 +34,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Runs a workspace binary with arguments and returns its output.
 pub fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(bin(name))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("starting the binary")
+    Command::new(bin(name)).args(args).current_dir(root()).output().expect("starting the binary")
 }
 
 /// A fresh scratch folder for one test.
@@ -58,8 +47,5 @@ pub fn scratch(test: &str) -> PathBuf {
 
 /// Stdout and stderr as text.
 pub fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }

@@ -4,11 +4,7 @@ use lepton_e2e::{root, run, scratch, text};
 use lepton_runtime::Model;
 
 fn digits(file: &str) -> String {
-    root()
-        .join("models/digits")
-        .join(file)
-        .display()
-        .to_string()
+    root().join("models/digits").join(file).display().to_string()
 }
 
 #[test]
@@ -45,14 +41,8 @@ fn pack_rejects_bad_manifests_and_files_with_the_field_named_and_exit_2() {
     let manifest = std::fs::read_to_string(digits("manifest.toml")).unwrap();
     let out_path = dir.join("out.onnx").display().to_string();
     let cases = [
-        (
-            manifest.replace("size = [16, 16]", "size = [32, 32]"),
-            "input.size",
-        ),
-        (
-            manifest.replace("std = [0.5]", "sdt = [0.5]"),
-            "unknown field `sdt`",
-        ),
+        (manifest.replace("size = [16, 16]", "size = [32, 32]"), "input.size"),
+        (manifest.replace("std = [0.5]", "sdt = [0.5]"), "unknown field `sdt`"),
         (manifest.replace("\"8\", \"9\"]", "\"8\"]"), "labels"),
         (manifest.replace("top_k = 1", "top_k = \"one\""), "top_k"),
     ];
@@ -61,51 +51,22 @@ fn pack_rejects_bad_manifests_and_files_with_the_field_named_and_exit_2() {
         std::fs::write(&m, text_).unwrap();
         let out = run(
             "lepton-convert",
-            &[
-                "pack",
-                &digits("model.raw.onnx"),
-                "--manifest",
-                &m.display().to_string(),
-                "-o",
-                &out_path,
-            ],
+            &["pack", &digits("model.raw.onnx"), "--manifest", &m.display().to_string(), "-o", &out_path],
         );
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(needle) && stderr.contains(&format!("m{i}.toml")),
-            "case {i}: {stderr}"
-        );
+        assert!(stderr.contains(needle) && stderr.contains(&format!("m{i}.toml")), "case {i}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     let out = run(
         "lepton-convert",
-        &[
-            "pack",
-            &digits("samples/frame-00-digit-6.png"),
-            "--manifest",
-            &digits("manifest.toml"),
-            "-o",
-            &out_path,
-        ],
+        &["pack", &digits("samples/frame-00-digit-6.png"), "--manifest", &digits("manifest.toml"), "-o", &out_path],
     );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr.contains("frame-00-digit-6.png") && stderr.contains("not a valid ONNX model"),
-        "{stderr}"
-    );
-    let out = run(
-        "lepton-convert",
-        &[
-            "pack",
-            &digits("model.raw.onnx"),
-            "--manifest",
-            "no/such.toml",
-            "-o",
-            &out_path,
-        ],
-    );
+    assert!(stderr.contains("frame-00-digit-6.png") && stderr.contains("not a valid ONNX model"), "{stderr}");
+    let out =
+        run("lepton-convert", &["pack", &digits("model.raw.onnx"), "--manifest", "no/such.toml", "-o", &out_path]);
     assert!(text(&out).1.contains("no/such.toml"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -15,27 +15,17 @@ mod media {
 /// Runs the demo; exit code 0, or 2 when a frame failed.
 pub fn run() -> Result<ExitCode> {
     let model = Model::from_bytes(media::MODEL, "bundled:models/digits/model.onnx")?;
-    let labels = model
-        .manifest()
-        .map(|m| m.labels.clone())
-        .unwrap_or_default();
+    let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
     let images = media::SAMPLES
         .iter()
         .map(|(name, bytes)| Image::decode(bytes, name))
         .collect::<Result<Vec<_>, _>>()
         .context("decoding the bundled pictures")?;
-    println!(
-        "lepton demo: digit classifier (models/digits) on {} bundled pictures",
-        images.len()
-    );
+    println!("lepton demo: digit classifier (models/digits) on {} bundled pictures", images.len());
     let source = ImageSource::from_images(images, ImageSourceOptions::default());
     let stages = model.into_vision_stages()?;
     let sink = ConsoleSink::new(labels);
     let mut pipeline = Pipeline::new(source, stages.pre, stages.engine, stages.post, sink);
     let stats = pipeline.run()?;
-    Ok(if stats.frames_failed > 0 {
-        ExitCode::from(2)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if stats.frames_failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

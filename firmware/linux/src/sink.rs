@@ -23,25 +23,15 @@ fn stdout_error(e: std::io::Error) -> LeptonError {
 impl Sink for ConsoleSink {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
         let mut out = std::io::stdout().lock();
-        write!(
-            out,
-            "frame {:>4}  {:<28}",
-            r.meta.frame,
-            r.source.unwrap_or("-")
-        )
-        .map_err(stdout_error)?;
+        write!(out, "frame {:>4}  {:<28}", r.meta.frame, r.source.unwrap_or("-")).map_err(stdout_error)?;
         if r.detections.is_empty() {
             write!(out, "  (nothing)").map_err(stdout_error)?;
         }
         for d in r.detections {
-            let label = self
-                .labels
-                .get(d.class as usize)
-                .map_or("?", String::as_str);
+            let label = self.labels.get(d.class as usize).map_or("?", String::as_str);
             write!(out, "  {label} {:.3}", d.score).map_err(stdout_error)?;
             if let Some(b) = d.bbox {
-                write!(out, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1)
-                    .map_err(stdout_error)?;
+                write!(out, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1).map_err(stdout_error)?;
             }
         }
         writeln!(out, "  inference {:.3} ms", r.inference.as_secs_f64() * 1e3).map_err(stdout_error)

@@ -33,13 +33,7 @@ pub struct Observer {
 
 impl Default for Observer {
     fn default() -> Self {
-        Observer {
-            min: f32::INFINITY,
-            max: f32::NEG_INFINITY,
-            hist: vec![],
-            abs_hist: vec![],
-            count: 0,
-        }
+        Observer { min: f32::INFINITY, max: f32::NEG_INFINITY, hist: vec![], abs_hist: vec![], count: 0 }
     }
 }
 
@@ -216,18 +210,13 @@ mod tests {
     #[test]
     fn percentile_and_entropy_clip_rare_outliers() {
         // 100k values in [-1, 1] and one outlier at 100.
-        let mut v: Vec<f32> = (0..100_000)
-            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
-            .collect();
+        let mut v: Vec<f32> = (0..100_000).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
         v.push(100.0);
         let o = observer(&v);
         let (_, hi_p) = o.range(Method::Percentile);
         assert!(hi_p < 5.0, "percentile ignores the outlier: {hi_p}");
         let (lo_e, hi_e) = o.range(Method::Entropy);
-        assert!(
-            hi_e < 50.0 && lo_e <= -0.5,
-            "entropy clips the outlier but keeps the bulk: {lo_e}..{hi_e}"
-        );
+        assert!(hi_e < 50.0 && lo_e <= -0.5, "entropy clips the outlier but keeps the bulk: {lo_e}..{hi_e}");
         assert_eq!(o.range(Method::Minmax).1, 100.0);
     }
 

@@ -34,10 +34,7 @@ pub fn dataset(dir: &Path) -> Result<Vec<Sample>> {
         .collect();
     folders.sort();
     for f in folders {
-        let label = f
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let label = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&f)
             .with_context(|| format!("{}", f.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -48,17 +45,10 @@ pub fn dataset(dir: &Path) -> Result<Vec<Sample>> {
             })
             .collect();
         files.sort();
-        samples.extend(files.into_iter().map(|path| Sample {
-            path,
-            label: label.clone(),
-        }));
+        samples.extend(files.into_iter().map(|path| Sample { path, label: label.clone() }));
     }
     if samples.is_empty() {
-        bail!(
-            "{}: no samples; expected {}/<label>/*.{{png,jpg,wav,npy}}",
-            dir.display(),
-            dir.display()
-        );
+        bail!("{}: no samples; expected {}/<label>/*.{{png,jpg,wav,npy}}", dir.display(), dir.display());
     }
     Ok(samples)
 }
@@ -85,10 +75,7 @@ impl Classifier {
     pub fn load(path: &Path) -> Result<Self> {
         let proto = onnx::read(path)?;
         let manifest = lepton_runtime::model::read_manifest(&proto, path)?;
-        let labels = manifest
-            .as_ref()
-            .map(|m| m.labels.clone())
-            .unwrap_or_default();
+        let labels = manifest.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
         let mut c = Classifier {
             path: path.to_path_buf(),
             model: None,
@@ -101,15 +88,9 @@ impl Classifier {
             Some(Task::Classify) => c.model = Some(Model::load(path)?),
             Some(Task::Keyword | Task::Vad) => {
                 let engine = Model::load(path)?.into_engine()?;
-                c.audio = Some(AudioClassifier {
-                    engine,
-                    manifest: manifest.clone().expect("matched Some"),
-                });
+                c.audio = Some(AudioClassifier { engine, manifest: manifest.clone().expect("matched Some") });
             }
-            Some(Task::Detect) => bail!(
-                "{}: eval measures classifiers; this is a detector",
-                path.display()
-            ),
+            Some(Task::Detect) => bail!("{}: eval measures classifiers; this is a detector", path.display()),
             _ => {}
         }
         Ok(c)
@@ -117,34 +98,22 @@ impl Classifier {
 
     /// The class index of a file and its score.
     pub fn classify(&mut self, file: &Path) -> Result<(usize, f32)> {
-        let ext = file
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_default();
+        let ext = file.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
         match ext.as_str() {
             "npy" => self.classify_tensor(file),
             "wav" => {
                 let a = self.audio.as_mut().with_context(|| {
-                    format!(
-                        "{}: a WAV sample needs a keyword or VAD model with a manifest",
-                        self.path.display()
-                    )
+                    format!("{}: a WAV sample needs a keyword or VAD model with a manifest", self.path.display())
                 })?;
                 classify_clip(a, file)
             }
             _ => {
                 let model = self.model.as_ref().with_context(|| {
-                    format!(
-                        "{}: a picture needs a classifier with a manifest",
-                        self.path.display()
-                    )
+                    format!("{}: a picture needs a classifier with a manifest", self.path.display())
                 })?;
                 let image = Image::open(file)?;
                 let p = model.predict(std::slice::from_ref(&image))?.remove(0);
-                let top = p
-                    .top()
-                    .with_context(|| format!("{}: the model reported no class", file.display()))?;
+                let top = p.top().with_context(|| format!("{}: the model reported no class", file.display()))?;
                 Ok((top.class as usize, top.score))
             }
         }
@@ -152,24 +121,13 @@ impl Classifier {
 
     fn classify_tensor(&mut self, file: &Path) -> Result<(usize, f32)> {
         let t = crate::npy::read(file)?;
-        if self
-            .tensor_engine
-            .as_ref()
-            .is_none_or(|(_, s)| s.as_slice() != t.shape())
-        {
+        if self.tensor_engine.as_ref().is_none_or(|(_, s)| s.as_slice() != t.shape()) {
             let proto = onnx::read(&self.path)?;
             let (specs, _) = onnx::io_specs(&proto);
             let spec = specs.first().context("the model has no input")?;
             crate::inputs::check(spec, &t, file)?;
-            let fact = InputFact {
-                name: spec.name.clone(),
-                shape: t.shape().to_vec(),
-                dtype: Some(t.datum_type()),
-            };
-            self.tensor_engine = Some((
-                TractEngine::from_proto(&proto, &self.path, &[fact])?,
-                t.shape().to_vec(),
-            ));
+            let fact = InputFact { name: spec.name.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) };
+            self.tensor_engine = Some((TractEngine::from_proto(&proto, &self.path, &[fact])?, t.shape().to_vec()));
         }
         let (engine, _) = self.tensor_engine.as_mut().expect("set above");
         let out = engine.run_tensors(vec![t])?;
@@ -178,9 +136,7 @@ impl Classifier {
             .context("the model produced no output")?
             .cast_to::<f32>()
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let v = scores
-            .to_plain_array_view::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let v = scores.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         argmax(v.iter().copied())
     }
 
@@ -207,35 +163,22 @@ fn classify_clip(a: &mut AudioClassifier, file: &Path) -> Result<(usize, f32)> {
     let audio = m.audio.as_ref().context("checked by frontend_config")?;
     let mut wav = WavSource::open(file)?;
     if wav.sample_rate() != cfg.sample_rate {
-        bail!(
-            "{}: {} Hz, the model takes {} Hz",
-            file.display(),
-            wav.sample_rate(),
-            cfg.sample_rate
-        );
+        bail!("{}: {} Hz, the model takes {} Hz", file.display(), wav.sample_rate(), cfg.sample_rate);
     }
     let samples = wav.read_all()?;
-    let mut frontend: Box<Frontend<2048, 128>> =
-        Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut frontend: Box<Frontend<2048, 128>> = Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
     let floor = (lepton_runtime::audio::frontend::LOG_FLOOR).ln();
-    let mut window: Box<FeatureWindow<16384>> = Box::new(
-        FeatureWindow::new(audio.frames, cfg.features(), floor)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let mut window: Box<FeatureWindow<16384>> =
+        Box::new(FeatureWindow::new(audio.frames, cfg.features(), floor).map_err(|e| anyhow::anyhow!("{e}"))?);
     frontend.push(samples.iter().copied(), |f| window.push(f));
     let mut features = vec![0.0f32; audio.frames * cfg.features()];
-    window
-        .copy_to(&mut features)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    window.copy_to(&mut features).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut input = a.engine.input_mut(0)?;
-    input
-        .quantize_from(&features)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    input.quantize_from(&features).map_err(|e| anyhow::anyhow!("{e}"))?;
     a.engine.run()?;
     let out = a.engine.output(0)?;
     let mut probs = vec![0.0f32; out.len()];
-    out.dequantize_into(&mut probs)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    out.dequantize_into(&mut probs).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut best: heapless::Vec<lepton_runtime::Detection, 1> = heapless::Vec::new();
     lepton_runtime::vision::classify::top_k(&probs, m.output.scores, 0.0, &mut best);
     let d = best.first().context("empty output")?;
@@ -265,13 +208,7 @@ pub struct Metrics {
 
 /// Index of a folder label among the model's classes.
 pub fn class_of(label: &str, labels: &[String]) -> Option<usize> {
-    labels.iter().position(|l| l == label).or_else(|| {
-        if labels.is_empty() {
-            label.parse().ok()
-        } else {
-            None
-        }
-    })
+    labels.iter().position(|l| l == label).or_else(|| if labels.is_empty() { label.parse().ok() } else { None })
 }
 
 /// Evaluates `model` (and optionally `reference`) on `samples`, calling `progress` after each.
@@ -282,11 +219,7 @@ pub fn evaluate(
     mut progress: impl FnMut(),
 ) -> Result<Metrics> {
     let labels: Vec<String> = if model.labels.is_empty() {
-        let n = samples
-            .iter()
-            .filter_map(|s| s.label.parse::<usize>().ok())
-            .max()
-            .map_or(0, |m| m + 1);
+        let n = samples.iter().filter_map(|s| s.label.parse::<usize>().ok()).max().map_or(0, |m| m + 1);
         (0..n).map(|i| i.to_string()).collect()
     } else {
         model.labels.clone()
@@ -319,10 +252,7 @@ pub fn evaluate(
                             compared += 1;
                             agree += usize::from(rp == pred);
                         }
-                        Err(e) => failed.push((
-                            format!("{} (reference)", s.path.display()),
-                            format!("{e:#}"),
-                        )),
+                        Err(e) => failed.push((format!("{} (reference)", s.path.display()), format!("{e:#}"))),
                     }
                 }
             }
@@ -335,31 +265,17 @@ pub fn evaluate(
         .enumerate()
         .map(|(i, l)| {
             let support: usize = confusion[i].iter().sum();
-            (
-                l.clone(),
-                (support > 0).then(|| confusion[i][i] as f64 / support as f64),
-                support,
-            )
+            (l.clone(), (support > 0).then(|| confusion[i][i] as f64 / support as f64), support)
         })
         .collect();
     Ok(Metrics {
         labels,
         samples: done,
         correct,
-        accuracy: if done > 0 {
-            correct as f64 / done as f64
-        } else {
-            0.0
-        },
+        accuracy: if done > 0 { correct as f64 / done as f64 } else { 0.0 },
         per_class,
         confusion,
-        agreement: reference.map(|_| {
-            if compared > 0 {
-                agree as f64 / compared as f64
-            } else {
-                0.0
-            }
-        }),
+        agreement: reference.map(|_| if compared > 0 { agree as f64 / compared as f64 } else { 0.0 }),
         failed,
     })
 }
@@ -412,30 +328,12 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
     let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
     let scale = (cell / 16).max(1);
     for i in 0..n {
-        draw_number(
-            &mut img,
-            i as usize,
-            margin + i * cell + cell / 2,
-            margin / 2,
-            scale,
-            [60, 60, 60],
-        );
-        draw_number(
-            &mut img,
-            i as usize,
-            margin / 2,
-            margin + i * cell + cell / 2,
-            scale,
-            [60, 60, 60],
-        );
+        draw_number(&mut img, i as usize, margin + i * cell + cell / 2, margin / 2, scale, [60, 60, 60]);
+        draw_number(&mut img, i as usize, margin / 2, margin + i * cell + cell / 2, scale, [60, 60, 60]);
         let total: usize = m.confusion[i as usize].iter().sum();
         for j in 0..n {
             let count = m.confusion[i as usize][j as usize];
-            let frac = if total > 0 {
-                count as f32 / total as f32
-            } else {
-                0.0
-            };
+            let frac = if total > 0 { count as f32 / total as f32 } else { 0.0 };
             let shade = |base: f32| (255.0 - frac * (255.0 - base)) as u8;
             let color = if i == j {
                 [shade(30.0), shade(110.0), shade(60.0)]
@@ -444,31 +342,15 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
             };
             for y in 1..cell {
                 for x in 1..cell {
-                    img.put_pixel(
-                        margin + j * cell + x,
-                        margin + i * cell + y,
-                        image::Rgb(color),
-                    );
+                    img.put_pixel(margin + j * cell + x, margin + i * cell + y, image::Rgb(color));
                 }
             }
             if count > 0 {
-                let ink = if frac > 0.5 {
-                    [255, 255, 255]
-                } else {
-                    [0, 0, 0]
-                };
-                draw_number(
-                    &mut img,
-                    count,
-                    margin + j * cell + cell / 2,
-                    margin + i * cell + cell / 2,
-                    scale,
-                    ink,
-                );
+                let ink = if frac > 0.5 { [255, 255, 255] } else { [0, 0, 0] };
+                draw_number(&mut img, count, margin + j * cell + cell / 2, margin + i * cell + cell / 2, scale, ink);
             }
         }
     }
-    img.save(path)
-        .with_context(|| format!("{}", path.display()))?;
+    img.save(path).with_context(|| format!("{}", path.display()))?;
     Ok(())
 }

@@ -2,25 +2,16 @@
 //! tensors to and from tract, nodes of subgraphs, and tensor shapes as tract infers them.
 
 use anyhow::{anyhow, bail, Result};
-use lepton_runtime::onnx::pb::{
-    self, AttributeProto, GraphProto, NodeProto, TensorProto,
-};
+use lepton_runtime::onnx::pb::{self, AttributeProto, GraphProto, NodeProto, TensorProto};
 use std::collections::HashMap;
 use tract_onnx::prelude::*;
 
 /// Constant tensors of a graph by name: initializers and `Constant` nodes' values.
 pub fn constants(graph: &GraphProto) -> HashMap<&str, &TensorProto> {
-    let mut c: HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name.as_str(), t))
-        .collect();
+    let mut c: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     for n in &graph.node {
         if n.op_type == "Constant" {
-            if let (Some(out), Some(t)) = (
-                n.output.first(),
-                attr(n, "value").and_then(|a| a.t.as_ref()),
-            ) {
+            if let (Some(out), Some(t)) = (n.output.first(), attr(n, "value").and_then(|a| a.t.as_ref())) {
                 c.insert(out.as_str(), t);
             }
         }
@@ -107,15 +98,7 @@ pub fn elem_bytes(data_type: i32) -> u64 {
         Ok(D::Float | D::Int32 | D::Uint32) => 4,
         Ok(D::Double | D::Int64 | D::Uint64 | D::Complex64) => 8,
         Ok(D::Float16 | D::Bfloat16 | D::Int16 | D::Uint16) => 2,
-        Ok(
-            D::Int8
-            | D::Uint8
-            | D::Bool
-            | D::Float8e4m3fn
-            | D::Float8e5m2
-            | D::Float8e4m3fnuz
-            | D::Float8e5m2fnuz,
-        ) => 1,
+        Ok(D::Int8 | D::Uint8 | D::Bool | D::Float8e4m3fn | D::Float8e5m2 | D::Float8e4m3fnuz | D::Float8e5m2fnuz) => 1,
         Ok(D::Complex128) => 16,
         _ => 0,
     }
@@ -124,8 +107,7 @@ pub fn elem_bytes(data_type: i32) -> u64 {
 /// Loads a tensor proto into a tract tensor (raw, typed or external data).
 pub fn load(t: &TensorProto) -> Result<Tensor> {
     let onnx = tract_onnx::onnx();
-    tract_onnx::tensor::load_tensor(&*onnx.provider, t, None)
-        .map_err(|e| anyhow!("tensor `{}`: {e:#}", t.name))
+    tract_onnx::tensor::load_tensor(&*onnx.provider, t, None).map_err(|e| anyhow!("tensor `{}`: {e:#}", t.name))
 }
 
 /// A tensor proto holding `t` under `name` (raw little-endian data).
@@ -133,9 +115,7 @@ pub fn to_proto(name: &str, t: &Tensor) -> Result<TensorProto> {
     use pb::tensor_proto::DataType as D;
     if t.datum_type() == DatumType::TDim {
         // tract computes integer shape arithmetic as symbolic dims; ONNX stores it as int64.
-        let i = t
-            .cast_to::<i64>()
-            .map_err(|e| anyhow!("tensor `{name}`: {e:#}"))?;
+        let i = t.cast_to::<i64>().map_err(|e| anyhow!("tensor `{name}`: {e:#}"))?;
         return to_proto(name, &i);
     }
     let data_type = match t.datum_type().unquantized() {
@@ -153,11 +133,7 @@ pub fn to_proto(name: &str, t: &Tensor) -> Result<TensorProto> {
         DatumType::Bool => D::Bool,
         other => bail!("tensor `{name}`: element type {other:?} cannot be stored in ONNX"),
     };
-    let bytes = t
-        .try_as_plain_ram()
-        .map_err(|e| anyhow!("{e:#}"))?
-        .as_bytes()
-        .to_vec();
+    let bytes = t.try_as_plain_ram().map_err(|e| anyhow!("{e:#}"))?.as_bytes().to_vec();
     Ok(TensorProto {
         name: name.to_string(),
         dims: t.shape().iter().map(|&d| d as i64).collect(),

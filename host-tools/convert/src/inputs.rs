@@ -21,53 +21,31 @@ pub enum InputKind {
 
 /// Classifies a file by extension.
 pub fn kind(path: &Path) -> Result<InputKind> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     Ok(match ext.as_str() {
         "npy" => InputKind::Tensor,
         "png" | "jpg" | "jpeg" => InputKind::Image,
         "wav" => InputKind::Wav,
-        _ => bail!(
-            "{}: unknown input type; give a .npy tensor, a .png/.jpg picture or a .wav recording",
-            path.display()
-        ),
+        _ => {
+            bail!("{}: unknown input type; give a .npy tensor, a .png/.jpg picture or a .wav recording", path.display())
+        }
     })
 }
 
 fn names(specs: &[TensorSpec]) -> String {
-    specs
-        .iter()
-        .map(|s| format!("`{}`", s.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    specs.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ")
 }
 
 /// Splits `NAME=VALUE` arguments; a bare `VALUE` names the model's only input.
-pub fn split_named(
-    args: &[String],
-    inputs: &[TensorSpec],
-    what: &str,
-) -> Result<Vec<(String, String)>> {
+pub fn split_named(args: &[String], inputs: &[TensorSpec], what: &str) -> Result<Vec<(String, String)>> {
     args.iter()
         .map(|a| match a.split_once('=') {
-            Some((n, v)) if inputs.iter().any(|s| s.name == n) => {
-                Ok((n.to_string(), v.to_string()))
-            }
+            Some((n, v)) if inputs.iter().any(|s| s.name == n) => Ok((n.to_string(), v.to_string())),
             Some((n, _)) if !n.contains('/') && !n.contains('.') => {
-                bail!(
-                    "{what} `{a}`: the model has no input `{n}` (inputs: {})",
-                    names(inputs)
-                )
+                bail!("{what} `{a}`: the model has no input `{n}` (inputs: {})", names(inputs))
             }
             _ if inputs.len() == 1 => Ok((inputs[0].name.clone(), a.clone())),
-            _ => bail!(
-                "{what} `{a}`: write NAME={}; the model's inputs are {}",
-                what.to_uppercase(),
-                names(inputs)
-            ),
+            _ => bail!("{what} `{a}`: write NAME={}; the model's inputs are {}", what.to_uppercase(), names(inputs)),
         })
         .collect()
 }
@@ -76,9 +54,9 @@ pub fn split_named(
 pub fn parse_dims(text: &str) -> Result<Vec<usize>> {
     text.split(['x', 'X', ','])
         .map(|d| {
-            d.trim().parse::<usize>().with_context(|| {
-                format!("`{text}`: dimensions are numbers separated by x (1x3x224x224)")
-            })
+            d.trim()
+                .parse::<usize>()
+                .with_context(|| format!("`{text}`: dimensions are numbers separated by x (1x3x224x224)"))
         })
         .collect()
 }
@@ -133,11 +111,8 @@ pub fn check(spec: &TensorSpec, t: &Tensor, file: &Path) -> Result<()> {
         );
     }
     if let Some(dims) = &spec.dims {
-        let fits = dims.len() == t.rank()
-            && dims
-                .iter()
-                .zip(t.shape())
-                .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+        let fits =
+            dims.len() == t.rank() && dims.iter().zip(t.shape()).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
         if !fits {
             bail!(
                 "{}: input `{}` has shape {} but the file holds {:?}",
@@ -152,10 +127,7 @@ pub fn check(spec: &TensorSpec, t: &Tensor, file: &Path) -> Result<()> {
 }
 
 /// Reads `.npy` inputs, in model input order; every input must be given exactly once.
-pub fn read_tensors(
-    model: &ModelProto,
-    given: &[(String, PathBuf)],
-) -> Result<Vec<(String, Tensor)>> {
+pub fn read_tensors(model: &ModelProto, given: &[(String, PathBuf)]) -> Result<Vec<(String, Tensor)>> {
     let (specs, _) = lepton_runtime::onnx::io_specs(model);
     let mut by_name: HashMap<&str, &PathBuf> = HashMap::new();
     for (n, p) in given {
@@ -165,13 +137,9 @@ pub fn read_tensors(
     }
     let mut out = vec![];
     for spec in &specs {
-        let path = by_name.get(spec.name.as_str()).with_context(|| {
-            format!(
-                "input `{}` is not given (the model's inputs: {})",
-                spec.name,
-                names(&specs)
-            )
-        })?;
+        let path = by_name
+            .get(spec.name.as_str())
+            .with_context(|| format!("input `{}` is not given (the model's inputs: {})", spec.name, names(&specs)))?;
         let t = npy::read(path)?;
         check(spec, &t, path)?;
         out.push((spec.name.clone(), t));
@@ -182,22 +150,15 @@ pub fn read_tensors(
 /// A tensor of `shape` and type `dt` filled with seeded pseudo-random values (benchmarks).
 pub fn random_tensor(dt: DatumType, shape: &[usize], seed: u64) -> Result<Tensor> {
     let n: usize = shape.iter().product();
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 33) as f64) / ((1u64 << 31) as f64)
     };
     macro_rules! fill {
         ($t:ty, $f:expr) => {
-            tract_ndarray::ArrayD::from_shape_vec(
-                shape.to_vec(),
-                (0..n).map(|_| $f(next())).collect::<Vec<$t>>(),
-            )?
-            .into_tensor()
+            tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), (0..n).map(|_| $f(next())).collect::<Vec<$t>>())?
+                .into_tensor()
         };
     }
     Ok(match dt.unquantized() {

@@ -71,11 +71,7 @@ pub struct Report {
 }
 
 fn tensor_report(s: &onnx::TensorSpec) -> TensorReport {
-    TensorReport {
-        name: s.name.clone(),
-        elem_type: s.elem_type.clone(),
-        shape: s.shape_text(),
-    }
+    TensorReport { name: s.name.clone(), elem_type: s.elem_type.clone(), shape: s.shape_text() }
 }
 
 /// Builds the report; a model the engine cannot load still gets everything the file itself tells.
@@ -109,10 +105,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let mut load_error = None;
     let mut macs = None;
     let mut macs_note = None;
-    let concrete: Option<Vec<(String, Vec<usize>)>> = shapes
-        .iter()
-        .map(|(n, s)| s.clone().map(|s| (n.clone(), s)))
-        .collect();
+    let concrete: Option<Vec<(String, Vec<usize>)>> =
+        shapes.iter().map(|(n, s)| s.clone().map(|s| (n.clone(), s))).collect();
     match &concrete {
         Some(c) if unsupported.is_empty() => match graph::tensor_shapes(&model, c) {
             Ok(tensor_shapes) => macs = Some(count_macs(&model, &tensor_shapes)),
@@ -120,16 +114,10 @@ pub fn inspect(path: &Path) -> Result<Report> {
         },
         Some(_) => {
             let (node, op) = &unsupported[0];
-            load_error = Some(format!(
-                "node `{node}` uses `{op}`, which the engine does not support"
-            ));
+            load_error = Some(format!("node `{node}` uses `{op}`, which the engine does not support"));
         }
         None => {
-            let dynamic: Vec<&str> = shapes
-                .iter()
-                .filter(|(_, s)| s.is_none())
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let dynamic: Vec<&str> = shapes.iter().filter(|(_, s)| s.is_none()).map(|(n, _)| n.as_str()).collect();
             macs_note = Some(format!(
                 "input(s) {} have dynamic sizes; embed a manifest (`input.size`) or fix shapes with `lepton-convert optimize --shape`",
                 dynamic.join(", ")
@@ -139,9 +127,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
     Ok(Report {
         file: path.display().to_string(),
         file_bytes,
-        producer: format!("{} {}", model.producer_name, model.producer_version)
-            .trim()
-            .to_string(),
+        producer: format!("{} {}", model.producer_name, model.producer_version).trim().to_string(),
         opset: model
             .opset_import
             .iter()
@@ -171,11 +157,7 @@ fn manifest_shapes(model: &ModelProto, path: &Path) -> HashMap<String, Vec<usize
     };
     if let Some(shape) = m.image_input_shape() {
         let (inputs, _) = onnx::io_specs(model);
-        let name = m
-            .input
-            .as_ref()
-            .and_then(|i| i.name.clone())
-            .or_else(|| inputs.first().map(|s| s.name.clone()));
+        let name = m.input.as_ref().and_then(|i| i.name.clone()).or_else(|| inputs.first().map(|s| s.name.clone()));
         if let Some(name) = name {
             given.insert(name, shape.to_vec());
         }
@@ -188,11 +170,10 @@ pub fn count_macs(model: &ModelProto, shapes: &HashMap<String, Vec<usize>>) -> u
     let graph = model.graph.as_ref().expect("checked on read");
     let consts = graph::constants(graph);
     let dims_of = |name: &str| -> Option<Vec<usize>> {
-        shapes.get(name).cloned().or_else(|| {
-            consts
-                .get(name)
-                .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).collect())
-        })
+        shapes
+            .get(name)
+            .cloned()
+            .or_else(|| consts.get(name).map(|t| t.dims.iter().map(|&d| d.max(0) as usize).collect()))
     };
     let vol = |s: &[usize]| s.iter().product::<usize>() as u64;
     let mut total = 0u64;
@@ -210,10 +191,9 @@ pub fn count_macs(model: &ModelProto, shapes: &HashMap<String, Vec<usize>>) -> u
                 }
             }
             "ConvTranspose" => {
-                if let (Some(x), Some(w)) = (
-                    n.input.first().and_then(|x| dims_of(x)),
-                    n.input.get(1).and_then(|w| dims_of(w)),
-                ) {
+                if let (Some(x), Some(w)) =
+                    (n.input.first().and_then(|x| dims_of(x)), n.input.get(1).and_then(|w| dims_of(w)))
+                {
                     total += vol(&x) * vol(&w[1..]);
                 }
             }
@@ -221,11 +201,7 @@ pub fn count_macs(model: &ModelProto, shapes: &HashMap<String, Vec<usize>>) -> u
                 let a = n.input.first().and_then(|a| dims_of(a));
                 if let (Some(out), Some(a)) = (out, a) {
                     let trans_a = n.op_type == "Gemm" && graph::attr_i(n, "transA", 0) != 0;
-                    let k = if trans_a {
-                        a.get(a.len().wrapping_sub(2)).copied()
-                    } else {
-                        a.last().copied()
-                    };
+                    let k = if trans_a { a.get(a.len().wrapping_sub(2)).copied() } else { a.last().copied() };
                     total += vol(out) * k.unwrap_or(0) as u64;
                 }
             }
@@ -237,10 +213,7 @@ pub fn count_macs(model: &ModelProto, shapes: &HashMap<String, Vec<usize>>) -> u
 
 fn quantization(model: &ModelProto, ops: &BTreeMap<String, usize>) -> Quantization {
     let count = |k: &str| ops.get(k).copied().unwrap_or(0);
-    let qop = count("QLinearConv")
-        + count("QLinearMatMul")
-        + count("ConvInteger")
-        + count("MatMulInteger");
+    let qop = count("QLinearConv") + count("QLinearMatMul") + count("ConvInteger") + count("MatMulInteger");
     let graph = model.graph.as_ref().expect("checked on read");
     let dq_outputs: std::collections::HashSet<&str> = graph
         .node
@@ -251,17 +224,8 @@ fn quantization(model: &ModelProto, ops: &BTreeMap<String, usize>) -> Quantizati
     let qdq = graph
         .node
         .iter()
-        .filter(|n| {
-            matches!(
-                n.op_type.as_str(),
-                "Conv" | "MatMul" | "Gemm" | "ConvTranspose"
-            )
-        })
-        .filter(|n| {
-            n.input
-                .get(1)
-                .is_some_and(|w| dq_outputs.contains(w.as_str()))
-        })
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "MatMul" | "Gemm" | "ConvTranspose"))
+        .filter(|n| n.input.get(1).is_some_and(|w| dq_outputs.contains(w.as_str())))
         .count();
     if qop > 0 {
         Quantization {
@@ -276,10 +240,6 @@ fn quantization(model: &ModelProto, ops: &BTreeMap<String, usize>) -> Quantizati
             execution: "tract runs QDQ convolutions and matrix products as float with fake quantization (int8 storage, float speed or slower)".into(),
         }
     } else {
-        Quantization {
-            format: "float".into(),
-            quantized_nodes: 0,
-            execution: "float kernels".into(),
-        }
+        Quantization { format: "float".into(), quantized_nodes: 0, execution: "float kernels".into() }
     }
 }

@@ -8,8 +8,7 @@ use tract_onnx::prelude::*;
 /// Reads a `.npy` file (f32, f64, i8..i64, u8..u64, bool; C or Fortran order) into a tensor.
 pub fn read(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
-        .with_context(|| format!("{}: not a .npy file", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fortran = npy.order() == npyz::Order::Fortran;
     let DType::Plain(ty) = npy.dtype() else {
@@ -21,11 +20,8 @@ pub fn read(path: &Path) -> Result<Tensor> {
             if fortran {
                 // Column-major data: build the reversed shape and transpose back.
                 let rev: Vec<usize> = shape.iter().rev().copied().collect();
-                let a = tract_ndarray::ArrayD::from_shape_vec(
-                    rev,
-                    npy.into_vec::<$t>().with_context(ctx)?,
-                )?
-                .reversed_axes();
+                let a = tract_ndarray::ArrayD::from_shape_vec(rev, npy.into_vec::<$t>().with_context(ctx)?)?
+                    .reversed_axes();
                 Ok(a.as_standard_layout().into_owned().into_tensor())
             } else {
                 tensor_from(&shape, npy.into_vec::<$t>().with_context(ctx)?)
@@ -44,18 +40,9 @@ pub fn read(path: &Path) -> Result<Tensor> {
         (TypeChar::Uint, Some(4)) => load!(u32),
         (TypeChar::Uint, Some(8)) => load!(u64),
         (TypeChar::Bool, _) => load!(bool),
-        (c, n) => bail!(
-            "{}: element type {c:?} of {n:?} bytes is not supported",
-            path.display()
-        ),
+        (c, n) => bail!("{}: element type {c:?} of {n:?} bytes is not supported", path.display()),
     };
-    t.with_context(|| {
-        format!(
-            "{}: shape {:?} does not match its data",
-            path.display(),
-            shape
-        )
-    })
+    t.with_context(|| format!("{}: shape {:?} does not match its data", path.display(), shape))
 }
 
 fn tensor_from<T: Datum>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
@@ -65,17 +52,11 @@ fn tensor_from<T: Datum>(shape: &[usize], data: Vec<T>) -> Result<Tensor> {
 /// Writes a tensor as `.npy` (element types numpy has).
 pub fn write(path: &Path, t: &Tensor) -> Result<()> {
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("{}", path.display()))?,
-    );
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("{}", path.display()))?);
     macro_rules! save {
         ($t:ty) => {{
             let view = t.to_plain_array_view::<$t>()?;
-            let mut w = npyz::WriteOptions::<$t>::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut file)
-                .begin_nd()?;
+            let mut w = npyz::WriteOptions::<$t>::new().default_dtype().shape(&shape).writer(&mut file).begin_nd()?;
             w.extend(view.iter().copied())?;
             w.finish()?;
         }};
@@ -96,10 +77,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
             let f = t.cast_to::<f32>()?;
             return write(path, &f);
         }
-        other => bail!(
-            "{}: cannot write element type {other:?} as .npy",
-            path.display()
-        ),
+        other => bail!("{}: cannot write element type {other:?} as .npy", path.display()),
     }
     Ok(())
 }
@@ -108,13 +86,7 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
 pub fn file_name(tensor: &str) -> String {
     let s: String = tensor
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .collect();
     format!("{s}.npy")
 }
@@ -153,24 +125,15 @@ mod tests {
         }
         std::fs::write(dir.join("f.npy"), &fortran).unwrap();
         let t = read(&dir.join("f.npy")).unwrap();
-        assert_eq!(
-            t,
-            tensor_from(&[2, 3], vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap()
-        );
+        assert_eq!(t, tensor_from(&[2, 3], vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap());
         std::fs::write(dir.join("bad.npy"), b"nope").unwrap();
-        assert!(read(&dir.join("bad.npy"))
-            .unwrap_err()
-            .to_string()
-            .contains("bad.npy"));
+        assert!(read(&dir.join("bad.npy")).unwrap_err().to_string().contains("bad.npy"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn file_names_are_sanitized() {
-        assert_eq!(
-            file_name("save_infer_model/scale_0.tmp_1"),
-            "save_infer_model_scale_0.tmp_1.npy"
-        );
+        assert_eq!(file_name("save_infer_model/scale_0.tmp_1"), "save_infer_model_scale_0.tmp_1.npy");
         assert_eq!(file_name("out:0"), "out_0.npy");
     }
 }

@@ -43,10 +43,7 @@ pub fn optimize(model: &mut ModelProto, plan: &Plan) -> Result<Summary> {
     let opsets = model.opset_import.clone();
     let ir_version = model.ir_version;
     let graph = model.graph.as_mut().context("the model has no graph")?;
-    let mut summary = Summary {
-        nodes_before: count_nodes(graph),
-        ..Default::default()
-    };
+    let mut summary = Summary { nodes_before: count_nodes(graph), ..Default::default() };
     for (name, value) in &plan.fix {
         let pos = graph
             .input
@@ -91,19 +88,12 @@ fn count_nodes(g: &GraphProto) -> usize {
 }
 
 fn set_shape(v: &mut pb::ValueInfoProto, shape: &[usize]) -> Result<()> {
-    let Some(pb::type_proto::Value::TensorType(t)) =
-        v.r#type.as_mut().and_then(|t| t.value.as_mut())
-    else {
+    let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_mut().and_then(|t| t.value.as_mut()) else {
         bail!("input `{}` is not a tensor", v.name);
     };
     if let Some(old) = &t.shape {
         if !old.dim.is_empty() && old.dim.len() != shape.len() {
-            bail!(
-                "input `{}` has rank {}, the shape given has rank {}",
-                v.name,
-                old.dim.len(),
-                shape.len()
-            );
+            bail!("input `{}` has rank {}, the shape given has rank {}", v.name, old.dim.len(), shape.len());
         }
         for (d, &n) in old.dim.iter().zip(shape) {
             if let Some(pb::tensor_shape_proto::dimension::Value::DimValue(v0)) = d.value {
@@ -143,15 +133,7 @@ fn clear_value_info(g: &mut GraphProto) {
 fn constant_values(g: &GraphProto) -> HashMap<String, TensorProto> {
     graph::constants(g)
         .into_iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                TensorProto {
-                    name: k.to_string(),
-                    ..v.clone()
-                },
-            )
-        })
+        .map(|(k, v)| (k.to_string(), TensorProto { name: k.to_string(), ..v.clone() }))
         .collect()
 }
 
@@ -187,11 +169,7 @@ fn fold(g: &mut GraphProto, opsets: &[pb::OperatorSetIdProto], ir: i64) -> Resul
                     counter += 1;
                     let prefix = format!(
                         "{}/{}#{}",
-                        if node.name.is_empty() {
-                            "if"
-                        } else {
-                            &node.name
-                        },
+                        if node.name.is_empty() { "if" } else { &node.name },
                         if taken { "then" } else { "else" },
                         counter
                     );
@@ -208,27 +186,13 @@ fn fold(g: &mut GraphProto, opsets: &[pb::OperatorSetIdProto], ir: i64) -> Resul
             out_nodes.push(node);
             continue;
         }
-        let has_subgraph = node
-            .attribute
-            .iter()
-            .any(|a| a.g.is_some() || !a.graphs.is_empty());
-        let inputs_constant = node
-            .input
-            .iter()
-            .all(|i| i.is_empty() || consts.contains_key(i));
+        let has_subgraph = node.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty());
+        let inputs_constant = node.input.iter().all(|i| i.is_empty() || consts.contains_key(i));
         let random = matches!(
             node.op_type.as_str(),
-            "RandomNormal"
-                | "RandomUniform"
-                | "RandomNormalLike"
-                | "RandomUniformLike"
-                | "Multinomial"
+            "RandomNormal" | "RandomUniform" | "RandomNormalLike" | "RandomUniformLike" | "Multinomial"
         );
-        if has_subgraph
-            || !inputs_constant
-            || random
-            || !node.domain.is_empty() && node.domain != "ai.onnx"
-        {
+        if has_subgraph || !inputs_constant || random || !node.domain.is_empty() && node.domain != "ai.onnx" {
             out_nodes.push(node);
             continue;
         }
@@ -268,20 +232,14 @@ fn evaluate(
         .filter(|i| !i.is_empty())
         .filter_map(|i| {
             // A Constant node's tensor carries no name (or another one): name it as the input.
-            consts.get(i).map(|t| TensorProto {
-                name: i.clone(),
-                ..t.clone()
-            })
+            consts.get(i).map(|t| TensorProto { name: i.clone(), ..t.clone() })
         })
         .collect();
     let output = node
         .output
         .iter()
         .filter(|o| !o.is_empty())
-        .map(|o| pb::ValueInfoProto {
-            name: o.clone(),
-            ..Default::default()
-        })
+        .map(|o| pb::ValueInfoProto { name: o.clone(), ..Default::default() })
         .collect();
     let mini = ModelProto {
         ir_version: ir,
@@ -300,22 +258,14 @@ fn evaluate(
         .with_ignore_output_types(true)
         .model_for_proto_model(&mini)
         .map_err(|e| anyhow!("{e:#}"))?;
-    let plan = model
-        .into_typed()
-        .map_err(|e| anyhow!("{e:#}"))?
-        .into_runnable()
-        .map_err(|e| anyhow!("{e:#}"))?;
+    let plan = model.into_typed().map_err(|e| anyhow!("{e:#}"))?.into_runnable().map_err(|e| anyhow!("{e:#}"))?;
     let out = plan.run(tvec!()).map_err(|e| anyhow!("{e:#}"))?;
     Ok(out.into_iter().map(|v| v.into_tensor()).collect())
 }
 
 /// The taken branch's nodes and initializers, with names local to the branch prefixed and its
 /// outputs wired to the `If` node's outputs.
-fn inline(
-    branch: GraphProto,
-    if_node: &NodeProto,
-    prefix: &str,
-) -> (Vec<NodeProto>, Vec<TensorProto>) {
+fn inline(branch: GraphProto, if_node: &NodeProto, prefix: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
     let mut local: HashSet<String> = branch.initializer.iter().map(|t| t.name.clone()).collect();
     for n in &branch.node {
         local.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
@@ -414,19 +364,10 @@ fn resolve_shapes(g: &mut GraphProto, opsets: &[pb::OperatorSetIdProto], ir: i64
         let n = &g.node[i];
         let foldable = n.op_type != "Constant"
             && !n.output.is_empty()
-            && n.output.iter().all(|o| {
-                o.is_empty()
-                    || values
-                        .get(o)
-                        .is_some_and(|t| t.len() <= MAX_FOLDED_ELEMENTS)
-            });
+            && n.output.iter().all(|o| o.is_empty() || values.get(o).is_some_and(|t| t.len() <= MAX_FOLDED_ELEMENTS));
         if foldable {
-            let protos: Option<Vec<TensorProto>> = n
-                .output
-                .iter()
-                .filter(|o| !o.is_empty())
-                .map(|o| graph::to_proto(o, &values[o]).ok())
-                .collect();
+            let protos: Option<Vec<TensorProto>> =
+                n.output.iter().filter(|o| !o.is_empty()).map(|o| graph::to_proto(o, &values[o]).ok()).collect();
             if let Some(protos) = protos {
                 g.initializer.extend(protos);
                 g.node.remove(i);
@@ -440,47 +381,23 @@ fn resolve_shapes(g: &mut GraphProto, opsets: &[pb::OperatorSetIdProto], ir: i64
 }
 
 /// Values of tensors that tract's (partial) analysis determines from constants and input shapes.
-fn analysed_values(
-    g: &GraphProto,
-    opsets: &[pb::OperatorSetIdProto],
-    ir: i64,
-) -> Option<HashMap<String, Tensor>> {
+fn analysed_values(g: &GraphProto, opsets: &[pb::OperatorSetIdProto], ir: i64) -> Option<HashMap<String, Tensor>> {
     use tract_onnx::tract_hir::infer::{Factoid, InferenceModelExt};
-    let model = ModelProto {
-        ir_version: ir,
-        opset_import: opsets.to_vec(),
-        graph: Some(g.clone()),
-        ..Default::default()
-    };
+    let model =
+        ModelProto { ir_version: ir, opset_import: opsets.to_vec(), graph: Some(g.clone()), ..Default::default() };
     let (specs, _) = lepton_runtime::onnx::io_specs(&model);
-    let mut m = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .parse(&model, None)
-        .ok()?
-        .model;
-    let names: Vec<String> = m
-        .input_outlets()
-        .ok()?
-        .iter()
-        .map(|o| m.node(o.node).name.clone())
-        .collect();
+    let mut m = tract_onnx::onnx().with_ignore_value_info(true).parse(&model, None).ok()?.model;
+    let names: Vec<String> = m.input_outlets().ok()?.iter().map(|o| m.node(o.node).name.clone()).collect();
     for (ix, name) in names.iter().enumerate() {
         let spec = specs.iter().find(|s| &s.name == name)?;
         let shape: Vec<usize> = spec
             .dims
             .as_ref()?
             .iter()
-            .map(|d| {
-                if let lepton_runtime::onnx::Dim::Fixed(n) = d {
-                    Some(*n)
-                } else {
-                    None
-                }
-            })
+            .map(|d| if let lepton_runtime::onnx::Dim::Fixed(n) = d { Some(*n) } else { None })
             .collect::<Option<_>>()?;
         let dt = crate::inputs::datum_type(&spec.elem_type).unwrap_or(DatumType::F32);
-        m.set_input_fact(ix, InferenceFact::dt_shape(dt, shape))
-            .ok()?;
+        m.set_input_fact(ix, InferenceFact::dt_shape(dt, shape)).ok()?;
     }
     // Obstinate: keep going past nodes that cannot be analysed yet.
     let _ = m.analyse(true);
@@ -519,27 +436,19 @@ fn remove_unused(g: &mut GraphProto) -> usize {
 }
 
 /// Parses a `--fix` value: a number (typed like the input), a comma list, or a `.npy` file.
-pub fn parse_value(
-    text: &str,
-    elem_type: &str,
-    dims: Option<&[lepton_runtime::onnx::Dim]>,
-) -> Result<Tensor> {
+pub fn parse_value(text: &str, elem_type: &str, dims: Option<&[lepton_runtime::onnx::Dim]>) -> Result<Tensor> {
     if text.ends_with(".npy") {
         return crate::npy::read(std::path::Path::new(text));
     }
     let numbers: Vec<f64> = text
         .split(',')
         .map(|v| {
-            v.trim().parse::<f64>().with_context(|| {
-                format!("`{text}`: expected a number, a comma list or a .npy file")
-            })
+            v.trim().parse::<f64>().with_context(|| format!("`{text}`: expected a number, a comma list or a .npy file"))
         })
         .collect::<Result<_>>()?;
     let scalar = numbers.len() == 1 && dims.is_none_or(|d| d.is_empty());
     let shape: Vec<usize> = if scalar { vec![] } else { vec![numbers.len()] };
     let dt = crate::inputs::datum_type(elem_type).unwrap_or(DatumType::F32);
     let f = tract_ndarray::ArrayD::from_shape_vec(shape, numbers)?.into_tensor();
-    f.cast_to_dt(dt)
-        .map(|t| t.into_owned())
-        .map_err(|e| anyhow!("{e:#}"))
+    f.cast_to_dt(dt).map(|t| t.into_owned()).map_err(|e| anyhow!("{e:#}"))
 }

@@ -16,9 +16,7 @@ use crate::calibrate::{int8_params, sqnr_db, Method, Observer};
 use crate::graph::{self, attr_i};
 use crate::samples::Inputs;
 use anyhow::{anyhow, bail, Context, Result};
-use lepton_runtime::onnx::pb::{
-    self, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto,
-};
+use lepton_runtime::onnx::pb::{self, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tract_onnx::prelude::*;
@@ -50,6 +48,7 @@ pub const QUANTIZED_OPS: &[&str] = &[
     "Squeeze",
     "Unsqueeze",
     "Resize",
+    "Softmax",
 ];
 
 /// Elementwise operators: with one non-constant input (or several derived from the same tensor)
@@ -160,12 +159,8 @@ pub fn quantize(
     let graph = prepared.graph.as_ref().context("no graph")?;
     let consts: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     // Every float tensor computed by the graph (and the graph inputs) is a candidate activation.
-    let mut activations: Vec<String> = graph
-        .input
-        .iter()
-        .map(|i| i.name.clone())
-        .filter(|n| !consts.contains(n))
-        .collect();
+    let mut activations: Vec<String> =
+        graph.input.iter().map(|i| i.name.clone()).filter(|n| !consts.contains(n)).collect();
     for n in &graph.node {
         activations.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
     }
@@ -185,38 +180,22 @@ pub fn quantize(
             }
         }
     }
-    let ranges: HashMap<String, (f32, f32)> = observers
-        .iter()
-        .map(|(k, o)| (k.clone(), o.range(settings.method)))
-        .collect();
+    let ranges: HashMap<String, (f32, f32)> =
+        observers.iter().map(|(k, o)| (k.clone(), o.range(settings.method))).collect();
     let layers: Vec<(String, String)> = graph
         .node
         .iter()
         .filter(|n| WEIGHTED_OPS.contains(&n.op_type.as_str()))
         .map(|n| (n.name.clone(), n.op_type.clone()))
         .collect();
-    let output_name = graph
-        .output
-        .first()
-        .map(|o| o.name.clone())
-        .context("the model has no output")?;
+    let output_name = graph.output.first().map(|o| o.name.clone()).context("the model has no output")?;
     let max_float = ((layers.len() as f64 * settings.max_float_share).floor() as usize).max(1);
     let mut float_layers: Vec<String> = vec![];
     let mut best: Option<(ModelProto, Report, f64)> = None;
     for iteration in 1..=max_float + 1 {
-        progress(&format!(
-            "quantizing (attempt {iteration}, {} layers in float)",
-            float_layers.len()
-        ));
+        progress(&format!("quantizing (attempt {iteration}, {} layers in float)", float_layers.len()));
         let (q, stats) = rewrite(&prepared, &ranges, &float_values, &float_layers, settings)?;
-        let measured = measure(
-            &prepared,
-            &q,
-            samples,
-            &float_values,
-            &stats.outputs_of_layers,
-            &output_name,
-        )?;
+        let measured = measure(&prepared, &q, samples, &float_values, &stats.outputs_of_layers, &output_name)?;
         let report = Report {
             method: settings.method,
             per_channel: settings.per_channel,
@@ -224,19 +203,11 @@ pub fn quantize(
             layers: layers
                 .iter()
                 .map(|(name, op)| {
-                    let (sqnr, loss) = measured
-                        .layer_sqnr
-                        .get(name)
-                        .copied()
-                        .unwrap_or((f64::NAN, f64::NAN));
+                    let (sqnr, loss) = measured.layer_sqnr.get(name).copied().unwrap_or((f64::NAN, f64::NAN));
                     LayerReport {
                         node: name.clone(),
                         op: op.clone(),
-                        precision: if float_layers.contains(name) {
-                            "float".into()
-                        } else {
-                            "int8".into()
-                        },
+                        precision: if float_layers.contains(name) { "float".into() } else { "int8".into() },
                         sqnr_db: sqnr,
                         loss_db: loss,
                     }
@@ -285,32 +256,18 @@ pub fn prepare(model: &ModelProto) -> Result<ModelProto> {
     let mut kept = vec![];
     for n in std::mem::take(&mut g.node) {
         if n.op_type == "Constant" {
-            if let (Some(out), Some(t)) = (
-                n.output.first(),
-                graph::attr(&n, "value").and_then(|a| a.t.clone()),
-            ) {
-                g.initializer.push(TensorProto {
-                    name: out.clone(),
-                    ..t
-                });
+            if let (Some(out), Some(t)) = (n.output.first(), graph::attr(&n, "value").and_then(|a| a.t.clone())) {
+                g.initializer.push(TensorProto { name: out.clone(), ..t });
                 continue;
             }
         }
         kept.push(n);
     }
     g.node = kept;
-    let opset = m
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(0, |o| o.version);
+    let opset = m.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
     if opset < 13 {
         upgrade_to_13(m.graph.as_mut().context("no graph")?)?;
-        for o in m
-            .opset_import
-            .iter_mut()
-            .filter(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        {
+        for o in m.opset_import.iter_mut().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
             o.version = 13;
         }
         if m.ir_version < 7 {
@@ -318,6 +275,7 @@ pub fn prepare(model: &ModelProto) -> Result<ModelProto> {
         }
     }
     fold_batchnorm(m.graph.as_mut().context("no graph")?)?;
+    remove_identities(m.graph.as_mut().context("no graph")?);
     Ok(m)
 }
 
@@ -333,17 +291,8 @@ fn upgrade_to_13(g: &mut GraphProto) -> Result<()> {
         let Some(attr_name) = moved else { continue };
         if let Some(pos) = n.attribute.iter().position(|a| a.name == attr_name) {
             let a = n.attribute.remove(pos);
-            let name = format!(
-                "{}_{attr_name}_{i}",
-                if n.name.is_empty() {
-                    &n.op_type
-                } else {
-                    &n.name
-                }
-            );
-            let t = tract_ndarray::Array1::from_vec(a.ints.clone())
-                .into_dyn()
-                .into_tensor();
+            let name = format!("{}_{attr_name}_{i}", if n.name.is_empty() { &n.op_type } else { &n.name });
+            let t = tract_ndarray::Array1::from_vec(a.ints.clone()).into_dyn().into_tensor();
             extra.push(graph::to_proto(&name, &t)?);
             if n.input.len() == 1 {
                 n.input.push(name);
@@ -354,14 +303,50 @@ fn upgrade_to_13(g: &mut GraphProto) -> Result<()> {
     Ok(())
 }
 
+/// Removes `Identity` nodes: readers take the input directly; an identity producing a graph
+/// output hands that name to its input's producer.
+fn remove_identities(g: &mut GraphProto) {
+    let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let inputs: HashSet<String> = g.input.iter().map(|i| i.name.clone()).collect();
+    let mut i = 0;
+    while i < g.node.len() {
+        if g.node[i].op_type != "Identity" {
+            i += 1;
+            continue;
+        }
+        let (src, dst) = (g.node[i].input[0].clone(), g.node[i].output[0].clone());
+        let src_is_output = outputs.contains(&src);
+        let producer = g.node.iter().position(|n| n.output.contains(&src));
+        if outputs.contains(&dst) {
+            // Keep the graph output name: the producer of `src` writes `dst` instead.
+            let Some(p) = producer.filter(|_| !src_is_output && !inputs.contains(&src)) else {
+                i += 1;
+                continue;
+            };
+            for o in g.node[p].output.iter_mut().filter(|o| **o == src) {
+                *o = dst.clone();
+            }
+            for n in g.node.iter_mut() {
+                for x in n.input.iter_mut().filter(|x| **x == src) {
+                    *x = dst.clone();
+                }
+            }
+        } else {
+            for n in g.node.iter_mut() {
+                for x in n.input.iter_mut().filter(|x| **x == dst) {
+                    *x = src.clone();
+                }
+            }
+        }
+        g.node.remove(i);
+    }
+}
+
 /// Folds `BatchNormalization` (inference form) into the `Conv` feeding it, when the Conv's output
 /// has no other reader.
 fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
     let readers = |g: &GraphProto, t: &str| {
-        g.node
-            .iter()
-            .filter(|n| n.input.iter().any(|i| i == t))
-            .count()
+        g.node.iter().filter(|n| n.input.iter().any(|i| i == t)).count()
             + usize::from(g.output.iter().any(|o| o.name == t))
     };
     let mut i = 0;
@@ -372,11 +357,7 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
             continue;
         }
         let x = bn.input[0].clone();
-        let Some(ci) = g
-            .node
-            .iter()
-            .position(|n| n.op_type == "Conv" && n.output.first() == Some(&x))
-        else {
+        let Some(ci) = g.node.iter().position(|n| n.op_type == "Conv" && n.output.first() == Some(&x)) else {
             i += 1;
             continue;
         };
@@ -384,8 +365,7 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
             i += 1;
             continue;
         }
-        let inits: HashMap<&str, &TensorProto> =
-            g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
         let get = |name: &str| inits.get(name).map(|t| graph::load(t)).transpose();
         let (Some(w), Some(scale), Some(bias), Some(mean), Some(var)) = (
             get(&g.node[ci].input[1])?,
@@ -419,11 +399,7 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
             continue;
         }
         let per = wv.len() / cout;
-        let mut b = conv_bias
-            .as_ref()
-            .map(f)
-            .transpose()?
-            .unwrap_or_else(|| vec![0.0; cout]);
+        let mut b = conv_bias.as_ref().map(f).transpose()?.unwrap_or_else(|| vec![0.0; cout]);
         for c in 0..cout {
             let k = scale[c] / (var[c] + eps).sqrt();
             for v in &mut wv[c * per..(c + 1) * per] {
@@ -431,23 +407,11 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
             }
             b[c] = (b[c] - mean[c]) * k + bias[c];
         }
-        let conv_name = if g.node[ci].name.is_empty() {
-            format!("conv{ci}")
-        } else {
-            g.node[ci].name.clone()
-        };
-        let (wn, bn_name) = (
-            format!("{conv_name}.weight_bnfolded"),
-            format!("{conv_name}.bias_bnfolded"),
-        );
-        g.initializer.push(graph::to_proto(
-            &wn,
-            &tract_ndarray::ArrayD::from_shape_vec(w.shape().to_vec(), wv)?.into_tensor(),
-        )?);
-        g.initializer.push(graph::to_proto(
-            &bn_name,
-            &tract_ndarray::Array1::from_vec(b).into_dyn().into_tensor(),
-        )?);
+        let conv_name = if g.node[ci].name.is_empty() { format!("conv{ci}") } else { g.node[ci].name.clone() };
+        let (wn, bn_name) = (format!("{conv_name}.weight_bnfolded"), format!("{conv_name}.bias_bnfolded"));
+        g.initializer
+            .push(graph::to_proto(&wn, &tract_ndarray::ArrayD::from_shape_vec(w.shape().to_vec(), wv)?.into_tensor())?);
+        g.initializer.push(graph::to_proto(&bn_name, &tract_ndarray::Array1::from_vec(b).into_dyn().into_tensor())?);
         let out = g.node[i].output[0].clone();
         let conv = &mut g.node[ci];
         conv.input.truncate(1);
@@ -457,38 +421,26 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
         g.node.remove(i);
     }
     // Initializers nothing reads any more (the unfolded weights).
-    let used: HashSet<String> = g
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .chain(g.output.iter().map(|o| o.name.clone()))
-        .collect();
+    let used: HashSet<String> =
+        g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name.clone())).collect();
     g.initializer.retain(|t| used.contains(&t.name));
     Ok(())
 }
 
 /// Runs `model` on every sample with `tensors` exposed as extra outputs; returns their values as
 /// f32 (tensors that are not float, or that the engine cannot expose, are left out).
-pub fn capture(
-    model: &ModelProto,
-    tensors: &[String],
-    samples: &[Inputs],
-) -> Result<Vec<HashMap<String, Vec<f32>>>> {
+pub fn capture(model: &ModelProto, tensors: &[String], samples: &[Inputs]) -> Result<Vec<HashMap<String, Vec<f32>>>> {
     let mut m = model.clone();
     let g = m.graph.as_mut().context("no graph")?;
     let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
     let consts: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
-    let exposed: Vec<String> = tensors
-        .iter()
-        .filter(|t| !consts.contains(*t))
-        .cloned()
-        .collect();
+    let produced: HashSet<&str> =
+        g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).chain(g.input.iter().map(|i| i.name.as_str())).collect();
+    let exposed: Vec<String> =
+        tensors.iter().filter(|t| !consts.contains(*t) && produced.contains(t.as_str())).cloned().collect();
     for t in &exposed {
         if !existing.contains(t) {
-            g.output.push(pb::ValueInfoProto {
-                name: t.clone(),
-                ..Default::default()
-            });
+            g.output.push(pb::ValueInfoProto { name: t.clone(), ..Default::default() });
         }
     }
     let names: Vec<String> = g.output.iter().map(|o| o.name.clone()).collect();
@@ -509,12 +461,7 @@ pub fn capture(
             let mut values = HashMap::new();
             for (name, t) in names.iter().zip(out) {
                 if wanted.contains(name) && t.datum_type() == DatumType::F32 {
-                    let v = t
-                        .to_plain_array_view::<f32>()
-                        .map_err(|e| anyhow!("{e:#}"))?
-                        .iter()
-                        .copied()
-                        .collect();
+                    let v = t.to_plain_array_view::<f32>().map_err(|e| anyhow!("{e:#}"))?.iter().copied().collect();
                     values.insert(name.clone(), v);
                 }
             }
@@ -524,37 +471,16 @@ pub fn capture(
 }
 
 /// Loads a model whose extra outputs carry no type information.
-fn load_relaxed(
-    m: &ModelProto,
-    facts: &[lepton_runtime::engine::tract::InputFact],
-) -> Result<SimplePlanRunner> {
-    let framework = tract_onnx::onnx()
-        .with_ignore_output_shapes(true)
-        .with_ignore_output_types(true)
-        .with_ignore_value_info(true);
-    let mut model = framework
-        .model_for_proto_model(m)
-        .map_err(|e| anyhow!("{e:#}"))?;
-    let names: Vec<String> = model
-        .input_outlets()?
-        .iter()
-        .map(|o| model.node(o.node).name.clone())
-        .collect();
+fn load_relaxed(m: &ModelProto, facts: &[lepton_runtime::engine::tract::InputFact]) -> Result<SimplePlanRunner> {
+    let framework =
+        tract_onnx::onnx().with_ignore_output_shapes(true).with_ignore_output_types(true).with_ignore_value_info(true);
+    let mut model = framework.model_for_proto_model(m).map_err(|e| anyhow!("{e:#}"))?;
+    let names: Vec<String> = model.input_outlets()?.iter().map(|o| model.node(o.node).name.clone()).collect();
     for (ix, name) in names.iter().enumerate() {
-        let f = facts
-            .iter()
-            .find(|f| &f.name == name)
-            .with_context(|| format!("no sample for input `{name}`"))?;
-        model.set_input_fact(
-            ix,
-            InferenceFact::dt_shape(f.dtype.unwrap_or(DatumType::F32), f.shape.clone()),
-        )?;
+        let f = facts.iter().find(|f| &f.name == name).with_context(|| format!("no sample for input `{name}`"))?;
+        model.set_input_fact(ix, InferenceFact::dt_shape(f.dtype.unwrap_or(DatumType::F32), f.shape.clone()))?;
     }
-    let plan = model
-        .into_optimized()
-        .map_err(|e| anyhow!("{e:#}"))?
-        .into_runnable()
-        .map_err(|e| anyhow!("{e:#}"))?;
+    let plan = model.into_optimized().map_err(|e| anyhow!("{e:#}"))?.into_runnable().map_err(|e| anyhow!("{e:#}"))?;
     Ok(SimplePlanRunner { plan })
 }
 
@@ -565,10 +491,7 @@ pub struct SimplePlanRunner {
 
 impl SimplePlanRunner {
     fn run_tensors(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let out = self
-            .plan
-            .run(inputs.into_iter().map(|t| t.into_tvalue()).collect())
-            .map_err(|e| anyhow!("{e:#}"))?;
+        let out = self.plan.run(inputs.into_iter().map(|t| t.into_tvalue()).collect()).map_err(|e| anyhow!("{e:#}"))?;
         Ok(out.into_iter().map(|v| v.into_tensor()).collect())
     }
 }
@@ -596,14 +519,7 @@ fn node(
     outputs: Vec<String>,
     attribute: Vec<AttributeProto>,
 ) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        name,
-        input: inputs,
-        output: outputs,
-        attribute,
-        ..Default::default()
-    }
+    NodeProto { op_type: op.into(), name, input: inputs, output: outputs, attribute, ..Default::default() }
 }
 
 fn axis_attr(axis: i64) -> AttributeProto {
@@ -625,15 +541,9 @@ fn rewrite(
 ) -> Result<(ModelProto, RewriteStats)> {
     let mut m = prepared.clone();
     let g = m.graph.as_mut().context("no graph")?;
-    let inits: HashMap<String, TensorProto> = g
-        .initializer
-        .iter()
-        .map(|t| (t.name.clone(), t.clone()))
-        .collect();
+    let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
     let is_float = |name: &str| float_values.first().is_some_and(|v| v.contains_key(name));
-    let quantized_node = |n: &NodeProto| {
-        QUANTIZED_OPS.contains(&n.op_type.as_str()) && !float_layers.contains(&n.name)
-    };
+    let quantized_node = |n: &NodeProto| QUANTIZED_OPS.contains(&n.op_type.as_str()) && !float_layers.contains(&n.name);
     // Chains of elementwise operators on one tensor (x+3, clip, ×1/6, hard-sigmoid, x·relu6(x+3)/6)
     // are unary functions of the tensor that starts them: that root is quantized, the chain runs
     // on it, and only its end is quantized again. An int8 engine runs such a chain as one lookup
@@ -649,11 +559,7 @@ fn rewrite(
             .collect();
         let is_unary = ELEMENTWISE_OPS.contains(&n.op_type.as_str()) && roots.len() == 1;
         for o in n.output.iter().filter(|o| !o.is_empty()) {
-            let r = if is_unary {
-                roots.iter().next().cloned().unwrap_or_else(|| o.clone())
-            } else {
-                o.clone()
-            };
+            let r = if is_unary { roots.iter().next().cloned().unwrap_or_else(|| o.clone()) } else { o.clone() };
             root.insert(o.clone(), r);
         }
         if is_unary {
@@ -664,11 +570,7 @@ fn rewrite(
     let mut act: Vec<String> = vec![];
     let mut seen = HashSet::new();
     for (ix, n) in g.node.iter().enumerate().filter(|(_, n)| quantized_node(n)) {
-        let limit = if WEIGHTED_OPS.contains(&n.op_type.as_str()) && n.op_type != "MatMul" {
-            1
-        } else {
-            n.input.len()
-        };
+        let limit = if WEIGHTED_OPS.contains(&n.op_type.as_str()) && n.op_type != "MatMul" { 1 } else { n.input.len() };
         for i in n.input.iter().take(limit) {
             let wanted = !unary.contains(&ix) || is_root(i);
             if wanted
@@ -682,11 +584,26 @@ fn rewrite(
             }
         }
     }
-    let mut stats = RewriteStats {
-        activations: act.len(),
-        weights: 0,
-        outputs_of_layers: BTreeMap::new(),
-    };
+    // Graph outputs computed by quantized operators are quantized too, so an int8 engine ends in
+    // int8; the output keeps its name (it becomes the dequantized value).
+    let producers: HashMap<&str, &NodeProto> =
+        g.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
+    let mut quantized_outputs: Vec<String> = vec![];
+    for o in &g.output {
+        let Some(p) = producers.get(o.name.as_str()) else { continue };
+        // Softmax probabilities stay float: an int8 engine gives them its fixed 1/256 grid itself
+        // (and tract 0.23 mis-evaluates a quantized softmax output).
+        if p.op_type != "Softmax"
+            && quantized_node(p)
+            && is_float(&o.name)
+            && ranges.contains_key(&o.name)
+            && seen.insert(o.name.clone())
+        {
+            act.push(o.name.clone());
+            quantized_outputs.push(o.name.clone());
+        }
+    }
+    let mut stats = RewriteStats { activations: act.len(), weights: 0, outputs_of_layers: BTreeMap::new() };
     let act_set: HashSet<String> = act.iter().cloned().collect();
     let mut act_params: HashMap<String, (f32, i8)> = HashMap::new();
     let mut new_inits: Vec<TensorProto> = vec![];
@@ -711,11 +628,7 @@ fn rewrite(
             node(
                 "DequantizeLinear",
                 format!("{t}_DequantizeLinear"),
-                vec![
-                    format!("{t}_quantized"),
-                    format!("{t}_scale"),
-                    format!("{t}_zero_point"),
-                ],
+                vec![format!("{t}_quantized"), format!("{t}_scale"), format!("{t}_zero_point")],
                 vec![dq(t)],
                 vec![],
             ),
@@ -736,15 +649,7 @@ fn rewrite(
                 let out = n.output[0].clone();
                 stats.outputs_of_layers.insert(
                     name,
-                    (
-                        out.clone(),
-                        if act_set.contains(&out) {
-                            dq(&out)
-                        } else {
-                            out.clone()
-                        },
-                        x.clone(),
-                    ),
+                    (out.clone(), if act_set.contains(&out) { dq(&out) } else { out.clone() }, x.clone()),
                 );
             }
             let x_params = act_params.get(&x).copied();
@@ -754,17 +659,9 @@ fn rewrite(
                     out_nodes.push(node(
                         "DequantizeLinear",
                         format!("{w_name}_DequantizeLinear"),
-                        vec![
-                            format!("{w_name}_quantized"),
-                            format!("{w_name}_scale"),
-                            format!("{w_name}_zero_point"),
-                        ],
+                        vec![format!("{w_name}_quantized"), format!("{w_name}_scale"), format!("{w_name}_zero_point")],
                         vec![w_dq.clone()],
-                        if s.per_channel {
-                            vec![axis_attr(axis)]
-                        } else {
-                            vec![]
-                        },
+                        if s.per_channel { vec![axis_attr(axis)] } else { vec![] },
                     ));
                     new_inits.extend(q_inits);
                     stats.weights += 1;
@@ -774,8 +671,7 @@ fn rewrite(
                         (n.input.get(2).filter(|b| !b.is_empty()).cloned(), x_params)
                     {
                         if let Some(b) = inits.get(&b_name) {
-                            let (b_inits, b_dq) =
-                                quantize_bias(b, x_scale, &w_scales, s.per_channel)?;
+                            let (b_inits, b_dq) = quantize_bias(b, x_scale, &w_scales, s.per_channel)?;
                             out_nodes.push(node(
                                 "DequantizeLinear",
                                 format!("{b_name}_DequantizeLinear"),
@@ -785,11 +681,7 @@ fn rewrite(
                                     format!("{b_name}_zero_point"),
                                 ],
                                 vec![b_dq.clone()],
-                                if s.per_channel {
-                                    vec![axis_attr(0)]
-                                } else {
-                                    vec![]
-                                },
+                                if s.per_channel { vec![axis_attr(0)] } else { vec![] },
                             ));
                             new_inits.extend(b_inits);
                             n.input[2] = b_dq;
@@ -815,12 +707,26 @@ fn rewrite(
     }
     g.node = out_nodes;
     g.initializer.extend(new_inits);
-    let used: HashSet<String> = g
-        .node
-        .iter()
-        .flat_map(|n| n.input.iter().cloned())
-        .chain(g.output.iter().map(|o| o.name.clone()))
-        .collect();
+    // Quantized graph outputs: the producer writes `<o>_float`, the dequantized value is `<o>`.
+    for o in &quantized_outputs {
+        let (float, deq) = (format!("{o}_float"), dq(o));
+        for v in stats.outputs_of_layers.values_mut() {
+            if v.1 == deq {
+                v.1 = o.clone();
+            }
+        }
+        for n in g.node.iter_mut() {
+            for name in n.output.iter_mut().chain(n.input.iter_mut()) {
+                if name == o {
+                    *name = float.clone();
+                } else if *name == deq {
+                    *name = o.clone();
+                }
+            }
+        }
+    }
+    let used: HashSet<String> =
+        g.node.iter().flat_map(|n| n.input.iter().cloned()).chain(g.output.iter().map(|o| o.name.clone())).collect();
     g.initializer.retain(|t| used.contains(&t.name));
     Ok((m, stats))
 }
@@ -845,24 +751,14 @@ fn weight_of(n: &NodeProto) -> Option<(String, i64)> {
 }
 
 /// int8 symmetric weights (zero point 0), per channel along `axis` or per tensor.
-fn quantize_weight(
-    w: &TensorProto,
-    axis: i64,
-    per_channel: bool,
-) -> Result<(Vec<TensorProto>, String, Vec<f32>)> {
+fn quantize_weight(w: &TensorProto, axis: i64, per_channel: bool) -> Result<(Vec<TensorProto>, String, Vec<f32>)> {
     let t = graph::load(w)?;
     let v = t.cast_to::<f32>().map_err(|e| anyhow!("{e:#}"))?;
-    let a = v
-        .to_plain_array_view::<f32>()
-        .map_err(|e| anyhow!("{e:#}"))?;
+    let a = v.to_plain_array_view::<f32>().map_err(|e| anyhow!("{e:#}"))?;
     let shape = a.shape().to_vec();
     let axis = axis as usize;
     if per_channel && axis >= shape.len() {
-        bail!(
-            "weight `{}` has rank {} < channel axis {axis}",
-            w.name,
-            shape.len()
-        );
+        bail!("weight `{}` has rank {} < channel axis {axis}", w.name, shape.len());
     }
     let channels = if per_channel { shape[axis] } else { 1 };
     let mut max = vec![0.0f32; channels];
@@ -870,10 +766,7 @@ fn quantize_weight(
         let c = if per_channel { idx[axis] } else { 0 };
         max[c] = max[c].max(x.abs());
     }
-    let scales: Vec<f32> = max
-        .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
-        .collect();
+    let scales: Vec<f32> = max.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
     let q: Vec<i8> = a
         .indexed_iter()
         .map(|(idx, &x)| {
@@ -885,18 +778,11 @@ fn quantize_weight(
     let qt = tract_ndarray::ArrayD::from_shape_vec(shape, q)?.into_tensor();
     let (scale_t, zp_t) = if per_channel {
         (
-            tract_ndarray::Array1::from_vec(scales.clone())
-                .into_dyn()
-                .into_tensor(),
-            tract_ndarray::Array1::from_vec(vec![0i8; channels])
-                .into_dyn()
-                .into_tensor(),
+            tract_ndarray::Array1::from_vec(scales.clone()).into_dyn().into_tensor(),
+            tract_ndarray::Array1::from_vec(vec![0i8; channels]).into_dyn().into_tensor(),
         )
     } else {
-        (
-            tract_ndarray::arr0(scales[0]).into_dyn().into_tensor(),
-            tract_ndarray::arr0(0i8).into_dyn().into_tensor(),
-        )
+        (tract_ndarray::arr0(scales[0]).into_dyn().into_tensor(), tract_ndarray::arr0(0i8).into_dyn().into_tensor())
     };
     Ok((
         vec![
@@ -918,45 +804,23 @@ fn quantize_bias(
 ) -> Result<(Vec<TensorProto>, String)> {
     let t = graph::load(b)?;
     let v = t.cast_to::<f32>().map_err(|e| anyhow!("{e:#}"))?;
-    let a: Vec<f32> = v
-        .to_plain_array_view::<f32>()
-        .map_err(|e| anyhow!("{e:#}"))?
-        .iter()
-        .copied()
-        .collect();
-    let scale_of = |c: usize| {
-        x_scale
-            * if per_channel {
-                w_scales.get(c).copied().unwrap_or(w_scales[0])
-            } else {
-                w_scales[0]
-            }
-    };
+    let a: Vec<f32> = v.to_plain_array_view::<f32>().map_err(|e| anyhow!("{e:#}"))?.iter().copied().collect();
+    let scale_of =
+        |c: usize| x_scale * if per_channel { w_scales.get(c).copied().unwrap_or(w_scales[0]) } else { w_scales[0] };
     let q: Vec<i32> = a
         .iter()
         .enumerate()
-        .map(|(c, &x)| {
-            (x as f64 / scale_of(c) as f64)
-                .round()
-                .clamp(i32::MIN as f64, i32::MAX as f64) as i32
-        })
+        .map(|(c, &x)| (x as f64 / scale_of(c) as f64).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
         .collect();
     let name = &b.name;
     let n = a.len();
     let (scale_t, zp_t) = if per_channel {
         (
-            tract_ndarray::Array1::from_vec((0..n).map(scale_of).collect())
-                .into_dyn()
-                .into_tensor(),
-            tract_ndarray::Array1::from_vec(vec![0i32; n])
-                .into_dyn()
-                .into_tensor(),
+            tract_ndarray::Array1::from_vec((0..n).map(scale_of).collect()).into_dyn().into_tensor(),
+            tract_ndarray::Array1::from_vec(vec![0i32; n]).into_dyn().into_tensor(),
         )
     } else {
-        (
-            tract_ndarray::arr0(scale_of(0)).into_dyn().into_tensor(),
-            tract_ndarray::arr0(0i32).into_dyn().into_tensor(),
-        )
+        (tract_ndarray::arr0(scale_of(0)).into_dyn().into_tensor(), tract_ndarray::arr0(0i32).into_dyn().into_tensor())
     };
     Ok((
         vec![
@@ -986,10 +850,8 @@ fn measure(
     layers: &BTreeMap<String, (String, String, String)>,
     output: &str,
 ) -> Result<Measured> {
-    let mut wanted: Vec<String> = layers
-        .values()
-        .flat_map(|(_, dq, x)| [dq.clone(), format!("{x}_dequantized")])
-        .collect();
+    let mut wanted: Vec<String> =
+        layers.values().flat_map(|(_, dq, x)| [dq.clone(), format!("{x}_dequantized")]).collect();
     wanted.push(output.to_string());
     wanted.sort();
     wanted.dedup();
@@ -1003,8 +865,7 @@ fn measure(
     };
     let mut layer_sqnr = HashMap::new();
     for (layer, (out, out_dq, x)) in layers {
-        let (Some(f_out), Some(q_out)) = (concat(float_values, out), concat(&q_values, out_dq))
-        else {
+        let (Some(f_out), Some(q_out)) = (concat(float_values, out), concat(&q_values, out_dq)) else {
             continue;
         };
         let sqnr_out = sqnr_db(&f_out, &q_out);
@@ -1013,45 +874,20 @@ fn measure(
             (Some(f), Some(q)) => sqnr_db(&f, &q),
             _ => f64::INFINITY,
         };
-        let loss = if sqnr_in.is_infinite() {
-            60.0f64.min(100.0 - sqnr_out.min(100.0))
-        } else {
-            sqnr_in - sqnr_out
-        };
+        let loss = if sqnr_in.is_infinite() { 60.0f64.min(100.0 - sqnr_out.min(100.0)) } else { sqnr_in - sqnr_out };
         layer_sqnr.insert(layer.clone(), (sqnr_out, loss));
     }
     let f_out: Vec<&Vec<f32>> = float_values.iter().filter_map(|v| v.get(output)).collect();
     let q_out: Vec<&Vec<f32>> = q_values.iter().filter_map(|v| v.get(output)).collect();
     let output_sqnr_db = sqnr_db(
-        &f_out
-            .iter()
-            .flat_map(|v| v.iter().copied())
-            .collect::<Vec<_>>(),
-        &q_out
-            .iter()
-            .flat_map(|v| v.iter().copied())
-            .collect::<Vec<_>>(),
+        &f_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
+        &q_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
     );
-    let classifier = f_out
-        .first()
-        .is_some_and(|v| v.len() > 1 && v.len() <= 100_000);
+    let classifier = f_out.first().is_some_and(|v| v.len() > 1 && v.len() <= 100_000);
     let agreement = classifier.then(|| {
-        let am = |v: &[f32]| {
-            v.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-        };
-        let same = f_out
-            .iter()
-            .zip(&q_out)
-            .filter(|(a, b)| am(a) == am(b))
-            .count();
+        let am = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+        let same = f_out.iter().zip(&q_out).filter(|(a, b)| am(a) == am(b)).count();
         same as f64 / f_out.len().max(1) as f64
     });
-    Ok(Measured {
-        layer_sqnr,
-        agreement,
-        output_sqnr_db,
-    })
+    Ok(Measured { layer_sqnr, agreement, output_sqnr_db })
 }

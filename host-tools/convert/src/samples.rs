@@ -57,10 +57,7 @@ pub fn load(dir: &Path, model: &ModelProto, manifest: Option<&Manifest>) -> Resu
         let m = manifest.with_context(|| {
             format!("{}: pictures and recordings need the model's manifest to be preprocessed; pack one, or give .npy tensors", dir.display())
         })?;
-        media
-            .iter()
-            .map(|p| Ok(vec![(specs[0].name.clone(), preprocess_file(p, m)?)]))
-            .collect::<Result<Vec<_>>>()?
+        media.iter().map(|p| Ok(vec![(specs[0].name.clone(), preprocess_file(p, m)?)])).collect::<Result<Vec<_>>>()?
     } else {
         vec![]
     };
@@ -78,23 +75,13 @@ fn multi_input(dir: &Path, specs: &[TensorSpec]) -> Result<Vec<Inputs>> {
     for s in specs {
         let sub = dir.join(&s.name);
         let f = files(&sub, is_npy).with_context(|| {
-            format!(
-                "the model has {} inputs: expected one subfolder per input, named after it",
-                specs.len()
-            )
+            format!("the model has {} inputs: expected one subfolder per input, named after it", specs.len())
         })?;
         per_input.push(f);
     }
     let n = per_input[0].len();
     if let Some((s, f)) = specs.iter().zip(&per_input).find(|(_, f)| f.len() != n) {
-        bail!(
-            "{}: {} samples for input `{}`, {} for `{}`",
-            dir.display(),
-            f.len(),
-            s.name,
-            n,
-            specs[0].name
-        );
+        bail!("{}: {} samples for input `{}`, {} for `{}`", dir.display(), f.len(), s.name, n, specs[0].name);
     }
     (0..n)
         .map(|i| {
@@ -116,28 +103,19 @@ pub fn preprocess_file(path: &Path, m: &Manifest) -> Result<Tensor> {
     match m.task {
         Task::Classify | Task::Detect => {
             let cfg = m.preprocess_config(path)?;
-            let shape = m
-                .image_input_shape()
-                .context("checked by preprocess_config")?;
+            let shape = m.image_input_shape().context("checked by preprocess_config")?;
             let image = Image::open(path)?;
             let mut data = vec![0.0f32; cfg.len()];
-            let view =
-                TensorViewMut::new(&shape, TensorDataMut::F32(&mut data), Quantization::None)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let frame = Frame {
-                image: image.view()?,
-                meta: FrameMeta {
-                    frame: 0,
-                    timestamp_ms: 0,
-                },
-                name: Some(&image.name),
-            };
+            let view = TensorViewMut::new(&shape, TensorDataMut::F32(&mut data), Quantization::None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let frame =
+                Frame { image: image.view()?, meta: FrameMeta { frame: 0, timestamp_ms: 0 }, name: Some(&image.name) };
             VisionPreprocess::new(cfg).preprocess(&frame, view)?;
             Ok(tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), data)?.into_tensor())
         }
-        Task::Keyword | Task::Vad => Ok(tract_ndarray::Array1::from_vec(clip_features(path, m)?)
-            .into_dyn()
-            .into_tensor()),
+        Task::Keyword | Task::Vad => {
+            Ok(tract_ndarray::Array1::from_vec(clip_features(path, m)?).into_dyn().into_tensor())
+        }
         Task::Raw => bail!("{}: a raw model takes .npy tensors", path.display()),
     }
 }
@@ -148,25 +126,15 @@ pub fn clip_features(path: &Path, m: &Manifest) -> Result<Vec<f32>> {
     let audio = m.audio.as_ref().context("checked by frontend_config")?;
     let mut wav = WavSource::open(path)?;
     if wav.sample_rate() != cfg.sample_rate {
-        bail!(
-            "{}: {} Hz, the model takes {} Hz",
-            path.display(),
-            wav.sample_rate(),
-            cfg.sample_rate
-        );
+        bail!("{}: {} Hz, the model takes {} Hz", path.display(), wav.sample_rate(), cfg.sample_rate);
     }
     let samples = wav.read_all()?;
-    let mut frontend: Box<Frontend<2048, 128>> =
-        Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut frontend: Box<Frontend<2048, 128>> = Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
     let floor = lepton_runtime::audio::frontend::LOG_FLOOR.ln();
-    let mut window: Box<FeatureWindow<16384>> = Box::new(
-        FeatureWindow::new(audio.frames, cfg.features(), floor)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let mut window: Box<FeatureWindow<16384>> =
+        Box::new(FeatureWindow::new(audio.frames, cfg.features(), floor).map_err(|e| anyhow::anyhow!("{e}"))?);
     frontend.push(samples.iter().copied(), |f| window.push(f));
     let mut features = vec![0.0f32; audio.frames * cfg.features()];
-    window
-        .copy_to(&mut features)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    window.copy_to(&mut features).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(features)
 }

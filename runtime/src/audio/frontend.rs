@@ -70,10 +70,7 @@ impl FrontendConfig {
         if self.mfcc > self.mels {
             return Err(Error::InvalidConfig("audio.mfcc"));
         }
-        if !(self.fmin >= 0.0
-            && self.fmax > self.fmin
-            && self.fmax <= self.sample_rate as f32 / 2.0)
-        {
+        if !(self.fmin >= 0.0 && self.fmax > self.fmin && self.fmax <= self.sample_rate as f32 / 2.0) {
             return Err(Error::InvalidConfig("audio.fmax"));
         }
         Ok(())
@@ -157,11 +154,7 @@ impl<const MAX_FFT: usize, const MAX_MELS: usize> Frontend<MAX_FFT, MAX_MELS> {
 
     /// Feeds samples (floats in [-1, 1)); calls `on_frame` with each completed feature vector.
     /// Returns the number of frames produced.
-    pub fn push(
-        &mut self,
-        samples: impl IntoIterator<Item = f32>,
-        mut on_frame: impl FnMut(&[f32]),
-    ) -> usize {
+    pub fn push(&mut self, samples: impl IntoIterator<Item = f32>, mut on_frame: impl FnMut(&[f32])) -> usize {
         let w = self.cfg.window;
         let mut produced = 0;
         for s in samples {
@@ -205,26 +198,14 @@ impl<const MAX_FFT: usize, const MAX_MELS: usize> Frontend<MAX_FFT, MAX_MELS> {
         let mels = self.cfg.mels;
         for m in 0..mels {
             let lo = self.edges[m];
-            let c = if m + 1 < mels {
-                self.edges[m + 1]
-            } else {
-                self.last_edge[0]
-            };
-            let hi = if m + 2 < mels {
-                self.edges[m + 2]
-            } else {
-                self.last_edge[m + 2 - mels]
-            };
+            let c = if m + 1 < mels { self.edges[m + 1] } else { self.last_edge[0] };
+            let hi = if m + 2 < mels { self.edges[m + 2] } else { self.last_edge[m + 2 - mels] };
             let first = libm::ceilf(lo / bin_hz) as usize;
             let last = (libm::floorf(hi / bin_hz) as usize).min(n / 2);
             let mut e = 0.0f32;
             for b in first..=last {
                 let f = b as f32 * bin_hz;
-                let weight = if f <= c {
-                    (f - lo) / (c - lo)
-                } else {
-                    (hi - f) / (hi - c)
-                };
+                let weight = if f <= c { (f - lo) / (c - lo) } else { (hi - f) / (hi - c) };
                 if weight > 0.0 {
                     e += weight * self.fft_buf[b];
                 }
@@ -305,18 +286,9 @@ impl<const CAP: usize> FeatureWindow<CAP> {
             return Err(Error::InvalidConfig("audio.frames"));
         }
         if needed > CAP {
-            return Err(Error::CapacityExceeded {
-                needed,
-                capacity: CAP,
-            });
+            return Err(Error::CapacityExceeded { needed, capacity: CAP });
         }
-        Ok(FeatureWindow {
-            buf: [fill; CAP],
-            frames,
-            features,
-            next: 0,
-            filled: 0,
-        })
+        Ok(FeatureWindow { buf: [fill; CAP], frames, features, next: 0, filled: 0 })
     }
 
     /// Appends one feature vector, replacing the oldest.
@@ -337,10 +309,7 @@ impl<const CAP: usize> FeatureWindow<CAP> {
     pub fn copy_to(&self, out: &mut [f32]) -> Result<(), Error> {
         let total = self.frames * self.features;
         if out.len() != total {
-            return Err(Error::LengthMismatch {
-                expected: total,
-                actual: out.len(),
-            });
+            return Err(Error::LengthMismatch { expected: total, actual: out.len() });
         }
         let split = self.next * self.features;
         out[..total - split].copy_from_slice(&self.buf[split..total]);
@@ -407,22 +376,15 @@ mod tests {
         let mut f: Frontend<512, 40> = Frontend::new(cfg()).unwrap();
         let mut last = [0.0f32; 40];
         f.push(tone(1000.0, 400), |v| last.copy_from_slice(v));
-        let peak = (0..40)
-            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
-            .unwrap();
+        let peak = (0..40).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap();
         // Band m spans edges m..m+2; 1000 Hz must lie inside the peak band.
-        let lo =
-            mel_to_hz(hz_to_mel(20.0) + (hz_to_mel(8000.0) - hz_to_mel(20.0)) * peak as f32 / 41.0);
-        let hi = mel_to_hz(
-            hz_to_mel(20.0) + (hz_to_mel(8000.0) - hz_to_mel(20.0)) * (peak + 2) as f32 / 41.0,
-        );
+        let lo = mel_to_hz(hz_to_mel(20.0) + (hz_to_mel(8000.0) - hz_to_mel(20.0)) * peak as f32 / 41.0);
+        let hi = mel_to_hz(hz_to_mel(20.0) + (hz_to_mel(8000.0) - hz_to_mel(20.0)) * (peak + 2) as f32 / 41.0);
         assert!(lo < 1000.0 && 1000.0 < hi, "peak band {peak}: {lo}..{hi}");
         // Silence gives the log floor everywhere.
         let mut s: Frontend<512, 40> = Frontend::new(cfg()).unwrap();
         s.push(core::iter::repeat_n(0.0, 400), |v| last.copy_from_slice(v));
-        assert!(last
-            .iter()
-            .all(|&v| (v - libm::logf(LOG_FLOOR)).abs() < 1e-3));
+        assert!(last.iter().all(|&v| (v - libm::logf(LOG_FLOOR)).abs() < 1e-3));
     }
 
     #[test]
@@ -441,43 +403,18 @@ mod tests {
                 im += x as f64 * libm::sin(a);
             }
             let p = (re * re + im * im) as f32;
-            assert!(
-                (buf[k] - p).abs() <= 1e-3 * p.max(1.0),
-                "bin {k}: {} vs {p}",
-                buf[k]
-            );
+            assert!((buf[k] - p).abs() <= 1e-3 * p.max(1.0), "bin {k}: {} vs {p}", buf[k]);
         }
     }
 
     #[test]
     fn invalid_parameters_name_the_field() {
         let bad = |c: FrontendConfig| Frontend::<512, 40>::new(c).unwrap_err();
-        assert_eq!(
-            bad(FrontendConfig { fft: 500, ..cfg() }),
-            Error::InvalidConfig("audio.fft")
-        );
-        assert_eq!(
-            bad(FrontendConfig {
-                window: 600,
-                ..cfg()
-            }),
-            Error::InvalidConfig("audio.window")
-        );
-        assert_eq!(
-            bad(FrontendConfig { mels: 64, ..cfg() }),
-            Error::InvalidConfig("audio.mels")
-        );
-        assert_eq!(
-            bad(FrontendConfig {
-                fmax: 9000.0,
-                ..cfg()
-            }),
-            Error::InvalidConfig("audio.fmax")
-        );
-        assert_eq!(
-            bad(FrontendConfig { hop: 0, ..cfg() }),
-            Error::InvalidConfig("audio.hop")
-        );
+        assert_eq!(bad(FrontendConfig { fft: 500, ..cfg() }), Error::InvalidConfig("audio.fft"));
+        assert_eq!(bad(FrontendConfig { window: 600, ..cfg() }), Error::InvalidConfig("audio.window"));
+        assert_eq!(bad(FrontendConfig { mels: 64, ..cfg() }), Error::InvalidConfig("audio.mels"));
+        assert_eq!(bad(FrontendConfig { fmax: 9000.0, ..cfg() }), Error::InvalidConfig("audio.fmax"));
+        assert_eq!(bad(FrontendConfig { hop: 0, ..cfg() }), Error::InvalidConfig("audio.hop"));
     }
 
     #[test]

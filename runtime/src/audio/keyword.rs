@@ -33,10 +33,7 @@ impl<const LABELS: usize, const WINDOW: usize> KeywordSpotter<LABELS, WINDOW> {
     /// A spotter for `classes` classes.
     pub fn new(cfg: KeywordConfig, classes: usize) -> Result<Self, Error> {
         if classes == 0 || classes > LABELS || classes > 64 {
-            return Err(Error::CapacityExceeded {
-                needed: classes,
-                capacity: LABELS.min(64),
-            });
+            return Err(Error::CapacityExceeded { needed: classes, capacity: LABELS.min(64) });
         }
         if cfg.smoothing == 0 || cfg.smoothing > WINDOW {
             return Err(Error::InvalidConfig("keyword.smoothing"));
@@ -44,23 +41,13 @@ impl<const LABELS: usize, const WINDOW: usize> KeywordSpotter<LABELS, WINDOW> {
         if !(0.0..=1.0).contains(&cfg.threshold) {
             return Err(Error::InvalidConfig("keyword.threshold"));
         }
-        Ok(KeywordSpotter {
-            cfg,
-            history: [[0.0; LABELS]; WINDOW],
-            classes,
-            next: 0,
-            filled: 0,
-            last_fire_ms: None,
-        })
+        Ok(KeywordSpotter { cfg, history: [[0.0; LABELS]; WINDOW], classes, next: 0, filled: 0, last_fire_ms: None })
     }
 
     /// Adds the posteriors of one model run at time `t_ms`; returns the keyword that fired, if any.
     pub fn update(&mut self, t_ms: u64, posteriors: &[f32]) -> Result<Option<Detection>, Error> {
         if posteriors.len() != self.classes {
-            return Err(Error::LengthMismatch {
-                expected: self.classes,
-                actual: posteriors.len(),
-            });
+            return Err(Error::LengthMismatch { expected: self.classes, actual: posteriors.len() });
         }
         self.history[self.next][..self.classes].copy_from_slice(posteriors);
         self.next = (self.next + 1) % self.cfg.smoothing;
@@ -70,25 +57,15 @@ impl<const LABELS: usize, const WINDOW: usize> KeywordSpotter<LABELS, WINDOW> {
         let n = self.cfg.smoothing as f32;
         let mut best = (0usize, f32::NEG_INFINITY);
         for c in (0..self.classes).filter(|&c| c >= 64 || self.cfg.background & (1 << c) == 0) {
-            let avg = self.history[..self.filled]
-                .iter()
-                .map(|h| h[c])
-                .sum::<f32>()
-                / n;
+            let avg = self.history[..self.filled].iter().map(|h| h[c]).sum::<f32>() / n;
             if avg > best.1 {
                 best = (c, avg);
             }
         }
-        let quiet = self
-            .last_fire_ms
-            .is_none_or(|t| t_ms.saturating_sub(t) >= self.cfg.refractory_ms);
+        let quiet = self.last_fire_ms.is_none_or(|t| t_ms.saturating_sub(t) >= self.cfg.refractory_ms);
         if best.1 >= self.cfg.threshold && quiet {
             self.last_fire_ms = Some(t_ms);
-            return Ok(Some(Detection {
-                class: best.0 as u16,
-                score: best.1,
-                bbox: None,
-            }));
+            return Ok(Some(Detection { class: best.0 as u16, score: best.1, bbox: None }));
         }
         Ok(None)
     }
@@ -99,12 +76,7 @@ mod tests {
     use super::*;
 
     fn spotter() -> KeywordSpotter<4, 8> {
-        let cfg = KeywordConfig {
-            threshold: 0.6,
-            smoothing: 3,
-            refractory_ms: 1000,
-            background: 0b01,
-        };
+        let cfg = KeywordConfig { threshold: 0.6, smoothing: 3, refractory_ms: 1000, background: 0b01 };
         KeywordSpotter::new(cfg, 3).unwrap()
     }
 

@@ -20,12 +20,7 @@ impl<T: Copy + Default, const N: usize> Default for SampleRing<T, N> {
 impl<T: Copy + Default, const N: usize> SampleRing<T, N> {
     /// An empty ring.
     pub fn new() -> Self {
-        SampleRing {
-            buf: [T::default(); N],
-            read: 0,
-            len: 0,
-            overrun: 0,
-        }
+        SampleRing { buf: [T::default(); N], read: 0, len: 0, overrun: 0 }
     }
 
     /// Samples waiting to be read.

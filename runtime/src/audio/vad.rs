@@ -38,12 +38,7 @@ impl Vad {
         if !(0.0..=cfg.on_threshold).contains(&cfg.off_threshold) {
             return Err(Error::InvalidConfig("vad.off_threshold"));
         }
-        Ok(Vad {
-            cfg,
-            speaking: false,
-            run: 0,
-            peak: 0.0,
-        })
+        Ok(Vad { cfg, speaking: false, run: 0, peak: 0.0 })
     }
 
     /// True while speech is ongoing.
@@ -76,12 +71,7 @@ impl Vad {
                 self.speaking = true;
                 self.run = 0;
                 self.peak = p;
-                return Some(Event {
-                    class: self.cfg.class,
-                    kind: EventKind::Start,
-                    timestamp_ms: t_ms,
-                    score: p,
-                });
+                return Some(Event { class: self.cfg.class, kind: EventKind::Start, timestamp_ms: t_ms, score: p });
             }
         } else {
             self.run = 0;
@@ -96,17 +86,9 @@ mod tests {
 
     #[test]
     fn hysteresis_bridges_short_pauses() {
-        let cfg = VadConfig {
-            on_threshold: 0.7,
-            off_threshold: 0.3,
-            min_speech: 2,
-            hangover: 3,
-            class: 1,
-        };
+        let cfg = VadConfig { on_threshold: 0.7, off_threshold: 0.3, min_speech: 2, hangover: 3, class: 1 };
         let mut v = Vad::new(cfg).unwrap();
-        let probs = [
-            0.1, 0.8, 0.2, 0.8, 0.9, 0.5, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1,
-        ];
+        let probs = [0.1, 0.8, 0.2, 0.8, 0.9, 0.5, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.1];
         let mut events = heapless::Vec::<(usize, EventKind), 8>::new();
         for (t, &p) in probs.iter().enumerate() {
             if let Some(e) = v.update(t as u64, p) {
@@ -115,24 +97,12 @@ mod tests {
         }
         // Start needs two consecutive frames ≥ 0.7 (t = 3, 4); the pause at 6..7 is bridged by the
         // 0.8 at t = 8; three frames below 0.3 (9..11) end it.
-        assert_eq!(
-            events.as_slice(),
-            &[(4, EventKind::Start), (11, EventKind::End)]
-        );
+        assert_eq!(events.as_slice(), &[(4, EventKind::Start), (11, EventKind::End)]);
     }
 
     #[test]
     fn thresholds_are_validated() {
-        let cfg = VadConfig {
-            on_threshold: 0.3,
-            off_threshold: 0.5,
-            min_speech: 1,
-            hangover: 1,
-            class: 0,
-        };
-        assert_eq!(
-            Vad::new(cfg).unwrap_err(),
-            Error::InvalidConfig("vad.off_threshold")
-        );
+        let cfg = VadConfig { on_threshold: 0.3, off_threshold: 0.5, min_speech: 1, hangover: 1, class: 0 };
+        assert_eq!(Vad::new(cfg).unwrap_err(), Error::InvalidConfig("vad.off_threshold"));
     }
 }

@@ -12,60 +12,60 @@ pub use self::std_engine::*;
 
 #[cfg(feature = "std")]
 mod std_engine {
-use crate::error::Result;
-use crate::tensor::{DType, TensorView, TensorViewMut};
+    use crate::error::Result;
+    use crate::tensor::{DType, TensorView, TensorViewMut};
 
-pub use super::tract::{TractBuffer, TractEngine};
+    pub use super::tract::{TractBuffer, TractEngine};
 
-/// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
-/// thread only, the default). Multi-core boards gain on large convolutions.
-pub fn set_threads(threads: usize) {
-    use tract_linalg::multithread::{set_default_executor, Executor};
-    if threads <= 1 {
-        set_default_executor(Executor::SingleThread);
-    } else {
-        set_default_executor(Executor::multithread(threads));
+    /// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
+    /// thread only, the default). Multi-core boards gain on large convolutions.
+    pub fn set_threads(threads: usize) {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        if threads <= 1 {
+            set_default_executor(Executor::SingleThread);
+        } else {
+            set_default_executor(Executor::multithread(threads));
+        }
     }
-}
 
-/// Name, concrete shape, element type and quantization of an engine input or output.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TensorInfo {
-    /// Tensor name in the model.
-    pub name: String,
-    /// Concrete shape.
-    pub shape: Vec<usize>,
-    /// Element type, or `None` for a type tensor views do not cover (i64, f16, bool...): such
-    /// tensors are reachable through [`TractEngine::run_tensors`] only.
-    pub dtype: Option<DType>,
-    /// `(scale, zero_point)` for a quantized tensor.
-    pub quant: Option<(f32, i32)>,
-}
+    /// Name, concrete shape, element type and quantization of an engine input or output.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct TensorInfo {
+        /// Tensor name in the model.
+        pub name: String,
+        /// Concrete shape.
+        pub shape: Vec<usize>,
+        /// Element type, or `None` for a type tensor views do not cover (i64, f16, bool...): such
+        /// tensors are reachable through [`TractEngine::run_tensors`] only.
+        pub dtype: Option<DType>,
+        /// `(scale, zero_point)` for a quantized tensor.
+        pub quant: Option<(f32, i32)>,
+    }
 
-/// A spare input buffer: the pipeline's preprocessing thread fills it while the engine runs,
-/// then the engine takes it with [`Engine::swap_input`].
-pub trait StagingBuffer: Send {
-    /// The buffer as a writable tensor.
-    fn view_mut(&mut self) -> Result<TensorViewMut<'_>>;
-}
+    /// A spare input buffer: the pipeline's preprocessing thread fills it while the engine runs,
+    /// then the engine takes it with [`Engine::swap_input`].
+    pub trait StagingBuffer: Send {
+        /// The buffer as a writable tensor.
+        fn view_mut(&mut self) -> Result<TensorViewMut<'_>>;
+    }
 
-/// A loaded, shape-fixed model that runs on its own input and output buffers.
-pub trait Engine {
-    /// Spare input buffers of this engine.
-    type Buffer: StagingBuffer;
-    /// Inputs, in model order.
-    fn inputs(&self) -> &[TensorInfo];
-    /// Outputs, in model order.
-    fn outputs(&self) -> &[TensorInfo];
-    /// The buffer of input `index`, to write the next frame into.
-    fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>>;
-    /// Runs the model on the current inputs.
-    fn run(&mut self) -> Result<()>;
-    /// Output `index` of the last run.
-    fn output(&self, index: usize) -> Result<TensorView<'_>>;
-    /// A spare buffer shaped like input `index`.
-    fn new_buffer(&self, index: usize) -> Result<Self::Buffer>;
-    /// Exchanges input `index` with `buffer`: the engine's next run reads what `buffer` held.
-    fn swap_input(&mut self, index: usize, buffer: &mut Self::Buffer) -> Result<()>;
-}
+    /// A loaded, shape-fixed model that runs on its own input and output buffers.
+    pub trait Engine {
+        /// Spare input buffers of this engine.
+        type Buffer: StagingBuffer;
+        /// Inputs, in model order.
+        fn inputs(&self) -> &[TensorInfo];
+        /// Outputs, in model order.
+        fn outputs(&self) -> &[TensorInfo];
+        /// The buffer of input `index`, to write the next frame into.
+        fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>>;
+        /// Runs the model on the current inputs.
+        fn run(&mut self) -> Result<()>;
+        /// Output `index` of the last run.
+        fn output(&self, index: usize) -> Result<TensorView<'_>>;
+        /// A spare buffer shaped like input `index`.
+        fn new_buffer(&self, index: usize) -> Result<Self::Buffer>;
+        /// Exchanges input `index` with `buffer`: the engine's next run reads what `buffer` held.
+        fn swap_input(&mut self, index: usize, buffer: &mut Self::Buffer) -> Result<()>;
+    }
 }

@@ -48,10 +48,7 @@ impl std::fmt::Debug for TractEngine {
 }
 
 fn model_error(path: &Path, e: impl std::fmt::Display) -> LeptonError {
-    LeptonError::Model {
-        path: path.to_path_buf(),
-        reason: format!("{e:#}"),
-    }
+    LeptonError::Model { path: path.to_path_buf(), reason: format!("{e:#}") }
 }
 
 fn dtype_of(dt: DatumType) -> Option<(DType, Option<(f32, i32)>)> {
@@ -73,12 +70,7 @@ fn dtype_of(dt: DatumType) -> Option<(DType, Option<(f32, i32)>)> {
 
 fn info(name: &str, t: &Tensor) -> TensorInfo {
     let (dtype, quant) = dtype_of(t.datum_type()).map_or((None, None), |(d, q)| (Some(d), q));
-    TensorInfo {
-        name: name.to_string(),
-        shape: t.shape().to_vec(),
-        dtype,
-        quant,
-    }
+    TensorInfo { name: name.to_string(), shape: t.shape().to_vec(), dtype, quant }
 }
 
 fn unsupported_type(info: &TensorInfo, t: Option<&Tensor>) -> LeptonError {
@@ -102,11 +94,7 @@ impl TractEngine {
     /// external weight files.
     pub fn from_proto(proto: &ModelProto, path: &Path, facts: &[InputFact]) -> Result<Self> {
         if let Some((node, op)) = onnx::unsupported_ops(proto).into_iter().next() {
-            return Err(LeptonError::UnsupportedOp {
-                path: path.to_path_buf(),
-                node,
-                op,
-            });
+            return Err(LeptonError::UnsupportedOp { path: path.to_path_buf(), node, op });
         }
         match Self::build(proto, path, facts, false) {
             Ok(engine) => Ok(engine),
@@ -123,22 +111,12 @@ impl TractEngine {
         }
     }
 
-    fn build(
-        proto: &ModelProto,
-        path: &Path,
-        facts: &[InputFact],
-        ignore_value_info: bool,
-    ) -> Result<Self> {
+    fn build(proto: &ModelProto, path: &Path, facts: &[InputFact], ignore_value_info: bool) -> Result<Self> {
         let framework = tract_onnx::onnx().with_ignore_value_info(ignore_value_info);
         let dir = path.parent().and_then(|d| d.to_str());
-        let parsed = framework
-            .parse(proto, dir)
-            .map_err(|e| model_error(path, e))?;
+        let parsed = framework.parse(proto, dir).map_err(|e| model_error(path, e))?;
         if !parsed.unresolved_inputs.is_empty() {
-            return Err(model_error(
-                path,
-                format!("unresolved graph inputs: {:?}", parsed.unresolved_inputs),
-            ));
+            return Err(model_error(path, format!("unresolved graph inputs: {:?}", parsed.unresolved_inputs)));
         }
         let mut model = parsed.model;
         let input_names: Vec<String> = model
@@ -148,21 +126,11 @@ impl TractEngine {
             .map(|o| model.node(o.node).name.clone())
             .collect();
         for fact in facts {
-            let ix = input_names
-                .iter()
-                .position(|n| n == &fact.name)
-                .ok_or_else(|| LeptonError::Tensor {
-                    tensor: fact.name.clone(),
-                    reason: format!(
-                        "the model has no such input (inputs: {})",
-                        input_names.join(", ")
-                    ),
-                })?;
-            let declared = model
-                .input_fact(ix)
-                .map_err(|e| model_error(path, e))?
-                .datum_type
-                .concretize();
+            let ix = input_names.iter().position(|n| n == &fact.name).ok_or_else(|| LeptonError::Tensor {
+                tensor: fact.name.clone(),
+                reason: format!("the model has no such input (inputs: {})", input_names.join(", ")),
+            })?;
+            let declared = model.input_fact(ix).map_err(|e| model_error(path, e))?.datum_type.concretize();
             let dt = fact.dtype.or(declared).unwrap_or(DatumType::F32);
             model
                 .set_input_fact(ix, InferenceFact::dt_shape(dt, fact.shape.clone()))
@@ -170,10 +138,7 @@ impl TractEngine {
         }
         for (ix, name) in input_names.iter().enumerate() {
             let f = model.input_fact(ix).map_err(|e| model_error(path, e))?;
-            let concrete = f
-                .shape
-                .concretize()
-                .is_some_and(|dims| dims.iter().all(|d| d.to_i64().is_ok()));
+            let concrete = f.shape.concretize().is_some_and(|dims| dims.iter().all(|d| d.to_i64().is_ok()));
             if !concrete {
                 return Err(LeptonError::Tensor {
                     tensor: name.clone(),
@@ -185,9 +150,7 @@ impl TractEngine {
             }
         }
         let optimized = model.into_optimized().map_err(|e| model_error(path, e))?;
-        let plan = optimized
-            .into_runnable()
-            .map_err(|e| model_error(path, e))?;
+        let plan = optimized.into_runnable().map_err(|e| model_error(path, e))?;
         let typed = plan.model();
         let mut inputs = Vec::new();
         let mut input_info = Vec::new();
@@ -205,12 +168,7 @@ impl TractEngine {
             .output_outlets()
             .map_err(|e| model_error(path, e))?
             .iter()
-            .map(|o| {
-                typed
-                    .outlet_label(*o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| typed.node(o.node).name.clone())
-            })
+            .map(|o| typed.outlet_label(*o).map(str::to_string).unwrap_or_else(|| typed.node(o.node).name.clone()))
             .collect();
         let state = TypedSimpleState::new(&plan).map_err(|e| model_error(path, e))?;
         let mut engine = TractEngine {
@@ -224,11 +182,7 @@ impl TractEngine {
         };
         // One warm-up run: proves the plan executes and sizes every buffer before the first frame.
         engine.run()?;
-        engine.output_info = output_names
-            .iter()
-            .zip(engine.outputs.iter())
-            .map(|(n, t)| info(n, t))
-            .collect();
+        engine.output_info = output_names.iter().zip(engine.outputs.iter()).map(|(n, t)| info(n, t)).collect();
         Ok(engine)
     }
 
@@ -246,10 +200,7 @@ impl TractEngine {
     /// The tensors' shapes must equal the shapes the engine was built for.
     pub fn run_tensors(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         let values: TVec<TValue> = inputs.into_iter().map(|t| t.into_tvalue()).collect();
-        let out = self
-            .state
-            .run(values)
-            .map_err(|e| model_error(&self.path, e))?;
+        let out = self.state.run(values).map_err(|e| model_error(&self.path, e))?;
         Ok(out.into_iter().map(|v| v.into_tensor()).collect())
     }
 
@@ -271,32 +222,19 @@ impl Engine for TractEngine {
     }
 
     fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>> {
-        let info = self
-            .input_info
-            .get(index)
-            .ok_or_else(|| no_input(index, self.input_info.len()))?;
+        let info = self.input_info.get(index).ok_or_else(|| no_input(index, self.input_info.len()))?;
         view_mut(&mut self.inputs[index], info)
     }
 
     fn new_buffer(&self, index: usize) -> Result<TractBuffer> {
-        let info = self
-            .input_info
-            .get(index)
-            .ok_or_else(|| no_input(index, self.input_info.len()))?;
+        let info = self.input_info.get(index).ok_or_else(|| no_input(index, self.input_info.len()))?;
         let tensor = Tensor::clone(&self.inputs[index]);
-        Ok(TractBuffer {
-            tensor: Arc::new(tensor),
-            info: info.clone(),
-        })
+        Ok(TractBuffer { tensor: Arc::new(tensor), info: info.clone() })
     }
 
     fn swap_input(&mut self, index: usize, buffer: &mut TractBuffer) -> Result<()> {
-        let slot = self
-            .inputs
-            .get_mut(index)
-            .ok_or_else(|| no_input(index, self.input_info.len()))?;
-        if slot.shape() != buffer.tensor.shape() || slot.datum_type() != buffer.tensor.datum_type()
-        {
+        let slot = self.inputs.get_mut(index).ok_or_else(|| no_input(index, self.input_info.len()))?;
+        if slot.shape() != buffer.tensor.shape() || slot.datum_type() != buffer.tensor.datum_type() {
             return Err(LeptonError::Tensor {
                 tensor: buffer.info.name.clone(),
                 reason: "the buffer was made for a different input".into(),
@@ -307,37 +245,22 @@ impl Engine for TractEngine {
     }
 
     fn run(&mut self) -> Result<()> {
-        let inputs: TVec<TValue> = self
-            .inputs
-            .iter()
-            .map(|t| Arc::clone(t).into_tvalue())
-            .collect();
-        self.outputs = self
-            .state
-            .run(inputs)
-            .map_err(|e| model_error(&self.path, e))?;
+        let inputs: TVec<TValue> = self.inputs.iter().map(|t| Arc::clone(t).into_tvalue()).collect();
+        self.outputs = self.state.run(inputs).map_err(|e| model_error(&self.path, e))?;
         Ok(())
     }
 
     fn output(&self, index: usize) -> Result<TensorView<'_>> {
-        let info = self
-            .output_info
-            .get(index)
-            .ok_or_else(|| LeptonError::Tensor {
-                tensor: format!("#{index}"),
-                reason: format!("the model has {} outputs", self.output_info.len()),
-            })?;
-        let dtype = info
-            .dtype
-            .ok_or_else(|| unsupported_type(info, self.outputs.get(index).map(|v| &**v)))?;
+        let info = self.output_info.get(index).ok_or_else(|| LeptonError::Tensor {
+            tensor: format!("#{index}"),
+            reason: format!("the model has {} outputs", self.output_info.len()),
+        })?;
+        let dtype = info.dtype.ok_or_else(|| unsupported_type(info, self.outputs.get(index).map(|v| &**v)))?;
         let t: &Tensor = self.outputs.get(index).ok_or_else(|| LeptonError::Tensor {
             tensor: info.name.clone(),
             reason: "the model has not run yet".into(),
         })?;
-        let bad = |e: TractError| LeptonError::Tensor {
-            tensor: info.name.clone(),
-            reason: format!("{e:#}"),
-        };
+        let bad = |e: TractError| LeptonError::Tensor { tensor: info.name.clone(), reason: format!("{e:#}") };
         let plain = t.try_as_plain_ram().map_err(bad)?;
         let data = match dtype {
             DType::F32 => TensorData::F32(plain.as_slice::<f32>().map_err(bad)?),
@@ -345,13 +268,9 @@ impl Engine for TractEngine {
             DType::U8 => TensorData::U8(plain.as_slice::<u8>().map_err(bad)?),
             DType::I32 => TensorData::I32(plain.as_slice::<i32>().map_err(bad)?),
         };
-        let quant = info
-            .quant
-            .map_or(Quantization::None, |(scale, zero_point)| {
-                Quantization::PerTensor { scale, zero_point }
-            });
-        TensorView::new(t.shape(), data, quant)
-            .map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))
+        let quant =
+            info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+        TensorView::new(t.shape(), data, quant).map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))
     }
 }
 
@@ -369,62 +288,31 @@ impl super::StagingBuffer for TractBuffer {
 }
 
 fn no_input(index: usize, count: usize) -> LeptonError {
-    LeptonError::Tensor {
-        tensor: format!("#{index}"),
-        reason: format!("the model has {count} inputs"),
-    }
+    LeptonError::Tensor { tensor: format!("#{index}"), reason: format!("the model has {count} inputs") }
 }
 
 /// A writable view of an input tensor (copied first only if the plan still holds a reference).
 fn view_mut<'a>(tensor: &'a mut Arc<Tensor>, info: &TensorInfo) -> Result<TensorViewMut<'a>> {
-    let dtype = info
-        .dtype
-        .ok_or_else(|| unsupported_type(info, Some(tensor)))?;
+    let dtype = info.dtype.ok_or_else(|| unsupported_type(info, Some(tensor)))?;
     // The plan releases its references after each run, so this is unique and no copy happens.
     let tensor = Arc::make_mut(tensor);
-    let bad = |e: TractError| LeptonError::Tensor {
-        tensor: info.name.clone(),
-        reason: format!("{e:#}"),
-    };
-    let not_contiguous = || LeptonError::Tensor {
-        tensor: info.name.clone(),
-        reason: "not contiguous".into(),
-    };
+    let bad = |e: TractError| LeptonError::Tensor { tensor: info.name.clone(), reason: format!("{e:#}") };
+    let not_contiguous = || LeptonError::Tensor { tensor: info.name.clone(), reason: "not contiguous".into() };
     let data = match dtype {
         DType::F32 => TensorDataMut::F32(
-            tensor
-                .to_plain_array_view_mut::<f32>()
-                .map_err(bad)?
-                .into_slice()
-                .ok_or_else(not_contiguous)?,
+            tensor.to_plain_array_view_mut::<f32>().map_err(bad)?.into_slice().ok_or_else(not_contiguous)?,
         ),
         DType::I8 => TensorDataMut::I8(
-            tensor
-                .to_plain_array_view_mut::<i8>()
-                .map_err(bad)?
-                .into_slice()
-                .ok_or_else(not_contiguous)?,
+            tensor.to_plain_array_view_mut::<i8>().map_err(bad)?.into_slice().ok_or_else(not_contiguous)?,
         ),
         DType::U8 => TensorDataMut::U8(
-            tensor
-                .to_plain_array_view_mut::<u8>()
-                .map_err(bad)?
-                .into_slice()
-                .ok_or_else(not_contiguous)?,
+            tensor.to_plain_array_view_mut::<u8>().map_err(bad)?.into_slice().ok_or_else(not_contiguous)?,
         ),
         DType::I32 => TensorDataMut::I32(
-            tensor
-                .to_plain_array_view_mut::<i32>()
-                .map_err(bad)?
-                .into_slice()
-                .ok_or_else(not_contiguous)?,
+            tensor.to_plain_array_view_mut::<i32>().map_err(bad)?.into_slice().ok_or_else(not_contiguous)?,
         ),
     };
-    let quant = info
-        .quant
-        .map_or(Quantization::None, |(scale, zero_point)| {
-            Quantization::PerTensor { scale, zero_point }
-        });
-    TensorViewMut::new(&info.shape, data, quant)
-        .map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
+    let quant =
+        info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+    TensorViewMut::new(&info.shape, data, quant).map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
 }

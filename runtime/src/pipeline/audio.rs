@@ -70,16 +70,10 @@ pub struct AudioPipeline<S, E, K> {
 impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
     /// Assembles the pipeline from a keyword or VAD model's manifest.
     pub fn new(source: S, engine: E, sink: K, manifest: &Manifest, path: &Path) -> Result<Self> {
-        let field = |f: &str, reason: String| LeptonError::Manifest {
-            path: path.to_path_buf(),
-            field: f.into(),
-            reason,
-        };
+        let field =
+            |f: &str, reason: String| LeptonError::Manifest { path: path.to_path_buf(), field: f.into(), reason };
         let cfg = manifest.frontend_config(path)?;
-        let audio = manifest
-            .audio
-            .as_ref()
-            .ok_or_else(|| field("audio", "required".into()))?;
+        let audio = manifest.audio.as_ref().ok_or_else(|| field("audio", "required".into()))?;
         if source.sample_rate() != cfg.sample_rate {
             return Err(field(
                 "audio.sample_rate",
@@ -92,24 +86,12 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
                 ),
             ));
         }
-        let frontend =
-            Frontend::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
+        let frontend = Frontend::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
         let features = cfg.features();
-        let window = FeatureWindow::new(
-            audio.frames,
-            features,
-            libm::logf(crate::audio::frontend::LOG_FLOOR),
-        )
-        .map_err(|e| {
-            field(
-                "audio.frames",
-                format!("{e} (frames × features must be ≤ {MAX_WINDOW})"),
-            )
-        })?;
-        let input: &TensorInfo = engine
-            .inputs()
-            .first()
-            .ok_or_else(|| field("audio", "the model has no input".into()))?;
+        let window = FeatureWindow::new(audio.frames, features, libm::logf(crate::audio::frontend::LOG_FLOOR))
+            .map_err(|e| field("audio.frames", format!("{e} (frames × features must be ≤ {MAX_WINDOW})")))?;
+        let input: &TensorInfo =
+            engine.inputs().first().ok_or_else(|| field("audio", "the model has no input".into()))?;
         let volume: usize = input.shape.iter().product();
         if volume != audio.frames * features {
             return Err(field(
@@ -123,10 +105,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
                 ),
             ));
         }
-        let classes: usize = engine
-            .outputs()
-            .first()
-            .map_or(0, |o| o.shape.iter().product());
+        let classes: usize = engine.outputs().first().map_or(0, |o| o.shape.iter().product());
         let decision = match manifest.task {
             Task::Keyword => {
                 let k = KeywordSpotter::new(manifest.keyword_config(path)?, classes)
@@ -137,15 +116,9 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
                 let v = manifest.vad_config(path)?;
                 let class = v.class as usize;
                 if class >= classes.max(1) {
-                    return Err(field(
-                        "labels",
-                        format!("speech class {class} but the output has {classes} values"),
-                    ));
+                    return Err(field("labels", format!("speech class {class} but the output has {classes} values")));
                 }
-                AudioDecision::Vad(
-                    Vad::new(v).map_err(|e| LeptonError::core(path.display().to_string(), e))?,
-                    class,
-                )
+                AudioDecision::Vad(Vad::new(v).map_err(|e| LeptonError::core(path.display().to_string(), e))?, class)
             }
             other => return Err(field("task", format!("{other:?} is not an audio task"))),
         };
@@ -212,15 +185,11 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
 
     fn infer(&mut self) -> Result<()> {
         let t0 = Instant::now();
-        self.window
-            .copy_to(&mut self.features)
-            .map_err(|e| LeptonError::core("feature window", e))?;
+        self.window.copy_to(&mut self.features).map_err(|e| LeptonError::core("feature window", e))?;
         let mut input = self.engine.input_mut(0)?;
         match input.data_mut() {
             TensorDataMut::F32(d) => d.copy_from_slice(&self.features),
-            _ => input
-                .quantize_from(&self.features)
-                .map_err(|e| LeptonError::core("audio input", e))?,
+            _ => input.quantize_from(&self.features).map_err(|e| LeptonError::core("audio input", e))?,
         }
         let t1 = Instant::now();
         self.engine.run()?;
@@ -236,10 +205,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         let mut events: heapless::Vec<Event, 2> = heapless::Vec::new();
         match &mut self.decision {
             AudioDecision::Keyword(k) => {
-                if let Some(hit) = k
-                    .update(stream_ms, &self.posteriors)
-                    .map_err(|e| LeptonError::core("keyword", e))?
-                {
+                if let Some(hit) = k.update(stream_ms, &self.posteriors).map_err(|e| LeptonError::core("keyword", e))? {
                     let _ = detections.push(hit);
                 }
             }
@@ -252,10 +218,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         }
         let processing = t0.elapsed();
         let runs = &mut self.stats.runs;
-        let meta = FrameMeta {
-            frame: runs.frames_processed,
-            timestamp_ms: self.started_ms + stream_ms,
-        };
+        let meta = FrameMeta { frame: runs.frames_processed, timestamp_ms: self.started_ms + stream_ms };
         runs.frames_in += 1;
         runs.frames_processed += 1;
         runs.inference.record(inference);
@@ -283,9 +246,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
 fn to_probabilities(v: &mut [f32], kind: Scores) {
     match kind {
         Scores::Probabilities => {}
-        Scores::Sigmoid => v
-            .iter_mut()
-            .for_each(|x| *x = 1.0 / (1.0 + libm::expf(-*x))),
+        Scores::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + libm::expf(-*x))),
         Scores::Logits => {
             let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0;

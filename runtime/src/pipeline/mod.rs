@@ -43,12 +43,7 @@ pub trait Preprocess {
 /// Turns the engine's outputs into detections.
 pub trait Postprocess {
     /// Reads `outputs` (model order) and writes the detections of this frame into `out`.
-    fn postprocess(
-        &mut self,
-        outputs: &[TensorView<'_>],
-        transform: &Transform,
-        out: &mut Detections,
-    ) -> Result<()>;
+    fn postprocess(&mut self, outputs: &[TensorView<'_>], transform: &Transform, out: &mut Detections) -> Result<()>;
 }
 
 /// What the pipeline reports for one processed frame.
@@ -124,9 +119,7 @@ impl LatencyStats {
 
     /// The samples of the recent window, oldest first when the window has not wrapped.
     pub fn recent(&self) -> impl Iterator<Item = Duration> + '_ {
-        self.samples[..self.len]
-            .iter()
-            .map(|&us| Duration::from_micros(us as u64))
+        self.samples[..self.len].iter().map(|&us| Duration::from_micros(us as u64))
     }
 
     /// Samples recorded since creation.
@@ -240,11 +233,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         };
         self.stats.frames_in += 1;
         let t0 = Instant::now();
-        let transform = match self
-            .engine
-            .input_mut(0)
-            .and_then(|input| self.pre.preprocess(&frame, input))
-        {
+        let transform = match self.engine.input_mut(0).and_then(|input| self.pre.preprocess(&frame, input)) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!("frame {} skipped: {e}", frame.meta.frame);
@@ -309,25 +298,13 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         let slot = |engine: &E| -> Result<Prepared<E::Buffer>> {
             Ok(Prepared {
                 buffer: engine.new_buffer(0)?,
-                meta: FrameMeta {
-                    frame: 0,
-                    timestamp_ms: 0,
-                },
+                meta: FrameMeta { frame: 0, timestamp_ms: 0 },
                 name: heapless::String::new(),
                 transform: Transform::identity(1.0, 1.0),
             })
         };
         let exchange = Exchange::new([slot(&self.engine)?, slot(&self.engine)?]);
-        let Pipeline {
-            source,
-            pre,
-            engine,
-            post,
-            sink,
-            detections,
-            stats,
-            stop,
-        } = self;
+        let Pipeline { source, pre, engine, post, sink, detections, stats, stop } = self;
         let stop: &AtomicBool = stop;
         let exchange = &exchange;
         let (in0, failed0) = (stats.frames_in, stats.frames_failed);
@@ -337,16 +314,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             while let Some(mut p) = exchange.take_ready() {
                 let step = engine.swap_input(0, &mut p.buffer).and_then(|()| {
                     let name = (!p.name.is_empty()).then_some(p.name.as_str());
-                    infer(
-                        engine,
-                        post,
-                        sink,
-                        detections,
-                        stats,
-                        p.meta,
-                        name,
-                        &p.transform,
-                    )
+                    infer(engine, post, sink, detections, stats, p.meta, name, &p.transform)
                 });
                 exchange.release(p);
                 if let Err(e) = step {
@@ -431,10 +399,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
         };
         counts.frames_in += 1;
         let t0 = Instant::now();
-        let t = slot
-            .buffer
-            .view_mut()
-            .and_then(|v| pre.preprocess(&frame, v));
+        let t = slot.buffer.view_mut().and_then(|v| pre.preprocess(&frame, v));
         counts.preprocess.record(t0.elapsed());
         match t {
             Ok(transform) => {
@@ -487,13 +452,6 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     stats.frames_processed += 1;
     stats.inference.record(inference);
     stats.processing.record(processing);
-    let report = FrameReport {
-        meta,
-        source,
-        detections,
-        events: &[],
-        inference,
-        processing,
-    };
+    let report = FrameReport { meta, source, detections, events: &[], inference, processing };
     sink.frame(&report)
 }

@@ -40,16 +40,8 @@ impl Preprocess for VisionPreprocess {
         };
         let buf = match data {
             TensorDataMut::F32(d) => InputBuffer::F32(d),
-            TensorDataMut::I8(data) => InputBuffer::I8 {
-                data,
-                scale,
-                zero_point,
-            },
-            TensorDataMut::U8(data) => InputBuffer::U8 {
-                data,
-                scale,
-                zero_point,
-            },
+            TensorDataMut::I8(data) => InputBuffer::I8 { data, scale, zero_point },
+            TensorDataMut::U8(data) => InputBuffer::U8 { data, scale, zero_point },
             TensorDataMut::I32(_) => {
                 return Err(LeptonError::Tensor {
                     tensor: "input 0".into(),
@@ -59,11 +51,7 @@ impl Preprocess for VisionPreprocess {
         };
         preprocess(&frame.image, &self.cfg, buf).map_err(|e| {
             LeptonError::core(
-                format!(
-                    "preprocessing frame {} ({})",
-                    frame.meta.frame,
-                    frame.name.unwrap_or("camera")
-                ),
+                format!("preprocessing frame {} ({})", frame.meta.frame, frame.name.unwrap_or("camera")),
                 e,
             )
         })
@@ -100,11 +88,7 @@ pub enum VisionPostprocess {
 impl VisionPostprocess {
     /// Postprocessing for a manifest's task, with scratch sized for `outputs`.
     pub fn from_manifest(m: &Manifest, outputs: &[TensorInfo], path: &Path) -> Result<Self> {
-        let volume = |i: usize| {
-            outputs
-                .get(i)
-                .map_or(0, |o| o.shape.iter().product::<usize>())
-        };
+        let volume = |i: usize| outputs.get(i).map_or(0, |o| o.shape.iter().product::<usize>());
         match m.task {
             Task::Classify => {
                 let n = volume(0);
@@ -112,10 +96,7 @@ impl VisionPostprocess {
                     return Err(LeptonError::Manifest {
                         path: path.to_path_buf(),
                         field: "labels".into(),
-                        reason: format!(
-                            "has {} entries but the model outputs {n} scores",
-                            m.labels.len()
-                        ),
+                        reason: format!("has {} entries but the model outputs {n} scores", m.labels.len()),
                     });
                 }
                 Ok(VisionPostprocess::Classify {
@@ -132,22 +113,15 @@ impl VisionPostprocess {
                     return Err(LeptonError::Manifest {
                         path: path.to_path_buf(),
                         field: "detect.format".into(),
-                        reason: format!(
-                            "{d:?} needs {needed} outputs, the model has {}",
-                            outputs.len()
-                        ),
+                        reason: format!("{d:?} needs {needed} outputs, the model has {}", outputs.len()),
                     });
                 }
-                let decoder = Decoder::new(cfg)
-                    .map_err(|e| LeptonError::core(path.display().to_string(), e))?;
+                let decoder = Decoder::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
                 Ok(VisionPostprocess::Detect {
                     decoder: Box::new(decoder),
                     format: d,
                     classes: m.labels.len(),
-                    scratch: [
-                        vec![0.0; volume(0)],
-                        vec![0.0; if needed == 2 { volume(1) } else { 0 }],
-                    ],
+                    scratch: [vec![0.0; volume(0)], vec![0.0; if needed == 2 { volume(1) } else { 0 }]],
                     overflowed: 0,
                 })
             }
@@ -165,68 +139,37 @@ fn as_f32<'a>(t: &TensorView<'a>, scratch: &'a mut [f32]) -> Result<&'a [f32]> {
     if let crate::tensor::TensorData::F32(d) = t.data() {
         return Ok(d);
     }
-    t.dequantize_into(scratch)
-        .map_err(|e| LeptonError::core("dequantizing output", e))?;
+    t.dequantize_into(scratch).map_err(|e| LeptonError::core("dequantizing output", e))?;
     Ok(scratch)
 }
 
 impl Postprocess for VisionPostprocess {
-    fn postprocess(
-        &mut self,
-        outputs: &[TensorView<'_>],
-        transform: &Transform,
-        out: &mut Detections,
-    ) -> Result<()> {
-        let missing = || LeptonError::Tensor {
-            tensor: "output 0".into(),
-            reason: "the model produced no output".into(),
-        };
+    fn postprocess(&mut self, outputs: &[TensorView<'_>], transform: &Transform, out: &mut Detections) -> Result<()> {
+        let missing =
+            || LeptonError::Tensor { tensor: "output 0".into(), reason: "the model produced no output".into() };
         match self {
-            VisionPostprocess::Classify {
-                scores,
-                top_k: k,
-                scratch,
-            } => {
+            VisionPostprocess::Classify { scores, top_k: k, scratch } => {
                 let t = outputs.first().ok_or_else(missing)?;
                 let s = as_f32(t, scratch)?;
                 top_k(s, *scores, 0.0, out);
                 out.truncate(*k);
             }
-            VisionPostprocess::Detect {
-                decoder,
-                format,
-                classes,
-                scratch,
-                overflowed,
-            } => {
+            VisionPostprocess::Detect { decoder, format, classes, scratch, overflowed } => {
                 let [s0, s1] = scratch;
                 let t0 = outputs.first().ok_or_else(missing)?;
                 let d0 = as_f32(t0, s0)?;
                 let raw = match format {
-                    DetectFormat::Yolov5 => RawDetections::Yolov5 {
-                        data: d0,
-                        classes: *classes,
-                    },
-                    DetectFormat::Yolov8 => RawDetections::Yolov8 {
-                        data: d0,
-                        classes: *classes,
-                    },
+                    DetectFormat::Yolov5 => RawDetections::Yolov5 { data: d0, classes: *classes },
+                    DetectFormat::Yolov8 => RawDetections::Yolov8 { data: d0, classes: *classes },
                     DetectFormat::Ssd => {
                         let t1 = outputs.get(1).ok_or_else(missing)?;
-                        RawDetections::Ssd {
-                            boxes: d0,
-                            scores: as_f32(t1, s1)?,
-                            classes: *classes,
-                        }
+                        RawDetections::Ssd { boxes: d0, scores: as_f32(t1, s1)?, classes: *classes }
                     }
                 };
-                let stats =
-                    decoder
-                        .decode(raw, transform, out)
-                        .map_err(|e| LeptonError::Tensor {
-                            tensor: "output 0".into(),
-                            reason: format!("does not match detect.format: {e}"),
-                        })?;
+                let stats = decoder.decode(raw, transform, out).map_err(|e| LeptonError::Tensor {
+                    tensor: "output 0".into(),
+                    reason: format!("does not match detect.format: {e}"),
+                })?;
                 *overflowed += (stats.overflowed + stats.truncated) as u64;
             }
         }

@@ -41,12 +41,7 @@ impl ImageSource {
     pub fn open(dir: &Path, opts: ImageSourceOptions) -> Result<Self> {
         let paths = list_dir(dir)?;
         let files = if opts.preload {
-            Files::Decoded(
-                paths
-                    .iter()
-                    .map(|p| Image::open(p))
-                    .collect::<Result<_>>()?,
-            )
+            Files::Decoded(paths.iter().map(|p| Image::open(p)).collect::<Result<_>>()?)
         } else {
             Files::Paths(paths)
         };
@@ -59,14 +54,7 @@ impl ImageSource {
     }
 
     fn new(files: Files, opts: ImageSourceOptions) -> Self {
-        ImageSource {
-            files,
-            opts,
-            current: None,
-            frame_index: 0,
-            started: None,
-            dropped: 0,
-        }
+        ImageSource { files, opts, current: None, frame_index: 0, started: None, dropped: 0 }
     }
 
     /// Number of images.
@@ -112,19 +100,12 @@ impl FrameSource for ImageSource {
             return Ok(None);
         };
         self.frame_index = k + 1;
-        let meta = FrameMeta {
-            frame: k,
-            timestamp_ms: now_ms(),
-        };
+        let meta = FrameMeta { frame: k, timestamp_ms: now_ms() };
         let image: &Image = match &self.files {
             Files::Decoded(images) => &images[index],
             Files::Paths(paths) => &*self.current.insert(Image::open(&paths[index])?),
         };
-        Ok(Some(Frame {
-            image: image.view()?,
-            meta,
-            name: Some(image.name.as_str()),
-        }))
+        Ok(Some(Frame { image: image.view()?, meta, name: Some(image.name.as_str()) }))
     }
 
     fn dropped(&self) -> u64 {
@@ -156,44 +137,22 @@ mod tests {
         while let Some(f) = s.next_frame().unwrap() {
             names.push((f.meta.frame, f.name.unwrap().to_string()));
         }
-        assert_eq!(
-            names,
-            vec![
-                (0, "0.png".into()),
-                (1, "1.png".into()),
-                (2, "2.png".into())
-            ]
-        );
+        assert_eq!(names, vec![(0, "0.png".into()), (1, "1.png".into()), (2, "2.png".into())]);
         assert_eq!(s.dropped(), 0);
     }
 
     #[test]
     fn looping_wraps_and_keeps_counting_frames() {
-        let mut s = ImageSource::from_images(
-            images(2),
-            ImageSourceOptions {
-                looping: true,
-                ..Default::default()
-            },
-        );
+        let mut s = ImageSource::from_images(images(2), ImageSourceOptions { looping: true, ..Default::default() });
         let frames: Vec<(u64, String)> = (0..5)
-            .map(|_| {
-                s.next_frame()
-                    .unwrap()
-                    .map(|f| (f.meta.frame, f.name.unwrap().to_string()))
-                    .unwrap()
-            })
+            .map(|_| s.next_frame().unwrap().map(|f| (f.meta.frame, f.name.unwrap().to_string())).unwrap())
             .collect();
         assert_eq!(frames[4], (4, "0.png".into()));
     }
 
     #[test]
     fn a_slow_consumer_of_a_paced_source_drops_frames_and_counts_them() {
-        let opts = ImageSourceOptions {
-            fps: Some(100.0),
-            looping: true,
-            ..Default::default()
-        };
+        let opts = ImageSourceOptions { fps: Some(100.0), looping: true, ..Default::default() };
         let mut s = ImageSource::from_images(images(4), opts);
         let first = s.next_frame().unwrap().unwrap().meta.frame;
         assert_eq!(first, 0);

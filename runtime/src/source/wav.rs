@@ -18,10 +18,7 @@ pub struct WavSource {
 impl WavSource {
     /// Opens a WAV file.
     pub fn open(path: &Path) -> Result<Self> {
-        let wav_err = |reason: String| LeptonError::Wav {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let wav_err = |reason: String| LeptonError::Wav { path: path.to_path_buf(), reason };
         let reader = hound::WavReader::open(path).map_err(|e| match e {
             hound::Error::IoError(io) => LeptonError::io(path, io),
             other => wav_err(other.to_string()),
@@ -29,27 +26,14 @@ impl WavSource {
         let spec = reader.spec();
         match (spec.sample_format, spec.bits_per_sample) {
             (hound::SampleFormat::Int, 8 | 16 | 24 | 32) | (hound::SampleFormat::Float, 32) => {}
-            (f, b) => {
-                return Err(wav_err(format!(
-                    "unsupported sample format {f:?} with {b} bits"
-                )))
-            }
+            (f, b) => return Err(wav_err(format!("unsupported sample format {f:?} with {b} bits"))),
         }
         if spec.channels == 0 || spec.sample_rate == 0 {
             return Err(wav_err("zero channels or sample rate in the header".into()));
         }
         let total_frames = reader.duration() as u64;
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        Ok(WavSource {
-            path: path.to_path_buf(),
-            name,
-            reader,
-            spec,
-            total_frames,
-        })
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(WavSource { path: path.to_path_buf(), name, reader, spec, total_frames })
     }
 
     /// Duration in seconds.
@@ -85,10 +69,7 @@ impl AudioSource for WavSource {
         let channels = self.spec.channels as usize;
         let bits = self.spec.bits_per_sample;
         let path = &self.path;
-        let bad = |e: hound::Error| LeptonError::Wav {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let bad = |e: hound::Error| LeptonError::Wav { path: path.clone(), reason: e.to_string() };
         let mut n = 0;
         match self.spec.sample_format {
             hound::SampleFormat::Float => {
@@ -100,10 +81,7 @@ impl AudioSource for WavSource {
                             Some(s) => acc += s.map_err(bad)?,
                             None if c == 0 => break 'outer,
                             None => {
-                                return Err(LeptonError::Wav {
-                                    path: path.clone(),
-                                    reason: "truncated frame".into(),
-                                })
+                                return Err(LeptonError::Wav { path: path.clone(), reason: "truncated frame".into() })
                             }
                         }
                     }
@@ -121,10 +99,7 @@ impl AudioSource for WavSource {
                             Some(s) => acc += s.map_err(bad)? as f32 * scale,
                             None if c == 0 => break 'outer,
                             None => {
-                                return Err(LeptonError::Wav {
-                                    path: path.clone(),
-                                    reason: "truncated frame".into(),
-                                })
+                                return Err(LeptonError::Wav { path: path.clone(), reason: "truncated frame".into() })
                             }
                         }
                     }
@@ -166,10 +141,7 @@ mod tests {
         assert_eq!((s.sample_rate(), s.channels()), (8000, 2));
         let all = s.read_all().unwrap();
         assert_eq!(all.len(), 100);
-        assert!(
-            all.iter().all(|&v| (v - 0.25).abs() < 1e-6),
-            "L + R averages to 16384 / 2 / 32768"
-        );
+        assert!(all.iter().all(|&v| (v - 0.25).abs() < 1e-6), "L + R averages to 16384 / 2 / 32768");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

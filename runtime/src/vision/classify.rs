@@ -17,12 +17,7 @@ pub enum Scores {
 
 /// Writes the `K` best classes (at most `out`'s capacity) with score ≥ `threshold` into `out`, best
 /// first. Softmax is computed without a scratch buffer: `p_i = exp(x_i - max) / Σ exp(x_j - max)`.
-pub fn top_k<const K: usize>(
-    scores: &[f32],
-    kind: Scores,
-    threshold: f32,
-    out: &mut heapless::Vec<Detection, K>,
-) {
+pub fn top_k<const K: usize>(scores: &[f32], kind: Scores, threshold: f32, out: &mut heapless::Vec<Detection, K>) {
     out.clear();
     if scores.is_empty() {
         return;
@@ -46,11 +41,7 @@ pub fn top_k<const K: usize>(
         if p.is_nan() || p < threshold {
             continue;
         }
-        let d = Detection {
-            class: i as u16,
-            score: p,
-            bbox: None,
-        };
+        let d = Detection { class: i as u16, score: p, bbox: None };
         // Insertion into a short sorted list: K is small (≤ 10 in practice).
         let pos = out.iter().position(|o| o.score < p).unwrap_or(out.len());
         if pos < K {
@@ -83,13 +74,7 @@ mod tests {
         let probs = [0.1, 0.7, 0.2];
         let mut out: heapless::Vec<Detection, 5> = heapless::Vec::new();
         top_k(&probs, Scores::Probabilities, 0.15, &mut out);
-        assert_eq!(
-            out.iter()
-                .map(|d| d.class)
-                .collect::<heapless::Vec<u16, 5>>()
-                .as_slice(),
-            &[1, 2]
-        );
+        assert_eq!(out.iter().map(|d| d.class).collect::<heapless::Vec<u16, 5>>().as_slice(), &[1, 2]);
         top_k(&[0.0, f32::NAN], Scores::Sigmoid, 0.0, &mut out);
         assert_eq!(out.len(), 1, "NaN scores are never reported");
         assert_eq!(out[0].score, 0.5);

@@ -115,10 +115,7 @@ impl<const CAND: usize> Decoder<CAND> {
         if !(cfg.input_width > 0.0 && cfg.input_height > 0.0) {
             return Err(Error::InvalidConfig("input.size"));
         }
-        Ok(Decoder {
-            cfg,
-            candidates: heapless::Vec::new(),
-        })
+        Ok(Decoder { cfg, candidates: heapless::Vec::new() })
     }
 
     /// The settings.
@@ -146,13 +143,7 @@ impl<const CAND: usize> Decoder<CAND> {
                 for row in data.chunks_exact(width) {
                     let (class, best) = argmax(&row[5..]);
                     let score = row[4] * best;
-                    self.offer(
-                        class,
-                        score,
-                        [row[0], row[1], row[2], row[3]],
-                        &mut stats,
-                        &mut min_index,
-                    );
+                    self.offer(class, score, [row[0], row[1], row[2], row[3]], &mut stats, &mut min_index);
                 }
             }
             RawDetections::Yolov8 { data, classes } => {
@@ -173,13 +164,8 @@ impl<const CAND: usize> Decoder<CAND> {
                     self.offer(class, best, b, &mut stats, &mut min_index);
                 }
             }
-            RawDetections::Ssd {
-                boxes,
-                scores,
-                classes,
-            } => {
-                if classes == 0 || boxes.len() % 4 != 0 || scores.len() != boxes.len() / 4 * classes
-                {
+            RawDetections::Ssd { boxes, scores, classes } => {
+                if classes == 0 || boxes.len() % 4 != 0 || scores.len() != boxes.len() / 4 * classes {
                     return Err(Error::BadShape);
                 }
                 let background = self.cfg.background_class.map(usize::from);
@@ -190,35 +176,22 @@ impl<const CAND: usize> Decoder<CAND> {
                             (class, best) = (c, v);
                         }
                     }
-                    self.offer(
-                        class,
-                        best,
-                        [b[0], b[1], b[2], b[3]],
-                        &mut stats,
-                        &mut min_index,
-                    );
+                    self.offer(class, best, [b[0], b[1], b[2], b[3]], &mut stats, &mut min_index);
                 }
             }
         }
-        self.candidates
-            .sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+        self.candidates.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
         for cand in self.candidates.iter() {
             let (Some(cb), class) = (cand.bbox, cand.class) else {
                 continue;
             };
-            let suppressed = out.iter().any(|kept| {
-                kept.class == class
-                    && kept
-                        .bbox
-                        .is_some_and(|kb| kb.iou(&cb) > self.cfg.iou_threshold)
-            });
+            let suppressed = out
+                .iter()
+                .any(|kept| kept.class == class && kept.bbox.is_some_and(|kb| kb.iou(&cb) > self.cfg.iou_threshold));
             if suppressed {
                 continue;
             }
-            let mapped = Detection {
-                bbox: Some(transform.to_source(cb)),
-                ..*cand
-            };
+            let mapped = Detection { bbox: Some(transform.to_source(cb)), ..*cand };
             if out.push(mapped).is_err() {
                 stats.truncated += 1;
             }
@@ -227,23 +200,12 @@ impl<const CAND: usize> Decoder<CAND> {
     }
 
     /// Considers one box: threshold, convert to model pixels, keep the best `CAND`.
-    fn offer(
-        &mut self,
-        class: usize,
-        score: f32,
-        raw: [f32; 4],
-        stats: &mut DecodeStats,
-        min_index: &mut usize,
-    ) {
+    fn offer(&mut self, class: usize, score: f32, raw: [f32; 4], stats: &mut DecodeStats, min_index: &mut usize) {
         if score.is_nan() || score < self.cfg.score_threshold {
             return;
         }
         stats.candidates += 1;
-        let det = Detection {
-            class: class as u16,
-            score,
-            bbox: Some(self.to_model_pixels(raw)),
-        };
+        let det = Detection { class: class as u16, score, bbox: Some(self.to_model_pixels(raw)) };
         if !self.candidates.is_full() {
             // Cannot fail: not full.
             let _ = self.candidates.push(det);
@@ -261,33 +223,15 @@ impl<const CAND: usize> Decoder<CAND> {
 
     fn to_model_pixels(&self, r: [f32; 4]) -> BBox {
         let b = match self.cfg.boxes {
-            BoxEncoding::Cxcywh => BBox {
-                x0: r[0] - r[2] / 2.0,
-                y0: r[1] - r[3] / 2.0,
-                x1: r[0] + r[2] / 2.0,
-                y1: r[1] + r[3] / 2.0,
-            },
-            BoxEncoding::Xyxy => BBox {
-                x0: r[0],
-                y0: r[1],
-                x1: r[2],
-                y1: r[3],
-            },
-            BoxEncoding::Yxyx => BBox {
-                x0: r[1],
-                y0: r[0],
-                x1: r[3],
-                y1: r[2],
-            },
+            BoxEncoding::Cxcywh => {
+                BBox { x0: r[0] - r[2] / 2.0, y0: r[1] - r[3] / 2.0, x1: r[0] + r[2] / 2.0, y1: r[1] + r[3] / 2.0 }
+            }
+            BoxEncoding::Xyxy => BBox { x0: r[0], y0: r[1], x1: r[2], y1: r[3] },
+            BoxEncoding::Yxyx => BBox { x0: r[1], y0: r[0], x1: r[3], y1: r[2] },
         };
         if self.cfg.normalized {
             let (w, h) = (self.cfg.input_width, self.cfg.input_height);
-            BBox {
-                x0: b.x0 * w,
-                y0: b.y0 * h,
-                x1: b.x1 * w,
-                y1: b.y1 * h,
-            }
+            BBox { x0: b.x0 * w, y0: b.y0 * h, x1: b.x1 * w, y1: b.y1 * h }
         } else {
             b
         }
@@ -295,22 +239,11 @@ impl<const CAND: usize> Decoder<CAND> {
 }
 
 fn argmax(s: &[f32]) -> (usize, f32) {
-    s.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv {
-                (i, v)
-            } else {
-                (bi, bv)
-            }
-        })
+    s.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
 }
 
 fn lowest(c: &[Detection]) -> usize {
-    c.iter()
-        .enumerate()
-        .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
-        .map_or(0, |(i, _)| i)
+    c.iter().enumerate().min_by(|a, b| a.1.score.total_cmp(&b.1.score)).map_or(0, |(i, _)| i)
 }
 
 #[cfg(test)]
@@ -342,29 +275,12 @@ mod tests {
         let mut d: Decoder<16> = Decoder::new(cfg(BoxEncoding::Cxcywh)).unwrap();
         let mut out: heapless::Vec<Detection, 8> = heapless::Vec::new();
         let t = Transform::identity(100.0, 100.0);
-        let stats = d
-            .decode(
-                RawDetections::Yolov5 {
-                    data: &data,
-                    classes: 2,
-                },
-                &t,
-                &mut out,
-            )
-            .unwrap();
+        let stats = d.decode(RawDetections::Yolov5 { data: &data, classes: 2 }, &t, &mut out).unwrap();
         assert_eq!(stats.candidates, 3);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].class, 1);
         assert!((out[0].score - 0.81).abs() < 1e-6);
-        assert_eq!(
-            out[0].bbox.unwrap(),
-            BBox {
-                x0: 40.0,
-                y0: 40.0,
-                x1: 60.0,
-                y1: 60.0
-            }
-        );
+        assert_eq!(out[0].bbox.unwrap(), BBox { x0: 40.0, y0: 40.0, x1: 60.0, y1: 60.0 });
         assert_eq!(out[1].class, 0, "NMS is class-aware");
     }
 
@@ -383,15 +299,7 @@ mod tests {
         let mut d: Decoder<4> = Decoder::new(cfg(BoxEncoding::Cxcywh)).unwrap();
         let mut out: heapless::Vec<Detection, 4> = heapless::Vec::new();
         let t = Transform::identity(100.0, 100.0);
-        d.decode(
-            RawDetections::Yolov8 {
-                data: &data,
-                classes: 2,
-            },
-            &t,
-            &mut out,
-        )
-        .unwrap();
+        d.decode(RawDetections::Yolov8 { data: &data, classes: 2 }, &t, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!((out[0].class, out[0].bbox.unwrap().x0), (0, 65.0));
         assert_eq!((out[1].class, out[1].bbox.unwrap().x1), (1, 12.0));
@@ -415,27 +323,12 @@ mod tests {
             source_width: 200.0,
             source_height: 100.0,
         };
-        d.decode(
-            RawDetections::Ssd {
-                boxes: &boxes,
-                scores: &scores,
-                classes: 3,
-            },
-            &t,
-            &mut out,
-        )
-        .unwrap();
+        d.decode(RawDetections::Ssd { boxes: &boxes, scores: &scores, classes: 3 }, &t, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].class, 1);
         let b = out[0].bbox.unwrap();
-        assert!(
-            (b.x0 - 40.0).abs() < 1e-4 && (b.y0 - 0.0).abs() < 1e-4,
-            "{b:?}"
-        );
-        assert!(
-            (b.x1 - 120.0).abs() < 1e-4 && (b.y1 - 50.0).abs() < 1e-4,
-            "{b:?}"
-        );
+        assert!((b.x0 - 40.0).abs() < 1e-4 && (b.y0 - 0.0).abs() < 1e-4, "{b:?}");
+        assert!((b.x1 - 120.0).abs() < 1e-4 && (b.y1 - 50.0).abs() < 1e-4, "{b:?}");
     }
 
     #[test]
@@ -443,37 +336,13 @@ mod tests {
         let mut data = [0.0f32; 7 * 10];
         for i in 0..10 {
             let row = &mut data[i * 7..i * 7 + 7];
-            row.copy_from_slice(&[
-                i as f32 * 10.0,
-                5.0,
-                2.0,
-                2.0,
-                0.4 + i as f32 * 0.05,
-                1.0,
-                0.0,
-            ]);
+            row.copy_from_slice(&[i as f32 * 10.0, 5.0, 2.0, 2.0, 0.4 + i as f32 * 0.05, 1.0, 0.0]);
         }
         let mut d: Decoder<3> = Decoder::new(cfg(BoxEncoding::Cxcywh)).unwrap();
         let mut out: heapless::Vec<Detection, 2> = heapless::Vec::new();
         let t = Transform::identity(100.0, 100.0);
-        let stats = d
-            .decode(
-                RawDetections::Yolov5 {
-                    data: &data,
-                    classes: 2,
-                },
-                &t,
-                &mut out,
-            )
-            .unwrap();
-        assert_eq!(
-            stats,
-            DecodeStats {
-                candidates: 10,
-                overflowed: 7,
-                truncated: 1
-            }
-        );
+        let stats = d.decode(RawDetections::Yolov5 { data: &data, classes: 2 }, &t, &mut out).unwrap();
+        assert_eq!(stats, DecodeStats { candidates: 10, overflowed: 7, truncated: 1 });
         assert!((out[0].score - 0.85).abs() < 1e-6 && (out[1].score - 0.8).abs() < 1e-6);
     }
 
@@ -482,16 +351,10 @@ mod tests {
         let mut d: Decoder<4> = Decoder::new(cfg(BoxEncoding::Xyxy)).unwrap();
         let mut out: heapless::Vec<Detection, 4> = heapless::Vec::new();
         let t = Transform::identity(1.0, 1.0);
-        let raw = RawDetections::Yolov5 {
-            data: &[0.0; 8],
-            classes: 2,
-        };
+        let raw = RawDetections::Yolov5 { data: &[0.0; 8], classes: 2 };
         assert_eq!(d.decode(raw, &t, &mut out).unwrap_err(), Error::BadShape);
         let mut bad = cfg(BoxEncoding::Xyxy);
         bad.iou_threshold = 1.5;
-        assert_eq!(
-            Decoder::<4>::new(bad).unwrap_err(),
-            Error::InvalidConfig("detect.iou_threshold")
-        );
+        assert_eq!(Decoder::<4>::new(bad).unwrap_err(), Error::InvalidConfig("detect.iou_threshold"));
     }
 }

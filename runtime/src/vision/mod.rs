@@ -5,6 +5,4 @@ pub mod classify;
 pub mod detect;
 pub mod preprocess;
 
-pub use preprocess::{
-    ColorOrder, ImageView, Layout, PixelFormat, PreprocessConfig, ResizeMode, Transform,
-};
+pub use preprocess::{ColorOrder, ImageView, Layout, PixelFormat, PreprocessConfig, ResizeMode, Transform};

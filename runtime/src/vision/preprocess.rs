@@ -81,13 +81,7 @@ pub struct ImageView<'a> {
 
 impl<'a> ImageView<'a> {
     /// Wraps a frame with rows `stride` bytes apart; checks the buffer is large enough.
-    pub fn new(
-        data: &'a [u8],
-        width: usize,
-        height: usize,
-        stride: usize,
-        format: PixelFormat,
-    ) -> Result<Self, Error> {
+    pub fn new(data: &'a [u8], width: usize, height: usize, stride: usize, format: PixelFormat) -> Result<Self, Error> {
         if width == 0 || height == 0 {
             return Err(Error::BadImageGeometry);
         }
@@ -112,27 +106,13 @@ impl<'a> ImageView<'a> {
         }
         let needed = stride * (rows - 1) + row_bytes;
         if data.len() < needed {
-            return Err(Error::LengthMismatch {
-                expected: needed,
-                actual: data.len(),
-            });
+            return Err(Error::LengthMismatch { expected: needed, actual: data.len() });
         }
-        Ok(ImageView {
-            data,
-            width,
-            height,
-            stride,
-            format,
-        })
+        Ok(ImageView { data, width, height, stride, format })
     }
 
     /// Wraps a tightly packed frame (no row padding).
-    pub fn packed(
-        data: &'a [u8],
-        width: usize,
-        height: usize,
-        format: PixelFormat,
-    ) -> Result<Self, Error> {
+    pub fn packed(data: &'a [u8], width: usize, height: usize, format: PixelFormat) -> Result<Self, Error> {
         let stride = match format {
             PixelFormat::Rgb8 | PixelFormat::Bgr8 => width * 3,
             PixelFormat::Gray8 | PixelFormat::Nv12 => width,
@@ -273,26 +253,14 @@ pub struct Transform {
 impl Transform {
     /// The identity for a frame of the given size.
     pub fn identity(width: f32, height: f32) -> Self {
-        Transform {
-            scale_x: 1.0,
-            scale_y: 1.0,
-            pad_x: 0.0,
-            pad_y: 0.0,
-            source_width: width,
-            source_height: height,
-        }
+        Transform { scale_x: 1.0, scale_y: 1.0, pad_x: 0.0, pad_y: 0.0, source_width: width, source_height: height }
     }
 
     /// Maps a box in model-input pixels to source pixels, clamped to the frame.
     pub fn to_source(&self, b: BBox) -> BBox {
         let fx = |x: f32| ((x - self.pad_x) / self.scale_x).clamp(0.0, self.source_width);
         let fy = |y: f32| ((y - self.pad_y) / self.scale_y).clamp(0.0, self.source_height);
-        BBox {
-            x0: fx(b.x0),
-            y0: fy(b.y0),
-            x1: fx(b.x1),
-            y1: fy(b.y1),
-        }
+        BBox { x0: fx(b.x0), y0: fy(b.y0), x1: fx(b.x1), y1: fy(b.y1) }
     }
 }
 
@@ -300,17 +268,10 @@ impl Transform {
 ///
 /// `out` must hold exactly [`PreprocessConfig::len`] elements. Returns the transform that maps
 /// boxes in model coordinates back to the frame.
-pub fn preprocess(
-    image: &ImageView<'_>,
-    cfg: &PreprocessConfig,
-    out: InputBuffer<'_>,
-) -> Result<Transform, Error> {
+pub fn preprocess(image: &ImageView<'_>, cfg: &PreprocessConfig, out: InputBuffer<'_>) -> Result<Transform, Error> {
     cfg.validate()?;
     if out.len() != cfg.len() {
-        return Err(Error::LengthMismatch {
-            expected: cfg.len(),
-            actual: out.len(),
-        });
+        return Err(Error::LengthMismatch { expected: cfg.len(), actual: out.len() });
     }
     let (in_w, in_h) = (image.width as f32, image.height as f32);
     let (out_w, out_h) = (cfg.width, cfg.height);
@@ -321,22 +282,12 @@ pub fn preprocess(
             let s = (out_w as f32 / in_w).min(out_h as f32 / in_h);
             let rw = (libm::roundf(in_w * s) as usize).clamp(1, out_w);
             let rh = (libm::roundf(in_h * s) as usize).clamp(1, out_h);
-            (
-                rw as f32 / in_w,
-                rh as f32 / in_h,
-                (out_w - rw) / 2,
-                (out_h - rh) / 2,
-                rw,
-                rh,
-            )
+            (rw as f32 / in_w, rh as f32 / in_h, (out_w - rw) / 2, (out_h - rh) / 2, rw, rh)
         }
     };
     let channels = cfg.color.channels();
     // Normalization as one multiply-add per value: v * a + b.
-    let mut norm = Norm {
-        a: [0.0; 3],
-        b: [0.0; 3],
-    };
+    let mut norm = Norm { a: [0.0; 3], b: [0.0; 3] };
     for c in 0..channels {
         norm.a[c] = 1.0 / (255.0 * cfg.std[c]);
         norm.b[c] = -cfg.mean[c] / cfg.std[c];
@@ -357,36 +308,12 @@ pub fn preprocess(
     // Dispatch once on pixel format and element type; the per-pixel loop is monomorphized.
     match out {
         InputBuffer::F32(o) => dispatch(image, &mut F32Out(o), &g, cfg, &norm),
-        InputBuffer::I8 {
-            data,
-            scale,
-            zero_point,
-        } => dispatch(
-            image,
-            &mut QuantOut {
-                data,
-                scale,
-                zero_point,
-            },
-            &g,
-            cfg,
-            &norm,
-        ),
-        InputBuffer::U8 {
-            data,
-            scale,
-            zero_point,
-        } => dispatch(
-            image,
-            &mut QuantOut {
-                data,
-                scale,
-                zero_point,
-            },
-            &g,
-            cfg,
-            &norm,
-        ),
+        InputBuffer::I8 { data, scale, zero_point } => {
+            dispatch(image, &mut QuantOut { data, scale, zero_point }, &g, cfg, &norm)
+        }
+        InputBuffer::U8 { data, scale, zero_point } => {
+            dispatch(image, &mut QuantOut { data, scale, zero_point }, &g, cfg, &norm)
+        }
     }
     Ok(Transform {
         scale_x,
@@ -510,13 +437,7 @@ impl Out for QuantOut<'_, u8> {
     }
 }
 
-fn dispatch<O: Out>(
-    image: &ImageView<'_>,
-    out: &mut O,
-    g: &Geometry,
-    cfg: &PreprocessConfig,
-    n: &Norm,
-) {
+fn dispatch<O: Out>(image: &ImageView<'_>, out: &mut O, g: &Geometry, cfg: &PreprocessConfig, n: &Norm) {
     let (d, st) = (image.data, image.stride);
     match image.format {
         PixelFormat::Rgb8 => resample(&Packed3::<false>(d, st), out, g, cfg, n),
@@ -527,13 +448,7 @@ fn dispatch<O: Out>(
     }
 }
 
-fn resample<P: Pixels, O: Out>(
-    px: &P,
-    out: &mut O,
-    g: &Geometry,
-    cfg: &PreprocessConfig,
-    n: &Norm,
-) {
+fn resample<P: Pixels, O: Out>(px: &P, out: &mut O, g: &Geometry, cfg: &PreprocessConfig, n: &Norm) {
     if cfg.color == ColorOrder::Gray {
         let (a, b) = (n.a[0], n.b[0]);
         for_each_tap(g, |p, t| match t {
@@ -611,17 +526,7 @@ fn for_each_tap(g: &Geometry, mut f: impl FnMut(usize, Option<Tap>)) {
             let sx = (((x - g.x_start) as f32 + 0.5) * g.inv_scale_x - 0.5).clamp(0.0, max_x);
             let x0 = sx as usize;
             let x1 = (x0 + 1).min(g.max_x);
-            f(
-                row + x,
-                Some(Tap {
-                    x0,
-                    x1,
-                    y0,
-                    y1,
-                    wx: sx - x0 as f32,
-                    wy,
-                }),
-            );
+            f(row + x, Some(Tap { x0, x1, y0, y1, wx: sx - x0 as f32, wy }));
         }
         for x in g.x_start + g.region_w..g.out_w {
             f(row + x, None);
@@ -651,30 +556,12 @@ mod tests {
         let px: [u8; 12] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
         let img = ImageView::packed(&px, 2, 2, PixelFormat::Rgb8).unwrap();
         let mut out = [0.0f32; 12];
-        preprocess(
-            &img,
-            &cfg(2, 2, ColorOrder::Rgb, Layout::Nhwc),
-            InputBuffer::F32(&mut out),
-        )
-        .unwrap();
+        preprocess(&img, &cfg(2, 2, ColorOrder::Rgb, Layout::Nhwc), InputBuffer::F32(&mut out)).unwrap();
         let expected: [f32; 12] = core::array::from_fn(|i| px[i] as f32);
         assert_eq!(out, expected);
-        preprocess(
-            &img,
-            &cfg(2, 2, ColorOrder::Rgb, Layout::Nchw),
-            InputBuffer::F32(&mut out),
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            [1.0, 4.0, 7.0, 10.0, 2.0, 5.0, 8.0, 11.0, 3.0, 6.0, 9.0, 12.0]
-        );
-        preprocess(
-            &img,
-            &cfg(2, 2, ColorOrder::Bgr, Layout::Nhwc),
-            InputBuffer::F32(&mut out),
-        )
-        .unwrap();
+        preprocess(&img, &cfg(2, 2, ColorOrder::Rgb, Layout::Nchw), InputBuffer::F32(&mut out)).unwrap();
+        assert_eq!(out, [1.0, 4.0, 7.0, 10.0, 2.0, 5.0, 8.0, 11.0, 3.0, 6.0, 9.0, 12.0]);
+        preprocess(&img, &cfg(2, 2, ColorOrder::Bgr, Layout::Nhwc), InputBuffer::F32(&mut out)).unwrap();
         assert_eq!(&out[..3], &[3.0, 2.0, 1.0]);
     }
 
@@ -684,35 +571,18 @@ mod tests {
         let bgr: [u8; 6] = [30, 20, 10, 60, 50, 40];
         let c = cfg(1, 1, ColorOrder::Rgb, Layout::Nchw);
         let (mut a, mut b) = ([0.0f32; 3], [0.0f32; 3]);
-        preprocess(
-            &ImageView::packed(&rgb, 2, 1, PixelFormat::Rgb8).unwrap(),
-            &c,
-            InputBuffer::F32(&mut a),
-        )
-        .unwrap();
-        preprocess(
-            &ImageView::packed(&bgr, 2, 1, PixelFormat::Bgr8).unwrap(),
-            &c,
-            InputBuffer::F32(&mut b),
-        )
-        .unwrap();
+        preprocess(&ImageView::packed(&rgb, 2, 1, PixelFormat::Rgb8).unwrap(), &c, InputBuffer::F32(&mut a)).unwrap();
+        preprocess(&ImageView::packed(&bgr, 2, 1, PixelFormat::Bgr8).unwrap(), &c, InputBuffer::F32(&mut b)).unwrap();
         assert_eq!(a, b);
         assert_eq!(a, [25.0, 35.0, 45.0]);
     }
 
     #[test]
     fn downscale_by_two_averages_two_by_two_blocks() {
-        let px: [u8; 16] = [
-            0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150,
-        ];
+        let px: [u8; 16] = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150];
         let img = ImageView::packed(&px, 4, 4, PixelFormat::Gray8).unwrap();
         let mut out = [0.0f32; 4];
-        preprocess(
-            &img,
-            &cfg(2, 2, ColorOrder::Gray, Layout::Nchw),
-            InputBuffer::F32(&mut out),
-        )
-        .unwrap();
+        preprocess(&img, &cfg(2, 2, ColorOrder::Gray, Layout::Nchw), InputBuffer::F32(&mut out)).unwrap();
         for (o, e) in out.iter().zip([25.0, 45.0, 105.0, 125.0]) {
             assert!((o - e).abs() < 1e-4, "{out:?}");
         }
@@ -739,18 +609,8 @@ mod tests {
         let nv12: [u8; 6] = [81, 81, 81, 81, 90, 240];
         let c = cfg(2, 2, ColorOrder::Rgb, Layout::Nhwc);
         let (mut a, mut b) = ([0.0f32; 12], [0.0f32; 12]);
-        preprocess(
-            &ImageView::packed(&yuyv, 2, 2, PixelFormat::Yuyv).unwrap(),
-            &c,
-            InputBuffer::F32(&mut a),
-        )
-        .unwrap();
-        preprocess(
-            &ImageView::packed(&nv12, 2, 2, PixelFormat::Nv12).unwrap(),
-            &c,
-            InputBuffer::F32(&mut b),
-        )
-        .unwrap();
+        preprocess(&ImageView::packed(&yuyv, 2, 2, PixelFormat::Yuyv).unwrap(), &c, InputBuffer::F32(&mut a)).unwrap();
+        preprocess(&ImageView::packed(&nv12, 2, 2, PixelFormat::Nv12).unwrap(), &c, InputBuffer::F32(&mut b)).unwrap();
         assert_eq!(a, b);
         assert!(a[0] > 250.0 && a[1] < 2.0 && a[2] < 2.0, "{a:?}");
     }
@@ -768,25 +628,9 @@ mod tests {
         assert_eq!(&out[..4], &[114.0; 4]);
         assert_eq!(&out[4..12], &[200.0; 8]);
         assert_eq!(&out[12..], &[114.0; 4]);
-        assert_eq!(
-            (t.pad_x, t.pad_y, t.scale_x, t.scale_y),
-            (0.0, 1.0, 1.0, 1.0)
-        );
-        let b = t.to_source(BBox {
-            x0: 1.0,
-            y0: 1.0,
-            x1: 3.0,
-            y1: 5.0,
-        });
-        assert_eq!(
-            b,
-            BBox {
-                x0: 1.0,
-                y0: 0.0,
-                x1: 3.0,
-                y1: 2.0
-            }
-        );
+        assert_eq!((t.pad_x, t.pad_y, t.scale_x, t.scale_y), (0.0, 1.0, 1.0, 1.0));
+        let b = t.to_source(BBox { x0: 1.0, y0: 1.0, x1: 3.0, y1: 5.0 });
+        assert_eq!(b, BBox { x0: 1.0, y0: 0.0, x1: 3.0, y1: 2.0 });
     }
 
     #[test]
@@ -796,16 +640,7 @@ mod tests {
         let mut c = cfg(2, 1, ColorOrder::Gray, Layout::Nchw);
         c.std = [1.0; 3];
         let mut q = [0i8; 2];
-        preprocess(
-            &img,
-            &c,
-            InputBuffer::I8 {
-                data: &mut q,
-                scale: 1.0 / 255.0,
-                zero_point: -128,
-            },
-        )
-        .unwrap();
+        preprocess(&img, &c, InputBuffer::I8 { data: &mut q, scale: 1.0 / 255.0, zero_point: -128 }).unwrap();
         assert_eq!(q, [-128, 127]);
     }
 
@@ -814,29 +649,13 @@ mod tests {
         let px = [0u8; 5];
         assert_eq!(
             ImageView::packed(&px, 2, 1, PixelFormat::Rgb8).unwrap_err(),
-            Error::LengthMismatch {
-                expected: 6,
-                actual: 5
-            }
+            Error::LengthMismatch { expected: 6, actual: 5 }
         );
-        assert_eq!(
-            ImageView::packed(&px, 3, 1, PixelFormat::Yuyv).unwrap_err(),
-            Error::BadImageGeometry
-        );
+        assert_eq!(ImageView::packed(&px, 3, 1, PixelFormat::Yuyv).unwrap_err(), Error::BadImageGeometry);
         let img = ImageView::packed(&px, 5, 1, PixelFormat::Gray8).unwrap();
         let mut out = [0.0f32; 3];
-        let err = preprocess(
-            &img,
-            &cfg(2, 2, ColorOrder::Gray, Layout::Nchw),
-            InputBuffer::F32(&mut out),
-        );
-        assert_eq!(
-            err.unwrap_err(),
-            Error::LengthMismatch {
-                expected: 4,
-                actual: 3
-            }
-        );
+        let err = preprocess(&img, &cfg(2, 2, ColorOrder::Gray, Layout::Nchw), InputBuffer::F32(&mut out));
+        assert_eq!(err.unwrap_err(), Error::LengthMismatch { expected: 4, actual: 3 });
         let mut c = cfg(1, 1, ColorOrder::Gray, Layout::Nchw);
         c.std = [0.0; 3];
         let err = preprocess(&img, &c, InputBuffer::F32(&mut out[..1]));

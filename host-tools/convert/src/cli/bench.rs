@@ -57,21 +57,15 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     lepton_runtime::engine::set_threads(args.threads);
     let proto = onnx::read(&args.model)?;
     let (specs, _) = onnx::io_specs(&proto);
-    let files: Vec<(String, PathBuf)> = inputs::split_named(&args.inputs, &specs, "input")?
-        .into_iter()
-        .map(|(n, f)| (n, PathBuf::from(f)))
-        .collect();
+    let files: Vec<(String, PathBuf)> =
+        inputs::split_named(&args.inputs, &specs, "input")?.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect();
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
     for (n, d) in inputs::split_named(&args.shapes, &specs, "shape")? {
         shapes.insert(n, inputs::parse_dims(&d)?);
     }
     if let Ok(Some(m)) = lepton_runtime::model::read_manifest(&proto, &args.model) {
         if let (Some(shape), Some(first)) = (m.image_input_shape(), specs.first()) {
-            let name = m
-                .input
-                .as_ref()
-                .and_then(|i| i.name.clone())
-                .unwrap_or_else(|| first.name.clone());
+            let name = m.input.as_ref().and_then(|i| i.name.clone()).unwrap_or_else(|| first.name.clone());
             shapes.entry(name).or_insert_with(|| shape.to_vec());
         }
     }
@@ -84,32 +78,21 @@ pub fn run(args: BenchArgs) -> Result<u8> {
             tensors.push((spec.name.clone(), t));
             continue;
         }
-        let shape = declared
-            .iter()
-            .find(|(n, _)| n == &spec.name)
-            .and_then(|(_, s)| s.clone())
-            .with_context(|| {
-                format!(
-                    "input `{}` has dynamic shape {}; give --shape {}=DIMS or --input {}=FILE.npy",
-                    spec.name,
-                    spec.shape_text(),
-                    spec.name,
-                    spec.name
-                )
-            })?;
+        let shape = declared.iter().find(|(n, _)| n == &spec.name).and_then(|(_, s)| s.clone()).with_context(|| {
+            format!(
+                "input `{}` has dynamic shape {}; give --shape {}=DIMS or --input {}=FILE.npy",
+                spec.name,
+                spec.shape_text(),
+                spec.name,
+                spec.name
+            )
+        })?;
         let dt = inputs::datum_type(&spec.elem_type).unwrap_or(DatumType::F32);
-        tensors.push((
-            spec.name.clone(),
-            inputs::random_tensor(dt, &shape, i as u64 + 1)?,
-        ));
+        tensors.push((spec.name.clone(), inputs::random_tensor(dt, &shape, i as u64 + 1)?));
     }
     let facts: Vec<InputFact> = tensors
         .iter()
-        .map(|(n, t)| InputFact {
-            name: n.clone(),
-            shape: t.shape().to_vec(),
-            dtype: Some(t.datum_type()),
-        })
+        .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
         .collect();
     let t0 = Instant::now();
     let mut engine = TractEngine::from_proto(&proto, &args.model, &facts)?;

@@ -36,11 +36,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<u8> {
     let samples = dataset(&args.dataset)?;
     let mut model = Classifier::load(&args.model)?;
-    let mut reference = args
-        .reference
-        .as_deref()
-        .map(Classifier::load)
-        .transpose()?;
+    let mut reference = args.reference.as_deref().map(Classifier::load).transpose()?;
     let bar = indicatif::ProgressBar::new(samples.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} samples {eta}")
@@ -57,19 +53,11 @@ pub fn run(args: EvalArgs) -> Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
     } else {
-        println!(
-            "{}: accuracy {:.2} % ({}/{})",
-            args.model.display(),
-            m.accuracy * 100.0,
-            m.correct,
-            m.samples
-        );
+        println!("{}: accuracy {:.2} % ({}/{})", args.model.display(), m.accuracy * 100.0, m.correct, m.samples);
         if let Some(a) = m.agreement {
             println!(
                 "top-1 agreement with {}: {:.2} %",
-                args.reference
-                    .as_ref()
-                    .map_or(String::new(), |r| r.display().to_string()),
+                args.reference.as_ref().map_or(String::new(), |r| r.display().to_string()),
                 a * 100.0
             );
         }

@@ -36,11 +36,7 @@ fn print(r: &Report) {
         "{} ({} bytes, {}, opset {})",
         r.file,
         r.file_bytes,
-        if r.producer.is_empty() {
-            "unknown producer"
-        } else {
-            &r.producer
-        },
+        if r.producer.is_empty() { "unknown producer" } else { &r.producer },
         r.opset
     );
     println!("inputs:");
@@ -51,38 +47,17 @@ fn print(r: &Report) {
     for t in &r.outputs {
         println!("  {:<24} {:<8} {}", t.name, t.elem_type, t.shape);
     }
-    println!(
-        "parameters: {} ({}B)",
-        human(r.parameters),
-        human(r.parameter_bytes)
-    );
+    println!("parameters: {} ({}B)", human(r.parameters), human(r.parameter_bytes));
     match r.macs {
         Some(m) => {
             let shapes: Vec<String> = r
                 .macs_shapes
                 .iter()
-                .map(|(n, s)| {
-                    format!(
-                        "{n}={}",
-                        s.iter()
-                            .map(|d| d.to_string())
-                            .collect::<Vec<_>>()
-                            .join("x")
-                    )
-                })
+                .map(|(n, s)| format!("{n}={}", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")))
                 .collect();
-            println!(
-                "MACs: {} per inference (for {})",
-                human(m),
-                shapes.join(", ")
-            );
+            println!("MACs: {} per inference (for {})", human(m), shapes.join(", "));
         }
-        None => println!(
-            "MACs: unknown{}",
-            r.macs_note
-                .as_ref()
-                .map_or(String::new(), |n| format!(" ({n})"))
-        ),
+        None => println!("MACs: unknown{}", r.macs_note.as_ref().map_or(String::new(), |n| format!(" ({n})"))),
     }
     println!(
         "quantization: {} ({} quantized nodes) — {}",

@@ -40,19 +40,14 @@ pub fn run(args: OptimizeArgs) -> Result<u8> {
     let (specs, _) = onnx::io_specs(&model);
     let mut plan = Plan::default();
     for (name, value) in inputs::split_named(&args.fix, &specs, "fix")? {
-        let spec = specs
-            .iter()
-            .find(|s| s.name == name)
-            .context("checked by split_named")?;
-        let t = parse_value(&value, &spec.elem_type, spec.dims.as_deref())
-            .with_context(|| format!("--fix {name}"))?;
+        let spec = specs.iter().find(|s| s.name == name).context("checked by split_named")?;
+        let t = parse_value(&value, &spec.elem_type, spec.dims.as_deref()).with_context(|| format!("--fix {name}"))?;
         plan.fix.push((name, t));
     }
     for (name, dims) in inputs::split_named(&args.shapes, &specs, "shape")? {
         plan.shapes.push((name, inputs::parse_dims(&dims)?));
     }
-    let summary = optimize(&mut model, &plan)
-        .with_context(|| format!("optimizing {}", args.model.display()))?;
+    let summary = optimize(&mut model, &plan).with_context(|| format!("optimizing {}", args.model.display()))?;
     onnx::write(&model, &args.output)?;
     eprintln!(
         "{} → {}: {} nodes → {} ({} folded, {} If inlined, {} shapes resolved, {} unused removed)",
@@ -70,20 +65,14 @@ pub fn run(args: OptimizeArgs) -> Result<u8> {
     let facts: Vec<InputFact> = lepton_convert::graph::input_shapes(&model, &Default::default())
         .into_iter()
         .filter_map(|(name, shape)| {
-            let dtype = specs
-                .iter()
-                .find(|s| s.name == name)
-                .and_then(|s| inputs::datum_type(&s.elem_type));
+            let dtype = specs.iter().find(|s| s.name == name).and_then(|s| inputs::datum_type(&s.elem_type));
             shape.map(|shape| InputFact { name, shape, dtype })
         })
         .collect();
     match TractEngine::from_proto(&model, &args.output, &facts) {
         Ok(_) => eprintln!("{} loads in the engine", args.output.display()),
         Err(e) => {
-            eprintln!(
-                "warning: {} still does not load: {e}",
-                args.output.display()
-            );
+            eprintln!("warning: {} still does not load: {e}", args.output.display());
             eprintln!("  hint: fix more inputs (--fix) or shapes (--shape) so control flow and shapes become constant");
             return Ok(2);
         }

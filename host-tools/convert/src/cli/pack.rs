@@ -31,8 +31,7 @@ pub fn run(args: PackArgs) -> Result<()> {
     let mut proto = onnx::read(&args.model)?;
     let (inputs, outputs) = onnx::io_specs(&proto);
     manifest.validate_against(&inputs, &outputs, &args.manifest)?;
-    let text = std::fs::read_to_string(&args.manifest)
-        .with_context(|| format!("{}", args.manifest.display()))?;
+    let text = std::fs::read_to_string(&args.manifest).with_context(|| format!("{}", args.manifest.display()))?;
     onnx::set_manifest_text(&mut proto, &text);
     onnx::write(&proto, &args.output)?;
     // Prove the result loads with its manifest, as a device would load it.

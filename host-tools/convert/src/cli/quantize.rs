@@ -48,9 +48,7 @@ fn print(r: &Report) {
         r.method,
         if r.per_channel { "channel" } else { "tensor" }
     );
-    println!(
-        "layer                                     op            precision   SQNR dB   loss dB"
-    );
+    println!("layer                                     op            precision   SQNR dB   loss dB");
     for l in &r.layers {
         println!(
             "  {:<40} {:<13} {:<9} {:>8.1} {:>9.1}",
@@ -61,23 +59,14 @@ fn print(r: &Report) {
             l.loss_db
         );
     }
-    println!(
-        "{} activations and {} weight tensors quantized",
-        r.quantized_activations, r.quantized_weights
-    );
+    println!("{} activations and {} weight tensors quantized", r.quantized_activations, r.quantized_weights);
     if r.float_layers.is_empty() {
         println!("all layers int8");
     } else {
-        println!(
-            "kept in float (mixed precision): {}",
-            r.float_layers.join(", ")
-        );
+        println!("kept in float (mixed precision): {}", r.float_layers.join(", "));
     }
     if let Some(a) = r.agreement {
-        println!(
-            "top-1 agreement with float on the calibration set: {:.2} %",
-            a * 100.0
-        );
+        println!("top-1 agreement with float on the calibration set: {:.2} %", a * 100.0);
     }
     println!("output SQNR: {:.1} dB", r.output_sqnr_db);
 }
@@ -86,14 +75,7 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
-        let tail: String = s
-            .chars()
-            .rev()
-            .take(n - 1)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let tail: String = s.chars().rev().take(n - 1).collect::<Vec<_>>().into_iter().rev().collect();
         format!("…{tail}")
     }
 }
@@ -103,23 +85,16 @@ pub fn run(args: QuantizeArgs) -> Result<u8> {
     let model = onnx::read(&args.model)?;
     let manifest = lepton_runtime::model::read_manifest(&model, &args.model)?;
     let samples = lepton_convert::samples::load(&args.calibration, &model, manifest.as_ref())?;
-    let settings = Settings {
-        method: args.method,
-        per_channel: !args.per_tensor,
-        ..Default::default()
-    };
+    let settings = Settings { method: args.method, per_channel: !args.per_tensor, ..Default::default() };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let (q, report) = quantize(&model, &samples, &settings, |msg| {
-        spinner.set_message(msg.to_string())
-    })
-    .with_context(|| format!("quantizing {}", args.model.display()))?;
+    let (q, report) = quantize(&model, &samples, &settings, |msg| spinner.set_message(msg.to_string()))
+        .with_context(|| format!("quantizing {}", args.model.display()))?;
     spinner.finish_and_clear();
     onnx::write(&q, &args.output)?;
     print(&report);
     if let Some(p) = &args.report {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("{}", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("{}", p.display()))?;
         println!("report written to {}", p.display());
     }
     println!("wrote {}", args.output.display());

@@ -44,14 +44,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     let proto = onnx::read(&args.model)?;
     let (specs, _) = onnx::io_specs(&proto);
     let named = inputs::split_named(&args.inputs, &specs, "input")?;
-    let files: Vec<(String, PathBuf)> = named
-        .into_iter()
-        .map(|(n, f)| (n, PathBuf::from(f)))
-        .collect();
-    let kinds = files
-        .iter()
-        .map(|(_, f)| inputs::kind(f))
-        .collect::<Result<Vec<_>>>()?;
+    let files: Vec<(String, PathBuf)> = named.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect();
+    let kinds = files.iter().map(|(_, f)| inputs::kind(f)).collect::<Result<Vec<_>>>()?;
     if kinds.iter().all(|k| *k == InputKind::Tensor) {
         return run_tensors(&args, &proto, &files);
     }
@@ -93,25 +87,14 @@ fn summary(t: &Tensor) -> String {
     )
 }
 
-fn run_tensors(
-    args: &RunArgs,
-    proto: &onnx::ModelProto,
-    files: &[(String, PathBuf)],
-) -> Result<u8> {
+fn run_tensors(args: &RunArgs, proto: &onnx::ModelProto, files: &[(String, PathBuf)]) -> Result<u8> {
     let tensors = inputs::read_tensors(proto, files)?;
     let facts: Vec<InputFact> = tensors
         .iter()
-        .map(|(n, t)| InputFact {
-            name: n.clone(),
-            shape: t.shape().to_vec(),
-            dtype: Some(t.datum_type()),
-        })
+        .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
         .collect();
     let mut engine = TractEngine::from_proto(proto, &args.model, &facts)?;
-    let names: Vec<String> = lepton_runtime::engine::Engine::outputs(&engine)
-        .iter()
-        .map(|o| o.name.clone())
-        .collect();
+    let names: Vec<String> = lepton_runtime::engine::Engine::outputs(&engine).iter().map(|o| o.name.clone()).collect();
     let outputs = engine.run_tensors(tensors.into_iter().map(|(_, t)| t).collect())?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
@@ -128,32 +111,22 @@ fn run_tensors(
         };
         if args.json {
             let values = if t.len() <= 64 {
-                t.cast_to::<f32>().ok().and_then(|f| {
-                    f.to_plain_array_view::<f32>()
-                        .ok()
-                        .map(|v| v.iter().copied().collect::<Vec<_>>())
-                })
+                t.cast_to::<f32>()
+                    .ok()
+                    .and_then(|f| f.to_plain_array_view::<f32>().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
             } else {
                 None
             };
             report.push(json!({"name": name, "shape": t.shape(), "dtype": format!("{:?}", t.datum_type()), "file": file, "values": values}));
         } else {
-            println!(
-                "{name}  {:?} {:?}  {}",
-                t.shape(),
-                t.datum_type(),
-                summary(t)
-            );
+            println!("{name}  {:?} {:?}  {}", t.shape(), t.datum_type(), summary(t));
             if let Some(f) = file {
                 println!("  written to {}", f.display());
             }
         }
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "model": args.model, "outputs": report }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({ "model": args.model, "outputs": report }))?);
     }
     Ok(0)
 }
@@ -161,7 +134,10 @@ fn run_tensors(
 fn run_image(args: &RunArgs, file: &Path) -> Result<u8> {
     let model = Model::load(&args.model)?;
     if model.manifest().is_none() {
-        bail!("{}: a picture input needs the model's manifest; pack one (lepton-convert pack) or give a .npy tensor", args.model.display());
+        bail!(
+            "{}: a picture input needs the model's manifest; pack one (lepton-convert pack) or give a .npy tensor",
+            args.model.display()
+        );
     }
     let image = Image::open(file)?;
     let p = model.predict(std::slice::from_ref(&image))?.remove(0);
@@ -178,11 +154,7 @@ fn run_image(args: &RunArgs, file: &Path) -> Result<u8> {
             )?
         );
     } else {
-        println!(
-            "{}: {p}  ({:.3} ms)",
-            image.name,
-            p.latency.as_secs_f64() * 1e3
-        );
+        println!("{}: {p}  ({:.3} ms)", image.name, p.latency.as_secs_f64() * 1e3);
     }
     Ok(0)
 }
@@ -197,12 +169,7 @@ struct Collect {
 impl Sink for Collect {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
         let start = *self.started_ms.get_or_insert(r.meta.timestamp_ms);
-        let label = |c: u16| {
-            self.labels
-                .get(c as usize)
-                .cloned()
-                .unwrap_or_else(|| c.to_string())
-        };
+        let label = |c: u16| self.labels.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
         for d in r.detections {
             self.lines.push(json!({"t_ms": r.meta.timestamp_ms - start, "kind": "keyword", "label": label(d.class), "score": d.score}));
         }
@@ -216,18 +183,11 @@ impl Sink for Collect {
 fn run_wav(args: &RunArgs, file: &Path) -> Result<u8> {
     let model = Model::load(&args.model)?;
     let Some(manifest) = model.manifest().cloned() else {
-        bail!(
-            "{}: a WAV input needs the model's manifest (task keyword or vad); pack one",
-            args.model.display()
-        );
+        bail!("{}: a WAV input needs the model's manifest (task keyword or vad); pack one", args.model.display());
     };
     let engine = model.into_engine()?;
     let source = WavSource::open(file)?;
-    let sink = Collect {
-        started_ms: None,
-        lines: vec![],
-        labels: manifest.labels.clone(),
-    };
+    let sink = Collect { started_ms: None, lines: vec![], labels: manifest.labels.clone() };
     let mut p = AudioPipeline::new(source, engine, sink, &manifest, &args.model)?;
     let stats = p.run()?.clone();
     let lines = &p.sink().lines;

@@ -18,7 +18,13 @@ pub fn validate(a: &TensorDesc<'_>, b: &TensorDesc<'_>, o: &TensorDesc<'_>) -> R
 }
 
 /// The reference kernel.
-pub fn reference(mul: bool, op: &Binary, a: (&TensorDesc<'_>, &[u8]), b: (&TensorDesc<'_>, &[u8]), out: (&TensorDesc<'_>, &mut [u8])) {
+pub fn reference(
+    mul: bool,
+    op: &Binary,
+    a: (&TensorDesc<'_>, &[u8]),
+    b: (&TensorDesc<'_>, &[u8]),
+    out: (&TensorDesc<'_>, &mut [u8]),
+) {
     let (ta, xa) = a;
     let (tb, xb) = b;
     let (to, y) = out;

@@ -25,8 +25,10 @@ pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<
     if cin % g != 0 || cout as u32 % g != 0 {
         return Err("channels not divisible by groups");
     }
-    let oh = out_size(h, c.kernel[0], c.stride[0], c.dilation[0], c.pad[0], c.pad[2]).ok_or("kernel larger than input")?;
-    let ow = out_size(w, c.kernel[1], c.stride[1], c.dilation[1], c.pad[1], c.pad[3]).ok_or("kernel larger than input")?;
+    let oh =
+        out_size(h, c.kernel[0], c.stride[0], c.dilation[0], c.pad[0], c.pad[2]).ok_or("kernel larger than input")?;
+    let ow =
+        out_size(w, c.kernel[1], c.stride[1], c.dilation[1], c.pad[1], c.pad[3]).ok_or("kernel larger than input")?;
     if o.shape != [n, oh, ow, cout as u32] {
         return Err("output shape does not follow from input, kernel, stride and padding");
     }
@@ -62,7 +64,8 @@ pub fn reference(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_
                             continue;
                         }
                         for kx in 0..kw {
-                            let ix = (ox * c.stride[1] as usize + kx * c.dilation[1] as usize) as isize - c.pad[1] as isize;
+                            let ix =
+                                (ox * c.stride[1] as usize + kx * c.dilation[1] as usize) as isize - c.pad[1] as isize;
                             if ix < 0 || ix >= w as isize {
                                 continue;
                             }

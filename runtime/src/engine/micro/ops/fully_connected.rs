@@ -7,7 +7,11 @@ use crate::quant::saturate;
 pub fn validate(f: &FullyConnected<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
     let n = i.shape[0] as usize;
     let (cin, cout) = (i.len() / n.max(1), o.len() / n.max(1));
-    if o.shape[0] as usize != n || f.weights.len() != cin * cout || f.bias.len() != 4 * cout || f.requant.len() != 5 * cout {
+    if o.shape[0] as usize != n
+        || f.weights.len() != cin * cout
+        || f.bias.len() != 4 * cout
+        || f.requant.len() != 5 * cout
+    {
         return Err("weights, bias or requantization sizes do not match the tensors");
     }
     Ok(())

@@ -112,7 +112,11 @@ pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
 
 /// Splits the arena into read-only input views and the mutable output view (disjoint by the plan,
 /// checked by [`validate`]).
-pub fn io<'a, const N: usize>(arena: &'a mut [u8], inputs: [Range<usize>; N], output: Range<usize>) -> ([&'a [u8]; N], &'a mut [u8]) {
+pub fn io<'a, const N: usize>(
+    arena: &'a mut [u8],
+    inputs: [Range<usize>; N],
+    output: Range<usize>,
+) -> ([&'a [u8]; N], &'a mut [u8]) {
     let (before, rest) = arena.split_at_mut(output.start);
     let (out, after) = rest.split_at_mut(output.end - output.start);
     let (before, after): (&'a [u8], &'a [u8]) = (before, after);

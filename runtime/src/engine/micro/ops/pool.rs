@@ -40,7 +40,11 @@ pub fn reference(max: bool, p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &Tensor
                     let v = if max {
                         p.requant.apply(best)
                     } else {
-                        let div = if p.count_include_pad { (p.kernel[0] as i64) * (p.kernel[1] as i64) } else { count.max(1) };
+                        let div = if p.count_include_pad {
+                            (p.kernel[0] as i64) * (p.kernel[1] as i64)
+                        } else {
+                            count.max(1)
+                        };
                         let scaled = sum * p.requant.multiplier as i64;
                         // Rounded division (half away from zero), then the shift.
                         let q = (scaled + scaled.signum() * div / 2) / div;
