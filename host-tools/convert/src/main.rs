@@ -29,6 +29,7 @@ enum Command {
     Optimize(cli::optimize::OptimizeArgs),
     Quantize(cli::quantize::QuantizeArgs),
     Eval(cli::eval::EvalArgs),
+    Compile(cli::compile::CompileArgs),
     Pack(cli::pack::PackArgs),
 }
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Command::Optimize(args) => cli::optimize::run(args),
         Command::Quantize(args) => cli::quantize::run(args),
         Command::Eval(args) => cli::eval::run(args),
+        Command::Compile(args) => cli::compile::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
     };
     match result {

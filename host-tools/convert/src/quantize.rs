@@ -155,7 +155,8 @@ pub fn quantize(
     if samples.is_empty() {
         bail!("no calibration samples");
     }
-    let prepared = prepare(float)?;
+    let shapes: Vec<(String, Vec<usize>)> = samples[0].iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    let prepared = prepare(float, &shapes)?;
     let graph = prepared.graph.as_ref().context("no graph")?;
     let consts: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     // Every float tensor computed by the graph (and the graph inputs) is a candidate activation.
@@ -248,7 +249,7 @@ pub fn quantize(
 }
 
 /// Constants as initializers, opset ≥ 13, BatchNormalization folded into Conv, value_info dropped.
-pub fn prepare(model: &ModelProto) -> Result<ModelProto> {
+pub fn prepare(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Result<ModelProto> {
     let mut m = model.clone();
     let g = m.graph.as_mut().context("no graph")?;
     g.value_info.clear();
@@ -274,7 +275,12 @@ pub fn prepare(model: &ModelProto) -> Result<ModelProto> {
             m.ir_version = 7;
         }
     }
+    // Constant subgraphs (reshaped biases, shape arithmetic) become initializers.
+    crate::optimize::optimize(&mut m, &crate::optimize::Plan::default())?;
     fold_batchnorm(m.graph.as_mut().context("no graph")?)?;
+    fold_bias_add(m.graph.as_mut().context("no graph")?)?;
+    let shapes = lepton_runtime::onnx::tensor_shapes(&m, input_shapes).unwrap_or_default();
+    fold_matmul_add(m.graph.as_mut().context("no graph")?, &shapes)?;
     remove_identities(m.graph.as_mut().context("no graph")?);
     Ok(m)
 }
@@ -340,6 +346,112 @@ fn remove_identities(g: &mut GraphProto) {
         }
         g.node.remove(i);
     }
+}
+
+/// Folds `Add(Conv(x), per-channel constant)` into the convolution's bias (exporters such as
+/// Paddle2ONNX emit biases that way).
+fn fold_bias_add(g: &mut GraphProto) -> Result<()> {
+    let mut i = 0;
+    while i < g.node.len() {
+        let add = &g.node[i];
+        if add.op_type != "Add" || add.input.len() != 2 {
+            i += 1;
+            continue;
+        }
+        let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let (conv_out, constant) = match (inits.get(add.input[0].as_str()), inits.get(add.input[1].as_str())) {
+            (None, Some(c)) => (add.input[0].clone(), (*c).clone()),
+            (Some(c), None) => (add.input[1].clone(), (*c).clone()),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let readers = g.node.iter().filter(|n| n.input.contains(&conv_out)).count()
+            + usize::from(g.output.iter().any(|o| o.name == conv_out));
+        let Some(ci) = g.node.iter().position(|n| n.op_type == "Conv" && n.output.first() == Some(&conv_out)) else {
+            i += 1;
+            continue;
+        };
+        let w = inits.get(g.node[ci].input[1].as_str()).map(|t| t.dims.clone()).unwrap_or_default();
+        let cout = w.first().copied().unwrap_or(0) as usize;
+        // The constant must hold one value per output channel, broadcast over N, H, W.
+        let dims: Vec<i64> = constant.dims.clone();
+        let per_channel = graph::volume(&constant) as usize == cout
+            && cout > 0
+            && (dims.len() == 1
+                || dims.iter().rev().skip_while(|&&d| d == 1).count() == dims.len().saturating_sub(2).max(1)
+                || dims == [1, cout as i64, 1, 1]
+                || dims == [cout as i64, 1, 1]);
+        if readers != 1 || !per_channel {
+            i += 1;
+            continue;
+        }
+        let add_bias = f32s_of(&graph::load(&constant)?)?;
+        let old = match g.node[ci].input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => {
+                f32s_of(&graph::load(inits.get(b.as_str()).with_context(|| format!("bias `{b}` is not constant"))?)?)?
+            }
+            None => vec![0.0; cout],
+        };
+        let bias: Vec<f32> = old.iter().zip(&add_bias).map(|(a, b)| a + b).collect();
+        let conv_name = if g.node[ci].name.is_empty() { format!("conv{ci}") } else { g.node[ci].name.clone() };
+        let bias_name = format!("{conv_name}.bias_added");
+        g.initializer
+            .push(graph::to_proto(&bias_name, &tract_ndarray::Array1::from_vec(bias).into_dyn().into_tensor())?);
+        let out = g.node[i].output[0].clone();
+        let conv = &mut g.node[ci];
+        conv.input.truncate(2);
+        conv.input.push(bias_name);
+        conv.output[0] = out;
+        g.node.remove(i);
+    }
+    Ok(())
+}
+
+/// `Add(MatMul(x, W), b)` with a 2-D `x`, constant `W` and a constant `b` → `Gemm(x, W, b)`.
+fn fold_matmul_add(g: &mut GraphProto, shapes: &HashMap<String, Vec<usize>>) -> Result<()> {
+    let mut i = 0;
+    while i < g.node.len() {
+        let add = &g.node[i];
+        let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let found = (add.op_type == "Add" && add.input.len() == 2)
+            .then(|| {
+                let (m, b) = if inits.contains(add.input[1].as_str()) {
+                    (&add.input[0], &add.input[1])
+                } else {
+                    (&add.input[1], &add.input[0])
+                };
+                let mi = g.node.iter().position(|n| n.op_type == "MatMul" && n.output.first() == Some(m))?;
+                let mm = &g.node[mi];
+                let two_d = shapes.get(&mm.input[0]).is_some_and(|s| s.len() == 2);
+                let readers = g.node.iter().filter(|n| n.input.contains(m)).count();
+                (inits.contains(b.as_str()) && inits.contains(mm.input[1].as_str()) && two_d && readers == 1)
+                    .then(|| (mi, b.clone()))
+            })
+            .flatten();
+        let Some((mi, bias)) = found else {
+            i += 1;
+            continue;
+        };
+        let out = g.node[i].output[0].clone();
+        let mm = &mut g.node[mi];
+        mm.op_type = "Gemm".into();
+        mm.input.push(bias);
+        mm.output[0] = out;
+        g.node.remove(i);
+    }
+    Ok(())
+}
+
+fn f32s_of(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.cast_to::<f32>()
+        .map_err(|e| anyhow!("{e:#}"))?
+        .to_plain_array_view::<f32>()
+        .map_err(|e| anyhow!("{e:#}"))?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// Folds `BatchNormalization` (inference form) into the `Conv` feeding it, when the Conv's output
@@ -434,8 +546,12 @@ pub fn capture(model: &ModelProto, tensors: &[String], samples: &[Inputs]) -> Re
     let g = m.graph.as_mut().context("no graph")?;
     let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
     let consts: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
-    let produced: HashSet<&str> =
-        g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)).chain(g.input.iter().map(|i| i.name.as_str())).collect();
+    let produced: HashSet<&str> = g
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .chain(g.input.iter().map(|i| i.name.as_str()))
+        .collect();
     let exposed: Vec<String> =
         tensors.iter().filter(|t| !consts.contains(*t) && produced.contains(t.as_str())).cloned().collect();
     for t in &exposed {

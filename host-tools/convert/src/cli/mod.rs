@@ -1,6 +1,7 @@
 //! One module per verb: clap arguments, then calls into the library, then output.
 
 pub mod bench;
+pub mod compile;
 pub mod eval;
 pub mod inspect;
 pub mod optimize;

@@ -41,6 +41,9 @@ pub struct RunArgs {
 
 /// Runs `run`.
 pub fn run(args: RunArgs) -> Result<u8> {
+    if args.model.extension().is_some_and(|e| e == "lpm") {
+        return run_micro(&args);
+    }
     let proto = onnx::read(&args.model)?;
     let (specs, _) = onnx::io_specs(&proto);
     let named = inputs::split_named(&args.inputs, &specs, "input")?;
@@ -214,6 +217,92 @@ fn run_wav(args: &RunArgs, file: &Path) -> Result<u8> {
             stats.samples as f64 / manifest.audio.as_ref().map_or(16000, |a| a.sample_rate) as f64,
             lines.len()
         );
+    }
+    Ok(0)
+}
+
+/// A `.lpm` model: inputs are `.npy` tensors, float (quantized here with the input's scale) or
+/// int8 (used as they are); outputs are written as stored (int8) and summarized dequantized.
+fn run_micro(args: &RunArgs) -> Result<u8> {
+    use lepton_runtime::engine::micro::host::MicroEngine;
+    use lepton_runtime::engine::Engine;
+    let bytes = std::fs::read(&args.model).with_context(|| format!("{}", args.model.display()))?;
+    let mut engine = MicroEngine::from_bytes(bytes, &args.model)?;
+    let specs: Vec<onnx::TensorSpec> = engine
+        .inputs()
+        .iter()
+        .map(|i| onnx::TensorSpec {
+            name: i.name.clone(),
+            elem_type: "UNDEFINED".into(),
+            dims: Some(i.shape.iter().map(|&d| onnx::Dim::Fixed(d)).collect()),
+        })
+        .collect();
+    let named = inputs::split_named(&args.inputs, &specs, "input")?;
+    for (i, spec) in specs.iter().enumerate() {
+        let (_, file) = named
+            .iter()
+            .find(|(n, _)| n == &spec.name)
+            .with_context(|| format!("input `{}` is not given", spec.name))?;
+        let t = npy::read(Path::new(file))?;
+        inputs::check(spec, &t, Path::new(file))?;
+        let mut view = engine.input_mut(i)?;
+        if t.datum_type() == DatumType::I8 {
+            let v: Vec<i8> = t.to_plain_array_view::<i8>()?.iter().copied().collect();
+            match view.data_mut() {
+                lepton_runtime::tensor::TensorDataMut::I8(d) => d.copy_from_slice(&v),
+                _ => bail!("micro model inputs are int8"),
+            }
+        } else {
+            let f = t.cast_to::<f32>()?;
+            let v: Vec<f32> = f.to_plain_array_view::<f32>()?.iter().copied().collect();
+            view.quantize_from(&v).map_err(|e| anyhow::anyhow!("{}: {e}", file))?;
+        }
+    }
+    let t0 = std::time::Instant::now();
+    engine.run()?;
+    let elapsed = t0.elapsed();
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    let mut report = vec![];
+    for (i, info) in engine.outputs().to_vec().iter().enumerate() {
+        let out = engine.output(i)?;
+        let mut real = vec![0f32; out.len()];
+        out.dequantize_into(&mut real).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stored: Vec<i8> = match out.data() {
+            lepton_runtime::tensor::TensorData::I8(d) => d.to_vec(),
+            _ => vec![],
+        };
+        let t = tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), real.clone())?.into_tensor();
+        let file = match &args.output_dir {
+            Some(dir) => {
+                let p = dir.join(npy::file_name(&info.name));
+                npy::write(
+                    &p,
+                    &tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), stored.clone())?.into_tensor(),
+                )?;
+                Some(p)
+            }
+            None => None,
+        };
+        if args.json {
+            report.push(json!({"name": info.name, "shape": info.shape, "stored": if stored.len() <= 64 { Some(&stored) } else { None }, "values": if real.len() <= 64 { Some(&real) } else { None }, "file": file}));
+        } else {
+            println!("{}  {:?} int8 (scale {:?})  {}", info.name, info.shape, info.quant, summary(&t));
+            if let Some(f) = file {
+                println!("  written to {} (int8 as stored)", f.display());
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"model": args.model, "engine": "micro", "latency_ms": elapsed.as_secs_f64() * 1e3, "outputs": report})
+            )?
+        );
+    } else {
+        println!("(micro engine, {:.3} ms)", elapsed.as_secs_f64() * 1e3);
     }
     Ok(0)
 }

@@ -12,7 +12,11 @@
 //! ```
 
 pub mod format;
+#[cfg(feature = "std")]
+pub mod host;
 pub mod kernels;
+#[cfg(feature = "std")]
+pub mod lower;
 pub mod ops;
 
 use self::format::{Header, Op, TensorDesc, MAGIC, NONE, VERSION};

@@ -1,0 +1,73 @@
+//! `lepton-convert compile`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lepton_runtime::engine::micro::lower::lower;
+use lepton_runtime::onnx;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// Lower an int8 (QDQ) model to a Lepton micro model (.lpm) for the integer engine.
+///
+/// The micro engine runs on microcontrollers (no heap, a static arena whose exact size is known
+/// now) and on Linux boards, bit for bit the same. Every QuantizeLinear of the model becomes an
+/// int8 tensor and the float ops feeding it one integer op: convolutions (regular, grouped,
+/// depthwise), fully connected layers, add, multiply, pooling, reshapes, concatenation, softmax,
+/// and tables for chains of elementwise functions (ReLU, hard-swish, sigmoid...). An op with no
+/// integer form is an error naming the node; quantize the model first with `lepton-convert quantize`.
+///
+/// Example: lepton-convert compile model.int8.onnx -o model.lpm --report
+#[derive(Args, Debug)]
+pub struct CompileArgs {
+    /// The quantized ONNX model (from `lepton-convert quantize`).
+    model: PathBuf,
+    /// Where to write the micro model.
+    #[arg(short, long, value_name = "OUT.lpm")]
+    output: PathBuf,
+    /// Input shapes for dynamic inputs: NAME=DIMS (the manifest's input size is used otherwise).
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// List every op with its source node.
+    #[arg(long)]
+    report: bool,
+}
+
+/// Runs `compile`.
+pub fn run(args: CompileArgs) -> Result<u8> {
+    let model = onnx::read(&args.model)?;
+    let (specs, _) = onnx::io_specs(&model);
+    let mut given: HashMap<String, Vec<usize>> = HashMap::new();
+    for (n, d) in lepton_convert::inputs::split_named(&args.shapes, &specs, "shape")? {
+        given.insert(n, lepton_convert::inputs::parse_dims(&d)?);
+    }
+    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(&model, &args.model) {
+        if let (Some(shape), Some(first)) = (m.image_input_shape(), specs.first()) {
+            given
+                .entry(m.input.as_ref().and_then(|i| i.name.clone()).unwrap_or_else(|| first.name.clone()))
+                .or_insert(shape.to_vec());
+        }
+    }
+    let shapes: Vec<(String, Vec<usize>)> = onnx::input_shapes(&model, &given)
+        .into_iter()
+        .map(|(n, s)| {
+            s.map(|s| (n.clone(), s)).with_context(|| format!("input `{n}` has a dynamic shape; give --shape {n}=DIMS"))
+        })
+        .collect::<Result<_>>()?;
+    let compiled = lower(&model, &shapes).with_context(|| format!("compiling {}", args.model.display()))?;
+    std::fs::write(&args.output, &compiled.bytes).with_context(|| format!("{}", args.output.display()))?;
+    let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
+    for (kind, _) in &compiled.ops {
+        *histogram.entry(kind.as_str()).or_default() += 1;
+    }
+    if args.report {
+        for (i, (kind, node)) in compiled.ops.iter().enumerate() {
+            println!("  {i:>4} {kind:<15} {node}");
+        }
+    }
+    let ops: Vec<String> = histogram.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+    println!("{} ops: {}", compiled.ops.len(), ops.join(" "));
+    println!("flash: {} bytes ({} of weights, biases and tables)", compiled.bytes.len(), compiled.weight_bytes);
+    println!("arena: {} bytes (exact), {} tensors", compiled.arena_bytes, compiled.tensors);
+    println!("wrote {}", args.output.display());
+    Ok(0)
+}

@@ -1,0 +1,186 @@
+//! The micro engine on a host (Linux board, workstation): owns the model bytes and the arena and
+//! implements [`Engine`], so pipelines run int8 models with it like any other engine.
+
+use super::format::{Layout, TensorDesc};
+use super::lower::{lower, Compiled};
+use super::Interpreter;
+use crate::engine::{Engine, StagingBuffer, TensorInfo};
+use crate::error::{LeptonError, Result};
+use crate::tensor::{DType, Quantization, TensorData, TensorDataMut, TensorView, TensorViewMut};
+use std::path::{Path, PathBuf};
+
+/// Most tensors a host-side micro model may have.
+pub const MAX_TENSORS: usize = 4096;
+
+self_cell::self_cell!(
+    struct Loaded {
+        owner: Vec<u8>,
+        #[covariant]
+        dependent: Interp,
+    }
+);
+
+type Interp<'a> = Interpreter<'a, MAX_TENSORS>;
+
+/// A micro model with its arena.
+pub struct MicroEngine {
+    path: PathBuf,
+    model: Loaded,
+    arena: Vec<u8>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+}
+
+impl std::fmt::Debug for MicroEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MicroEngine").field("path", &self.path).field("arena", &self.arena.len()).finish()
+    }
+}
+
+/// Shape in ONNX order of a tensor stored NHWC.
+pub fn onnx_shape(t: &TensorDesc<'_>) -> Vec<usize> {
+    let s = t.shape.map(|d| d as usize);
+    match t.rank {
+        0 => vec![],
+        1 => vec![s[3]],
+        2 => vec![s[0], s[3]],
+        3 => vec![s[0], s[3], s[2]],
+        _ => vec![s[0], s[3], s[1], s[2]],
+    }
+}
+
+fn info(t: &TensorDesc<'_>) -> TensorInfo {
+    TensorInfo {
+        name: t.name.to_string(),
+        shape: onnx_shape(t),
+        dtype: Some(DType::I8),
+        quant: Some((t.scale, t.zero_point)),
+    }
+}
+
+fn micro_err(path: &Path, e: super::MicroError) -> LeptonError {
+    LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+impl MicroEngine {
+    /// Loads `.lpm` bytes; `path` names them in errors.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
+        let model = Loaded::try_new(bytes, |b| Interpreter::new(b)).map_err(|e| micro_err(path, e))?;
+        let interp = model.borrow_dependent();
+        let collect = |ids: &[u16]| ids.iter().map(|&i| &interp.tensors()[i as usize]).collect::<Vec<_>>();
+        let inputs = collect(&interp.header().inputs).into_iter().map(info).collect();
+        let outputs = collect(&interp.header().outputs).into_iter().map(info).collect();
+        for t in interp.tensors() {
+            debug_assert!(t.layout == Layout::Plain || t.layout == Layout::Nchw);
+        }
+        let arena = vec![0u8; interp.arena_bytes()];
+        Ok(MicroEngine { path: path.to_path_buf(), model, arena, inputs, outputs })
+    }
+
+    /// Compiles a quantized (QDQ) ONNX model with the given input shapes.
+    pub fn from_onnx(
+        model: &crate::onnx::ModelProto,
+        path: &Path,
+        input_shapes: &[(String, Vec<usize>)],
+    ) -> Result<(Self, Compiled)> {
+        let compiled = lower(model, input_shapes)
+            .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
+        Ok((Self::from_bytes(compiled.bytes.clone(), path)?, compiled))
+    }
+
+    /// The interpreter (header, tensors, ops).
+    pub fn interpreter(&self) -> &Interpreter<'_, MAX_TENSORS> {
+        self.model.borrow_dependent()
+    }
+
+    /// Arena size in bytes.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.len()
+    }
+}
+
+/// A spare input buffer of a [`MicroEngine`] (copied into the arena on swap).
+#[derive(Debug)]
+pub struct MicroBuffer {
+    data: Vec<i8>,
+    info: TensorInfo,
+}
+
+impl StagingBuffer for MicroBuffer {
+    fn view_mut(&mut self) -> Result<TensorViewMut<'_>> {
+        let quant = self
+            .info
+            .quant
+            .map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+        TensorViewMut::new(&self.info.shape, TensorDataMut::I8(&mut self.data), quant)
+            .map_err(|e| LeptonError::core("micro buffer", e))
+    }
+}
+
+impl Engine for MicroEngine {
+    type Buffer = MicroBuffer;
+
+    fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>> {
+        let info = self
+            .inputs
+            .get(index)
+            .ok_or_else(|| LeptonError::Tensor { tensor: format!("#{index}"), reason: "no such input".into() })?;
+        let interp = self.model.borrow_dependent();
+        let range = interp.input(index).map_err(|e| micro_err(&self.path, e))?.range();
+        let data: &mut [i8] = bytemuck::cast_slice_mut(&mut self.arena[range]);
+        let quant =
+            info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+        TensorViewMut::new(&info.shape, TensorDataMut::I8(data), quant)
+            .map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let interp = self.model.borrow_dependent();
+        interp.run(&mut self.arena).map_err(|e| micro_err(&self.path, e))
+    }
+
+    fn output(&self, index: usize) -> Result<TensorView<'_>> {
+        let info = self
+            .outputs
+            .get(index)
+            .ok_or_else(|| LeptonError::Tensor { tensor: format!("#{index}"), reason: "no such output".into() })?;
+        let interp = self.model.borrow_dependent();
+        let bytes = interp.output(&self.arena, index).map_err(|e| micro_err(&self.path, e))?;
+        let data: &[i8] = bytemuck::cast_slice(bytes);
+        let quant =
+            info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+        TensorView::new(&info.shape, TensorData::I8(data), quant)
+            .map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))
+    }
+
+    fn new_buffer(&self, index: usize) -> Result<MicroBuffer> {
+        let info = self
+            .inputs
+            .get(index)
+            .cloned()
+            .ok_or_else(|| LeptonError::Tensor { tensor: format!("#{index}"), reason: "no such input".into() })?;
+        Ok(MicroBuffer { data: vec![0; info.shape.iter().product()], info })
+    }
+
+    fn swap_input(&mut self, index: usize, buffer: &mut MicroBuffer) -> Result<()> {
+        let mut view = self.input_mut(index)?;
+        match view.data_mut() {
+            TensorDataMut::I8(d) if d.len() == buffer.data.len() => d.copy_from_slice(&buffer.data),
+            _ => {
+                return Err(LeptonError::Tensor {
+                    tensor: buffer.info.name.clone(),
+                    reason: "buffer made for another input".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+}

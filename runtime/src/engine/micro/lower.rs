@@ -1,0 +1,990 @@
+//! Lowering a quantized (QDQ) ONNX model to a micro model: every `QuantizeLinear` marks an int8
+//! tensor, and the float subgraph that computes its input — a convolution, a matrix product, an
+//! add or multiply, a pooling, a reshape, or a chain of elementwise functions of one int8 tensor
+//! (which becomes a 256-entry table) — becomes one integer op. Activations are NHWC in the arena;
+//! its layout is planned from tensor lifetimes.
+
+use super::format::{self, Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION};
+use crate::onnx::pb::{self, GraphProto, ModelProto, NodeProto};
+use crate::quant::Requant;
+use std::collections::{HashMap, HashSet};
+use tract_onnx::prelude::*;
+
+/// Why a model cannot be lowered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LowerError {
+    /// A node has no integer equivalent (yet), or is not quantized.
+    #[error("node `{node}` ({op}): {reason}")]
+    Unsupported {
+        /// Node name.
+        node: String,
+        /// Operator.
+        op: String,
+        /// Why.
+        reason: String,
+    },
+    /// The model as a whole does not fit (no graph, shapes unknown, a float output).
+    #[error("{0}")]
+    Model(String),
+}
+
+/// A compiled micro model and what it contains.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The `.lpm` bytes.
+    pub bytes: Vec<u8>,
+    /// Ops in order: (kind, source node).
+    pub ops: Vec<(String, String)>,
+    /// Arena bytes at run time.
+    pub arena_bytes: usize,
+    /// Bytes of weights, biases and tables.
+    pub weight_bytes: usize,
+    /// Tensors in the table.
+    pub tensors: usize,
+}
+
+struct T {
+    name: String,
+    shape: [u32; 4],
+    rank: u8,
+    layout: Layout,
+    scale: f32,
+    zero_point: i32,
+}
+
+impl T {
+    fn len(&self) -> usize {
+        self.shape.iter().map(|&d| d as usize).product()
+    }
+}
+
+/// Owned form of [`Op`], borrowed at encoding time.
+enum Spec {
+    Conv { c: ConvParams, weights: Vec<u8>, bias: Vec<u8>, requant: Vec<u8> },
+    Fc { input: u16, output: u16, weights: Vec<u8>, bias: Vec<u8>, requant: Vec<u8> },
+    Add(Binary),
+    Mul(Binary),
+    Lut { input: u16, output: u16, table: Vec<u8> },
+    MaxPool(Pool),
+    AvgPool(Pool),
+    Gap { input: u16, output: u16, requant: Requant },
+    Copy { input: u16, output: u16 },
+    Transpose { input: u16, output: u16, to_nhwc: bool },
+    Concat { inputs: Vec<u8>, output: u16 },
+    Softmax { input: u16, output: u16, table: Vec<u8> },
+}
+
+#[derive(Clone, Copy)]
+struct ConvParams {
+    input: u16,
+    output: u16,
+    kernel: [u16; 2],
+    stride: [u16; 2],
+    dilation: [u16; 2],
+    pad: [u16; 4],
+    groups: u16,
+}
+
+impl Spec {
+    fn op(&self) -> Op<'_> {
+        match self {
+            Spec::Conv { c, weights, bias, requant } => Op::Conv(Conv {
+                input: c.input,
+                output: c.output,
+                kernel: c.kernel,
+                stride: c.stride,
+                dilation: c.dilation,
+                pad: c.pad,
+                groups: c.groups,
+                weights,
+                bias,
+                requant,
+                clamp: [-128, 127],
+            }),
+            Spec::Fc { input, output, weights, bias, requant } => Op::FullyConnected(FullyConnected {
+                input: *input,
+                output: *output,
+                weights,
+                bias,
+                requant,
+                clamp: [-128, 127],
+            }),
+            Spec::Add(b) => Op::Add(*b),
+            Spec::Mul(b) => Op::Mul(*b),
+            Spec::Lut { input, output, table } => Op::Lut { input: *input, output: *output, table },
+            Spec::MaxPool(p) => Op::MaxPool(*p),
+            Spec::AvgPool(p) => Op::AvgPool(*p),
+            Spec::Gap { input, output, requant } => {
+                Op::GlobalAvgPool { input: *input, output: *output, requant: *requant }
+            }
+            Spec::Copy { input, output } => Op::Copy { input: *input, output: *output },
+            Spec::Transpose { input, output, to_nhwc } => {
+                Op::Transpose { input: *input, output: *output, to_nhwc: *to_nhwc }
+            }
+            Spec::Concat { inputs, output } => Op::Concat { inputs, output: *output },
+            Spec::Softmax { input, output, table } => Op::Softmax { input: *input, output: *output, table },
+        }
+    }
+
+    fn reads(&self) -> Vec<u16> {
+        match self {
+            Spec::Conv { c, .. } => vec![c.input],
+            Spec::Fc { input, .. }
+            | Spec::Lut { input, .. }
+            | Spec::Gap { input, .. }
+            | Spec::Copy { input, .. }
+            | Spec::Transpose { input, .. }
+            | Spec::Softmax { input, .. } => vec![*input],
+            Spec::Add(b) | Spec::Mul(b) => vec![b.a, b.b],
+            Spec::MaxPool(p) | Spec::AvgPool(p) => vec![p.input],
+            Spec::Concat { inputs, .. } => inputs.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
+        }
+    }
+
+    fn writes(&self) -> u16 {
+        match self {
+            Spec::Conv { c, .. } => c.output,
+            Spec::Fc { output, .. }
+            | Spec::Lut { output, .. }
+            | Spec::Gap { output, .. }
+            | Spec::Copy { output, .. }
+            | Spec::Transpose { output, .. }
+            | Spec::Concat { output, .. }
+            | Spec::Softmax { output, .. } => *output,
+            Spec::Add(b) | Spec::Mul(b) => b.output,
+            Spec::MaxPool(p) | Spec::AvgPool(p) => p.output,
+        }
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            Spec::Conv { weights, bias, requant, .. } | Spec::Fc { weights, bias, requant, .. } => {
+                weights.len() + bias.len() + requant.len()
+            }
+            Spec::Lut { table, .. } | Spec::Softmax { table, .. } => table.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// Elementwise ops a table can stand for, when all their non-constant inputs derive from one tensor.
+const ELEMENTWISE: &[&str] = &[
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Clip",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Pow",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Sqrt",
+    "Erf",
+    "Elu",
+    "Softplus",
+    "Identity",
+];
+
+struct Ctx<'a> {
+    model: &'a ModelProto,
+    g: &'a GraphProto,
+    inits: HashMap<&'a str, &'a pb::TensorProto>,
+    producer: HashMap<&'a str, usize>,
+    shapes: HashMap<String, Vec<usize>>,
+    tensors: Vec<T>,
+    /// Micro tensor holding the int8 value of a `QuantizeLinear` output.
+    by_q: HashMap<String, u16>,
+    specs: Vec<(Spec, String)>,
+    inputs: Vec<u16>,
+}
+
+fn unsupported(n: &NodeProto, reason: impl Into<String>) -> LowerError {
+    LowerError::Unsupported { node: n.name.clone(), op: n.op_type.clone(), reason: reason.into() }
+}
+
+fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n pb::AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+
+fn ints(n: &NodeProto, name: &str) -> Vec<i64> {
+    attr(n, name).map_or(vec![], |a| a.ints.clone())
+}
+
+fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+
+fn f32s(t: &Tensor) -> Result<Vec<f32>, LowerError> {
+    let f = t.cast_to::<f32>().map_err(|e| LowerError::Model(format!("{e:#}")))?;
+    Ok(f.to_plain_array_view::<f32>().map_err(|e| LowerError::Model(format!("{e:#}")))?.iter().copied().collect())
+}
+
+fn i64s(t: &Tensor) -> Result<Vec<i64>, LowerError> {
+    let f = t.cast_to::<i64>().map_err(|e| LowerError::Model(format!("{e:#}")))?;
+    Ok(f.to_plain_array_view::<i64>().map_err(|e| LowerError::Model(format!("{e:#}")))?.iter().copied().collect())
+}
+
+/// NCHW-order ONNX dims → the micro engine's NHWC dims, padded to rank 4.
+fn nhwc(dims: &[usize]) -> Result<[u32; 4], LowerError> {
+    let d = |i: usize| dims[i] as u32;
+    Ok(match dims.len() {
+        0 => [1, 1, 1, 1],
+        1 => [1, 1, 1, d(0)],
+        2 => [d(0), 1, 1, d(1)],
+        3 => [d(0), 1, d(2), d(1)],
+        4 => [d(0), d(2), d(3), d(1)],
+        r => return Err(LowerError::Model(format!("rank {r} tensors are not supported"))),
+    })
+}
+
+fn requant(real: f64, n: &NodeProto) -> Result<Requant, LowerError> {
+    Requant::from_real(real).map_err(|_| unsupported(n, format!("requantization multiplier {real} out of range")))
+}
+
+fn requant_table(values: impl IntoIterator<Item = f64>, n: &NodeProto) -> Result<Vec<u8>, LowerError> {
+    let mut out = vec![];
+    for r in values {
+        let q = requant(r, n)?;
+        out.extend_from_slice(&q.multiplier.to_le_bytes());
+        out.push(q.shift);
+    }
+    Ok(out)
+}
+
+impl<'a> Ctx<'a> {
+    fn init(&self, name: &str) -> Option<Result<Tensor, LowerError>> {
+        self.inits.get(name).map(|t| {
+            let onnx = tract_onnx::onnx();
+            tract_onnx::tensor::load_tensor(&*onnx.provider, t, None)
+                .map_err(|e| LowerError::Model(format!("tensor `{name}`: {e:#}")))
+        })
+    }
+
+    fn node(&self, tensor: &str) -> Option<&'a NodeProto> {
+        self.producer.get(tensor).map(|&i| &self.g.node[i])
+    }
+
+    /// Scale and zero point of a QuantizeLinear/DequantizeLinear node (per-tensor).
+    fn qparams(&self, n: &NodeProto) -> Result<(f32, i32), LowerError> {
+        let scale =
+            n.input.get(1).and_then(|s| self.init(s)).ok_or_else(|| unsupported(n, "scale is not a constant"))??;
+        let scale = f32s(&scale)?;
+        if scale.len() != 1 {
+            return Err(unsupported(n, "per-channel activation quantization"));
+        }
+        let zp = match n.input.get(2).filter(|z| !z.is_empty()).and_then(|z| self.init(z)) {
+            Some(z) => {
+                let z = z?;
+                if z.datum_type().unquantized() != DatumType::I8 {
+                    return Err(unsupported(n, format!("activations must be int8, not {:?}", z.datum_type())));
+                }
+                i64s(&z)?[0] as i32
+            }
+            None => return Err(unsupported(n, "activations must be int8 (no zero point given means uint8)")),
+        };
+        Ok((scale[0], zp))
+    }
+
+    /// The micro tensor a float tensor dequantizes, if it is `DequantizeLinear(int8 activation)`.
+    fn dq(&self, tensor: &str) -> Option<u16> {
+        let n = self.node(tensor)?;
+        (n.op_type == "DequantizeLinear").then(|| self.by_q.get(&n.input[0]).copied()).flatten()
+    }
+
+    fn add_tensor(&mut self, t: T) -> u16 {
+        self.tensors.push(t);
+        (self.tensors.len() - 1) as u16
+    }
+
+    fn shape(&self, tensor: &str) -> Result<Vec<usize>, LowerError> {
+        self.shapes.get(tensor).cloned().ok_or_else(|| LowerError::Model(format!("shape of `{tensor}` unknown")))
+    }
+
+    /// A constant weight behind DequantizeLinear: int8 values, per-channel scales along `axis`.
+    fn weight(&self, tensor: &str, n: &NodeProto) -> Result<(Tensor, Vec<f32>, usize), LowerError> {
+        let dq = self
+            .node(tensor)
+            .filter(|d| d.op_type == "DequantizeLinear")
+            .ok_or_else(|| unsupported(n, "weights are not quantized"))?;
+        let w = self.init(&dq.input[0]).ok_or_else(|| unsupported(n, "weights are not constant"))??;
+        if w.datum_type().unquantized() != DatumType::I8 {
+            return Err(unsupported(n, "weights must be int8"));
+        }
+        let scales = f32s(&self.init(&dq.input[1]).ok_or_else(|| unsupported(n, "weight scale not constant"))??)?;
+        if let Some(z) = dq.input.get(2).filter(|z| !z.is_empty()).and_then(|z| self.init(z)) {
+            if i64s(&z?)?.iter().any(|&v| v != 0) {
+                return Err(unsupported(n, "weights must be symmetric (zero point 0)"));
+            }
+        }
+        Ok((w, scales, int(dq, "axis", 1) as usize))
+    }
+
+    /// A bias (quantized or float) as int32 at `x_scale × w_scale[c]`.
+    fn bias(
+        &self,
+        tensor: Option<&String>,
+        x_scale: f32,
+        w_scales: &[f32],
+        cout: usize,
+        n: &NodeProto,
+    ) -> Result<Vec<u8>, LowerError> {
+        let real: Vec<f32> = match tensor.filter(|b| !b.is_empty()) {
+            None => vec![0.0; cout],
+            Some(b) => match self.node(b).filter(|d| d.op_type == "DequantizeLinear") {
+                Some(dq) => {
+                    let q = i64s(&self.init(&dq.input[0]).ok_or_else(|| unsupported(n, "bias not constant"))??)?;
+                    let s = f32s(&self.init(&dq.input[1]).ok_or_else(|| unsupported(n, "bias scale not constant"))??)?;
+                    q.iter().enumerate().map(|(c, &v)| v as f32 * s[if s.len() == 1 { 0 } else { c }]).collect()
+                }
+                None => f32s(&self.init(b).ok_or_else(|| unsupported(n, "bias not constant"))??)?,
+            },
+        };
+        if real.len() != cout {
+            return Err(unsupported(n, "bias length differs from output channels"));
+        }
+        let mut out = vec![];
+        for (c, r) in real.iter().enumerate() {
+            let s = x_scale as f64 * w_scales[if w_scales.len() == 1 { 0 } else { c }] as f64;
+            let v = (*r as f64 / s).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32;
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    fn lower_conv(&mut self, n: &NodeProto, out: u16) -> Result<Spec, LowerError> {
+        let x = self.dq(&n.input[0]).ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+        let (w, ws, axis) = self.weight(&n.input[1], n)?;
+        if ws.len() != 1 && axis != 0 {
+            return Err(unsupported(n, "per-channel weights must be along the output channels"));
+        }
+        let shape = w.shape().to_vec();
+        if shape.len() != 4 {
+            return Err(unsupported(n, "only 2-D convolutions"));
+        }
+        let (cout, cin_g, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+        let wq = w.to_plain_array_view::<i8>().map_err(|e| LowerError::Model(format!("{e:#}")))?;
+        // [Cout][Cin/g][Kh][Kw] → [Cout][Kh][Kw][Cin/g]
+        let mut weights = vec![0u8; cout * kh * kw * cin_g];
+        for co in 0..cout {
+            for ci in 0..cin_g {
+                for y in 0..kh {
+                    for x_ in 0..kw {
+                        weights[((co * kh + y) * kw + x_) * cin_g + ci] = wq[[co, ci, y, x_]] as u8;
+                    }
+                }
+            }
+        }
+        let (tx, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+        let bias = self.bias(n.input.get(2), tx.scale, &ws, cout, n)?;
+        let sx = tx.scale as f64;
+        let sy = to.scale as f64;
+        let requant = requant_table((0..cout).map(|c| sx * ws[if ws.len() == 1 { 0 } else { c }] as f64 / sy), n)?;
+        let strides = ints(n, "strides");
+        let dil = ints(n, "dilations");
+        let mut pads = ints(n, "pads");
+        let groups = int(n, "group", 1);
+        let auto_pad = attr(n, "auto_pad").map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_default();
+        let (ih, iw) = (tx.shape[1] as i64, tx.shape[2] as i64);
+        let s = [strides.first().copied().unwrap_or(1), strides.get(1).copied().unwrap_or(1)];
+        let d = [dil.first().copied().unwrap_or(1), dil.get(1).copied().unwrap_or(1)];
+        if auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER" {
+            let mut p = vec![0i64; 4];
+            for (axis, (size, k)) in [(ih, kh as i64), (iw, kw as i64)].into_iter().enumerate() {
+                let out = (size + s[axis] - 1) / s[axis];
+                let total = ((out - 1) * s[axis] + (k - 1) * d[axis] + 1 - size).max(0);
+                let (a, b) = if auto_pad == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
+                p[axis] = a;
+                p[axis + 2] = b;
+            }
+            pads = p;
+        } else if auto_pad == "VALID" || pads.is_empty() {
+            pads = vec![0; 4];
+        }
+        let u = |v: i64| v.clamp(0, u16::MAX as i64) as u16;
+        let c = ConvParams {
+            input: x,
+            output: out,
+            kernel: [kh as u16, kw as u16],
+            stride: [u(s[0]), u(s[1])],
+            dilation: [u(d[0]), u(d[1])],
+            pad: [u(pads[0]), u(pads[1]), u(pads[2]), u(pads[3])],
+            groups: u(groups),
+        };
+        Ok(Spec::Conv { c, weights, bias, requant })
+    }
+
+    fn lower_fc(&mut self, n: &NodeProto, out: u16) -> Result<Spec, LowerError> {
+        let x = self.dq(&n.input[0]).ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+        let (w, ws, axis) = self.weight(&n.input[1], n)?;
+        let shape = w.shape().to_vec();
+        if shape.len() != 2 {
+            return Err(unsupported(n, "weights must be a matrix"));
+        }
+        let trans_b = n.op_type == "Gemm" && int(n, "transB", 0) != 0;
+        if n.op_type == "Gemm"
+            && (int(n, "transA", 0) != 0
+                || attr(n, "alpha").is_some_and(|a| a.f != 1.0)
+                || attr(n, "beta").is_some_and(|a| a.f != 1.0))
+        {
+            return Err(unsupported(n, "Gemm with transA, alpha or beta"));
+        }
+        let (cout, cin) = if trans_b { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
+        let out_axis = if trans_b { 0 } else { 1 };
+        if ws.len() != 1 && axis != out_axis {
+            return Err(unsupported(n, "per-channel weights must be along the outputs"));
+        }
+        let wq = w.to_plain_array_view::<i8>().map_err(|e| LowerError::Model(format!("{e:#}")))?;
+        let mut weights = vec![0u8; cout * cin];
+        for co in 0..cout {
+            for ci in 0..cin {
+                weights[co * cin + ci] = if trans_b { wq[[co, ci]] } else { wq[[ci, co]] } as u8;
+            }
+        }
+        let (tx, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+        if tx.len() / tx.shape[0] as usize != cin {
+            return Err(unsupported(n, "input length differs from the weights' input size"));
+        }
+        let bias = self.bias(n.input.get(2), tx.scale, &ws, cout, n)?;
+        let (sx, sy) = (tx.scale as f64, to.scale as f64);
+        let requant = requant_table((0..cout).map(|c| sx * ws[if ws.len() == 1 { 0 } else { c }] as f64 / sy), n)?;
+        Ok(Spec::Fc { input: x, output: out, weights, bias, requant })
+    }
+
+    fn lower_binary(&mut self, n: &NodeProto, a: u16, b: u16, out: u16) -> Result<Spec, LowerError> {
+        let (mut a, mut b) = (a, b);
+        let (ta, tb) = (&self.tensors[a as usize], &self.tensors[b as usize]);
+        let to_shape = self.tensors[out as usize].shape;
+        let sub = n.op_type == "Sub";
+        if ta.shape != to_shape {
+            if tb.shape == to_shape && !sub {
+                std::mem::swap(&mut a, &mut b);
+            } else {
+                return Err(unsupported(n, "the first operand must have the output's shape"));
+            }
+        }
+        let (ta, tb, to) = (&self.tensors[a as usize], &self.tensors[b as usize], &self.tensors[out as usize]);
+        if ta.shape.iter().zip(tb.shape).any(|(&x, y)| y != x && y != 1) {
+            return Err(unsupported(n, "broadcast beyond dimensions of 1"));
+        }
+        let (sa, sb, sy) = (ta.scale as f64, tb.scale as f64, to.scale as f64);
+        if n.op_type == "Mul" {
+            let ma = requant(sa * sb / sy, n)?;
+            return Ok(Spec::Mul(Binary { a, b, output: out, ma, mb: ma, clamp: [-128, 127] }));
+        }
+        let (ra, rb) = (sa / sy, sb / sy);
+        let big = requant(ra.max(rb), n)?;
+        let scaled = |r: f64| (r * (1u64 << big.shift) as f64).round() as i64;
+        let (ma_m, mb_m) = (scaled(ra), scaled(rb) * if sub { -1 } else { 1 });
+        let ma = Requant { multiplier: ma_m as i32, shift: big.shift };
+        let mb = Requant { multiplier: mb_m as i32, shift: big.shift };
+        Ok(Spec::Add(Binary { a, b, output: out, ma, mb, clamp: [-128, 127] }))
+    }
+
+    /// A table for the elementwise chain computing `tensor` from one int8 activation.
+    fn lower_chain(&mut self, tensor: &str, out: u16, q: &NodeProto) -> Result<Spec, LowerError> {
+        let mut nodes: Vec<usize> = vec![];
+        let mut root: Option<(String, u16)> = None;
+        let mut stack = vec![tensor.to_string()];
+        let mut seen = HashSet::new();
+        while let Some(t) = stack.pop() {
+            if !seen.insert(t.clone()) || self.inits.contains_key(t.as_str()) {
+                continue;
+            }
+            if let Some(id) = self.dq(&t) {
+                match &root {
+                    Some((r, _)) if *r != t => {
+                        return Err(unsupported(
+                            q,
+                            format!("`{tensor}` depends on several int8 tensors through float ops"),
+                        ))
+                    }
+                    _ => root = Some((t.clone(), id)),
+                }
+                continue;
+            }
+            let Some(&ix) = self.producer.get(t.as_str()) else {
+                return Err(unsupported(q, format!("`{t}` is a float input")));
+            };
+            let n = &self.g.node[ix];
+            if !ELEMENTWISE.contains(&n.op_type.as_str()) {
+                return Err(unsupported(n, "no integer equivalent for this operator on float data"));
+            }
+            nodes.push(ix);
+            stack.extend(n.input.iter().filter(|i| !i.is_empty()).cloned());
+        }
+        let (root_name, input) = root.ok_or_else(|| unsupported(q, format!("`{tensor}` is constant")))?;
+        nodes.sort_unstable();
+        nodes.dedup();
+        let ti = &self.tensors[input as usize];
+        let to = &self.tensors[out as usize];
+        let xs: Vec<f32> = (-128i32..=127).map(|v| (v - ti.zero_point) as f32 * ti.scale).collect();
+        let ys = if nodes.is_empty() { xs } else { self.evaluate_chain(&nodes, &root_name, tensor, &xs, q)? };
+        let table = ys
+            .iter()
+            .map(|&y| ((y / to.scale).round_ties_even() + to.zero_point as f32).clamp(-128.0, 127.0) as i8 as u8)
+            .collect();
+        Ok(Spec::Lut { input, output: out, table })
+    }
+
+    /// Runs the chain's float nodes on the 256 dequantized input values, with tract.
+    fn evaluate_chain(
+        &self,
+        nodes: &[usize],
+        root: &str,
+        output: &str,
+        xs: &[f32],
+        q: &NodeProto,
+    ) -> Result<Vec<f32>, LowerError> {
+        let mut consts = vec![];
+        let mut node_protos = vec![];
+        for &ix in nodes {
+            let mut n = self.g.node[ix].clone();
+            for i in n.input.iter_mut() {
+                if i == root {
+                    *i = "lut_input".into();
+                } else if let Some(t) = self.inits.get(i.as_str()) {
+                    consts.push((*t).clone());
+                }
+            }
+            node_protos.push(n);
+        }
+        let input = pb::ValueInfoProto {
+            name: "lut_input".into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: vec![pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(256)),
+                            ..Default::default()
+                        }],
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mini = ModelProto {
+            ir_version: self.model.ir_version,
+            opset_import: self.model.opset_import.clone(),
+            graph: Some(GraphProto {
+                node: node_protos,
+                initializer: consts,
+                input: vec![input],
+                output: vec![pb::ValueInfoProto { name: output.to_string(), ..Default::default() }],
+                name: "lut".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let fail = |e: TractError| {
+            unsupported(
+                q,
+                format!("evaluating the elementwise chain: {e:#} (per-channel constants cannot become a table)"),
+            )
+        };
+        let model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .with_ignore_output_types(true)
+            .model_for_proto_model(&mini)
+            .map_err(fail)?;
+        let plan = model.into_optimized().map_err(fail)?.into_runnable().map_err(fail)?;
+        let x = tract_ndarray::Array1::from_vec(xs.to_vec()).into_dyn().into_tensor();
+        let out = plan.run(tvec!(x.into_tvalue())).map_err(fail)?;
+        let y = f32s(&out[0].clone().into_tensor())?;
+        if y.len() != 256 {
+            return Err(unsupported(q, "the elementwise chain changes the shape"));
+        }
+        Ok(y)
+    }
+
+    /// Copy in ONNX element order from `x` to `out`, through NCHW order where NHWC differs, and
+    /// requantizing (table) when their quantization differs.
+    fn lower_reshape(&mut self, n: &NodeProto, x: u16, out: u16) -> Result<Vec<Spec>, LowerError> {
+        let mut specs = vec![];
+        let spatial = |t: &T| t.rank == 4 && t.shape[1] * t.shape[2] > 1 && t.shape[3] > 1;
+        let mut src = x;
+        if spatial(&self.tensors[x as usize]) {
+            let t = &self.tensors[x as usize];
+            let tmp = T {
+                name: format!("{}:nchw", t.name),
+                shape: t.shape,
+                rank: t.rank,
+                layout: Layout::Nchw,
+                scale: t.scale,
+                zero_point: t.zero_point,
+            };
+            let id = self.add_tensor(tmp);
+            specs.push(Spec::Transpose { input: src, output: id, to_nhwc: false });
+            src = id;
+        }
+        let out_spatial = spatial(&self.tensors[out as usize]);
+        let dst = if out_spatial {
+            let t = &self.tensors[out as usize];
+            let tmp = T {
+                name: format!("{}:nchw", t.name),
+                shape: t.shape,
+                rank: t.rank,
+                layout: Layout::Nchw,
+                scale: t.scale,
+                zero_point: t.zero_point,
+            };
+            self.add_tensor(tmp)
+        } else {
+            out
+        };
+        let (ts, td) = (&self.tensors[src as usize], &self.tensors[dst as usize]);
+        if ts.len() != td.len() {
+            return Err(unsupported(n, "sizes differ"));
+        }
+        if ts.scale == td.scale && ts.zero_point == td.zero_point {
+            specs.push(Spec::Copy { input: src, output: dst });
+        } else {
+            specs.push(self.identity_table(src, dst));
+        }
+        if out_spatial {
+            specs.push(Spec::Transpose { input: dst, output: out, to_nhwc: true });
+        }
+        Ok(specs)
+    }
+
+    /// A table requantizing `x` into `out`'s scale and zero point.
+    fn identity_table(&self, x: u16, out: u16) -> Spec {
+        let (ti, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+        let table = (-128i32..=127)
+            .map(|v| {
+                let real = (v - ti.zero_point) as f32 * ti.scale;
+                ((real / to.scale).round_ties_even() + to.zero_point as f32).clamp(-128.0, 127.0) as i8 as u8
+            })
+            .collect();
+        Spec::Lut { input: x, output: out, table }
+    }
+
+    fn pool_params(&self, n: &NodeProto, x: u16) -> Result<([u16; 2], [u16; 2], [u16; 4]), LowerError> {
+        let k = ints(n, "kernel_shape");
+        if k.len() != 2 {
+            return Err(unsupported(n, "only 2-D pooling"));
+        }
+        if attr(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET") || int(n, "ceil_mode", 0) != 0 {
+            return Err(unsupported(n, "auto_pad or ceil_mode"));
+        }
+        let s = ints(n, "strides");
+        let p = ints(n, "pads");
+        let _ = x;
+        let u = |v: i64| v.clamp(0, u16::MAX as i64) as u16;
+        Ok((
+            [u(k[0]), u(k[1])],
+            [u(s.first().copied().unwrap_or(1)), u(s.get(1).copied().unwrap_or(1))],
+            if p.len() == 4 { [u(p[0]), u(p[1]), u(p[2]), u(p[3])] } else { [0; 4] },
+        ))
+    }
+
+    /// Lowers the subgraph computing `tensor` (the float input of a QuantizeLinear) into `out`.
+    fn lower_producer(&mut self, tensor: &str, out: u16, q: &NodeProto) -> Result<Vec<Spec>, LowerError> {
+        let Some(n) = self.node(tensor) else {
+            return Err(unsupported(q, format!("`{tensor}` is neither computed nor an input")));
+        };
+        let dq_inputs: Vec<Option<u16>> =
+            n.input.iter().map(|i| if i.is_empty() { None } else { self.dq(i) }).collect();
+        match n.op_type.as_str() {
+            "Conv" => Ok(vec![self.lower_conv(n, out)?]),
+            "Gemm" | "MatMul" => Ok(vec![self.lower_fc(n, out)?]),
+            "Add" | "Mul" | "Sub"
+                if dq_inputs.len() == 2 && dq_inputs.iter().all(Option::is_some) && dq_inputs[0] != dq_inputs[1] =>
+            {
+                Ok(vec![self.lower_binary(
+                    n,
+                    dq_inputs[0].unwrap_or_default(),
+                    dq_inputs[1].unwrap_or_default(),
+                    out,
+                )?])
+            }
+            "GlobalAveragePool" => {
+                let x = dq_inputs[0].ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+                let (tx, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+                let hw = (tx.shape[1] * tx.shape[2]) as f64;
+                let rq = requant(tx.scale as f64 / (to.scale as f64 * hw), n)?;
+                Ok(vec![Spec::Gap { input: x, output: out, requant: rq }])
+            }
+            "MaxPool" | "AveragePool" => {
+                let x = dq_inputs[0].ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+                if n.output.len() > 1 && !n.output[1].is_empty() {
+                    return Err(unsupported(n, "MaxPool indices output"));
+                }
+                let (kernel, stride, pad) = self.pool_params(n, x)?;
+                let (tx, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+                let rq = requant(tx.scale as f64 / to.scale as f64, n)?;
+                let p = Pool {
+                    input: x,
+                    output: out,
+                    kernel,
+                    stride,
+                    pad,
+                    count_include_pad: int(n, "count_include_pad", 0) != 0,
+                    requant: rq,
+                };
+                Ok(vec![if n.op_type == "MaxPool" { Spec::MaxPool(p) } else { Spec::AvgPool(p) }])
+            }
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
+                let x = dq_inputs[0].ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+                self.lower_reshape(n, x, out)
+            }
+            "Concat" => {
+                let rank = self.shape(&n.input[0])?.len() as i64;
+                let axis = int(n, "axis", 1);
+                let axis = if axis < 0 { axis + rank } else { axis };
+                if !(rank == 4 && axis == 1 || rank == 2 && axis == 1) {
+                    return Err(unsupported(n, "concatenation only along channels"));
+                }
+                let mut specs = vec![];
+                let mut ids = vec![];
+                for (k, id) in dq_inputs.iter().enumerate() {
+                    let id = id.ok_or_else(|| unsupported(n, format!("input {k} is not an int8 activation")))?;
+                    let (ti, to) = (&self.tensors[id as usize], &self.tensors[out as usize]);
+                    let id = if ti.scale != to.scale || ti.zero_point != to.zero_point {
+                        let tmp = T {
+                            name: format!("{}:requant", ti.name),
+                            shape: ti.shape,
+                            rank: ti.rank,
+                            layout: Layout::Plain,
+                            scale: to.scale,
+                            zero_point: to.zero_point,
+                        };
+                        let t = self.add_tensor(tmp);
+                        specs.push(self.identity_table(id, t));
+                        t
+                    } else {
+                        id
+                    };
+                    ids.extend_from_slice(&id.to_le_bytes());
+                }
+                specs.push(Spec::Concat { inputs: ids, output: out });
+                Ok(specs)
+            }
+            _ => Ok(vec![self.lower_chain(tensor, out, q)?]),
+        }
+    }
+
+    fn run(&mut self) -> Result<Vec<u16>, LowerError> {
+        let graph_inputs: HashSet<&str> =
+            self.g.input.iter().map(|i| i.name.as_str()).filter(|n| !self.inits.contains_key(n)).collect();
+        for n in &self.g.node {
+            if n.op_type != "QuantizeLinear" {
+                continue;
+            }
+            let (scale, zero_point) = self.qparams(n)?;
+            let x = &n.input[0];
+            let dims = self.shape(x)?;
+            let shape = nhwc(&dims)?;
+            let rank = dims.len() as u8;
+            let qname = n.output[0].clone();
+            if graph_inputs.contains(x.as_str()) {
+                let layout = if rank == 4 { Layout::Nchw } else { Layout::Plain };
+                let input = self.add_tensor(T { name: x.clone(), shape, rank, layout, scale, zero_point });
+                self.inputs.push(input);
+                let id = if rank == 4 {
+                    let id = self.add_tensor(T {
+                        name: qname.clone(),
+                        shape,
+                        rank,
+                        layout: Layout::Plain,
+                        scale,
+                        zero_point,
+                    });
+                    self.specs.push((Spec::Transpose { input, output: id, to_nhwc: true }, n.name.clone()));
+                    id
+                } else {
+                    input
+                };
+                self.by_q.insert(qname, id);
+                continue;
+            }
+            let out = self.add_tensor(T { name: qname.clone(), shape, rank, layout: Layout::Plain, scale, zero_point });
+            let source = self.node(x).map_or_else(|| n.name.clone(), |p| p.name.clone());
+            for s in self.lower_producer(x, out, n)? {
+                self.specs.push((s, source.clone()));
+            }
+            self.by_q.insert(qname, out);
+        }
+        // Outputs: dequantized int8 tensors, or a softmax of one.
+        let mut outputs = vec![];
+        for o in &self.g.output {
+            let n =
+                self.node(&o.name).ok_or_else(|| LowerError::Model(format!("output `{}` is not computed", o.name)))?;
+            if let Some(id) = self.dq(&o.name) {
+                let id = if self.tensors[id as usize].rank == 4
+                    && self.tensors[id as usize].shape[1] * self.tensors[id as usize].shape[2] > 1
+                {
+                    let t = &self.tensors[id as usize];
+                    let tmp = T {
+                        name: o.name.clone(),
+                        shape: t.shape,
+                        rank: t.rank,
+                        layout: Layout::Nchw,
+                        scale: t.scale,
+                        zero_point: t.zero_point,
+                    };
+                    let out = self.add_tensor(tmp);
+                    self.specs.push((Spec::Transpose { input: id, output: out, to_nhwc: false }, n.name.clone()));
+                    out
+                } else {
+                    self.tensors[id as usize].name = o.name.clone();
+                    id
+                };
+                outputs.push(id);
+            } else if n.op_type == "Softmax" {
+                let x = self.dq(&n.input[0]).ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
+                let rank = self.tensors[x as usize].rank as i64;
+                let axis = int(n, "axis", -1);
+                if axis != -1 && axis != rank - 1 {
+                    return Err(unsupported(n, "softmax only over the last axis"));
+                }
+                let t = &self.tensors[x as usize];
+                let s = t.scale as f64;
+                let table: Vec<u8> =
+                    (0..256).flat_map(|d| (((-(d as f64) * s).exp() * 65536.0).round() as u32).to_le_bytes()).collect();
+                let tmp = T {
+                    name: o.name.clone(),
+                    shape: t.shape,
+                    rank: t.rank,
+                    layout: Layout::Plain,
+                    scale: 1.0 / 256.0,
+                    zero_point: -128,
+                };
+                let out = self.add_tensor(tmp);
+                self.specs.push((Spec::Softmax { input: x, output: out, table }, n.name.clone()));
+                outputs.push(out);
+            } else {
+                return Err(unsupported(
+                    n,
+                    format!(
+                        "output `{}` is float; quantize the model (lepton-convert quantize) so every output is int8",
+                        o.name
+                    ),
+                ));
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+/// Greedy arena plan: tensors whose lifetimes overlap get disjoint byte ranges (16-byte aligned).
+fn plan(tensors: &[T], specs: &[(Spec, String)], inputs: &[u16], outputs: &[u16]) -> (Vec<u32>, usize) {
+    let n = tensors.len();
+    let (mut first, mut last) = (vec![usize::MAX; n], vec![0usize; n]);
+    for &i in inputs {
+        first[i as usize] = 0;
+    }
+    for (k, (s, _)) in specs.iter().enumerate() {
+        let w = s.writes() as usize;
+        first[w] = first[w].min(k + 1);
+        last[w] = last[w].max(k + 1);
+        for r in s.reads() {
+            last[r as usize] = last[r as usize].max(k + 1);
+        }
+    }
+    for &o in outputs {
+        last[o as usize] = specs.len() + 1;
+    }
+    let align = |v: usize| (v + 15) & !15;
+    let mut order: Vec<usize> = (0..n).filter(|&i| first[i] != usize::MAX).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tensors[i].len()));
+    let mut placed: Vec<(usize, usize, usize)> = vec![]; // (tensor, start, end)
+    let mut offsets = vec![0u32; n];
+    let mut total = 0;
+    for i in order {
+        let size = align(tensors[i].len().max(1));
+        let conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&(j, _, _)| first[i] <= last[j] && first[j] <= last[i])
+            .map(|&(_, s, e)| (s, e))
+            .collect();
+        let mut candidates: Vec<usize> = std::iter::once(0).chain(conflicts.iter().map(|&(_, e)| e)).collect();
+        candidates.sort_unstable();
+        let start =
+            candidates.into_iter().find(|&c| conflicts.iter().all(|&(s, e)| c + size <= s || c >= e)).unwrap_or(total);
+        offsets[i] = start as u32;
+        placed.push((i, start, start + size));
+        total = total.max(start + size);
+    }
+    (offsets, total)
+}
+
+/// Lowers a QDQ model whose inputs have the given concrete shapes.
+pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Result<Compiled, LowerError> {
+    let g = model.graph.as_ref().ok_or_else(|| LowerError::Model("no graph".into()))?;
+    let shapes = crate::onnx::tensor_shapes(model, input_shapes).map_err(LowerError::Model)?;
+    let mut producer = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for o in &n.output {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let mut inits: HashMap<&str, &pb::TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    for n in &g.node {
+        if n.op_type == "Constant" {
+            if let (Some(o), Some(t)) = (n.output.first(), attr(n, "value").and_then(|a| a.t.as_ref())) {
+                inits.insert(o.as_str(), t);
+            }
+        }
+    }
+    let mut ctx =
+        Ctx { model, g, inits, producer, shapes, tensors: vec![], by_q: HashMap::new(), specs: vec![], inputs: vec![] };
+    let outputs = ctx.run()?;
+    if ctx.inputs.is_empty() {
+        return Err(LowerError::Model(
+            "no quantized input: the model must start with QuantizeLinear on its input".into(),
+        ));
+    }
+    if ctx.inputs.len() > format::MAX_IO || outputs.len() > format::MAX_IO {
+        return Err(LowerError::Model(format!("at most {} inputs and outputs", format::MAX_IO)));
+    }
+    // Drop tensors no op touches (quantized values nothing reads).
+    let (offsets, arena) = plan(&ctx.tensors, &ctx.specs, &ctx.inputs, &outputs);
+    let manifest = crate::onnx::manifest_text(model).unwrap_or("");
+    let header = Header {
+        magic: MAGIC,
+        version: VERSION,
+        arena_bytes: arena as u32,
+        tensor_count: ctx.tensors.len() as u16,
+        op_count: ctx.specs.len() as u16,
+        inputs: ctx.inputs.iter().copied().collect(),
+        outputs: outputs.iter().copied().collect(),
+        manifest,
+    };
+    let encode_err = |e: postcard::Error| LowerError::Model(format!("encoding: {e}"));
+    let mut bytes = postcard::to_stdvec(&header).map_err(encode_err)?;
+    for (t, &offset) in ctx.tensors.iter().zip(&offsets) {
+        let d = TensorDesc {
+            name: &t.name,
+            shape: t.shape,
+            rank: t.rank,
+            layout: t.layout,
+            scale: t.scale,
+            zero_point: t.zero_point,
+            offset,
+        };
+        bytes.extend(postcard::to_stdvec(&d).map_err(encode_err)?);
+    }
+    for (s, _) in &ctx.specs {
+        bytes.extend(postcard::to_stdvec(&s.op()).map_err(encode_err)?);
+    }
+    Ok(Compiled {
+        ops: ctx.specs.iter().map(|(s, src)| (s.op().name().to_string(), src.clone())).collect(),
+        weight_bytes: ctx.specs.iter().map(|(s, _)| s.weight_bytes()).sum(),
+        tensors: ctx.tensors.len(),
+        arena_bytes: arena,
+        bytes,
+    })
+}
