@@ -113,7 +113,7 @@ mod tests {
         }
         // A Fortran-ordered file as numpy writes np.asfortranarray(np.arange(6.).reshape(2, 3)) in f32.
         let mut header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }".to_string();
-        while (10 + header.len() + 1) % 64 != 0 {
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

@@ -89,13 +89,13 @@ impl<'a> ImageView<'a> {
             PixelFormat::Rgb8 | PixelFormat::Bgr8 => (width * 3, height),
             PixelFormat::Gray8 => (width, height),
             PixelFormat::Yuyv => {
-                if width % 2 != 0 {
+                if !width.is_multiple_of(2) {
                     return Err(Error::BadImageGeometry);
                 }
                 (width * 2, height)
             }
             PixelFormat::Nv12 => {
-                if width % 2 != 0 || height % 2 != 0 {
+                if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
                     return Err(Error::BadImageGeometry);
                 }
                 (width, height + height / 2)

@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Print the figures as JSON (load_ms, p50_ms, p90_ms, min_ms, mean_ms, runs, peak_rss_mb).
     #[arg(long)]
     json: bool,
+    /// Micro models (.lpm): also print where the time goes, per op kind.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
@@ -55,6 +58,9 @@ pub fn peak_rss_mb() -> Option<f64> {
 /// Runs `bench`.
 pub fn run(args: BenchArgs) -> Result<u8> {
     lepton_runtime::engine::set_threads(args.threads);
+    if args.model.extension().is_some_and(|e| e == "lpm") {
+        return bench_micro(&args);
+    }
     let proto = onnx::read(&args.model)?;
     let (specs, _) = onnx::io_specs(&proto);
     let files: Vec<(String, PathBuf)> =
@@ -139,6 +145,77 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         if let Some(r) = rss {
             println!("  peak RSS  {r:.1} MiB");
         }
+    }
+    Ok(0)
+}
+
+/// Times the micro engine on a `.lpm` (inputs: seeded random int8).
+fn bench_micro(args: &BenchArgs) -> Result<u8> {
+    use lepton_runtime::engine::micro::host::MicroEngine;
+    use lepton_runtime::engine::Engine;
+    let t0 = Instant::now();
+    let bytes = std::fs::read(&args.model).with_context(|| format!("{}", args.model.display()))?;
+    let mut engine = MicroEngine::from_bytes(bytes, &args.model)?;
+    let load = t0.elapsed();
+    for i in 0..engine.inputs().len() {
+        let mut view = engine.input_mut(i)?;
+        if let lepton_runtime::tensor::TensorDataMut::I8(d) = view.data_mut() {
+            let mut s = 0x9e3779b97f4a7c15u64 ^ i as u64;
+            for v in d.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *v = (s >> 56) as i8;
+            }
+        }
+    }
+    for _ in 0..args.warmup {
+        engine.run()?;
+    }
+    let mut times: Vec<Duration> = (0..args.runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            engine.run().map(|()| t.elapsed())
+        })
+        .collect::<Result<_, _>>()?;
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    let isa = format!("{:?}", engine.isa());
+    if args.profile {
+        let mut total: std::collections::BTreeMap<(&str, &str), (Duration, usize)> = Default::default();
+        for _ in 0..args.runs.max(1) {
+            for (kind, how, d) in engine.run_profiled() {
+                let e = total.entry((kind, how)).or_default();
+                e.0 += d;
+                e.1 += 1;
+            }
+        }
+        let runs = args.runs.max(1) as u32;
+        let mut rows: Vec<_> = total.into_iter().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
+        println!("per op kind (mean per inference):");
+        for ((kind, how), (d, n)) in rows {
+            println!("  {kind:<15} {how:<10} {:>3} ops  {:.3} ms", n / runs as usize, ms(d / runs));
+        }
+    }
+    if args.json {
+        let j = json!({
+            "model": args.model, "engine": "micro", "kernels": isa, "arena_bytes": engine.arena_bytes(),
+            "load_ms": ms(load), "p50_ms": ms(pick(0.5)), "p90_ms": ms(pick(0.9)), "min_ms": ms(times[0]),
+            "mean_ms": ms(mean), "runs": times.len(), "peak_rss_mb": peak_rss_mb(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!("{} (micro engine, {isa} kernels, arena {} bytes)", args.model.display(), engine.arena_bytes());
+        println!("  load      {:.1} ms", ms(load));
+        println!(
+            "  inference p50 {:.3} ms  p90 {:.3} ms  min {:.3} ms  mean {:.3} ms  ({} runs)",
+            ms(pick(0.5)),
+            ms(pick(0.9)),
+            ms(times[0]),
+            ms(mean),
+            times.len()
+        );
     }
     Ok(0)
 }

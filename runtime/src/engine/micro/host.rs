@@ -1,7 +1,8 @@
 //! The micro engine on a host (Linux board, workstation): owns the model bytes and the arena and
 //! implements [`Engine`], so pipelines run int8 models with it like any other engine.
 
-use super::format::{Layout, TensorDesc};
+use super::format::{Layout, Op, TensorDesc};
+use super::kernels::prepared::{self, Isa, Step};
 use super::lower::{lower, Compiled};
 use super::Interpreter;
 use crate::engine::{Engine, StagingBuffer, TensorInfo};
@@ -10,23 +11,29 @@ use crate::tensor::{DType, Quantization, TensorData, TensorDataMut, TensorView, 
 use std::path::{Path, PathBuf};
 
 /// Most tensors a host-side micro model may have.
-pub const MAX_TENSORS: usize = 4096;
+pub const MAX_TENSORS: usize = 1024;
+
+/// The interpreter and its ops prepared for this CPU.
+struct Program<'a> {
+    interp: Interpreter<'a, MAX_TENSORS>,
+    steps: Vec<(Op<'a>, Step)>,
+}
 
 self_cell::self_cell!(
     struct Loaded {
         owner: Vec<u8>,
         #[covariant]
-        dependent: Interp,
+        dependent: Program,
     }
 );
-
-type Interp<'a> = Interpreter<'a, MAX_TENSORS>;
 
 /// A micro model with its arena.
 pub struct MicroEngine {
     path: PathBuf,
     model: Loaded,
     arena: Vec<u8>,
+    scratch: Vec<u8>,
+    isa: Isa,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
 }
@@ -65,8 +72,19 @@ fn micro_err(path: &Path, e: super::MicroError) -> LeptonError {
 impl MicroEngine {
     /// Loads `.lpm` bytes; `path` names them in errors.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
-        let model = Loaded::try_new(bytes, |b| Interpreter::new(b)).map_err(|e| micro_err(path, e))?;
-        let interp = model.borrow_dependent();
+        Self::with_isa(bytes, path, Isa::detect())
+    }
+
+    /// Loads `.lpm` bytes with kernels for `isa` ([`Isa::Reference`]: the portable reference).
+    pub fn with_isa(bytes: Vec<u8>, path: &Path, isa: Isa) -> Result<Self> {
+        let model = Loaded::try_new(bytes, |b| -> std::result::Result<Program<'_>, super::MicroError> {
+            let interp = Interpreter::new(b)?;
+            let ops = interp.ops().collect::<std::result::Result<Vec<_>, _>>()?;
+            let steps = prepared::prepare(ops.into_iter(), interp.tensors(), isa);
+            Ok(Program { interp, steps })
+        })
+        .map_err(|e| micro_err(path, e))?;
+        let interp = &model.borrow_dependent().interp;
         let collect = |ids: &[u16]| ids.iter().map(|&i| &interp.tensors()[i as usize]).collect::<Vec<_>>();
         let inputs = collect(&interp.header().inputs).into_iter().map(info).collect();
         let outputs = collect(&interp.header().outputs).into_iter().map(info).collect();
@@ -74,7 +92,8 @@ impl MicroEngine {
             debug_assert!(t.layout == Layout::Plain || t.layout == Layout::Nchw);
         }
         let arena = vec![0u8; interp.arena_bytes()];
-        Ok(MicroEngine { path: path.to_path_buf(), model, arena, inputs, outputs })
+        let scratch = vec![0u8; prepared::scratch_bytes(&model.borrow_dependent().steps, interp.tensors())];
+        Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, isa, inputs, outputs })
     }
 
     /// Compiles a quantized (QDQ) ONNX model with the given input shapes.
@@ -90,7 +109,32 @@ impl MicroEngine {
 
     /// The interpreter (header, tensors, ops).
     pub fn interpreter(&self) -> &Interpreter<'_, MAX_TENSORS> {
-        self.model.borrow_dependent()
+        &self.model.borrow_dependent().interp
+    }
+
+    /// Runs once and returns the time each op took, with its kind and how it ran.
+    pub fn run_profiled(&mut self) -> Vec<(&'static str, &'static str, std::time::Duration)> {
+        let program = self.model.borrow_dependent();
+        let tensors = program.interp.tensors();
+        let mut out = Vec::with_capacity(program.steps.len());
+        for (op, step) in &program.steps {
+            let t = std::time::Instant::now();
+            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch);
+            let how = match step {
+                Step::Conv(prepared::ConvPlan::Pointwise(_)) => "pointwise",
+                Step::Conv(prepared::ConvPlan::Im2col(_)) => "im2col",
+                Step::Conv(prepared::ConvPlan::Depthwise { .. }) => "depthwise",
+                Step::Fc(_) => "gemm",
+                Step::Reference => "reference",
+            };
+            out.push((op.name(), how, t.elapsed()));
+        }
+        out
+    }
+
+    /// The kernels in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Arena size in bytes.
@@ -133,7 +177,7 @@ impl Engine for MicroEngine {
             .inputs
             .get(index)
             .ok_or_else(|| LeptonError::Tensor { tensor: format!("#{index}"), reason: "no such input".into() })?;
-        let interp = self.model.borrow_dependent();
+        let interp = &self.model.borrow_dependent().interp;
         let range = interp.input(index).map_err(|e| micro_err(&self.path, e))?.range();
         let data: &mut [i8] = bytemuck::cast_slice_mut(&mut self.arena[range]);
         let quant =
@@ -143,8 +187,12 @@ impl Engine for MicroEngine {
     }
 
     fn run(&mut self) -> Result<()> {
-        let interp = self.model.borrow_dependent();
-        interp.run(&mut self.arena).map_err(|e| micro_err(&self.path, e))
+        let program = self.model.borrow_dependent();
+        let tensors = program.interp.tensors();
+        for (op, step) in &program.steps {
+            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch);
+        }
+        Ok(())
     }
 
     fn output(&self, index: usize) -> Result<TensorView<'_>> {
@@ -152,7 +200,7 @@ impl Engine for MicroEngine {
             .outputs
             .get(index)
             .ok_or_else(|| LeptonError::Tensor { tensor: format!("#{index}"), reason: "no such output".into() })?;
-        let interp = self.model.borrow_dependent();
+        let interp = &self.model.borrow_dependent().interp;
         let bytes = interp.output(&self.arena, index).map_err(|e| micro_err(&self.path, e))?;
         let data: &[i8] = bytemuck::cast_slice(bytes);
         let quant =

@@ -44,6 +44,9 @@ pub struct Compiled {
     pub tensors: usize,
 }
 
+/// Kernel, stride and padding of a pooling.
+type PoolGeometry = ([u16; 2], [u16; 2], [u16; 4]);
+
 struct T {
     name: String,
     shape: [u32; 4],
@@ -671,7 +674,7 @@ impl<'a> Ctx<'a> {
         Spec::Lut { input: x, output: out, table }
     }
 
-    fn pool_params(&self, n: &NodeProto, x: u16) -> Result<([u16; 2], [u16; 2], [u16; 4]), LowerError> {
+    fn pool_params(&self, n: &NodeProto, x: u16) -> Result<PoolGeometry, LowerError> {
         let k = ints(n, "kernel_shape");
         if k.len() != 2 {
             return Err(unsupported(n, "only 2-D pooling"));
@@ -744,7 +747,7 @@ impl<'a> Ctx<'a> {
                 let rank = self.shape(&n.input[0])?.len() as i64;
                 let axis = int(n, "axis", 1);
                 let axis = if axis < 0 { axis + rank } else { axis };
-                if !(rank == 4 && axis == 1 || rank == 2 && axis == 1) {
+                if axis != 1 || (rank != 4 && rank != 2) {
                     return Err(unsupported(n, "concatenation only along channels"));
                 }
                 let mut specs = vec![];

@@ -22,7 +22,7 @@ pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<
     let [n, h, w, cin] = i.shape;
     let cout = o.shape[3] as usize;
     let g = c.groups.max(1) as u32;
-    if cin % g != 0 || cout as u32 % g != 0 {
+    if !cin.is_multiple_of(g) || !(cout as u32).is_multiple_of(g) {
         return Err("channels not divisible by groups");
     }
     let oh =

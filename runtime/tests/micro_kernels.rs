@@ -1,0 +1,164 @@
+//! Every optimized micro-engine kernel computes exactly what the reference kernel computes:
+//! random convolutions (pointwise, strided/padded 3×3, depthwise 5×5 with asymmetric stride) and
+//! fully connected layers, run with the portable reference and with the best kernels of this CPU,
+//! must give identical bytes.
+
+use lepton_runtime::engine::micro::format::{Conv, FullyConnected, Header, Layout, Op, TensorDesc, MAGIC, VERSION};
+use lepton_runtime::engine::micro::host::MicroEngine;
+use lepton_runtime::engine::micro::kernels::prepared::Isa;
+use lepton_runtime::engine::Engine;
+use lepton_runtime::quant::Requant;
+use lepton_runtime::tensor::TensorDataMut;
+use std::path::Path;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn i8(&mut self) -> u8 {
+        (self.next() >> 8) as u8
+    }
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo) as u64) as i64
+    }
+}
+
+fn desc(name: &str, shape: [u32; 4], zp: i32, offset: u32) -> TensorDesc<'_> {
+    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 0.05, zero_point: zp, offset }
+}
+
+fn tables(rng: &mut Rng, cout: usize, k: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut bias = vec![];
+    let mut rq = vec![];
+    for _ in 0..cout {
+        bias.extend_from_slice(&(rng.range(-5000, 5000) as i32).to_le_bytes());
+        // Accumulators of k products of uniform int8 values have a spread of about √k·5500:
+        // map it to 40..120 so outputs cover the int8 range and saturate now and then.
+        let q = Requant::from_real(rng.range(40, 120) as f64 / ((k as f64).sqrt() * 5500.0)).unwrap();
+        rq.extend_from_slice(&q.multiplier.to_le_bytes());
+        rq.push(q.shift);
+    }
+    (bias, rq)
+}
+
+fn encode(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32) -> Vec<u8> {
+    let header = Header {
+        magic: MAGIC,
+        version: VERSION,
+        arena_bytes: arena,
+        tensor_count: tensors.len() as u16,
+        op_count: 1,
+        inputs: [0u16].into_iter().collect(),
+        outputs: [1u16].into_iter().collect(),
+        manifest: "",
+    };
+    let mut bytes = postcard::to_stdvec(&header).unwrap();
+    for t in tensors {
+        bytes.extend(postcard::to_stdvec(t).unwrap());
+    }
+    bytes.extend(postcard::to_stdvec(&op).unwrap());
+    bytes
+}
+
+fn run_both(bytes: &[u8], rng: &mut Rng) -> (Vec<i8>, Vec<i8>, Isa) {
+    let mut reference = MicroEngine::with_isa(bytes.to_vec(), Path::new("ref.lpm"), Isa::Reference).unwrap();
+    let mut fast = MicroEngine::from_bytes(bytes.to_vec(), Path::new("fast.lpm")).unwrap();
+    let n = reference.inputs()[0].shape.iter().product::<usize>();
+    let input: Vec<i8> = (0..n).map(|_| rng.i8() as i8).collect();
+    for e in [&mut reference, &mut fast] {
+        if let TensorDataMut::I8(d) = e.input_mut(0).unwrap().data_mut() {
+            d.copy_from_slice(&input);
+        }
+        e.run().unwrap();
+    }
+    let out = |e: &MicroEngine| match e.output(0).unwrap().data() {
+        lepton_runtime::tensor::TensorData::I8(d) => d.to_vec(),
+        _ => unreachable!(),
+    };
+    (out(&reference), out(&fast), fast.isa())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_case(
+    seed: u64,
+    [h, w, cin]: [u32; 3],
+    cout: u32,
+    kernel: [u16; 2],
+    stride: [u16; 2],
+    pad: [u16; 4],
+    groups: u16,
+) {
+    let mut rng = Rng(seed);
+    let oh = (h + pad[0] as u32 + pad[2] as u32 - kernel[0] as u32) / stride[0] as u32 + 1;
+    let ow = (w + pad[1] as u32 + pad[3] as u32 - kernel[1] as u32) / stride[1] as u32 + 1;
+    let cin_g = cin / groups as u32;
+    let weights: Vec<u8> = (0..cout * kernel[0] as u32 * kernel[1] as u32 * cin_g).map(|_| rng.i8()).collect();
+    let (bias, requant) = tables(&mut rng, cout as usize, (kernel[0] as u32 * kernel[1] as u32 * cin_g) as usize);
+    let in_len = h * w * cin;
+    let tensors = [
+        desc("x", [1, h, w, cin], rng.range(-20, 20) as i32, 0),
+        desc("y", [1, oh, ow, cout], rng.range(-20, 20) as i32, in_len.div_ceil(16) * 16),
+    ];
+    let op = Op::Conv(Conv {
+        input: 0,
+        output: 1,
+        kernel,
+        stride,
+        dilation: [1, 1],
+        pad,
+        groups,
+        weights: &weights,
+        bias: &bias,
+        requant: &requant,
+        clamp: [-128, 127],
+    });
+    let bytes = encode(&tensors, op, in_len.div_ceil(16) * 16 + oh * ow * cout);
+    let (r, f, isa) = run_both(&bytes, &mut rng);
+    let differ = r.iter().zip(&f).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{isa:?}: {differ} of {} outputs differ for conv {h}x{w}x{cin}→{cout} k{kernel:?} s{stride:?} p{pad:?} g{groups}", r.len());
+    // The outputs use the whole int8 range: the case exercises saturation too.
+    assert!(r.iter().any(|&v| v > 60) && r.iter().any(|&v| v < -60), "degenerate case: {:?}", &r[..r.len().min(16)]);
+}
+
+#[test]
+fn pointwise_convolutions_match_the_reference() {
+    conv_case(1, [5, 7, 13], 37, [1, 1], [1, 1], [0; 4], 1);
+    conv_case(2, [3, 96, 200], 32, [1, 1], [1, 1], [0; 4], 1);
+    conv_case(3, [1, 1, 88], 22, [1, 1], [1, 1], [0; 4], 1);
+}
+
+#[test]
+fn strided_padded_convolutions_match_the_reference() {
+    conv_case(4, [48, 64, 3], 8, [3, 3], [2, 2], [1, 1, 1, 1], 1);
+    conv_case(5, [9, 11, 6], 20, [3, 5], [1, 2], [2, 1, 0, 2], 1);
+}
+
+#[test]
+fn depthwise_convolutions_match_the_reference() {
+    conv_case(6, [6, 96, 40], 40, [5, 5], [2, 1], [2, 2, 2, 2], 40);
+    conv_case(7, [12, 20, 8], 8, [3, 3], [2, 1], [1, 1, 1, 1], 8);
+    conv_case(8, [7, 9, 200], 200, [5, 5], [1, 1], [2, 2, 2, 2], 200);
+}
+
+#[test]
+fn fully_connected_layers_match_the_reference() {
+    for (seed, cin, cout) in [(9u64, 200u32, 2u32), (10, 33, 50), (11, 1024, 17)] {
+        let mut rng = Rng(seed);
+        let weights: Vec<u8> = (0..cin * cout).map(|_| rng.i8()).collect();
+        let (bias, requant) = tables(&mut rng, cout as usize, cin as usize);
+        let tensors = [desc("x", [1, 1, 1, cin], 3, 0), desc("y", [1, 1, 1, cout], -5, cin.div_ceil(16) * 16)];
+        let op = Op::FullyConnected(FullyConnected {
+            input: 0,
+            output: 1,
+            weights: &weights,
+            bias: &bias,
+            requant: &requant,
+            clamp: [-128, 127],
+        });
+        let bytes = encode(&tensors, op, cin.div_ceil(16) * 16 + cout);
+        let (r, f, isa) = run_both(&bytes, &mut rng);
+        assert_eq!(r, f, "{isa:?}: fully connected {cin}→{cout}");
+    }
+}
