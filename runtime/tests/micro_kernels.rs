@@ -3,7 +3,7 @@
 //! fully connected layers, run with the portable reference and with the best kernels of this CPU,
 //! must give identical bytes.
 
-use lepton_runtime::engine::micro::format::{Conv, FullyConnected, Header, Layout, Op, TensorDesc, MAGIC, VERSION};
+use lepton_runtime::engine::micro::format::{Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION};
 use lepton_runtime::engine::micro::host::MicroEngine;
 use lepton_runtime::engine::micro::kernels::prepared::Isa;
 use lepton_runtime::engine::Engine;
@@ -44,14 +44,18 @@ fn tables(rng: &mut Rng, cout: usize, k: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn encode(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32) -> Vec<u8> {
+    encode_io(tensors, op, arena, &[0], 1)
+}
+
+fn encode_io(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32, inputs: &[u16], output: u16) -> Vec<u8> {
     let header = Header {
         magic: MAGIC,
         version: VERSION,
         arena_bytes: arena,
         tensor_count: tensors.len() as u16,
         op_count: 1,
-        inputs: [0u16].into_iter().collect(),
-        outputs: [1u16].into_iter().collect(),
+        inputs: inputs.iter().copied().collect(),
+        outputs: [output].into_iter().collect(),
         manifest: "",
     };
     let mut bytes = postcard::to_stdvec(&header).unwrap();
@@ -65,11 +69,13 @@ fn encode(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32) -> Vec<u8> {
 fn run_both(bytes: &[u8], rng: &mut Rng) -> (Vec<i8>, Vec<i8>, Isa) {
     let mut reference = MicroEngine::with_isa(bytes.to_vec(), Path::new("ref.lpm"), Isa::Reference).unwrap();
     let mut fast = MicroEngine::from_bytes(bytes.to_vec(), Path::new("fast.lpm")).unwrap();
-    let n = reference.inputs()[0].shape.iter().product::<usize>();
-    let input: Vec<i8> = (0..n).map(|_| rng.i8() as i8).collect();
+    let inputs: Vec<Vec<i8>> =
+        reference.inputs().iter().map(|i| (0..i.shape.iter().product::<usize>()).map(|_| rng.i8() as i8).collect()).collect();
     for e in [&mut reference, &mut fast] {
-        if let TensorDataMut::I8(d) = e.input_mut(0).unwrap().data_mut() {
-            d.copy_from_slice(&input);
+        for (k, input) in inputs.iter().enumerate() {
+            if let TensorDataMut::I8(d) = e.input_mut(k).unwrap().data_mut() {
+                d.copy_from_slice(input);
+            }
         }
         e.run().unwrap();
     }
@@ -161,4 +167,39 @@ fn fully_connected_layers_match_the_reference() {
         let (r, f, isa) = run_both(&bytes, &mut rng);
         assert_eq!(r, f, "{isa:?}: fully connected {cin}→{cout}");
     }
+}
+
+#[test]
+fn tables_adds_multiplies_and_pools_match_the_reference() {
+    let mut rng = Rng(12);
+    let shape = [1u32, 5, 9, 37];
+    let len = 5 * 9 * 37u32;
+    let off = |k: u32| k * len.div_ceil(16) * 16;
+    // Table: an arbitrary permutation-like mapping.
+    let table: Vec<u8> = (0..256u32).map(|v| (v.wrapping_mul(97) ^ 0x5a) as u8).collect();
+    let tensors = [desc("x", shape, 0, off(0)), desc("y", shape, 0, off(1))];
+    let bytes = encode(&tensors, Op::Lut { input: 0, output: 1, table: &table }, off(2));
+    let (r, f, isa) = run_both(&bytes, &mut rng);
+    assert_eq!(r, f, "{isa:?}: table lookup");
+    // Add and multiply, same shape and per-channel broadcast.
+    for (mul, per_channel) in [(false, false), (true, false), (false, true), (true, true)] {
+        let bshape = if per_channel { [1, 1, 1, 37] } else { shape };
+        let tensors = [desc("a", shape, 7, off(0)), desc("b", bshape, -9, off(1)), desc("y", shape, 3, off(2))];
+        let ma = Requant::from_real(if mul { 0.004 } else { 0.7 }).unwrap();
+        let mb = Requant { multiplier: (ma.multiplier as f64 * 0.6) as i32 * if mul { 1 } else { -1 }, shift: ma.shift };
+        let op = Binary { a: 0, b: 1, output: 2, ma, mb, clamp: [-128, 127] };
+        let op = if mul { Op::Mul(op) } else { Op::Add(op) };
+        let bytes = encode_io(&tensors, op, off(3), &[0, 1], 2);
+        let (r, f, isa) = run_both(&bytes, &mut rng);
+        assert_eq!(r, f, "{isa:?}: mul {mul}, per-channel {per_channel}");
+    }
+    // Global average and max pooling.
+    let tensors = [desc("x", shape, 11, off(0)), desc("y", [1, 1, 1, 37], -4, off(1))];
+    let op = Op::GlobalAvgPool { input: 0, output: 1, requant: Requant::from_real(0.9 / 45.0).unwrap() };
+    let (r, f, isa) = run_both(&encode(&tensors, op, off(2)), &mut rng);
+    assert_eq!(r, f, "{isa:?}: global average");
+    let tensors = [desc("x", shape, 11, off(0)), desc("y", [1, 3, 5, 37], -4, off(1))];
+    let op = Op::MaxPool(Pool { input: 0, output: 1, kernel: [3, 3], stride: [2, 2], pad: [1, 1, 1, 1], count_include_pad: false, requant: Requant::from_real(0.8).unwrap() });
+    let (r, f, isa) = run_both(&encode(&tensors, op, off(2)), &mut rng);
+    assert_eq!(r, f, "{isa:?}: max pooling");
 }

@@ -123,8 +123,10 @@ impl MicroEngine {
             let how = match step {
                 Step::Conv(prepared::ConvPlan::Pointwise(_)) => "pointwise",
                 Step::Conv(prepared::ConvPlan::Im2col(_)) => "im2col",
-                Step::Conv(prepared::ConvPlan::Depthwise { .. }) => "depthwise",
+                #[cfg(target_arch = "x86_64")]
+                Step::Conv(prepared::ConvPlan::Depthwise(_)) => "depthwise",
                 Step::Fc(_) => "gemm",
+                Step::Lut | Step::Binary { .. } | Step::GlobalAverage | Step::MaxPool => "vector",
                 Step::Reference => "reference",
             };
             out.push((op.name(), how, t.elapsed()));

@@ -72,15 +72,9 @@ pub enum ConvPlan {
     Pointwise(Gemm),
     /// Any other ungrouped convolution: im2col rows (padding filled with the zero point).
     Im2col(Gemm),
-    /// Depthwise (one input channel per group): weights `[kh][kw][c]` as i32, padded to 16.
-    Depthwise {
-        /// Weights.
-        weights: Vec<i32>,
-        /// Channels padded to 16.
-        cpad: usize,
-        /// Epilogue constants.
-        epilogue: Epilogue,
-    },
+    /// Depthwise (one input channel per group), weights packed for `vpdpwssd`.
+    #[cfg(target_arch = "x86_64")]
+    Depthwise(super::x86::DepthwisePacked),
 }
 
 /// One op and how it runs.
@@ -90,6 +84,17 @@ pub enum Step {
     Conv(ConvPlan),
     /// Fully connected as a GEMM.
     Fc(Gemm),
+    /// Table lookup, 64 bytes per step.
+    Lut,
+    /// Add or multiply with `b` shaped like `a` or one value per channel.
+    Binary {
+        /// `b` holds one value per channel.
+        per_channel: bool,
+    },
+    /// Mean over H and W, vectorized over channels.
+    GlobalAverage,
+    /// Max pooling, vectorized over channels.
+    MaxPool,
     /// The reference kernel.
     Reference,
 }
@@ -158,16 +163,11 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Step {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
             let (cin, cout) = (ti.shape[3] as usize, to.shape[3] as usize);
             let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-            if c.groups as usize == cin && cin == cout && c.groups > 1 {
-                let cpad = cout.div_ceil(16) * 16;
-                let mut weights = vec![0i32; kh * kw * cpad];
-                for co in 0..cout {
-                    for tap in 0..kh * kw {
-                        weights[tap * cpad + co] = c.weights[co * kh * kw + tap] as i8 as i32;
-                    }
-                }
+            #[cfg(target_arch = "x86_64")]
+            if c.groups as usize == cin && cin == cout && c.groups > 1 && kh * kw <= 64 {
                 let e = epilogue(|ch| i32_at(c.bias, ch), |_| 0, c.requant, cout, to.zero_point, c.clamp);
-                return Step::Conv(ConvPlan::Depthwise { weights, cpad, epilogue: e });
+                let packed = super::x86::pack_depthwise(c.weights, kh * kw, cout, |ch| i32_at(c.bias, ch), &e, ti.zero_point);
+                return Step::Conv(ConvPlan::Depthwise(packed));
             }
             if c.groups != 1 {
                 return Step::Reference;
@@ -183,6 +183,20 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Step {
             let (cin, cout) = (ti.len() / n, to.len() / n);
             Step::Fc(gemm(f.weights, cout, cin, f.bias, f.requant, ti.zero_point, to.zero_point, f.clamp))
         }
+        #[cfg(target_arch = "x86_64")]
+        Op::Lut { .. } if super::x86::has_vbmi() => Step::Lut,
+        Op::Add(b) | Op::Mul(b) => {
+            let (ta, tb) = (&t[b.a as usize], &t[b.b as usize]);
+            if tb.shape == ta.shape {
+                Step::Binary { per_channel: false }
+            } else if tb.len() == ta.shape[3] as usize && tb.shape[3] == ta.shape[3] {
+                Step::Binary { per_channel: true }
+            } else {
+                Step::Reference
+            }
+        }
+        Op::GlobalAvgPool { .. } => Step::GlobalAverage,
+        Op::MaxPool(_) => Step::MaxPool,
         _ => Step::Reference,
     }
 }
@@ -221,10 +235,31 @@ pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scr
                     let a = im2col(c, ti, to, x, g.k4, scratch);
                     super::x86::gemm(a, rows, g, y);
                 }
-                ConvPlan::Depthwise { weights, cpad, epilogue } => {
-                    super::x86::depthwise(c, ti, to, x, y, weights, *cpad, epilogue)
-                }
+                ConvPlan::Depthwise(packed) => super::x86::depthwise(c, ti, to, x, y, packed),
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Op::Lut { input, output, table }, Step::Lut) => {
+            let ([x], y) = ops::io(arena, [t[*input as usize].range()], t[*output as usize].range());
+            super::x86::lut(table, x, y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Op::Add(b) | Op::Mul(b), Step::Binary { per_channel }) => {
+            let (ta, tb, to) = (&t[b.a as usize], &t[b.b as usize], &t[b.output as usize]);
+            let ([xa, xb], y) = ops::io(arena, [ta.range(), tb.range()], to.range());
+            super::x86::binary(matches!(op, Op::Mul(_)), b, ta, xa, tb, xb, to, y, *per_channel);
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Op::GlobalAvgPool { input, output, requant }, Step::GlobalAverage) => {
+            let (ti, to) = (&t[*input as usize], &t[*output as usize]);
+            let ([x], y) = ops::io(arena, [ti.range()], to.range());
+            super::x86::global_average(requant, ti, x, to, y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        (Op::MaxPool(p), Step::MaxPool) => {
+            let (ti, to) = (&t[p.input as usize], &t[p.output as usize]);
+            let ([x], y) = ops::io(arena, [ti.range()], to.range());
+            super::x86::max_pool(p, ti, x, to, y);
         }
         #[cfg(target_arch = "x86_64")]
         (Op::FullyConnected(f), Step::Fc(g)) => {

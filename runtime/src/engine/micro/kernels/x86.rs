@@ -4,35 +4,66 @@
 #![allow(unsafe_code)]
 
 use super::prepared::{Epilogue, Gemm};
-use crate::engine::micro::format::{Conv, TensorDesc};
+use crate::engine::micro::format::{Binary, Conv, Pool, TensorDesc};
+use crate::quant::Requant;
 use core::arch::x86_64::*;
+
+/// Requantizes 16 accumulators with per-lane constants at `c` in the epilogue arrays: int8 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn requantize(acc: __m512i, e: &Epilogue, c: usize) -> __m128i {
+    unsafe {
+        let load = |v: &[i64], i: usize| _mm512_loadu_si512(v.as_ptr().add(i) as *const _);
+        let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
+        let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(acc));
+        let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, load(&e.mult, c)), load(&e.round, c)), load(&e.shift, c));
+        let hi = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(hi, load(&e.mult, c + 8)), load(&e.round, c + 8)), load(&e.shift, c + 8));
+        narrow(lo, hi, e.zero_point, e.clamp)
+    }
+}
+
+/// Two vectors of 8 requantized i64 values → 16 int8 lanes: zero point added, saturated, clamped.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn narrow(lo: __m512i, hi: __m512i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
+    // Values fit i32 after the shift (|acc·m| < 2^62, shift ≥ 1); saturating narrows keep
+    // out-of-range values pinned, as the reference's clamp does.
+    let lo32 = _mm512_cvtsepi64_epi32(lo);
+    let hi32 = _mm512_cvtsepi64_epi32(hi);
+    let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo32), hi32);
+    let v = _mm512_add_epi32(v, _mm512_set1_epi32(zero_point));
+    let b = _mm512_cvtsepi32_epi8(v);
+    _mm_min_epi8(_mm_max_epi8(b, _mm_set1_epi8(clamp[0])), _mm_set1_epi8(clamp[1]))
+}
+
+/// Requantizes 16 i32 values with one multiplier.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn requantize_uniform(v: __m512i, rq: Requant, zero_point: i32, clamp: [i8; 2]) -> __m128i {
+    let (m, r, s) = (_mm512_set1_epi64(rq.multiplier as i64), _mm512_set1_epi64(1i64 << (rq.shift - 1)), _mm512_set1_epi64(rq.shift as i64));
+    let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+    let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
+    let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, m), r), s);
+    let hi = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(hi, m), r), s);
+    unsafe { narrow(lo, hi, zero_point, clamp) }
+}
+
+#[inline]
+fn mask16(count: usize) -> __mmask16 {
+    if count >= 16 {
+        0xffff
+    } else {
+        (1u16 << count) - 1
+    }
+}
 
 /// Requantizes 16 accumulators of channels `[c, c + 16)` and stores up to `count` bytes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn store_requantized(acc: __m512i, e: &Epilogue, c: usize, out: *mut u8, count: usize) {
     unsafe {
-        let mult_lo = _mm512_loadu_si512(e.mult.as_ptr().add(c) as *const _);
-        let mult_hi = _mm512_loadu_si512(e.mult.as_ptr().add(c + 8) as *const _);
-        let round_lo = _mm512_loadu_si512(e.round.as_ptr().add(c) as *const _);
-        let round_hi = _mm512_loadu_si512(e.round.as_ptr().add(c + 8) as *const _);
-        let shift_lo = _mm512_loadu_si512(e.shift.as_ptr().add(c) as *const _);
-        let shift_hi = _mm512_loadu_si512(e.shift.as_ptr().add(c + 8) as *const _);
-        let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
-        let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(acc));
-        let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, mult_lo), round_lo), shift_lo);
-        let hi = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(hi, mult_hi), round_hi), shift_hi);
-        // Values fit i32 after the shift (|acc·m| < 2^62, shift ≥ 1); saturating narrows keep
-        // out-of-range values pinned, as the reference's clamp does.
-        let lo32 = _mm512_cvtsepi64_epi32(lo);
-        let hi32 = _mm512_cvtsepi64_epi32(hi);
-        let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo32), hi32);
-        let v = _mm512_add_epi32(v, _mm512_set1_epi32(e.zero_point));
-        let b = _mm512_cvtsepi32_epi8(v);
-        let b = _mm_max_epi8(b, _mm_set1_epi8(e.clamp[0]));
-        let b = _mm_min_epi8(b, _mm_set1_epi8(e.clamp[1]));
-        let mask: __mmask16 = if count >= 16 { 0xffff } else { (1u16 << count) - 1 };
-        _mm_mask_storeu_epi8(out as *mut i8, mask, b);
+        let b = requantize(acc, e, c);
+        _mm_mask_storeu_epi8(out as *mut i8, mask16(count), b);
     }
 }
 
@@ -85,75 +116,272 @@ unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
     }
 }
 
-/// Depthwise convolution on NHWC, 16 channels per vector.
-#[allow(clippy::too_many_arguments)]
-pub fn depthwise(
-    c: &Conv<'_>,
-    ti: &TensorDesc<'_>,
-    to: &TensorDesc<'_>,
-    x: &[u8],
-    y: &mut [u8],
-    weights: &[i32],
-    cpad: usize,
-    e: &Epilogue,
-) {
+/// Depthwise weights and constants laid out for [`depthwise`]: 32 channels per block, taps in
+/// pairs of i16 interleaved as `unpacklo/hi_epi16` interleave activations, epilogue constants in
+/// the same permuted channel order (lo: channels 8L..8L+3 of each 128-bit lane L, hi: 8L+4..8L+7).
+#[derive(Debug, Clone)]
+pub struct DepthwisePacked {
+    /// `[block][pair][lo 32 i16 | hi 32 i16]`.
+    pub weights: Vec<i16>,
+    /// Tap pairs (taps rounded up to even).
+    pub pairs: usize,
+    /// Epilogue per block: `[block][lo 16 | hi 16]`, with `acc_init = bias - zx·Σw`.
+    pub epilogue: Epilogue,
+}
+
+/// Channel of lane `e` (0..16) of the lo (`hi = false`) or hi accumulator of a 32-channel block.
+fn permuted_channel(e: usize, hi: bool) -> usize {
+    8 * (e / 4) + e % 4 + if hi { 4 } else { 0 }
+}
+
+/// Packs depthwise weights `[c][kh·kw]` (int8) for [`depthwise`].
+pub fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, bias: impl Fn(usize) -> i32, base: &Epilogue, zx: i32) -> DepthwisePacked {
+    let pairs = taps.div_ceil(2);
+    let blocks = channels.div_ceil(32);
+    let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
+    let mut packed = vec![0i16; blocks * pairs * 64];
+    for b in 0..blocks {
+        for p in 0..pairs {
+            for (half, hi) in [(0, false), (1, true)] {
+                for e in 0..16 {
+                    let c = b * 32 + permuted_channel(e, hi);
+                    let o = ((b * pairs + p) * 2 + half) * 32 + 2 * e;
+                    packed[o] = w(c, 2 * p);
+                    packed[o + 1] = w(c, 2 * p + 1);
+                }
+            }
+        }
+    }
+    let n = blocks * 32;
+    let mut e = Epilogue { acc_init: vec![0; n], mult: vec![0; n], round: vec![0; n], shift: vec![1; n], zero_point: base.zero_point, clamp: base.clamp };
+    for b in 0..blocks {
+        for (half, hi) in [(0, false), (1, true)] {
+            for lane in 0..16 {
+                let c = b * 32 + permuted_channel(lane, hi);
+                let i = b * 32 + half * 16 + lane;
+                if c < channels {
+                    let wsum: i64 = (0..taps).map(|t| w(c, t) as i64).sum();
+                    e.acc_init[i] = (bias(c) as i64 - zx as i64 * wsum) as i32;
+                    e.mult[i] = base.mult[c];
+                    e.round[i] = base.round[c];
+                    e.shift[i] = base.shift[c];
+                }
+            }
+        }
+    }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
+}
+
+/// Depthwise convolution on NHWC: 32 channels per block, two taps per `vpdpwssd`; taps outside
+/// the image read the zero point (the bias already holds `-zx·Σw`).
+pub fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
-    assert!(
-        x.len() >= n * h * w * ch
-            && y.len() >= n * oh * ow * ch
-            && weights.len() >= c.kernel[0] as usize * c.kernel[1] as usize * cpad
-    );
-    // SAFETY: AVX-512 detected by the caller; accesses are bounded by the assertion and the
-    // masks (channel tails).
-    unsafe { depthwise_avx512(c, [n, h, w, ch], [oh, ow], ti.zero_point, x, y, weights, cpad, e) }
+    assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch);
+    assert!(p.weights.len() >= ch.div_ceil(32) * p.pairs * 64 && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize);
+    // SAFETY: AVX-512 F/BW/DQ/VL and VNNI detected by the caller; loads and stores are masked to
+    // the channel count and bounded by the assertions.
+    unsafe { depthwise_vnni(c, [n, h, w, ch], [oh, ow], ti.zero_point, x, y, p) }
 }
 
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn depthwise_avx512(
-    c: &Conv<'_>,
-    [n, h, w, ch]: [usize; 4],
-    [oh, ow]: [usize; 2],
-    zx: i32,
-    x: &[u8],
-    y: &mut [u8],
-    weights: &[i32],
-    cpad: usize,
-    e: &Epilogue,
-) {
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+unsafe fn depthwise_vnni(c: &Conv<'_>, [n, h, w, ch]: [usize; 4], [oh, ow]: [usize; 2], zx: i32, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
+    let taps = kh * kw;
     let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
     let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
     let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
-    let zxv = _mm512_set1_epi32(zx);
+    let zxv = _mm512_set1_epi16(zx as i16);
+    let mut offsets = [usize::MAX; 64];
     unsafe {
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
+                    // Input offset of each tap, or MAX for taps in the padding.
+                    for t in 0..taps {
+                        let (ky, kx) = (t / kw, t % kw);
+                        let iy = (oy * sy + ky * dy) as isize - pt;
+                        let ix = (ox * sx + kx * dx) as isize - pl;
+                        offsets[t] = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            usize::MAX
+                        } else {
+                            ((b * h + iy as usize) * w + ix as usize) * ch
+                        };
+                    }
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
-                    for cb in (0..ch).step_by(16) {
-                        let count = (ch - cb).min(16);
-                        let mask: __mmask16 = if count >= 16 { 0xffff } else { (1u16 << count) - 1 };
-                        let mut acc = _mm512_loadu_si512(e.acc_init.as_ptr().add(cb) as *const _);
-                        for ky in 0..kh {
-                            let iy = (oy * sy + ky * dy) as isize - pt;
+                    for (blk, cb) in (0..ch).step_by(32).enumerate() {
+                        let count = (ch - cb).min(32);
+                        let mask: __mmask32 = if count >= 32 { u32::MAX } else { (1u32 << count) - 1 };
+                        let load = |t: usize| {
+                            if t >= taps || offsets[t] == usize::MAX {
+                                zxv
+                            } else {
+                                _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask, x.as_ptr().add(offsets[t] + cb) as *const i8))
+                            }
+                        };
+                        let e = &p.epilogue;
+                        let mut lo = _mm512_loadu_si512(e.acc_init.as_ptr().add(blk * 32) as *const _);
+                        let mut hi = _mm512_loadu_si512(e.acc_init.as_ptr().add(blk * 32 + 16) as *const _);
+                        let wb = p.weights.as_ptr().add(blk * p.pairs * 64);
+                        for pair in 0..p.pairs {
+                            let (xa, xb) = (load(2 * pair), load(2 * pair + 1));
+                            let wlo = _mm512_loadu_si512(wb.add(pair * 64) as *const _);
+                            let whi = _mm512_loadu_si512(wb.add(pair * 64 + 32) as *const _);
+                            lo = _mm512_dpwssd_epi32(lo, _mm512_unpacklo_epi16(xa, xb), wlo);
+                            hi = _mm512_dpwssd_epi32(hi, _mm512_unpackhi_epi16(xa, xb), whi);
+                        }
+                        let blo = requantize(lo, e, blk * 32);
+                        let bhi = requantize(hi, e, blk * 32 + 16);
+                        let first = _mm_unpacklo_epi32(blo, bhi);
+                        let second = _mm_unpackhi_epi32(blo, bhi);
+                        let both = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(first), second);
+                        _mm256_mask_storeu_epi8(out.add(cb) as *mut i8, mask, both);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether [`lut`] can run here (AVX-512 VBMI byte permutes).
+pub fn has_vbmi() -> bool {
+    std::is_x86_feature_detected!("avx512vbmi")
+}
+
+/// `y[i] = table[x[i] + 128]`, 64 bytes per step.
+pub fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+    assert!(table.len() == 256 && y.len() >= x.len());
+    // SAFETY: AVX-512 BW and VBMI detected by the caller; masked tail, bounded by the assertion.
+    unsafe { lut_vbmi(table, x, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn lut_vbmi(table: &[u8], x: &[u8], y: &mut [u8]) {
+    unsafe {
+        let t = |i: usize| _mm512_loadu_si512(table.as_ptr().add(64 * i) as *const _);
+        let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
+        let flip = _mm512_set1_epi8(-128);
+        let mut i = 0;
+        while i < x.len() {
+            let count = (x.len() - i).min(64);
+            let mask: __mmask64 = if count >= 64 { u64::MAX } else { (1u64 << count) - 1 };
+            let idx = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, x.as_ptr().add(i) as *const i8), flip);
+            let low = _mm512_permutex2var_epi8(t0, idx, t1);
+            let high = _mm512_permutex2var_epi8(t2, idx, t3);
+            let r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), low, high);
+            _mm512_mask_storeu_epi8(y.as_mut_ptr().add(i) as *mut i8, mask, r);
+            i += 64;
+        }
+    }
+}
+
+/// Elementwise add or multiply where `b` is either shaped like `a` (`b_stride_c` = channels) or
+/// one value per channel broadcast over N, H, W (`per_channel`).
+#[allow(clippy::too_many_arguments)]
+pub fn binary(mul: bool, op: &Binary, ta: &TensorDesc<'_>, a: &[u8], tb: &TensorDesc<'_>, b: &[u8], to: &TensorDesc<'_>, y: &mut [u8], per_channel: bool) {
+    let c = ta.shape[3] as usize;
+    let len = ta.len();
+    assert!(a.len() >= len && y.len() >= len && b.len() >= if per_channel { c } else { len });
+    // SAFETY: AVX-512 detected by the caller; accesses masked and bounded by the assertion.
+    unsafe { binary_avx512(mul, op, [ta.zero_point, tb.zero_point, to.zero_point], a, b, y, c, len, per_channel) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn binary_avx512(mul: bool, op: &Binary, [za, zb, zy]: [i32; 3], a: &[u8], b: &[u8], y: &mut [u8], c: usize, len: usize, per_channel: bool) {
+    let (zav, zbv) = (_mm512_set1_epi32(za), _mm512_set1_epi32(zb));
+    let (ma, mb) = (_mm512_set1_epi64(op.ma.multiplier as i64), _mm512_set1_epi64(op.mb.multiplier as i64));
+    let (round, shift) = (_mm512_set1_epi64(1i64 << (op.ma.shift - 1)), _mm512_set1_epi64(op.ma.shift as i64));
+    unsafe {
+        let mut p = 0;
+        while p < len {
+            // One row of `c` channels at a time, so the broadcast operand lines up.
+            let mut cb = 0;
+            while cb < c {
+                let count = (c - cb).min(16);
+                let m = mask16(count);
+                let av = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.as_ptr().add(p + cb) as *const i8)), zav);
+                let bsrc = if per_channel { cb } else { p + cb };
+                let bv = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b.as_ptr().add(bsrc) as *const i8)), zbv);
+                let r = if mul {
+                    requantize_uniform(_mm512_mullo_epi32(av, bv), op.ma, zy, op.clamp)
+                } else {
+                    let lo = |v: __m512i| _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
+                    let hi = |v: __m512i| _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
+                    let sum_lo = _mm512_add_epi64(_mm512_mullo_epi64(lo(av), ma), _mm512_mullo_epi64(lo(bv), mb));
+                    let sum_hi = _mm512_add_epi64(_mm512_mullo_epi64(hi(av), ma), _mm512_mullo_epi64(hi(bv), mb));
+                    narrow(_mm512_srav_epi64(_mm512_add_epi64(sum_lo, round), shift), _mm512_srav_epi64(_mm512_add_epi64(sum_hi, round), shift), zy, op.clamp)
+                };
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(p + cb) as *mut i8, m, r);
+                cb += 16;
+            }
+            p += c;
+        }
+    }
+}
+
+/// Mean over H and W per channel, 16 channels per vector.
+pub fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    assert!(x.len() >= n * h * w * c && y.len() >= n * c);
+    // SAFETY: AVX-512 detected by the caller; masked, bounded by the assertion.
+    unsafe { gap_avx512(rq, [n, h * w, c], ti.zero_point, x, to.zero_point, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn gap_avx512(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+    unsafe {
+        for b in 0..n {
+            for cb in (0..c).step_by(16) {
+                let m = mask16(c - cb);
+                let mut sum = _mm512_setzero_si512();
+                for p in 0..hw {
+                    sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x.as_ptr().add((b * hw + p) * c + cb) as *const i8)));
+                }
+                let centered = _mm512_sub_epi32(sum, _mm512_set1_epi32(zx * hw as i32));
+                let r = requantize_uniform(centered, *rq, zy, [-128, 127]);
+                _mm_mask_storeu_epi8(y.as_mut_ptr().add(b * c + cb) as *mut i8, m, r);
+            }
+        }
+    }
+}
+
+/// Max pooling, 16 channels per vector; the window max is then requantized like the reference.
+pub fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, _] = to.shape.map(|d| d as usize);
+    assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);
+    // SAFETY: AVX-512 detected by the caller; masked, bounded by the assertion.
+    unsafe { max_pool_avx512(p, [n, h, w, c], [oh, ow], ti.zero_point, x, to.zero_point, y) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+unsafe fn max_pool_avx512(p: &Pool, [n, h, w, c]: [usize; 4], [oh, ow]: [usize; 2], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+    unsafe {
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for cb in (0..c).step_by(16) {
+                        let m = mask16(c - cb);
+                        let mut best = _mm_set1_epi8(i8::MIN);
+                        for ky in 0..p.kernel[0] as usize {
+                            let iy = (oy * p.stride[0] as usize + ky) as isize - p.pad[0] as isize;
                             if iy < 0 || iy >= h as isize {
                                 continue;
                             }
-                            for kx in 0..kw {
-                                let ix = (ox * sx + kx * dx) as isize - pl;
+                            for kx in 0..p.kernel[1] as usize {
+                                let ix = (ox * p.stride[1] as usize + kx) as isize - p.pad[1] as isize;
                                 if ix < 0 || ix >= w as isize {
                                     continue;
                                 }
-                                let src = x.as_ptr().add(((b * h + iy as usize) * w + ix as usize) * ch + cb);
-                                let xv = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, src as *const i8));
-                                let wv =
-                                    _mm512_loadu_si512(weights.as_ptr().add((ky * kw + kx) * cpad + cb) as *const _);
-                                acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(xv, zxv), wv));
+                                let v = _mm_maskz_loadu_epi8(m, x.as_ptr().add(((b * h + iy as usize) * w + ix as usize) * c + cb) as *const i8);
+                                best = _mm_max_epi8(best, v);
                             }
                         }
-                        store_requantized(acc, e, cb, out.add(cb), count);
+                        let centered = _mm512_sub_epi32(_mm512_cvtepi8_epi32(best), _mm512_set1_epi32(zx));
+                        let r = requantize_uniform(centered, p.requant, zy, [-128, 127]);
+                        _mm_mask_storeu_epi8(y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * c + cb) as *mut i8, m, r);
                     }
                 }
             }
