@@ -10,8 +10,9 @@
 //! # Ok(()) }
 //! ```
 
+use crate::engine::micro::host::MicroEngine;
 use crate::engine::tract::InputFact;
-use crate::engine::{Engine, TractEngine};
+use crate::engine::{AnyEngine, Engine, EngineChoice};
 use crate::error::{LeptonError, Result};
 use crate::event::{BBox, Detections, FrameMeta};
 use crate::image::Image;
@@ -81,7 +82,7 @@ pub struct VisionStages {
     /// Preprocessing for the model input.
     pub pre: VisionPreprocess,
     /// The engine.
-    pub engine: TractEngine,
+    pub engine: AnyEngine,
     /// Postprocessing of the outputs.
     pub post: VisionPostprocess,
 }
@@ -91,7 +92,7 @@ pub struct Model {
     path: PathBuf,
     manifest: Option<Manifest>,
     stages: Option<Mutex<VisionStages>>,
-    engine: Option<Mutex<TractEngine>>,
+    engine: Option<Mutex<AnyEngine>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -101,32 +102,62 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads a model file; its embedded manifest, if any, is parsed and checked against the model.
+    /// Loads a model file (ONNX, or a Lepton micro model `.lpm`); its embedded manifest, if any,
+    /// is parsed and checked against the model. Quantized models run on the int8 micro engine
+    /// when they lower completely, on tract otherwise.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_with(path, EngineChoice::Auto)
+    }
+
+    /// Like [`load`](Self::load), with the engine chosen.
+    pub fn load_with(path: impl AsRef<Path>, choice: EngineChoice) -> Result<Model> {
         let path = path.as_ref();
-        let proto = onnx::read(path)?;
-        Self::from_proto(proto, path)
+        let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
+        Self::from_bytes_with(&bytes, path, choice)
     }
 
     /// Loads a model from bytes (a bundled model); `name` labels it in errors.
     pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Model> {
-        let path = Path::new(name);
-        Self::from_proto(onnx::decode(bytes, path)?, path)
+        Self::from_bytes_with(bytes, Path::new(name), EngineChoice::Auto)
     }
 
-    fn from_proto(proto: ModelProto, path: &Path) -> Result<Model> {
+    fn from_bytes_with(bytes: &[u8], path: &Path, choice: EngineChoice) -> Result<Model> {
+        if bytes.starts_with(&crate::engine::micro::format::MAGIC) {
+            return Self::from_lpm(bytes, path);
+        }
+        Self::from_proto(onnx::decode(bytes, path)?, path, choice)
+    }
+
+    fn from_lpm(bytes: &[u8], path: &Path) -> Result<Model> {
+        let engine = MicroEngine::from_bytes(bytes.to_vec(), path)?;
+        let text = engine.interpreter().header().manifest;
+        let manifest = if text.is_empty() { None } else { Some(Manifest::from_toml(text, path)?) };
+        let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };
+        let engine = AnyEngine::Micro(engine);
+        match manifest {
+            Some(m) if matches!(m.task, Task::Classify | Task::Detect) => {
+                let pre = VisionPreprocess::new(m.preprocess_config(path)?);
+                let post = VisionPostprocess::from_manifest(&m, engine.outputs(), path)?;
+                model.stages = Some(Mutex::new(VisionStages { pre, engine, post }));
+            }
+            _ => model.engine = Some(Mutex::new(engine)),
+        }
+        Ok(model)
+    }
+
+    fn from_proto(proto: ModelProto, path: &Path, choice: EngineChoice) -> Result<Model> {
         let manifest = read_manifest(&proto, path)?;
         let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };
         match manifest {
             Some(m) if matches!(m.task, Task::Classify | Task::Detect) => {
-                let stages = build_vision(&proto, path, &m)?;
+                let stages = build_vision(&proto, path, &m, choice)?;
                 model.stages = Some(Mutex::new(stages));
             }
             _ => {
                 // Raw or audio models: the engine alone, with the shapes the file declares (a
                 // symbolic batch dimension taken as 1).
                 let facts = declared_facts(&proto);
-                model.engine = Some(Mutex::new(TractEngine::from_proto(&proto, path, &facts)?));
+                model.engine = Some(Mutex::new(AnyEngine::from_proto(&proto, path, &facts, choice)?));
             }
         }
         Ok(model)
@@ -151,7 +182,7 @@ impl Model {
 
     /// Takes the engine out of a model without an image task (audio and raw models), to build an
     /// [`crate::pipeline::AudioPipeline`].
-    pub fn into_engine(self) -> Result<TractEngine> {
+    pub fn into_engine(self) -> Result<AnyEngine> {
         let path = self.path.clone();
         let engine = self.engine.ok_or_else(|| LeptonError::Manifest {
             path: path.clone(),
@@ -208,13 +239,13 @@ impl Model {
         Ok(out)
     }
 
-    /// Runs the raw engine on tensors (models without an image task).
-    pub fn run_tensors(&self, inputs: Vec<crate::engine::tract::Tensor>) -> Result<Vec<crate::engine::tract::Tensor>> {
-        let poisoned = || LeptonError::Model { path: self.path.clone(), reason: "a previous run panicked".into() };
+    /// Which engine runs the model: `tract` or `micro`.
+    pub fn engine_name(&self) -> &'static str {
+        let from = |e: &AnyEngine| e.name();
         match (&self.engine, &self.stages) {
-            (Some(e), _) => e.lock().map_err(|_| poisoned())?.run_tensors(inputs),
-            (None, Some(s)) => s.lock().map_err(|_| poisoned())?.engine.run_tensors(inputs),
-            (None, None) => Err(poisoned()),
+            (Some(e), _) => e.lock().map(|e| from(&e)).unwrap_or("?"),
+            (None, Some(s)) => s.lock().map(|s| from(&s.engine)).unwrap_or("?"),
+            (None, None) => "?",
         }
     }
 }
@@ -230,7 +261,7 @@ pub fn read_manifest(proto: &ModelProto, path: &Path) -> Result<Option<Manifest>
     Ok(Some(m))
 }
 
-fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest) -> Result<VisionStages> {
+fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest, choice: EngineChoice) -> Result<VisionStages> {
     let (inputs, _) = onnx::io_specs(proto);
     let input = m.input.as_ref().ok_or_else(|| LeptonError::Manifest {
         path: path.to_path_buf(),
@@ -252,7 +283,7 @@ fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest) -> Result<VisionS
         });
     }
     let shape = m.image_input_shape().map(|s| s.to_vec()).unwrap_or_default();
-    let engine = TractEngine::from_proto(proto, path, &[InputFact { name, shape, dtype: None }])?;
+    let engine = AnyEngine::from_proto(proto, path, &[InputFact { name, shape, dtype: None }], choice)?;
     let pre = VisionPreprocess::new(m.preprocess_config(path)?);
     let post = VisionPostprocess::from_manifest(m, engine.outputs(), path)?;
     Ok(VisionStages { pre, engine, post })

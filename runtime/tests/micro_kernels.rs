@@ -3,7 +3,9 @@
 //! fully connected layers, run with the portable reference and with the best kernels of this CPU,
 //! must give identical bytes.
 
-use lepton_runtime::engine::micro::format::{Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION};
+use lepton_runtime::engine::micro::format::{
+    Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION,
+};
 use lepton_runtime::engine::micro::host::MicroEngine;
 use lepton_runtime::engine::micro::kernels::prepared::Isa;
 use lepton_runtime::engine::Engine;
@@ -69,8 +71,11 @@ fn encode_io(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32, inputs: &[u16],
 fn run_both(bytes: &[u8], rng: &mut Rng) -> (Vec<i8>, Vec<i8>, Isa) {
     let mut reference = MicroEngine::with_isa(bytes.to_vec(), Path::new("ref.lpm"), Isa::Reference).unwrap();
     let mut fast = MicroEngine::from_bytes(bytes.to_vec(), Path::new("fast.lpm")).unwrap();
-    let inputs: Vec<Vec<i8>> =
-        reference.inputs().iter().map(|i| (0..i.shape.iter().product::<usize>()).map(|_| rng.i8() as i8).collect()).collect();
+    let inputs: Vec<Vec<i8>> = reference
+        .inputs()
+        .iter()
+        .map(|i| (0..i.shape.iter().product::<usize>()).map(|_| rng.i8() as i8).collect())
+        .collect();
     for e in [&mut reference, &mut fast] {
         for (k, input) in inputs.iter().enumerate() {
             if let TensorDataMut::I8(d) = e.input_mut(k).unwrap().data_mut() {
@@ -186,7 +191,8 @@ fn tables_adds_multiplies_and_pools_match_the_reference() {
         let bshape = if per_channel { [1, 1, 1, 37] } else { shape };
         let tensors = [desc("a", shape, 7, off(0)), desc("b", bshape, -9, off(1)), desc("y", shape, 3, off(2))];
         let ma = Requant::from_real(if mul { 0.004 } else { 0.7 }).unwrap();
-        let mb = Requant { multiplier: (ma.multiplier as f64 * 0.6) as i32 * if mul { 1 } else { -1 }, shift: ma.shift };
+        let mb =
+            Requant { multiplier: (ma.multiplier as f64 * 0.6) as i32 * if mul { 1 } else { -1 }, shift: ma.shift };
         let op = Binary { a: 0, b: 1, output: 2, ma, mb, clamp: [-128, 127] };
         let op = if mul { Op::Mul(op) } else { Op::Add(op) };
         let bytes = encode_io(&tensors, op, off(3), &[0, 1], 2);
@@ -199,7 +205,15 @@ fn tables_adds_multiplies_and_pools_match_the_reference() {
     let (r, f, isa) = run_both(&encode(&tensors, op, off(2)), &mut rng);
     assert_eq!(r, f, "{isa:?}: global average");
     let tensors = [desc("x", shape, 11, off(0)), desc("y", [1, 3, 5, 37], -4, off(1))];
-    let op = Op::MaxPool(Pool { input: 0, output: 1, kernel: [3, 3], stride: [2, 2], pad: [1, 1, 1, 1], count_include_pad: false, requant: Requant::from_real(0.8).unwrap() });
+    let op = Op::MaxPool(Pool {
+        input: 0,
+        output: 1,
+        kernel: [3, 3],
+        stride: [2, 2],
+        pad: [1, 1, 1, 1],
+        count_include_pad: false,
+        requant: Requant::from_real(0.8).unwrap(),
+    });
     let (r, f, isa) = run_both(&encode(&tensors, op, off(2)), &mut rng);
     assert_eq!(r, f, "{isa:?}: max pooling");
 }

@@ -66,7 +66,7 @@ pub struct Classifier {
 }
 
 struct AudioClassifier {
-    engine: TractEngine,
+    engine: lepton_runtime::engine::AnyEngine,
     manifest: Manifest,
 }
 

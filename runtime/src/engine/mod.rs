@@ -69,3 +69,150 @@ mod std_engine {
         fn swap_input(&mut self, index: usize, buffer: &mut Self::Buffer) -> Result<()>;
     }
 }
+
+#[cfg(feature = "std")]
+pub use self::any::{AnyBuffer, AnyEngine, EngineChoice};
+
+/// One engine type for every model: tract for float models and the micro engine for int8 ones.
+#[cfg(feature = "std")]
+mod any {
+    use super::micro::host::{MicroBuffer, MicroEngine};
+    use super::tract::{InputFact, TractBuffer, TractEngine};
+    use super::{Engine, StagingBuffer, TensorInfo};
+    use crate::error::{LeptonError, Result};
+    use crate::onnx::ModelProto;
+    use crate::tensor::{TensorView, TensorViewMut};
+    use std::path::Path;
+
+    /// Which engine runs a model.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum EngineChoice {
+        /// Integer models on the micro engine, everything else on tract (the default).
+        Auto,
+        /// tract, always.
+        Tract,
+        /// The micro engine (the model must be fully int8).
+        Micro,
+    }
+
+    /// tract or the micro engine.
+    #[derive(Debug)]
+    pub enum AnyEngine {
+        /// tract.
+        Tract(TractEngine),
+        /// The int8 micro engine.
+        Micro(MicroEngine),
+    }
+
+    /// A spare input buffer of either engine.
+    #[derive(Debug)]
+    pub enum AnyBuffer {
+        /// tract's.
+        Tract(TractBuffer),
+        /// The micro engine's.
+        Micro(MicroBuffer),
+    }
+
+    impl StagingBuffer for AnyBuffer {
+        fn view_mut(&mut self) -> Result<TensorViewMut<'_>> {
+            match self {
+                AnyBuffer::Tract(b) => b.view_mut(),
+                AnyBuffer::Micro(b) => b.view_mut(),
+            }
+        }
+    }
+
+    fn is_quantized(model: &ModelProto) -> bool {
+        model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.op_type == "QuantizeLinear"))
+    }
+
+    impl AnyEngine {
+        /// Builds the engine for a model: a quantized (QDQ) model goes to the micro engine when it
+        /// lowers completely (`Auto` falls back to tract with a log line otherwise).
+        pub fn from_proto(model: &ModelProto, path: &Path, facts: &[InputFact], choice: EngineChoice) -> Result<Self> {
+            if choice != EngineChoice::Tract && is_quantized(model) {
+                let shapes: Vec<(String, Vec<usize>)> =
+                    facts.iter().map(|f| (f.name.clone(), f.shape.clone())).collect();
+                match MicroEngine::from_onnx(model, path, &shapes) {
+                    Ok((engine, _)) => return Ok(AnyEngine::Micro(engine)),
+                    Err(e) if choice == EngineChoice::Auto => {
+                        tracing::info!("{}: running on tract: the int8 engine cannot take it: {e}", path.display());
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if choice == EngineChoice::Micro {
+                return Err(LeptonError::Model {
+                    path: path.to_path_buf(),
+                    reason: "the micro engine runs quantized models; quantize it first (lepton-convert quantize)"
+                        .into(),
+                });
+            }
+            Ok(AnyEngine::Tract(TractEngine::from_proto(model, path, facts)?))
+        }
+
+        /// Short name: `tract` or `micro`.
+        pub fn name(&self) -> &'static str {
+            match self {
+                AnyEngine::Tract(_) => "tract",
+                AnyEngine::Micro(_) => "micro",
+            }
+        }
+    }
+
+    impl Engine for AnyEngine {
+        type Buffer = AnyBuffer;
+
+        fn inputs(&self) -> &[TensorInfo] {
+            match self {
+                AnyEngine::Tract(e) => e.inputs(),
+                AnyEngine::Micro(e) => e.inputs(),
+            }
+        }
+
+        fn outputs(&self) -> &[TensorInfo] {
+            match self {
+                AnyEngine::Tract(e) => e.outputs(),
+                AnyEngine::Micro(e) => e.outputs(),
+            }
+        }
+
+        fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>> {
+            match self {
+                AnyEngine::Tract(e) => e.input_mut(index),
+                AnyEngine::Micro(e) => e.input_mut(index),
+            }
+        }
+
+        fn run(&mut self) -> Result<()> {
+            match self {
+                AnyEngine::Tract(e) => e.run(),
+                AnyEngine::Micro(e) => e.run(),
+            }
+        }
+
+        fn output(&self, index: usize) -> Result<TensorView<'_>> {
+            match self {
+                AnyEngine::Tract(e) => e.output(index),
+                AnyEngine::Micro(e) => e.output(index),
+            }
+        }
+
+        fn new_buffer(&self, index: usize) -> Result<AnyBuffer> {
+            Ok(match self {
+                AnyEngine::Tract(e) => AnyBuffer::Tract(e.new_buffer(index)?),
+                AnyEngine::Micro(e) => AnyBuffer::Micro(e.new_buffer(index)?),
+            })
+        }
+
+        fn swap_input(&mut self, index: usize, buffer: &mut AnyBuffer) -> Result<()> {
+            match (self, buffer) {
+                (AnyEngine::Tract(e), AnyBuffer::Tract(b)) => e.swap_input(index, b),
+                (AnyEngine::Micro(e), AnyBuffer::Micro(b)) => e.swap_input(index, b),
+                _ => Err(LeptonError::Tensor {
+                    tensor: format!("#{index}"),
+                    reason: "buffer made by another engine".into(),
+                }),
+            }
+        }
+    }
+}

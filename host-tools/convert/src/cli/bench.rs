@@ -4,8 +4,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lepton_convert::inputs;
 use lepton_runtime::engine::tract::InputFact;
-use lepton_runtime::engine::TractEngine;
+use lepton_runtime::engine::{AnyEngine, Engine, EngineChoice};
 use lepton_runtime::onnx;
+use lepton_runtime::tensor::TensorDataMut;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -42,9 +43,34 @@ pub struct BenchArgs {
     /// Print the figures as JSON (load_ms, p50_ms, p90_ms, min_ms, mean_ms, runs, peak_rss_mb).
     #[arg(long)]
     json: bool,
-    /// Micro models (.lpm): also print where the time goes, per op kind.
+    /// Micro engine: also print where the time goes, per op kind.
     #[arg(long)]
     profile: bool,
+    /// Engine: `auto` runs quantized models on the int8 micro engine when they lower completely,
+    /// others on tract; `tract` and `micro` force one.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+}
+
+/// `--engine` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    /// The runtime's own choice.
+    Auto,
+    /// tract.
+    Tract,
+    /// The int8 micro engine.
+    Micro,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Tract => EngineChoice::Tract,
+            EngineArg::Micro => EngineChoice::Micro,
+        }
+    }
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
@@ -101,18 +127,44 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
         .collect();
     let t0 = Instant::now();
-    let mut engine = TractEngine::from_proto(&proto, &args.model, &facts)?;
+    let mut engine = AnyEngine::from_proto(&proto, &args.model, &facts, args.engine.into())?;
     let load = t0.elapsed();
     let values: Vec<Tensor> = tensors.into_iter().map(|(_, t)| t).collect();
+    // Fill the engine's own input buffers once (quantized for an int8 engine), then time runs.
+    let in_place = engine.inputs().iter().all(|i| i.dtype.is_some());
+    if in_place {
+        for (i, v) in values.iter().enumerate() {
+            let mut view = engine.input_mut(i)?;
+            if let (TensorDataMut::F32(d), Ok(src)) = (view.data_mut(), v.to_plain_array_view::<f32>()) {
+                d.iter_mut().zip(src.iter()).for_each(|(a, b)| *a = *b);
+                continue;
+            }
+            let f: Vec<f32> = v.cast_to::<f32>()?.to_plain_array_view::<f32>()?.iter().copied().collect();
+            view.quantize_from(&f).map_err(|e| anyhow::anyhow!("input {i}: {e}"))?;
+        }
+    }
+    let run_once = |engine: &mut AnyEngine| -> Result<()> {
+        match engine {
+            AnyEngine::Tract(t) if !in_place => {
+                t.run_tensors(values.clone())?;
+            }
+            e => e.run()?,
+        }
+        Ok(())
+    };
     for _ in 0..args.warmup {
-        engine.run_tensors(values.clone())?;
+        run_once(&mut engine)?;
     }
     let mut times: Vec<Duration> = Vec::with_capacity(args.runs);
     for _ in 0..args.runs.max(1) {
-        let inputs = values.clone();
         let t = Instant::now();
-        engine.run_tensors(inputs)?;
+        run_once(&mut engine)?;
         times.push(t.elapsed());
+    }
+    if args.profile {
+        if let AnyEngine::Micro(m) = &mut engine {
+            print_profile(m, args.runs);
+        }
     }
     times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -121,15 +173,16 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let rss = peak_rss_mb();
     if args.json {
         let j = json!({
-            "model": args.model, "engine": "tract", "threads": args.threads,
+            "model": args.model, "engine": engine.name(), "threads": args.threads,
             "load_ms": ms(load), "p50_ms": ms(pick(0.5)), "p90_ms": ms(pick(0.9)), "min_ms": ms(times[0]),
             "mean_ms": ms(mean), "runs": times.len(), "peak_rss_mb": rss,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!(
-            "{} (tract, {} thread{})",
+            "{} ({} engine, {} thread{})",
             args.model.display(),
+            engine.name(),
             args.threads,
             if args.threads == 1 { "" } else { "s" }
         );
@@ -182,21 +235,7 @@ fn bench_micro(args: &BenchArgs) -> Result<u8> {
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     let isa = format!("{:?}", engine.isa());
     if args.profile {
-        let mut total: std::collections::BTreeMap<(&str, &str), (Duration, usize)> = Default::default();
-        for _ in 0..args.runs.max(1) {
-            for (kind, how, d) in engine.run_profiled() {
-                let e = total.entry((kind, how)).or_default();
-                e.0 += d;
-                e.1 += 1;
-            }
-        }
-        let runs = args.runs.max(1) as u32;
-        let mut rows: Vec<_> = total.into_iter().collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
-        println!("per op kind (mean per inference):");
-        for ((kind, how), (d, n)) in rows {
-            println!("  {kind:<15} {how:<10} {:>3} ops  {:.3} ms", n / runs as usize, ms(d / runs));
-        }
+        print_profile(&mut engine, args.runs);
     }
     if args.json {
         let j = json!({
@@ -218,4 +257,23 @@ fn bench_micro(args: &BenchArgs) -> Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// Prints where the micro engine's time goes, per op kind (mean per inference).
+fn print_profile(engine: &mut lepton_runtime::engine::micro::host::MicroEngine, runs: usize) {
+    let mut total: std::collections::BTreeMap<(&str, &str), (Duration, usize)> = Default::default();
+    let runs = runs.max(1);
+    for _ in 0..runs {
+        for (kind, how, d) in engine.run_profiled() {
+            let e = total.entry((kind, how)).or_default();
+            e.0 += d;
+            e.1 += 1;
+        }
+    }
+    let mut rows: Vec<_> = total.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
+    println!("per op kind (mean per inference):");
+    for ((kind, how), (d, n)) in rows {
+        println!("  {kind:<15} {how:<10} {:>3} ops  {:.3} ms", n / runs, (d / runs as u32).as_secs_f64() * 1e3);
+    }
 }

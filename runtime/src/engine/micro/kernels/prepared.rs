@@ -166,7 +166,8 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Step {
             #[cfg(target_arch = "x86_64")]
             if c.groups as usize == cin && cin == cout && c.groups > 1 && kh * kw <= 64 {
                 let e = epilogue(|ch| i32_at(c.bias, ch), |_| 0, c.requant, cout, to.zero_point, c.clamp);
-                let packed = super::x86::pack_depthwise(c.weights, kh * kw, cout, |ch| i32_at(c.bias, ch), &e, ti.zero_point);
+                let packed =
+                    super::x86::pack_depthwise(c.weights, kh * kw, cout, |ch| i32_at(c.bias, ch), &e, ti.zero_point);
                 return Step::Conv(ConvPlan::Depthwise(packed));
             }
             if c.groups != 1 {

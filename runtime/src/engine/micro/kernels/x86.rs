@@ -16,8 +16,14 @@ unsafe fn requantize(acc: __m512i, e: &Epilogue, c: usize) -> __m128i {
         let load = |v: &[i64], i: usize| _mm512_loadu_si512(v.as_ptr().add(i) as *const _);
         let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
         let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(acc));
-        let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, load(&e.mult, c)), load(&e.round, c)), load(&e.shift, c));
-        let hi = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(hi, load(&e.mult, c + 8)), load(&e.round, c + 8)), load(&e.shift, c + 8));
+        let lo = _mm512_srav_epi64(
+            _mm512_add_epi64(_mm512_mullo_epi64(lo, load(&e.mult, c)), load(&e.round, c)),
+            load(&e.shift, c),
+        );
+        let hi = _mm512_srav_epi64(
+            _mm512_add_epi64(_mm512_mullo_epi64(hi, load(&e.mult, c + 8)), load(&e.round, c + 8)),
+            load(&e.shift, c + 8),
+        );
         narrow(lo, hi, e.zero_point, e.clamp)
     }
 }
@@ -40,7 +46,11 @@ unsafe fn narrow(lo: __m512i, hi: __m512i, zero_point: i32, clamp: [i8; 2]) -> _
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn requantize_uniform(v: __m512i, rq: Requant, zero_point: i32, clamp: [i8; 2]) -> __m128i {
-    let (m, r, s) = (_mm512_set1_epi64(rq.multiplier as i64), _mm512_set1_epi64(1i64 << (rq.shift - 1)), _mm512_set1_epi64(rq.shift as i64));
+    let (m, r, s) = (
+        _mm512_set1_epi64(rq.multiplier as i64),
+        _mm512_set1_epi64(1i64 << (rq.shift - 1)),
+        _mm512_set1_epi64(rq.shift as i64),
+    );
     let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(v));
     let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
     let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, m), r), s);
@@ -135,7 +145,14 @@ fn permuted_channel(e: usize, hi: bool) -> usize {
 }
 
 /// Packs depthwise weights `[c][kh·kw]` (int8) for [`depthwise`].
-pub fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, bias: impl Fn(usize) -> i32, base: &Epilogue, zx: i32) -> DepthwisePacked {
+pub fn pack_depthwise(
+    weights: &[u8],
+    taps: usize,
+    channels: usize,
+    bias: impl Fn(usize) -> i32,
+    base: &Epilogue,
+    zx: i32,
+) -> DepthwisePacked {
     let pairs = taps.div_ceil(2);
     let blocks = channels.div_ceil(32);
     let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
@@ -153,7 +170,14 @@ pub fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, bias: impl F
         }
     }
     let n = blocks * 32;
-    let mut e = Epilogue { acc_init: vec![0; n], mult: vec![0; n], round: vec![0; n], shift: vec![1; n], zero_point: base.zero_point, clamp: base.clamp };
+    let mut e = Epilogue {
+        acc_init: vec![0; n],
+        mult: vec![0; n],
+        round: vec![0; n],
+        shift: vec![1; n],
+        zero_point: base.zero_point,
+        clamp: base.clamp,
+    };
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..16 {
@@ -178,7 +202,9 @@ pub fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch);
-    assert!(p.weights.len() >= ch.div_ceil(32) * p.pairs * 64 && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize);
+    assert!(
+        p.weights.len() >= ch.div_ceil(32) * p.pairs * 64 && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
+    );
     // SAFETY: AVX-512 F/BW/DQ/VL and VNNI detected by the caller; loads and stores are masked to
     // the channel count and bounded by the assertions.
     unsafe { depthwise_vnni(c, [n, h, w, ch], [oh, ow], ti.zero_point, x, y, p) }
@@ -186,7 +212,15 @@ pub fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-unsafe fn depthwise_vnni(c: &Conv<'_>, [n, h, w, ch]: [usize; 4], [oh, ow]: [usize; 2], zx: i32, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+unsafe fn depthwise_vnni(
+    c: &Conv<'_>,
+    [n, h, w, ch]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    zx: i32,
+    x: &[u8],
+    y: &mut [u8],
+    p: &DepthwisePacked,
+) {
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
     let taps = kh * kw;
     let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
@@ -217,7 +251,10 @@ unsafe fn depthwise_vnni(c: &Conv<'_>, [n, h, w, ch]: [usize; 4], [oh, ow]: [usi
                             if t >= taps || offsets[t] == usize::MAX {
                                 zxv
                             } else {
-                                _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask, x.as_ptr().add(offsets[t] + cb) as *const i8))
+                                _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(
+                                    mask,
+                                    x.as_ptr().add(offsets[t] + cb) as *const i8,
+                                ))
                             }
                         };
                         let e = &p.epilogue;
@@ -279,7 +316,17 @@ unsafe fn lut_vbmi(table: &[u8], x: &[u8], y: &mut [u8]) {
 /// Elementwise add or multiply where `b` is either shaped like `a` (`b_stride_c` = channels) or
 /// one value per channel broadcast over N, H, W (`per_channel`).
 #[allow(clippy::too_many_arguments)]
-pub fn binary(mul: bool, op: &Binary, ta: &TensorDesc<'_>, a: &[u8], tb: &TensorDesc<'_>, b: &[u8], to: &TensorDesc<'_>, y: &mut [u8], per_channel: bool) {
+pub fn binary(
+    mul: bool,
+    op: &Binary,
+    ta: &TensorDesc<'_>,
+    a: &[u8],
+    tb: &TensorDesc<'_>,
+    b: &[u8],
+    to: &TensorDesc<'_>,
+    y: &mut [u8],
+    per_channel: bool,
+) {
     let c = ta.shape[3] as usize;
     let len = ta.len();
     assert!(a.len() >= len && y.len() >= len && b.len() >= if per_channel { c } else { len });
@@ -289,7 +336,17 @@ pub fn binary(mul: bool, op: &Binary, ta: &TensorDesc<'_>, a: &[u8], tb: &Tensor
 
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn binary_avx512(mul: bool, op: &Binary, [za, zb, zy]: [i32; 3], a: &[u8], b: &[u8], y: &mut [u8], c: usize, len: usize, per_channel: bool) {
+unsafe fn binary_avx512(
+    mul: bool,
+    op: &Binary,
+    [za, zb, zy]: [i32; 3],
+    a: &[u8],
+    b: &[u8],
+    y: &mut [u8],
+    c: usize,
+    len: usize,
+    per_channel: bool,
+) {
     let (zav, zbv) = (_mm512_set1_epi32(za), _mm512_set1_epi32(zb));
     let (ma, mb) = (_mm512_set1_epi64(op.ma.multiplier as i64), _mm512_set1_epi64(op.mb.multiplier as i64));
     let (round, shift) = (_mm512_set1_epi64(1i64 << (op.ma.shift - 1)), _mm512_set1_epi64(op.ma.shift as i64));
@@ -301,9 +358,15 @@ unsafe fn binary_avx512(mul: bool, op: &Binary, [za, zb, zy]: [i32; 3], a: &[u8]
             while cb < c {
                 let count = (c - cb).min(16);
                 let m = mask16(count);
-                let av = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.as_ptr().add(p + cb) as *const i8)), zav);
+                let av = _mm512_sub_epi32(
+                    _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, a.as_ptr().add(p + cb) as *const i8)),
+                    zav,
+                );
                 let bsrc = if per_channel { cb } else { p + cb };
-                let bv = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b.as_ptr().add(bsrc) as *const i8)), zbv);
+                let bv = _mm512_sub_epi32(
+                    _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, b.as_ptr().add(bsrc) as *const i8)),
+                    zbv,
+                );
                 let r = if mul {
                     requantize_uniform(_mm512_mullo_epi32(av, bv), op.ma, zy, op.clamp)
                 } else {
@@ -311,7 +374,12 @@ unsafe fn binary_avx512(mul: bool, op: &Binary, [za, zb, zy]: [i32; 3], a: &[u8]
                     let hi = |v: __m512i| _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
                     let sum_lo = _mm512_add_epi64(_mm512_mullo_epi64(lo(av), ma), _mm512_mullo_epi64(lo(bv), mb));
                     let sum_hi = _mm512_add_epi64(_mm512_mullo_epi64(hi(av), ma), _mm512_mullo_epi64(hi(bv), mb));
-                    narrow(_mm512_srav_epi64(_mm512_add_epi64(sum_lo, round), shift), _mm512_srav_epi64(_mm512_add_epi64(sum_hi, round), shift), zy, op.clamp)
+                    narrow(
+                        _mm512_srav_epi64(_mm512_add_epi64(sum_lo, round), shift),
+                        _mm512_srav_epi64(_mm512_add_epi64(sum_hi, round), shift),
+                        zy,
+                        op.clamp,
+                    )
                 };
                 _mm_mask_storeu_epi8(y.as_mut_ptr().add(p + cb) as *mut i8, m, r);
                 cb += 16;
@@ -337,7 +405,13 @@ unsafe fn gap_avx512(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy
                 let m = mask16(c - cb);
                 let mut sum = _mm512_setzero_si512();
                 for p in 0..hw {
-                    sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x.as_ptr().add((b * hw + p) * c + cb) as *const i8)));
+                    sum = _mm512_add_epi32(
+                        sum,
+                        _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(
+                            m,
+                            x.as_ptr().add((b * hw + p) * c + cb) as *const i8,
+                        )),
+                    );
                 }
                 let centered = _mm512_sub_epi32(sum, _mm512_set1_epi32(zx * hw as i32));
                 let r = requantize_uniform(centered, *rq, zy, [-128, 127]);
@@ -357,7 +431,15 @@ pub fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y:
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-unsafe fn max_pool_avx512(p: &Pool, [n, h, w, c]: [usize; 4], [oh, ow]: [usize; 2], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+unsafe fn max_pool_avx512(
+    p: &Pool,
+    [n, h, w, c]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    zx: i32,
+    x: &[u8],
+    zy: i32,
+    y: &mut [u8],
+) {
     unsafe {
         for b in 0..n {
             for oy in 0..oh {
@@ -375,7 +457,10 @@ unsafe fn max_pool_avx512(p: &Pool, [n, h, w, c]: [usize; 4], [oh, ow]: [usize; 
                                 if ix < 0 || ix >= w as isize {
                                     continue;
                                 }
-                                let v = _mm_maskz_loadu_epi8(m, x.as_ptr().add(((b * h + iy as usize) * w + ix as usize) * c + cb) as *const i8);
+                                let v = _mm_maskz_loadu_epi8(
+                                    m,
+                                    x.as_ptr().add(((b * h + iy as usize) * w + ix as usize) * c + cb) as *const i8,
+                                );
                                 best = _mm_max_epi8(best, v);
                             }
                         }
