@@ -142,7 +142,22 @@ pub fn inspect(path: &Path) -> Result<Report> {
         macs_note,
         macs_shapes: concrete.unwrap_or_default(),
         manifest,
-        quantization: quantization(&model, &ops),
+        quantization: {
+            let mut q = quantization(&model, &ops);
+            if q.format == "qdq" {
+                if let Some(c) = &concrete {
+                    q.execution = match lepton_runtime::engine::micro::lower::lower(&model, c) {
+                        Ok(compiled) => format!(
+                            "lepton runs it on its int8 micro engine: {} integer ops, {} bytes of arena",
+                            compiled.ops.len(),
+                            compiled.arena_bytes
+                        ),
+                        Err(e) => format!("{}; the int8 micro engine cannot take it: {e}", q.execution),
+                    };
+                }
+            }
+            q
+        },
         unsupported,
         load_error,
         ops,

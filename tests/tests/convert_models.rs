@@ -1,0 +1,291 @@
+//! `lepton-convert` on real pretrained models from the package registry (fetched by
+//! `scripts/fetch-test-models`): PaddleOCR's text-direction classifier (a MobileNetV3 with
+//! hard-sigmoid and squeeze-excite blocks) and Silero VAD (LSTMs behind `If` nodes). Outputs are
+//! checked against onnxruntime.
+
+use lepton_e2e::{root, run, scratch, text};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn test_model(name: &str) -> PathBuf {
+    let p = root().join("target/test-models").join(name);
+    assert!(p.exists(), "{} is missing: run scripts/fetch-test-models (scripts/test does)", p.display());
+    p
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn python(args: &[&str]) {
+    let out = Command::new("python3").args(args).current_dir(root()).output().expect("python3");
+    assert!(out.status.success(), "python3 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Max |a - b| between two .npy files of floats (read through numpy to stay independent).
+fn max_diff(a: &Path, b: &Path) -> f64 {
+    let out = Command::new("python3")
+        .args(["-c", "import numpy as np,sys; a=np.load(sys.argv[1]).astype(np.float64); b=np.load(sys.argv[2]).astype(np.float64); assert a.shape==b.shape,(a.shape,b.shape); print(abs(a-b).max())", &s(a), &s(b)])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
+}
+
+/// The classifier with its manifest, calibration pictures and a labelled held-out set.
+fn classifier(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("cls.onnx");
+    let out = run(
+        "lepton-convert",
+        &[
+            "pack",
+            &s(&test_model("ch_ppocr_mobile_v2.0_cls_infer.onnx")),
+            "--manifest",
+            "tests/fixtures/cls_manifest.toml",
+            "-o",
+            &s(&model),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    python(&["tests/fixtures/make_textlines.py", &s(&dir.join("lines")), "--eval", "300"]);
+    (model, dir.join("lines/calibration"), dir.join("lines/eval"))
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn inspect_describes_real_models() {
+    let dir = scratch("inspect-real");
+    let (model, _, _) = classifier(&dir);
+    let r = json(&run("lepton-convert", &["inspect", &s(&model), "--json"]));
+    assert_eq!(r["inputs"][0]["name"], "x");
+    assert_eq!(r["inputs"][0]["shape"], "?x3x?x?", "symbolic dims are shown");
+    assert_eq!(r["macs"], 16_315_376u64, "MACs at the manifest's 48x192 (convolutions + the final 200x2 product)");
+    assert_eq!(r["ops"]["HardSigmoid"], 9);
+    assert!(r["manifest"].as_str().unwrap().contains("task = \"classify\""));
+    assert_eq!(r["quantization"]["format"], "float");
+    let r = json(&run("lepton-convert", &["inspect", &s(&test_model("silero_vad.onnx")), "--json"]));
+    assert_eq!(r["ops"]["If"], 25);
+    assert!(r["macs_note"].as_str().unwrap().contains("dynamic"));
+    assert!(r["parameters"].as_u64().unwrap() > 400_000, "weights inside If branches count");
+}
+
+#[test]
+fn run_matches_onnxruntime_and_names_bad_inputs() {
+    let dir = scratch("run-real");
+    let model = test_model("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    python(&["-c", &format!("import numpy as np; np.save('{}', np.random.default_rng(3).normal(0, 1, (1, 3, 48, 192)).astype(np.float32))", s(&dir.join("x.npy")))]);
+    let out = run(
+        "lepton-convert",
+        &[
+            "run",
+            &s(&model),
+            "--input",
+            &format!("x={}", s(&dir.join("x.npy"))),
+            "--output-dir",
+            &s(&dir.join("lepton")),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    python(&["tests/fixtures/ort_run.py", &s(&model), &s(&dir.join("ort")), &format!("x={}", s(&dir.join("x.npy")))]);
+    let name = "save_infer_model_scale_0.tmp_1.npy";
+    let d = max_diff(&dir.join("lepton").join(name), &dir.join("ort").join(name));
+    assert!(d < 1e-4, "lepton vs onnxruntime: {d}");
+
+    let bad = run("lepton-convert", &["run", &s(&model), "--input", &format!("y={}", s(&dir.join("x.npy")))]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).1.contains("no input `y`") && text(&bad).1.contains("`x`"), "{}", text(&bad).1);
+    python(&[
+        "-c",
+        &format!("import numpy as np; np.save('{}', np.zeros((1, 4, 48, 192), np.float32))", s(&dir.join("bad.npy"))),
+    ]);
+    let bad = run("lepton-convert", &["run", &s(&model), "--input", &format!("x={}", s(&dir.join("bad.npy")))]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).1.contains("input `x` has shape ?x3x?x?"), "{}", text(&bad).1);
+    std::fs::write(dir.join("corrupt.onnx"), &std::fs::read(&model).unwrap()[..1000]).unwrap();
+    let bad = run(
+        "lepton-convert",
+        &["run", &s(&dir.join("corrupt.onnx")), "--input", &format!("x={}", s(&dir.join("x.npy")))],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad).1.contains("corrupt.onnx") && text(&bad).1.contains("not a valid ONNX model"),
+        "{}",
+        text(&bad).1
+    );
+}
+
+#[test]
+fn optimize_makes_silero_vad_loadable_with_outputs_equal_to_onnxruntime() {
+    let dir = scratch("optimize-real");
+    let original = test_model("silero_vad.onnx");
+    let optimized = dir.join("vad16k.onnx");
+    // As shipped, the model does not load: its If branches differ in shape.
+    python(&["-c", &format!("import numpy as np; r=np.random.default_rng(1); np.save('{}', r.normal(0, .1, (1, 512)).astype(np.float32)); np.save('{}', r.normal(0, .1, (2, 1, 128)).astype(np.float32)); np.save('{}', np.array(16000))", s(&dir.join("input.npy")), s(&dir.join("state.npy")), s(&dir.join("sr.npy")))]);
+    let inputs = [format!("input={}", s(&dir.join("input.npy"))), format!("state={}", s(&dir.join("state.npy")))];
+    let before = run(
+        "lepton-convert",
+        &[
+            "run",
+            &s(&original),
+            "--input",
+            &inputs[0],
+            "--input",
+            &inputs[1],
+            "--input",
+            &format!("sr={}", s(&dir.join("sr.npy"))),
+        ],
+    );
+    assert_eq!(before.status.code(), Some(2), "the shipped model should not load in tract 0.23: {}", text(&before).0);
+    let out = run(
+        "lepton-convert",
+        &[
+            "optimize",
+            &s(&original),
+            "-o",
+            &s(&optimized),
+            "--fix",
+            "sr=16000",
+            "--shape",
+            "input=1x512",
+            "--shape",
+            "state=2x1x128",
+        ],
+    );
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("If inlined") && stderr.contains("loads in the engine"), "{stderr}");
+    let out = run(
+        "lepton-convert",
+        &["run", &s(&optimized), "--input", &inputs[0], "--input", &inputs[1], "--output-dir", &s(&dir.join("lepton"))],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    // The reference: onnxruntime on the original with sr = 16000, and onnxruntime loads OUT too.
+    python(&[
+        "tests/fixtures/ort_run.py",
+        &s(&original),
+        &s(&dir.join("ort")),
+        &inputs[0],
+        &inputs[1],
+        &format!("sr={}", s(&dir.join("sr.npy"))),
+    ]);
+    python(&["tests/fixtures/ort_run.py", &s(&optimized), &s(&dir.join("ort-optimized")), &inputs[0], &inputs[1]]);
+    for name in ["output.npy", "stateN.npy"] {
+        assert!(max_diff(&dir.join("lepton").join(name), &dir.join("ort").join(name)) < 1e-4, "{name}");
+        assert_eq!(max_diff(&dir.join("ort-optimized").join(name), &dir.join("ort").join(name)), 0.0, "{name}");
+    }
+}
+
+#[test]
+fn quantize_keeps_agreement_runs_int8_fast_and_onnxruntime_loads_it() {
+    let dir = scratch("quantize-real");
+    let (model, calibration, eval) = classifier(&dir);
+    let int8 = dir.join("cls.int8.onnx");
+    let report = dir.join("report.json");
+    let out = run(
+        "lepton-convert",
+        &["quantize", &s(&model), "--calibration", &s(&calibration), "-o", &s(&int8), "--report", &s(&report)],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["samples"], 40);
+    assert_eq!(r["layers"].as_array().unwrap().len(), 54);
+    assert!(r["output_sqnr_db"].as_f64().unwrap() > 20.0, "{}", r["output_sqnr_db"]);
+    // Held-out agreement with the float model (the bar: ≥ 98 % in domain).
+    let e = json(&run(
+        "lepton-convert",
+        &[
+            "eval",
+            &s(&int8),
+            "--dataset",
+            &s(&eval),
+            "--reference",
+            &s(&model),
+            "--json",
+            "--plot",
+            &s(&dir.join("confusion.png")),
+        ],
+    ));
+    let agreement = e["agreement"].as_f64().unwrap();
+    eprintln!("int8 vs float top-1 agreement on {} held-out lines: {:.2} %", e["samples"], agreement * 100.0);
+    assert!(agreement >= 0.98, "agreement {agreement}");
+    assert!(dir.join("confusion.png").exists());
+    // The int8 model runs on the micro engine; onnxruntime loads and runs the same file.
+    let b = json(&run("lepton-convert", &["bench", &s(&int8), "--runs", "5", "--warmup", "1", "--json"]));
+    assert_eq!(b["engine"], "micro");
+    for k in ["load_ms", "p50_ms", "p90_ms", "min_ms", "runs", "peak_rss_mb"] {
+        assert!(b.get(k).is_some(), "bench JSON lacks {k}");
+    }
+    python(&["-c", &format!("import numpy as np; np.save('{}', np.random.default_rng(4).uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32))", s(&dir.join("x.npy")))]);
+    python(&["tests/fixtures/ort_run.py", &s(&int8), &s(&dir.join("ort")), &format!("x={}", s(&dir.join("x.npy")))]);
+    // compile → .lpm: the micro engine's probabilities are those of onnxruntime's QDQ run,
+    // within a few int8 steps of 1/256.
+    let lpm = dir.join("cls.lpm");
+    let out = run("lepton-convert", &["compile", &s(&int8), "-o", &s(&lpm)]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("arena:"), "{}", text(&out).0);
+    let out = run("lepton-convert", &["run", &s(&lpm), "--input", &format!("x={}", s(&dir.join("x.npy"))), "--json"]);
+    let r = json(&out);
+    let probs: Vec<f64> = r["outputs"][0]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let ort = dir.join("ort/save_infer_model_scale_0.tmp_1.npy");
+    let out = Command::new("python3")
+        .args(["-c", "import numpy as np,sys; print(*np.load(sys.argv[1]).ravel())", &s(&ort)])
+        .output()
+        .unwrap();
+    let reference: Vec<f64> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().unwrap()).collect();
+    for (a, b) in probs.iter().zip(&reference) {
+        assert!((a - b).abs() <= 4.0 / 256.0, "micro {probs:?} vs onnxruntime {reference:?}");
+    }
+}
+
+#[test]
+fn bad_inputs_to_the_verbs_are_named_errors() {
+    let dir = scratch("bad-verbs");
+    // An operator tract does not have, in a node with a name.
+    let unsupported = dir.join("custom.onnx");
+    python(&["-c", &format!(
+        "import onnx; from onnx import helper, TensorProto as T; g=helper.make_graph([helper.make_node('Relu',['x'],['a'],name='ok'), helper.make_node('FancyActivation',['a'],['y'],name='the_fancy_node')], 'g', [helper.make_tensor_value_info('x',T.FLOAT,[1,4])], [helper.make_tensor_value_info('y',T.FLOAT,[1,4])]); onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid('',13)]), '{}')",
+        s(&unsupported)
+    )]);
+    python(&["-c", &format!("import numpy as np; np.save('{}', np.ones((1,4), np.float32))", s(&dir.join("x.npy")))]);
+    let out = run("lepton-convert", &["run", &s(&unsupported), "--input", &format!("x={}", s(&dir.join("x.npy")))]);
+    let err = text(&out).1;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("the_fancy_node") && err.contains("FancyActivation") && err.contains("lepton-convert optimize"),
+        "{err}"
+    );
+    // An empty calibration folder.
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let out = run(
+        "lepton-convert",
+        &[
+            "quantize",
+            &s(&root().join("models/digits/model.onnx")),
+            "--calibration",
+            &s(&dir.join("empty")),
+            "-o",
+            &s(&dir.join("q.onnx")),
+        ],
+    );
+    let err = text(&out).1;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("no calibration samples") && err.contains("empty"), "{err}");
+    // A folder that does not exist, for eval.
+    let out = run(
+        "lepton-convert",
+        &["eval", &s(&root().join("models/digits/model.onnx")), "--dataset", &s(&dir.join("nowhere"))],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("nowhere"));
+    // compile on a float model names the first float node.
+    let out =
+        run("lepton-convert", &["compile", &s(&root().join("models/digits/model.onnx")), "-o", &s(&dir.join("f.lpm"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("quantize"), "{}", text(&out).1);
+}
