@@ -140,7 +140,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         parameter_bytes,
         macs,
         macs_note,
-        macs_shapes: concrete.unwrap_or_default(),
+        macs_shapes: concrete.clone().unwrap_or_default(),
         manifest,
         quantization: {
             let mut q = quantization(&model, &ops);
