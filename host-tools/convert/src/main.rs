@@ -11,9 +11,10 @@ use std::process::ExitCode;
 /// A typical flow: export ONNX from your framework; `inspect` it; `optimize` it if it has dynamic
 /// shapes or control flow; `pack` a manifest that tells devices how to pre- and post-process;
 /// `quantize` it with calibration data; `eval` float and int8 on a labelled folder; `bench` both;
-/// copy the model file to the device.
+/// copy the model file to the device (Linux boards run int8 models on the integer engine), or
+/// `compile` it to a .lpm for a microcontroller.
 ///
-/// Exit codes: 0 success, 1 a check failed (eval below expectations), 2 error.
+/// Exit codes: 0 success, 2 error (the message names the file, field, tensor or node).
 #[derive(Parser, Debug)]
 #[command(name = "lepton-convert", version, about, long_about)]
 struct Cli {
