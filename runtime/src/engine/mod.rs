@@ -99,7 +99,7 @@ mod any {
     #[derive(Debug)]
     pub enum AnyEngine {
         /// tract.
-        Tract(TractEngine),
+        Tract(Box<TractEngine>),
         /// The int8 micro engine.
         Micro(MicroEngine),
     }
@@ -147,7 +147,7 @@ mod any {
                         .into(),
                 });
             }
-            Ok(AnyEngine::Tract(TractEngine::from_proto(model, path, facts)?))
+            Ok(AnyEngine::Tract(Box::new(TractEngine::from_proto(model, path, facts)?)))
         }
 
         /// Short name: `tract` or `micro`.
