@@ -49,3 +49,208 @@ pub fn scratch(test: &str) -> PathBuf {
 pub fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
+
+/// A real mosquitto broker on 127.0.0.1, on a free port, stopped when dropped. With persistence,
+/// sessions and queued messages survive a restart.
+pub struct Mosquitto {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Mosquitto {
+    /// Starts mosquitto (installed by scripts/install-deps) on a free port.
+    pub fn start(test: &str) -> Mosquitto {
+        Self::start_on(free_port(), test)
+    }
+
+    /// Starts mosquitto on `port`.
+    pub fn start_on(port: u16, test: &str) -> Mosquitto {
+        let dir = scratch(&format!("mosquitto-{test}"));
+        // Run as root, mosquitto drops to the `mosquitto` user: it must be able to write its persistence here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+            .expect("opening the scratch folder to mosquitto");
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()),
+        )
+        .expect("writing mosquitto.conf");
+        let mut m = Mosquitto { port, dir, child: None };
+        m.restart();
+        m
+    }
+
+    /// (Re)starts the broker on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt package mosquitto; scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence first).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One received message: topic and payload.
+pub type Message = (String, Vec<u8>);
+
+/// A real subscriber (mosquitto_sub) collecting (topic, payload) pairs.
+pub struct Subscriber {
+    child: std::process::Child,
+    /// Messages so far.
+    pub messages: std::sync::Arc<Mutex<Vec<Message>>>,
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2).filter_map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` with QoS 1 and a persistent session named `id` (messages published
+    /// while it is disconnected are kept for it by the broker).
+    pub fn start(port: u16, filter: &str, id: &str) -> Subscriber {
+        use std::io::BufRead;
+        let mut child = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", filter, "-q", "1", "-c", "-i", id, "-F", "%t\t%x"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (apt package mosquitto-clients)");
+        let out = child.stdout.take().expect("piped stdout");
+        let messages = std::sync::Arc::new(Mutex::new(vec![]));
+        let sink = std::sync::Arc::clone(&messages);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                if let Some((topic, hex)) = line.split_once('\t') {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push((topic.to_string(), unhex(hex)));
+                }
+            }
+        });
+        // Give it time to connect and subscribe.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Subscriber { child, messages }
+    }
+
+    /// Waits until `done` holds for the messages, or `timeout`; returns a copy of them.
+    pub fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(&[(String, Vec<u8>)]) -> bool,
+    ) -> Vec<(String, Vec<u8>)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let m = self.messages.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if done(&m) || std::time::Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real PulseAudio server (no hardware: a timer-paced null sink named `mic`) whose monitor is the
+/// default ALSA capture device for programs run with `HOME` = [`PulseMic::home`]. Sound played into it
+/// with [`PulseMic::play`] reaches the microphone in real time, through ALSA's pulse plugin.
+pub struct PulseMic {
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl PulseMic {
+    /// Starts the server (apt packages pulseaudio, pulseaudio-utils, libasound2-plugins; scripts/test installs them).
+    pub fn start(test: &str) -> PulseMic {
+        let dir = scratch(&format!("pulse-{test}"));
+        let socket = dir.join("pulse.sock");
+        std::fs::write(
+            dir.join("default.pa"),
+            format!(
+                "load-module module-null-sink sink_name=mic rate=16000 channels=1\nload-module module-native-protocol-unix auth-anonymous=1 socket={}\nset-default-source mic.monitor\n",
+                socket.display()
+            ),
+        )
+        .expect("writing default.pa");
+        std::fs::write(
+            dir.join(".asoundrc"),
+            format!(
+                "pcm.!default {{\n  type pulse\n  server \"unix:{0}\"\n  device \"mic.monitor\"\n}}\nctl.!default {{\n  type pulse\n  server \"unix:{0}\"\n}}\n",
+                socket.display()
+            ),
+        )
+        .expect("writing .asoundrc");
+        let child = Command::new("pulseaudio")
+            .args(["-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "--log-target=stderr", "-F"])
+            .arg(dir.join("default.pa"))
+            .env("HOME", &dir)
+            .env("PULSE_RUNTIME_PATH", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pulseaudio (apt package pulseaudio; scripts/test installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(std::time::Instant::now() < deadline, "pulseaudio did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        PulseMic { dir, child }
+    }
+
+    /// The folder to use as `HOME`: its `.asoundrc` makes this server the default capture device.
+    pub fn home(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Plays a WAV file into the microphone (paplay, in real time, in the background).
+    pub fn play(&self, wav: &Path) -> std::process::Child {
+        Command::new("paplay")
+            .arg("--server")
+            .arg(format!("unix:{}", self.dir.join("pulse.sock").display()))
+            .args(["-d", "mic"])
+            .arg(wav)
+            .spawn()
+            .expect("paplay (apt package pulseaudio-utils)")
+    }
+}
+
+impl Drop for PulseMic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

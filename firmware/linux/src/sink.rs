@@ -1,54 +1,261 @@
-//! The console sink: one line per frame on stdout, a summary at the end.
+//! Where results go: stdout, MQTT detections and events, and the counters the stats topic reports.
+//! Presence events are debounced here: a label starts when it is detected at or above the
+//! threshold and ends after `hold` without it.
 
-use lepton_runtime::pipeline::{FrameReport, Sink, Stats};
-use lepton_runtime::LeptonError;
+use crate::config::Format;
+use crate::mqtt::Link;
+use crate::topics::Topics;
+use lepton_runtime::event::{DetectionMessage, Detections, EventKind};
+use lepton_runtime::pipeline::{FrameReport, LatencyStats, Sink, Stats};
+use lepton_runtime::{Detection, Event, LeptonError};
+use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Prints results on stdout.
-pub struct ConsoleSink {
-    labels: Vec<String>,
+/// Live counters of one pipeline, read by the stats publisher.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Frames (or audio windows) processed.
+    pub processed: u64,
+    /// Frames the source dropped (vision) or samples lost (audio).
+    pub dropped: u64,
+    /// Messages published on the detections topic.
+    pub messages: u64,
+    /// Inference times.
+    pub inference: LatencyStats,
+    /// The pipeline has ended.
+    pub finished: bool,
 }
 
-impl ConsoleSink {
-    /// A sink naming classes with `labels`.
-    pub fn new(labels: Vec<String>) -> Self {
-        ConsoleSink { labels }
+/// Shared handle to a pipeline's counters.
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Presence {
+    started_ms: u64,
+    last_ms: u64,
+    peak: f32,
+}
+
+/// The daemon's sink for one pipeline.
+pub struct DaemonSink {
+    device: String,
+    pipeline: String,
+    model: String,
+    labels: Vec<String>,
+    threshold: f32,
+    hold_ms: u64,
+    print: bool,
+    format: Format,
+    link: Option<Link>,
+    topics: Topics,
+    seq: u32,
+    presence: BTreeMap<u16, Presence>,
+    status: SharedStatus,
+}
+
+/// What a [`DaemonSink`] needs.
+pub struct SinkOptions {
+    /// Device id.
+    pub device: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Model file name (in messages).
+    pub model: String,
+    /// Class names.
+    pub labels: Vec<String>,
+    /// Publication threshold.
+    pub threshold: f32,
+    /// Presence hold.
+    pub hold: Duration,
+    /// Print on stdout.
+    pub print: bool,
+    /// Payload encoding.
+    pub format: Format,
+    /// The broker link (none: stdout only).
+    pub link: Option<Link>,
+    /// Topics.
+    pub topics: Topics,
+}
+
+impl DaemonSink {
+    /// A sink and the counters it updates.
+    pub fn new(o: SinkOptions) -> (Self, SharedStatus) {
+        let status = SharedStatus::default();
+        let sink = DaemonSink {
+            device: o.device,
+            pipeline: o.pipeline,
+            model: o.model,
+            labels: o.labels,
+            threshold: o.threshold,
+            hold_ms: o.hold.as_millis() as u64,
+            print: o.print,
+            format: o.format,
+            link: o.link,
+            topics: o.topics,
+            seq: 0,
+            presence: BTreeMap::new(),
+            status: Arc::clone(&status),
+        };
+        (sink, status)
+    }
+
+    fn label(&self, class: u16) -> String {
+        self.labels.get(class as usize).cloned().unwrap_or_else(|| class.to_string())
+    }
+
+    fn publish_detections(&mut self, r: &FrameReport<'_>, kept: &[Detection]) {
+        let seq = self.seq;
+        self.seq += 1;
+        let latency_ms = r.inference.as_secs_f64() * 1e3;
+        if self.print {
+            let mut out = std::io::stdout().lock();
+            let _ =
+                write!(out, "{} #{seq:<5} frame {:<5} {:<24}", self.pipeline, r.meta.frame, r.source.unwrap_or("-"));
+            for d in kept {
+                let _ = write!(out, "  {} {:.3}", self.label(d.class), d.score);
+                if let Some(b) = d.bbox {
+                    let _ = write!(out, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1);
+                }
+            }
+            let _ = writeln!(out, "  ({latency_ms:.2} ms)");
+        }
+        let Some(link) = &self.link else { return };
+        let payload = match self.format {
+            Format::Json => {
+                let dets: Vec<_> = kept
+                    .iter()
+                    .map(|d| match d.bbox {
+                        Some(b) => {
+                            json!({"label": self.label(d.class), "score": d.score, "box": [b.x0, b.y0, b.x1, b.y1]})
+                        }
+                        None => json!({"label": self.label(d.class), "score": d.score}),
+                    })
+                    .collect();
+                json!({
+                    "device": self.device, "pipeline": self.pipeline, "seq": seq, "ts": rfc3339(r.meta.timestamp_ms),
+                    "frame": r.meta.frame, "source": r.source, "model": self.model, "latency_ms": latency_ms,
+                    "detections": dets,
+                })
+                .to_string()
+                .into_bytes()
+            }
+            Format::Postcard => {
+                let mut detections = Detections::new();
+                for d in kept.iter().take(detections.capacity()) {
+                    let _ = detections.push(*d);
+                }
+                let m = DetectionMessage { seq, meta: r.meta, latency_us: r.inference.as_micros() as u32, detections };
+                postcard::to_stdvec(&m).unwrap_or_default()
+            }
+        };
+        link.publish(&self.topics.detections(&self.pipeline), payload, false);
+    }
+
+    fn publish_event(&mut self, e: &Event, duration_ms: Option<u64>) {
+        let label = self.label(e.class);
+        if self.print {
+            let kind = if e.kind == EventKind::Start { "start" } else { "end" };
+            println!("{} event {kind} {label} {:.3} at {}", self.pipeline, e.score, rfc3339(e.timestamp_ms));
+        }
+        let Some(link) = &self.link else { return };
+        let payload = match self.format {
+            Format::Json => json!({
+                "device": self.device, "pipeline": self.pipeline, "ts": rfc3339(e.timestamp_ms), "label": label,
+                "event": if e.kind == EventKind::Start { "start" } else { "end" }, "score": e.score,
+                "duration_s": duration_ms.map(|d| d as f64 / 1e3),
+            })
+            .to_string()
+            .into_bytes(),
+            Format::Postcard => postcard::to_stdvec(e).unwrap_or_default(),
+        };
+        link.publish(&self.topics.events(&self.pipeline), payload.clone(), false);
+        link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true);
+    }
+
+    /// Starts presence for detected labels, ends it for labels absent longer than the hold.
+    fn update_presence(&mut self, now_ms: u64, seen: &[Detection]) {
+        for d in seen {
+            match self.presence.get_mut(&d.class) {
+                Some(p) => {
+                    p.last_ms = now_ms;
+                    p.peak = p.peak.max(d.score);
+                }
+                None => {
+                    self.presence.insert(d.class, Presence { started_ms: now_ms, last_ms: now_ms, peak: d.score });
+                    let e = Event { class: d.class, kind: EventKind::Start, timestamp_ms: now_ms, score: d.score };
+                    self.publish_event(&e, None);
+                }
+            }
+        }
+        let expired: Vec<u16> = self
+            .presence
+            .iter()
+            .filter(|(_, p)| now_ms.saturating_sub(p.last_ms) > self.hold_ms)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in expired {
+            self.end_presence(c, now_ms);
+        }
+    }
+
+    fn end_presence(&mut self, class: u16, now_ms: u64) {
+        if let Some(p) = self.presence.remove(&class) {
+            let e = Event { class, kind: EventKind::End, timestamp_ms: now_ms, score: p.peak };
+            self.publish_event(&e, Some(now_ms.saturating_sub(p.started_ms)));
+        }
     }
 }
 
-fn stdout_error(e: std::io::Error) -> LeptonError {
-    LeptonError::io("<stdout>", e)
-}
-
-impl Sink for ConsoleSink {
+impl Sink for DaemonSink {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
-        let mut out = std::io::stdout().lock();
-        write!(out, "frame {:>4}  {:<28}", r.meta.frame, r.source.unwrap_or("-")).map_err(stdout_error)?;
-        if r.detections.is_empty() {
-            write!(out, "  (nothing)").map_err(stdout_error)?;
+        let kept: heapless::Vec<Detection, 32> =
+            r.detections.iter().filter(|d| d.score >= self.threshold).copied().collect();
+        if !kept.is_empty() {
+            self.publish_detections(r, &kept);
         }
-        for d in r.detections {
-            let label = self.labels.get(d.class as usize).map_or("?", String::as_str);
-            write!(out, "  {label} {:.3}", d.score).map_err(stdout_error)?;
-            if let Some(b) = d.bbox {
-                write!(out, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1).map_err(stdout_error)?;
-            }
+        // Model-made events (speech start/end) go out as they are.
+        for e in r.events {
+            self.publish_event(e, None);
         }
-        writeln!(out, "  inference {:.3} ms", r.inference.as_secs_f64() * 1e3).map_err(stdout_error)
+        self.update_presence(r.meta.timestamp_ms, &kept);
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.processed += 1;
+        s.dropped = r.dropped;
+        s.messages += u64::from(!kept.is_empty());
+        s.inference.record(r.inference);
+        Ok(())
     }
 
     fn finish(&mut self, stats: &Stats) -> Result<(), LeptonError> {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        let (mut pre, mut inference) = (stats.preprocess.clone(), stats.inference.clone());
+        let now = now_ms();
+        for c in self.presence.keys().copied().collect::<Vec<_>>() {
+            self.end_presence(c, now);
+        }
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.finished = true;
+        s.dropped = s.dropped.max(stats.frames_dropped);
+        let mut inference = stats.inference.clone();
         println!(
-            "{} frames processed, {} dropped, {} failed; inference p50 {:.3} ms p99 {:.3} ms; preprocess p50 {:.3} ms{}",
+            "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
+            self.pipeline,
             stats.frames_processed,
             stats.frames_dropped,
             stats.frames_failed,
-            ms(inference.percentile(50.0)),
-            ms(inference.percentile(99.0)),
-            ms(pre.percentile(50.0)),
-            if stats.overlapped { " (overlapped with inference)" } else { "" },
+            s.messages,
+            inference.percentile(50.0).as_secs_f64() * 1e3,
+            inference.percentile(99.0).as_secs_f64() * 1e3,
         );
         Ok(())
     }

@@ -230,6 +230,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             events: &events,
             inference,
             processing,
+            dropped: self.stats.samples_lost,
         };
         self.sink.frame(&report)
     }

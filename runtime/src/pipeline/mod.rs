@@ -62,6 +62,8 @@ pub struct FrameReport<'a> {
     /// Engine run + postprocessing time (preprocessing runs ahead, on its own thread in
     /// [`Pipeline::run`]).
     pub processing: Duration,
+    /// Losses so far: frames the source skipped (vision) or samples it overran (audio).
+    pub dropped: u64,
 }
 
 /// Consumes results: stdout, MQTT, alerts.
@@ -308,10 +310,13 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         let stop: &AtomicBool = stop;
         let exchange = &exchange;
         let (in0, failed0) = (stats.frames_in, stats.frames_failed);
+        let dropped = std::sync::atomic::AtomicU64::new(stats.frames_dropped);
+        let dropped = &dropped;
         std::thread::scope(|scope| -> Result<()> {
-            let producer = scope.spawn(move || produce(source, pre, exchange, stop));
+            let producer = scope.spawn(move || produce(source, pre, exchange, stop, dropped));
             let mut result = Ok(());
             while let Some(mut p) = exchange.take_ready() {
+                stats.frames_dropped = dropped.load(Ordering::Relaxed);
                 let step = engine.swap_input(0, &mut p.buffer).and_then(|()| {
                     let name = (!p.name.is_empty()).then_some(p.name.as_str());
                     infer(engine, post, sink, detections, stats, p.meta, name, &p.transform)
@@ -379,6 +384,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
     pre: &mut P,
     exchange: &Exchange<Prepared<B>>,
     stop: &AtomicBool,
+    dropped: &std::sync::atomic::AtomicU64,
 ) -> SourceCounts {
     let mut counts = SourceCounts::default();
     // Wait for a free buffer first, so a live source hands over its newest frame.
@@ -386,6 +392,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        dropped.store(source.dropped(), Ordering::Relaxed);
         let frame = match source.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
@@ -452,6 +459,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     stats.frames_processed += 1;
     stats.inference.record(inference);
     stats.processing.record(processing);
-    let report = FrameReport { meta, source, detections, events: &[], inference, processing };
+    let report =
+        FrameReport { meta, source, detections, events: &[], inference, processing, dropped: stats.frames_dropped };
     sink.frame(&report)
 }

@@ -1,7 +1,11 @@
 //! Sources: where frames and samples come from. A source owns its buffers and lends each frame
 //! until the next call, so the pipeline never copies or allocates for it.
 
+#[cfg(feature = "camera")]
+pub mod camera;
 pub mod images;
+#[cfg(feature = "mic")]
+pub mod mic;
 pub mod wav;
 
 use crate::error::Result;

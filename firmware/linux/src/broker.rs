@@ -1,0 +1,63 @@
+//! The embedded MQTT broker (rumqttd), for running without any infrastructure: `lepton run` with no
+//! `[mqtt]` section starts it on 127.0.0.1, on the first free port from 1883.
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// First free TCP port on 127.0.0.1 from `start`.
+pub fn free_port(start: u16) -> Result<u16> {
+    for port in start..start.saturating_add(200) {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {start}..{}", start.saturating_add(200))
+}
+
+/// Starts a broker on 127.0.0.1 (first free port from 1883) in a background thread and waits
+/// until it accepts connections; returns its port.
+pub fn start() -> Result<u16> {
+    let port = free_port(1883)?;
+    let listen: SocketAddr = ([127, 0, 0, 1], port).into();
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5000,
+        max_payload_size: 1 << 20,
+        max_inflight_count: 500,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server =
+        rumqttd::ServerSettings { name: "lepton".into(), listen, tls: None, next_connection_delay_ms: 1, connections };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: 1000,
+            max_outgoing_packet_count: 1000,
+            max_segment_size: 1 << 20,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("lepton".to_string(), server)])),
+        ..Default::default()
+    };
+    std::thread::Builder::new()
+        .name("lepton-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!("embedded MQTT broker stopped: {e}");
+            }
+        })
+        .context("starting the embedded broker")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the embedded broker did not start listening on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(port)
+}

@@ -1,0 +1,407 @@
+//! The daemon's configuration (TOML). Every key is documented in README.md ("Configuration");
+//! unknown keys are errors naming the key and line, paths are relative to the config file.
+
+use anyhow::{bail, Context, Result};
+use lepton_runtime::source::camera::CameraFormatKind;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[device]`.
+    pub device: Device,
+    /// `[mqtt]`; absent: an embedded broker on 127.0.0.1.
+    pub mqtt: Option<Mqtt>,
+    /// `[homeassistant]`.
+    #[serde(default)]
+    pub homeassistant: HomeAssistant,
+    /// `[[pipeline]]`.
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// `[device]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Used in every topic: letters, digits, `-` and `_`.
+    pub id: String,
+    /// Friendly name (Home Assistant); default: the id.
+    pub name: Option<String>,
+    /// Seconds between stats messages (default 10; 0: none).
+    #[serde(default = "default_stats")]
+    pub stats_interval_s: u64,
+}
+
+fn default_stats() -> u64 {
+    10
+}
+
+/// Payload encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// JSON objects (default).
+    #[default]
+    Json,
+    /// postcard-encoded `DetectionMessage`/`Event` (see README).
+    Postcard,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// Broker host.
+    pub host: String,
+    /// Broker port (default 1883, 8883 with TLS).
+    pub port: Option<u16>,
+    /// First topic level (default `lepton`).
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// 0 or 1 (default 1).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Messages kept while the broker is unreachable; past it the oldest are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+    /// `json` or `postcard`.
+    #[serde(default)]
+    pub format: Format,
+    /// CA certificate (PEM) to verify the broker with TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// User name.
+    pub username: Option<String>,
+    /// File holding the password (else `LEPTON_MQTT_PASSWORD`).
+    pub password_file: Option<PathBuf>,
+    /// Client id (default `lepton-<device id>`).
+    pub client_id: Option<String>,
+    /// Keep-alive in seconds (default 30).
+    #[serde(default = "default_keepalive")]
+    pub keepalive_s: u64,
+    /// Longest wait between reconnection attempts, in seconds (default 30).
+    #[serde(default = "default_backoff")]
+    pub reconnect_max_s: u64,
+}
+
+fn default_prefix() -> String {
+    "lepton".into()
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_queue() -> usize {
+    1000
+}
+fn default_keepalive() -> u64 {
+    30
+}
+fn default_backoff() -> u64 {
+    30
+}
+
+/// `[homeassistant]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeAssistant {
+    /// Publish MQTT discovery configs (default false).
+    #[serde(default)]
+    pub discovery: bool,
+    /// Discovery prefix (default `homeassistant`).
+    #[serde(default = "default_ha_prefix")]
+    pub prefix: String,
+}
+
+impl Default for HomeAssistant {
+    fn default() -> Self {
+        HomeAssistant { discovery: false, prefix: default_ha_prefix() }
+    }
+}
+
+fn default_ha_prefix() -> String {
+    "homeassistant".into()
+}
+
+/// `[[pipeline]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Used in topics.
+    pub name: String,
+    /// Model file (ONNX with a manifest, or `.lpm`).
+    pub model: PathBuf,
+    /// Detections below are not published (default 0.5).
+    #[serde(default = "default_threshold")]
+    pub threshold: f32,
+    /// Presence events end after this long without a detection (default 2 s).
+    #[serde(default = "default_hold")]
+    pub hold_s: f64,
+    /// `auto` (int8 models on the integer engine), `tract` or `micro`.
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// Print each published result on stdout (default true).
+    #[serde(default = "default_true")]
+    pub print: bool,
+    /// Where frames or samples come from.
+    pub source: Source,
+}
+
+fn default_threshold() -> f32 {
+    0.5
+}
+fn default_hold() -> f64 {
+    2.0
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Engine choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// The runtime's choice.
+    #[default]
+    Auto,
+    /// tract.
+    Tract,
+    /// The int8 micro engine.
+    Micro,
+}
+
+/// `[pipeline.source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// A folder of PNG/JPEG files in file-name order.
+    Images {
+        /// The folder.
+        path: PathBuf,
+        /// Pace like a camera at this rate (newest frame wins when processing lags).
+        fps: Option<f32>,
+        /// Start over after the last file.
+        #[serde(default, rename = "loop")]
+        looping: bool,
+    },
+    /// A WAV file.
+    Wav {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A camera.
+    Camera {
+        /// Index (`/dev/videoN`), default 0.
+        #[serde(default)]
+        index: u32,
+        /// Requested width (default 640).
+        #[serde(default = "default_width")]
+        width: u32,
+        /// Requested height (default 480).
+        #[serde(default = "default_height")]
+        height: u32,
+        /// Requested frame rate (default 15).
+        #[serde(default = "default_fps")]
+        fps: u32,
+        /// `yuyv` (default), `mjpeg`, `nv12`, `gray`, `rgb`.
+        #[serde(default = "default_format")]
+        format: CameraFormatKind,
+    },
+    /// A microphone.
+    Mic {
+        /// Device name or part of it (default: the default input).
+        device: Option<String>,
+        /// Sample rate (default: the model's).
+        rate: Option<u32>,
+        /// Stop after this many seconds (default: never).
+        duration_s: Option<f64>,
+    },
+}
+
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    15
+}
+fn default_format() -> CameraFormatKind {
+    CameraFormatKind::Yuyv
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+impl Config {
+    /// Parses and checks a config file; errors name the key and line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => anyhow::anyhow!(
+                    "{}: line {l} (`{}`): {}",
+                    path.display(),
+                    text.lines().nth(l - 1).unwrap_or("").trim(),
+                    e.message()
+                ),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.resolve(base);
+        c.check(path)?;
+        Ok(c)
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in &mut self.pipelines {
+            abs(&mut p.model);
+            match &mut p.source {
+                Source::Images { path, .. } | Source::Wav { path } => abs(path),
+                _ => {}
+            }
+        }
+        if let Some(m) = &mut self.mqtt {
+            if let Some(p) = &mut m.tls_ca {
+                abs(p);
+            }
+            if let Some(p) = &mut m.password_file {
+                abs(p);
+            }
+        }
+    }
+
+    /// Checks values that the types cannot.
+    pub fn check(&self, path: &Path) -> Result<()> {
+        let f = path.display();
+        if !valid_id(&self.device.id) {
+            bail!("{f}: device.id `{}`: use letters, digits, `-` and `_` (it is part of every topic)", self.device.id);
+        }
+        if let Some(m) = &self.mqtt {
+            if m.qos > 1 {
+                bail!("{f}: mqtt.qos = {}: use 0 or 1", m.qos);
+            }
+            if m.queue_capacity == 0 {
+                bail!("{f}: mqtt.queue_capacity must be > 0");
+            }
+            if m.topic_prefix.is_empty() || m.topic_prefix.contains(['#', '+']) {
+                bail!("{f}: mqtt.topic_prefix `{}`: not empty, no `#` or `+`", m.topic_prefix);
+            }
+            for p in m.tls_ca.iter().chain(m.password_file.iter()) {
+                if !p.is_file() {
+                    bail!("{f}: mqtt: file {} does not exist", p.display());
+                }
+            }
+        }
+        if self.pipelines.is_empty() {
+            bail!("{f}: no [[pipeline]]: add at least one (see README, Configuration)");
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.pipelines {
+            if !valid_id(&p.name) {
+                bail!("{f}: pipeline name `{}`: use letters, digits, `-` and `_`", p.name);
+            }
+            if !names.insert(&p.name) {
+                bail!("{f}: two pipelines are named `{}`", p.name);
+            }
+            if !p.model.is_file() {
+                bail!("{f}: pipeline `{}`: model {} does not exist", p.name, p.model.display());
+            }
+            if !(0.0..=1.0).contains(&p.threshold) {
+                bail!("{f}: pipeline `{}`: threshold {} must be within 0..=1", p.name, p.threshold);
+            }
+            if p.hold_s.is_nan() || p.hold_s < 0.0 {
+                bail!("{f}: pipeline `{}`: hold_s must be ≥ 0", p.name);
+            }
+            match &p.source {
+                Source::Images { path, fps, .. } => {
+                    if !path.is_dir() {
+                        bail!("{f}: pipeline `{}`: source.path {} is not a folder", p.name, path.display());
+                    }
+                    if fps.is_some_and(|x| x.is_nan() || x <= 0.0) {
+                        bail!("{f}: pipeline `{}`: source.fps must be > 0", p.name);
+                    }
+                }
+                Source::Wav { path } if !path.is_file() => {
+                    bail!("{f}: pipeline `{}`: source.path {} does not exist", p.name, path.display());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("lepton.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "lepton-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(d.join("frames")).unwrap();
+        std::fs::write(d.join("m.onnx"), b"x").unwrap();
+        d
+    }
+
+    const GOOD: &str = r#"
+[device]
+id = "porch-cam"
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+[[pipeline]]
+name = "front"
+model = "m.onnx"
+[pipeline.source]
+kind = "images"
+path = "frames"
+fps = 5
+"#;
+
+    #[test]
+    fn parses_defaults_and_resolves_paths_next_to_the_file() {
+        let d = dir();
+        let c = Config::load(&write(&d, GOOD)).unwrap();
+        let m = c.mqtt.as_ref().unwrap();
+        assert_eq!((m.topic_prefix.as_str(), m.qos, m.queue_capacity, m.format), ("lepton", 1, 1000, Format::Json));
+        assert_eq!(c.pipelines[0].threshold, 0.5);
+        assert_eq!(c.pipelines[0].model, d.join("m.onnx"));
+        assert!(matches!(c.pipelines[0].source, Source::Images { fps: Some(5.0), looping: false, .. }));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let d = dir();
+        let e = Config::load(&write(&d, &GOOD.replace("port = 1883", "prot = 1883"))).unwrap_err().to_string();
+        assert!(e.contains("line 6") && e.contains("prot"), "{e}");
+        let e = Config::load(&write(&d, &GOOD.replace("port = 1883", "port = \"x\""))).unwrap_err().to_string();
+        assert!(e.contains("line 6") && e.contains("port"), "{e}");
+        let e = Config::load(&write(&d, &GOOD.replace("m.onnx", "missing.onnx"))).unwrap_err().to_string();
+        assert!(e.contains("missing.onnx") && e.contains("front"), "{e}");
+        let e =
+            Config::load(&write(&d, &GOOD.replace("kind = \"images\"", "kind = \"scanner\""))).unwrap_err().to_string();
+        assert!(e.contains("scanner"), "{e}");
+        let e = Config::load(&write(&d, &GOOD.replace("porch-cam", "porch cam"))).unwrap_err().to_string();
+        assert!(e.contains("device.id"), "{e}");
+    }
+}

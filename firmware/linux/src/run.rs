@@ -1,0 +1,450 @@
+//! `lepton run`: the pipelines of a config (or the bundled demo), an MQTT link (or an embedded
+//! broker), stats, Home Assistant discovery, and a graceful stop on SIGINT/SIGTERM.
+
+use crate::broker;
+use crate::config::{self, Config, EngineKind, Format, Source};
+use crate::homeassistant::{self, PipelineEntities};
+use crate::mqtt::{Link, LinkOptions};
+use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
+use crate::topics::Topics;
+use anyhow::{bail, Context, Result};
+use lepton_runtime::engine::EngineChoice;
+use lepton_runtime::image::Image;
+use lepton_runtime::manifest::Task;
+use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
+use lepton_runtime::source::camera::{CameraOptions, CameraSource};
+use lepton_runtime::source::mic::{MicOptions, MicSource};
+use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, WavSource};
+use lepton_runtime::Model;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a pipeline gets its model.
+#[derive(Clone)]
+pub enum ModelRef {
+    /// A file.
+    File(PathBuf),
+    /// Bytes built into the binary (the demo), with a name.
+    Bundled(&'static [u8], &'static str),
+}
+
+/// How a pipeline gets its frames or samples.
+#[derive(Clone)]
+pub enum SourceRef {
+    /// As configured.
+    Config(Source),
+    /// Decoded pictures built into the binary (the demo).
+    Pictures(Vec<Image>),
+}
+
+/// One pipeline to run.
+#[derive(Clone)]
+pub struct Plan {
+    /// Name (topics).
+    pub name: String,
+    /// Model.
+    pub model: ModelRef,
+    /// Source.
+    pub source: SourceRef,
+    /// Publication threshold.
+    pub threshold: f32,
+    /// Presence hold.
+    pub hold_s: f64,
+    /// Engine choice.
+    pub engine: EngineKind,
+    /// Print results.
+    pub print: bool,
+}
+
+/// Where to publish.
+pub enum Broker {
+    /// A configured broker.
+    External(config::Mqtt),
+    /// Start one in this process.
+    Embedded,
+}
+
+/// Everything `run` needs.
+pub struct Setup {
+    /// Device id.
+    pub device: String,
+    /// Device name.
+    pub device_name: String,
+    /// Seconds between stats (0: none).
+    pub stats_interval_s: u64,
+    /// Broker.
+    pub broker: Broker,
+    /// Home Assistant discovery.
+    pub homeassistant: config::HomeAssistant,
+    /// Pipelines.
+    pub plans: Vec<Plan>,
+}
+
+impl Setup {
+    /// From a config file.
+    pub fn from_config(c: Config) -> Self {
+        let plans = c
+            .pipelines
+            .into_iter()
+            .map(|p| Plan {
+                name: p.name,
+                model: ModelRef::File(p.model),
+                source: SourceRef::Config(p.source),
+                threshold: p.threshold,
+                hold_s: p.hold_s,
+                engine: p.engine,
+                print: p.print,
+            })
+            .collect();
+        Setup {
+            device_name: c.device.name.clone().unwrap_or_else(|| c.device.id.clone()),
+            device: c.device.id,
+            stats_interval_s: c.device.stats_interval_s,
+            broker: c.mqtt.map_or(Broker::Embedded, Broker::External),
+            homeassistant: c.homeassistant,
+            plans,
+        }
+    }
+}
+
+fn choice(e: EngineKind) -> EngineChoice {
+    match e {
+        EngineKind::Auto => EngineChoice::Auto,
+        EngineKind::Tract => EngineChoice::Tract,
+        EngineKind::Micro => EngineChoice::Micro,
+    }
+}
+
+/// Loads a plan's model.
+pub fn load_model(plan: &Plan) -> Result<Model> {
+    Ok(match &plan.model {
+        ModelRef::File(p) => Model::load_with(p, choice(plan.engine))?,
+        ModelRef::Bundled(bytes, name) => Model::from_bytes(bytes, name)?,
+    })
+}
+
+fn model_name(plan: &Plan) -> String {
+    match &plan.model {
+        ModelRef::File(p) => {
+            p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+        }
+        ModelRef::Bundled(_, name) => name.rsplit('/').next().unwrap_or(name).to_string(),
+    }
+}
+
+/// Frames from pictures or a camera.
+enum Frames {
+    Pictures(ImageSource),
+    Camera(CameraSource),
+}
+
+impl FrameSource for Frames {
+    fn next_frame(&mut self) -> lepton_runtime::error::Result<Option<Frame<'_>>> {
+        match self {
+            Frames::Pictures(s) => s.next_frame(),
+            Frames::Camera(s) => s.next_frame(),
+        }
+    }
+    fn dropped(&self) -> u64 {
+        match self {
+            Frames::Pictures(s) => s.dropped(),
+            Frames::Camera(s) => s.dropped(),
+        }
+    }
+}
+
+/// Samples from a WAV file or a microphone.
+enum Samples {
+    Wav(WavSource),
+    Mic(MicSource),
+}
+
+impl AudioSource for Samples {
+    fn sample_rate(&self) -> u32 {
+        match self {
+            Samples::Wav(s) => s.sample_rate(),
+            Samples::Mic(s) => s.sample_rate(),
+        }
+    }
+    fn read(&mut self, buf: &mut [f32]) -> lepton_runtime::error::Result<usize> {
+        match self {
+            Samples::Wav(s) => s.read(buf),
+            Samples::Mic(s) => s.read(buf),
+        }
+    }
+    fn overruns(&self) -> u64 {
+        match self {
+            Samples::Wav(s) => s.overruns(),
+            Samples::Mic(s) => s.overruns(),
+        }
+    }
+    fn name(&self) -> Option<&str> {
+        match self {
+            Samples::Wav(s) => s.name(),
+            Samples::Mic(s) => s.name(),
+        }
+    }
+}
+
+/// Ways to stop every pipeline, registered as they start.
+type Stoppers = Arc<Mutex<Vec<Box<dyn Fn() + Send + Sync>>>>;
+
+fn register(stoppers: &Stoppers, stopping: &AtomicBool, f: impl Fn() + Send + Sync + 'static) {
+    if stopping.load(Ordering::Relaxed) {
+        f();
+    }
+    stoppers.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
+}
+
+/// Runs one pipeline to its end (or until stopped).
+fn run_pipeline(
+    plan: Plan,
+    model: Model,
+    sink: DaemonSink,
+    stoppers: Stoppers,
+    stopping: Arc<AtomicBool>,
+) -> Result<()> {
+    let manifest =
+        model.manifest().cloned().with_context(|| format!("pipeline `{}`: the model has no manifest", plan.name))?;
+    let model_path = PathBuf::from(model_name(&plan));
+    match (manifest.task, plan.source) {
+        (Task::Classify | Task::Detect, source) => {
+            let frames = match source {
+                SourceRef::Pictures(images) => {
+                    Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default()))
+                }
+                SourceRef::Config(Source::Images { path, fps, looping }) => {
+                    Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
+                }
+                SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
+                    let cam = CameraSource::open(CameraOptions { index, width, height, fps, format })?;
+                    register(&stoppers, &stopping, cam.stopper());
+                    Frames::Camera(cam)
+                }
+                SourceRef::Config(other) => {
+                    bail!("pipeline `{}`: an image model needs an images or camera source, not {other:?}", plan.name)
+                }
+            };
+            let stages = model.into_vision_stages()?;
+            let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
+            let flag = p.stop_flag();
+            register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
+            p.run()?;
+        }
+        (Task::Keyword | Task::Vad, SourceRef::Config(source)) => {
+            let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
+            let samples = match source {
+                Source::Wav { path } => Samples::Wav(WavSource::open(&path)?),
+                Source::Mic { device, rate: r, duration_s } => {
+                    let mic = MicSource::open(&MicOptions { device, rate: r.unwrap_or(rate), duration_s })?;
+                    register(&stoppers, &stopping, mic.stopper());
+                    Samples::Mic(mic)
+                }
+                other => bail!("pipeline `{}`: an audio model needs a wav or mic source, not {other:?}", plan.name),
+            };
+            let engine = model.into_engine()?;
+            let mut p = AudioPipeline::new(samples, engine, sink, &manifest, &model_path)?;
+            let flag = p.stop_flag();
+            register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
+            let lost = p.run()?.samples_lost;
+            if lost > 0 {
+                println!(
+                    "{}: {lost} audio samples lost ({:.2} s): the source delivered faster than the pipeline consumed",
+                    plan.name,
+                    lost as f64 / f64::from(rate)
+                );
+            }
+        }
+        (task, _) => bail!("pipeline `{}`: a {task:?} model cannot run on these pictures", plan.name),
+    }
+    Ok(())
+}
+
+fn link_options(device: &str, m: &config::Mqtt, topics: &Topics) -> Result<LinkOptions> {
+    let password = match (&m.password_file, std::env::var("LEPTON_MQTT_PASSWORD")) {
+        (Some(f), _) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("mqtt.password_file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, Ok(p)) => Some(p),
+        (None, Err(_)) => None,
+    };
+    let credentials = match (&m.username, password) {
+        (Some(u), p) => Some((u.clone(), p.unwrap_or_default())),
+        (None, Some(_)) => bail!("mqtt: a password is set but no mqtt.username"),
+        (None, None) => None,
+    };
+    let tls_ca = m
+        .tls_ca
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("mqtt.tls_ca {}", p.display())))
+        .transpose()?;
+    Ok(LinkOptions {
+        host: m.host.clone(),
+        port: m.port.unwrap_or(if tls_ca.is_some() { 8883 } else { 1883 }),
+        client_id: m.client_id.clone().unwrap_or_else(|| format!("lepton-{device}")),
+        credentials,
+        tls_ca,
+        keepalive: Duration::from_secs(m.keepalive_s),
+        reconnect_max: Duration::from_secs(m.reconnect_max_s.max(1)),
+        qos: if m.qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce },
+        capacity: m.queue_capacity,
+        status_topic: topics.status(),
+    })
+}
+
+/// Publishes the stats message every `interval` until `stop`.
+fn stats_loop(
+    link: Link,
+    topics: Topics,
+    device: String,
+    statuses: Vec<(String, SharedStatus)>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let mut prev: Vec<u64> = vec![0; statuses.len()];
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() < interval {
+            continue;
+        }
+        let dt = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let mut pipelines = serde_json::Map::new();
+        for (k, (name, status)) in statuses.iter().enumerate() {
+            let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
+            let fps = (s.processed - prev[k]) as f64 / dt;
+            prev[k] = s.processed;
+            let (p50, p99) = (s.inference.percentile(50.0), s.inference.percentile(99.0));
+            pipelines.insert(
+                name.clone(),
+                json!({"fps": (fps * 100.0).round() / 100.0, "inference_p50_ms": p50.as_secs_f64() * 1e3, "inference_p99_ms": p99.as_secs_f64() * 1e3,
+                       "processed": s.processed, "dropped": s.dropped, "published": s.messages, "finished": s.finished}),
+            );
+        }
+        let l = link.stats();
+        let msg = json!({
+            "device": device, "ts": rfc3339(now_ms()), "uptime_s": started.elapsed().as_secs(), "pipelines": pipelines,
+            "queue_depth": l.queue_depth, "messages_delivered": l.delivered, "messages_dropped": l.dropped, "connections": l.connections,
+        });
+        link.publish(&topics.stats(), msg.to_string().into_bytes(), false);
+    }
+}
+
+/// Runs everything until the pipelines end or a signal stops them.
+pub fn run(setup: Setup) -> Result<ExitCode> {
+    let (mqtt, embedded) = match setup.broker {
+        Broker::External(m) => (m, false),
+        Broker::Embedded => {
+            let port = broker::start()?;
+            println!("embedded MQTT broker on 127.0.0.1:{port} (watch with: lepton-watch --port {port})");
+            let m: config::Mqtt =
+                toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}")).context("embedded broker settings")?;
+            (m, true)
+        }
+    };
+    let topics = Topics::new(&mqtt.topic_prefix, &setup.device);
+    let link = Link::start(link_options(&setup.device, &mqtt, &topics)?)?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let stoppers: Stoppers = Arc::new(Mutex::new(vec![]));
+    {
+        let (stopping, stoppers) = (Arc::clone(&stopping), Arc::clone(&stoppers));
+        ctrlc::set_handler(move || {
+            if stopping.swap(true, Ordering::Relaxed) {
+                eprintln!("second signal: exiting now");
+                std::process::exit(130);
+            }
+            eprintln!("stopping: finishing the current frames and delivering queued messages…");
+            for s in stoppers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                s();
+            }
+        })
+        .context("installing the signal handler")?;
+    }
+    // Load every model first: a bad model stops the start, before anything is published.
+    let mut loaded = vec![];
+    for plan in setup.plans {
+        let model = load_model(&plan).with_context(|| format!("pipeline `{}`", plan.name))?;
+        loaded.push((plan, model));
+    }
+    if setup.homeassistant.discovery {
+        let entities: Vec<PipelineEntities> = loaded
+            .iter()
+            .map(|(p, m)| PipelineEntities {
+                name: p.name.clone(),
+                labels: m.manifest().map(|m| m.labels.clone()).unwrap_or_default(),
+                hold_s: p.hold_s,
+            })
+            .collect();
+        let configs =
+            homeassistant::configs(&setup.homeassistant.prefix, &setup.device, &setup.device_name, &topics, &entities);
+        homeassistant::announce(&link, &setup.homeassistant.prefix, configs);
+    }
+    let mut statuses = vec![];
+    let mut threads = vec![];
+    for (plan, model) in loaded {
+        let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
+        let (sink, status) = DaemonSink::new(SinkOptions {
+            device: setup.device.clone(),
+            pipeline: plan.name.clone(),
+            model: model_name(&plan),
+            labels,
+            threshold: plan.threshold,
+            hold: Duration::from_secs_f64(plan.hold_s),
+            print: plan.print,
+            format: if embedded { Format::Json } else { mqtt.format },
+            link: Some(link.clone()),
+            topics: topics.clone(),
+        });
+        statuses.push((plan.name.clone(), status));
+        let (stoppers, stopping) = (Arc::clone(&stoppers), Arc::clone(&stopping));
+        let name = plan.name.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("lepton-{name}"))
+            .stack_size(8 << 20)
+            .spawn(move || run_pipeline(plan, model, sink, stoppers, stopping))
+            .with_context(|| format!("starting pipeline `{name}`"))?;
+        threads.push((name, t));
+    }
+    let stats_stop = Arc::new(AtomicBool::new(false));
+    let stats = (setup.stats_interval_s > 0).then(|| {
+        let (link, topics, device, stop) =
+            (link.clone(), topics.clone(), setup.device.clone(), Arc::clone(&stats_stop));
+        let interval = Duration::from_secs(setup.stats_interval_s);
+        std::thread::spawn(move || stats_loop(link, topics, device, statuses, interval, stop))
+    });
+    let mut failed = false;
+    for (name, t) in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("error: pipeline `{name}`: {e:#}");
+                failed = true;
+            }
+            Err(_) => {
+                eprintln!("error: pipeline `{name}` panicked");
+                failed = true;
+            }
+        }
+    }
+    stats_stop.store(true, Ordering::Relaxed);
+    if let Some(t) = stats {
+        let _ = t.join();
+    }
+    let left = link.flush(Duration::from_secs(10));
+    let s = link.stats();
+    println!(
+        "MQTT: {} messages delivered, {} dropped (queue full), {} undelivered at exit",
+        s.delivered, s.dropped, left
+    );
+    link.close();
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}

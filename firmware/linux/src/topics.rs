@@ -1,0 +1,45 @@
+//! Every MQTT topic the daemon uses, built in one place.
+
+/// Topic builder for one device.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+    device: String,
+}
+
+impl Topics {
+    /// Topics under `<prefix>/<device>`.
+    pub fn new(prefix: &str, device: &str) -> Self {
+        Topics { prefix: prefix.to_string(), device: device.to_string() }
+    }
+
+    /// Retained `online`/`offline`.
+    pub fn status(&self) -> String {
+        format!("{}/{}/status", self.prefix, self.device)
+    }
+
+    /// Periodic counters.
+    pub fn stats(&self) -> String {
+        format!("{}/{}/stats", self.prefix, self.device)
+    }
+
+    /// One message per processed frame with detections.
+    pub fn detections(&self, pipeline: &str) -> String {
+        format!("{}/{}/{pipeline}/detections", self.prefix, self.device)
+    }
+
+    /// Presence start/end events of every label.
+    pub fn events(&self, pipeline: &str) -> String {
+        format!("{}/{}/{pipeline}/events", self.prefix, self.device)
+    }
+
+    /// Presence start/end events of one label (what Home Assistant's binary sensors follow).
+    pub fn label_events(&self, pipeline: &str, label: &str) -> String {
+        format!("{}/{}/{pipeline}/events/{}", self.prefix, self.device, topic_safe(label))
+    }
+}
+
+/// A label as a topic level: `/`, `+`, `#` and spaces become `_`.
+pub fn topic_safe(label: &str) -> String {
+    label.chars().map(|c| if matches!(c, '/' | '+' | '#' | ' ') { '_' } else { c }).collect()
+}

@@ -1,0 +1,420 @@
+//! The `lepton` daemon end to end against a real mosquitto and real subscribers: the message
+//! contract, an outage that loses nothing, the bounded queue, audio from a WAV and from the ALSA
+//! microphone path, postcard payloads, Home Assistant discovery, signals and bad configs.
+
+use lepton_e2e::{bin, root, scratch, text, Mosquitto, PulseMic, Subscriber};
+use lepton_runtime::event::{decode, DetectionMessage};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("lepton.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn lepton(args: &[&str], home: Option<&Path>) -> Output {
+    let mut c = Command::new(bin("lepton"));
+    c.args(args).current_dir(root());
+    if let Some(h) = home {
+        c.env("HOME", h);
+    }
+    c.output().expect("running lepton")
+}
+
+/// Starts `lepton run --config CONFIG` in the background (with `HOME` set when given), output captured.
+fn spawn_lepton(config: &Path, home: Option<&Path>) -> std::process::Child {
+    let mut c = Command::new(bin("lepton"));
+    c.arg("run").arg("--config").arg(config).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if let Some(h) = home {
+        c.env("HOME", h);
+    }
+    c.spawn().expect("starting lepton")
+}
+
+fn json_messages(msgs: &[(String, Vec<u8>)], suffix: &str) -> Vec<Value> {
+    msgs.iter().filter(|(t, _)| t.ends_with(suffix)).filter_map(|(_, p)| serde_json::from_slice(p).ok()).collect()
+}
+
+/// `count` copies of the digit pictures, in name order, in a folder.
+fn frames(dir: &Path, count: usize) -> PathBuf {
+    let out = dir.join("frames");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut samples: Vec<_> =
+        std::fs::read_dir(root().join("models/digits/samples")).unwrap().map(|e| e.unwrap().path()).collect();
+    samples.sort();
+    for i in 0..count {
+        std::fs::copy(&samples[i % samples.len()], out.join(format!("f{i:04}.png"))).unwrap();
+    }
+    out
+}
+
+fn digits_config(port: u16, frames: &Path, extra_mqtt: &str, source_extra: &str) -> String {
+    format!(
+        r#"
+[device]
+id = "cam1"
+stats_interval_s = 1
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+{extra_mqtt}
+[[pipeline]]
+name = "digits"
+model = "{model}"
+threshold = 0.5
+hold_s = 0.5
+print = false
+[pipeline.source]
+kind = "images"
+path = "{frames}"
+{source_extra}
+"#,
+        model = root().join("models/digits/model.onnx").display(),
+        frames = frames.display()
+    )
+}
+
+#[test]
+fn every_frame_is_published_with_the_contract_fields_status_events_and_stats() {
+    let dir = scratch("daemon-contract");
+    let broker = Mosquitto::start("contract");
+    let sub = Subscriber::start(broker.port, "lepton/#", "contract-test");
+    let frames = frames(&dir, 12);
+    let config = write_config(&dir, &digits_config(broker.port, &frames, "", "fps = 8"));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let msgs =
+        sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|(t, p)| t == "lepton/cam1/status" && p == b"offline"));
+    let dets = json_messages(&msgs, "/digits/detections");
+    assert_eq!(dets.len(), 12, "{stdout}");
+    for (i, d) in dets.iter().enumerate() {
+        assert_eq!(d["seq"], i as u64);
+        assert_eq!(
+            (d["device"].as_str(), d["pipeline"].as_str(), d["model"].as_str()),
+            (Some("cam1"), Some("digits"), Some("model.onnx"))
+        );
+        assert_eq!(d["frame"], i as u64);
+        let source = d["source"].as_str().unwrap();
+        assert_eq!(source, format!("f{i:04}.png"));
+        humantime::parse_rfc3339(d["ts"].as_str().unwrap()).expect("ts is RFC 3339");
+        assert!(d["latency_ms"].as_f64().unwrap() > 0.0);
+        // Pictures cycle through the samples, whose digits are 6 4 0 2 5 7 8 9 3 1.
+        let truth = ["6", "4", "0", "2", "5", "7", "8", "9", "3", "1"][i % 10];
+        assert_eq!(d["detections"][0]["label"], truth, "{d}");
+        assert!(d["detections"][0].get("box").is_none(), "a classifier has no boxes");
+    }
+    let events = json_messages(&msgs, "/digits/events");
+    let starts = events.iter().filter(|e| e["event"] == "start").count();
+    let ends = events.iter().filter(|e| e["event"] == "end").count();
+    assert!(starts >= 10 && starts == ends, "every presence that starts ends: {starts} starts, {ends} ends");
+    let stats = json_messages(&msgs, "/cam1/stats");
+    assert!(!stats.is_empty(), "a run of 1.5 s publishes stats every second");
+    let s = &stats[0];
+    for k in ["fps", "inference_p50_ms", "inference_p99_ms", "dropped"] {
+        assert!(s["pipelines"]["digits"].get(k).is_some(), "stats lack {k}: {s}");
+    }
+    for k in ["queue_depth", "messages_dropped"] {
+        assert!(s.get(k).is_some(), "stats lack {k}: {s}");
+    }
+    let status: Vec<&[u8]> =
+        msgs.iter().filter(|(t, _)| t == "lepton/cam1/status").map(|(_, p)| p.as_slice()).collect();
+    assert_eq!(status.first(), Some(&&b"online"[..]));
+    assert_eq!(status.last(), Some(&&b"offline"[..]));
+}
+
+#[test]
+fn a_broker_outage_loses_no_detection_and_order_is_kept() {
+    let dir = scratch("daemon-outage");
+    let mut broker = Mosquitto::start("outage");
+    let sub = Subscriber::start(broker.port, "lepton/cam1/digits/detections", "outage-test");
+    let frames = frames(&dir, 40);
+    let config = write_config(&dir, &digits_config(broker.port, &frames, "reconnect_max_s = 1", "fps = 10"));
+    let daemon = spawn_lepton(&config, None);
+    std::thread::sleep(Duration::from_millis(1200));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let out = daemon.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("unreachable") && stderr.contains("reconnected"),
+        "the outage happened and was logged: {stderr}"
+    );
+    let msgs = sub.wait_for(Duration::from_secs(10), |m| json_messages(m, "detections").iter().any(|d| d["seq"] == 39));
+    let seqs: Vec<u64> = json_messages(&msgs, "detections").iter().map(|d| d["seq"].as_u64().unwrap()).collect();
+    let mut first_seen = vec![];
+    for s in &seqs {
+        if !first_seen.contains(s) {
+            first_seen.push(*s);
+        }
+    }
+    assert_eq!(
+        first_seen,
+        (0..40).collect::<Vec<u64>>(),
+        "every detection arrives, in order (duplicates allowed by QoS 1): {seqs:?}"
+    );
+    assert!(stdout.contains("0 dropped (queue full), 0 undelivered"), "{stdout}");
+}
+
+#[test]
+fn past_its_capacity_the_queue_drops_the_oldest_and_counts_them() {
+    let dir = scratch("daemon-capacity");
+    let port = lepton_e2e::free_port();
+    let frames = frames(&dir, 20);
+    let config = digits_config(port, &frames, "queue_capacity = 5\nreconnect_max_s = 1", "")
+        .replace("stats_interval_s = 1", "stats_interval_s = 0");
+    let config = write_config(&dir, &config);
+    // The subscriber's persistent session exists before the outage; the daemon starts while the broker is down,
+    // so everything waits in its queue.
+    let mut broker = Mosquitto::start_on(port, "capacity");
+    let sub = Subscriber::start(broker.port, "lepton/cam1/#", "capacity-test");
+    std::thread::sleep(Duration::from_millis(300));
+    broker.stop();
+    let daemon = spawn_lepton(&config, None);
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let out = daemon.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("MQTT:")).unwrap_or_default().to_string();
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let (delivered, dropped) = (numbers[0], numbers[1]);
+    assert!(dropped > 0 && delivered <= 5 + 3, "{line}");
+    // Only the newest survive: at the end of the run the presence `end` events were queued last, so
+    // every event that arrives is an `end`, and any detection that arrives is one of the newest.
+    let msgs = sub.wait_for(Duration::from_secs(3), |m| json_messages(m, "/digits/events").len() >= 2);
+    let events = json_messages(&msgs, "/digits/events");
+    assert!(!events.is_empty() && events.iter().all(|e| e["event"] == "end"), "{events:?}\n{stdout}");
+    let seqs: Vec<u64> = json_messages(&msgs, "/detections").iter().map(|d| d["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.iter().all(|&s| s >= 15), "old detections were dropped first: {seqs:?}");
+}
+
+fn vad_config(port: u16, source: &str) -> String {
+    format!(
+        r#"
+[device]
+id = "speaker"
+stats_interval_s = 0
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[[pipeline]]
+name = "voice"
+model = "{model}"
+print = false
+[pipeline.source]
+{source}
+"#,
+        model = root().join("runtime/tests/data/energy_vad.onnx").display()
+    )
+}
+
+fn speech_events(msgs: &[(String, Vec<u8>)]) -> Vec<String> {
+    json_messages(msgs, "/voice/events").iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_wav_source_publishes_speech_events() {
+    let dir = scratch("daemon-wav");
+    let broker = Mosquitto::start("wav");
+    let sub = Subscriber::start(broker.port, "lepton/speaker/#", "wav-test");
+    let wav = root().join("runtime/tests/data/speech_gap.wav");
+    let config = write_config(&dir, &vad_config(broker.port, &format!("kind = \"wav\"\npath = \"{}\"", wav.display())));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| speech_events(m).len() >= 4);
+    assert_eq!(speech_events(&msgs), ["start", "end", "start", "end"]);
+}
+
+#[test]
+fn the_microphone_path_runs_through_real_alsa() {
+    // A real PulseAudio server (timer-paced null sink) is the default ALSA capture device; the
+    // recording is played into it in real time while the daemon listens through cpal and ALSA.
+    let dir = scratch("daemon-mic");
+    let pulse = PulseMic::start("mic");
+    let broker = Mosquitto::start("mic");
+    let sub = Subscriber::start(broker.port, "lepton/speaker/#", "mic-test");
+    let config = write_config(&dir, &vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 6.5"));
+    let daemon = spawn_lepton(&config, Some(pulse.home()));
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut player = pulse.play(&root().join("runtime/tests/data/speech_gap.wav"));
+    let out = daemon.wait_with_output().unwrap();
+    let _ = player.wait();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("microphone"), "{stderr}");
+    assert!(!stdout.contains("samples lost"), "a paced device loses nothing: {stdout}");
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| speech_events(m).len() >= 4);
+    assert_eq!(speech_events(&msgs), ["start", "end", "start", "end"], "{stdout}");
+}
+
+#[test]
+fn a_microphone_that_outruns_the_pipeline_has_its_lost_samples_counted() {
+    // ALSA's file plugin over the null device (an asoundrc pointing at a raw PCM file) is not paced by
+    // a clock: it delivers hundreds of seconds of audio per second. The ring overruns, and the daemon
+    // says how much it lost instead of losing it silently.
+    let dir = scratch("daemon-mic-flood");
+    let wav = std::fs::read(root().join("runtime/tests/data/speech_gap.wav")).unwrap();
+    std::fs::write(dir.join("speech.raw"), &wav[44..]).unwrap();
+    std::fs::write(
+        dir.join(".asoundrc"),
+        format!("pcm.!default {{\n  type file\n  slave.pcm \"null\"\n  file \"/dev/null\"\n  infile \"{}\"\n  format \"raw\"\n}}\n", dir.join("speech.raw").display()),
+    )
+    .unwrap();
+    let broker = Mosquitto::start("mic-flood");
+    let config = write_config(&dir, &vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 2"));
+    let out = lepton(&["run", "--config", &config.display().to_string()], Some(&dir));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lost: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("voice: ")?.split(" audio samples lost").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `samples lost` line: {stdout}"));
+    assert!(lost > 16000, "{stdout}");
+}
+
+#[test]
+fn postcard_payloads_decode_with_the_runtime_types() {
+    let dir = scratch("daemon-postcard");
+    let broker = Mosquitto::start("postcard");
+    let sub = Subscriber::start(broker.port, "lepton/cam1/digits/detections", "postcard-test");
+    let frames = frames(&dir, 10);
+    let config = write_config(&dir, &digits_config(broker.port, &frames, "format = \"postcard\"", ""));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| m.len() >= 10);
+    assert_eq!(msgs.len(), 10);
+    for (i, (_, payload)) in msgs.iter().enumerate() {
+        let m: DetectionMessage = decode(payload).expect("a postcard DetectionMessage");
+        assert_eq!((m.seq, m.meta.frame), (i as u32, i as u64));
+        let truth: u16 = [6, 4, 0, 2, 5, 7, 8, 9, 3, 1][i];
+        assert_eq!(m.detections[0].class, truth);
+        assert!(payload.len() < 40, "compact: {} bytes", payload.len());
+    }
+}
+
+#[test]
+fn home_assistant_discovery_is_retained_and_announced_again() {
+    let dir = scratch("daemon-ha");
+    let broker = Mosquitto::start("ha");
+    let frames = frames(&dir, 10);
+    let config = digits_config(broker.port, &frames, "", "fps = 4") + "\n[homeassistant]\ndiscovery = true\n";
+    let config = write_config(&dir, &config);
+    let daemon = Command::new(bin("lepton"))
+        .args(["run", "--config", &config.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let sub = Subscriber::start(broker.port, "homeassistant/#", "ha-test");
+    let retained = sub.wait_for(Duration::from_secs(3), |m| m.len() >= 12);
+    let configs = json_messages(&retained, "/config");
+    assert_eq!(configs.len(), 12, "10 label sensors + fps + latency");
+    let sensor =
+        configs.iter().find(|c| c["unique_id"] == "lepton_cam1_digits_7").expect("a binary sensor for label 7");
+    assert_eq!(sensor["state_topic"], "lepton/cam1/digits/events/7");
+    assert_eq!(sensor["availability"][0]["topic"], "lepton/cam1/status");
+    assert_eq!(sensor["device"]["identifiers"][0], "lepton_cam1");
+    assert!(sensor["off_delay"].as_u64().unwrap() > 0);
+    // Home Assistant restarts and says so: every config is published again.
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "homeassistant/status", "-m", "online"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let again = sub.wait_for(Duration::from_secs(3), |m| json_messages(m, "/config").len() >= 24);
+    assert_eq!(json_messages(&again, "/config").len(), 24);
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn sigterm_stops_gracefully_with_offline_status() {
+    let dir = scratch("daemon-signal");
+    let broker = Mosquitto::start("signal");
+    let frames = frames(&dir, 10);
+    let config = write_config(&dir, &digits_config(broker.port, &frames, "", "fps = 20\nloop = true"));
+    let daemon = spawn_lepton(&config, None);
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+    assert!(stdout.contains("undelivered at exit") && stdout.contains(", 0 undelivered"), "{stdout}");
+    // The retained status says offline.
+    let sub = Subscriber::start(broker.port, "lepton/cam1/status", "signal-test");
+    let m = sub.wait_for(Duration::from_secs(3), |m| !m.is_empty());
+    assert_eq!(m.last().map(|(_, p)| p.as_slice()), Some(&b"offline"[..]));
+}
+
+#[test]
+fn bad_configs_name_the_key_line_or_file() {
+    let dir = scratch("daemon-bad");
+    let frames = frames(&dir, 1);
+    let good = digits_config(1883, &frames, "", "");
+    let cases = [
+        (good.replace("threshold = 0.5", "treshold = 0.5"), vec!["treshold", "line 12"]),
+        (good.replace("port = 1883", "port = \"high\""), vec!["port", "line 7"]),
+        (good.replace("models/digits/model.onnx", "models/digits/nope.onnx"), vec!["nope.onnx", "digits"]),
+        (good.replace("kind = \"images\"", "kind = \"wav\""), vec!["frames"]),
+    ];
+    for (i, (body, needles)) in cases.iter().enumerate() {
+        let config = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&config, body).unwrap();
+        for cmd in ["run", "check"] {
+            let out = lepton(&[cmd, "--config", &config.display().to_string()], None);
+            let err = text(&out).1;
+            assert_eq!(out.status.code(), Some(2), "{cmd} {i}: {err}");
+            for n in needles {
+                assert!(err.contains(n), "{cmd} case {i}: `{n}` not in: {err}");
+            }
+        }
+    }
+    let ok = dir.join("ok.toml");
+    std::fs::write(&ok, &good).unwrap();
+    let out = lepton(&["check", "--config", &ok.display().to_string()], None);
+    assert!(out.status.success() && text(&out).0.contains("config ok"), "{}", text(&out).1);
+    // An audio model given pictures is caught by check.
+    std::fs::write(
+        &ok,
+        good.replace(
+            &root().join("models/digits/model.onnx").display().to_string(),
+            &root().join("runtime/tests/data/energy_vad.onnx").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = lepton(&["check", "--config", &ok.display().to_string()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("Vad") && text(&out).1.contains("images"), "{}", text(&out).1);
+}
+
+#[test]
+fn lepton_watch_prints_what_the_daemon_publishes() {
+    let dir = scratch("daemon-watch");
+    let broker = Mosquitto::start("watch");
+    let watch = Command::new(bin("lepton-watch"))
+        .args(["--port", &broker.port.to_string(), "--device", "cam1", "--json", "--count", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let frames = frames(&dir, 10);
+    let config = write_config(&dir, &digits_config(broker.port, &frames, "", "fps = 10"));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    assert!(out.status.success());
+    let out = watch.wait_with_output().unwrap();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let dets: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "detections").collect();
+    assert!(!dets.is_empty(), "{lines:?}");
+    assert_eq!(dets[0]["device"], "cam1");
+    assert_eq!(dets[0]["message"]["detections"][0]["label"], "6");
+}
