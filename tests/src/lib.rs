@@ -72,6 +72,11 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port`.
     pub fn start_on(port: u16, test: &str) -> Mosquitto {
+        Self::start_with(port, test, "allow_anonymous true")
+    }
+
+    /// Starts mosquitto on `port` with `listener_options` (mosquitto.conf lines: TLS files, password file…).
+    pub fn start_with(port: u16, test: &str, listener_options: &str) -> Mosquitto {
         let dir = scratch(&format!("mosquitto-{test}"));
         // Run as root, mosquitto drops to the `mosquitto` user: it must be able to write its persistence here.
         use std::os::unix::fs::PermissionsExt;
@@ -79,7 +84,7 @@ impl Mosquitto {
             .expect("opening the scratch folder to mosquitto");
         std::fs::write(
             dir.join("mosquitto.conf"),
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()),
+            format!("per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_options}\npersistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()),
         )
         .expect("writing mosquitto.conf");
         let mut m = Mosquitto { port, dir, child: None };
@@ -138,9 +143,15 @@ impl Subscriber {
     /// Subscribes to `filter` with QoS 1 and a persistent session named `id` (messages published
     /// while it is disconnected are kept for it by the broker).
     pub fn start(port: u16, filter: &str, id: &str) -> Subscriber {
+        Self::start_with(port, filter, id, &[])
+    }
+
+    /// Like [`Subscriber::start`], with more mosquitto_sub options (`--cafile`, `-u`, `-P`…).
+    pub fn start_with(port: u16, filter: &str, id: &str, options: &[&str]) -> Subscriber {
         use std::io::BufRead;
         let mut child = Command::new("mosquitto_sub")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", filter, "-q", "1", "-c", "-i", id, "-F", "%t\t%x"])
+            .args(options)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -418,3 +418,113 @@ fn lepton_watch_prints_what_the_daemon_publishes() {
     assert_eq!(dets[0]["device"], "cam1");
     assert_eq!(dets[0]["message"]["detections"][0]["label"], "6");
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl in `dir`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out).1);
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Lepton test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn tls_and_a_password_connect_and_secrets_stay_out_of_logs() {
+    let dir = scratch("daemon-tls");
+    make_certificates(&dir);
+    let passwd = dir.join("passwd");
+    std::fs::write(&passwd, "").unwrap();
+    let out = Command::new("mosquitto_passwd").arg("-b").arg(&passwd).args(["cam", "s3cret-Pa55"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = lepton_e2e::free_port();
+    let d = dir.display();
+    let broker = Mosquitto::start_with(
+        port,
+        "tls",
+        &format!("allow_anonymous false\npassword_file {d}/passwd\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key"),
+    );
+    let ca = format!("{d}/ca.pem");
+    let sub = Subscriber::start_with(
+        broker.port,
+        "lepton/cam1/#",
+        "tls-test",
+        &["--cafile", &ca, "-u", "cam", "-P", "s3cret-Pa55"],
+    );
+    let frames = frames(&dir, 3);
+    std::fs::write(dir.join("secret"), "s3cret-Pa55\n").unwrap();
+    let mqtt = format!("tls_ca = \"{ca}\"\nusername = \"cam\"\npassword_file = \"secret\"");
+    let config = write_config(&dir, &digits_config(broker.port, &frames, &mqtt, ""));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| json_messages(m, "detections").len() >= 3);
+    assert_eq!(json_messages(&msgs, "detections").len(), 3, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
+
+    // A wrong password: refused by the broker, said so, and the password is not printed.
+    std::fs::write(dir.join("secret"), "wr0ng-Pa55\n").unwrap();
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(stderr.contains("refused the credentials") && stderr.contains("mqtt.username"), "{stderr}");
+    assert!(stdout.contains("undelivered"), "{stdout}");
+    assert!(!stdout.contains("wr0ng") && !stderr.contains("wr0ng"), "{stderr}");
+    // Without the CA the broker's certificate is not trusted.
+    std::fs::write(dir.join("secret"), "s3cret-Pa55\n").unwrap();
+    let other_ca = scratch("daemon-tls-other");
+    make_certificates(&other_ca);
+    let config = write_config(
+        &dir,
+        &digits_config(broker.port, &frames, &mqtt.replace(&ca, &format!("{}/ca.pem", other_ca.display())), ""),
+    );
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let stderr = text(&out).1;
+    assert!(stderr.contains("TLS") && stderr.contains("mqtt.tls_ca"), "{stderr}");
+}

@@ -5,7 +5,10 @@
 //! `offline`) and the subscriptions other modules ask for.
 
 use anyhow::{Context, Result};
-use rumqttc::{Client, Connection, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{
+    Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    Transport,
+};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -360,11 +363,20 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
                 }
                 if !outage_logged {
                     // The error text carries no credentials (rumqttc reports network and protocol errors).
-                    tracing::warn!(
-                        "MQTT: {}:{} unreachable ({e}); queueing and retrying with backoff",
-                        shared.opts.host,
-                        shared.opts.port
-                    );
+                    let (host, port) = (&shared.opts.host, shared.opts.port);
+                    match &e {
+                        ConnectionError::ConnectionRefused(
+                            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+                        ) => tracing::error!(
+                            "MQTT: {host}:{port} refused the credentials ({code:?}): check mqtt.username and the password \
+                             (mqtt.password_file or LEPTON_MQTT_PASSWORD); queueing and retrying with backoff"
+                        ),
+                        ConnectionError::Tls(_) => tracing::error!(
+                            "MQTT: TLS with {host}:{port} failed ({e}): is mqtt.tls_ca the CA that signed the broker's \
+                             certificate, and does the certificate name {host}? Queueing and retrying with backoff"
+                        ),
+                        _ => tracing::warn!("MQTT: {host}:{port} unreachable ({e}); queueing and retrying with backoff"),
+                    }
                     outage_logged = true;
                 }
                 std::thread::sleep(backoff);
