@@ -14,7 +14,7 @@
 //! | preprocess   | [`vision::preprocess`], [`audio::frontend`] |
 //! | engine       | [`engine`] (std): the [`engine::Engine`] trait and the tract engine |
 //! | postprocess  | [`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`] |
-//! | sink         | [`pipeline::Sink`] (std) consumes [`event`] values |
+//! | sink         | [`pipeline::Sink`] (std) consumes [`event`] values; [`alert`] drives a GPIO from events |
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -22,6 +22,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod alert;
 pub mod audio;
 pub mod engine;
 pub mod error;

@@ -152,6 +152,9 @@ pub struct Detect {
     /// IoU above which same-class boxes are merged (default 0.45).
     #[serde(default = "default_iou")]
     pub iou_threshold: f32,
+    /// Suppress overlaps across classes too: one object per place (default false: per class).
+    #[serde(default)]
+    pub class_agnostic: bool,
     /// SSD: index of the background class, never reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_class: Option<u16>,
@@ -383,6 +386,7 @@ impl Manifest {
             input_height: i.size[1] as f32,
             score_threshold: d.score_threshold,
             iou_threshold: d.iou_threshold,
+            class_agnostic: d.class_agnostic,
             background_class: d.background_class,
         })
     }

@@ -239,6 +239,17 @@ impl Model {
         Ok(out)
     }
 
+    /// Sets a detector's score threshold for the following predictions (the manifest's
+    /// `detect.score_threshold` otherwise); evaluation lowers it to see every candidate.
+    pub fn set_score_threshold(&self, threshold: f32) -> Result<()> {
+        let stages = self.stages.as_ref().ok_or_else(|| LeptonError::NoManifest { path: self.path.clone() })?;
+        let mut stages = stages.lock().map_err(|_| LeptonError::Model {
+            path: self.path.clone(),
+            reason: "a previous prediction panicked".into(),
+        })?;
+        stages.post.set_score_threshold(threshold)
+    }
+
     /// Which engine runs the model: `tract` or `micro`.
     pub fn engine_name(&self) -> &'static str {
         let from = |e: &AnyEngine| e.name();

@@ -90,7 +90,10 @@ impl Classifier {
                 let engine = Model::load(path)?.into_engine()?;
                 c.audio = Some(AudioClassifier { engine, manifest: manifest.clone().expect("matched Some") });
             }
-            Some(Task::Detect) => bail!("{}: eval measures classifiers; this is a detector", path.display()),
+            Some(Task::Detect) => bail!(
+                "{} is a detector: give a YOLO-labelled folder (DIR/images/*.jpg with DIR/labels/<name>.txt)",
+                path.display()
+            ),
             _ => {}
         }
         Ok(c)

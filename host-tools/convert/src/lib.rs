@@ -4,6 +4,7 @@
 
 pub mod calibrate;
 pub mod eval;
+pub mod eval_detect;
 pub mod graph;
 pub mod inputs;
 pub mod inspect;

@@ -34,7 +34,17 @@ enum Command {
     Pack(cli::pack::PackArgs),
 }
 
+/// Output piped into a program that stops reading (`| head`) ends this one quietly, like other
+/// Unix tools, instead of a panic on the failed write.
+fn restore_sigpipe() {
+    // SAFETY: sets the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LEPTON_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

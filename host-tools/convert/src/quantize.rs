@@ -75,6 +75,9 @@ pub const ELEMENTWISE_OPS: &[&str] = &[
     "Softplus",
 ];
 
+/// A Concat whose inputs' ranges differ by more than this factor stays float.
+pub const MIXED_RANGE_RATIO: f32 = 16.0;
+
 /// Operators with weights: the layers mixed precision chooses among.
 pub const WEIGHTED_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 
@@ -659,7 +662,30 @@ fn rewrite(
     let g = m.graph.as_mut().context("no graph")?;
     let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
     let is_float = |name: &str| float_values.first().is_some_and(|v| v.contains_key(name));
-    let quantized_node = |n: &NodeProto| QUANTIZED_OPS.contains(&n.op_type.as_str()) && !float_layers.contains(&n.name);
+    // A Concat joining tensors of very different ranges (a detector's pixel coordinates next to
+    // its 0..1 scores) stays float: one int8 scale for all would leave the small ones a few levels.
+    let mixed_concats: HashSet<String> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Concat")
+        .filter(|n| {
+            let widths: Vec<f32> = n
+                .input
+                .iter()
+                .filter(|i| !inits.contains_key(*i))
+                .filter_map(|i| ranges.get(i))
+                .map(|(lo, hi)| (hi - lo).max(f32::MIN_POSITIVE))
+                .collect();
+            let (min, max) = widths.iter().fold((f32::MAX, 0f32), |(a, b), &w| (a.min(w), b.max(w)));
+            widths.len() > 1 && max / min > MIXED_RANGE_RATIO
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    let quantized_node = |n: &NodeProto| {
+        QUANTIZED_OPS.contains(&n.op_type.as_str())
+            && !float_layers.contains(&n.name)
+            && !mixed_concats.contains(&n.name)
+    };
     // Chains of elementwise operators on one tensor (x+3, clip, ×1/6, hard-sigmoid, x·relu6(x+3)/6)
     // are unary functions of the tensor that starts them: that root is quantized, the chain runs
     // on it, and only its end is quantized again. An int8 engine runs such a chain as one lookup

@@ -57,7 +57,10 @@ pub fn load(dir: &Path, model: &ModelProto, manifest: Option<&Manifest>) -> Resu
         let m = manifest.with_context(|| {
             format!("{}: pictures and recordings need the model's manifest to be preprocessed; pack one, or give .npy tensors", dir.display())
         })?;
-        media.iter().map(|p| Ok(vec![(specs[0].name.clone(), preprocess_file(p, m)?)])).collect::<Result<Vec<_>>>()?
+        media
+            .iter()
+            .map(|p| Ok(vec![(specs[0].name.clone(), shaped(preprocess_file(p, m)?, &specs[0], p)?)]))
+            .collect::<Result<Vec<_>>>()?
     } else {
         vec![]
     };
@@ -68,6 +71,28 @@ pub fn load(dir: &Path, model: &ModelProto, manifest: Option<&Manifest>) -> Resu
         );
     }
     Ok(samples)
+}
+
+/// `t` laid out as the input declares (audio features come flat; the model takes e.g. 1x1xTxF).
+fn shaped(t: Tensor, spec: &TensorSpec, path: &Path) -> Result<Tensor> {
+    let Some(dims) = &spec.dims else { return Ok(t) };
+    let fixed: Option<Vec<usize>> =
+        dims.iter().map(|d| if let lepton_runtime::onnx::Dim::Fixed(n) = d { Some(*n) } else { None }).collect();
+    let Some(shape) = fixed else { return Ok(t) };
+    if shape == t.shape() {
+        return Ok(t);
+    }
+    if shape.iter().product::<usize>() != t.len() {
+        bail!(
+            "{}: preprocessing gives {} values, input `{}` takes {} ({}); check the manifest's [audio] or [preprocess] section",
+            path.display(),
+            t.len(),
+            spec.name,
+            shape.iter().product::<usize>(),
+            spec.shape_text()
+        );
+    }
+    t.into_shape(&shape)
 }
 
 fn multi_input(dir: &Path, specs: &[TensorSpec]) -> Result<Vec<Inputs>> {

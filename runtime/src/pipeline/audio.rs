@@ -11,7 +11,7 @@ use crate::event::{Detections, Event, FrameMeta};
 use crate::manifest::{Manifest, Task};
 use crate::source::{now_ms, AudioSource};
 use crate::tensor::TensorDataMut;
-use crate::vision::classify::Scores;
+use crate::vision::classify::{to_probabilities, Scores};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -240,22 +240,5 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         while !self.stop.load(Ordering::Relaxed) && self.step()? {}
         self.sink.finish(&self.stats.runs)?;
         Ok(&self.stats)
-    }
-}
-
-/// Converts scores in place to probabilities according to `kind`.
-fn to_probabilities(v: &mut [f32], kind: Scores) {
-    match kind {
-        Scores::Probabilities => {}
-        Scores::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + libm::expf(-*x))),
-        Scores::Logits => {
-            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for x in v.iter_mut() {
-                *x = libm::expf(*x - max);
-                sum += *x;
-            }
-            v.iter_mut().for_each(|x| *x /= sum);
-        }
     }
 }

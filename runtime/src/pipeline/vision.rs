@@ -134,6 +134,20 @@ impl VisionPostprocess {
     }
 }
 
+impl VisionPostprocess {
+    /// Sets a detector's score threshold; classifiers have none (an error).
+    pub fn set_score_threshold(&mut self, threshold: f32) -> Result<()> {
+        match self {
+            VisionPostprocess::Detect { decoder, .. } => {
+                decoder.set_score_threshold(threshold).map_err(|e| LeptonError::core("score threshold", e))
+            }
+            VisionPostprocess::Classify { .. } => {
+                Err(LeptonError::core("score threshold", crate::error::Error::InvalidConfig("detect.score_threshold")))
+            }
+        }
+    }
+}
+
 /// The output as f32: borrowed when it already is, else dequantized into `scratch`.
 fn as_f32<'a>(t: &TensorView<'a>, scratch: &'a mut [f32]) -> Result<&'a [f32]> {
     if let crate::tensor::TensorData::F32(d) = t.data() {

@@ -3,14 +3,14 @@
 
 use super::AudioSource;
 use crate::error::{LeptonError, Result};
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Mono float samples read from a WAV file.
 pub struct WavSource {
     path: PathBuf,
     name: String,
-    reader: hound::WavReader<BufReader<std::fs::File>>,
+    reader: hound::WavReader<Box<dyn Read + Send>>,
     spec: hound::WavSpec,
     total_frames: u64,
 }
@@ -18,8 +18,18 @@ pub struct WavSource {
 impl WavSource {
     /// Opens a WAV file.
     pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| LeptonError::io(path, e))?;
+        Self::from_reader(Box::new(BufReader::new(file)), path)
+    }
+
+    /// Reads WAV bytes held in memory (bundled media); `name` labels them in errors and events.
+    pub fn from_bytes(bytes: &'static [u8], name: &str) -> Result<Self> {
+        Self::from_reader(Box::new(std::io::Cursor::new(bytes)), Path::new(name))
+    }
+
+    fn from_reader(input: Box<dyn Read + Send>, path: &Path) -> Result<Self> {
         let wav_err = |reason: String| LeptonError::Wav { path: path.to_path_buf(), reason };
-        let reader = hound::WavReader::open(path).map_err(|e| match e {
+        let reader = hound::WavReader::new(input).map_err(|e| match e {
             hound::Error::IoError(io) => LeptonError::io(path, io),
             other => wav_err(other.to_string()),
         })?;

@@ -15,6 +15,24 @@ pub enum Scores {
     Sigmoid,
 }
 
+/// Converts model scores in place to probabilities according to `kind` (softmax for logits,
+/// sigmoid per class, or unchanged); the audio pipelines on hosts and microcontrollers share it.
+pub fn to_probabilities(v: &mut [f32], kind: Scores) {
+    match kind {
+        Scores::Probabilities => {}
+        Scores::Sigmoid => v.iter_mut().for_each(|x| *x = 1.0 / (1.0 + libm::expf(-*x))),
+        Scores::Logits => {
+            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for x in v.iter_mut() {
+                *x = libm::expf(*x - max);
+                sum += *x;
+            }
+            v.iter_mut().for_each(|x| *x /= sum);
+        }
+    }
+}
+
 /// Writes the `K` best classes (at most `out`'s capacity) with score ≥ `threshold` into `out`, best
 /// first. Softmax is computed without a scratch buffer: `p_i = exp(x_i - max) / Σ exp(x_j - max)`.
 pub fn top_k<const K: usize>(scores: &[f32], kind: Scores, threshold: f32, out: &mut heapless::Vec<Detection, K>) {

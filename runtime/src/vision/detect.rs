@@ -53,6 +53,8 @@ pub struct DetectConfig {
     pub score_threshold: f32,
     /// Two boxes of the same class overlapping more than this are merged, in 0..=1.
     pub iou_threshold: f32,
+    /// Suppress overlapping boxes whatever their classes (one object per place, e.g. meter digits).
+    pub class_agnostic: bool,
     /// SSD background class, never reported.
     pub background_class: Option<u16>,
 }
@@ -104,6 +106,15 @@ pub struct Decoder<const CAND: usize> {
 }
 
 impl<const CAND: usize> Decoder<CAND> {
+    /// Changes the score threshold (evaluation lowers it to trace a precision–recall curve).
+    pub fn set_score_threshold(&mut self, threshold: f32) -> Result<(), Error> {
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(Error::InvalidConfig("detect.score_threshold"));
+        }
+        self.cfg.score_threshold = threshold;
+        Ok(())
+    }
+
     /// A decoder for `cfg`; thresholds must lie in 0..=1.
     pub fn new(cfg: DetectConfig) -> Result<Self, Error> {
         if !(0.0..=1.0).contains(&cfg.score_threshold) {
@@ -185,16 +196,20 @@ impl<const CAND: usize> Decoder<CAND> {
             let (Some(cb), class) = (cand.bbox, cand.class) else {
                 continue;
             };
-            let suppressed = out
-                .iter()
-                .any(|kept| kept.class == class && kept.bbox.is_some_and(|kb| kb.iou(&cb) > self.cfg.iou_threshold));
+            let suppressed = out.iter().any(|kept| {
+                (self.cfg.class_agnostic || kept.class == class)
+                    && kept.bbox.is_some_and(|kb| kb.iou(&cb) > self.cfg.iou_threshold)
+            });
             if suppressed {
                 continue;
             }
-            let mapped = Detection { bbox: Some(transform.to_source(cb)), ..*cand };
-            if out.push(mapped).is_err() {
+            // Suppression compares boxes in model pixels; they are mapped to the source once kept.
+            if out.push(*cand).is_err() {
                 stats.truncated += 1;
             }
+        }
+        for d in out.iter_mut() {
+            d.bbox = d.bbox.map(|b| transform.to_source(b));
         }
         Ok(stats)
     }
@@ -258,6 +273,7 @@ mod tests {
             input_height: 100.0,
             score_threshold: 0.3,
             iou_threshold: 0.5,
+            class_agnostic: false,
             background_class: None,
         }
     }
@@ -282,6 +298,30 @@ mod tests {
         assert!((out[0].score - 0.81).abs() < 1e-6);
         assert_eq!(out[0].bbox.unwrap(), BBox { x0: 40.0, y0: 40.0, x1: 60.0, y1: 60.0 });
         assert_eq!(out[1].class, 0, "NMS is class-aware");
+
+        // Class-agnostic: the class-0 box at the same place is suppressed by the better class-1 box.
+        let mut d: Decoder<16> =
+            Decoder::new(DetectConfig { class_agnostic: true, ..cfg(BoxEncoding::Cxcywh) }).unwrap();
+        d.decode(RawDetections::Yolov5 { data: &data, classes: 2 }, &t, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].class, 1);
+    }
+
+    #[test]
+    fn suppression_happens_in_model_pixels_whatever_the_source_scale() {
+        // Two overlapping boxes of one class on a frame twice the model's size: one survives, mapped.
+        #[rustfmt::skip]
+        let data = [
+            50.0, 50.0, 20.0, 20.0, 0.9, 0.9,
+            53.0, 50.0, 20.0, 20.0, 0.8, 0.9,
+        ];
+        let mut d: Decoder<16> = Decoder::new(cfg(BoxEncoding::Cxcywh)).unwrap();
+        let mut out: heapless::Vec<Detection, 8> = heapless::Vec::new();
+        let t =
+            Transform { scale_x: 0.5, scale_y: 0.5, pad_x: 0.0, pad_y: 0.0, source_width: 200.0, source_height: 200.0 };
+        d.decode(RawDetections::Yolov5 { data: &data, classes: 1 }, &t, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bbox.unwrap(), BBox { x0: 80.0, y0: 80.0, x1: 120.0, y1: 120.0 });
     }
 
     #[test]

@@ -3,17 +3,29 @@
 use anyhow::Result;
 use clap::Args;
 use lepton_convert::eval::{dataset, evaluate, plot, Classifier};
+use lepton_convert::eval_detect::{self, is_detection_dataset};
+use lepton_runtime::manifest::Task;
 use std::path::PathBuf;
 
-/// Measure a classifier on a labelled folder: accuracy, per-class recall, confusion matrix.
+/// Measure a model on a labelled folder: a classifier's accuracy, per-class recall and confusion
+/// matrix, or a detector's mAP@0.5, precision and recall.
 ///
-/// DIR holds one folder per label, named like the manifest's labels (or class indices for
-/// models without a manifest), each with samples: pictures (.png/.jpg), recordings (.wav) or
-/// tensors (.npy). With `--reference`, the top-1 agreement between the two models is reported too
-/// (for example int8 against its float original). A sample that fails is reported and the
-/// evaluation continues; the exit code is then 2.
+/// Classifiers: DIR holds one folder per label, named like the manifest's labels (or class
+/// indices for models without a manifest), each with samples: pictures (.png/.jpg), recordings
+/// (.wav) or tensors (.npy). With `--reference`, the top-1 agreement between the two models is
+/// reported too (for example int8 against its float original).
 ///
-/// Example: lepton-convert eval model.int8.onnx --dataset models/digits/test --reference model.onnx --plot confusion.png
+/// Detectors: DIR is YOLO-labelled: DIR/images/*.{png,jpg} and DIR/labels/<name>.txt with one
+/// `class cx cy w h` line per object (normalized to the picture). Reported: mAP at IoU 0.5
+/// (VOC all-point), per-class AP, precision and recall at the manifest's score threshold, and
+/// how many pictures read exactly (classes left to right equal the labels'). With `--reference`,
+/// the reference's mAP is reported too.
+///
+/// A sample that fails is reported and the evaluation continues; the exit code is then 2.
+///
+/// Examples:
+///   lepton-convert eval model.int8.onnx --dataset models/digits/test --reference model.onnx --plot confusion.png
+///   lepton-convert eval models/detector/model.int8.onnx --dataset models/detector/test
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// The model to evaluate.
@@ -34,6 +46,9 @@ pub struct EvalArgs {
 
 /// Runs `eval`.
 pub fn run(args: EvalArgs) -> Result<u8> {
+    if is_detection_dataset(&args.dataset) {
+        return run_detect(&args);
+    }
     let samples = dataset(&args.dataset)?;
     let mut model = Classifier::load(&args.model)?;
     let mut reference = args.reference.as_deref().map(Classifier::load).transpose()?;
@@ -79,4 +94,85 @@ pub fn run(args: EvalArgs) -> Result<u8> {
         eprintln!("error: {file}: {e}");
     }
     Ok(if m.failed.is_empty() { 0 } else { 2 })
+}
+
+fn progress_bar(len: usize, hidden: bool) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} pictures {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Loads a model that must be a detector with a manifest.
+fn load_detector(path: &std::path::Path) -> Result<lepton_runtime::Model> {
+    let model = lepton_runtime::Model::load(path)?;
+    match model.manifest().map(|m| m.task) {
+        Some(Task::Detect) => Ok(model),
+        Some(t) => anyhow::bail!(
+            "{}: a {t:?} model, but the dataset is YOLO-labelled for detectors (images/ and labels/)",
+            path.display()
+        ),
+        None => anyhow::bail!("{}: no manifest; pack one with `lepton-convert pack` to evaluate", path.display()),
+    }
+}
+
+/// `eval` of a detector on a YOLO-labelled folder.
+fn run_detect(args: &EvalArgs) -> Result<u8> {
+    if args.plot.is_some() {
+        anyhow::bail!("--plot draws a classifier's confusion matrix; detectors have none");
+    }
+    let mut models = vec![(args.model.clone(), load_detector(&args.model)?)];
+    if let Some(r) = &args.reference {
+        models.push((r.clone(), load_detector(r)?));
+    }
+    let classes = models[0].1.manifest().map_or(0, |m| m.labels.len());
+    let data = eval_detect::dataset(&args.dataset, classes)?;
+    let mut results = vec![];
+    for (path, model) in &models {
+        let bar = progress_bar(data.len(), args.json);
+        let m = eval_detect::evaluate(model, &data, || bar.inc(1))?;
+        bar.finish_and_clear();
+        results.push((path.clone(), m));
+    }
+    if args.json {
+        let out: Vec<serde_json::Value> =
+            results.iter().map(|(p, m)| serde_json::json!({"model": p, "metrics": m})).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (path, m) in &results {
+            println!(
+                "{}: mAP@0.5 {:.2} % ({} pictures, {} objects)",
+                path.display(),
+                m.map50 * 100.0,
+                m.images,
+                m.objects
+            );
+            println!(
+                "  at score threshold {}: precision {:.2} %, recall {:.2} %, exact readings {}/{}",
+                m.threshold,
+                m.precision * 100.0,
+                m.recall * 100.0,
+                m.exact_readings,
+                m.images
+            );
+            println!("  per-class AP@0.5:");
+            for (i, (label, ap, n)) in m.per_class.iter().enumerate() {
+                let ap = ap.map_or("   -  ".to_string(), |a| format!("{:6.2}", a * 100.0));
+                println!("    {i:>3} {label:<16} {ap} %  ({n} objects)");
+            }
+        }
+    }
+    let mut code = 0;
+    for (_, m) in &results {
+        for (file, e) in &m.failed {
+            eprintln!("error: {file}: {e}");
+            code = 2;
+        }
+    }
+    Ok(code)
 }

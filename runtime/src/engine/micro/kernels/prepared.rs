@@ -219,6 +219,7 @@ pub fn scratch_bytes(steps: &[(Op<'_>, Step)], t: &[TensorDesc<'_>]) -> usize {
 }
 
 /// Runs one prepared op.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scratch: &mut [u8]) {
     match (op, step) {
         #[cfg(target_arch = "x86_64")]
@@ -275,6 +276,7 @@ pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scr
 }
 
 /// Rows of `k` int8 values → rows of `k4` unsigned bytes (`+128`), zero-padded.
+#[cfg(target_arch = "x86_64")]
 fn pack_rows<'s>(x: &[u8], rows: usize, k: usize, k4: usize, scratch: &'s mut [u8]) -> &'s [u8] {
     let a = &mut scratch[..rows * k4];
     for r in 0..rows {
@@ -288,6 +290,7 @@ fn pack_rows<'s>(x: &[u8], rows: usize, k: usize, k4: usize, scratch: &'s mut [u
 }
 
 /// im2col rows `[oh·ow][kh][kw][cin]` as unsigned bytes; padding holds the zero point.
+#[cfg(target_arch = "x86_64")]
 fn im2col<'s>(
     c: &crate::engine::micro::format::Conv<'_>,
     ti: &TensorDesc<'_>,
