@@ -8,9 +8,11 @@ resize to 16x16, mean/std normalization), reproduced in ../common/imageops.py.
 Outputs (all written next to this script):
   model.raw.onnx    float model without manifest (pack it with lepton-convert, see README.md)
   test/<label>/*.png the held-out test split (never seen in training or model selection)
-  samples/*.png      a few test pictures used by `lepton run`'s demo
+  samples/*.png      a few test pictures
+  calibration/*.png  40 training pictures (4 per digit) for `lepton-convert quantize`
 
 Usage: python3 train.py   (seeded; needs numpy, scikit-learn, torch, onnx, pillow)
+       python3 train.py --calibration-only   (rewrites calibration/ alone)
 """
 import os
 import shutil
@@ -74,18 +76,35 @@ class DigitNet(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def main():
-    rng = np.random.default_rng(SEED)
-    torch.manual_seed(SEED)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-
+def split():
+    """Pictures, labels and the seeded train / validation / test indices."""
     digits = load_digits()
     pictures = np.stack([render(d) for d in digits.images])
     labels = digits.target
     idx = np.arange(len(labels))
     train_idx, test_idx = train_test_split(idx, test_size=300, stratify=labels, random_state=SEED)
     train_idx, val_idx = train_test_split(train_idx, test_size=200, stratify=labels[train_idx], random_state=SEED)
+    return pictures, labels, train_idx, val_idx, test_idx
+
+
+def write_calibration():
+    """The first 4 training pictures of each digit, for lepton-convert quantize."""
+    pictures, labels, train_idx, _, _ = split()
+    folder = os.path.join(HERE, "calibration")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    for d in range(10):
+        for i in [i for i in train_idx if labels[i] == d][:4]:
+            Image.fromarray(pictures[i], mode="L").save(os.path.join(folder, f"digit{d}-{i:04d}.png"), optimize=True)
+
+
+def main():
+    rng = np.random.default_rng(SEED)
+    torch.manual_seed(SEED)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+
+    pictures, labels, train_idx, val_idx, test_idx = split()
 
     val_x = torch.from_numpy(np.stack([to_input(pictures[i]) for i in val_idx]))[:, None]
     val_y = torch.from_numpy(labels[val_idx])
@@ -140,4 +159,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--calibration-only" in sys.argv:
+        write_calibration()
+    else:
+        main()
+        write_calibration()
