@@ -1,25 +1,49 @@
 //! `lepton run` with no arguments: the bundled demo, as a newcomer runs it.
 
-use lepton_e2e::{run, text};
+use lepton_e2e::{root, run, text};
+
+/// The digits of a demo frame's label file, left to right.
+fn reading(frame: &str) -> String {
+    let stem = frame.trim_end_matches(".jpg");
+    let labels = std::fs::read_to_string(root().join(format!("models/detector/demo/labels/{stem}.txt"))).unwrap();
+    let mut digits: Vec<(f32, String)> = labels
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (v[1].parse().unwrap(), v[0].to_string())
+        })
+        .collect();
+    digits.sort_by(|a, b| a.0.total_cmp(&b.0));
+    digits.into_iter().map(|d| d.1).collect()
+}
 
 #[test]
-fn lepton_run_without_arguments_classifies_every_bundled_picture() {
+fn lepton_run_without_arguments_reads_the_meter_and_hears_the_keywords() {
     let out = run("lepton", &["run"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
-    let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("digits #")).collect();
-    assert_eq!(frames.len(), 10, "{stdout}");
-    for line in frames {
-        // "digits #3     frame 3     frame-03-digit-2.png      2 0.800  (0.05 ms)"
+    assert!(stdout.contains("embedded MQTT broker on 127.0.0.1:"), "{stdout}");
+
+    // "meter #0     frame 0     frame000.jpg   0 0.999 [78,88,109,144]  4 0.942 [...] ...  (12.45 ms)"
+    let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("meter #")).collect();
+    let labelled = std::fs::read_dir(root().join("models/detector/demo/labels")).unwrap().count();
+    for line in &frames {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let truth = fields[4].trim_end_matches(".png").rsplit('-').next().unwrap();
-        assert_eq!(fields[5], truth, "{line}");
-        let score: f32 = fields[6].parse().unwrap();
-        assert!((0.0..=1.0).contains(&score), "{line}");
+        let digits: String =
+            fields[5..].chunks(3).filter(|c| c.len() == 3 && c[2].starts_with('[')).map(|c| c[0]).collect();
+        assert_eq!(digits, reading(fields[4]), "{line}");
         assert!(line.ends_with(" ms)"), "{line}");
     }
-    assert!(stdout.contains("embedded MQTT broker on 127.0.0.1:"), "{stdout}");
-    assert!(stdout.contains("digits: 10 processed, 0 dropped, 0 failed, 10 published"), "{stdout}");
+    // Every frame with digits is read; the photo without digits publishes nothing.
+    let with_digits = (0..labelled).filter(|i| !reading(&format!("frame{i:03}.jpg")).is_empty()).count();
+    assert_eq!(frames.len(), with_digits, "{stdout}");
+
+    // The keywords spoken in the recording, in order (models/keywords/demo.txt lists them).
+    let spoken = std::fs::read_to_string(root().join("models/keywords/demo.txt")).unwrap();
+    let spoken: Vec<&str> = spoken.split_whitespace().collect();
+    let heard: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("keywords #")).map(|l| l.split_whitespace().nth(5).unwrap()).collect();
+    assert_eq!(heard, spoken, "{stdout}");
     // Every message went through the embedded broker and was acknowledged.
     assert!(stdout.contains("0 dropped (queue full), 0 undelivered at exit"), "{stdout}");
 }

@@ -33,6 +33,8 @@ pub struct Device {
     /// Seconds between stats messages (default 10; 0: none).
     #[serde(default = "default_stats")]
     pub stats_interval_s: u64,
+    /// A board profile (`boards/<name>`) supplying camera, microphone, thread and GPIO defaults.
+    pub board: Option<String>,
 }
 
 fn default_stats() -> u64 {
@@ -146,6 +148,51 @@ pub struct Pipeline {
     pub print: bool,
     /// Where frames or samples come from.
     pub source: Source,
+    /// GPIO outputs driven when an event starts (`[[pipeline.alert]]`).
+    #[serde(default, rename = "alert")]
+    pub alerts: Vec<AlertOutput>,
+}
+
+/// `[[pipeline.alert]]`: a GPIO line (buzzer, relay, LED) switched on when an event starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertOutput {
+    /// GPIO character device (default: the board profile's `[gpio] chip`, else `/dev/gpiochip0`).
+    pub chip: Option<String>,
+    /// Line offset on the chip (`17`), or a line named in the board profile (`"buzzer"`).
+    pub line: GpioLine,
+    /// Level meaning "on": `high` (default) or `low`.
+    #[serde(default)]
+    pub active: ActiveLevelKind,
+    /// Seconds the output stays on after the last event start (default 2).
+    #[serde(default = "default_hold")]
+    pub hold_s: f64,
+    /// Blink while on: `[on_ms, off_ms]` (default: steady).
+    pub blink_ms: Option<[u32; 2]>,
+    /// Labels whose events trigger it (default: every label).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// A GPIO line by offset or by the board profile's name for it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum GpioLine {
+    /// Offset on the chip.
+    Offset(u32),
+    /// A name from the board profile's `[gpio]` table.
+    Name(String),
+}
+
+/// Pin level meaning "on".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveLevelKind {
+    /// On = high.
+    #[default]
+    High,
+    /// On = low (active-low relay boards).
+    Low,
 }
 
 fn default_threshold() -> f32 {
@@ -190,46 +237,28 @@ pub enum Source {
         /// The file.
         path: PathBuf,
     },
-    /// A camera.
+    /// A camera; unset fields come from the board profile, else 0, 640x480, 15 fps, YUYV.
     Camera {
-        /// Index (`/dev/videoN`), default 0.
-        #[serde(default)]
-        index: u32,
-        /// Requested width (default 640).
-        #[serde(default = "default_width")]
-        width: u32,
-        /// Requested height (default 480).
-        #[serde(default = "default_height")]
-        height: u32,
-        /// Requested frame rate (default 15).
-        #[serde(default = "default_fps")]
-        fps: u32,
-        /// `yuyv` (default), `mjpeg`, `nv12`, `gray`, `rgb`.
-        #[serde(default = "default_format")]
-        format: CameraFormatKind,
+        /// Index (`/dev/videoN`).
+        index: Option<u32>,
+        /// Requested width.
+        width: Option<u32>,
+        /// Requested height.
+        height: Option<u32>,
+        /// Requested frame rate.
+        fps: Option<u32>,
+        /// `yuyv`, `mjpeg`, `nv12`, `gray`, `rgb`.
+        format: Option<CameraFormatKind>,
     },
-    /// A microphone.
+    /// A microphone; unset fields come from the board profile.
     Mic {
-        /// Device name or part of it (default: the default input).
+        /// Device name or part of it (default: the board's, else the default input).
         device: Option<String>,
-        /// Sample rate (default: the model's).
+        /// Sample rate (default: the board's, else the model's).
         rate: Option<u32>,
         /// Stop after this many seconds (default: never).
         duration_s: Option<f64>,
     },
-}
-
-fn default_width() -> u32 {
-    640
-}
-fn default_height() -> u32 {
-    480
-}
-fn default_fps() -> u32 {
-    15
-}
-fn default_format() -> CameraFormatKind {
-    CameraFormatKind::Yuyv
 }
 
 fn valid_id(s: &str) -> bool {
@@ -264,6 +293,12 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        // A board given as a profile file is relative to the config, like every other path.
+        if let Some(b) = &mut self.device.board {
+            if b.ends_with(".toml") && Path::new(b.as_str()).is_relative() {
+                *b = base.join(&*b).display().to_string();
+            }
+        }
         for p in &mut self.pipelines {
             abs(&mut p.model);
             match &mut p.source {
@@ -313,6 +348,15 @@ impl Config {
             }
             if !names.insert(&p.name) {
                 bail!("{f}: two pipelines are named `{}`", p.name);
+            }
+            for (i, a) in p.alerts.iter().enumerate() {
+                let at = format!("{f}: pipeline `{}`, alert #{}", p.name, i + 1);
+                if !(a.hold_s > 0.0 && a.hold_s <= 86_400.0) {
+                    bail!("{at}: hold_s = {}: give seconds in (0, 86400]", a.hold_s);
+                }
+                if a.blink_ms.is_some_and(|[on, off]| on == 0 || off == 0) {
+                    bail!("{at}: blink_ms: both durations must be > 0 (omit blink_ms for a steady output)");
+                }
             }
             if !p.model.is_file() {
                 bail!("{f}: pipeline `{}`: model {} does not exist", p.name, p.model.display());

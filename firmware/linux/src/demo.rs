@@ -1,6 +1,7 @@
-//! The bundled demo: the digit classifier on the bundled pictures, published through an embedded
-//! broker and printed.
+//! The bundled demo: the meter-digit detector on the bundled camera frames and the keyword spotter
+//! on the bundled recording, both published through an embedded broker and printed.
 
+use crate::board::Board;
 use crate::config::{EngineKind, HomeAssistant};
 use crate::run::{self, Broker, ModelRef, Plan, Setup, SourceRef};
 use anyhow::{Context, Result};
@@ -11,28 +12,46 @@ mod media {
     include!(concat!(env!("OUT_DIR"), "/demo_media.rs"));
 }
 
-/// Runs the demo.
-pub fn run() -> Result<ExitCode> {
-    let images = media::SAMPLES
+/// Runs the demo (with a board profile's threads when one is given).
+pub fn run(board: Option<&str>) -> Result<ExitCode> {
+    let board = board.map(Board::load).transpose()?;
+    let frames = media::FRAMES
         .iter()
         .map(|(name, bytes)| Image::decode(bytes, name))
         .collect::<Result<Vec<_>, _>>()
-        .context("decoding the bundled pictures")?;
-    println!("lepton demo: digit classifier (models/digits) on {} bundled pictures", images.len());
+        .context("decoding the bundled frames")?;
+    println!(
+        "lepton demo: meter-digit detector (models/detector) on {} bundled frames, keyword spotter (models/keywords) on a bundled recording",
+        frames.len()
+    );
     run::run(Setup {
         device: "lepton-demo".into(),
         device_name: "Lepton demo".into(),
         stats_interval_s: 10,
         broker: Broker::Embedded,
         homeassistant: HomeAssistant::default(),
-        plans: vec![Plan {
-            name: "digits".into(),
-            model: ModelRef::Bundled(media::MODEL, "bundled:models/digits/model.onnx"),
-            source: SourceRef::Pictures(images),
-            threshold: 0.5,
-            hold_s: 2.0,
-            engine: EngineKind::Auto,
-            print: true,
-        }],
+        plans: vec![
+            Plan {
+                name: "meter".into(),
+                model: ModelRef::Bundled(media::DETECTOR, "bundled:models/detector/model.int8.onnx"),
+                source: SourceRef::Pictures(frames),
+                threshold: 0.5,
+                hold_s: 2.0,
+                engine: EngineKind::Auto,
+                print: true,
+                alerts: vec![],
+            },
+            Plan {
+                name: "keywords".into(),
+                model: ModelRef::Bundled(media::KEYWORDS, "bundled:models/keywords/model.int8.onnx"),
+                source: SourceRef::Recording(media::RECORDING, "demo.wav"),
+                threshold: 0.5,
+                hold_s: 1.0,
+                engine: EngineKind::Auto,
+                print: true,
+                alerts: vec![],
+            },
+        ],
+        board,
     })
 }

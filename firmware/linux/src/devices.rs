@@ -39,14 +39,17 @@ pub fn run() -> Result<ExitCode> {
 }
 
 /// Validates a config: keys, files, models, manifests and that each source suits its model.
-pub fn check(path: &Path) -> Result<ExitCode> {
+pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     let config = Config::load(path)?;
     let broker = match &config.mqtt {
-        Some(m) => format!("{}:{}", m.host, m.port.unwrap_or(1883)),
+        Some(m) => format!("{}:{}", m.host, m.port.unwrap_or(if m.tls_ca.is_some() { 8883 } else { 1883 })),
         None => "embedded broker".into(),
     };
     println!("{}: device `{}`, MQTT {broker}", path.display(), config.device.id);
-    let setup = Setup::from_config(config.clone());
+    let setup = Setup::from_config(config.clone(), board)?;
+    if let Some(b) = &setup.board {
+        println!("  board {}: {} ({})", b.name, b.description, b.target);
+    }
     for (plan, p) in setup.plans.iter().zip(&config.pipelines) {
         let model =
             load_model(plan).map_err(|e| anyhow::anyhow!("{}: pipeline `{}`: {e:#}", path.display(), p.name))?;
@@ -69,6 +72,12 @@ pub fn check(path: &Path) -> Result<ExitCode> {
                 source_kind(&p.source)
             );
         }
+        let lines = crate::alert::check(&p.name, &p.alerts, setup.board.as_ref(), &m.labels)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+        for ((chip, line), a) in lines.iter().zip(&p.alerts) {
+            let labels = if a.labels.is_empty() { "any label".to_string() } else { a.labels.join(", ") };
+            println!("  pipeline `{}`: alert on {chip} line {line} for {labels}, {} s — ok", p.name, a.hold_s);
+        }
         println!(
             "  pipeline `{}`: {:?} model {} ({} labels, {} engine), {} source — ok",
             p.name,
@@ -78,6 +87,11 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             model.engine_name(),
             source_kind(&p.source)
         );
+    }
+    let budget = crate::run::check_memory_budget(setup.board.as_ref())
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    if let Some(line) = budget {
+        println!("  {line} — ok");
     }
     println!("config ok");
     Ok(ExitCode::SUCCESS)

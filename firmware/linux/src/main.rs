@@ -1,5 +1,7 @@
 //! `lepton`: the board daemon. This file is the command line only; the work is in the modules.
 
+mod alert;
+mod board;
 mod broker;
 mod config;
 mod demo;
@@ -16,8 +18,9 @@ use std::process::ExitCode;
 
 /// Lepton runs inference pipelines on camera frames and audio and reports what it sees over MQTT.
 ///
-/// Start with `lepton run`: without a config it runs the bundled demo (a digit classifier on
-/// bundled pictures) with an MQTT broker built in, and prints every detection it publishes.
+/// Start with `lepton run`: without a config it runs the bundled demo (a meter-digit detector on
+/// bundled camera frames and a keyword spotter on a bundled recording) with an MQTT broker built
+/// in, and prints every detection and event it publishes.
 /// Then write a config (README, "Configuration"), `lepton check --config FILE` it, and run it.
 #[derive(Parser, Debug)]
 #[command(name = "lepton", version, about, long_about)]
@@ -30,42 +33,69 @@ struct Cli {
 enum Command {
     /// Run the pipelines of a config; without one, the bundled demo.
     ///
-    /// The demo loads the bundled digit classifier (models/digits), starts an MQTT broker on
-    /// 127.0.0.1 (first free port from 1883, printed), runs the model on the bundled pictures and
-    /// publishes a message per frame to lepton/lepton-demo/digits/detections, printing each.
+    /// The demo loads two bundled models: the meter-digit detector (models/detector), run on 8
+    /// bundled camera frames, and the keyword spotter (models/keywords), run on a bundled
+    /// recording. It starts an MQTT broker on 127.0.0.1 (first free port from 1883, printed) and
+    /// publishes to lepton/lepton-demo/meter/... and lepton/lepton-demo/keywords/..., printing
+    /// each detection (boxes left to right) and each start/end event.
     /// Finite sources (pictures without `loop`, WAV files) end the run once every queued message
     /// is delivered. SIGINT/SIGTERM stop it gracefully (a second one exits at once).
     Run {
         /// The TOML config.
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// A board profile (`lepton boards` lists them) or a board.toml; overrides the config's.
+        #[arg(long, value_name = "NAME")]
+        board: Option<String>,
     },
     /// List cameras and microphones with their modes.
     Devices,
+    /// List the bundled board profiles.
+    ///
+    /// A profile gives a board's default camera and microphone settings, inference threads,
+    /// memory budget and named GPIO lines; `lepton run --board NAME` or `board = "NAME"` in the
+    /// config's [device] applies it, and every key the config sets wins over the profile.
+    Boards,
     /// Validate a config, its models and manifests without starting anything.
+    ///
+    /// With a board profile, also loads the models and compares the peak memory with the
+    /// board's budget.
     Check {
         /// The TOML config.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// A board profile or board.toml; overrides the config's.
+        #[arg(long, value_name = "NAME")]
+        board: Option<String>,
     },
 }
 
+fn restore_sigpipe() {
+    // SAFETY: sets the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEPTON_LOG")
                 .unwrap_or_else(|_| "info,rumqttd=off,rumqttc=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config: None } => demo::run(),
-        Command::Run { config: Some(path) } => {
-            config::Config::load(&path).and_then(|c| run::run(run::Setup::from_config(c)))
+        Command::Run { config: None, board } => demo::run(board.as_deref()),
+        Command::Run { config: Some(path), board } => {
+            config::Config::load(&path).and_then(|c| run::Setup::from_config(c, board.as_deref())).and_then(run::run)
         }
         Command::Devices => devices::run(),
-        Command::Check { config } => devices::check(&config),
+        Command::Boards => board::list(),
+        Command::Check { config, board } => devices::check(&config, board.as_deref()),
     };
     match result {
         Ok(code) => code,

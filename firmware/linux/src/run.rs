@@ -1,6 +1,8 @@
 //! `lepton run`: the pipelines of a config (or the bundled demo), an MQTT link (or an embedded
 //! broker), stats, Home Assistant discovery, and a graceful stop on SIGINT/SIGTERM.
 
+use crate::alert;
+use crate::board::Board;
 use crate::broker;
 use crate::config::{self, Config, EngineKind, Format, Source};
 use crate::homeassistant::{self, PipelineEntities};
@@ -12,7 +14,7 @@ use lepton_runtime::engine::EngineChoice;
 use lepton_runtime::image::Image;
 use lepton_runtime::manifest::Task;
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
-use lepton_runtime::source::camera::{CameraOptions, CameraSource};
+use lepton_runtime::source::camera::{CameraFormatKind, CameraOptions, CameraSource};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
 use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, WavSource};
 use lepton_runtime::Model;
@@ -39,6 +41,8 @@ pub enum SourceRef {
     Config(Source),
     /// Decoded pictures built into the binary (the demo).
     Pictures(Vec<Image>),
+    /// A WAV recording built into the binary (the demo): bytes and name.
+    Recording(&'static [u8], &'static str),
 }
 
 /// One pipeline to run.
@@ -58,6 +62,8 @@ pub struct Plan {
     pub engine: EngineKind,
     /// Print results.
     pub print: bool,
+    /// GPIO outputs driven by event starts.
+    pub alerts: Vec<config::AlertOutput>,
 }
 
 /// Where to publish.
@@ -82,11 +88,14 @@ pub struct Setup {
     pub homeassistant: config::HomeAssistant,
     /// Pipelines.
     pub plans: Vec<Plan>,
+    /// The board profile, if one applies.
+    pub board: Option<Board>,
 }
 
 impl Setup {
-    /// From a config file.
-    pub fn from_config(c: Config) -> Self {
+    /// From a config file; `board` (from `--board`) overrides the config's `[device] board`.
+    pub fn from_config(c: Config, board: Option<&str>) -> Result<Self> {
+        let board = board.or(c.device.board.as_deref()).map(Board::load).transpose()?;
         let plans = c
             .pipelines
             .into_iter()
@@ -98,17 +107,49 @@ impl Setup {
                 hold_s: p.hold_s,
                 engine: p.engine,
                 print: p.print,
+                alerts: p.alerts,
             })
             .collect();
-        Setup {
+        Ok(Setup {
             device_name: c.device.name.clone().unwrap_or_else(|| c.device.id.clone()),
             device: c.device.id,
             stats_interval_s: c.device.stats_interval_s,
             broker: c.mqtt.map_or(Broker::Embedded, Broker::External),
             homeassistant: c.homeassistant,
             plans,
+            board,
+        })
+    }
+
+    /// Applies the board's process-wide settings (threads) and logs what applies.
+    pub fn apply_board(&self) {
+        if let Some(b) = &self.board {
+            let threads = b.threads.unwrap_or(1);
+            lepton_runtime::engine::set_threads(threads);
+            tracing::info!("board {} ({}): {threads} inference thread(s)", b.name, b.description);
+            if !b.is_linux() {
+                tracing::warn!("board {} is a microcontroller ({}): the daemon is for Linux boards", b.name, b.target);
+            }
         }
     }
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Compares the peak memory after loading the models with the board's budget: `Err` when over.
+pub fn check_memory_budget(board: Option<&Board>) -> Result<Option<String>> {
+    let (Some(b), Some(peak)) = (board, peak_memory_mib()) else { return Ok(None) };
+    let Some(budget) = b.memory_budget_mb else { return Ok(None) };
+    let line = format!("peak memory {peak:.0} MiB of board {}'s {budget} MiB budget", b.name);
+    if peak > budget as f64 {
+        bail!("{line}: over budget; use smaller or int8 models, fewer pipelines, or a bigger board");
+    }
+    Ok(Some(line))
 }
 
 fn choice(e: EngineKind) -> EngineChoice {
@@ -205,9 +246,12 @@ fn run_pipeline(
     plan: Plan,
     model: Model,
     sink: DaemonSink,
+    board: Option<Board>,
     stoppers: Stoppers,
     stopping: Arc<AtomicBool>,
 ) -> Result<()> {
+    let cam = board.as_ref().map(|b| b.camera.clone()).unwrap_or_default();
+    let mic_defaults = board.as_ref().map(|b| b.mic.clone()).unwrap_or_default();
     let manifest =
         model.manifest().cloned().with_context(|| format!("pipeline `{}`: the model has no manifest", plan.name))?;
     let model_path = PathBuf::from(model_name(&plan));
@@ -221,12 +265,22 @@ fn run_pipeline(
                     Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
                 }
                 SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
-                    let cam = CameraSource::open(CameraOptions { index, width, height, fps, format })?;
+                    // The config's values, else the board's, else the defaults.
+                    let cam = CameraSource::open(CameraOptions {
+                        index: index.or(cam.index).unwrap_or(0),
+                        width: width.or(cam.width).unwrap_or(640),
+                        height: height.or(cam.height).unwrap_or(480),
+                        fps: fps.or(cam.fps).unwrap_or(15),
+                        format: format.or(cam.format).unwrap_or(CameraFormatKind::Yuyv),
+                    })?;
                     register(&stoppers, &stopping, cam.stopper());
                     Frames::Camera(cam)
                 }
                 SourceRef::Config(other) => {
                     bail!("pipeline `{}`: an image model needs an images or camera source, not {other:?}", plan.name)
+                }
+                SourceRef::Recording(_, name) => {
+                    bail!("pipeline `{}`: an image model cannot run on the recording {name}", plan.name)
                 }
             };
             let stages = model.into_vision_stages()?;
@@ -235,16 +289,24 @@ fn run_pipeline(
             register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
             p.run()?;
         }
-        (Task::Keyword | Task::Vad, SourceRef::Config(source)) => {
+        (Task::Keyword | Task::Vad, source) => {
             let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
             let samples = match source {
-                Source::Wav { path } => Samples::Wav(WavSource::open(&path)?),
-                Source::Mic { device, rate: r, duration_s } => {
-                    let mic = MicSource::open(&MicOptions { device, rate: r.unwrap_or(rate), duration_s })?;
+                SourceRef::Recording(bytes, name) => Samples::Wav(WavSource::from_bytes(bytes, name)?),
+                SourceRef::Pictures(_) => bail!("pipeline `{}`: an audio model cannot run on pictures", plan.name),
+                SourceRef::Config(Source::Wav { path }) => Samples::Wav(WavSource::open(&path)?),
+                SourceRef::Config(Source::Mic { device, rate: r, duration_s }) => {
+                    let mic = MicSource::open(&MicOptions {
+                        device: device.or(mic_defaults.device),
+                        rate: r.or(mic_defaults.rate).unwrap_or(rate),
+                        duration_s,
+                    })?;
                     register(&stoppers, &stopping, mic.stopper());
                     Samples::Mic(mic)
                 }
-                other => bail!("pipeline `{}`: an audio model needs a wav or mic source, not {other:?}", plan.name),
+                SourceRef::Config(other) => {
+                    bail!("pipeline `{}`: an audio model needs a wav or mic source, not {other:?}", plan.name)
+                }
             };
             let engine = model.into_engine()?;
             let mut p = AudioPipeline::new(samples, engine, sink, &manifest, &model_path)?;
@@ -341,6 +403,7 @@ fn stats_loop(
 
 /// Runs everything until the pipelines end or a signal stops them.
 pub fn run(setup: Setup) -> Result<ExitCode> {
+    setup.apply_board();
     let (mqtt, embedded) = match setup.broker {
         Broker::External(m) => (m, false),
         Broker::Embedded => {
@@ -373,12 +436,22 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     let mut loaded = vec![];
     for plan in setup.plans {
         let model = load_model(&plan).with_context(|| format!("pipeline `{}`", plan.name))?;
-        loaded.push((plan, model));
+        let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
+        let alerts = alert::start(&plan.name, &plan.alerts, setup.board.as_ref(), &labels)?;
+        for a in &alerts {
+            tracing::info!("pipeline {}: alert output on {}", plan.name, a.name);
+        }
+        loaded.push((plan, model, alerts));
+    }
+    match check_memory_budget(setup.board.as_ref()) {
+        Ok(Some(line)) => tracing::info!("{line}"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e:#}"),
     }
     if setup.homeassistant.discovery {
         let entities: Vec<PipelineEntities> = loaded
             .iter()
-            .map(|(p, m)| PipelineEntities {
+            .map(|(p, m, _)| PipelineEntities {
                 name: p.name.clone(),
                 labels: m.manifest().map(|m| m.labels.clone()).unwrap_or_default(),
                 hold_s: p.hold_s,
@@ -390,7 +463,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     }
     let mut statuses = vec![];
     let mut threads = vec![];
-    for (plan, model) in loaded {
+    for (plan, model, alerts) in loaded {
         let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
@@ -403,14 +476,16 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             format: if embedded { Format::Json } else { mqtt.format },
             link: Some(link.clone()),
             topics: topics.clone(),
+            alerts,
         });
         statuses.push((plan.name.clone(), status));
         let (stoppers, stopping) = (Arc::clone(&stoppers), Arc::clone(&stopping));
         let name = plan.name.clone();
+        let board = setup.board.clone();
         let t = std::thread::Builder::new()
             .name(format!("lepton-{name}"))
             .stack_size(8 << 20)
-            .spawn(move || run_pipeline(plan, model, sink, stoppers, stopping))
+            .spawn(move || run_pipeline(plan, model, sink, board, stoppers, stopping))
             .with_context(|| format!("starting pipeline `{name}`"))?;
         threads.push((name, t));
     }

@@ -2,6 +2,7 @@
 //! Presence events are debounced here: a label starts when it is detected at or above the
 //! threshold and ends after `hold` without it.
 
+use crate::alert::AlertHandle;
 use crate::config::Format;
 use crate::mqtt::Link;
 use crate::topics::Topics;
@@ -63,6 +64,7 @@ pub struct DaemonSink {
     seq: u32,
     presence: BTreeMap<u16, Presence>,
     status: SharedStatus,
+    alerts: Vec<AlertHandle>,
 }
 
 /// What a [`DaemonSink`] needs.
@@ -87,6 +89,8 @@ pub struct SinkOptions {
     pub link: Option<Link>,
     /// Topics.
     pub topics: Topics,
+    /// GPIO outputs switched on by event starts; turned off at the end.
+    pub alerts: Vec<AlertHandle>,
 }
 
 impl DaemonSink {
@@ -107,6 +111,7 @@ impl DaemonSink {
             seq: 0,
             presence: BTreeMap::new(),
             status: Arc::clone(&status),
+            alerts: o.alerts,
         };
         (sink, status)
     }
@@ -123,7 +128,10 @@ impl DaemonSink {
             let mut out = std::io::stdout().lock();
             let _ =
                 write!(out, "{} #{seq:<5} frame {:<5} {:<24}", self.pipeline, r.meta.frame, r.source.unwrap_or("-"));
-            for d in kept {
+            // Boxes left to right, so a row of digits prints as it reads; classes best first.
+            let mut order: Vec<&Detection> = kept.iter().collect();
+            order.sort_by(|a, b| a.bbox.map_or(0.0, |b| b.x0).total_cmp(&b.bbox.map_or(0.0, |b| b.x0)));
+            for d in order {
                 let _ = write!(out, "  {} {:.3}", self.label(d.class), d.score);
                 if let Some(b) = d.bbox {
                     let _ = write!(out, " [{:.0},{:.0},{:.0},{:.0}]", b.x0, b.y0, b.x1, b.y1);
@@ -165,6 +173,11 @@ impl DaemonSink {
 
     fn publish_event(&mut self, e: &Event, duration_ms: Option<u64>) {
         let label = self.label(e.class);
+        if e.kind == EventKind::Start {
+            for a in &self.alerts {
+                a.event_started(&label);
+            }
+        }
         if self.print {
             let kind = if e.kind == EventKind::Start { "start" } else { "end" };
             println!("{} event {kind} {label} {:.3} at {}", self.pipeline, e.score, rfc3339(e.timestamp_ms));
@@ -242,6 +255,9 @@ impl Sink for DaemonSink {
         let now = now_ms();
         for c in self.presence.keys().copied().collect::<Vec<_>>() {
             self.end_presence(c, now);
+        }
+        for a in std::mem::take(&mut self.alerts) {
+            a.stop();
         }
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.finished = true;

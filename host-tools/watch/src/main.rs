@@ -157,7 +157,17 @@ fn line(v: &Value) -> String {
     }
 }
 
+/// Output piped into a program that stops reading (`| head`) ends this one quietly, like other
+/// Unix tools, instead of a panic on the failed write.
+fn restore_sigpipe() {
+    // SAFETY: sets the default disposition of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

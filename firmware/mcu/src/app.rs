@@ -1,0 +1,87 @@
+//! What both modes share: the error type and the model check done before a run.
+
+use core::fmt;
+use lepton_runtime::engine::micro::{Interpreter, MicroError};
+
+/// Why the firmware stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppError {
+    /// The model could not be loaded or run.
+    Model(MicroError),
+    /// A runtime stage rejected its settings or data.
+    Core(lepton_runtime::Error),
+    /// The embedded inputs do not cover the model's inputs (classifier mode).
+    #[cfg_attr(feature = "speaker", allow(dead_code))]
+    Inputs,
+    /// The static arena is taken or smaller than the model needs.
+    Arena,
+    /// The alert pin could not be driven (speaker mode).
+    #[cfg_attr(not(feature = "speaker"), allow(dead_code))]
+    Pin,
+    /// The console could not be written.
+    Console,
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Model(e) => write!(f, "model: {e}"),
+            AppError::Core(e) => write!(f, "{e}"),
+            AppError::Inputs => write!(f, "the embedded inputs are shorter than the model's inputs"),
+            AppError::Arena => write!(f, "the arena is unavailable or too small"),
+            AppError::Pin => write!(f, "the alert pin could not be driven"),
+            AppError::Console => write!(f, "the console could not be written"),
+        }
+    }
+}
+
+impl From<MicroError> for AppError {
+    fn from(e: MicroError) -> Self {
+        AppError::Model(e)
+    }
+}
+
+impl From<lepton_runtime::Error> for AppError {
+    fn from(e: lepton_runtime::Error) -> Self {
+        AppError::Core(e)
+    }
+}
+
+impl From<fmt::Error> for AppError {
+    fn from(_: fmt::Error) -> Self {
+        AppError::Console
+    }
+}
+
+/// Figures of a run, for logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Model runs.
+    pub runs: u64,
+    /// Cycles of all model runs together (the board's cycle counter).
+    pub cycles: u64,
+    /// Cycles of the slowest model run.
+    pub max_cycles: u64,
+}
+
+impl Stats {
+    /// Adds one model run that took `cycles`.
+    pub fn record(&mut self, cycles: u64) {
+        self.runs += 1;
+        self.cycles += cycles;
+        self.max_cycles = self.max_cycles.max(cycles);
+    }
+}
+
+/// Loads the embedded model with an interpreter holding exactly its tensors.
+pub fn load(bytes: &[u8]) -> Result<Interpreter<'_, { crate::embedded::TENSORS }>, AppError> {
+    Ok(Interpreter::new(bytes)?)
+}
+
+/// Writes a tensor name with whitespace replaced by `_`, so console lines split on spaces.
+pub fn write_name(out: &mut impl fmt::Write, name: &str) -> fmt::Result {
+    for c in name.chars() {
+        out.write_char(if c.is_whitespace() { '_' } else { c })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! Lepton on a Cortex-M microcontroller: the micro engine runs a model embedded at build time on
+//! a static arena of exactly the size its header states, with no heap.
+//!
+//! - Classifier mode (default): for each embedded input set and each model output, one console
+//!   line `output <input index> <output name> <values>`, the values being the output's int8
+//!   elements as stored, comma-separated; then exit code 0.
+//! - Speaker mode (feature `speaker`): embedded audio → audio frontend → keyword (or VAD) model →
+//!   keyword spotting → one `event <hex>` line per event (the postcard bytes of
+//!   `lepton_runtime::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
+//!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
+//! - Any error: `error: <what>` and exit code 1.
+//!
+//! Console lines are plain text on semihosting stderr; defmt logs (model, arena, cycles per run)
+//! are defmt frames on semihosting stdout. What is embedded is chosen at build time: see
+//! `build.rs` (`LEPTON_MCU_BOARD`, `LEPTON_MCU_MODEL`, `LEPTON_MCU_INPUTS`, `LEPTON_MCU_AUDIO`).
+//!
+//! Run under QEMU (the runner in `.cargo/config.toml`):
+//! `cargo run --release -p lepton-mcu --target thumbv7em-none-eabihf [--features speaker]`.
+//! A host build only explains this; `cargo test -p lepton-mcu` runs the firmware's logic on the host.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+// On the host the firmware's logic is exercised by the unit tests only.
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+
+mod app;
+mod board;
+#[cfg(not(feature = "speaker"))]
+mod classifier;
+mod embedded;
+#[cfg(feature = "speaker")]
+mod speaker;
+#[cfg(target_os = "none")]
+mod target;
+
+/// Host build: says how to run the firmware.
+#[cfg(not(target_os = "none"))]
+fn main() -> std::process::ExitCode {
+    eprintln!(
+        "lepton-mcu is Cortex-M firmware ({} embedded, arena {} bytes). Run it under QEMU with\n  \
+         cargo run --release -p lepton-mcu --target thumbv7em-none-eabihf [--features speaker]\n\
+         (qemu-system-arm; the runner is set in .cargo/config.toml). `cargo test -p lepton-mcu` runs its logic here.",
+        embedded::MODEL_NAME,
+        embedded::ARENA_BYTES
+    );
+    std::process::ExitCode::from(2)
+}

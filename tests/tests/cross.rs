@@ -1,0 +1,292 @@
+//! Raspberry Pi class boards under emulation: `lepton` and `lepton-convert` cross-built in release
+//! for aarch64 (Pi 5/4) and armv7 (Pi Zero 2 W / Pi 3), run under qemu-user on this machine.
+//!
+//! One release build per target (both binaries in one cargo call) serves every test here. The
+//! emulated daemon publishes to a real mosquitto, and its detections, float and int8, are compared
+//! with the native build's on the same frames and the same recording.
+
+use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// An ARM Linux target and how to run its binaries here.
+struct Arm {
+    triple: &'static str,
+    /// qemu-user binary (Debian package qemu-user-static).
+    qemu: &'static str,
+    /// The cross C library's root (libc6-dev-*-cross), for qemu's `-L`.
+    sysroot: &'static str,
+    /// Multiarch folder of the board's other shared libraries (libasound).
+    multiarch: &'static str,
+}
+
+const AARCH64: Arm = Arm {
+    triple: "aarch64-unknown-linux-gnu",
+    qemu: "qemu-aarch64-static",
+    sysroot: "/usr/aarch64-linux-gnu",
+    multiarch: "/usr/lib/aarch64-linux-gnu",
+};
+const ARMV7: Arm = Arm {
+    triple: "armv7-unknown-linux-gnueabihf",
+    qemu: "qemu-arm-static",
+    sysroot: "/usr/arm-linux-gnueabihf",
+    multiarch: "/usr/lib/arm-linux-gnueabihf",
+};
+
+/// The release build of `lepton` and `lepton-convert` for `arm`, built once per test process.
+fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    // target/<profile>/deps/<test binary> → target/
+    let exe = std::env::current_exe().expect("test binary path");
+    let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps").to_path_buf();
+    if !built.contains(&arm.triple) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--target",
+                arm.triple,
+                "-p",
+                "lepton-firmware",
+                "-p",
+                "lepton-convert",
+            ])
+            .current_dir(root())
+            .output()
+            .expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "cross build for {} failed (scripts/install-deps --test installs the linkers and libraries):\n{}",
+            arm.triple,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(arm.triple);
+    }
+    target_dir.join(arm.triple).join("release").join(name)
+}
+
+/// `name` of the cross build, under qemu-user.
+fn emulated(arm: &Arm, name: &str) -> Command {
+    let exe = cross_bin(arm, name);
+    let mut c = Command::new(arm.qemu);
+    // The cross C library first: the multiarch libc6 that libasound2 brings may be a newer build,
+    // and pairing its libc.so with the cross ld.so hangs the first pthread_create.
+    let libs = format!("LD_LIBRARY_PATH={}/lib:{}", arm.sysroot, arm.multiarch);
+    c.args(["-L", arm.sysroot, "-E", &libs]).arg(exe).current_dir(root());
+    c
+}
+
+fn native(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.current_dir(root());
+    c
+}
+
+fn output(mut c: Command) -> Output {
+    c.output().expect("starting the binary")
+}
+
+/// A config running `model` on the detector's demo frames and `kws` on the keyword demo recording,
+/// publishing JSON to the broker on `port` as device `device`.
+fn config(dir: &Path, device: &str, port: u16, detector: &str, keywords: &str) -> PathBuf {
+    let m = root().join("models");
+    let text = format!(
+        r#"
+[device]
+id = "{device}"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[[pipeline]]
+name = "meter"
+model = "{det}"
+threshold = 0.4
+[pipeline.source]
+kind = "images"
+path = "{frames}"
+[[pipeline]]
+name = "keywords"
+model = "{kws}"
+threshold = 0.7
+[pipeline.source]
+kind = "wav"
+path = "{wav}"
+"#,
+        det = m.join("detector").join(detector).display(),
+        kws = m.join("keywords").join(keywords).display(),
+        frames = m.join("detector/demo/images").display(),
+        wav = m.join("keywords/demo.wav").display(),
+    );
+    let p = dir.join(format!("{device}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// One printed detection: label, score, box.
+#[derive(Debug, Clone, PartialEq)]
+struct Found {
+    label: String,
+    score: f32,
+    bbox: Vec<f32>,
+}
+
+/// The printed result lines of pipeline `name` ("meter #0  frame 0  frame000.jpg  0 0.999 [78,88,109,144] ... (1.2 ms)"
+/// and "keywords #0  ...  yes 0.93 ..."): per line, the frame or time field and what was found.
+fn results(stdout: &str, name: &str) -> Vec<(String, Vec<Found>)> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name} #")))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let found = f[5..]
+                .chunks(3)
+                .filter(|c| c.len() == 3 && c[2].starts_with('['))
+                .map(|c| Found {
+                    label: c[0].to_string(),
+                    score: c[1].parse().unwrap_or(f32::NAN),
+                    bbox: c[2].trim_matches(['[', ']']).split(',').map(|v| v.parse().unwrap_or(f32::NAN)).collect(),
+                })
+                .collect();
+            (f[4].to_string(), found)
+        })
+        .collect()
+}
+
+/// Keyword events printed ("keywords event start yes 0.912 at ...").
+fn keyword_events(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("keywords event start "))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string())
+        .collect()
+}
+
+fn same_detections(native: &[(String, Vec<Found>)], arm: &[(String, Vec<Found>)], what: &str) {
+    assert_eq!(native.len(), arm.len(), "{what}: frames with detections differ\nnative {native:?}\narm {arm:?}");
+    for ((nf, nd), (af, ad)) in native.iter().zip(arm) {
+        assert_eq!(nf, af, "{what}");
+        let labels = |d: &[Found]| d.iter().map(|x| x.label.clone()).collect::<Vec<_>>();
+        assert_eq!(labels(nd), labels(ad), "{what}: frame {nf}");
+        for (n, a) in nd.iter().zip(ad) {
+            // Float kernels differ by architecture in the last bits; the printout rounds to 3 digits and whole pixels.
+            assert!((n.score - a.score).abs() <= 0.002, "{what}: frame {nf}: {n:?} vs {a:?}");
+            assert!(
+                n.bbox.iter().zip(&a.bbox).all(|(x, y)| (x - y).abs() <= 1.0),
+                "{what}: frame {nf}: {n:?} vs {a:?}"
+            );
+        }
+    }
+}
+
+/// The emulated daemon against the native one, float then int8, on the demo media; the emulated
+/// one publishes to a real mosquitto.
+fn daemon_matches_native(arm: &Arm) {
+    let dir = scratch(&format!("cross-daemon-{}", arm.triple));
+    let broker = Mosquitto::start(&format!("cross-{}", arm.triple));
+    for (kind, det, kws) in [("float", "model.onnx", "model.onnx"), ("int8", "model.int8.onnx", "model.int8.onnx")] {
+        let device = format!("board-{kind}");
+        let sub =
+            Subscriber::start(broker.port, &format!("lepton/{device}/#"), &format!("cross-{}-{kind}", arm.triple));
+        let native_cfg = config(&dir, &format!("host-{kind}"), broker.port, det, kws);
+        let board_cfg = config(&dir, &device, broker.port, det, kws);
+        let mut n = native("lepton");
+        n.args(["run", "--config"]).arg(&native_cfg);
+        let n = output(n);
+        let (n_out, n_err) = text(&n);
+        assert!(n.status.success(), "native {kind}: {n_out}\n{n_err}");
+        let mut a = emulated(arm, "lepton");
+        a.args(["run", "--board", if arm.triple.starts_with("aarch64") { "rpi4" } else { "rpizero2w" }, "--config"])
+            .arg(&board_cfg);
+        let a = output(a);
+        let (a_out, a_err) = text(&a);
+        assert!(a.status.success(), "{} {kind}: {a_out}\n{a_err}", arm.triple);
+
+        let what = format!("{} {kind}", arm.triple);
+        let (nm, am) = (results(&n_out, "meter"), results(&a_out, "meter"));
+        assert!(!nm.is_empty(), "{what}: the native build found nothing: {n_out}");
+        same_detections(&nm, &am, &format!("{what} detector"));
+        let (nk, ak) = (keyword_events(&n_out), keyword_events(&a_out));
+        assert!(!nk.is_empty(), "{what}: no keyword heard natively: {n_out}");
+        assert_eq!(nk, ak, "{what}: keyword events");
+        assert!(a_out.contains("0 undelivered at exit"), "{what}: {a_out}");
+
+        // What the emulated daemon published reached the subscriber: one detections message per
+        // frame with detections, one event per keyword.
+        let topic = |t: &str| format!("lepton/{device}/{t}");
+        let msgs = sub.wait_for(Duration::from_secs(20), |m| {
+            m.iter().filter(|(t, _)| *t == topic("meter/detections")).count() >= am.len()
+        });
+        let published: Vec<Value> = msgs
+            .iter()
+            .filter(|(t, _)| *t == topic("meter/detections"))
+            .map(|(_, p)| serde_json::from_slice(p).expect("JSON detections"))
+            .collect();
+        assert_eq!(published.len(), am.len(), "{what}: detections messages on the broker");
+        let labels: Vec<String> = published[0]["detections"]
+            .as_array()
+            .expect("detections array")
+            .iter()
+            .map(|d| d["label"].as_str().unwrap_or("").to_string())
+            .collect();
+        let mut printed: Vec<String> = am[0].1.iter().map(|f| f.label.clone()).collect();
+        let mut sorted = labels.clone();
+        sorted.sort();
+        printed.sort();
+        assert_eq!(sorted, printed, "{what}: first message {:?}", published[0]);
+        let heard = msgs.iter().filter(|(t, _)| *t == topic("keywords/events")).count();
+        assert!(heard >= ak.len(), "{what}: {heard} keyword events on the broker, {} printed", ak.len());
+    }
+}
+
+/// `lepton-convert eval` of the emulated build gives the native figures: the digit classifier
+/// (float, tract) and the detector (int8, micro engine) on their test splits.
+fn convert_matches_native(arm: &Arm) {
+    let runs = [
+        (["eval", "models/digits/model.onnx", "--dataset", "models/digits/test", "--json"], "/correct"),
+        (
+            ["eval", "models/detector/model.int8.onnx", "--dataset", "models/detector/test", "--json"],
+            "/0/metrics/map50",
+        ),
+    ];
+    for (args, figure) in runs {
+        let mut n = native("lepton-convert");
+        n.args(args);
+        let n = output(n);
+        let mut a = emulated(arm, "lepton-convert");
+        a.args(args);
+        let a = output(a);
+        let ((n_out, n_err), (a_out, a_err)) = (text(&n), text(&a));
+        assert!(n.status.success(), "{n_out}\n{n_err}");
+        assert!(a.status.success(), "{} {a_out}\n{a_err}", arm.triple);
+        let (nj, aj): (Value, Value) = (serde_json::from_str(&n_out).unwrap(), serde_json::from_str(&a_out).unwrap());
+        let (nv, av) = (&nj.pointer(figure), &aj.pointer(figure));
+        assert!(nv.is_some(), "{figure} in {n_out}");
+        assert_eq!(nv, av, "{} {}: {figure}", arm.triple, args[1]);
+    }
+}
+
+#[test]
+fn aarch64_daemon_detects_and_publishes_like_the_native_build() {
+    daemon_matches_native(&AARCH64);
+}
+
+#[test]
+fn armv7_daemon_detects_and_publishes_like_the_native_build() {
+    daemon_matches_native(&ARMV7);
+}
+
+#[test]
+fn aarch64_convert_evaluates_like_the_native_build() {
+    convert_matches_native(&AARCH64);
+}
+
+#[test]
+fn armv7_convert_evaluates_like_the_native_build() {
+    convert_matches_native(&ARMV7);
+}

@@ -1,0 +1,444 @@
+//! The Cortex-M firmware (`firmware/mcu`, crate lepton-mcu) on an emulated Cortex-M4: built for
+//! thumbv7em-none-eabihf (release) with a model and inputs embedded, booted on QEMU's MPS2 AN386
+//! board with the runner of `.cargo/config.toml`, and its console compared value for value with
+//! the host engine (`lepton-convert run` on the same `.lpm` and inputs); in speaker mode, its
+//! postcard events and alert pin with the host's audio pipeline on the same recording.
+
+use lepton_e2e::{root, run, scratch, text};
+use lepton_runtime::audio::frontend::FrontendConfig;
+use lepton_runtime::engine::micro::Interpreter;
+use lepton_runtime::engine::Engine;
+use lepton_runtime::event::{decode, Event, EventKind};
+use lepton_runtime::pipeline::{AudioPipeline, FrameReport, Preprocess, Sink};
+use lepton_runtime::source::{Frame, WavSource};
+use lepton_runtime::tensor::TensorDataMut;
+use lepton_runtime::{FrameMeta, LeptonError, Model};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "thumbv7em-none-eabihf";
+/// The alert of `firmware/mcu/src/board.rs`: on for 1.5 s after the last keyword, blinking 250/250 ms.
+const HOLD_MS: u64 = 1500;
+const BLINK_MS: u64 = 250;
+
+fn data(path: &str) -> PathBuf {
+    root().join(path)
+}
+
+/// The QEMU command line of the cargo runner for the firmware's target (`.cargo/config.toml`).
+fn runner() -> Vec<String> {
+    let config = std::fs::read_to_string(root().join(".cargo/config.toml")).expect(".cargo/config.toml");
+    let section = config.split(&format!("[target.{TARGET}]")).nth(1).expect("a [target.thumbv7em-none-eabihf] section");
+    let line = section.lines().find(|l| l.trim_start().starts_with("runner")).expect("a runner for the firmware");
+    let command = line.split('"').nth(1).expect("runner = \"...\"");
+    let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
+    match Command::new(&words[0]).arg("--version").output() {
+        Ok(o) if o.status.success() => words,
+        _ => panic!(
+            "{} is not installed: the firmware tests boot it on QEMU. Install the Debian package qemu-system-arm \
+             (apt-get install qemu-system-arm; scripts/install-deps --test does it)",
+            words[0]
+        ),
+    }
+}
+
+/// Builds the firmware (release, for the Cortex-M4F) with `features` and the given LEPTON_MCU_*
+/// variables (the others unset), and copies the ELF to `dir`. Builds are serialized: they share
+/// one output file.
+fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<PathBuf, String> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--release", "-p", "lepton-mcu", "--target", TARGET]).current_dir(root());
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
+    }
+    for v in ["LEPTON_MCU_BOARD", "LEPTON_MCU_MODEL", "LEPTON_MCU_INPUTS", "LEPTON_MCU_AUDIO"] {
+        cmd.env_remove(v);
+    }
+    cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+    let out = cmd.output().expect("running cargo build");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    // target/<profile>/deps/<test binary> → target/
+    let exe = std::env::current_exe().expect("test binary path");
+    let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps");
+    let elf = dir.join("lepton-mcu.elf");
+    std::fs::copy(target_dir.join(TARGET).join("release/lepton-mcu"), &elf).expect("copying the firmware");
+    Ok(elf)
+}
+
+/// What the firmware wrote: its exit code and its console (semihosting stderr) lines.
+struct Boot {
+    code: Option<i32>,
+    lines: Vec<String>,
+    took: Duration,
+}
+
+fn boot(elf: &Path) -> Boot {
+    let words = runner();
+    let start = Instant::now();
+    let mut child = Command::new(&words[0])
+        .args(&words[1..])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting qemu-system-arm");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = start + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for qemu") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the firmware did not exit within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let console = reader.join().unwrap_or_default();
+    Boot { code: status.code(), lines: console.lines().map(str::to_string).collect(), took: start.elapsed() }
+}
+
+/// `output <run> <name> <values>` lines: (run, output name, int8 values).
+fn outputs(b: &Boot) -> Vec<(usize, String, Vec<i8>)> {
+    b.lines
+        .iter()
+        .filter(|l| l.starts_with("output "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            assert_eq!(f.len(), 4, "{l}");
+            let values = f[3].split(',').map(|v| v.parse().unwrap_or_else(|_| panic!("{l}: `{v}`"))).collect();
+            (f[1].parse().unwrap_or_else(|_| panic!("{l}")), f[2].to_string(), values)
+        })
+        .collect()
+}
+
+fn read_i8(path: &Path) -> Vec<i8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    npyz::NpyFile::new(&bytes[..])
+        .and_then(|f| f.into_vec::<i8>())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn npy_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "npy"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The committed `.lpm` is what `lepton-convert compile` makes of the committed int8 model.
+fn assert_compiled_from(lpm: &Path, int8: &Path, dir: &Path) {
+    let fresh = dir.join("fresh.lpm");
+    let out = run("lepton-convert", &["compile", &int8.display().to_string(), "-o", &fresh.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        std::fs::read(lpm).unwrap() == std::fs::read(&fresh).unwrap(),
+        "{} is stale: run `lepton-convert compile {} -o {}`",
+        lpm.display(),
+        int8.display(),
+        lpm.display()
+    );
+}
+
+/// Runs the firmware on `inputs` (one list of (input name, file) per run) and compares every
+/// output line with `lepton-convert run` on the same model and files.
+fn compare_with_host(boot: &Boot, lpm: &Path, inputs: &[Vec<(String, PathBuf)>], dir: &Path) {
+    assert_eq!(boot.code, Some(0), "firmware console:\n{}", boot.lines.join("\n"));
+    let lines = outputs(boot);
+    let bytes = std::fs::read(lpm).unwrap();
+    let model: Interpreter<'_, 1024> = Interpreter::new(&bytes).unwrap();
+    let names: Vec<&str> = model.header().outputs.iter().map(|&i| model.tensors()[i as usize].name).collect();
+    assert_eq!(
+        lines.len(),
+        inputs.len() * names.len(),
+        "one line per input set and output:\n{}",
+        boot.lines.join("\n")
+    );
+    for (k, set) in inputs.iter().enumerate() {
+        let out_dir = dir.join(format!("host-{k}"));
+        let mut args = vec!["run".to_string(), lpm.display().to_string()];
+        for (name, file) in set {
+            args.extend(["--input".into(), format!("{name}={}", file.display())]);
+        }
+        args.extend(["--output-dir".into(), out_dir.display().to_string()]);
+        let out = run("lepton-convert", &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", text(&out).1);
+        for (o, name) in names.iter().enumerate() {
+            let (run_index, line_name, values) = &lines[k * names.len() + o];
+            assert_eq!((*run_index, line_name.as_str()), (k, *name));
+            let host = read_i8(&out_dir.join(format!("{name}.npy")));
+            assert_eq!(values, &host, "input set {k} ({}), output `{name}`: firmware vs host", set[0].1.display());
+        }
+    }
+}
+
+#[test]
+fn the_digit_classifier_on_a_cortex_m4_prints_what_the_host_engine_computes() {
+    let dir = scratch("mcu-digits");
+    let lpm = data("models/digits/model.lpm");
+    assert_compiled_from(&lpm, &data("models/digits/model.int8.onnx"), &dir);
+    // The shipped inputs are the runtime's own preprocessing and quantization of the sample pictures.
+    let files = npy_files(&data("models/digits/mcu-inputs"));
+    let pictures = lepton_runtime::image::load_dir(data("models/digits/samples")).unwrap();
+    assert_eq!(files.len(), pictures.len());
+    let mut stages = Model::load(&lpm).unwrap().into_vision_stages().unwrap();
+    for (file, picture) in files.iter().zip(&pictures) {
+        assert_eq!(file.file_stem().unwrap().to_str(), Path::new(&picture.name).file_stem().unwrap().to_str());
+        let frame = Frame { image: picture.view().unwrap(), meta: FrameMeta { frame: 0, timestamp_ms: 0 }, name: None };
+        stages.pre.preprocess(&frame, stages.engine.input_mut(0).unwrap()).unwrap();
+        let mut input = stages.engine.input_mut(0).unwrap();
+        let TensorDataMut::I8(expected) = input.data_mut() else { panic!("the digit model takes int8") };
+        assert_eq!(
+            read_i8(file),
+            expected.to_vec(),
+            "{} differs from the runtime's preprocessing: run python3 models/digits/make_mcu_inputs.py",
+            file.display()
+        );
+    }
+    // Defaults: the shipped model and inputs.
+    let elf = build(&dir, &[], &[]).unwrap_or_else(|e| panic!("building the firmware:\n{e}"));
+    let b = boot(&elf);
+    eprintln!("digits: {} input sets on the emulated Cortex-M4 in {:.2} s", files.len(), b.took.as_secs_f64());
+    let sets: Vec<Vec<(String, PathBuf)>> = files.iter().map(|f| vec![("image".to_string(), f.clone())]).collect();
+    compare_with_host(&b, &lpm, &sets, &dir);
+    // And the classifier is right on its samples (file names end with the digit).
+    for ((_, _, logits), file) in outputs(&b).iter().zip(&files) {
+        let best = (0..logits.len()).max_by_key(|&i| logits[i]).unwrap();
+        let digit = file.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap();
+        assert_eq!(best.to_string(), digit, "{}", file.display());
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_micro_op_runs_bit_exact_on_a_cortex_m4() {
+    let dir = scratch("mcu-ops");
+    let fixture = data("runtime/tests/data/micro_ops");
+    let lpm = fixture.join("model.lpm");
+    assert_compiled_from(&lpm, &fixture.join("model.int8.onnx"), &dir);
+    // The fixture covers every operator of the format (lepton_runtime::engine::micro::format::Op).
+    let bytes = std::fs::read(&lpm).unwrap();
+    let model: Interpreter<'_, 1024> = Interpreter::new(&bytes).unwrap();
+    let mut kinds: Vec<&str> = model.ops().map(|op| op.unwrap().name()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let all = [
+        "Add",
+        "AvgPool",
+        "Concat",
+        "Conv",
+        "Copy",
+        "FullyConnected",
+        "GlobalAvgPool",
+        "Lut",
+        "MaxPool",
+        "Mul",
+        "Softmax",
+        "Transpose",
+    ];
+    assert_eq!(kinds, all);
+    // Two inputs (one subfolder each), float32 files quantized at build time.
+    let inputs = fixture.join("inputs");
+    let elf = build(&dir, &[], &[("LEPTON_MCU_MODEL", lpm.clone()), ("LEPTON_MCU_INPUTS", inputs.clone())])
+        .unwrap_or_else(|e| panic!("building the firmware:\n{e}"));
+    let b = boot(&elf);
+    let (images, sides) = (npy_files(&inputs.join("image")), npy_files(&inputs.join("side")));
+    let sets: Vec<Vec<(String, PathBuf)>> = images
+        .iter()
+        .zip(&sides)
+        .map(|(i, s)| vec![("image".to_string(), i.clone()), ("side".to_string(), s.clone())])
+        .collect();
+    compare_with_host(&b, &lpm, &sets, &dir);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
+    let dir = scratch("mcu-bad");
+    let png = data("models/digits/samples/frame-00-digit-6.png");
+    let e = build(&dir, &[], &[("LEPTON_MCU_MODEL", png)]).unwrap_err();
+    assert!(e.contains("frame-00-digit-6.png") && e.contains("not a Lepton micro model"), "{e}");
+    // Inputs of another model: the shape is named.
+    let wrong = data("runtime/tests/data/micro_ops/inputs/image");
+    let e = build(&dir, &[], &[("LEPTON_MCU_INPUTS", wrong)]).unwrap_err();
+    assert!(e.contains("00.npy") && e.contains("[1, 1, 16, 16]") && e.contains("[1, 3, 12, 12]"), "{e}");
+    let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "esp32".into())]).unwrap_err();
+    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, stm32f746"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The host's audio pipeline results, with times relative to its first model run.
+#[derive(Debug, Clone, Default)]
+struct Collect {
+    first_ms: Option<u64>,
+    runs: u64,
+    /// (time, class, kind, score) of keyword detections (as starts) and VAD events.
+    events: Vec<(u64, u16, EventKind, f32)>,
+}
+
+impl Sink for Collect {
+    fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
+        let first = *self.first_ms.get_or_insert(r.meta.timestamp_ms);
+        self.runs += 1;
+        for d in r.detections {
+            self.events.push((r.meta.timestamp_ms - first, d.class, EventKind::Start, d.score));
+        }
+        for e in r.events {
+            self.events.push((e.timestamp_ms - first, e.class, e.kind, e.score));
+        }
+        Ok(())
+    }
+}
+
+fn host_audio(lpm: &Path, wav: &Path) -> (Collect, u64) {
+    let model = Model::load(lpm).unwrap();
+    let manifest = model.manifest().cloned().expect("an audio manifest");
+    let source = WavSource::open(wav).unwrap();
+    let mut p = AudioPipeline::new(source, model.into_engine().unwrap(), Collect::default(), &manifest, lpm).unwrap();
+    let samples = p.run().unwrap().samples;
+    (p.sink().clone(), samples)
+}
+
+/// Pin transitions an alert makes for activations `[start, end)`: high at each start, blinking
+/// `BLINK_MS` on and off, low at the end (when on).
+fn expected_pins(activations: &[(u64, u64)]) -> Vec<Pin> {
+    let mut pins = vec![(false, 0)];
+    for &(start, end) in activations {
+        let mut t = start;
+        while t < end {
+            pins.push((true, t));
+            let off = (t + BLINK_MS).min(end);
+            pins.push((false, off));
+            t += 2 * BLINK_MS;
+        }
+    }
+    pins
+}
+
+/// A pin transition: (high, at ms).
+type Pin = (bool, u64);
+
+/// What the firmware printed in speaker mode.
+struct SpeakerConsole {
+    /// Events, with the firmware's (stream) times.
+    events: Vec<Event>,
+    /// Pin transitions.
+    pins: Vec<Pin>,
+    /// The summary line's `key=value` fields.
+    summary: Vec<(String, u64)>,
+}
+
+fn speaker(b: &Boot) -> SpeakerConsole {
+    assert_eq!(b.code, Some(0), "firmware console:\n{}", b.lines.join("\n"));
+    let mut c = SpeakerConsole { events: vec![], pins: vec![], summary: vec![] };
+    for line in &b.lines {
+        let f: Vec<&str> = line.split(' ').collect();
+        match f[0] {
+            "event" => {
+                let hex = f[1];
+                let bytes: Vec<u8> =
+                    (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+                c.events.push(decode::<Event>(&bytes).unwrap_or_else(|e| panic!("{line}: {e}")));
+            }
+            "pin" => {
+                assert!(f.len() == 4 && f[2] == "at", "{line}");
+                c.pins.push((f[1] == "high", f[3].parse().unwrap_or_else(|_| panic!("{line}"))));
+            }
+            "audio" => {
+                c.summary = f[2..]
+                    .iter()
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                        (k.to_string(), v.parse().unwrap_or_else(|_| panic!("{line}")))
+                    })
+                    .collect();
+            }
+            _ => panic!("unexpected console line `{line}`"),
+        }
+    }
+    c
+}
+
+fn field(summary: &[(String, u64)], key: &str) -> u64 {
+    summary.iter().find(|(k, _)| k == key).map(|(_, v)| *v).unwrap_or_else(|| panic!("no {key} in {summary:?}"))
+}
+
+/// Builds and boots speaker mode on `lpm` and `wav`; checks events against the host pipeline and
+/// returns (firmware events, pin transitions).
+fn speaker_matches_host(test: &str, lpm: &Path, wav: &Path) -> (Vec<Event>, Vec<Pin>) {
+    let dir = scratch(test);
+    let elf =
+        build(&dir, &["speaker"], &[("LEPTON_MCU_MODEL", lpm.to_path_buf()), ("LEPTON_MCU_AUDIO", wav.to_path_buf())])
+            .unwrap_or_else(|e| panic!("building the firmware:\n{e}"));
+    let b = boot(&elf);
+    let SpeakerConsole { events, pins, summary } = speaker(&b);
+    let (host, samples) = host_audio(lpm, wav);
+    assert_eq!(field(&summary, "samples"), samples);
+    assert_eq!(field(&summary, "runs"), host.runs);
+    assert_eq!(field(&summary, "events"), events.len() as u64);
+    let first = field(&summary, "first_run_ms");
+    let ours: Vec<(u64, u16, EventKind, f32)> =
+        events.iter().map(|e| (e.timestamp_ms - first, e.class, e.kind, e.score)).collect();
+    assert_eq!(ours, host.events, "firmware vs host pipeline (times from the first model run)");
+    eprintln!("{test}: {} model runs on the emulated Cortex-M4 in {:.2} s", host.runs, b.took.as_secs_f64());
+    std::fs::remove_dir_all(dir).unwrap();
+    (events, pins)
+}
+
+#[test]
+fn speaker_mode_sends_keyword_events_and_blinks_the_alert() {
+    let lpm = data("runtime/tests/data/energy_micro/keyword.lpm");
+    let wav = data("runtime/tests/data/speech_gap.wav");
+    let (events, pins) = speaker_matches_host("mcu-keyword", &lpm, &wav);
+    // Two loud stretches (1 s and 3 s into the recording): one "loud" keyword each.
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e.class == 1 && e.kind == EventKind::Start && e.score >= 0.7));
+    assert!((1000..1400).contains(&events[0].timestamp_ms) && (3000..3400).contains(&events[1].timestamp_ms));
+    // The alert: on for HOLD_MS after each keyword (merged when they overlap), blinking.
+    let mut activations: Vec<(u64, u64)> = vec![];
+    for e in &events {
+        match activations.last_mut() {
+            Some(a) if e.timestamp_ms < a.1 => a.1 = a.1.max(e.timestamp_ms + HOLD_MS),
+            _ => activations.push((e.timestamp_ms, e.timestamp_ms + HOLD_MS)),
+        }
+    }
+    assert_eq!(pins, expected_pins(&activations));
+}
+
+#[test]
+fn speaker_mode_with_a_vad_model_follows_speech_start_and_end() {
+    let lpm = data("runtime/tests/data/energy_micro/vad.lpm");
+    let wav = data("runtime/tests/data/speech_gap.wav");
+    let (events, pins) = speaker_matches_host("mcu-vad", &lpm, &wav);
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Start, EventKind::End, EventKind::Start, EventKind::End], "{events:?}");
+    // The alert is on from each start to its end (released), blinking.
+    let activations: Vec<(u64, u64)> = events.chunks(2).map(|p| (p[0].timestamp_ms, p[1].timestamp_ms)).collect();
+    assert_eq!(pins, expected_pins(&activations));
+}
+
+#[test]
+fn the_energy_fixtures_are_what_compile_makes_of_their_int8_models() {
+    let dir = scratch("mcu-fixtures");
+    let d = data("runtime/tests/data/energy_micro");
+    for m in ["keyword", "vad"] {
+        assert_compiled_from(&d.join(format!("{m}.lpm")), &d.join(format!("{m}.int8.onnx")), &dir);
+    }
+    // Their frontend is the one the firmware embeds: the manifest carried in the .lpm.
+    let model = Model::load(d.join("keyword.lpm")).unwrap();
+    let cfg: FrontendConfig = model.manifest().unwrap().frontend_config(&d).unwrap();
+    assert_eq!((cfg.sample_rate, cfg.window, cfg.hop, cfg.mels), (16000, 400, 160, 20));
+    std::fs::remove_dir_all(dir).unwrap();
+}
