@@ -30,8 +30,6 @@ Printed: validation accuracy per epoch, accuracy on the committed test split and
 held-out-speaker set (not written), and a streaming simulation of the [keyword] decision.
 """
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -105,19 +103,8 @@ def speak(item):
 
 
 def synthesize(items, cache_dir, name):
-    """Utterances for `items`, cached on disk (the cache only saves time: results are identical)."""
-    key = hashlib.sha1(json.dumps(items).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir, f"kws-{name}-{key}.npz") if cache_dir else None
-    if path and os.path.exists(path):
-        z = np.load(path)
-        return np.split(z["samples"], z["ends"][:-1])
-    t = time.time()
-    utts = [speak(it) for it in items]
-    print(f"  synthesized {len(utts)} {name} utterances in {time.time() - t:.0f} s", flush=True)
-    if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        np.savez(path, samples=np.concatenate(utts), ends=np.cumsum([len(u) for u in utts]))
-    return utts
+    """Utterances for `items`, cached on disk (../common/espeak_synth.py, synthesize_cached)."""
+    return es.synthesize_cached(items, speak, cache_dir, f"kws-{name}")
 
 
 # ----------------------------------------------------------------------------------------------

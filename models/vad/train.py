@@ -27,8 +27,6 @@ Outputs (next to this script):
   demo.wav                noise, a sentence, noise, a sentence, noise (held-out speakers)
 """
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import sys
@@ -125,18 +123,8 @@ def plan(n, accents, variants, sentences, rng):
 
 
 def synthesize(items, cache_dir, name):
-    key = hashlib.sha1(json.dumps(items).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir, f"vad-{name}-{key}.npz") if cache_dir else None
-    if path and os.path.exists(path):
-        z = np.load(path)
-        return np.split(z["samples"], z["ends"][:-1])
-    t = time.time()
-    utts = [es.trim(es.synth(*it)) for it in items]
-    print(f"  synthesized {len(utts)} {name} utterances in {time.time() - t:.0f} s", flush=True)
-    if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        np.savez(path, samples=np.concatenate(utts), ends=np.cumsum([len(u) for u in utts]))
-    return utts
+    """Utterances for `items`, cached on disk (../common/espeak_synth.py, synthesize_cached)."""
+    return es.synthesize_cached(items, lambda it: es.trim(es.synth(*it)), cache_dir, f"vad-{name}")
 
 
 class NoiseBank:

@@ -244,17 +244,22 @@ fn daemon_matches_native(arm: &Arm) {
     }
 }
 
-/// `lepton-convert eval` of the emulated build gives the native figures: the digit classifier
-/// (float, tract) and the detector (int8, micro engine) on their test splits.
+/// `lepton-convert eval` of the emulated build gives the native figures: exactly for the digit
+/// classifier (float, tract; a clear margin per picture) and the keyword spotter (int8 on the micro
+/// engine, whose integer arithmetic is the same on every target: the whole confusion matrix); within
+/// 0.001 for the detector's mAP (int8 convolutions with a float decode tail on tract, whose float
+/// kernels differ by architecture in the last bits, which can reorder near-equal scores).
 fn convert_matches_native(arm: &Arm) {
-    let runs = [
-        (["eval", "models/digits/model.onnx", "--dataset", "models/digits/test", "--json"], "/correct"),
+    let runs: [([&str; 5], &str, f64); 3] = [
+        (["eval", "models/digits/model.onnx", "--dataset", "models/digits/test", "--json"], "/correct", 0.0),
+        (["eval", "models/keywords/model.int8.onnx", "--dataset", "models/keywords/test", "--json"], "/confusion", 0.0),
         (
             ["eval", "models/detector/model.int8.onnx", "--dataset", "models/detector/test", "--json"],
             "/0/metrics/map50",
+            0.001,
         ),
     ];
-    for (args, figure) in runs {
+    for (args, figure, tolerance) in runs {
         let mut n = native("lepton-convert");
         n.args(args);
         let n = output(n);
@@ -265,9 +270,14 @@ fn convert_matches_native(arm: &Arm) {
         assert!(n.status.success(), "{n_out}\n{n_err}");
         assert!(a.status.success(), "{} {a_out}\n{a_err}", arm.triple);
         let (nj, aj): (Value, Value) = (serde_json::from_str(&n_out).unwrap(), serde_json::from_str(&a_out).unwrap());
-        let (nv, av) = (&nj.pointer(figure), &aj.pointer(figure));
+        let (nv, av) = (nj.pointer(figure), aj.pointer(figure));
         assert!(nv.is_some(), "{figure} in {n_out}");
-        assert_eq!(nv, av, "{} {}: {figure}", arm.triple, args[1]);
+        if tolerance == 0.0 {
+            assert_eq!(nv, av, "{} {}: {figure}", arm.triple, args[1]);
+        } else {
+            let (x, y) = (nv.and_then(Value::as_f64).unwrap(), av.and_then(Value::as_f64).unwrap_or(f64::NAN));
+            assert!((x - y).abs() <= tolerance, "{} {}: {figure} native {x} emulated {y}", arm.triple, args[1]);
+        }
     }
 }
 

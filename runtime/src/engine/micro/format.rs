@@ -82,6 +82,19 @@ impl TensorDesc<'_> {
     pub fn range(&self) -> core::ops::Range<usize> {
         self.offset as usize..self.offset as usize + self.len()
     }
+
+    /// Its shape in ONNX order (the `.lpm` stores N, H, W, C): the dims buffer and how many of them
+    /// are used (the rank).
+    pub fn onnx_dims(&self) -> ([usize; 4], usize) {
+        let s = self.shape.map(|d| d as usize);
+        match self.rank {
+            0 => ([0; 4], 0),
+            1 => ([s[3], 0, 0, 0], 1),
+            2 => ([s[0], s[3], 0, 0], 2),
+            3 => ([s[0], s[3], s[2], 0], 3),
+            _ => ([s[0], s[3], s[1], s[2]], 4),
+        }
+    }
 }
 
 /// A convolution: regular, grouped or depthwise.

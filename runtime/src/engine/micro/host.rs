@@ -46,14 +46,8 @@ impl std::fmt::Debug for MicroEngine {
 
 /// Shape in ONNX order of a tensor stored NHWC.
 pub fn onnx_shape(t: &TensorDesc<'_>) -> Vec<usize> {
-    let s = t.shape.map(|d| d as usize);
-    match t.rank {
-        0 => vec![],
-        1 => vec![s[3]],
-        2 => vec![s[0], s[3]],
-        3 => vec![s[0], s[3], s[2]],
-        _ => vec![s[0], s[3], s[1], s[2]],
-    }
+    let (dims, rank) = t.onnx_dims();
+    dims[..rank].to_vec()
 }
 
 fn info(t: &TensorDesc<'_>) -> TensorInfo {
