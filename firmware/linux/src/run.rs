@@ -2,7 +2,7 @@
 //! broker), stats, Home Assistant discovery, and a graceful stop on SIGINT/SIGTERM.
 
 use crate::alert;
-use crate::board::Board;
+use crate::board::{Board, CameraDefaults};
 use crate::broker;
 use crate::config::{self, Config, EngineKind, Format, Source};
 use crate::homeassistant::{self, PipelineEntities};
@@ -131,6 +131,17 @@ impl Setup {
                 tracing::warn!("board {} is a microcontroller ({}): the daemon is for Linux boards", b.name, b.target);
             }
         }
+    }
+}
+
+/// Camera settings: the config's values, else the board profile's, else 0, 640x480, 15 fps, YUYV.
+pub fn camera_options(config: &CameraDefaults, board: &CameraDefaults) -> CameraOptions {
+    CameraOptions {
+        index: config.index.or(board.index).unwrap_or(0),
+        width: config.width.or(board.width).unwrap_or(640),
+        height: config.height.or(board.height).unwrap_or(480),
+        fps: config.fps.or(board.fps).unwrap_or(15),
+        format: config.format.or(board.format).unwrap_or(CameraFormatKind::Yuyv),
     }
 }
 
@@ -265,14 +276,8 @@ fn run_pipeline(
                     Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
                 }
                 SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
-                    // The config's values, else the board's, else the defaults.
-                    let cam = CameraSource::open(CameraOptions {
-                        index: index.or(cam.index).unwrap_or(0),
-                        width: width.or(cam.width).unwrap_or(640),
-                        height: height.or(cam.height).unwrap_or(480),
-                        fps: fps.or(cam.fps).unwrap_or(15),
-                        format: format.or(cam.format).unwrap_or(CameraFormatKind::Yuyv),
-                    })?;
+                    let asked = CameraDefaults { index, width, height, fps, format };
+                    let cam = CameraSource::open(camera_options(&asked, &cam))?;
                     register(&stoppers, &stopping, cam.stopper());
                     Frames::Camera(cam)
                 }
@@ -522,4 +527,23 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     );
     link.close();
     Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camera_settings_come_from_the_config_then_the_board_then_the_defaults() {
+        let rpi4 = Board::load("rpi4").unwrap().camera;
+        let none = CameraDefaults::default();
+        let o = camera_options(&none, &none);
+        assert_eq!((o.index, o.width, o.height, o.fps, o.format), (0, 640, 480, 15, CameraFormatKind::Yuyv));
+        let zero = Board::load("rpizero2w").unwrap().camera;
+        let o = camera_options(&none, &zero);
+        assert_eq!((o.width, o.height, o.fps), (320, 240, 10), "the board's");
+        let asked = CameraDefaults { width: Some(1280), height: Some(720), ..Default::default() };
+        let o = camera_options(&asked, &rpi4);
+        assert_eq!((o.width, o.height, o.fps), (1280, 720, 15), "config over board, board for the rest");
+    }
 }
