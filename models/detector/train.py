@@ -20,7 +20,7 @@ Outputs (next to this script):
   calibration/*.jpg              training-distribution frames for lepton-convert quantize
 
 Usage: python3 train.py   (seeded; needs numpy, scipy, scikit-learn, scikit-image, torch, onnx,
-pillow; about 15 minutes on one core)
+pillow; about 40 minutes on one core)
 """
 import os
 import shutil

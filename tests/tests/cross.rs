@@ -1,9 +1,9 @@
 //! Raspberry Pi class boards under emulation: `lepton` and `lepton-convert` cross-built in release
 //! for aarch64 (Pi 5/4) and armv7 (Pi Zero 2 W / Pi 3), run under qemu-user on this machine.
 //!
-//! One release build per target (both binaries in one cargo call) serves every test here. The
-//! emulated daemon publishes to a real mosquitto, and its detections, float and int8, are compared
-//! with the native build's on the same frames and the same recording.
+//! One release build per target (both binaries, both targets in one cargo call) serves every test
+//! here. The emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
+//! compared with the native build's on the same frames and the same recording.
 
 use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
 use serde_json::Value;
@@ -36,37 +36,31 @@ const ARMV7: Arm = Arm {
     multiarch: "/usr/lib/arm-linux-gnueabihf",
 };
 
-/// The release build of `lepton` and `lepton-convert` for `arm`, built once per test process.
+/// The release build of `name` for `arm`. The first call builds `lepton` and `lepton-convert` for
+/// both boards' targets in one cargo call (host build scripts and proc macros compiled once, both
+/// targets' crates scheduled together); later calls reuse it.
 fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    static BUILT: Mutex<bool> = Mutex::new(false);
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
     // target/<profile>/deps/<test binary> → target/
     let exe = std::env::current_exe().expect("test binary path");
     let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps").to_path_buf();
-    if !built.contains(&arm.triple) {
+    if !*built {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--target",
-                arm.triple,
-                "-p",
-                "lepton-firmware",
-                "-p",
-                "lepton-convert",
-            ])
-            .current_dir(root())
-            .output()
-            .expect("running cargo build");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--release", "-p", "lepton-firmware", "-p", "lepton-convert"]);
+        for a in [&AARCH64, &ARMV7] {
+            cmd.args(["--target", a.triple]);
+        }
+        let out = cmd.current_dir(root()).output().expect("running cargo build");
         assert!(
             out.status.success(),
-            "cross build for {} failed (scripts/install-deps --test installs the linkers and libraries):\n{}",
-            arm.triple,
+            "cross build for {} and {} failed (scripts/install-deps --test installs the linkers and libraries):\n{}",
+            AARCH64.triple,
+            ARMV7.triple,
             String::from_utf8_lossy(&out.stderr)
         );
-        built.push(arm.triple);
+        *built = true;
     }
     target_dir.join(arm.triple).join("release").join(name)
 }
