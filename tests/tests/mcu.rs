@@ -418,6 +418,20 @@ fn speaker_mode_sends_keyword_events_and_blinks_the_alert() {
 }
 
 #[test]
+fn the_shipped_keyword_spotter_hears_the_demo_words_on_a_cortex_m4() {
+    // The firmware's default speaker build: models/keywords/model.lpm on models/keywords/demo.wav
+    // (~450 runs of the 7.6 M-MAC DS-CNN under QEMU, about a minute).
+    let lpm = data("models/keywords/model.lpm");
+    let dir = scratch("mcu-shipped-kws");
+    assert_compiled_from(&lpm, &data("models/keywords/model.int8.onnx"), &dir);
+    let (events, _) = speaker_matches_host("mcu-shipped-kws", &lpm, &data("models/keywords/demo.wav"));
+    let labels = Model::load(&lpm).unwrap().manifest().unwrap().labels.clone();
+    let heard: Vec<&str> = events.iter().map(|e| labels[e.class as usize].as_str()).collect();
+    let spoken = std::fs::read_to_string(data("models/keywords/demo.txt")).unwrap();
+    assert_eq!(heard, spoken.split_whitespace().collect::<Vec<_>>());
+}
+
+#[test]
 fn speaker_mode_with_a_vad_model_follows_speech_start_and_end() {
     let lpm = data("runtime/tests/data/energy_micro/vad.lpm");
     let wav = data("runtime/tests/data/speech_gap.wav");
