@@ -88,6 +88,13 @@ pub struct Mqtt {
     pub reconnect_max_s: u64,
 }
 
+impl Mqtt {
+    /// The broker port: as configured, else 8883 with TLS, 1883 without.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls_ca.is_some() { 8883 } else { 1883 })
+    }
+}
+
 fn default_prefix() -> String {
     "lepton".into()
 }

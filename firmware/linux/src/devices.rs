@@ -42,7 +42,7 @@ pub fn run() -> Result<ExitCode> {
 pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     let config = Config::load(path)?;
     let broker = match &config.mqtt {
-        Some(m) => format!("{}:{}", m.host, m.port.unwrap_or(if m.tls_ca.is_some() { 8883 } else { 1883 })),
+        Some(m) => format!("{}:{}", m.host, m.port()),
         None => "embedded broker".into(),
     };
     println!("{}: device `{}`, MQTT {broker}", path.display(), config.device.id);

@@ -354,7 +354,7 @@ fn link_options(device: &str, m: &config::Mqtt, topics: &Topics) -> Result<LinkO
         .transpose()?;
     Ok(LinkOptions {
         host: m.host.clone(),
-        port: m.port.unwrap_or(if tls_ca.is_some() { 8883 } else { 1883 }),
+        port: m.port(),
         client_id: m.client_id.clone().unwrap_or_else(|| format!("lepton-{device}")),
         credentials,
         tls_ca,

@@ -885,10 +885,15 @@ impl<'a> Ctx<'a> {
 }
 
 /// Greedy arena plan: tensors whose lifetimes overlap get disjoint byte ranges (16-byte aligned).
+/// A real value in tensor `t`'s int8 quantization (round half to even, saturated).
+fn quantize_real(v: f64, t: &T) -> i8 {
+    ((v / t.scale as f64).round_ties_even() + t.zero_point as f64).clamp(-128.0, 127.0) as i8
+}
+
 /// The activation a lookup table applies, when it is a clamp of the real value (ReLU, ReLU6, Clip)
 /// from tensor `x` to tensor `y`: the real bounds `(lo, hi)`.
 fn clamp_of(table: &[u8], x: &T, y: &T) -> Option<(f64, f64)> {
-    let quant = |v: f64| ((v / y.scale as f64).round_ties_even() + y.zero_point as f64).clamp(-128.0, 127.0) as i8;
+    let quant = |v: f64| quantize_real(v, y);
     let reals: Vec<f64> = (-128i32..=127).map(|q| (q - x.zero_point) as f64 * x.scale as f64).collect();
     [(0.0, f64::INFINITY), (0.0, 6.0)].into_iter().find(|&(lo, hi)| {
         reals.iter().zip(table).all(|(&r, &t)| {
@@ -919,8 +924,7 @@ fn fuse_activations(tensors: &[T], specs: &mut Vec<(Spec, String)>, outputs: &[u
             continue;
         };
         let (ym, yo) = (&tensors[mid as usize], &tensors[out as usize]);
-        let q = |v: f64| ((v / yo.scale as f64).round() + yo.zero_point as f64).clamp(-128.0, 127.0) as i8;
-        let new_clamp = [q(lo), if hi.is_finite() { q(hi) } else { 127 }];
+        let new_clamp = [quantize_real(lo, yo), if hi.is_finite() { quantize_real(hi, yo) } else { 127 }];
         let ratio = ym.scale as f64 / yo.scale as f64;
         let name = specs[i].1.clone();
         match &mut specs[i].0 {
