@@ -99,6 +99,20 @@ mod with_std {
             /// The operator type.
             op: String,
         },
+        /// A node uses an attribute the engine would ignore or get wrong: refused rather than run.
+        #[error("{path}: node `{node}`: {op} attribute `{attribute}` is not supported by the tract engine ({op} here {reason}; its results would be wrong)")]
+        UnsupportedAttribute {
+            /// The model file.
+            path: PathBuf,
+            /// The node name.
+            node: String,
+            /// The operator type.
+            op: String,
+            /// The attribute.
+            attribute: String,
+            /// What the attribute does in this node.
+            reason: String,
+        },
         /// The engine could not analyse, optimize or run the model.
         #[error("{path}: {reason}")]
         Model {
@@ -155,6 +169,9 @@ mod with_std {
             /// The model file.
             path: PathBuf,
         },
+        /// The kernel set asked for (`LEPTON_KERNELS`) is unknown or this CPU cannot run it.
+        #[error(transparent)]
+        Kernels(#[from] crate::engine::micro::kernels::KernelsError),
         /// An error from the no_std core, with what it was about.
         #[error("{context}: {source}")]
         Core {

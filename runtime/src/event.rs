@@ -77,6 +77,16 @@ pub enum EventKind {
     End,
 }
 
+impl EventKind {
+    /// `start` or `end`, as messages spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::End => "end",
+        }
+    }
+}
+
 /// A debounced change of presence of a class: what alerts and automations act on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -5,15 +5,17 @@
 //! task = "classify"            # classify | detect | keyword | vad | raw
 //! labels = ["cat", "dog"]
 //! [input]
-//! layout = "nchw"              # nchw | nhwc
-//! size = [224, 224]            # width, height
-//! color = "rgb"                # rgb | bgr | gray
+//! layout = "nchw"              # nchw | nhwc (default: read from the model's input shape)
+//! size = [224, 224]            # width, height (default: the model's input size)
+//! color = "rgb"                # rgb | bgr | gray (default: rgb for 3 channels, gray for 1)
 //! mean = [0.485, 0.456, 0.406] # applied after scaling pixels to 0..1
 //! std = [0.229, 0.224, 0.225]
 //! ```
 //!
 //! Every key is documented on its struct field below; unknown keys are errors, so a typo is caught
-//! when the manifest is packed, not on the device.
+//! when the manifest is packed, not on the device. A manifest is read for a model with
+//! [`Manifest::resolve`]: input settings the model's shape implies are filled in, and the rest is
+//! checked against the model.
 
 use crate::audio::{FrontendConfig, KeywordConfig, VadConfig};
 use crate::error::{LeptonError, Result};
@@ -38,6 +40,29 @@ pub enum Task {
     Vad,
     /// No pre/post-processing: tensors in, tensors out.
     Raw,
+}
+
+impl Task {
+    /// The name manifests use (`classify`, `detect`, `keyword`, `vad`, `raw`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Detect => "detect",
+            Task::Keyword => "keyword",
+            Task::Vad => "vad",
+            Task::Raw => "raw",
+        }
+    }
+
+    /// Whether the task takes pictures (classify, detect) rather than audio or tensors.
+    pub const fn is_vision(self) -> bool {
+        matches!(self, Task::Classify | Task::Detect)
+    }
+
+    /// Whether the task takes audio (keyword, vad).
+    pub const fn is_audio(self) -> bool {
+        matches!(self, Task::Keyword | Task::Vad)
+    }
 }
 
 /// The manifest (TOML). See the module docs for an example.
@@ -76,12 +101,16 @@ pub struct ImageInput {
     /// Input tensor name; default: the model's first input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `nchw` or `nhwc`.
-    pub layout: Layout,
-    /// `[width, height]` in pixels.
-    pub size: [usize; 2],
-    /// `rgb`, `bgr` or `gray`.
-    pub color: ColorOrder,
+    /// `nchw` or `nhwc`; default: read from the model's input shape (`[1, 3, H, W]` is NCHW,
+    /// `[1, H, W, 3]` NHWC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// `[width, height]` in pixels; default: the model's input size (required when it is dynamic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<[usize; 2]>,
+    /// `rgb`, `bgr` or `gray`; default: `rgb` for a 3-channel input, `gray` for 1 channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<ColorOrder>,
     /// Per-channel mean subtracted after scaling pixels to 0..1 (one value applies to all channels).
     #[serde(default = "default_mean")]
     pub mean: Vec<f32>,
@@ -263,24 +292,66 @@ fn default_hangover() -> u32 {
     5
 }
 
+/// A TOML error as `line N (`the line`): message`. The parser places an unknown key at its
+/// table's header; the line shown is the key's own (the first `key =` after that point).
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let start = span.start.min(text.len());
+    let mut line = text[..start].matches('\n').count() + 1;
+    let message = e.message();
+    if let Some(key) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        let assigns = |l: &str| {
+            let l = l.trim_start();
+            l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+                || l.strip_prefix(&format!("\"{key}\"")).is_some_and(|rest| rest.trim_start().starts_with('='))
+        };
+        if let Some(k) = text.lines().enumerate().skip(line - 1).find(|(_, l)| assigns(l)).map(|(k, _)| k) {
+            line = k + 1;
+        }
+    }
+    let source = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line} (`{source}`): {message}")
+}
+
 fn field_error(path: &Path, field: &str, reason: impl Into<String>) -> LeptonError {
     LeptonError::Manifest { path: path.to_path_buf(), field: field.into(), reason: reason.into() }
+}
+
+/// A mean or std list as three per-channel values: one value applies to every channel, else one
+/// per channel of `color` (1 or 3 values when the color is not known yet).
+fn per_channel(
+    v: &[f32],
+    channels: Option<usize>,
+    color: Option<ColorOrder>,
+    field: &str,
+    path: &Path,
+) -> Result<[f32; 3]> {
+    let fits = match channels {
+        Some(c) => v.len() == 1 || v.len() == c,
+        None => v.len() == 1 || v.len() == 3,
+    };
+    if !fits {
+        let reason = match (channels, color) {
+            (Some(1), Some(c)) => format!("has {} values, but `{}` is one channel: give one value", v.len(), c.name()),
+            (Some(n), Some(c)) => {
+                format!("has {} values; give one, or {n} (one per channel of `{}`)", v.len(), c.name())
+            }
+            _ => format!("has {} values; give one, or one per channel", v.len()),
+        };
+        return Err(field_error(path, field, reason));
+    }
+    let mut a = [v[0]; 3];
+    if v.len() > 1 {
+        a[..v.len()].copy_from_slice(v);
+    }
+    Ok(a)
 }
 
 impl Manifest {
     /// Parses manifest TOML; `path` names its origin in errors (a `.toml` file or a model).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let m: Manifest = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let message = match line {
-                Some(l) => {
-                    let source = text.lines().nth(l - 1).unwrap_or("").trim();
-                    format!("line {l} (`{source}`): {}", e.message())
-                }
-                None => e.message().to_string(),
-            };
-            LeptonError::ManifestSyntax { path: path.to_path_buf(), message }
-        })?;
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| LeptonError::ManifestSyntax { path: path.to_path_buf(), message: toml_error(text, &e) })?;
         m.check(path)?;
         Ok(m)
     }
@@ -301,9 +372,14 @@ impl Manifest {
         match self.task {
             Task::Classify | Task::Detect => {
                 let input = self.input.as_ref().ok_or_else(|| field_error(path, "input", "required for this task"))?;
-                self.preprocess_config(path)?;
-                if input.size[0] == 0 || input.size[1] == 0 {
+                if input.size.is_some_and(|[w, h]| w == 0 || h == 0) {
                     return Err(field_error(path, "input.size", "width and height must be > 0"));
+                }
+                let channels = input.color.map(ColorOrder::channels);
+                per_channel(&input.mean, channels, input.color, "input.mean", path)?;
+                per_channel(&input.std, channels, input.color, "input.std", path)?;
+                if input.layout.is_some() && input.size.is_some() && input.color.is_some() {
+                    self.preprocess_config(path)?;
                 }
             }
             Task::Keyword | Task::Vad => {
@@ -334,32 +410,29 @@ impl Manifest {
         Ok(())
     }
 
+    /// The image input's layout, size and color: as written, or as [`resolve`](Self::resolve)
+    /// filled them in from the model.
+    pub fn image_input(&self, path: &Path) -> Result<(Layout, [usize; 2], ColorOrder)> {
+        let i = self.input.as_ref().ok_or_else(|| field_error(path, "input", "missing"))?;
+        let unset = |f: &str| field_error(path, f, "not set, and no model to read it from");
+        Ok((
+            i.layout.ok_or_else(|| unset("input.layout"))?,
+            i.size.ok_or_else(|| unset("input.size"))?,
+            i.color.ok_or_else(|| unset("input.color"))?,
+        ))
+    }
+
     /// Preprocessing settings for image tasks.
     pub fn preprocess_config(&self, path: &Path) -> Result<PreprocessConfig> {
         let i = self.input.as_ref().ok_or_else(|| field_error(path, "input", "missing"))?;
-        let c = i.color.channels();
-        let per_channel = |v: &[f32], name: &str| -> Result<[f32; 3]> {
-            match v.len() {
-                1 => Ok([v[0]; 3]),
-                n if n == c => {
-                    let mut a = [v[0]; 3];
-                    a[..c].copy_from_slice(v);
-                    Ok(a)
-                }
-                n => Err(field_error(
-                    path,
-                    name,
-                    format!("has {n} values; give 1 or {c} (one per channel of `{:?}`)", i.color),
-                )),
-            }
-        };
+        let (layout, [width, height], color) = self.image_input(path)?;
         let cfg = PreprocessConfig {
-            width: i.size[0],
-            height: i.size[1],
-            color: i.color,
-            layout: i.layout,
-            mean: per_channel(&i.mean, "input.mean")?,
-            std: per_channel(&i.std, "input.std")?,
+            width,
+            height,
+            color,
+            layout,
+            mean: per_channel(&i.mean, Some(color.channels()), Some(color), "input.mean", path)?,
+            std: per_channel(&i.std, Some(color.channels()), Some(color), "input.std", path)?,
             resize: i.resize,
             pad: i.pad,
         };
@@ -373,7 +446,7 @@ impl Manifest {
     /// Detection decoder settings.
     pub fn detect_config(&self, path: &Path) -> Result<DetectConfig> {
         let d = self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "missing"))?;
-        let i = self.input.as_ref().ok_or_else(|| field_error(path, "input", "missing"))?;
+        let (_, [width, height], _) = self.image_input(path)?;
         for (v, name) in [(d.score_threshold, "detect.score_threshold"), (d.iou_threshold, "detect.iou_threshold")] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(field_error(path, name, "must be within 0..=1"));
@@ -382,8 +455,8 @@ impl Manifest {
         Ok(DetectConfig {
             boxes: d.boxes,
             normalized: d.normalized,
-            input_width: i.size[0] as f32,
-            input_height: i.size[1] as f32,
+            input_width: width as f32,
+            input_height: height as f32,
             score_threshold: d.score_threshold,
             iou_threshold: d.iou_threshold,
             class_agnostic: d.class_agnostic,
@@ -438,6 +511,11 @@ impl Manifest {
         Ok(KeywordConfig { threshold: k.threshold, smoothing: k.smoothing, refractory_ms: k.refractory_ms, background })
     }
 
+    /// A VAD's speech class: the label `speech` if present, else the last class.
+    fn speech_class(&self) -> usize {
+        self.labels.iter().position(|l| l == "speech").unwrap_or(self.labels.len().saturating_sub(1))
+    }
+
     /// VAD settings; the speech class is the label `speech` if present, else the last class.
     pub fn vad_config(&self, path: &Path) -> Result<VadConfig> {
         let v = self.vad.clone().unwrap_or(Vad {
@@ -452,7 +530,7 @@ impl Manifest {
         if !(0.0..=v.on_threshold).contains(&v.off_threshold) {
             return Err(field_error(path, "vad.off_threshold", "must be within 0..=on_threshold"));
         }
-        let class = self.labels.iter().position(|l| l == "speech").unwrap_or(self.labels.len().saturating_sub(1));
+        let class = self.speech_class();
         Ok(VadConfig {
             on_threshold: v.on_threshold,
             off_threshold: v.off_threshold,
@@ -462,14 +540,105 @@ impl Manifest {
         })
     }
 
+    /// The labels that can produce events: a keyword model's words (not its `_background_`
+    /// classes, which are never reported), a VAD's speech class, every label of an image model.
+    pub fn event_labels(&self) -> Vec<&str> {
+        match self.task {
+            Task::Keyword => self.labels.iter().filter(|l| !l.starts_with('_')).map(String::as_str).collect(),
+            Task::Vad => self.labels.get(self.speech_class()).map(String::as_str).into_iter().collect(),
+            _ => self.labels.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// The input shape the manifest implies for image tasks: `[1, C, H, W]` or `[1, H, W, C]`.
     pub fn image_input_shape(&self) -> Option<[usize; 4]> {
         let i = self.input.as_ref()?;
-        let (w, h, c) = (i.size[0], i.size[1], i.color.channels());
-        Some(match i.layout {
+        let ([w, h], c) = (i.size?, i.color?.channels());
+        Some(match i.layout? {
             Layout::Nchw => [1, c, h, w],
             Layout::Nhwc => [1, h, w, c],
         })
+    }
+
+    /// The manifest for a model: input settings left out are read from the model's declared input
+    /// (layout and size from its shape, color from its channels), then everything is checked
+    /// against the model's inputs and outputs ([`validate_against`](Self::validate_against)).
+    pub fn resolve(mut self, inputs: &[TensorSpec], outputs: &[TensorSpec], path: &Path) -> Result<Self> {
+        self.complete(inputs, path)?;
+        self.validate_against(inputs, outputs, path)?;
+        Ok(self)
+    }
+
+    /// Fills `input.layout`, `input.size` and `input.color` from the model's input where the
+    /// manifest leaves them out; an error names the field that the model cannot tell.
+    pub fn complete(&mut self, inputs: &[TensorSpec], path: &Path) -> Result<()> {
+        if !matches!(self.task, Task::Classify | Task::Detect) {
+            return Ok(());
+        }
+        let Some(input) = self.input.as_mut() else { return Ok(()) };
+        if input.layout.is_some() && input.size.is_some() && input.color.is_some() {
+            return self.preprocess_config(path).map(|_| ());
+        }
+        let spec = image_spec(input, inputs, path)?;
+        let dims: Vec<Option<usize>> = match &spec.dims {
+            Some(d) if d.len() == 4 => d.iter().map(|d| if let Dim::Fixed(n) = d { Some(*n) } else { None }).collect(),
+            Some(d) => return Err(rank_error(spec, d.len(), path)),
+            None => vec![None; 4],
+        };
+        let shape = spec.shape_text();
+        let is_channels = |d: Option<usize>| matches!(d, Some(1 | 3));
+        let layout = match input.layout {
+            Some(l) => l,
+            None => match (is_channels(dims[1]), is_channels(dims[3])) {
+                (true, false) => Layout::Nchw,
+                (false, true) => Layout::Nhwc,
+                _ => {
+                    return Err(field_error(
+                        path,
+                        "input.layout",
+                        format!("input `{}` is {shape}: give layout = \"nchw\" or \"nhwc\"", spec.name),
+                    ))
+                }
+            },
+        };
+        let (c, h, w) = match layout {
+            Layout::Nchw => (dims[1], dims[2], dims[3]),
+            Layout::Nhwc => (dims[3], dims[1], dims[2]),
+        };
+        let color = match (input.color, c) {
+            (Some(color), _) => color,
+            (None, Some(3)) => ColorOrder::Rgb,
+            (None, Some(1)) => ColorOrder::Gray,
+            (None, _) => {
+                return Err(field_error(
+                    path,
+                    "input.color",
+                    format!(
+                        "input `{}` is {shape}: its channels do not tell; give color = \"rgb\", \"bgr\" or \"gray\"",
+                        spec.name
+                    ),
+                ))
+            }
+        };
+        let size = match (input.size, w, h) {
+            (Some(size), _, _) => size,
+            (None, Some(w), Some(h)) if w > 0 && h > 0 => [w, h],
+            (None, _, _) => {
+                return Err(field_error(
+                    path,
+                    "input.size",
+                    format!(
+                        "input `{}` is {shape}, with a dynamic height or width: give size = [WIDTH, HEIGHT]",
+                        spec.name
+                    ),
+                ))
+            }
+        };
+        input.layout = Some(layout);
+        input.color = Some(color);
+        input.size = Some(size);
+        self.preprocess_config(path)?;
+        Ok(())
     }
 
     /// Checks the manifest against the model's declared inputs and outputs: input rank and size,
@@ -482,27 +651,15 @@ impl Manifest {
                 None
             }
         };
-        if let (Some(expected), Some(input)) = (self.image_input_shape(), self.input.as_ref()) {
-            let spec = match &input.name {
-                Some(n) => inputs.iter().find(|s| &s.name == n).ok_or_else(|| {
-                    field_error(path, "input.name", format!("the model has no input `{n}` (inputs: {})", names(inputs)))
-                })?,
-                None => inputs.first().ok_or_else(|| field_error(path, "input", "the model has no inputs"))?,
-            };
+        if let (Some(expected), Some(input), Some(layout)) =
+            (self.image_input_shape(), self.input.as_ref(), self.input.as_ref().and_then(|i| i.layout))
+        {
+            let spec = image_spec(input, inputs, path)?;
             if let Some(dims) = &spec.dims {
                 if dims.len() != 4 {
-                    return Err(field_error(
-                        path,
-                        "input",
-                        format!(
-                            "describes an image (rank 4) but input `{}` has rank {} ({})",
-                            spec.name,
-                            dims.len(),
-                            spec.shape_text()
-                        ),
-                    ));
+                    return Err(rank_error(spec, dims.len(), path));
                 }
-                let axis_names = match input.layout {
+                let axis_names = match layout {
                     Layout::Nchw => {
                         ["batch", "channels (input.color)", "height (input.size[1])", "width (input.size[0])"]
                     }
@@ -515,7 +672,7 @@ impl Manifest {
                         if n != want {
                             let field = if axis_names[axis].starts_with("channels") {
                                 "input.color"
-                            } else if matches!((input.layout, axis), (Layout::Nchw, 1) | (Layout::Nhwc, 3)) {
+                            } else if matches!((layout, axis), (Layout::Nchw, 1) | (Layout::Nhwc, 3)) {
                                 "input.layout"
                             } else {
                                 "input.size"
@@ -524,11 +681,11 @@ impl Manifest {
                                 path,
                                 field,
                                 format!(
-                                    "implies {} = {want}, but input `{}` is {} (layout {:?})",
+                                    "implies {} = {want}, but input `{}` is {} (layout {})",
                                     axis_names[axis],
                                     spec.name,
                                     spec.shape_text(),
-                                    input.layout
+                                    layout.name()
                                 ),
                             ));
                         }
@@ -588,6 +745,24 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// The model input an image manifest describes: `input.name`, else the first input.
+fn image_spec<'s>(input: &ImageInput, inputs: &'s [TensorSpec], path: &Path) -> Result<&'s TensorSpec> {
+    match &input.name {
+        Some(n) => inputs.iter().find(|s| &s.name == n).ok_or_else(|| {
+            field_error(path, "input.name", format!("the model has no input `{n}` (inputs: {})", names(inputs)))
+        }),
+        None => inputs.first().ok_or_else(|| field_error(path, "input", "the model has no inputs")),
+    }
+}
+
+fn rank_error(spec: &TensorSpec, rank: usize, path: &Path) -> LeptonError {
+    field_error(
+        path,
+        "input",
+        format!("describes an image (rank 4) but input `{}` has rank {rank} ({})", spec.name, spec.shape_text()),
+    )
 }
 
 fn names(specs: &[TensorSpec]) -> String {
@@ -666,6 +841,54 @@ std = [0.5]
             dims: Some(vec![Dim::Symbol("N".into()), Dim::Fixed(1), Dim::Unknown, Dim::Unknown]),
         };
         m.validate_against(&[sym], &[spec("logits", &[1, 3])], p).unwrap();
+    }
+
+    #[test]
+    fn layout_size_and_color_left_out_are_read_from_the_model() {
+        let p = Path::new("model.onnx");
+        let text = "task = \"classify\"\nlabels = [\"a\", \"b\"]\n[input]\nmean = [0.5]\n";
+        let m = Manifest::from_toml(text, p).unwrap();
+        let logits = [spec("logits", &[1, 2])];
+        let nchw = m.clone().resolve(&[spec("x", &[1, 3, 48, 192])], &logits, p).unwrap();
+        assert_eq!(nchw.image_input(p).unwrap(), (Layout::Nchw, [192, 48], ColorOrder::Rgb));
+        let nhwc = m.clone().resolve(&[spec("x", &[1, 32, 64, 1])], &logits, p).unwrap();
+        assert_eq!(nhwc.image_input(p).unwrap(), (Layout::Nhwc, [64, 32], ColorOrder::Gray));
+        assert_eq!(nhwc.image_input_shape(), Some([1, 32, 64, 1]));
+        // A dynamic size must be written; an ambiguous shape needs the layout.
+        let dynamic = TensorSpec {
+            name: "x".into(),
+            elem_type: "FLOAT".into(),
+            dims: Some(vec![Dim::Symbol("N".into()), Dim::Fixed(3), Dim::Symbol("H".into()), Dim::Symbol("W".into())]),
+        };
+        let e = m.clone().resolve(&[dynamic], &logits, p).unwrap_err().to_string();
+        assert!(e.contains("input.size") && e.contains("Nx3xHxW") && e.contains("size = [WIDTH, HEIGHT]"), "{e}");
+        let e = m.clone().resolve(&[spec("x", &[1, 3, 8, 3])], &logits, p).unwrap_err().to_string();
+        assert!(e.contains("input.layout") && e.contains("1x3x8x3"), "{e}");
+        // Written values win, and are still checked against the model.
+        let bgr = Manifest::from_toml(&text.replace("mean", "color = \"bgr\"\nmean"), p).unwrap();
+        let r = bgr.clone().resolve(&[spec("x", &[1, 3, 8, 8])], &logits, p).unwrap();
+        assert_eq!(r.image_input(p).unwrap().2, ColorOrder::Bgr);
+        let e = bgr.resolve(&[spec("x", &[1, 1, 8, 8])], &logits, p).unwrap_err().to_string();
+        assert!(e.contains("input.color"), "{e}");
+        // Without a model, the unset values are named.
+        let e = m.preprocess_config(p).unwrap_err().to_string();
+        assert!(e.contains("input.layout") && e.contains("not set"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_at_its_own_line() {
+        let text =
+            "task = \"classify\"\nlabels = [\"a\"]\n[input]\nlayout = \"nchw\"\nsize = [8, 8]\ncolour = \"rgb\"\n";
+        let e = Manifest::from_toml(text, Path::new("m.toml")).unwrap_err().to_string();
+        assert!(e.contains("line 6 (`colour = \"rgb\"`)") && e.contains("unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn a_gray_input_takes_one_mean_value() {
+        let e = Manifest::from_toml(&DIGITS.replace("mean = [0.5]", "mean = [0.5, 0.4, 0.3]"), Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input.mean") && e.contains("`gray` is one channel: give one value"), "{e}");
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Model {
 
     fn from_bytes_with(bytes: &[u8], path: &Path, choice: EngineChoice) -> Result<Model> {
         if bytes.starts_with(&crate::engine::micro::format::MAGIC) {
+            if choice == EngineChoice::Tract {
+                return Err(LeptonError::Model {
+                    path: path.to_path_buf(),
+                    reason: "a micro model (.lpm) runs on the micro engine only; give the ONNX file to run it on tract"
+                        .into(),
+                });
+            }
             return Self::from_lpm(bytes, path);
         }
         Self::from_proto(onnx::decode(bytes, path)?, path, choice)
@@ -131,7 +138,12 @@ impl Model {
     fn from_lpm(bytes: &[u8], path: &Path) -> Result<Model> {
         let engine = MicroEngine::from_bytes(bytes.to_vec(), path)?;
         let text = engine.interpreter().header().manifest;
-        let manifest = if text.is_empty() { None } else { Some(Manifest::from_toml(text, path)?) };
+        let manifest = if text.is_empty() {
+            None
+        } else {
+            let specs = |infos: &[crate::engine::TensorInfo]| infos.iter().map(|i| i.spec()).collect::<Vec<_>>();
+            Some(Manifest::from_toml(text, path)?.resolve(&specs(engine.inputs()), &specs(engine.outputs()), path)?)
+        };
         let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };
         let engine = AnyEngine::Micro(engine);
         match manifest {
@@ -184,10 +196,11 @@ impl Model {
     /// [`crate::pipeline::AudioPipeline`].
     pub fn into_engine(self) -> Result<AnyEngine> {
         let path = self.path.clone();
+        let task = self.manifest.as_ref().map_or("image", |m| m.task.name());
         let engine = self.engine.ok_or_else(|| LeptonError::Manifest {
             path: path.clone(),
             field: "task".into(),
-            reason: "image models run through their vision stages (into_vision_stages)".into(),
+            reason: format!("a {task} model takes pictures, not audio or tensors"),
         })?;
         engine.into_inner().map_err(|_| LeptonError::Model { path, reason: "a previous run panicked".into() })
     }
@@ -199,7 +212,7 @@ impl Model {
             Some(m) => LeptonError::Manifest {
                 path: self.path.clone(),
                 field: "task".into(),
-                reason: format!("{:?} models do not take images", m.task),
+                reason: format!("a {} model does not take pictures", m.task.name()),
             },
         })?;
         let mut stages = stages.lock().map_err(|_| LeptonError::Model {
@@ -239,6 +252,25 @@ impl Model {
         Ok(out)
     }
 
+    /// The outputs of the last [`predict`](Self::predict) (of its last image), dequantized to
+    /// float, with their names and shapes.
+    pub fn last_outputs(&self) -> Result<Vec<(crate::engine::TensorInfo, Vec<f32>)>> {
+        let stages = self.stages.as_ref().ok_or_else(|| LeptonError::NoManifest { path: self.path.clone() })?;
+        let stages = stages.lock().map_err(|_| LeptonError::Model {
+            path: self.path.clone(),
+            reason: "a previous prediction panicked".into(),
+        })?;
+        let engine = &stages.engine;
+        let mut out = vec![];
+        for (i, info) in engine.outputs().iter().enumerate() {
+            let view = engine.output(i)?;
+            let mut values = vec![0f32; view.len()];
+            view.dequantize_into(&mut values).map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))?;
+            out.push((info.clone(), values));
+        }
+        Ok(out)
+    }
+
     /// Sets a detector's score threshold for the following predictions (the manifest's
     /// `detect.score_threshold` otherwise); evaluation lowers it to see every candidate.
     pub fn set_score_threshold(&self, threshold: f32) -> Result<()> {
@@ -250,26 +282,25 @@ impl Model {
         stages.post.set_score_threshold(threshold)
     }
 
-    /// Which engine runs the model: `tract` or `micro`.
-    pub fn engine_name(&self) -> &'static str {
-        let from = |e: &AnyEngine| e.name();
+    /// Which engine runs the model (`tract` or `micro`) and, for the micro engine, its kernel set.
+    pub fn engine_name(&self) -> (&'static str, Option<crate::engine::micro::kernels::Isa>) {
+        let from = |e: &AnyEngine| (e.name(), e.kernels());
         match (&self.engine, &self.stages) {
-            (Some(e), _) => e.lock().map(|e| from(&e)).unwrap_or("?"),
-            (None, Some(s)) => s.lock().map(|s| from(&s.engine)).unwrap_or("?"),
-            (None, None) => "?",
+            (Some(e), _) => e.lock().map(|e| from(&e)).unwrap_or(("?", None)),
+            (None, Some(s)) => s.lock().map(|s| from(&s.engine)).unwrap_or(("?", None)),
+            (None, None) => ("?", None),
         }
     }
 }
 
-/// Parses the embedded manifest, if present, and checks it against the model's declared I/O.
+/// Parses the embedded manifest, if present, completes it from the model's declared input and
+/// checks it against the model's declared inputs and outputs.
 pub fn read_manifest(proto: &ModelProto, path: &Path) -> Result<Option<Manifest>> {
     let Some(text) = onnx::manifest_text(proto) else {
         return Ok(None);
     };
-    let m = Manifest::from_toml(text, path)?;
     let (inputs, outputs) = onnx::io_specs(proto);
-    m.validate_against(&inputs, &outputs, path)?;
-    Ok(Some(m))
+    Manifest::from_toml(text, path)?.resolve(&inputs, &outputs, path).map(Some)
 }
 
 fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest, choice: EngineChoice) -> Result<VisionStages> {
@@ -306,18 +337,6 @@ fn declared_facts(proto: &ModelProto) -> Vec<InputFact> {
     let (inputs, _) = onnx::io_specs(proto);
     inputs
         .into_iter()
-        .filter_map(|spec| {
-            let dims = spec.dims?;
-            let shape = dims
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    onnx::Dim::Fixed(n) => Some(*n),
-                    _ if i == 0 => Some(1),
-                    _ => None,
-                })
-                .collect::<Option<Vec<usize>>>()?;
-            Some(InputFact { name: spec.name, shape, dtype: None })
-        })
+        .filter_map(|spec| Some(InputFact { shape: spec.concrete_shape()?, name: spec.name, dtype: None }))
         .collect()
 }

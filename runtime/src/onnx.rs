@@ -142,26 +142,31 @@ pub fn unsupported_ops(proto: &ModelProto) -> Vec<(String, String)> {
     out
 }
 
-/// Concrete shapes of the model's inputs: from `given` (by name), else the declared shape with a
-/// symbolic batch (first) dimension taken as 1. `None` for an input whose other dims are unknown.
+impl TensorSpec {
+    /// The declared shape made concrete: fixed dimensions as they are, a symbolic or unknown
+    /// first (batch) dimension taken as 1; `None` when another dimension is not fixed.
+    pub fn concrete_shape(&self) -> Option<Vec<usize>> {
+        self.dims.as_ref().and_then(|dims| {
+            dims.iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Dim::Fixed(n) => Some(*n),
+                    _ if i == 0 => Some(1),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+}
+
+/// Concrete shapes of the model's inputs: from `given` (by name), else
+/// [`TensorSpec::concrete_shape`]. `None` for an input whose other dims are unknown.
 pub fn input_shapes(model: &ModelProto, given: &HashMap<String, Vec<usize>>) -> Vec<(String, Option<Vec<usize>>)> {
     let (inputs, _) = io_specs(model);
     inputs
         .into_iter()
         .map(|spec| {
-            if let Some(s) = given.get(&spec.name) {
-                return (spec.name, Some(s.clone()));
-            }
-            let shape = spec.dims.as_ref().and_then(|dims| {
-                dims.iter()
-                    .enumerate()
-                    .map(|(i, d)| match d {
-                        Dim::Fixed(n) => Some(*n),
-                        _ if i == 0 => Some(1),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()
-            });
+            let shape = given.get(&spec.name).cloned().or_else(|| spec.concrete_shape());
             (spec.name, shape)
         })
         .collect()

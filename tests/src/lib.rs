@@ -12,23 +12,26 @@ pub fn root() -> PathBuf {
 
 /// Path of a workspace binary (`lepton`, `lepton-convert`), built first with the same profile as
 /// the tests (a no-op when it is fresh), so `cargo test` alone always tests current code.
+///
+/// The build selects what `cargo test --workspace` selects (every member, tests included), so
+/// cargo resolves the same features for every dependency and reuses what the test build
+/// compiled: a narrower `cargo build --bin NAME` resolves other features for shared
+/// dependencies (smallvec, either, libc…) and would compile tract a second time.
 pub fn bin(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     // target/<profile>/deps/<test binary> → target/<profile>
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("test binary under target/<profile>/deps");
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", name]).current_dir(root());
+        cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]).current_dir(root());
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo build --bin {name} failed");
-        built.push(name.to_string());
-    }
+        assert!(status.success(), "cargo build --workspace --bins --tests failed");
+    });
     profile_dir.join(name)
 }
 
@@ -37,12 +40,55 @@ pub fn run(name: &str, args: &[&str]) -> Output {
     Command::new(bin(name)).args(args).current_dir(root()).output().expect("starting the binary")
 }
 
+/// Runs `python3` with arguments from the workspace root; panics with its stderr on failure.
+pub fn python(args: &[&str]) -> Output {
+    let out = Command::new("python3").args(args).current_dir(root()).output().expect("python3");
+    assert!(out.status.success(), "python3 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Records that a test (or part of one) could not run on this machine: printed, and listed by
+/// `scripts/test` at the end of the run (target/tmp/skipped/), so a skip never reads as a pass.
+pub fn skipped(what: &str, why: &str) {
+    let line = format!("{what}: {why}");
+    eprintln!("SKIPPED {line}");
+    let dir = root().join("target/tmp/skipped");
+    let _ = std::fs::create_dir_all(&dir);
+    let file: String = what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let _ = std::fs::write(dir.join(format!("{file}.txt")), line + "\n");
+}
+
+/// A `.npy` file of numbers as f32 values (and its shape); f32, f64, integer and bool arrays.
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = npyz::NpyFile::new(&bytes[..]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
+    let bad = |e: std::io::Error| -> ! { panic!("{}: {e}", path.display()) };
+    let values: Vec<f32> = match file.dtype().descr().trim_matches('\'') {
+        "<f4" => file.into_vec::<f32>().unwrap_or_else(|e| bad(e)),
+        "<f8" => file.into_vec::<f64>().unwrap_or_else(|e| bad(e)).into_iter().map(|v| v as f32).collect(),
+        "<i8" => file.into_vec::<i64>().unwrap_or_else(|e| bad(e)).into_iter().map(|v| v as f32).collect(),
+        "<i4" => file.into_vec::<i32>().unwrap_or_else(|e| bad(e)).into_iter().map(|v| v as f32).collect(),
+        "|i1" => file.into_vec::<i8>().unwrap_or_else(|e| bad(e)).into_iter().map(f32::from).collect(),
+        "|u1" | "|b1" => file.into_vec::<u8>().unwrap_or_else(|e| bad(e)).into_iter().map(f32::from).collect(),
+        other => panic!("{}: element type {other} not read here", path.display()),
+    };
+    (shape, values)
+}
+
 /// A fresh scratch folder for one test.
 pub fn scratch(test: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lepton-e2e-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("creating a scratch folder");
     d
+}
+
+/// A successful run's stdout as JSON (`--json` output); panics with stderr otherwise.
+pub fn json(out: &Output) -> serde_json::Value {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// Stdout and stderr as text.

@@ -1,6 +1,6 @@
 //! `lepton-convert pack`: a model with its manifest, and errors that name the field or file.
 
-use lepton_e2e::{root, run, scratch, text};
+use lepton_e2e::{json, root, run, scratch, text};
 use lepton_runtime::Model;
 
 fn digits(file: &str) -> String {
@@ -69,4 +69,260 @@ fn pack_rejects_bad_manifests_and_files_with_the_field_named_and_exit_2() {
         run("lepton-convert", &["pack", &digits("model.raw.onnx"), "--manifest", "no/such.toml", "-o", &out_path]);
     assert!(text(&out).1.contains("no/such.toml"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn s(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn micro_models_go_everywhere_an_onnx_model_goes() {
+    let best = text(&run("lepton-convert", &["kernels", "--best"])).0.trim().to_string();
+    assert!(!best.is_empty());
+    let picture = digits("samples/frame-00-digit-6.png");
+    // run: a picture through the manifest the .lpm carries.
+    let r = json(&run("lepton-convert", &["run", &digits("model.lpm"), "--input", &picture, "--json"]));
+    assert_eq!((r["results"][0]["label"].as_str(), r["engine"].as_str()), (Some("6"), Some("micro")), "{r}");
+    assert_eq!(r["kernels"], best.as_str());
+    // inspect: tensors, ops, arena, manifest, and the kernels this host runs it with.
+    let i = json(&run("lepton-convert", &["inspect", &digits("model.lpm"), "--json"]));
+    assert_eq!((i["engine"].as_str(), i["kernels"].as_str()), (Some("micro"), Some(best.as_str())), "{i}");
+    assert_eq!(i["inputs"][0]["shape"], "1x1x16x16");
+    assert!(i["ops"]["Conv"].as_u64().unwrap() > 0 && i["macs"].as_u64().unwrap() > 0, "{i}");
+    assert!(i["manifest"].as_str().unwrap().contains("classify"));
+    let (stdout, _) = text(&run("lepton-convert", &["inspect", &digits("model.lpm")]));
+    assert!(stdout.contains(&format!("micro ({best} kernels")), "{stdout}");
+    // inspect of the int8 ONNX file says the same engine and kernels.
+    let i = json(&run("lepton-convert", &["inspect", &digits("model.int8.onnx"), "--json"]));
+    assert_eq!((i["engine"].as_str(), i["kernels"].as_str()), (Some("micro"), Some(best.as_str())), "{i}");
+    // eval: the .lpm scores what the int8 ONNX file scores (the same integer arithmetic).
+    let test = digits("test");
+    let a = json(&run("lepton-convert", &["eval", &digits("model.lpm"), "--dataset", &test, "--json"]));
+    let b = json(&run("lepton-convert", &["eval", &digits("model.int8.onnx"), "--dataset", &test, "--json"]));
+    assert_eq!(a["correct"], b["correct"]);
+    assert_eq!(a["confusion"], b["confusion"]);
+    // bench: the micro engine only; `--engine tract` is an error, not a silent micro run.
+    let out = run("lepton-convert", &["bench", &digits("model.lpm"), "--engine", "tract"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("micro engine only"), "{}", text(&out).1);
+    let b = json(&run("lepton-convert", &["bench", &digits("model.lpm"), "--runs", "3", "--warmup", "1", "--json"]));
+    assert_eq!((b["engine"].as_str(), b["kernels"].as_str()), (Some("micro"), Some(best.as_str())), "{b}");
+    // A recording through a keyword .lpm's manifest: the demo words, in order.
+    let kw = root().join("models/keywords");
+    let r = json(&run(
+        "lepton-convert",
+        &["run", &s(&kw.join("model.lpm")), "--input", &s(&kw.join("demo.wav")), "--json"],
+    ));
+    let heard: Vec<&str> = r["events"].as_array().unwrap().iter().filter_map(|e| e["label"].as_str()).collect();
+    let spoken = std::fs::read_to_string(kw.join("demo.txt")).unwrap();
+    assert_eq!(heard, spoken.split_whitespace().collect::<Vec<_>>(), "{r}");
+}
+
+#[test]
+fn bench_and_run_accept_the_same_shapes() {
+    let dir = scratch("shapes");
+    let npy = dir.join("x.npy");
+    lepton_e2e::python(&[
+        "-c",
+        &format!("import numpy as np; np.save('{}', np.zeros((1, 1, 20, 20), np.float32))", s(&npy)),
+    ]);
+    let run_err =
+        text(&run("lepton-convert", &["run", &digits("model.onnx"), "--input", &format!("image={}", s(&npy))])).1;
+    let out = run("lepton-convert", &["bench", &digits("model.onnx"), "--shape", "image=1x1x20x20"]);
+    assert_eq!(out.status.code(), Some(2));
+    let bench_err = text(&out).1;
+    for e in [&run_err, &bench_err] {
+        assert!(e.contains("input `image` has shape 1x1x16x16 but 1x1x20x20 was given"), "{e}");
+    }
+    let out = run("lepton-convert", &["bench", &digits("model.onnx"), "--shape", "image=1x1x16x16", "--runs", "2"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+#[test]
+fn a_picture_run_writes_the_raw_outputs_too() {
+    let dir = scratch("run-outputs");
+    let out_dir = dir.join("out");
+    let out = run(
+        "lepton-convert",
+        &[
+            "run",
+            &digits("model.onnx"),
+            "--input",
+            &digits("samples/frame-00-digit-6.png"),
+            "--output-dir",
+            &s(&out_dir),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("6 ") && stdout.contains("raw output written to"), "{stdout}");
+    let (shape, logits) = lepton_e2e::read_npy(&out_dir.join("logits.npy"));
+    assert_eq!(shape, [1, 10]);
+    let best = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+    assert_eq!(best, 6);
+    // A recording: one row per model run.
+    let kw = root().join("models/keywords");
+    let out = run(
+        "lepton-convert",
+        &[
+            "run",
+            &s(&kw.join("model.int8.onnx")),
+            "--input",
+            &s(&kw.join("demo.wav")),
+            "--output-dir",
+            &s(&dir.join("kw")),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let stdout = text(&out).0;
+    let summary = stdout.lines().find(|l| l.contains("model runs over")).expect("a summary line");
+    let runs: usize = summary.split_whitespace().next().unwrap().parse().unwrap();
+    let written = std::fs::read_dir(dir.join("kw")).unwrap().next().unwrap().unwrap().path();
+    let (shape, _) = lepton_e2e::read_npy(&written);
+    assert_eq!((shape[0], *shape.last().unwrap()), (runs, 12), "{shape:?}");
+}
+
+#[test]
+fn eval_without_a_manifest_takes_its_classes_from_the_model() {
+    let dir = scratch("eval-classes");
+    // y = x · W: three classes, the class is the index of the largest input value among 0..3.
+    lepton_e2e::python(&["-c", &format!(
+        "import numpy as np, onnx; from onnx import helper, numpy_helper, TensorProto as T; \
+         w=np.eye(3, dtype=np.float32); \
+         g=helper.make_graph([helper.make_node('MatMul',['x','w'],['y'])],'g',[helper.make_tensor_value_info('x',T.FLOAT,[1,3])],[helper.make_tensor_value_info('y',T.FLOAT,[1,3])],[numpy_helper.from_array(w,'w')]); \
+         m=helper.make_model(g, opset_imports=[helper.make_opsetid('',13)]); m.ir_version=8; onnx.save(m, '{model}'); \
+         import os; [os.makedirs('{d}/'+c, exist_ok=True) for c in '01']; \
+         np.save('{d}/0/a.npy', np.array([[1,0,0]], np.float32)); np.save('{d}/0/b.npy', np.array([[2,1,0]], np.float32)); \
+         np.save('{d}/1/a.npy', np.array([[0,1,0]], np.float32)); np.save('{d}/1/b.npy', np.array([[0,1,3]], np.float32))",
+        model = s(&dir.join("m.onnx")),
+        d = s(&dir.join("data"))
+    )]);
+    let plot = dir.join("confusion.png");
+    let args = ["eval", &s(&dir.join("m.onnx")), "--dataset", &s(&dir.join("data")), "--plot", &s(&plot)];
+    let e = json(&run("lepton-convert", &[&args[..], &["--json"]].concat()));
+    assert_eq!(e["labels"], serde_json::json!(["0", "1", "2"]), "{e}");
+    assert_eq!(e["confusion"], serde_json::json!([[2, 0, 0], [0, 1, 1], [0, 0, 0]]), "{e}");
+    assert_eq!(e["per_class"].as_array().unwrap().len(), 3);
+    assert_eq!((e["correct"].as_u64(), e["samples"].as_u64()), (Some(3), Some(4)));
+    let (stdout, _) = text(&run("lepton-convert", &args));
+    assert!(stdout.contains("    2   -  ") || stdout.contains("  2    -  "), "class 2 has its row: {stdout}");
+    assert!(!stdout.contains("  1 1 "), "index-named classes print once: {stdout}");
+    assert!(plot.exists());
+}
+
+#[test]
+fn a_manifest_may_leave_layout_size_and_color_to_the_model() {
+    let dir = scratch("pack-infer");
+    let m = dir.join("m.toml");
+    std::fs::write(&m, "task = \"classify\"\nlabels = [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]\n[input]\nmean = [0.5]\nstd = [0.5]\n").unwrap();
+    let packed = dir.join("d.onnx");
+    let out = run("lepton-convert", &["pack", &digits("model.raw.onnx"), "--manifest", &s(&m), "-o", &s(&packed)]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("image input: nchw, 16x16, gray"), "{stderr}");
+    let r = json(&run(
+        "lepton-convert",
+        &["run", &s(&packed), "--input", &digits("samples/frame-00-digit-6.png"), "--json"],
+    ));
+    assert_eq!(r["results"][0]["label"], "6");
+    // Three means for a one-channel input: the message says one value.
+    std::fs::write(&m, "task = \"classify\"\nlabels = [\"0\",\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\"]\n[input]\ncolor = \"gray\"\nmean = [0.5, 0.5, 0.5]\n").unwrap();
+    let out = run("lepton-convert", &["pack", &digits("model.raw.onnx"), "--manifest", &s(&m), "-o", &s(&packed)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("`gray` is one channel: give one value"), "{}", text(&out).1);
+}
+
+#[test]
+fn messages_speak_the_users_words() {
+    let dir = scratch("messages");
+    // --help keeps each example on its own line.
+    let (help, _) = text(&run("lepton-convert", &["run", "--help"]));
+    assert!(help.lines().all(|l| l.matches("lepton-convert run ").count() <= 1), "{help}");
+    // A micro model's outputs: no Rust debug formatting.
+    let x = dir.join("x.npy");
+    lepton_e2e::python(&[
+        "-c",
+        &format!("import numpy as np; np.save('{}', np.zeros((1, 1, 16, 16), np.float32))", s(&x)),
+    ]);
+    let (stdout, stderr) = text(&run("lepton-convert", &["run", &digits("model.lpm"), "--input", &s(&x)]));
+    assert!(
+        stdout.contains("int8 scale") && !stdout.contains("Some(") && !stdout.contains("[1, 10]"),
+        "{stdout}{stderr}"
+    );
+    // A picture given to an audio model, a recording to an image model.
+    let kw = root().join("models/keywords/model.int8.onnx");
+    let out = run("lepton-convert", &["run", &s(&kw), "--input", &digits("samples/frame-00-digit-6.png")]);
+    let err = text(&out).1;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("is a keyword model, which takes recordings (.wav)") && !err.contains("into_"), "{err}");
+    // A sample that does not decode is named once.
+    let data = dir.join("data/6");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("bad.png"), b"not a picture").unwrap();
+    std::fs::copy(digits("samples/frame-00-digit-6.png"), data.join("good.png")).unwrap();
+    let out = run("lepton-convert", &["eval", &digits("model.onnx"), "--dataset", &s(&dir.join("data"))]);
+    let err = text(&out).1;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(err.matches("bad.png").count(), 1, "{err}");
+}
+
+#[test]
+fn quantize_names_unnamed_nodes_in_its_report() {
+    let dir = scratch("quantize-names");
+    lepton_e2e::python(&["-c", &format!(
+        "import numpy as np, onnx, os; from onnx import helper, numpy_helper, TensorProto as T; r=np.random.RandomState(1); \
+         n=[helper.make_node('Conv',['x','w1','b1'],['a'],pads=[1,1,1,1]), helper.make_node('Relu',['a'],['r']), helper.make_node('Conv',['r','w2'],['y'])]; \
+         g=helper.make_graph(n,'g',[helper.make_tensor_value_info('x',T.FLOAT,[1,3,8,8])],[helper.make_tensor_value_info('y',T.FLOAT,[1,4,8,8])], \
+           [numpy_helper.from_array(r.randn(6,3,3,3).astype(np.float32)*0.3,'w1'), numpy_helper.from_array(r.randn(6).astype(np.float32),'b1'), numpy_helper.from_array(r.randn(4,6,1,1).astype(np.float32)*0.3,'w2')]); \
+         m=helper.make_model(g, opset_imports=[helper.make_opsetid('',13)]); m.ir_version=8; onnx.save(m, '{d}/m.onnx'); \
+         os.makedirs('{d}/cal', exist_ok=True); [np.save('{d}/cal/%02d.npy' % i, r.randn(1,3,8,8).astype(np.float32)) for i in range(8)]",
+        d = s(&dir)
+    )]);
+    let report = dir.join("report.json");
+    let out = run(
+        "lepton-convert",
+        &[
+            "quantize",
+            &s(&dir.join("m.onnx")),
+            "--calibration",
+            &s(&dir.join("cal")),
+            "-o",
+            &s(&dir.join("q.onnx")),
+            "--report",
+            &s(&report),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["node"].as_str().unwrap_or("")).collect();
+    assert_eq!(names, ["Conv:a", "Conv:y"], "{r}");
+    for l in layers {
+        assert!(l["sqnr_db"].as_f64().is_some_and(f64::is_finite), "a finite SQNR for every layer: {l}");
+    }
+}
+
+#[test]
+fn the_confusion_plot_names_the_classes() {
+    let dir = scratch("plot-names");
+    let plot = dir.join("c.png");
+    let kw = root().join("models/keywords");
+    let out = run(
+        "lepton-convert",
+        &["eval", &s(&kw.join("model.int8.onnx")), "--dataset", &s(&kw.join("test")), "--plot", &s(&plot)],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let img = image::open(&plot).unwrap().to_rgb8();
+    // 12 classes: 40-pixel cells, text at 2 pixels per dot; the longest name (`_silence_`, 9
+    // characters of 8 dots) sets the margin left of and above the grid.
+    let margin = 9 * 8 * 2 + 12;
+    assert_eq!(img.width(), margin + 12 * 40 + 4);
+    for row in 0..12u32 {
+        let y = margin + row * 40 + 20;
+        let ink = (0..margin - 4).filter(|&x| (y - 6..y + 6).any(|y| img.get_pixel(x, y).0[0] < 120)).count();
+        assert!(ink > 6, "row {row} has its name drawn left of the grid");
+        let x = margin + row * 40 + 20;
+        let ink = (0..margin - 4).filter(|&y| (x - 6..x + 6).any(|x| img.get_pixel(x, y).0[0] < 120)).count();
+        assert!(ink > 6, "column {row} has its name drawn above the grid");
+    }
 }

@@ -3,7 +3,7 @@
 //! hard-sigmoid and squeeze-excite blocks) and Silero VAD (LSTMs behind `If` nodes). Outputs are
 //! checked against onnxruntime.
 
-use lepton_e2e::{root, run, scratch, text};
+use lepton_e2e::{json, python, root, run, scratch, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,11 +15,6 @@ fn test_model(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn python(args: &[&str]) {
-    let out = Command::new("python3").args(args).current_dir(root()).output().expect("python3");
-    assert!(out.status.success(), "python3 {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Max |a - b| between two .npy files of floats (read through numpy to stay independent).
@@ -49,12 +44,6 @@ fn classifier(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     assert!(out.status.success(), "{}", text(&out).1);
     python(&["tests/fixtures/make_textlines.py", &s(&dir.join("lines")), "--eval", "300"]);
     (model, dir.join("lines/calibration"), dir.join("lines/eval"))
-}
-
-fn json(out: &std::process::Output) -> serde_json::Value {
-    let (stdout, stderr) = text(out);
-    assert!(out.status.success(), "{stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 #[test]
@@ -176,7 +165,10 @@ fn optimize_makes_silero_vad_loadable_with_outputs_equal_to_onnxruntime() {
     python(&["tests/fixtures/ort_run.py", &s(&optimized), &s(&dir.join("ort-optimized")), &inputs[0], &inputs[1]]);
     for name in ["output.npy", "stateN.npy"] {
         assert!(max_diff(&dir.join("lepton").join(name), &dir.join("ort").join(name)) < 1e-4, "{name}");
-        assert_eq!(max_diff(&dir.join("ort-optimized").join(name), &dir.join("ort").join(name)), 0.0, "{name}");
+        // The optimized file computes what the original does (constants folded ahead: float
+        // rounding of the folding at most).
+        let d = max_diff(&dir.join("ort-optimized").join(name), &dir.join("ort").join(name));
+        assert!(d < 1e-6, "{name}: {d}");
     }
 }
 

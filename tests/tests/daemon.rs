@@ -2,7 +2,7 @@
 //! contract, an outage that loses nothing, the bounded queue, audio from a WAV and from the ALSA
 //! microphone path, postcard payloads, Home Assistant discovery, signals and bad configs.
 
-use lepton_e2e::{bin, root, scratch, text, Mosquitto, PulseMic, Subscriber};
+use lepton_e2e::{bin, python, root, scratch, text, Mosquitto, PulseMic, Subscriber};
 use lepton_runtime::event::{decode, DetectionMessage};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -180,7 +180,9 @@ fn past_its_capacity_the_queue_drops_the_oldest_and_counts_them() {
     broker.restart();
     let out = daemon.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Messages were lost (dropped from the full queue): the run says so and exits 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("dropped from a full queue"), "{stderr}");
     let line = stdout.lines().find(|l| l.starts_with("MQTT:")).unwrap_or_default().to_string();
     let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     let (delivered, dropped) = (numbers[0], numbers[1]);
@@ -392,7 +394,7 @@ fn bad_configs_name_the_key_line_or_file() {
     .unwrap();
     let out = lepton(&["check", "--config", &ok.display().to_string()], None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("Vad") && text(&out).1.contains("images"), "{}", text(&out).1);
+    assert!(text(&out).1.contains("vad model") && text(&out).1.contains("images"), "{}", text(&out).1);
 }
 
 #[test]
@@ -527,4 +529,192 @@ fn tls_and_a_password_connect_and_secrets_stay_out_of_logs() {
     let out = lepton(&["run", "--config", &config.display().to_string()], None);
     let stderr = text(&out).1;
     assert!(stderr.contains("TLS") && stderr.contains("mqtt.tls_ca"), "{stderr}");
+}
+
+/// A config for one pipeline `p` of device `spk` on the broker at `port`; `extra` goes after the
+/// source table (alerts), `device_extra` into [device].
+fn one_pipeline(port: u16, model: &str, source: &str, extra: &str, device_extra: &str) -> String {
+    format!(
+        r#"
+[device]
+id = "spk"
+stats_interval_s = 0
+{device_extra}
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+reconnect_max_s = 1
+[homeassistant]
+discovery = true
+[[pipeline]]
+name = "p"
+model = "{model}"
+hold_s = 1.0
+[pipeline.source]
+{source}
+{extra}
+"#,
+        model = root().join(model).display()
+    )
+}
+
+/// The demo recording at 22,050 Hz, as a speech synthesizer writes it.
+fn recording_22k(dir: &Path) -> PathBuf {
+    let out = dir.join("demo-22050.wav");
+    python(&["tests/fixtures/resample_wav.py", "models/keywords/demo.wav", &out.display().to_string(), "22050"]);
+    out
+}
+
+#[test]
+fn a_run_that_cannot_start_exits_2_before_announcing_anything() {
+    let dir = scratch("daemon-prestart");
+    let broker = Mosquitto::start("prestart");
+    let sub = Subscriber::start(broker.port, "#", "prestart-test");
+    let frames = frames(&dir, 2);
+    let images = format!("kind = \"images\"\npath = \"{}\"", frames.display());
+    let wav22k = format!("kind = \"wav\"\npath = \"{}\"", recording_22k(&dir).display());
+    let port = broker.port;
+    let digits = "models/digits/model.onnx";
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
+        (
+            "model without a manifest",
+            one_pipeline(port, "models/digits/model.raw.onnx", &images, "", ""),
+            vec!["model.raw.onnx".into(), "no manifest".into(), "lepton-convert pack".into()],
+        ),
+        (
+            "recording at another rate",
+            one_pipeline(port, "models/keywords/model.int8.onnx", &wav22k, "", ""),
+            vec!["22050 Hz".into(), "16000 Hz".into(), "resample = true".into()],
+        ),
+        (
+            "missing GPIO chip",
+            one_pipeline(
+                port,
+                digits,
+                &images,
+                "[[pipeline.alert]]\nchip = \"/dev/gpiochip-lepton-test\"\nline = 3",
+                "",
+            ),
+            vec!["/dev/gpiochip-lepton-test".into(), "alert #1".into(), "gpio` group".into()],
+        ),
+        (
+            "broker given as a URL",
+            one_pipeline(port, digits, &images, "", "")
+                .replace("host = \"127.0.0.1\"", &format!("host = \"mqtt://127.0.0.1:{port}\"")),
+            vec!["mqtt.host".into(), format!("host = \"127.0.0.1\" and port = {port}")],
+        ),
+        (
+            "host and port in one",
+            one_pipeline(port, digits, &images, "", "")
+                .replace("host = \"127.0.0.1\"", &format!("host = \"127.0.0.1:{port}\"")),
+            vec!["host and port in one".into()],
+        ),
+        (
+            "microcontroller board",
+            one_pipeline(port, digits, &images, "", "board = \"stm32f746\""),
+            vec!["stm32f746".into(), "microcontroller".into(), "firmware/mcu".into()],
+        ),
+        (
+            "audio model on pictures",
+            one_pipeline(port, "models/keywords/model.int8.onnx", &images, "", ""),
+            vec!["keyword model".into(), "audio".into(), "an images source".into()],
+        ),
+    ];
+    for (what, body, needles) in &cases {
+        let config = write_config(&dir, body);
+        for cmd in ["check", "run"] {
+            let out = lepton(&[cmd, "--config", &config.display().to_string()], None);
+            let err = text(&out).1;
+            assert_eq!(out.status.code(), Some(2), "{cmd}, {what}: {err}");
+            for n in needles {
+                assert!(err.contains(n.as_str()), "{cmd}, {what}: `{n}` not in: {err}");
+            }
+            assert!(!err.contains("pipeline `p`: pipeline `p`"), "{cmd}, {what}: doubled prefix: {err}");
+            assert!(err.matches("os error 2").count() <= 1, "{cmd}, {what}: the cause repeated: {err}");
+        }
+    }
+    // Nothing reached the broker: no `online`, no discovery, no detection.
+    let msgs = sub.wait_for(Duration::from_millis(800), |m| !m.is_empty());
+    assert!(msgs.is_empty(), "published before failing: {:?}", msgs.iter().map(|m| &m.0).collect::<Vec<_>>());
+}
+
+/// RFC 3339 → milliseconds since the epoch.
+fn ms(ts: &Value) -> u128 {
+    let t = humantime::parse_rfc3339(ts.as_str().expect("ts")).expect("RFC 3339 ts");
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+}
+
+#[test]
+fn a_recording_at_another_rate_is_heard_once_resampled_and_its_events_never_end_before_they_start() {
+    let dir = scratch("daemon-resample");
+    let broker = Mosquitto::start("resample");
+    let sub = Subscriber::start(broker.port, "#", "resample-test");
+    let source = format!("kind = \"wav\"\npath = \"{}\"\nresample = true", recording_22k(&dir).display());
+    let config = write_config(&dir, &one_pipeline(broker.port, "models/keywords/model.int8.onnx", &source, "", ""));
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("resampling 22050 Hz to the model's 16000 Hz"), "{stderr}");
+    let spoken = std::fs::read_to_string(root().join("models/keywords/demo.txt")).unwrap();
+    let spoken: Vec<&str> = spoken.split_whitespace().collect();
+    let heard: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("p #")).map(|l| l.split_whitespace().nth(5).unwrap()).collect();
+    assert_eq!(heard, spoken, "{stdout}");
+    // One timeline: every end comes at or after its start, on the topic and on the retained state.
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| json_messages(m, "/p/events").len() >= 2 * spoken.len());
+    let events = json_messages(&msgs, "/p/events");
+    let mut open: std::collections::HashMap<String, u128> = Default::default();
+    for e in &events {
+        let label = e["label"].as_str().unwrap().to_string();
+        match e["event"].as_str().unwrap() {
+            "start" => {
+                open.insert(label, ms(&e["ts"]));
+            }
+            _ => {
+                let start = open.remove(&label).unwrap_or_else(|| panic!("end without start: {e}"));
+                assert!(ms(&e["ts"]) >= start, "ends before it starts: {e} (start {start})");
+                let d = e["duration_s"].as_f64().unwrap();
+                assert!((ms(&e["ts"]) - start) as f64 / 1e3 - d < 0.002, "{e}");
+            }
+        }
+    }
+    assert!(open.is_empty(), "events left open: {open:?}");
+    // Home Assistant gets a sensor per word, none for the background classes that never fire.
+    let configs: Vec<String> = msgs.iter().filter(|(t, _)| t.ends_with("/config")).map(|(t, _)| t.clone()).collect();
+    assert!(configs.iter().any(|t| t.contains("/spk/p_yes/")), "{configs:?}");
+    assert!(!configs.iter().any(|t| t.contains("_silence_") || t.contains("_unknown_")), "{configs:?}");
+}
+
+#[test]
+fn a_finite_run_that_could_not_deliver_exits_1_and_says_so() {
+    let dir = scratch("daemon-unreachable");
+    let frames = frames(&dir, 3);
+    let port = lepton_e2e::free_port();
+    let config = write_config(
+        &dir,
+        &one_pipeline(
+            port,
+            "models/digits/model.onnx",
+            &format!("kind = \"images\"\npath = \"{}\"", frames.display()),
+            "",
+            "",
+        ),
+    );
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("undelivered at exit"), "{stdout}");
+    assert!(stderr.contains(&format!("never reached the broker at 127.0.0.1:{port}")), "{stderr}");
+}
+
+#[test]
+fn listing_devices_keeps_the_audio_libraries_quiet() {
+    let home = scratch("daemon-devices");
+    let out = lepton(&["devices"], Some(&home));
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("cameras:") && stdout.contains("microphones:"), "{stdout}");
+    for noise in ["ALSA lib", "jack", "JACK", "Cannot connect"] {
+        assert!(!stderr.contains(noise), "library chatter on stderr: {stderr}");
+    }
 }

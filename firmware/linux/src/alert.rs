@@ -81,8 +81,29 @@ fn locate(a: &AlertOutput, board: Option<&Board>) -> Result<(String, u32)> {
     Ok((chip, line))
 }
 
-/// Checks a pipeline's alerts against the board profile and the model's `labels` without
-/// touching the hardware; returns (chip, line) for each.
+/// The innermost cause of an error, for messages: GPIO errors repeat their cause in their own text.
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = e;
+    while let Some(s) = e.source() {
+        e = s;
+    }
+    e.to_string()
+}
+
+const HINT: &str = "check the path (`ls /dev/gpiochip*`, `gpioinfo`) and that the user is in the `gpio` group";
+
+/// Checks that `chip` exists and has a line `line`, without requesting it.
+pub fn probe(chip: &str, line: u32) -> Result<()> {
+    let c = Chip::new(chip).map_err(|e| anyhow::anyhow!("GPIO chip {chip}: {}: {HINT}", cause(&e)))?;
+    if line >= c.num_lines() {
+        bail!("GPIO chip {chip} has lines 0..{}, no line {line}", c.num_lines());
+    }
+    Ok(())
+}
+
+/// Checks a pipeline's alerts against the board profile, the model's `labels` and the GPIO
+/// chips present (each chip opened and its line count read; no line is requested); returns
+/// (chip, line) for each.
 pub fn check(
     pipeline: &str,
     alerts: &[AlertOutput],
@@ -97,7 +118,9 @@ pub fn check(
             if let Some(l) = a.labels.iter().find(|l| !labels.contains(l)) {
                 bail!("{at}: label \"{l}\" is not one of the model's labels ({})", labels.join(", "));
             }
-            locate(a, board).with_context(|| at.clone())
+            let (chip, line) = locate(a, board).with_context(|| at.clone())?;
+            probe(&chip, line).with_context(|| at.clone())?;
+            Ok((chip, line))
         })
         .collect()
 }
@@ -120,13 +143,11 @@ pub fn start(
 
 /// Requests `line` of `chip` as an output, initially low.
 fn request(chip: &str, line: u32) -> Result<CdevPin> {
-    let hint = "check the path (`ls /dev/gpiochip*`, `gpioinfo`) and that the user is in the `gpio` group";
-    let mut c = Chip::new(chip).with_context(|| format!("opening GPIO chip {chip}: {hint}"))?;
-    let handle = c
-        .get_line(line)
-        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, "lepton"))
-        .with_context(|| format!("requesting line {line} of {chip} as an output (is it in use, or out of range?)"))?;
-    CdevPin::new(handle).with_context(|| format!("line {line} of {chip}"))
+    let mut c = Chip::new(chip).map_err(|e| anyhow::anyhow!("GPIO chip {chip}: {}: {HINT}", cause(&e)))?;
+    let handle = c.get_line(line).and_then(|l| l.request(LineRequestFlags::OUTPUT, 0, "lepton")).map_err(|e| {
+        anyhow::anyhow!("requesting line {line} of {chip} as an output: {} (is it in use, or out of range?)", cause(&e))
+    })?;
+    CdevPin::new(handle).map_err(|e| anyhow::anyhow!("line {line} of {chip}: {}", cause(&e)))
 }
 
 /// Starts the thread that drives `pin`.
@@ -245,8 +266,11 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_chip_is_named_with_what_to_check() {
-        let e = format!("{:#}", request("/dev/gpiochip-none", 3).err().unwrap());
-        assert!(e.contains("/dev/gpiochip-none") && e.contains("gpio` group"), "{e}");
+    fn a_missing_chip_is_named_once_with_what_to_check() {
+        for e in [request("/dev/gpiochip-none", 3).err().unwrap(), probe("/dev/gpiochip-none", 3).unwrap_err()] {
+            let e = format!("{e:#}");
+            assert!(e.contains("/dev/gpiochip-none") && e.contains("gpio` group"), "{e}");
+            assert_eq!(e.matches("No such file or directory").count(), 1, "the cause once: {e}");
+        }
     }
 }

@@ -118,6 +118,21 @@ impl Board {
     pub fn is_linux(&self) -> bool {
         self.target.contains("linux")
     }
+
+    /// Loads a profile for the Linux daemon: a microcontroller board is an error that says
+    /// where its firmware is.
+    pub fn load_linux(name_or_path: &str) -> Result<Board> {
+        let b = Self::load(name_or_path)?;
+        if !b.is_linux() {
+            anyhow::bail!(
+                "board {} is a microcontroller ({}, {}): the `lepton` daemon runs on Linux boards; build its firmware from firmware/mcu (boards/README.md, \"Microcontroller profiles\")",
+                b.name,
+                b.description,
+                b.target
+            );
+        }
+        Ok(b)
+    }
 }
 
 /// `lepton boards`: the bundled profiles.

@@ -243,6 +243,10 @@ pub enum Source {
     Wav {
         /// The file.
         path: PathBuf,
+        /// Convert a recording made at another rate to the model's (default false: such a file
+        /// is an error naming both rates).
+        #[serde(default)]
+        resample: bool,
     },
     /// A camera; unset fields come from the board profile, else 0, 640x480, 15 fps, YUYV.
     Camera {
@@ -265,7 +269,38 @@ pub enum Source {
         rate: Option<u32>,
         /// Stop after this many seconds (default: never).
         duration_s: Option<f64>,
+        /// Capture at `rate` and convert to the model's rate when they differ (default false).
+        #[serde(default)]
+        resample: bool,
     },
+}
+
+/// A broker host is a name or an IP address, nothing more: no scheme, no port, no path.
+fn check_host(host: &str) -> Result<()> {
+    if host.is_empty() {
+        bail!("empty; give the broker's host name or IP address");
+    }
+    if let Some((scheme, rest)) = host.split_once("://") {
+        let (name, port) = rest.split_once(':').unwrap_or((rest, ""));
+        let port = port.trim_end_matches('/');
+        let port = if port.is_empty() { String::new() } else { format!(" and port = {port}") };
+        let tls = if scheme.ends_with('s') { " (TLS: set tls_ca)" } else { "" };
+        bail!("a URL; give the host alone: host = \"{}\"{port}{tls}", name.trim_end_matches('/'));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if let Some((name, port)) = host.rsplit_once(':') {
+        bail!("host and port in one; write host = \"{name}\" and port = {port}");
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if !host.split('.').all(label_ok) {
+        bail!("not a host name (letters, digits, `-`, dots) or an IP address");
+    }
+    Ok(())
 }
 
 fn valid_id(s: &str) -> bool {
@@ -276,18 +311,8 @@ impl Config {
     /// Parses and checks a config file; errors name the key and line.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-        let mut c: Config = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(l) => anyhow::anyhow!(
-                    "{}: line {l} (`{}`): {}",
-                    path.display(),
-                    text.lines().nth(l - 1).unwrap_or("").trim(),
-                    e.message()
-                ),
-                None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
-            }
-        })?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), lepton_runtime::manifest::toml_error(&text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);
         c.check(path)?;
@@ -309,7 +334,7 @@ impl Config {
         for p in &mut self.pipelines {
             abs(&mut p.model);
             match &mut p.source {
-                Source::Images { path, .. } | Source::Wav { path } => abs(path),
+                Source::Images { path, .. } | Source::Wav { path, .. } => abs(path),
                 _ => {}
             }
         }
@@ -336,6 +361,7 @@ impl Config {
             if m.queue_capacity == 0 {
                 bail!("{f}: mqtt.queue_capacity must be > 0");
             }
+            check_host(&m.host).map_err(|e| anyhow::anyhow!("{f}: mqtt.host = \"{}\": {e}", m.host))?;
             if m.topic_prefix.is_empty() || m.topic_prefix.contains(['#', '+']) {
                 bail!("{f}: mqtt.topic_prefix `{}`: not empty, no `#` or `+`", m.topic_prefix);
             }
@@ -383,7 +409,7 @@ impl Config {
                         bail!("{f}: pipeline `{}`: source.fps must be > 0", p.name);
                     }
                 }
-                Source::Wav { path } if !path.is_file() => {
+                Source::Wav { path, .. } if !path.is_file() => {
                     bail!("{f}: pipeline `{}`: source.path {} does not exist", p.name, path.display());
                 }
                 _ => {}
@@ -445,6 +471,9 @@ fps = 5
         let d = dir();
         let e = Config::load(&write(&d, &GOOD.replace("port = 1883", "prot = 1883"))).unwrap_err().to_string();
         assert!(e.contains("line 6") && e.contains("prot"), "{e}");
+        // An unknown key further down its table: its own line, not the table's.
+        let e = Config::load(&write(&d, &GOOD.replace("fps = 5", "fps = 5\nlop = true"))).unwrap_err().to_string();
+        assert!(e.contains("line 14 (`lop = true`)"), "{e}");
         let e = Config::load(&write(&d, &GOOD.replace("port = 1883", "port = \"x\""))).unwrap_err().to_string();
         assert!(e.contains("line 6") && e.contains("port"), "{e}");
         let e = Config::load(&write(&d, &GOOD.replace("m.onnx", "missing.onnx"))).unwrap_err().to_string();
@@ -454,5 +483,25 @@ fps = 5
         assert!(e.contains("scanner"), "{e}");
         let e = Config::load(&write(&d, &GOOD.replace("porch-cam", "porch cam"))).unwrap_err().to_string();
         assert!(e.contains("device.id"), "{e}");
+    }
+
+    #[test]
+    fn a_broker_host_is_a_name_or_address_only() {
+        let d = dir();
+        let host = |h: &str| Config::load(&write(&d, &GOOD.replace("\"127.0.0.1\"", &format!("\"{h}\""))));
+        for ok in ["broker.lan", "mqtt-1", "10.0.0.2", "::1", "[fe80::1]", "localhost"] {
+            host(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let e = host("mqtt://broker.lan:1884").unwrap_err().to_string();
+        assert!(
+            e.contains("mqtt.host") && e.contains("a URL") && e.contains("host = \"broker.lan\" and port = 1884"),
+            "{e}"
+        );
+        let e = host("mqtts://broker.lan").unwrap_err().to_string();
+        assert!(e.contains("tls_ca"), "{e}");
+        let e = host("127.0.0.1:18883").unwrap_err().to_string();
+        assert!(e.contains("host = \"127.0.0.1\" and port = 18883"), "{e}");
+        let e = host("my broker").unwrap_err().to_string();
+        assert!(e.contains("not a host name"), "{e}");
     }
 }

@@ -14,7 +14,7 @@ mod media {
 
 /// Runs the demo (with a board profile's threads when one is given).
 pub fn run(board: Option<&str>) -> Result<ExitCode> {
-    let board = board.map(Board::load).transpose()?;
+    let board = board.map(Board::load_linux).transpose()?;
     let frames = media::FRAMES
         .iter()
         .map(|(name, bytes)| Image::decode(bytes, name))

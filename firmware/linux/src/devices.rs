@@ -1,15 +1,49 @@
 //! `lepton devices` and `lepton check`.
 
-use crate::config::{Config, Source};
-use crate::run::{load_model, Setup};
-use anyhow::{bail, Result};
-use lepton_runtime::manifest::Task;
+use crate::config::Config;
+use crate::run::{check_plan, source_name, ModelRef, Setup};
+use anyhow::Result;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// Runs `f` with the process's standard error sent to a scratch file, and returns what was
+/// written there: ALSA, JACK and V4L2 libraries print their probing failures straight to fd 2
+/// ("ALSA lib pcm.c: … Unknown PCM", "Cannot connect to server socket"), which would bury the
+/// listing. The captured lines are logged at debug level (`LEPTON_LOG=debug` shows them).
+fn quiet_stderr<T>(f: impl FnOnce() -> T) -> T {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let scratch = std::env::temp_dir().join(format!("lepton-devices-{}.log", std::process::id()));
+    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&scratch)
+    else {
+        return f();
+    };
+    let _ = std::fs::remove_file(&scratch);
+    // SAFETY: plain descriptor duplication on valid descriptors; fd 2 is restored before returning.
+    let saved = unsafe { libc::dup(2) };
+    if saved < 0 || unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+        return f();
+    }
+    let out = f();
+    // SAFETY: `saved` is the descriptor duplicated above.
+    unsafe {
+        libc::dup2(saved, 2);
+        libc::close(saved);
+    }
+    let mut chatter = String::new();
+    if file.rewind().is_ok() && file.read_to_string(&mut chatter).is_ok() {
+        for line in chatter.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::debug!("while probing devices: {line}");
+        }
+    }
+    out
+}
+
 /// Lists cameras and microphones.
 pub fn run() -> Result<ExitCode> {
-    match lepton_runtime::source::camera::list() {
+    let cameras = quiet_stderr(lepton_runtime::source::camera::list);
+    let mics = quiet_stderr(lepton_runtime::source::mic::list);
+    match cameras {
         Ok(cams) if cams.is_empty() => println!("cameras: none found"),
         Ok(cams) => {
             println!("cameras:");
@@ -22,7 +56,7 @@ pub fn run() -> Result<ExitCode> {
         }
         Err(e) => println!("cameras: cannot list ({e})"),
     }
-    match lepton_runtime::source::mic::list() {
+    match mics {
         Ok(mics) if mics.is_empty() => println!("microphones: none found"),
         Ok(mics) => {
             println!("microphones:");
@@ -38,70 +72,45 @@ pub fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Validates a config: keys, files, models, manifests and that each source suits its model.
+/// Validates a config as far as it can be without capturing or connecting: keys, files, board,
+/// models and manifests, that each source suits its model (kind, WAV rate), alert labels and
+/// GPIO lines. The same checks as the start of `lepton run` (`run::check_plan`).
 pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
+    let at = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", path.display());
     let config = Config::load(path)?;
     let broker = match &config.mqtt {
         Some(m) => format!("{}:{}", m.host, m.port()),
         None => "embedded broker".into(),
     };
     println!("{}: device `{}`, MQTT {broker}", path.display(), config.device.id);
-    let setup = Setup::from_config(config.clone(), board)?;
+    let setup = Setup::from_config(config, board).map_err(at)?;
     if let Some(b) = &setup.board {
         println!("  board {}: {} ({})", b.name, b.description, b.target);
     }
-    for (plan, p) in setup.plans.iter().zip(&config.pipelines) {
-        let model =
-            load_model(plan).map_err(|e| anyhow::anyhow!("{}: pipeline `{}`: {e:#}", path.display(), p.name))?;
-        let Some(m) = model.manifest() else {
-            bail!(
-                "{}: pipeline `{}`: {} has no manifest (embed one with lepton-convert pack)",
-                path.display(),
-                p.name,
-                p.model.display()
-            );
-        };
-        let audio = matches!(m.task, Task::Keyword | Task::Vad);
-        let source_audio = matches!(p.source, Source::Wav { .. } | Source::Mic { .. });
-        if m.task == Task::Raw || audio != source_audio {
-            bail!(
-                "{}: pipeline `{}`: a {:?} model cannot take a {} source",
-                path.display(),
-                p.name,
-                m.task,
-                source_kind(&p.source)
-            );
-        }
-        let lines = crate::alert::check(&p.name, &p.alerts, setup.board.as_ref(), &m.labels)
-            .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
-        for ((chip, line), a) in lines.iter().zip(&p.alerts) {
+    for plan in setup.plans.iter().cloned() {
+        let c = check_plan(plan, setup.board.as_ref()).map_err(at)?;
+        for ((chip, line), a) in c.lines.iter().zip(&c.plan.alerts) {
             let labels = if a.labels.is_empty() { "any label".to_string() } else { a.labels.join(", ") };
-            println!("  pipeline `{}`: alert on {chip} line {line} for {labels}, {} s — ok", p.name, a.hold_s);
+            println!("  pipeline `{}`: alert on {chip} line {line} for {labels}, {} s — ok", c.plan.name, a.hold_s);
         }
+        let (engine, kernels) = c.model.engine_name();
         println!(
-            "  pipeline `{}`: {:?} model {} ({} labels, {} engine), {} source — ok",
-            p.name,
-            m.task,
-            p.model.display(),
-            m.labels.len(),
-            model.engine_name(),
-            source_kind(&p.source)
+            "  pipeline `{}`: {} model {} ({} labels, {engine} engine{}), {} — ok",
+            c.plan.name,
+            c.manifest.task.name(),
+            match &c.plan.model {
+                ModelRef::File(p) => p.display().to_string(),
+                ModelRef::Bundled(_, n) => n.to_string(),
+            },
+            c.manifest.labels.len(),
+            kernels.map_or(String::new(), |k| format!(", {k} kernels")),
+            source_name(&c.plan.source)
         );
     }
-    let budget = crate::run::check_memory_budget(setup.board.as_ref())
-        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+    let budget = crate::run::check_memory_budget(setup.board.as_ref()).map_err(at)?;
     if let Some(line) = budget {
         println!("  {line} — ok");
     }
     println!("config ok");
     Ok(ExitCode::SUCCESS)
-}
-
-fn source_kind(s: &Source) -> &'static str {
-    match s {
-        Source::Images { .. } => "images",
-        Source::Wav { .. } => "wav",
-        Source::Camera { .. } => "camera",
-        Source::Mic { .. } => "mic",
-    }
 }

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 pub struct PipelineEntities {
     /// Pipeline name.
     pub name: String,
-    /// Labels of its model.
+    /// Labels of its model that can produce events (`Manifest::event_labels`): background classes
+    /// that never fire get no sensor.
     pub labels: Vec<String>,
     /// Presence hold, seconds (the off delay adds a margin to it).
     pub hold_s: f64,

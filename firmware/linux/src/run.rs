@@ -12,11 +12,11 @@ use crate::topics::Topics;
 use anyhow::{bail, Context, Result};
 use lepton_runtime::engine::EngineChoice;
 use lepton_runtime::image::Image;
-use lepton_runtime::manifest::Task;
+use lepton_runtime::manifest::Manifest;
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
 use lepton_runtime::source::camera::{CameraFormatKind, CameraOptions, CameraSource};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
-use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, WavSource};
+use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, Resampled, WavSource};
 use lepton_runtime::Model;
 use serde_json::json;
 use std::path::PathBuf;
@@ -95,7 +95,7 @@ pub struct Setup {
 impl Setup {
     /// From a config file; `board` (from `--board`) overrides the config's `[device] board`.
     pub fn from_config(c: Config, board: Option<&str>) -> Result<Self> {
-        let board = board.or(c.device.board.as_deref()).map(Board::load).transpose()?;
+        let board = board.or(c.device.board.as_deref()).map(Board::load_linux).transpose()?;
         let plans = c
             .pipelines
             .into_iter()
@@ -127,9 +127,6 @@ impl Setup {
             let threads = b.threads.unwrap_or(1);
             lepton_runtime::engine::set_threads(threads);
             tracing::info!("board {} ({}): {threads} inference thread(s)", b.name, b.description);
-            if !b.is_linux() {
-                tracing::warn!("board {} is a microcontroller ({}): the daemon is for Linux boards", b.name, b.target);
-            }
         }
     }
 }
@@ -185,6 +182,92 @@ fn model_name(plan: &Plan) -> String {
             p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
         }
         ModelRef::Bundled(_, name) => name.rsplit('/').next().unwrap_or(name).to_string(),
+    }
+}
+
+/// The model as a user names it: its path, or the bundled name.
+fn model_label(plan: &Plan) -> String {
+    match &plan.model {
+        ModelRef::File(p) => p.display().to_string(),
+        ModelRef::Bundled(_, name) => name.to_string(),
+    }
+}
+
+/// A pipeline that passed every check `run` can make before capturing.
+pub struct Checked {
+    /// The pipeline.
+    pub plan: Plan,
+    /// Its model, loaded.
+    pub model: Model,
+    /// The model's manifest.
+    pub manifest: Manifest,
+    /// Its alert outputs: (chip, line), each present.
+    pub lines: Vec<(String, u32)>,
+}
+
+/// Checks one pipeline as far as it can be without capturing or connecting: the model loads and
+/// carries a manifest, the source suits the model (kind; a WAV file's sample rate), the alert
+/// labels are the model's and their GPIO chips and lines exist. `lepton check` and the start of
+/// `lepton run` make the same checks, before anything is published.
+pub fn check_plan(plan: Plan, board: Option<&Board>) -> Result<Checked> {
+    let at = format!("pipeline `{}`", plan.name);
+    let model = load_model(&plan).with_context(|| at.clone())?;
+    let Some(manifest) = model.manifest().cloned() else {
+        bail!(
+            "{at}: {} has no manifest; embed one with `lepton-convert pack` (README, \"Model manifest\")",
+            model_label(&plan)
+        );
+    };
+    let task = manifest.task;
+    let takes = if task.is_vision() {
+        "pictures: use an images or camera source"
+    } else if task.is_audio() {
+        "audio: use a wav or mic source"
+    } else {
+        "tensors, which no source delivers: pack a manifest with task classify, detect, keyword or vad"
+    };
+    let suits = match &plan.source {
+        SourceRef::Pictures(_) | SourceRef::Config(Source::Images { .. } | Source::Camera { .. }) => task.is_vision(),
+        SourceRef::Recording(..) | SourceRef::Config(Source::Wav { .. } | Source::Mic { .. }) => task.is_audio(),
+    };
+    if !suits {
+        bail!(
+            "{at}: {} is a {} model, which takes {takes} (not {})",
+            model_label(&plan),
+            task.name(),
+            source_name(&plan.source)
+        );
+    }
+    if task.is_audio() {
+        let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
+        let (from, resample, what) = match &plan.source {
+            SourceRef::Config(Source::Wav { path, resample }) => (
+                Some(WavSource::open(path).with_context(|| at.clone())?.sample_rate()),
+                *resample,
+                path.display().to_string(),
+            ),
+            SourceRef::Config(Source::Mic { rate: r, resample, .. }) => (*r, *resample, "the microphone's rate".into()),
+            _ => (None, false, String::new()),
+        };
+        if let Some(from) = from.filter(|&f| f != rate && !resample) {
+            bail!(
+                "{at}: {what} is {from} Hz but the model takes {rate} Hz: set resample = true in [pipeline.source] to convert it (or convert the file: sox in.wav -r {rate} out.wav)"
+            );
+        }
+    }
+    let lines = alert::check(&plan.name, &plan.alerts, board, &manifest.labels)?;
+    Ok(Checked { plan, model, manifest, lines })
+}
+
+/// The source kind as a config names it.
+pub fn source_name(s: &SourceRef) -> &'static str {
+    match s {
+        SourceRef::Pictures(_) => "bundled pictures",
+        SourceRef::Recording(..) => "a bundled recording",
+        SourceRef::Config(Source::Images { .. }) => "an images source",
+        SourceRef::Config(Source::Wav { .. }) => "a wav source",
+        SourceRef::Config(Source::Camera { .. }) => "a camera source",
+        SourceRef::Config(Source::Mic { .. }) => "a mic source",
     }
 }
 
@@ -252,81 +335,71 @@ fn register(stoppers: &Stoppers, stopping: &AtomicBool, f: impl Fn() + Send + Sy
     stoppers.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(f));
 }
 
-/// Runs one pipeline to its end (or until stopped).
+/// Runs one checked pipeline to its end (or until stopped).
 fn run_pipeline(
-    plan: Plan,
-    model: Model,
+    checked: Checked,
     sink: DaemonSink,
     board: Option<Board>,
     stoppers: Stoppers,
     stopping: Arc<AtomicBool>,
 ) -> Result<()> {
+    let Checked { plan, model, manifest, .. } = checked;
     let cam = board.as_ref().map(|b| b.camera.clone()).unwrap_or_default();
     let mic_defaults = board.as_ref().map(|b| b.mic.clone()).unwrap_or_default();
-    let manifest =
-        model.manifest().cloned().with_context(|| format!("pipeline `{}`: the model has no manifest", plan.name))?;
     let model_path = PathBuf::from(model_name(&plan));
-    match (manifest.task, plan.source) {
-        (Task::Classify | Task::Detect, source) => {
-            let frames = match source {
-                SourceRef::Pictures(images) => {
-                    Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default()))
-                }
-                SourceRef::Config(Source::Images { path, fps, looping }) => {
-                    Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
-                }
-                SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
-                    let asked = CameraDefaults { index, width, height, fps, format };
-                    let cam = CameraSource::open(camera_options(&asked, &cam))?;
-                    register(&stoppers, &stopping, cam.stopper());
-                    Frames::Camera(cam)
-                }
-                SourceRef::Config(other) => {
-                    bail!("pipeline `{}`: an image model needs an images or camera source, not {other:?}", plan.name)
-                }
-                SourceRef::Recording(_, name) => {
-                    bail!("pipeline `{}`: an image model cannot run on the recording {name}", plan.name)
-                }
-            };
-            let stages = model.into_vision_stages()?;
-            let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
-            let flag = p.stop_flag();
-            register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
-            p.run()?;
-        }
-        (Task::Keyword | Task::Vad, source) => {
-            let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
-            let samples = match source {
-                SourceRef::Recording(bytes, name) => Samples::Wav(WavSource::from_bytes(bytes, name)?),
-                SourceRef::Pictures(_) => bail!("pipeline `{}`: an audio model cannot run on pictures", plan.name),
-                SourceRef::Config(Source::Wav { path }) => Samples::Wav(WavSource::open(&path)?),
-                SourceRef::Config(Source::Mic { device, rate: r, duration_s }) => {
-                    let mic = MicSource::open(&MicOptions {
-                        device: device.or(mic_defaults.device),
-                        rate: r.or(mic_defaults.rate).unwrap_or(rate),
-                        duration_s,
-                    })?;
-                    register(&stoppers, &stopping, mic.stopper());
-                    Samples::Mic(mic)
-                }
-                SourceRef::Config(other) => {
-                    bail!("pipeline `{}`: an audio model needs a wav or mic source, not {other:?}", plan.name)
-                }
-            };
-            let engine = model.into_engine()?;
-            let mut p = AudioPipeline::new(samples, engine, sink, &manifest, &model_path)?;
-            let flag = p.stop_flag();
-            register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
-            let lost = p.run()?.samples_lost;
-            if lost > 0 {
-                println!(
-                    "{}: {lost} audio samples lost ({:.2} s): the source delivered faster than the pipeline consumed",
-                    plan.name,
-                    lost as f64 / f64::from(rate)
-                );
+    if manifest.task.is_vision() {
+        let frames = match plan.source {
+            SourceRef::Pictures(images) => {
+                Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default()))
             }
+            SourceRef::Config(Source::Images { path, fps, looping }) => {
+                Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
+            }
+            SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
+                let asked = CameraDefaults { index, width, height, fps, format };
+                let cam = CameraSource::open(camera_options(&asked, &cam))?;
+                register(&stoppers, &stopping, cam.stopper());
+                Frames::Camera(cam)
+            }
+            other => bail!("an image model cannot take {} (checked at start)", source_name(&other)),
+        };
+        let stages = model.into_vision_stages()?;
+        let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
+        let flag = p.stop_flag();
+        register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
+        p.run()?;
+        return Ok(());
+    }
+    let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
+    let samples = match plan.source {
+        SourceRef::Recording(bytes, name) => Samples::Wav(WavSource::from_bytes(bytes, name)?),
+        SourceRef::Config(Source::Wav { path, .. }) => Samples::Wav(WavSource::open(&path)?),
+        SourceRef::Config(Source::Mic { device, rate: r, duration_s, .. }) => {
+            let mic = MicSource::open(&MicOptions {
+                device: device.or(mic_defaults.device),
+                rate: r.or(mic_defaults.rate).unwrap_or(rate),
+                duration_s,
+            })?;
+            register(&stoppers, &stopping, mic.stopper());
+            Samples::Mic(mic)
         }
-        (task, _) => bail!("pipeline `{}`: a {task:?} model cannot run on these pictures", plan.name),
+        other => bail!("an audio model cannot take {} (checked at start)", source_name(&other)),
+    };
+    if samples.sample_rate() != rate {
+        tracing::info!("pipeline {}: resampling {} Hz to the model's {rate} Hz", plan.name, samples.sample_rate());
+    }
+    let samples = Resampled::new(samples, rate)?;
+    let engine = model.into_engine()?;
+    let mut p = AudioPipeline::new(samples, engine, sink, &manifest, &model_path)?;
+    let flag = p.stop_flag();
+    register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
+    let lost = p.run()?.samples_lost;
+    if lost > 0 {
+        println!(
+            "{}: {lost} audio samples lost ({:.2} s): the source delivered faster than the pipeline consumed",
+            plan.name,
+            lost as f64 / f64::from(rate)
+        );
     }
     Ok(())
 }
@@ -406,9 +479,37 @@ fn stats_loop(
     }
 }
 
-/// Runs everything until the pipelines end or a signal stops them.
+/// Exit code of a run that ended but could not deliver everything it produced (the broker was
+/// unreachable at the end, or the offline queue overflowed).
+pub const EXIT_UNDELIVERED: u8 = 1;
+
+/// Runs everything until the pipelines end or a signal stops them. Every check that can fail
+/// before capturing (models, manifests, sources, alert lines, board) runs first: a config that
+/// cannot run exits 2 before the device announces itself online.
 pub fn run(setup: Setup) -> Result<ExitCode> {
     setup.apply_board();
+    let mut loaded = vec![];
+    for plan in setup.plans {
+        let checked = check_plan(plan, setup.board.as_ref())?;
+        let (engine, kernels) = checked.model.engine_name();
+        tracing::info!(
+            "pipeline {}: {} on {engine}{}",
+            checked.plan.name,
+            model_label(&checked.plan),
+            kernels.map_or(String::new(), |k| format!(" ({k} kernels)"))
+        );
+        let alerts =
+            alert::start(&checked.plan.name, &checked.plan.alerts, setup.board.as_ref(), &checked.manifest.labels)?;
+        for a in &alerts {
+            tracing::info!("pipeline {}: alert output on {}", checked.plan.name, a.name);
+        }
+        loaded.push((checked, alerts));
+    }
+    match check_memory_budget(setup.board.as_ref()) {
+        Ok(Some(line)) => tracing::info!("{line}"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e:#}"),
+    }
     let (mqtt, embedded) = match setup.broker {
         Broker::External(m) => (m, false),
         Broker::Embedded => {
@@ -437,29 +538,13 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         })
         .context("installing the signal handler")?;
     }
-    // Load every model first: a bad model stops the start, before anything is published.
-    let mut loaded = vec![];
-    for plan in setup.plans {
-        let model = load_model(&plan).with_context(|| format!("pipeline `{}`", plan.name))?;
-        let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
-        let alerts = alert::start(&plan.name, &plan.alerts, setup.board.as_ref(), &labels)?;
-        for a in &alerts {
-            tracing::info!("pipeline {}: alert output on {}", plan.name, a.name);
-        }
-        loaded.push((plan, model, alerts));
-    }
-    match check_memory_budget(setup.board.as_ref()) {
-        Ok(Some(line)) => tracing::info!("{line}"),
-        Ok(None) => {}
-        Err(e) => tracing::warn!("{e:#}"),
-    }
     if setup.homeassistant.discovery {
         let entities: Vec<PipelineEntities> = loaded
             .iter()
-            .map(|(p, m, _)| PipelineEntities {
-                name: p.name.clone(),
-                labels: m.manifest().map(|m| m.labels.clone()).unwrap_or_default(),
-                hold_s: p.hold_s,
+            .map(|(c, _)| PipelineEntities {
+                name: c.plan.name.clone(),
+                labels: c.manifest.event_labels().into_iter().map(str::to_string).collect(),
+                hold_s: c.plan.hold_s,
             })
             .collect();
         let configs =
@@ -468,13 +553,13 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     }
     let mut statuses = vec![];
     let mut threads = vec![];
-    for (plan, model, alerts) in loaded {
-        let labels = model.manifest().map(|m| m.labels.clone()).unwrap_or_default();
+    for (checked, alerts) in loaded {
+        let plan = &checked.plan;
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
             pipeline: plan.name.clone(),
-            model: model_name(&plan),
-            labels,
+            model: model_name(plan),
+            labels: checked.manifest.labels.clone(),
             threshold: plan.threshold,
             hold: Duration::from_secs_f64(plan.hold_s),
             print: plan.print,
@@ -490,7 +575,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         let t = std::thread::Builder::new()
             .name(format!("lepton-{name}"))
             .stack_size(8 << 20)
-            .spawn(move || run_pipeline(plan, model, sink, board, stoppers, stopping))
+            .spawn(move || run_pipeline(checked, sink, board, stoppers, stopping))
             .with_context(|| format!("starting pipeline `{name}`"))?;
         threads.push((name, t));
     }
@@ -526,7 +611,20 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         s.delivered, s.dropped, left
     );
     link.close();
-    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    if failed {
+        return Ok(ExitCode::from(2));
+    }
+    if left > 0 || s.dropped > 0 {
+        eprintln!(
+            "error: {} of the run's messages never reached the broker at {}:{} ({left} undelivered at exit, {} dropped from a full queue)",
+            left as u64 + s.dropped,
+            mqtt.host,
+            mqtt.port(),
+            s.dropped
+        );
+        return Ok(ExitCode::from(EXIT_UNDELIVERED));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -179,14 +179,13 @@ impl DaemonSink {
             }
         }
         if self.print {
-            let kind = if e.kind == EventKind::Start { "start" } else { "end" };
-            println!("{} event {kind} {label} {:.3} at {}", self.pipeline, e.score, rfc3339(e.timestamp_ms));
+            println!("{} event {} {label} {:.3} at {}", self.pipeline, e.kind.name(), e.score, rfc3339(e.timestamp_ms));
         }
         let Some(link) = &self.link else { return };
         let payload = match self.format {
             Format::Json => json!({
                 "device": self.device, "pipeline": self.pipeline, "ts": rfc3339(e.timestamp_ms), "label": label,
-                "event": if e.kind == EventKind::Start { "start" } else { "end" }, "score": e.score,
+                "event": e.kind.name(), "score": e.score,
                 "duration_s": duration_ms.map(|d| d as f64 / 1e3),
             })
             .to_string()
@@ -225,8 +224,10 @@ impl DaemonSink {
 
     fn end_presence(&mut self, class: u16, now_ms: u64) {
         if let Some(p) = self.presence.remove(&class) {
-            let e = Event { class, kind: EventKind::End, timestamp_ms: now_ms, score: p.peak };
-            self.publish_event(&e, Some(now_ms.saturating_sub(p.started_ms)));
+            // An end is never stamped before the detection that kept the label present.
+            let at = now_ms.max(p.last_ms);
+            let e = Event { class, kind: EventKind::End, timestamp_ms: at, score: p.peak };
+            self.publish_event(&e, Some(at - p.started_ms));
         }
     }
 }
@@ -252,7 +253,8 @@ impl Sink for DaemonSink {
     }
 
     fn finish(&mut self, stats: &Stats) -> Result<(), LeptonError> {
-        let now = now_ms();
+        // The source's own timeline (a recording's end), else the wall clock of live frames.
+        let now = stats.end_ms.unwrap_or_else(now_ms);
         for c in self.presence.keys().copied().collect::<Vec<_>>() {
             self.end_presence(c, now);
         }

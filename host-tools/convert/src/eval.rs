@@ -1,13 +1,12 @@
 //! `eval`: accuracy of a classifier on a labelled folder (`DIR/<label>/*`), per-class recall, the
 //! confusion matrix (also drawn as a PNG), and top-1 agreement with a reference model.
 
+use crate::model_file::{Format, ModelFile};
 use anyhow::{bail, Context, Result};
-use lepton_runtime::audio::{FeatureWindow, Frontend};
 use lepton_runtime::engine::tract::InputFact;
-use lepton_runtime::engine::{Engine, TractEngine};
+use lepton_runtime::engine::{AnyEngine, Engine, TractEngine};
 use lepton_runtime::image::Image;
 use lepton_runtime::manifest::{Manifest, Task};
-use lepton_runtime::source::{AudioSource, WavSource};
 use lepton_runtime::{onnx, Model};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -53,36 +52,53 @@ pub fn dataset(dir: &Path) -> Result<Vec<Sample>> {
     Ok(samples)
 }
 
-/// Classifies one file at a time with a model: pictures and recordings through the manifest,
-/// `.npy` tensors directly (argmax of output 0).
+/// Classifies one file at a time with a model (ONNX or `.lpm`): pictures and recordings through
+/// the manifest, `.npy` tensors directly (argmax of output 0).
 pub struct Classifier {
     path: PathBuf,
     model: Option<Model>,
     manifest: Option<Manifest>,
-    tensor_engine: Option<(TractEngine, Vec<usize>)>,
+    tensors: TensorRunner,
     audio: Option<AudioClassifier>,
-    /// Class names, in output order (manifest labels, or indices).
+    /// Class names, in output order (manifest labels; empty without a manifest).
     pub labels: Vec<String>,
+    /// Classes the model's first output holds, when its size is declared.
+    pub classes: Option<usize>,
+}
+
+/// How `.npy` samples run: tract on the ONNX file (engine rebuilt when the shape changes), or
+/// the micro engine on a `.lpm` (fixed shape).
+enum TensorRunner {
+    Onnx { proto: Box<lepton_runtime::onnx::ModelProto>, engine: Option<Box<(TractEngine, Vec<usize>)>> },
+    Micro(Option<AnyEngine>),
 }
 
 struct AudioClassifier {
-    engine: lepton_runtime::engine::AnyEngine,
+    engine: AnyEngine,
     manifest: Manifest,
 }
 
 impl Classifier {
     /// Loads a model for classification.
     pub fn load(path: &Path) -> Result<Self> {
-        let proto = onnx::read(path)?;
-        let manifest = lepton_runtime::model::read_manifest(&proto, path)?;
+        let file = ModelFile::read(path)?;
+        let manifest = file.manifest.clone();
         let labels = manifest.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
+        // Classes of the first output: its size without the batch dimension.
+        let classes = file.outputs.first().and_then(|o| o.concrete_shape()).map(|s| s.iter().skip(1).product());
+        let lpm = file.is_lpm();
+        let tensors = match file.format {
+            Format::Onnx(proto) => TensorRunner::Onnx { proto, engine: None },
+            Format::Lpm(_) => TensorRunner::Micro(None),
+        };
         let mut c = Classifier {
             path: path.to_path_buf(),
             model: None,
             manifest: manifest.clone(),
-            tensor_engine: None,
+            tensors,
             audio: None,
             labels,
+            classes,
         };
         match manifest.as_ref().map(|m| m.task) {
             Some(Task::Classify) => c.model = Some(Model::load(path)?),
@@ -94,6 +110,7 @@ impl Classifier {
                 "{} is a detector: give a YOLO-labelled folder (DIR/images/*.jpg with DIR/labels/<name>.txt)",
                 path.display()
             ),
+            _ if lpm => c.tensors = TensorRunner::Micro(Some(Model::load(path)?.into_engine()?)),
             _ => {}
         }
         Ok(c)
@@ -124,23 +141,42 @@ impl Classifier {
 
     fn classify_tensor(&mut self, file: &Path) -> Result<(usize, f32)> {
         let t = crate::npy::read(file)?;
-        if self.tensor_engine.as_ref().is_none_or(|(_, s)| s.as_slice() != t.shape()) {
-            let proto = onnx::read(&self.path)?;
-            let (specs, _) = onnx::io_specs(&proto);
-            let spec = specs.first().context("the model has no input")?;
-            crate::inputs::check(spec, &t, file)?;
-            let fact = InputFact { name: spec.name.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) };
-            self.tensor_engine = Some((TractEngine::from_proto(&proto, &self.path, &[fact])?, t.shape().to_vec()));
-        }
-        let (engine, _) = self.tensor_engine.as_mut().expect("set above");
-        let out = engine.run_tensors(vec![t])?;
-        let scores = out
-            .first()
-            .context("the model produced no output")?
-            .cast_to::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let v = scores.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        argmax(v.iter().copied())
+        let path = &self.path;
+        let scores: Vec<f32> = match &mut self.tensors {
+            TensorRunner::Onnx { proto, engine } => {
+                if engine.as_ref().is_none_or(|e| e.1.as_slice() != t.shape()) {
+                    let (specs, _) = onnx::io_specs(proto);
+                    let spec = specs.first().context("the model has no input")?;
+                    crate::inputs::check(spec, &t, file)?;
+                    let fact =
+                        InputFact { name: spec.name.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) };
+                    *engine = Some(Box::new((TractEngine::from_proto(proto, path, &[fact])?, t.shape().to_vec())));
+                }
+                let (engine, _) = &mut **engine.as_mut().expect("set above");
+                let out = engine.run_tensors(vec![t])?;
+                let scores = out
+                    .first()
+                    .context("the model produced no output")?
+                    .cast_to::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                let v = scores.to_plain_array_view::<f32>().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+                v.iter().copied().collect()
+            }
+            TensorRunner::Micro(engine) => {
+                let engine =
+                    engine.as_mut().context("a micro model with a manifest classifies pictures or recordings")?;
+                let spec = engine.inputs().first().context("the model has no input")?.spec();
+                crate::inputs::check_shape(&spec, t.shape(), file)?;
+                let v: Vec<f32> = t.cast_to::<f32>()?.to_plain_array_view::<f32>()?.iter().copied().collect();
+                engine.input_mut(0)?.quantize_from(&v).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                engine.run()?;
+                let out = engine.output(0)?;
+                let mut v = vec![0f32; out.len()];
+                out.dequantize_into(&mut v).map_err(|e| anyhow::anyhow!("{e}"))?;
+                v
+            }
+        };
+        argmax(scores.into_iter())
     }
 
     /// The manifest, if any.
@@ -161,21 +197,7 @@ fn argmax(v: impl Iterator<Item = f32>) -> Result<(usize, f32)> {
 /// Classifies a whole recording: features of the clip (the last `frames` frames, padded with
 /// silence when shorter), one model run, argmax of the probabilities.
 fn classify_clip(a: &mut AudioClassifier, file: &Path) -> Result<(usize, f32)> {
-    let m = &a.manifest;
-    let cfg = m.frontend_config(file)?;
-    let audio = m.audio.as_ref().context("checked by frontend_config")?;
-    let mut wav = WavSource::open(file)?;
-    if wav.sample_rate() != cfg.sample_rate {
-        bail!("{}: {} Hz, the model takes {} Hz", file.display(), wav.sample_rate(), cfg.sample_rate);
-    }
-    let samples = wav.read_all()?;
-    let mut frontend: Box<Frontend<2048, 128>> = Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let floor = (lepton_runtime::audio::frontend::LOG_FLOOR).ln();
-    let mut window: Box<FeatureWindow<16384>> =
-        Box::new(FeatureWindow::new(audio.frames, cfg.features(), floor).map_err(|e| anyhow::anyhow!("{e}"))?);
-    frontend.push(samples.iter().copied(), |f| window.push(f));
-    let mut features = vec![0.0f32; audio.frames * cfg.features()];
-    window.copy_to(&mut features).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let features = crate::samples::clip_features(file, &a.manifest)?;
     let mut input = a.engine.input_mut(0)?;
     input.quantize_from(&features).map_err(|e| anyhow::anyhow!("{e}"))?;
     a.engine.run()?;
@@ -183,7 +205,7 @@ fn classify_clip(a: &mut AudioClassifier, file: &Path) -> Result<(usize, f32)> {
     let mut probs = vec![0.0f32; out.len()];
     out.dequantize_into(&mut probs).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut best: heapless::Vec<lepton_runtime::Detection, 1> = heapless::Vec::new();
-    lepton_runtime::vision::classify::top_k(&probs, m.output.scores, 0.0, &mut best);
+    lepton_runtime::vision::classify::top_k(&probs, a.manifest.output.scores, 0.0, &mut best);
     let d = best.first().context("empty output")?;
     Ok((d.class as usize, d.score))
 }
@@ -215,40 +237,40 @@ pub fn class_of(label: &str, labels: &[String]) -> Option<usize> {
 }
 
 /// Evaluates `model` (and optionally `reference`) on `samples`, calling `progress` after each.
+///
+/// The classes are the model's: its manifest labels, else one per value of its output (class
+/// indices `0`, `1`, …), so a prediction of a class no folder holds still gets its column in the
+/// confusion matrix and its row in the per-class table.
 pub fn evaluate(
     model: &mut Classifier,
     mut reference: Option<&mut Classifier>,
     samples: &[Sample],
     mut progress: impl FnMut(),
 ) -> Result<Metrics> {
-    let labels: Vec<String> = if model.labels.is_empty() {
-        let n = samples.iter().filter_map(|s| s.label.parse::<usize>().ok()).max().map_or(0, |m| m + 1);
-        (0..n).map(|i| i.to_string()).collect()
+    let mut labels: Vec<String> = if model.labels.is_empty() {
+        let folders = samples.iter().filter_map(|s| s.label.parse::<usize>().ok()).max().map_or(0, |m| m + 1);
+        (0..model.classes.unwrap_or(0).max(folders)).map(|i| i.to_string()).collect()
     } else {
         model.labels.clone()
     };
     for s in samples {
         if class_of(&s.label, &labels).is_none() {
-            bail!(
-                "folder `{}` is not one of the model's labels ({}); name folders after the manifest labels",
-                s.label,
-                labels.join(", ")
-            );
+            let hint = if model.labels.is_empty() {
+                "the model has no manifest: name folders by class index (0, 1, …)"
+            } else {
+                "name folders after the manifest labels"
+            };
+            bail!("folder `{}` is not one of the model's classes ({}); {hint}", s.label, labels.join(", "));
         }
     }
-    let n = labels.len();
-    let mut confusion = vec![vec![0usize; n]; n];
-    let (mut correct, mut agree, mut compared, mut done) = (0, 0, 0, 0);
+    let mut pairs = vec![];
+    let (mut agree, mut compared) = (0, 0);
     let mut failed = vec![];
     for s in samples {
         let truth = class_of(&s.label, &labels).expect("checked above");
         match model.classify(&s.path) {
             Ok((pred, _)) => {
-                done += 1;
-                if pred < n {
-                    confusion[truth][pred] += 1;
-                }
-                correct += usize::from(pred == truth);
+                pairs.push((truth, pred));
                 if let Some(r) = reference.as_deref_mut() {
                     match r.classify(&s.path) {
                         Ok((rp, _)) => {
@@ -263,6 +285,18 @@ pub fn evaluate(
         }
         progress();
     }
+    // A model without a declared output size may still predict past the classes known so far.
+    let predicted = pairs.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
+    for i in labels.len()..predicted {
+        labels.push(i.to_string());
+    }
+    let n = labels.len();
+    let mut confusion = vec![vec![0usize; n]; n];
+    for &(truth, pred) in &pairs {
+        confusion[truth][pred] += 1;
+    }
+    let correct = pairs.iter().filter(|(t, p)| t == p).count();
+    let done = pairs.len();
     let per_class = labels
         .iter()
         .enumerate()
@@ -283,36 +317,39 @@ pub fn evaluate(
     })
 }
 
-/// 3x5 pixel digits for the confusion-matrix picture.
-const DIGITS: [[u8; 5]; 10] = [
-    [0b111, 0b101, 0b101, 0b101, 0b111],
-    [0b010, 0b110, 0b010, 0b010, 0b111],
-    [0b111, 0b001, 0b111, 0b100, 0b111],
-    [0b111, 0b001, 0b111, 0b001, 0b111],
-    [0b101, 0b101, 0b111, 0b001, 0b001],
-    [0b111, 0b100, 0b111, 0b001, 0b111],
-    [0b111, 0b100, 0b111, 0b101, 0b111],
-    [0b111, 0b001, 0b010, 0b010, 0b010],
-    [0b111, 0b101, 0b111, 0b101, 0b111],
-    [0b111, 0b101, 0b111, 0b001, 0b111],
-];
+/// `file: message`, unless the message already names the file.
+pub fn failure_line(file: &str, message: &str) -> String {
+    let name = Path::new(file).file_name().map_or(file.into(), |n| n.to_string_lossy());
+    if message.contains(file) || message.contains(name.as_ref()) {
+        message.to_string()
+    } else {
+        format!("{file}: {message}")
+    }
+}
 
-fn draw_number(img: &mut image::RgbImage, n: usize, cx: u32, cy: u32, scale: u32, color: [u8; 3]) {
-    let text = n.to_string();
-    let w = text.len() as u32 * 4 * scale;
-    let (x0, y0) = (cx.saturating_sub(w / 2), cy.saturating_sub(5 * scale / 2));
-    for (k, ch) in text.bytes().enumerate() {
-        let glyph = DIGITS[(ch - b'0') as usize];
+/// Draws `text` with the 8×8 bitmap font, `scale` pixels per dot, from (x, y) to the right, or
+/// upwards (rotated a quarter turn) when `vertical`.
+fn draw_text(img: &mut image::RgbImage, text: &str, x: u32, y: u32, scale: u32, vertical: bool, color: [u8; 3]) {
+    use font8x8::UnicodeFonts;
+    for (k, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
         for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..3 {
-                if bits & (0b100 >> col) != 0 {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            let x = x0 + (k as u32 * 4 + col) * scale + dx;
-                            let y = y0 + row as u32 * scale + dy;
-                            if x < img.width() && y < img.height() {
-                                img.put_pixel(x, y, image::Rgb(color));
-                            }
+            for col in 0..8u32 {
+                if bits & (1 << col) == 0 {
+                    continue;
+                }
+                let (gx, gy) = (k as u32 * 8 + col, row as u32);
+                // Vertical text reads bottom to top: glyph x runs up from y, glyph y runs right.
+                let block = if vertical {
+                    y.checked_sub((gx + 1) * scale).map(|by| (x + gy * scale, by))
+                } else {
+                    Some((x + gx * scale, y + gy * scale))
+                };
+                let Some((bx, by)) = block else { continue };
+                for dy in 0..scale {
+                    for dx in 0..scale {
+                        if bx + dx < img.width() && by + dy < img.height() {
+                            img.put_pixel(bx + dx, by + dy, image::Rgb(color));
                         }
                     }
                 }
@@ -321,18 +358,33 @@ fn draw_number(img: &mut image::RgbImage, n: usize, cx: u32, cy: u32, scale: u32
     }
 }
 
+/// Label text for the axes: at most 16 characters.
+fn axis_label(label: &str) -> String {
+    if label.chars().count() <= 16 {
+        label.to_string()
+    } else {
+        label.chars().take(15).chain(['~']).collect()
+    }
+}
+
 /// Draws the confusion matrix: rows are true classes, columns predictions, cells shaded by
-/// row-normalized counts with the count printed; class indices along the top and left.
+/// row-normalized counts with the count printed; class names along the left and (upwards) the top.
 pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
     let n = m.labels.len().max(1) as u32;
-    let cell = (480 / n).clamp(16, 64);
-    let margin = cell;
+    let cell = (480 / n).clamp(20, 64);
+    let scale = if cell >= 40 { 2 } else { 1 };
+    let names: Vec<String> = m.labels.iter().map(|l| axis_label(l)).collect();
+    let longest = names.iter().map(|l| l.chars().count() as u32).max().unwrap_or(1).max(1);
+    let margin = longest * 8 * scale + 12;
     let size = margin + n * cell + 4;
     let mut img = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
-    let scale = (cell / 16).max(1);
+    let ink = [60, 60, 60];
     for i in 0..n {
-        draw_number(&mut img, i as usize, margin + i * cell + cell / 2, margin / 2, scale, [60, 60, 60]);
-        draw_number(&mut img, i as usize, margin / 2, margin + i * cell + cell / 2, scale, [60, 60, 60]);
+        let name = names.get(i as usize).map_or("", String::as_str);
+        let w = name.chars().count() as u32 * 8 * scale;
+        let mid = margin + i * cell + cell / 2;
+        draw_text(&mut img, name, margin - 6 - w, mid - 4 * scale, scale, false, ink);
+        draw_text(&mut img, name, mid - 4 * scale, margin - 6, scale, true, ink);
         let total: usize = m.confusion[i as usize].iter().sum();
         for j in 0..n {
             let count = m.confusion[i as usize][j as usize];
@@ -349,8 +401,11 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
                 }
             }
             if count > 0 {
-                let ink = if frac > 0.5 { [255, 255, 255] } else { [0, 0, 0] };
-                draw_number(&mut img, count, margin + j * cell + cell / 2, margin + i * cell + cell / 2, scale, ink);
+                let text = count.to_string();
+                let fg = if frac > 0.5 { [255, 255, 255] } else { [0, 0, 0] };
+                let s = if text.len() as u32 * 8 * scale > cell - 2 { 1 } else { scale };
+                let (cx, cy) = (margin + j * cell + cell / 2, margin + i * cell + cell / 2);
+                draw_text(&mut img, &text, cx.saturating_sub(text.len() as u32 * 4 * s), cy - 4 * s, s, false, fg);
             }
         }
     }

@@ -1,15 +1,16 @@
 //! Model inputs given on the command line: `NAME=FILE` (`.npy`, or an image/WAV for models with a
 //! manifest) and `NAME=DIMS` shapes, checked against what the model declares.
 
+use crate::model_file::ModelFile;
 use crate::npy;
 use anyhow::{bail, Context, Result};
-use lepton_runtime::onnx::{Dim, ModelProto, TensorSpec};
+use lepton_runtime::onnx::{Dim, TensorSpec};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
 /// What a `--input` file holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputKind {
     /// A `.npy` tensor.
     Tensor,
@@ -62,7 +63,7 @@ pub fn parse_dims(text: &str) -> Result<Vec<usize>> {
 }
 
 /// ONNX element type name of a tract datum type, as `TensorSpec::elem_type` spells it.
-fn onnx_name(dt: DatumType) -> &'static str {
+pub fn onnx_name(dt: DatumType) -> &'static str {
     match dt.unquantized() {
         DatumType::F32 => "FLOAT",
         DatumType::F64 => "DOUBLE",
@@ -101,34 +102,63 @@ pub fn datum_type(elem_type: &str) -> Option<DatumType> {
 
 /// Checks a tensor against an input's declared type and fixed dimensions.
 pub fn check(spec: &TensorSpec, t: &Tensor, file: &Path) -> Result<()> {
+    check_type(spec, t, file)?;
+    check_shape(spec, t.shape(), file)
+}
+
+/// Checks a tensor's element type against an input's.
+pub fn check_type(spec: &TensorSpec, t: &Tensor, file: &Path) -> Result<()> {
     if spec.elem_type != "UNDEFINED" && onnx_name(t.datum_type()) != spec.elem_type {
         bail!(
-            "{}: input `{}` takes {} but the file holds {:?}; save it with that type (numpy: .astype(...))",
+            "{}: input `{}` takes {} but the file holds {}; save it with that type (numpy: .astype(...))",
             file.display(),
             spec.name,
             spec.elem_type,
-            t.datum_type()
+            onnx_name(t.datum_type())
         );
     }
+    Ok(())
+}
+
+/// Checks a shape against an input's declared dimensions (symbolic ones take any size); `from`
+/// says where the shape came from (a file, or `--shape`).
+pub fn check_shape(spec: &TensorSpec, shape: &[usize], from: &Path) -> Result<()> {
     if let Some(dims) = &spec.dims {
         let fits =
-            dims.len() == t.rank() && dims.iter().zip(t.shape()).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+            dims.len() == shape.len() && dims.iter().zip(shape).all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
         if !fits {
             bail!(
-                "{}: input `{}` has shape {} but the file holds {:?}",
-                file.display(),
+                "{}: input `{}` has shape {} but {} was given",
+                from.display(),
                 spec.name,
                 spec.shape_text(),
-                t.shape()
+                crate::model_file::shape_text(shape)
             );
         }
     }
     Ok(())
 }
 
-/// Reads `.npy` inputs, in model input order; every input must be given exactly once.
-pub fn read_tensors(model: &ModelProto, given: &[(String, PathBuf)]) -> Result<Vec<(String, Tensor)>> {
-    let (specs, _) = lepton_runtime::onnx::io_specs(model);
+/// Reads `.npy` inputs, in model input order; every input must be given exactly once. A micro
+/// model's int8 inputs also take float tensors (quantized with the input's scale).
+pub fn read_tensors(model: &ModelFile, given: &[(String, PathBuf)]) -> Result<Vec<(String, Tensor)>> {
+    let specs = &model.inputs;
+    let read = read_tensors_partial(model, given)?;
+    specs
+        .iter()
+        .map(|spec| {
+            read.iter()
+                .find(|(n, _)| n == &spec.name)
+                .cloned()
+                .with_context(|| format!("input `{}` is not given (the model's inputs: {})", spec.name, names(specs)))
+        })
+        .collect()
+}
+
+/// Reads the `.npy` inputs given (each at most once), checked against the model's inputs, in
+/// model input order; inputs not given are left out.
+pub fn read_tensors_partial(model: &ModelFile, given: &[(String, PathBuf)]) -> Result<Vec<(String, Tensor)>> {
+    let specs = &model.inputs;
     let mut by_name: HashMap<&str, &PathBuf> = HashMap::new();
     for (n, p) in given {
         if by_name.insert(n, p).is_some() {
@@ -136,12 +166,14 @@ pub fn read_tensors(model: &ModelProto, given: &[(String, PathBuf)]) -> Result<V
         }
     }
     let mut out = vec![];
-    for spec in &specs {
-        let path = by_name
-            .get(spec.name.as_str())
-            .with_context(|| format!("input `{}` is not given (the model's inputs: {})", spec.name, names(&specs)))?;
+    for spec in specs {
+        let Some(path) = by_name.get(spec.name.as_str()) else { continue };
         let t = npy::read(path)?;
-        check(spec, &t, path)?;
+        if model.is_lpm() && matches!(t.datum_type(), DatumType::F32 | DatumType::F64) {
+            check_shape(spec, t.shape(), path)?;
+        } else {
+            check(spec, &t, path)?;
+        }
         out.push((spec.name.clone(), t));
     }
     Ok(out)

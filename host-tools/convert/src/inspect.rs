@@ -1,5 +1,6 @@
 //! `inspect`: what a model is — inputs and outputs, operators, parameters, estimated MACs, the
-//! embedded manifest, and how the engine will run it (integer kernels or float).
+//! embedded manifest, and how this host runs it: which engine, and for the int8 micro engine
+//! which kernel set. ONNX files and micro models (`.lpm`) alike.
 
 use crate::graph;
 use anyhow::Result;
@@ -68,6 +69,10 @@ pub struct Report {
     pub unsupported: Vec<(String, String)>,
     /// Why the engine could not load or analyse the model, if it could not.
     pub load_error: Option<String>,
+    /// The engine this host runs it on by default: `tract` or `micro`.
+    pub engine: String,
+    /// The micro engine's kernel set on this host (`LEPTON_KERNELS` forces one).
+    pub kernels: Option<String>,
 }
 
 fn tensor_report(s: &onnx::TensorSpec) -> TensorReport {
@@ -76,9 +81,13 @@ fn tensor_report(s: &onnx::TensorSpec) -> TensorReport {
 
 /// Builds the report; a model the engine cannot load still gets everything the file itself tells.
 pub fn inspect(path: &Path) -> Result<Report> {
-    let model = onnx::read(path)?;
-    let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let graph = model.graph.as_ref().expect("onnx::read checks the graph");
+    let bytes = std::fs::read(path).map_err(|e| lepton_runtime::LeptonError::io(path, e))?;
+    if bytes.starts_with(&lepton_runtime::engine::micro::format::MAGIC) {
+        return inspect_lpm(path, &bytes);
+    }
+    let model = onnx::decode(&bytes, path)?;
+    let file_bytes = bytes.len() as u64;
+    let graph = model.graph.as_ref().expect("onnx::decode checks the graph");
     let (inputs, outputs) = onnx::io_specs(&model);
     let mut ops = BTreeMap::new();
     let mut nodes = 0;
@@ -124,6 +133,24 @@ pub fn inspect(path: &Path) -> Result<Report> {
             ));
         }
     }
+    let mut quantization = quantization(&model, &ops);
+    let (mut engine, mut kernels) = ("tract", None);
+    if quantization.format == "qdq" {
+        if let Some(c) = &concrete {
+            quantization.execution = match lepton_runtime::engine::micro::lower::lower(&model, c) {
+                Ok(compiled) => {
+                    let isa = lepton_runtime::engine::micro::kernels::Isa::selected()?;
+                    (engine, kernels) = ("micro", Some(isa));
+                    format!(
+                        "lepton runs it on its int8 micro engine with the {isa} kernels on this CPU: {} integer ops, {} bytes of arena",
+                        compiled.ops.len(),
+                        compiled.arena_bytes
+                    )
+                }
+                Err(e) => format!("{}; the int8 micro engine cannot take it: {e}", quantization.execution),
+            };
+        }
+    }
     Ok(Report {
         file: path.display().to_string(),
         file_bytes,
@@ -142,25 +169,86 @@ pub fn inspect(path: &Path) -> Result<Report> {
         macs_note,
         macs_shapes: concrete.clone().unwrap_or_default(),
         manifest,
-        quantization: {
-            let mut q = quantization(&model, &ops);
-            if q.format == "qdq" {
-                if let Some(c) = &concrete {
-                    q.execution = match lepton_runtime::engine::micro::lower::lower(&model, c) {
-                        Ok(compiled) => format!(
-                            "lepton runs it on its int8 micro engine: {} integer ops, {} bytes of arena",
-                            compiled.ops.len(),
-                            compiled.arena_bytes
-                        ),
-                        Err(e) => format!("{}; the int8 micro engine cannot take it: {e}", q.execution),
-                    };
-                }
-            }
-            q
-        },
+        quantization,
         unsupported,
         load_error,
         ops,
+        engine: engine.into(),
+        kernels: kernels.map(|k| k.name().to_string()),
+    })
+}
+
+/// The report of a micro model: its tensors, ops, constants and arena, from the file.
+fn inspect_lpm(path: &Path, bytes: &[u8]) -> Result<Report> {
+    use lepton_runtime::engine::micro::format::{Op, VERSION};
+    use lepton_runtime::engine::micro::host::{onnx_shape, MAX_TENSORS};
+    use lepton_runtime::engine::micro::Interpreter;
+    let interp = Interpreter::<MAX_TENSORS>::new(bytes)
+        .map_err(|e| lepton_runtime::LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
+    let t = interp.tensors();
+    let report = |id: &u16| {
+        let d = &t[*id as usize];
+        TensorReport {
+            name: d.name.to_string(),
+            elem_type: format!("INT8 (scale {}, zero point {})", d.scale, d.zero_point),
+            shape: crate::model_file::shape_text(&onnx_shape(d)),
+        }
+    };
+    let (mut ops, mut nodes, mut parameters, mut parameter_bytes, mut macs) = (BTreeMap::new(), 0, 0u64, 0u64, 0u64);
+    for op in interp.ops() {
+        let op =
+            op.map_err(|e| lepton_runtime::LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
+        nodes += 1;
+        *ops.entry(op.name().to_string()).or_insert(0) += 1;
+        let vol = |id: u16| t[id as usize].len() as u64;
+        match op {
+            Op::Conv(c) => {
+                parameters += (c.weights.len() + c.bias.len() / 4) as u64;
+                parameter_bytes += (c.weights.len() + c.bias.len() + c.requant.len()) as u64;
+                macs += vol(c.output) * (c.weights.len() as u64 / (t[c.output as usize].shape[3] as u64).max(1));
+            }
+            Op::FullyConnected(f) => {
+                parameters += (f.weights.len() + f.bias.len() / 4) as u64;
+                parameter_bytes += (f.weights.len() + f.bias.len() + f.requant.len()) as u64;
+                macs += t[f.input as usize].shape[0] as u64 * f.weights.len() as u64;
+            }
+            Op::Lut { table, .. } | Op::Softmax { table, .. } => parameter_bytes += table.len() as u64,
+            _ => {}
+        }
+    }
+    let kernels = lepton_runtime::engine::micro::kernels::Isa::selected()?;
+    Ok(Report {
+        file: path.display().to_string(),
+        file_bytes: bytes.len() as u64,
+        producer: format!("Lepton micro model (.lpm version {VERSION})"),
+        opset: 0,
+        inputs: interp.header().inputs.iter().map(report).collect(),
+        outputs: interp.header().outputs.iter().map(report).collect(),
+        ops,
+        nodes,
+        parameters,
+        parameter_bytes,
+        macs: Some(macs),
+        macs_note: None,
+        macs_shapes: interp
+            .header()
+            .inputs
+            .iter()
+            .map(|i| (t[*i as usize].name.to_string(), onnx_shape(&t[*i as usize])))
+            .collect(),
+        manifest: Some(interp.header().manifest).filter(|m| !m.is_empty()).map(str::to_string),
+        quantization: Quantization {
+            format: "lpm".into(),
+            quantized_nodes: nodes,
+            execution: format!(
+                "the int8 micro engine runs it with the {kernels} kernels on this CPU, in an arena of {} bytes",
+                interp.arena_bytes()
+            ),
+        },
+        unsupported: vec![],
+        load_error: None,
+        engine: "micro".into(),
+        kernels: Some(kernels.name().to_string()),
     })
 }
 

@@ -8,6 +8,7 @@ pub mod eval_detect;
 pub mod graph;
 pub mod inputs;
 pub mod inspect;
+pub mod model_file;
 pub mod npy;
 pub mod optimize;
 pub mod quantize;

@@ -32,6 +32,7 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     Compile(cli::compile::CompileArgs),
     Pack(cli::pack::PackArgs),
+    Kernels(cli::kernels::KernelsArgs),
 }
 
 /// Output piped into a program that stops reading (`| head`) ends this one quietly, like other
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::run(args),
         Command::Compile(args) => cli::compile::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
+        Command::Kernels(args) => cli::kernels::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

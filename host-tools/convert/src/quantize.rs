@@ -21,23 +21,12 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tract_onnx::prelude::*;
 
-/// Operators whose float activation inputs are quantized.
+/// Operators whose float activation inputs are quantized, besides the elementwise ones.
 pub const QUANTIZED_OPS: &[&str] = &[
     "Conv",
     "ConvTranspose",
     "Gemm",
     "MatMul",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -52,28 +41,9 @@ pub const QUANTIZED_OPS: &[&str] = &[
 ];
 
 /// Elementwise operators: with one non-constant input (or several derived from the same tensor)
-/// they are unary functions, quantized as a whole chain.
-pub const ELEMENTWISE_OPS: &[&str] = &[
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Pow",
-    "Neg",
-    "Abs",
-    "Exp",
-    "Sqrt",
-    "Erf",
-    "Elu",
-    "Softplus",
-];
+/// they are unary functions, quantized as a whole chain; the micro engine runs such a chain as a
+/// table. The runtime's list, so that what is quantized as a chain is what lowers to a table.
+pub use lepton_runtime::engine::micro::lower::ELEMENTWISE as ELEMENTWISE_OPS;
 
 /// A Concat whose inputs' ranges differ by more than this factor stays float.
 pub const MIXED_RANGE_RATIO: f32 = 16.0;
@@ -160,6 +130,7 @@ pub fn quantize(
     }
     let shapes: Vec<(String, Vec<usize>)> = samples[0].iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
     let prepared = prepare(float, &shapes)?;
+    let classifier = class_output(float);
     let graph = prepared.graph.as_ref().context("no graph")?;
     let consts: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     // Every float tensor computed by the graph (and the graph inputs) is a candidate activation.
@@ -199,7 +170,8 @@ pub fn quantize(
     for iteration in 1..=max_float + 1 {
         progress(&format!("quantizing (attempt {iteration}, {} layers in float)", float_layers.len()));
         let (q, stats) = rewrite(&prepared, &ranges, &float_values, &float_layers, settings)?;
-        let measured = measure(&prepared, &q, samples, &float_values, &stats.outputs_of_layers, &output_name)?;
+        let measured =
+            measure(&prepared, &q, samples, &float_values, &stats.outputs_of_layers, &output_name, classifier)?;
         let report = Report {
             method: settings.method,
             per_channel: settings.per_channel,
@@ -251,11 +223,33 @@ pub fn quantize(
     Ok((q, report))
 }
 
-/// Constants as initializers, opset ≥ 13, BatchNormalization folded into Conv, value_info dropped.
+/// Whether output 0 holds class scores, so that top-1 agreement judges the int8 model: the
+/// manifest's task when there is one (classify, keyword, vad), else an output with a single
+/// dimension above 1 (`[1, C]`). Other outputs (feature maps, boxes, regressions) are judged by
+/// their SQNR: the argmax of a feature map means nothing.
+fn class_output(model: &ModelProto) -> bool {
+    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(model, std::path::Path::new("model")) {
+        return matches!(
+            m.task,
+            lepton_runtime::manifest::Task::Classify
+                | lepton_runtime::manifest::Task::Keyword
+                | lepton_runtime::manifest::Task::Vad
+        );
+    }
+    let (_, outputs) = lepton_runtime::onnx::io_specs(model);
+    outputs
+        .first()
+        .and_then(|o| o.dims.as_ref())
+        .is_some_and(|dims| dims.iter().filter(|d| !matches!(d, lepton_runtime::onnx::Dim::Fixed(0 | 1))).count() == 1)
+}
+
+/// Constants as initializers, opset ≥ 13, BatchNormalization folded into Conv, value_info dropped,
+/// every node named (the report and the float-layer choice go by node name).
 pub fn prepare(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Result<ModelProto> {
     let mut m = model.clone();
     let g = m.graph.as_mut().context("no graph")?;
     g.value_info.clear();
+    name_nodes(g);
     // Constant nodes → initializers.
     let mut kept = vec![];
     for n in std::mem::take(&mut g.node) {
@@ -286,6 +280,29 @@ pub fn prepare(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Res
     fold_matmul_add(m.graph.as_mut().context("no graph")?, &shapes)?;
     remove_identities(m.graph.as_mut().context("no graph")?);
     Ok(m)
+}
+
+/// Names every unnamed node (exported models often leave names empty) after its operator and
+/// first output, `Conv:conv1_out`; a name already taken gets a `#2`, `#3`… suffix.
+fn name_nodes(g: &mut GraphProto) {
+    let mut taken: HashSet<String> = g.node.iter().map(|n| n.name.clone()).filter(|n| !n.is_empty()).collect();
+    for (i, n) in g.node.iter_mut().enumerate() {
+        if !n.name.is_empty() {
+            continue;
+        }
+        let base = match n.output.first().filter(|o| !o.is_empty()) {
+            Some(o) => format!("{}:{o}", n.op_type),
+            None => format!("{}#{i}", n.op_type),
+        };
+        let mut name = base.clone();
+        let mut k = 2;
+        while taken.contains(&name) {
+            name = format!("{base}#{k}");
+            k += 1;
+        }
+        taken.insert(name.clone());
+        n.name = name;
+    }
 }
 
 /// Rewrites the operators whose signature changed by opset 13 (attributes that became inputs).
@@ -682,7 +699,7 @@ fn rewrite(
         .map(|n| n.name.clone())
         .collect();
     let quantized_node = |n: &NodeProto| {
-        QUANTIZED_OPS.contains(&n.op_type.as_str())
+        (QUANTIZED_OPS.contains(&n.op_type.as_str()) || ELEMENTWISE_OPS.contains(&n.op_type.as_str()))
             && !float_layers.contains(&n.name)
             && !mixed_concats.contains(&n.name)
     };
@@ -991,6 +1008,7 @@ fn measure(
     float_values: &[HashMap<String, Vec<f32>>],
     layers: &BTreeMap<String, (String, String, String)>,
     output: &str,
+    classifier: bool,
 ) -> Result<Measured> {
     let mut wanted: Vec<String> =
         layers.values().flat_map(|(_, dq, x)| [dq.clone(), format!("{x}_dequantized")]).collect();
@@ -1025,7 +1043,6 @@ fn measure(
         &f_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
         &q_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
     );
-    let classifier = f_out.first().is_some_and(|v| v.len() > 1 && v.len() <= 100_000);
     let agreement = classifier.then(|| {
         let am = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
         let same = f_out.iter().zip(&q_out).filter(|(a, b)| am(a) == am(b)).count();

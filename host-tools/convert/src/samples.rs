@@ -8,7 +8,7 @@ use lepton_runtime::image::{is_image_file, Image};
 use lepton_runtime::manifest::{Manifest, Task};
 use lepton_runtime::onnx::{ModelProto, TensorSpec};
 use lepton_runtime::pipeline::{Preprocess, VisionPreprocess};
-use lepton_runtime::source::{AudioSource, Frame, WavSource};
+use lepton_runtime::source::{Frame, WavSource};
 use lepton_runtime::tensor::{Quantization, TensorDataMut, TensorViewMut};
 use lepton_runtime::FrameMeta;
 use std::path::{Path, PathBuf};
@@ -145,15 +145,13 @@ pub fn preprocess_file(path: &Path, m: &Manifest) -> Result<Tensor> {
     }
 }
 
-/// Features of a whole clip: the last `frames` frames (silence-padded), flattened.
+/// Features of a whole clip: the last `frames` frames (silence-padded), flattened. A clip at
+/// another rate is resampled to the model's first, as the daemon's `resample = true` does.
 pub fn clip_features(path: &Path, m: &Manifest) -> Result<Vec<f32>> {
     let cfg = m.frontend_config(path)?;
     let audio = m.audio.as_ref().context("checked by frontend_config")?;
-    let mut wav = WavSource::open(path)?;
-    if wav.sample_rate() != cfg.sample_rate {
-        bail!("{}: {} Hz, the model takes {} Hz", path.display(), wav.sample_rate(), cfg.sample_rate);
-    }
-    let samples = wav.read_all()?;
+    let mut wav = lepton_runtime::source::Resampled::new(WavSource::open(path)?, cfg.sample_rate)?;
+    let samples = lepton_runtime::source::read_all(&mut wav)?;
     let mut frontend: Box<Frontend<2048, 128>> = Box::new(Frontend::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?);
     let floor = lepton_runtime::audio::frontend::LOG_FLOOR.ln();
     let mut window: Box<FeatureWindow<16384>> =

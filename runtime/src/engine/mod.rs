@@ -42,6 +42,24 @@ mod std_engine {
         pub quant: Option<(f32, i32)>,
     }
 
+    impl TensorInfo {
+        /// The tensor as a declared input or output (fixed dimensions; int8 for quantized ones).
+        pub fn spec(&self) -> crate::onnx::TensorSpec {
+            let elem_type = match (self.dtype, self.quant) {
+                (Some(DType::F32), _) => "FLOAT",
+                (Some(DType::I8), _) => "INT8",
+                (Some(DType::U8), _) => "UINT8",
+                (Some(DType::I32), _) => "INT32",
+                (None, _) => "UNDEFINED",
+            };
+            crate::onnx::TensorSpec {
+                name: self.name.clone(),
+                elem_type: elem_type.into(),
+                dims: Some(self.shape.iter().map(|&d| crate::onnx::Dim::Fixed(d)).collect()),
+            }
+        }
+    }
+
     /// A spare input buffer: the pipeline's preprocessing thread fills it while the engine runs,
     /// then the engine takes it with [`Engine::swap_input`].
     pub trait StagingBuffer: Send {
@@ -155,6 +173,22 @@ mod any {
             match self {
                 AnyEngine::Tract(_) => "tract",
                 AnyEngine::Micro(_) => "micro",
+            }
+        }
+
+        /// The micro engine's kernel set (`None` on tract).
+        pub fn kernels(&self) -> Option<crate::engine::micro::kernels::Isa> {
+            match self {
+                AnyEngine::Tract(_) => None,
+                AnyEngine::Micro(m) => Some(m.isa()),
+            }
+        }
+
+        /// `tract`, or `micro (<set> kernels)`.
+        pub fn describe(&self) -> String {
+            match self.kernels() {
+                Some(isa) => format!("{} ({isa} kernels)", self.name()),
+                None => self.name().to_string(),
             }
         }
     }

@@ -120,7 +120,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
                 }
                 AudioDecision::Vad(Vad::new(v).map_err(|e| LeptonError::core(path.display().to_string(), e))?, class)
             }
-            other => return Err(field("task", format!("{other:?} is not an audio task"))),
+            other => return Err(field("task", format!("{} is not an audio task", other.name()))),
         };
         // Read one hop per block, so each block completes at most one frame.
         Ok(AudioPipeline {
@@ -155,6 +155,11 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
     /// The sink.
     pub fn sink(&self) -> &K {
         &self.sink
+    }
+
+    /// The engine (its outputs hold the last run's results).
+    pub fn engine(&self) -> &E {
+        &self.engine
     }
 
     /// Consumes one block of samples; `Ok(false)` at the end of the source.
@@ -199,8 +204,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             .dequantize_into(&mut self.posteriors)
             .map_err(|e| LeptonError::core("audio output", e))?;
         to_probabilities(&mut self.posteriors, self.scores);
-        let sample_rate = self.frontend.config().sample_rate as u64;
-        let stream_ms = self.stats.samples * 1000 / sample_rate;
+        let stream_ms = self.stream_now_ms() - self.started_ms;
         let mut detections = Detections::new();
         let mut events: heapless::Vec<Event, 2> = heapless::Vec::new();
         match &mut self.decision {
@@ -235,10 +239,22 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         self.sink.frame(&report)
     }
 
+    /// The time on this source's timeline now: its start plus the audio consumed.
+    fn stream_now_ms(&self) -> u64 {
+        self.started_ms + self.stats.samples * 1000 / self.frontend.config().sample_rate as u64
+    }
+
+    /// Ends the run after the last [`step`](Self::step): tells the sink, with the end of the
+    /// source's timeline.
+    pub fn finish(&mut self) -> Result<&AudioStats> {
+        self.stats.runs.end_ms = Some(self.stream_now_ms());
+        self.sink.finish(&self.stats.runs)?;
+        Ok(&self.stats)
+    }
+
     /// Runs until the source ends or the stop flag is set.
     pub fn run(&mut self) -> Result<&AudioStats> {
         while !self.stop.load(Ordering::Relaxed) && self.step()? {}
-        self.sink.finish(&self.stats.runs)?;
-        Ok(&self.stats)
+        self.finish()
     }
 }

@@ -166,6 +166,11 @@ pub struct Stats {
     pub inference: LatencyStats,
     /// Engine run + postprocessing times.
     pub processing: LatencyStats,
+    /// Where the source's timeline stood when the run ended, in ms since the Unix epoch, for
+    /// sources with a timeline of their own (a recording read faster than real time: its start
+    /// plus its duration); `None` when frames carry wall-clock times. Events ending at the end of
+    /// a run are stamped with it, so they never precede the detections of the same source.
+    pub end_ms: Option<u64>,
 }
 
 /// A vision pipeline over a frame source, stages and a sink.

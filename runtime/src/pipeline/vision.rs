@@ -113,7 +113,11 @@ impl VisionPostprocess {
                     return Err(LeptonError::Manifest {
                         path: path.to_path_buf(),
                         field: "detect.format".into(),
-                        reason: format!("{d:?} needs {needed} outputs, the model has {}", outputs.len()),
+                        reason: format!(
+                            "{} needs {needed} outputs, the model has {}",
+                            format!("{d:?}").to_lowercase(),
+                            outputs.len()
+                        ),
                     });
                 }
                 let decoder = Decoder::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
@@ -128,7 +132,7 @@ impl VisionPostprocess {
             other => Err(LeptonError::Manifest {
                 path: path.to_path_buf(),
                 field: "task".into(),
-                reason: format!("{other:?} is not an image task"),
+                reason: format!("{} is not an image task", other.name()),
             }),
         }
     }

@@ -6,6 +6,7 @@ pub mod camera;
 pub mod images;
 #[cfg(feature = "mic")]
 pub mod mic;
+pub mod resample;
 pub mod wav;
 
 use crate::error::Result;
@@ -13,6 +14,7 @@ use crate::event::FrameMeta;
 use crate::vision::ImageView;
 
 pub use images::{ImageSource, ImageSourceOptions};
+pub use resample::Resampled;
 pub use wav::WavSource;
 
 /// A frame lent by a source.
@@ -54,6 +56,19 @@ pub trait AudioSource {
     /// A name for logs and messages (the file name for files).
     fn name(&self) -> Option<&str> {
         None
+    }
+}
+
+/// Reads a finite source to its end.
+pub fn read_all(source: &mut impl AudioSource) -> Result<Vec<f32>> {
+    let mut out = vec![];
+    let mut buf = vec![0.0f32; 4096];
+    loop {
+        let n = source.read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 

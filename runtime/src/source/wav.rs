@@ -58,15 +58,7 @@ impl WavSource {
 
     /// Reads the whole remaining file as mono samples.
     pub fn read_all(&mut self) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(self.total_frames as usize);
-        let mut buf = vec![0.0f32; 4096];
-        loop {
-            let n = self.read(&mut buf)?;
-            if n == 0 {
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
+        super::read_all(self)
     }
 }
 

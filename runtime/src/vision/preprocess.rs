@@ -47,6 +47,15 @@ impl ColorOrder {
             _ => 3,
         }
     }
+
+    /// The name manifests use (`rgb`, `bgr`, `gray`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            ColorOrder::Rgb => "rgb",
+            ColorOrder::Bgr => "bgr",
+            ColorOrder::Gray => "gray",
+        }
+    }
 }
 
 /// Memory layout of the model input.
@@ -57,6 +66,16 @@ pub enum Layout {
     Nchw,
     /// `[1, height, width, channels]`.
     Nhwc,
+}
+
+impl Layout {
+    /// The name manifests use (`nchw`, `nhwc`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Layout::Nchw => "nchw",
+            Layout::Nhwc => "nhwc",
+        }
+    }
 }
 
 /// How a frame is fitted to the model's input size.

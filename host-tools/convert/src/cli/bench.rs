@@ -1,29 +1,33 @@
 //! `lepton-convert bench`.
 
+use super::EngineArg;
 use anyhow::{Context, Result};
 use clap::Args;
 use lepton_convert::inputs;
+use lepton_convert::model_file::ModelFile;
 use lepton_runtime::engine::tract::InputFact;
-use lepton_runtime::engine::{AnyEngine, Engine, EngineChoice};
-use lepton_runtime::onnx;
+use lepton_runtime::engine::{AnyEngine, Engine};
 use lepton_runtime::tensor::TensorDataMut;
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
 /// Measure load time, inference latency and peak memory of a model.
 ///
-/// Inputs come from `--input NAME=FILE.npy`, or are seeded random tensors of the shapes given by
-/// `--shape NAME=1x3x224x224`, the manifest's input size, or the shapes the model declares (a
-/// symbolic batch dimension taken as 1). Latency is measured over `--runs` runs after `--warmup`
-/// runs, on the same inputs.
+/// MODEL is an ONNX file or a micro model (.lpm). Inputs come from `--input NAME=FILE.npy`, or
+/// are seeded random tensors of the shapes given by `--shape NAME=1x3x224x224`, the manifest's
+/// input size, or the shapes the model declares (a symbolic batch dimension taken as 1); a shape
+/// must fit the model's declared dimensions, as `run`'s tensors must. Latency is measured over
+/// `--runs` runs after `--warmup` runs, on the same inputs. The engine and, for the micro
+/// engine, the kernel set in use are reported (`LEPTON_KERNELS=reference` forces the portable
+/// kernels, to see what a CPU without vector extensions gets).
 ///
 /// Example: lepton-convert bench model.onnx --shape x=1x3x48x192 --runs 200 --json
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The ONNX model.
+    /// The model: ONNX or .lpm.
     model: PathBuf,
     /// An input tensor: NAME=FILE.npy.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE")]
@@ -40,37 +44,17 @@ pub struct BenchArgs {
     /// Threads for matrix products (1: single-threaded).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Print the figures as JSON (load_ms, p50_ms, p90_ms, min_ms, mean_ms, runs, peak_rss_mb).
+    /// Print the figures as JSON (engine, kernels, load_ms, p50_ms, p90_ms, min_ms, mean_ms,
+    /// runs, peak_rss_mb; arena_bytes on the micro engine).
     #[arg(long)]
     json: bool,
     /// Micro engine: also print where the time goes, per op kind.
     #[arg(long)]
     profile: bool,
     /// Engine: `auto` runs quantized models on the int8 micro engine when they lower completely,
-    /// others on tract; `tract` and `micro` force one.
+    /// others on tract; `tract` and `micro` force one (a .lpm runs on the micro engine only).
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     engine: EngineArg,
-}
-
-/// `--engine` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineArg {
-    /// The runtime's own choice.
-    Auto,
-    /// tract.
-    Tract,
-    /// The int8 micro engine.
-    Micro,
-}
-
-impl From<EngineArg> for EngineChoice {
-    fn from(e: EngineArg) -> Self {
-        match e {
-            EngineArg::Auto => EngineChoice::Auto,
-            EngineArg::Tract => EngineChoice::Tract,
-            EngineArg::Micro => EngineChoice::Micro,
-        }
-    }
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
@@ -84,33 +68,31 @@ pub fn peak_rss_mb() -> Option<f64> {
 /// Runs `bench`.
 pub fn run(args: BenchArgs) -> Result<u8> {
     lepton_runtime::engine::set_threads(args.threads);
-    if args.model.extension().is_some_and(|e| e == "lpm") {
-        return bench_micro(&args);
-    }
-    let proto = onnx::read(&args.model)?;
-    let (specs, _) = onnx::io_specs(&proto);
+    let file = ModelFile::read(&args.model)?;
+    let specs = &file.inputs;
     let files: Vec<(String, PathBuf)> =
-        inputs::split_named(&args.inputs, &specs, "input")?.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect();
+        inputs::split_named(&args.inputs, specs, "input")?.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect();
     let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
-    for (n, d) in inputs::split_named(&args.shapes, &specs, "shape")? {
-        shapes.insert(n, inputs::parse_dims(&d)?);
+    for (n, d) in inputs::split_named(&args.shapes, specs, "shape")? {
+        let dims = inputs::parse_dims(&d)?;
+        let spec = specs.iter().find(|s| s.name == n).context("split_named names an input")?;
+        inputs::check_shape(spec, &dims, Path::new("--shape"))?;
+        shapes.insert(n, dims);
     }
-    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(&proto, &args.model) {
+    if let Some(m) = &file.manifest {
         if let (Some(shape), Some(first)) = (m.image_input_shape(), specs.first()) {
             let name = m.input.as_ref().and_then(|i| i.name.clone()).unwrap_or_else(|| first.name.clone());
             shapes.entry(name).or_insert_with(|| shape.to_vec());
         }
     }
+    let given = inputs::read_tensors_partial(&file, &files)?;
     let mut tensors: Vec<(String, Tensor)> = vec![];
-    let declared = lepton_convert::graph::input_shapes(&proto, &shapes);
     for (i, spec) in specs.iter().enumerate() {
-        if let Some((_, f)) = files.iter().find(|(n, _)| n == &spec.name) {
-            let t = lepton_convert::npy::read(f)?;
-            inputs::check(spec, &t, f)?;
-            tensors.push((spec.name.clone(), t));
+        if let Some((_, t)) = given.iter().find(|(n, _)| n == &spec.name) {
+            tensors.push((spec.name.clone(), t.clone()));
             continue;
         }
-        let shape = declared.iter().find(|(n, _)| n == &spec.name).and_then(|(_, s)| s.clone()).with_context(|| {
+        let shape = shapes.get(&spec.name).cloned().or_else(|| spec.concrete_shape()).with_context(|| {
             format!(
                 "input `{}` has dynamic shape {}; give --shape {}=DIMS or --input {}=FILE.npy",
                 spec.name,
@@ -119,7 +101,9 @@ pub fn run(args: BenchArgs) -> Result<u8> {
                 spec.name
             )
         })?;
-        let dt = inputs::datum_type(&spec.elem_type).unwrap_or(DatumType::F32);
+        // A micro model's int8 inputs get float data spread over their quantized range.
+        let dt =
+            if file.is_lpm() { DatumType::F32 } else { inputs::datum_type(&spec.elem_type).unwrap_or(DatumType::F32) };
         tensors.push((spec.name.clone(), inputs::random_tensor(dt, &shape, i as u64 + 1)?));
     }
     let facts: Vec<InputFact> = tensors
@@ -127,7 +111,7 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
         .collect();
     let t0 = Instant::now();
-    let mut engine = AnyEngine::from_proto(&proto, &args.model, &facts, args.engine.into())?;
+    let mut engine = file.engine(&facts, args.engine.into())?;
     let load = t0.elapsed();
     let values: Vec<Tensor> = tensors.into_iter().map(|(_, t)| t).collect();
     // Fill the engine's own input buffers once (quantized for an int8 engine), then time runs.
@@ -162,8 +146,9 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         times.push(t.elapsed());
     }
     if args.profile {
-        if let AnyEngine::Micro(m) = &mut engine {
-            print_profile(m, args.runs);
+        match &mut engine {
+            AnyEngine::Micro(m) => print_profile(m, args.runs),
+            AnyEngine::Tract(_) => eprintln!("--profile: per-op times are reported for the micro engine only"),
         }
     }
     times.sort();
@@ -171,20 +156,26 @@ pub fn run(args: BenchArgs) -> Result<u8> {
     let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     let rss = peak_rss_mb();
+    let arena = match &engine {
+        AnyEngine::Micro(m) => Some(m.arena_bytes()),
+        AnyEngine::Tract(_) => None,
+    };
     if args.json {
         let j = json!({
-            "model": args.model, "engine": engine.name(), "threads": args.threads,
+            "model": args.model, "engine": engine.name(), "kernels": engine.kernels().map(|k| k.name()),
+            "threads": args.threads, "arena_bytes": arena,
             "load_ms": ms(load), "p50_ms": ms(pick(0.5)), "p90_ms": ms(pick(0.9)), "min_ms": ms(times[0]),
             "mean_ms": ms(mean), "runs": times.len(), "peak_rss_mb": rss,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!(
-            "{} ({} engine, {} thread{})",
+            "{} ({} engine, {} thread{}{})",
             args.model.display(),
-            engine.name(),
+            engine.describe(),
             args.threads,
-            if args.threads == 1 { "" } else { "s" }
+            if args.threads == 1 { "" } else { "s" },
+            arena.map_or(String::new(), |a| format!(", arena {a} bytes"))
         );
         println!("  load      {:.1} ms", ms(load));
         println!(
@@ -198,63 +189,6 @@ pub fn run(args: BenchArgs) -> Result<u8> {
         if let Some(r) = rss {
             println!("  peak RSS  {r:.1} MiB");
         }
-    }
-    Ok(0)
-}
-
-/// Times the micro engine on a `.lpm` (inputs: seeded random int8).
-fn bench_micro(args: &BenchArgs) -> Result<u8> {
-    use lepton_runtime::engine::micro::host::MicroEngine;
-    use lepton_runtime::engine::Engine;
-    let t0 = Instant::now();
-    let bytes = std::fs::read(&args.model).with_context(|| format!("{}", args.model.display()))?;
-    let mut engine = MicroEngine::from_bytes(bytes, &args.model)?;
-    let load = t0.elapsed();
-    for i in 0..engine.inputs().len() {
-        let mut view = engine.input_mut(i)?;
-        if let lepton_runtime::tensor::TensorDataMut::I8(d) = view.data_mut() {
-            let mut s = 0x9e3779b97f4a7c15u64 ^ i as u64;
-            for v in d.iter_mut() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                *v = (s >> 56) as i8;
-            }
-        }
-    }
-    for _ in 0..args.warmup {
-        engine.run()?;
-    }
-    let mut times: Vec<Duration> = (0..args.runs.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            engine.run().map(|()| t.elapsed())
-        })
-        .collect::<Result<_, _>>()?;
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    let mean = times.iter().sum::<Duration>() / times.len() as u32;
-    let isa = format!("{:?}", engine.isa());
-    if args.profile {
-        print_profile(&mut engine, args.runs);
-    }
-    if args.json {
-        let j = json!({
-            "model": args.model, "engine": "micro", "kernels": isa, "arena_bytes": engine.arena_bytes(),
-            "load_ms": ms(load), "p50_ms": ms(pick(0.5)), "p90_ms": ms(pick(0.9)), "min_ms": ms(times[0]),
-            "mean_ms": ms(mean), "runs": times.len(), "peak_rss_mb": peak_rss_mb(),
-        });
-        println!("{}", serde_json::to_string_pretty(&j)?);
-    } else {
-        println!("{} (micro engine, {isa} kernels, arena {} bytes)", args.model.display(), engine.arena_bytes());
-        println!("  load      {:.1} ms", ms(load));
-        println!(
-            "  inference p50 {:.3} ms  p90 {:.3} ms  min {:.3} ms  mean {:.3} ms  ({} runs)",
-            ms(pick(0.5)),
-            ms(pick(0.9)),
-            ms(times[0]),
-            ms(mean),
-            times.len()
-        );
     }
     Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use lepton_convert::eval::{dataset, evaluate, plot, Classifier};
+use lepton_convert::eval::{dataset, evaluate, failure_line, plot, Classifier};
 use lepton_convert::eval_detect::{self, is_detection_dataset};
 use lepton_runtime::manifest::Task;
 use std::path::PathBuf;
@@ -10,10 +10,14 @@ use std::path::PathBuf;
 /// Measure a model on a labelled folder: a classifier's accuracy, per-class recall and confusion
 /// matrix, or a detector's mAP@0.5, precision and recall.
 ///
+/// MODEL (and the reference) may be ONNX files or micro models (.lpm).
+///
 /// Classifiers: DIR holds one folder per label, named like the manifest's labels (or class
-/// indices for models without a manifest), each with samples: pictures (.png/.jpg), recordings
-/// (.wav) or tensors (.npy). With `--reference`, the top-1 agreement between the two models is
-/// reported too (for example int8 against its float original).
+/// indices for models without a manifest, whose classes are then the values of their output),
+/// each with samples: pictures (.png/.jpg), recordings (.wav, resampled to the model's rate if
+/// needed) or tensors (.npy). With `--reference`, the top-1 agreement between the two models is
+/// reported too (for example int8 against its float original). `--plot` draws the confusion
+/// matrix with the class names along its axes.
 ///
 /// Detectors: DIR is YOLO-labelled: DIR/images/*.{png,jpg} and DIR/labels/<name>.txt with one
 /// `class cx cy w h` line per object (normalized to the picture). Reported: mAP at IoU 0.5
@@ -24,7 +28,9 @@ use std::path::PathBuf;
 /// A sample that fails is reported and the evaluation continues; the exit code is then 2.
 ///
 /// Examples:
+///
 ///   lepton-convert eval model.int8.onnx --dataset models/digits/test --reference model.onnx --plot confusion.png
+///
 ///   lepton-convert eval models/detector/model.int8.onnx --dataset models/detector/test
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -76,22 +82,28 @@ pub fn run(args: EvalArgs) -> Result<u8> {
                 a * 100.0
             );
         }
+        // Classes named by index (a model without a manifest) print once, not as "1 1".
+        let name =
+            |i: usize, label: &str| if label == i.to_string() { format!("{i:>3}") } else { format!("{i:>3} {label}") };
+        let width = m.labels.iter().enumerate().map(|(i, l)| name(i, l).chars().count()).max().unwrap_or(3);
         println!("per-class recall:");
         for (i, (label, recall, support)) in m.per_class.iter().enumerate() {
             let r = recall.map_or("   -  ".to_string(), |r| format!("{:6.2}", r * 100.0));
-            println!("  {i:>3} {label:<16} {r} %  ({support} samples)");
+            println!("  {:<width$} {r} %  ({support} samples)", name(i, label));
         }
-        println!("confusion matrix (rows: true class, columns: predicted):");
+        println!("confusion matrix (rows: true class, columns: predicted class index):");
+        let header: Vec<String> = (0..m.labels.len()).map(|j| format!("{j:>4}")).collect();
+        println!("  {:<width$} {}", "", header.join(""));
         for (i, row) in m.confusion.iter().enumerate() {
             let cells: Vec<String> = row.iter().map(|c| format!("{c:>4}")).collect();
-            println!("  {i:>3} {}", cells.join(""));
+            println!("  {:<width$} {}", name(i, &m.labels[i]), cells.join(""));
         }
         if let Some(p) = &args.plot {
             println!("confusion matrix drawn to {}", p.display());
         }
     }
     for (file, e) in &m.failed {
-        eprintln!("error: {file}: {e}");
+        eprintln!("error: {}", failure_line(file, e));
     }
     Ok(if m.failed.is_empty() { 0 } else { 2 })
 }
@@ -114,8 +126,9 @@ fn load_detector(path: &std::path::Path) -> Result<lepton_runtime::Model> {
     match model.manifest().map(|m| m.task) {
         Some(Task::Detect) => Ok(model),
         Some(t) => anyhow::bail!(
-            "{}: a {t:?} model, but the dataset is YOLO-labelled for detectors (images/ and labels/)",
-            path.display()
+            "{}: a {} model, but the dataset is YOLO-labelled for detectors (images/ and labels/)",
+            path.display(),
+            t.name()
         ),
         None => anyhow::bail!("{}: no manifest; pack one with `lepton-convert pack` to evaluate", path.display()),
     }
@@ -170,7 +183,7 @@ fn run_detect(args: &EvalArgs) -> Result<u8> {
     let mut code = 0;
     for (_, m) in &results {
         for (file, e) in &m.failed {
-            eprintln!("error: {file}: {e}");
+            eprintln!("error: {}", failure_line(file, e));
             code = 2;
         }
     }

@@ -5,9 +5,10 @@ use clap::Args;
 use lepton_convert::inspect::{inspect, Report};
 use std::path::PathBuf;
 
-/// Show what a model is: inputs and outputs, operators, size, MACs, manifest, quantization.
+/// Show what a model is: inputs and outputs, operators, size, MACs, manifest, quantization, and
+/// how this host runs it (engine, and the micro engine's kernel set).
 ///
-/// Shapes print with their symbolic dimensions (`batchx3xheightxwidth`). MACs are estimated for the
+/// MODEL is an ONNX file or a micro model (.lpm). Shapes print with their symbolic dimensions (`batchx3xheightxwidth`). MACs are estimated for the
 /// manifest's input size, or the declared shapes with a symbolic batch taken as 1. A model the
 /// engine cannot load is still described from the file, with the reason it does not load; the
 /// exit code is then 2.
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 /// Example: lepton-convert inspect models/digits/model.onnx
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The ONNX model.
+    /// The model: ONNX or .lpm.
     model: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
@@ -32,12 +33,12 @@ fn human(n: u64) -> String {
 }
 
 fn print(r: &Report) {
+    let opset = if r.opset > 0 { format!(", opset {}", r.opset) } else { String::new() };
     println!(
-        "{} ({} bytes, {}, opset {})",
+        "{} ({} bytes, {}{opset})",
         r.file,
         r.file_bytes,
         if r.producer.is_empty() { "unknown producer" } else { &r.producer },
-        r.opset
     );
     println!("inputs:");
     for t in &r.inputs {
@@ -63,8 +64,16 @@ fn print(r: &Report) {
         "quantization: {} ({} quantized nodes) — {}",
         r.quantization.format, r.quantization.quantized_nodes, r.quantization.execution
     );
+    match &r.kernels {
+        Some(k) => println!(
+            "engine on this host: {} ({k} kernels; LEPTON_KERNELS=reference forces the portable ones)",
+            r.engine
+        ),
+        None => println!("engine on this host: {}", r.engine),
+    }
     let ops: Vec<String> = r.ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-    println!("operators ({} nodes): {}", r.nodes, ops.join(" "));
+    let what = if r.quantization.format == "lpm" { "ops" } else { "nodes" };
+    println!("operators ({} {what}): {}", r.nodes, ops.join(" "));
     match &r.manifest {
         Some(m) => {
             println!("manifest:");

@@ -27,10 +27,9 @@ pub struct PackArgs {
 
 /// Runs `pack`.
 pub fn run(args: PackArgs) -> Result<()> {
-    let manifest = Manifest::from_file(&args.manifest)?;
     let mut proto = onnx::read(&args.model)?;
     let (inputs, outputs) = onnx::io_specs(&proto);
-    manifest.validate_against(&inputs, &outputs, &args.manifest)?;
+    let manifest = Manifest::from_file(&args.manifest)?.resolve(&inputs, &outputs, &args.manifest)?;
     let text = std::fs::read_to_string(&args.manifest).with_context(|| format!("{}", args.manifest.display()))?;
     onnx::set_manifest_text(&mut proto, &text);
     onnx::write(&proto, &args.output)?;
@@ -38,11 +37,14 @@ pub fn run(args: PackArgs) -> Result<()> {
     lepton_runtime::Model::load(&args.output)
         .with_context(|| format!("{}: packed model does not load", args.output.display()))?;
     eprintln!(
-        "packed {} ({:?}, {} labels) into {}",
+        "packed {} ({}, {} labels) into {}",
         args.manifest.display(),
-        manifest.task,
+        manifest.task.name(),
         manifest.labels.len(),
         args.output.display()
     );
+    if let Ok((layout, [w, h], color)) = manifest.image_input(&args.manifest) {
+        eprintln!("  image input: {}, {w}x{h}, {}", layout.name(), color.name());
+    }
     Ok(())
 }

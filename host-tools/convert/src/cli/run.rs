@@ -1,32 +1,41 @@
 //! `lepton-convert run`.
 
+use super::EngineArg;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lepton_convert::inputs::{self, InputKind};
+use lepton_convert::model_file::{shape_text, ModelFile};
 use lepton_convert::npy;
 use lepton_runtime::engine::tract::InputFact;
-use lepton_runtime::engine::TractEngine;
+use lepton_runtime::engine::{AnyEngine, Engine};
 use lepton_runtime::image::Image;
 use lepton_runtime::pipeline::{AudioPipeline, FrameReport, Sink};
-use lepton_runtime::source::WavSource;
-use lepton_runtime::{onnx, LeptonError, Model};
+use lepton_runtime::source::{AudioSource, Resampled, WavSource};
+use lepton_runtime::tensor::{TensorData, TensorDataMut};
+use lepton_runtime::{LeptonError, Model};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tract_onnx::prelude::*;
 
 /// Run a model once on given inputs and show (or save) its outputs.
 ///
-/// Inputs are `.npy` tensors of the element type the input takes (f32, i64, int8, uint8, ...);
-/// shapes come from the tensors, so dynamic dimensions just work. When the model carries a
-/// manifest, an input may instead be a picture (.png/.jpg) or a recording (.wav): it is
-/// preprocessed as on the device and the result is printed as labels, boxes or keyword/VAD events.
+/// MODEL is an ONNX file or a micro model (.lpm). Inputs are `.npy` tensors of the element type
+/// the input takes (f32, i64, int8, uint8, ...; a micro model takes float tensors, quantized
+/// with the input's scale, or int8 ones as they are); shapes come from the tensors, so dynamic
+/// dimensions just work. When the model carries a manifest, an input may instead be a picture
+/// (.png/.jpg) or a recording (.wav, resampled to the model's rate if needed): it is
+/// preprocessed as on the device and the result is printed as labels, boxes or keyword/VAD
+/// events. With --output-dir, every output is written to DIR/<output name>.npy (for a
+/// recording, one row per model run).
 ///
 /// Examples:
+///
 ///   lepton-convert run model.onnx --input x=x.npy --output-dir out/
+///
 ///   lepton-convert run models/digits/model.onnx --input models/digits/samples/frame-00-digit-6.png
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The ONNX model.
+    /// The model: ONNX or .lpm.
     model: PathBuf,
     /// An input: NAME=FILE (FILE alone for single-input models). Repeat for several inputs.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE", required = true)]
@@ -37,38 +46,50 @@ pub struct RunArgs {
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
+    /// Engine: `auto` runs int8 models on the micro engine when it takes them, others on tract;
+    /// `tract` and `micro` force one.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
 }
 
 /// Runs `run`.
 pub fn run(args: RunArgs) -> Result<u8> {
-    if args.model.extension().is_some_and(|e| e == "lpm") {
-        return run_micro(&args);
-    }
-    let proto = onnx::read(&args.model)?;
-    let (specs, _) = onnx::io_specs(&proto);
-    let named = inputs::split_named(&args.inputs, &specs, "input")?;
+    let file = ModelFile::read(&args.model)?;
+    let named = inputs::split_named(&args.inputs, &file.inputs, "input")?;
     let files: Vec<(String, PathBuf)> = named.into_iter().map(|(n, f)| (n, PathBuf::from(f))).collect();
     let kinds = files.iter().map(|(_, f)| inputs::kind(f)).collect::<Result<Vec<_>>>()?;
     if kinds.iter().all(|k| *k == InputKind::Tensor) {
-        return run_tensors(&args, &proto, &files);
+        return run_tensors(&args, &file, &files);
     }
     if files.len() != 1 {
         bail!("a picture or recording is the model's only input; give one --input");
     }
-    match kinds[0] {
-        InputKind::Image => run_image(&args, &files[0].1),
-        InputKind::Wav => run_wav(&args, &files[0].1),
-        InputKind::Tensor => unreachable!("handled above"),
+    let Some(manifest) = &file.manifest else {
+        bail!(
+            "{}: a picture or recording input needs the model's manifest; pack one (lepton-convert pack) or give a .npy tensor",
+            args.model.display()
+        );
+    };
+    match (kinds[0], manifest.task) {
+        (InputKind::Image, t) if t.is_vision() => run_image(&args, &files[0].1),
+        (InputKind::Wav, t) if t.is_audio() => run_wav(&args, &files[0].1),
+        (_, t) => bail!(
+            "{}: {} is a {} model, which takes {}",
+            files[0].1.display(),
+            args.model.display(),
+            t.name(),
+            if t.is_vision() {
+                "pictures (.png, .jpg)"
+            } else if t.is_audio() {
+                "recordings (.wav)"
+            } else {
+                ".npy tensors"
+            }
+        ),
     }
 }
 
-fn summary(t: &Tensor) -> String {
-    let Ok(f) = t.cast_to::<f32>() else {
-        return String::new();
-    };
-    let Ok(v) = f.to_plain_array_view::<f32>() else {
-        return String::new();
-    };
+fn summary(v: &[f32]) -> String {
     if v.is_empty() {
         return "empty".into();
     }
@@ -90,74 +111,182 @@ fn summary(t: &Tensor) -> String {
     )
 }
 
-fn run_tensors(args: &RunArgs, proto: &onnx::ModelProto, files: &[(String, PathBuf)]) -> Result<u8> {
-    let tensors = inputs::read_tensors(proto, files)?;
+/// One output of a run, ready to print and save.
+struct Output {
+    name: String,
+    shape: Vec<usize>,
+    /// `FLOAT`, `INT8`, ...
+    dtype: String,
+    /// The quantization `(scale, zero point)` an int8 engine computed it with (its step).
+    quant: Option<(f32, i32)>,
+    /// The tensor as stored (what --output-dir writes).
+    tensor: Tensor,
+    /// Real values (dequantized), when the type converts to float.
+    values: Option<Vec<f32>>,
+}
+
+fn float_values(t: &Tensor) -> Option<Vec<f32>> {
+    let f = t.cast_to::<f32>().ok()?;
+    let v = f.to_plain_array_view::<f32>().ok()?;
+    Some(v.iter().copied().collect())
+}
+
+fn run_tensors(args: &RunArgs, file: &ModelFile, files: &[(String, PathBuf)]) -> Result<u8> {
+    let tensors = inputs::read_tensors(file, files)?;
     let facts: Vec<InputFact> = tensors
         .iter()
         .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
         .collect();
-    let mut engine = TractEngine::from_proto(proto, &args.model, &facts)?;
-    let names: Vec<String> = lepton_runtime::engine::Engine::outputs(&engine).iter().map(|o| o.name.clone()).collect();
-    let outputs = engine.run_tensors(tensors.into_iter().map(|(_, t)| t).collect())?;
-    if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    let mut engine = file.engine(&facts, args.engine.into())?;
+    let t0 = std::time::Instant::now();
+    let outputs: Vec<Output> = match &mut engine {
+        AnyEngine::Tract(tract) => {
+            let names: Vec<String> = tract.outputs().iter().map(|o| o.name.clone()).collect();
+            let out = tract.run_tensors(tensors.into_iter().map(|(_, t)| t).collect())?;
+            names
+                .into_iter()
+                .zip(out)
+                .map(|(name, tensor)| Output {
+                    name,
+                    shape: tensor.shape().to_vec(),
+                    dtype: inputs::onnx_name(tensor.datum_type()).to_string(),
+                    quant: None,
+                    values: float_values(&tensor),
+                    tensor,
+                })
+                .collect()
+        }
+        AnyEngine::Micro(micro) => run_micro(micro, &tensors, file.is_lpm())?,
+    };
+    let elapsed = t0.elapsed();
+    report(args, &engine, elapsed, &outputs)
+}
+
+/// Fills a micro engine's inputs (float tensors quantized with the input's scale, int8 as they
+/// are), runs it, and returns the outputs: int8 as stored for a `.lpm`, dequantized to float for
+/// an ONNX model (whose outputs are float after their DequantizeLinear).
+fn run_micro(
+    engine: &mut lepton_runtime::engine::micro::host::MicroEngine,
+    tensors: &[(String, Tensor)],
+    lpm: bool,
+) -> Result<Vec<Output>> {
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        let mut view = engine.input_mut(i)?;
+        if t.datum_type() == DatumType::I8 {
+            let v = t.to_plain_array_view::<i8>()?;
+            match view.data_mut() {
+                TensorDataMut::I8(d) => d.iter_mut().zip(v.iter()).for_each(|(d, s)| *d = *s),
+                _ => bail!("input `{name}`: micro model inputs are int8"),
+            }
+        } else {
+            let f = t.cast_to::<f32>()?;
+            let v: Vec<f32> = f.to_plain_array_view::<f32>()?.iter().copied().collect();
+            view.quantize_from(&v).map_err(|e| anyhow::anyhow!("input `{name}`: {e}"))?;
+        }
     }
-    let mut report = vec![];
-    for (name, t) in names.iter().zip(&outputs) {
+    engine.run()?;
+    let mut outputs = vec![];
+    for (i, info) in engine.outputs().to_vec().into_iter().enumerate() {
+        let out = engine.output(i)?;
+        let mut real = vec![0f32; out.len()];
+        out.dequantize_into(&mut real).map_err(|e| anyhow::anyhow!("output `{}`: {e}", info.name))?;
+        let tensor = match (lpm, out.data()) {
+            (true, TensorData::I8(d)) => {
+                tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), d.to_vec())?.into_tensor()
+            }
+            _ => tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), real.clone())?.into_tensor(),
+        };
+        outputs.push(Output {
+            dtype: if lpm { "INT8".into() } else { "FLOAT".into() },
+            quant: info.quant,
+            name: info.name,
+            shape: info.shape,
+            values: Some(real),
+            tensor,
+        });
+    }
+    Ok(outputs)
+}
+
+/// Prints (and saves) the outputs of a tensor run.
+fn report(args: &RunArgs, engine: &AnyEngine, elapsed: std::time::Duration, outputs: &[Output]) -> Result<u8> {
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut rows = vec![];
+    for o in outputs {
         let file = match &args.output_dir {
             Some(dir) => {
-                let p = dir.join(npy::file_name(name));
-                npy::write(&p, t)?;
+                let p = dir.join(npy::file_name(&o.name));
+                npy::write(&p, &o.tensor)?;
                 Some(p)
             }
             None => None,
         };
         if args.json {
-            let values = if t.len() <= 64 {
-                t.cast_to::<f32>()
-                    .ok()
-                    .and_then(|f| f.to_plain_array_view::<f32>().ok().map(|v| v.iter().copied().collect::<Vec<_>>()))
-            } else {
-                None
-            };
-            report.push(json!({"name": name, "shape": t.shape(), "dtype": format!("{:?}", t.datum_type()), "file": file, "values": values}));
+            let small = |v: &Vec<f32>| (v.len() <= 64).then(|| v.clone());
+            rows.push(json!({
+                "name": o.name, "shape": o.shape, "dtype": o.dtype,
+                "scale": o.quant.map(|q| q.0), "zero_point": o.quant.map(|q| q.1),
+                "file": file, "values": o.values.as_ref().and_then(small),
+            }));
         } else {
-            println!("{name}  {:?} {:?}  {}", t.shape(), t.datum_type(), summary(t));
+            let quant = o.quant.map_or(String::new(), |(s, z)| format!(" (int8 scale {s}, zero point {z})"));
+            let values = o.values.as_deref().map_or(String::new(), summary);
+            println!("{}  {} {}{quant}  {values}", o.name, shape_text(&o.shape), o.dtype);
             if let Some(f) = file {
                 println!("  written to {}", f.display());
             }
         }
     }
+    let ms = elapsed.as_secs_f64() * 1e3;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "model": args.model, "outputs": report }))?);
+        let j = json!({
+            "model": args.model, "engine": engine.name(), "kernels": engine.kernels().map(|k| k.name()),
+            "latency_ms": ms, "outputs": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        println!("({}, {ms:.3} ms)", engine.describe());
     }
     Ok(0)
 }
 
 fn run_image(args: &RunArgs, file: &Path) -> Result<u8> {
-    let model = Model::load(&args.model)?;
-    if model.manifest().is_none() {
-        bail!(
-            "{}: a picture input needs the model's manifest; pack one (lepton-convert pack) or give a .npy tensor",
-            args.model.display()
-        );
-    }
+    let model = Model::load_with(&args.model, args.engine.into())?;
     let image = Image::open(file)?;
     let p = model.predict(std::slice::from_ref(&image))?.remove(0);
+    let written = match &args.output_dir {
+        Some(dir) => {
+            let outputs = model.last_outputs()?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut written = vec![];
+            for (info, values) in outputs {
+                let path = dir.join(npy::file_name(&info.name));
+                npy::write(&path, &tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), values)?.into_tensor())?;
+                written.push(path);
+            }
+            written
+        }
+        None => vec![],
+    };
+    let (engine, kernels) = model.engine_name();
     if args.json {
         let results: Vec<_> = p
             .results
             .iter()
             .map(|r| json!({"label": r.label, "class": r.class, "score": r.score, "box": r.bbox.map(|b| [b.x0, b.y0, b.x1, b.y1])}))
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"input": file, "latency_ms": p.latency.as_secs_f64() * 1e3, "results": results})
-            )?
-        );
+        let j = json!({
+            "input": file, "engine": engine, "kernels": kernels.map(|k| k.name()),
+            "latency_ms": p.latency.as_secs_f64() * 1e3, "results": results, "files": written,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         println!("{}: {p}  ({:.3} ms)", image.name, p.latency.as_secs_f64() * 1e3);
+        for w in &written {
+            println!("  raw output written to {} (dequantized float, before postprocessing)", w.display());
+        }
     }
     Ok(0)
 }
@@ -177,30 +306,64 @@ impl Sink for Collect {
             self.lines.push(json!({"t_ms": r.meta.timestamp_ms - start, "kind": "keyword", "label": label(d.class), "score": d.score}));
         }
         for e in r.events {
-            self.lines.push(json!({"t_ms": e.timestamp_ms.saturating_sub(start), "kind": format!("{:?}", e.kind).to_lowercase(), "label": label(e.class), "score": e.score}));
+            self.lines.push(json!({"t_ms": e.timestamp_ms.saturating_sub(start), "kind": e.kind.name(), "label": label(e.class), "score": e.score}));
         }
         Ok(())
     }
 }
 
 fn run_wav(args: &RunArgs, file: &Path) -> Result<u8> {
-    let model = Model::load(&args.model)?;
-    let Some(manifest) = model.manifest().cloned() else {
-        bail!("{}: a WAV input needs the model's manifest (task keyword or vad); pack one", args.model.display());
-    };
+    let model = Model::load_with(&args.model, args.engine.into())?;
+    let manifest = model.manifest().cloned().context("checked by the caller")?;
+    let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
+    let (engine_name, kernels) = model.engine_name();
     let engine = model.into_engine()?;
-    let source = WavSource::open(file)?;
+    let wav = WavSource::open(file)?;
+    let from = wav.sample_rate();
+    let source = Resampled::new(wav, rate)?;
+    if from != rate {
+        eprintln!("{}: resampled from {from} Hz to the model's {rate} Hz", file.display());
+    }
     let sink = Collect { started_ms: None, lines: vec![], labels: manifest.labels.clone() };
     let mut p = AudioPipeline::new(source, engine, sink, &manifest, &args.model)?;
-    let stats = p.run()?.clone();
+    // Step by step, to keep each run's raw outputs when they are to be written.
+    let mut rows: Vec<Vec<Vec<f32>>> = vec![];
+    let mut runs = 0;
+    while p.step()? {
+        if args.output_dir.is_some() && p.stats().runs.frames_processed > runs {
+            runs = p.stats().runs.frames_processed;
+            let e = p.engine();
+            let mut run = vec![];
+            for i in 0..e.outputs().len() {
+                let view = e.output(i)?;
+                let mut v = vec![0f32; view.len()];
+                view.dequantize_into(&mut v).map_err(|e| anyhow::anyhow!("{e}"))?;
+                run.push(v);
+            }
+            rows.push(run);
+        }
+    }
+    p.finish()?;
+    let stats = p.stats().clone();
+    let mut written = vec![];
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, info) in p.engine().outputs().iter().enumerate() {
+            let mut shape = vec![rows.len()];
+            shape.extend_from_slice(&info.shape);
+            let data: Vec<f32> = rows.iter().flat_map(|r| r[i].iter().copied()).collect();
+            let path = dir.join(npy::file_name(&info.name));
+            npy::write(&path, &tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into_tensor())?;
+            written.push(path);
+        }
+    }
     let lines = &p.sink().lines;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"input": file, "runs": stats.runs.frames_processed, "events": lines})
-            )?
-        );
+        let j = json!({
+            "input": file, "engine": engine_name, "kernels": kernels.map(|k| k.name()),
+            "runs": stats.runs.frames_processed, "events": lines, "files": written,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         for l in lines {
             println!(
@@ -214,95 +377,12 @@ fn run_wav(args: &RunArgs, file: &Path) -> Result<u8> {
         println!(
             "{} model runs over {:.2} s of audio, {} results",
             stats.runs.frames_processed,
-            stats.samples as f64 / manifest.audio.as_ref().map_or(16000, |a| a.sample_rate) as f64,
+            stats.samples as f64 / rate as f64,
             lines.len()
         );
-    }
-    Ok(0)
-}
-
-/// A `.lpm` model: inputs are `.npy` tensors, float (quantized here with the input's scale) or
-/// int8 (used as they are); outputs are written as stored (int8) and summarized dequantized.
-fn run_micro(args: &RunArgs) -> Result<u8> {
-    use lepton_runtime::engine::micro::host::MicroEngine;
-    use lepton_runtime::engine::Engine;
-    let bytes = std::fs::read(&args.model).with_context(|| format!("{}", args.model.display()))?;
-    let mut engine = MicroEngine::from_bytes(bytes, &args.model)?;
-    let specs: Vec<onnx::TensorSpec> = engine
-        .inputs()
-        .iter()
-        .map(|i| onnx::TensorSpec {
-            name: i.name.clone(),
-            elem_type: "UNDEFINED".into(),
-            dims: Some(i.shape.iter().map(|&d| onnx::Dim::Fixed(d)).collect()),
-        })
-        .collect();
-    let named = inputs::split_named(&args.inputs, &specs, "input")?;
-    for (i, spec) in specs.iter().enumerate() {
-        let (_, file) = named
-            .iter()
-            .find(|(n, _)| n == &spec.name)
-            .with_context(|| format!("input `{}` is not given", spec.name))?;
-        let t = npy::read(Path::new(file))?;
-        inputs::check(spec, &t, Path::new(file))?;
-        let mut view = engine.input_mut(i)?;
-        if t.datum_type() == DatumType::I8 {
-            let v: Vec<i8> = t.to_plain_array_view::<i8>()?.iter().copied().collect();
-            match view.data_mut() {
-                lepton_runtime::tensor::TensorDataMut::I8(d) => d.copy_from_slice(&v),
-                _ => bail!("micro model inputs are int8"),
-            }
-        } else {
-            let f = t.cast_to::<f32>()?;
-            let v: Vec<f32> = f.to_plain_array_view::<f32>()?.iter().copied().collect();
-            view.quantize_from(&v).map_err(|e| anyhow::anyhow!("{}: {e}", file))?;
+        for w in &written {
+            println!("  raw outputs written to {} (one row per model run, dequantized float)", w.display());
         }
-    }
-    let t0 = std::time::Instant::now();
-    engine.run()?;
-    let elapsed = t0.elapsed();
-    if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    }
-    let mut report = vec![];
-    for (i, info) in engine.outputs().to_vec().iter().enumerate() {
-        let out = engine.output(i)?;
-        let mut real = vec![0f32; out.len()];
-        out.dequantize_into(&mut real).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let stored: Vec<i8> = match out.data() {
-            lepton_runtime::tensor::TensorData::I8(d) => d.to_vec(),
-            _ => vec![],
-        };
-        let t = tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), real.clone())?.into_tensor();
-        let file = match &args.output_dir {
-            Some(dir) => {
-                let p = dir.join(npy::file_name(&info.name));
-                npy::write(
-                    &p,
-                    &tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), stored.clone())?.into_tensor(),
-                )?;
-                Some(p)
-            }
-            None => None,
-        };
-        if args.json {
-            report.push(json!({"name": info.name, "shape": info.shape, "stored": if stored.len() <= 64 { Some(&stored) } else { None }, "values": if real.len() <= 64 { Some(&real) } else { None }, "file": file}));
-        } else {
-            println!("{}  {:?} int8 (scale {:?})  {}", info.name, info.shape, info.quant, summary(&t));
-            if let Some(f) = file {
-                println!("  written to {} (int8 as stored)", f.display());
-            }
-        }
-    }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"model": args.model, "engine": "micro", "latency_ms": elapsed.as_secs_f64() * 1e3, "outputs": report})
-            )?
-        );
-    } else {
-        println!("(micro engine, {:.3} ms)", elapsed.as_secs_f64() * 1e3);
     }
     Ok(0)
 }

@@ -64,13 +64,17 @@ fn micro_err(path: &Path, e: super::MicroError) -> LeptonError {
 }
 
 impl MicroEngine {
-    /// Loads `.lpm` bytes; `path` names them in errors.
+    /// Loads `.lpm` bytes with the kernel set of [`Isa::selected`]; `path` names them in errors.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Self> {
-        Self::with_isa(bytes, path, Isa::detect())
+        Self::with_isa(bytes, path, Isa::selected()?)
     }
 
-    /// Loads `.lpm` bytes with kernels for `isa` ([`Isa::Reference`]: the portable reference).
+    /// Loads `.lpm` bytes with kernels for `isa` ([`Isa::Reference`]: the portable reference);
+    /// a set this CPU cannot run is refused.
     pub fn with_isa(bytes: Vec<u8>, path: &Path, isa: Isa) -> Result<Self> {
+        if !isa.supported() {
+            return Err(crate::engine::micro::kernels::KernelsError::Unsupported(isa).into());
+        }
         let model = Loaded::try_new(bytes, |b| -> std::result::Result<Program<'_>, super::MicroError> {
             let interp = Interpreter::new(b)?;
             let ops = interp.ops().collect::<std::result::Result<Vec<_>, _>>()?;

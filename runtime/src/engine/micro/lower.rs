@@ -172,7 +172,9 @@ impl Spec {
 }
 
 /// Elementwise ops a table can stand for, when all their non-constant inputs derive from one tensor.
-const ELEMENTWISE: &[&str] = &[
+/// The quantizer (`lepton-convert quantize`) quantizes chains of exactly these at their ends only:
+/// one list for both.
+pub const ELEMENTWISE: &[&str] = &[
     "Add",
     "Sub",
     "Mul",

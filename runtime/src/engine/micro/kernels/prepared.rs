@@ -5,32 +5,7 @@
 use crate::engine::micro::format::{i32_at, requant_at, Op, TensorDesc};
 use crate::engine::micro::ops;
 
-/// The vector extension kernels use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable reference kernels only.
-    Reference,
-    /// x86-64 AVX-512 with VNNI (Ice Lake and later, Zen 4 and later).
-    Avx512Vnni,
-}
-
-impl Isa {
-    /// The best extension this CPU has.
-    pub fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512dq")
-                && std::is_x86_feature_detected!("avx512vl")
-                && std::is_x86_feature_detected!("avx512vnni")
-            {
-                return Isa::Avx512Vnni;
-            }
-        }
-        Isa::Reference
-    }
-}
+pub use super::Isa;
 
 /// Per-output-channel constants of a GEMM-shaped op, padded to blocks of 16 channels.
 #[derive(Debug, Clone)]

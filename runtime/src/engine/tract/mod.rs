@@ -2,7 +2,10 @@
 //! plan on input tensors it keeps across frames (the caller writes each frame in place).
 //!
 //! Exported ONNX files often carry intermediate `value_info` that contradicts the graph; when the
-//! first load fails, the engine retries ignoring `value_info`, and says so in the log.
+//! first load fails, the engine retries ignoring `value_info`, and says so in the log. Constructs
+//! tract computes wrong are rewritten or refused first ([`fixes`]).
+
+pub mod fixes;
 
 use super::{Engine, TensorInfo};
 use crate::error::{LeptonError, Result};
@@ -96,6 +99,7 @@ impl TractEngine {
         if let Some((node, op)) = onnx::unsupported_ops(proto).into_iter().next() {
             return Err(LeptonError::UnsupportedOp { path: path.to_path_buf(), node, op });
         }
+        let proto = &*fixes::prepare(proto, path)?;
         match Self::build(proto, path, facts, false) {
             Ok(engine) => Ok(engine),
             Err(first) => match Self::build(proto, path, facts, true) {
@@ -149,7 +153,9 @@ impl TractEngine {
                 });
             }
         }
-        let optimized = model.into_optimized().map_err(|e| model_error(path, e))?;
+        let mut typed = model.into_typed().map_err(|e| model_error(path, e))?;
+        stateless_loops(&mut typed);
+        let optimized = typed.into_optimized().map_err(|e| model_error(path, e))?;
         let plan = optimized.into_runnable().map_err(|e| model_error(path, e))?;
         let typed = plan.model();
         let mut inputs = Vec::new();
@@ -207,6 +213,23 @@ impl TractEngine {
     /// The tract tensor of output `index` of the last run.
     pub fn output_tensor(&self, index: usize) -> Option<&Tensor> {
         self.outputs.get(index).map(|v| &**v)
+    }
+}
+
+/// ONNX runs are stateless: every run of a recurrent layer starts from its `initial_h`/`initial_c`
+/// inputs (or zeros). tract's loops (`Scan`, and `GruSeq` for GRUs) keep the last state for the
+/// next run unless told to reset at every run; without this, the second run of an LSTM started
+/// where the first one (the load-time warm-up) ended.
+fn stateless_loops(model: &mut TypedModel) {
+    use tract_onnx::tract_core::ops::gru_seq::GruSeq;
+    use tract_onnx::tract_core::ops::scan::Scan;
+    for node in &mut model.nodes {
+        if let Some(scan) = node.op_as_mut::<Scan>() {
+            scan.reset_every_turn = true;
+            stateless_loops(&mut scan.body);
+        } else if let Some(gru) = node.op_as_mut::<GruSeq>() {
+            gru.reset_every_turn = true;
+        }
     }
 }
 

@@ -1,0 +1,127 @@
+//! A model file as the verbs read it: ONNX (the decoded protobuf) or a Lepton micro model
+//! (`.lpm`), with its declared inputs and outputs and its manifest, read once. Every verb that
+//! takes a model takes both kinds through this type.
+
+use anyhow::{bail, Result};
+use lepton_runtime::engine::micro::format::MAGIC;
+use lepton_runtime::engine::micro::host::{onnx_shape, MicroEngine, MAX_TENSORS};
+use lepton_runtime::engine::micro::Interpreter;
+use lepton_runtime::engine::tract::InputFact;
+use lepton_runtime::engine::{AnyEngine, EngineChoice};
+use lepton_runtime::manifest::Manifest;
+use lepton_runtime::onnx::{self, Dim, ModelProto, TensorSpec};
+use lepton_runtime::LeptonError;
+use std::path::{Path, PathBuf};
+
+/// What the file holds.
+#[derive(Debug)]
+pub enum Format {
+    /// An ONNX model.
+    Onnx(Box<ModelProto>),
+    /// A Lepton micro model (its bytes).
+    Lpm(Vec<u8>),
+}
+
+/// A model file with its declared inputs, outputs and manifest.
+#[derive(Debug)]
+pub struct ModelFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its contents.
+    pub format: Format,
+    /// Declared inputs (initializers excluded). A micro model's are fixed int8 tensors.
+    pub inputs: Vec<TensorSpec>,
+    /// Declared outputs.
+    pub outputs: Vec<TensorSpec>,
+    /// The embedded manifest, completed from the model and checked against it.
+    pub manifest: Option<Manifest>,
+}
+
+impl ModelFile {
+    /// Reads an ONNX or `.lpm` file (told apart by content, not by name).
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
+        if !bytes.starts_with(&MAGIC) {
+            let proto = onnx::decode(&bytes, path)?;
+            let (inputs, outputs) = onnx::io_specs(&proto);
+            let manifest = lepton_runtime::model::read_manifest(&proto, path)?;
+            return Ok(ModelFile {
+                path: path.to_path_buf(),
+                format: Format::Onnx(Box::new(proto)),
+                inputs,
+                outputs,
+                manifest,
+            });
+        }
+        let interp = Interpreter::<MAX_TENSORS>::new(&bytes)
+            .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
+        let spec = |t: &lepton_runtime::engine::micro::format::TensorDesc<'_>| TensorSpec {
+            name: t.name.to_string(),
+            elem_type: "INT8".into(),
+            dims: Some(onnx_shape(t).into_iter().map(Dim::Fixed).collect()),
+        };
+        let ids = |ids: &[u16]| ids.iter().map(|&i| spec(&interp.tensors()[i as usize])).collect::<Vec<_>>();
+        let (inputs, outputs) = (ids(&interp.header().inputs), ids(&interp.header().outputs));
+        let text = interp.header().manifest;
+        let manifest = if text.is_empty() {
+            None
+        } else {
+            Some(Manifest::from_toml(text, path)?.resolve(&inputs, &outputs, path)?)
+        };
+        drop(interp);
+        Ok(ModelFile { path: path.to_path_buf(), format: Format::Lpm(bytes), inputs, outputs, manifest })
+    }
+
+    /// True for a `.lpm` micro model.
+    pub fn is_lpm(&self) -> bool {
+        matches!(self.format, Format::Lpm(_))
+    }
+
+    /// The ONNX model, if it is one.
+    pub fn proto(&self) -> Option<&ModelProto> {
+        match &self.format {
+            Format::Onnx(p) => Some(p),
+            Format::Lpm(_) => None,
+        }
+    }
+
+    /// An engine for the given input shapes: an ONNX model on the engine `choice` picks, a
+    /// micro model on the micro engine (its shapes are fixed; `tract` is refused).
+    pub fn engine(&self, facts: &[InputFact], choice: EngineChoice) -> Result<AnyEngine> {
+        match &self.format {
+            Format::Onnx(proto) => Ok(AnyEngine::from_proto(proto, &self.path, facts, choice)?),
+            Format::Lpm(bytes) => {
+                if choice == EngineChoice::Tract {
+                    bail!(
+                        "{}: a micro model (.lpm) runs on the micro engine only; use --engine micro (or auto), or give the ONNX file to run it on tract",
+                        self.path.display()
+                    );
+                }
+                for f in facts {
+                    let declared = self.inputs.iter().find(|s| s.name == f.name);
+                    let fixed = declared
+                        .and_then(|s| s.dims.as_ref())
+                        .map(|d| d.iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 0 }).collect::<Vec<_>>());
+                    if fixed.as_deref() != Some(f.shape.as_slice()) {
+                        bail!(
+                            "{}: input `{}` of this micro model is {}, fixed when it was compiled; {} was asked",
+                            self.path.display(),
+                            f.name,
+                            declared.map_or("(none)".to_string(), TensorSpec::shape_text),
+                            shape_text(&f.shape)
+                        );
+                    }
+                }
+                Ok(AnyEngine::Micro(MicroEngine::from_bytes(bytes.clone(), &self.path)?))
+            }
+        }
+    }
+}
+
+/// `1x3x224x224`.
+pub fn shape_text(shape: &[usize]) -> String {
+    if shape.is_empty() {
+        return "scalar".into();
+    }
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+}
