@@ -215,7 +215,7 @@ fn quantize_keeps_agreement_runs_int8_fast_and_onnxruntime_loads_it() {
     python(&["-c", &format!("import numpy as np; np.save('{}', np.random.default_rng(4).uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32))", s(&dir.join("x.npy")))]);
     python(&["tests/fixtures/ort_run.py", &s(&int8), &s(&dir.join("ort")), &format!("x={}", s(&dir.join("x.npy")))]);
     // compile → .lpm: the micro engine's probabilities are those of onnxruntime's QDQ run,
-    // within a few int8 steps of 1/256.
+    // within one int8 step of 1/256 (onnxruntime with optimizations off: the exact QDQ arithmetic).
     let lpm = dir.join("cls.lpm");
     let out = run("lepton-convert", &["compile", &s(&int8), "-o", &s(&lpm)]);
     assert!(out.status.success(), "{}", text(&out).1);
@@ -231,7 +231,7 @@ fn quantize_keeps_agreement_runs_int8_fast_and_onnxruntime_loads_it() {
     let reference: Vec<f64> =
         String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().unwrap()).collect();
     for (a, b) in probs.iter().zip(&reference) {
-        assert!((a - b).abs() <= 4.0 / 256.0, "micro {probs:?} vs onnxruntime {reference:?}");
+        assert!((a - b).abs() <= 1.01 / 256.0, "micro {probs:?} vs onnxruntime {reference:?}");
     }
 }
 
