@@ -68,6 +68,35 @@ pub struct TensorDesc<'a> {
 }
 
 impl TensorDesc<'_> {
+    /// Elements (= bytes), or `None` when the dimensions' product overflows `usize`.
+    pub fn checked_len(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+    }
+
+    /// Checks the description on its own and against an arena of `arena` bytes: dimensions > 0,
+    /// rank ≤ 4, size and end offset without overflow and inside the arena, zero point within
+    /// int8, scale finite and > 0. After it, [`len`](Self::len) and [`range`](Self::range) cannot
+    /// overflow.
+    pub fn validate(&self, arena: usize) -> Result<(), &'static str> {
+        if self.shape.contains(&0) {
+            return Err("a dimension is 0");
+        }
+        if self.rank > 4 {
+            return Err("rank above 4");
+        }
+        let end = self.checked_len().and_then(|l| (self.offset as usize).checked_add(l)).ok_or("size overflows")?;
+        if end > arena {
+            return Err("lies outside the arena");
+        }
+        if !(-128..=127).contains(&self.zero_point) {
+            return Err("zero point outside int8");
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err("scale not finite and > 0");
+        }
+        Ok(())
+    }
+
     /// Elements (= bytes).
     pub fn len(&self) -> usize {
         self.shape.iter().map(|&d| d as usize).product()

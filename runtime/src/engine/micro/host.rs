@@ -2,7 +2,8 @@
 //! implements [`Engine`], so pipelines run int8 models with it like any other engine.
 
 use super::format::{Layout, Op, TensorDesc};
-use super::kernels::prepared::{self, Isa, Step};
+use super::kernels::prepared::{self, Step};
+use super::kernels::{Isa, Kernels};
 use super::lower::{lower, Compiled};
 use super::Interpreter;
 use crate::engine::{Engine, StagingBuffer, TensorInfo};
@@ -33,7 +34,7 @@ pub struct MicroEngine {
     model: Loaded,
     arena: Vec<u8>,
     scratch: Vec<u8>,
-    isa: Isa,
+    kernels: &'static Kernels,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
 }
@@ -72,13 +73,11 @@ impl MicroEngine {
     /// Loads `.lpm` bytes with kernels for `isa` ([`Isa::Reference`]: the portable reference);
     /// a set this CPU cannot run is refused.
     pub fn with_isa(bytes: Vec<u8>, path: &Path, isa: Isa) -> Result<Self> {
-        if !isa.supported() {
-            return Err(crate::engine::micro::kernels::KernelsError::Unsupported(isa).into());
-        }
+        let kernels = isa.kernels()?;
         let model = Loaded::try_new(bytes, |b| -> std::result::Result<Program<'_>, super::MicroError> {
             let interp = Interpreter::new(b)?;
             let ops = interp.ops().collect::<std::result::Result<Vec<_>, _>>()?;
-            let steps = prepared::prepare(ops.into_iter(), interp.tensors(), isa);
+            let steps = prepared::prepare(ops.into_iter(), interp.tensors(), kernels);
             Ok(Program { interp, steps })
         })
         .map_err(|e| micro_err(path, e))?;
@@ -91,7 +90,7 @@ impl MicroEngine {
         }
         let arena = vec![0u8; interp.arena_bytes()];
         let scratch = vec![0u8; prepared::scratch_bytes(&model.borrow_dependent().steps, interp.tensors())];
-        Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, isa, inputs, outputs })
+        Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, kernels, inputs, outputs })
     }
 
     /// Compiles a quantized (QDQ) ONNX model with the given input shapes.
@@ -117,24 +116,15 @@ impl MicroEngine {
         let mut out = Vec::with_capacity(program.steps.len());
         for (op, step) in &program.steps {
             let t = std::time::Instant::now();
-            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch);
-            let how = match step {
-                Step::Conv(prepared::ConvPlan::Pointwise(_)) => "pointwise",
-                Step::Conv(prepared::ConvPlan::Im2col(_)) => "im2col",
-                #[cfg(target_arch = "x86_64")]
-                Step::Conv(prepared::ConvPlan::Depthwise(_)) => "depthwise",
-                Step::Fc(_) => "gemm",
-                Step::Lut | Step::Binary { .. } | Step::GlobalAverage | Step::MaxPool => "vector",
-                Step::Reference => "reference",
-            };
-            out.push((op.name(), how, t.elapsed()));
+            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch, self.kernels);
+            out.push((op.name(), Step::kind(step), t.elapsed()));
         }
         out
     }
 
-    /// The kernels in use.
+    /// The kernel set in use.
     pub fn isa(&self) -> Isa {
-        self.isa
+        self.kernels.isa
     }
 
     /// Arena size in bytes.
@@ -190,7 +180,7 @@ impl Engine for MicroEngine {
         let program = self.model.borrow_dependent();
         let tensors = program.interp.tensors();
         for (op, step) in &program.steps {
-            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch);
+            prepared::run(op, step, tensors, &mut self.arena, &mut self.scratch, self.kernels);
         }
         Ok(())
     }

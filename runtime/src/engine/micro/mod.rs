@@ -46,6 +46,14 @@ pub enum MicroError {
         /// Bytes given.
         given: usize,
     },
+    /// A tensor description is inconsistent (a zero dimension, a size past the arena, a zero
+    /// point outside int8…); `tensor` is its index.
+    BadTensor {
+        /// Tensor index.
+        tensor: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// An op refers to a missing tensor or has inconsistent shapes; `op` is its index.
     BadOp {
         /// Op index.
@@ -69,6 +77,7 @@ impl fmt::Display for MicroError {
             MicroError::ArenaTooSmall { needed, given } => {
                 write!(f, "arena of {given} bytes, the model needs {needed}")
             }
+            MicroError::BadTensor { tensor, reason } => write!(f, "tensor {tensor}: {reason}"),
             MicroError::BadOp { op, reason } => write!(f, "op {op}: {reason}"),
             MicroError::NoSuchIo(i) => write!(f, "no input or output {i}"),
         }
@@ -101,11 +110,9 @@ impl<'m, const T: usize> Interpreter<'m, T> {
             return Err(MicroError::TooManyTensors { needed: n, capacity: T });
         }
         let mut tensors = heapless::Vec::new();
-        for _ in 0..n {
+        for i in 0..n {
             let (t, r): (TensorDesc<'m>, _) = postcard::take_from_bytes(rest).map_err(|_| MicroError::Corrupt)?;
-            if t.range().end > header.arena_bytes as usize {
-                return Err(MicroError::Corrupt);
-            }
+            t.validate(header.arena_bytes as usize).map_err(|reason| MicroError::BadTensor { tensor: i, reason })?;
             let _ = tensors.push(t);
             rest = r;
         }

@@ -11,8 +11,11 @@
 
 #[cfg(feature = "std")]
 pub mod prepared;
+pub mod reference;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
-pub mod x86;
+mod x86_avx2;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx512;
 
 /// A kernel set: the instruction-set extension the kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,6 +23,8 @@ pub mod x86;
 pub enum Isa {
     /// Portable reference kernels only (every CPU).
     Reference,
+    /// x86-64 AVX2 (Haswell and later, Zen and later): 16-bit multiply-adds (`vpmaddwd`).
+    Avx2,
     /// x86-64 AVX-512 with VNNI (Ice Lake and later, Zen 4 and later).
     Avx512Vnni,
 }
@@ -28,13 +33,14 @@ pub enum Isa {
 pub const KERNELS_ENV: &str = "LEPTON_KERNELS";
 
 impl Isa {
-    /// Every kernel set, reference first.
-    pub const ALL: [Isa; 2] = [Isa::Reference, Isa::Avx512Vnni];
+    /// Every kernel set, reference first, then from the least to the most capable.
+    pub const ALL: [Isa; 3] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni];
 
     /// The set's name, as `LEPTON_KERNELS` and reports spell it.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Reference => "reference",
+            Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
         }
     }
@@ -48,6 +54,7 @@ impl Isa {
     pub fn requires(self) -> &'static str {
         match self {
             Isa::Reference => "",
+            Isa::Avx2 => "x86-64 avx2",
             Isa::Avx512Vnni => "x86-64 avx512f avx512bw avx512dq avx512vl avx512vnni",
         }
     }
@@ -60,6 +67,8 @@ impl Isa {
         match self {
             Isa::Reference => true,
             #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512bw")
@@ -68,8 +77,25 @@ impl Isa {
                     && std::is_x86_feature_detected!("avx512vnni")
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx512Vnni => false,
+            Isa::Avx2 | Isa::Avx512Vnni => false,
         }
+    }
+
+    /// The set's kernels, if this CPU can run them: the only way to reach them, so no kernel
+    /// runs an instruction the CPU lacks.
+    pub fn kernels(self) -> Result<&'static Kernels, KernelsError> {
+        if !self.supported() {
+            return Err(KernelsError::Unsupported(self));
+        }
+        Ok(match self {
+            Isa::Reference => &reference::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => &x86_avx2::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86_avx512::kernels(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512Vnni => return Err(KernelsError::Unsupported(self)),
+        })
     }
 
     /// The best set this CPU supports.
@@ -112,4 +138,84 @@ pub enum KernelsError {
     /// The CPU lacks what the set needs.
     #[error("kernel set {0}: this CPU cannot run it (it needs {needs}); unset {KERNELS_ENV} to use the best set it has ({best})", needs = .0.requires(), best = Isa::detect())]
     Unsupported(Isa),
+}
+
+#[cfg(feature = "std")]
+pub use self::table::*;
+
+#[cfg(feature = "std")]
+mod table {
+    use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
+    use super::Isa;
+    use crate::engine::micro::format::{Binary, Conv, Pool, TensorDesc};
+    use crate::quant::Requant;
+
+    /// One kernel set's kernels, what [`super::prepared`] calls for each kind of op; `None` runs
+    /// that op with the reference kernel. Only [`Isa::kernels`] hands a table out, after
+    /// checking the CPU: holding one is the proof its functions may run.
+    #[derive(Debug)]
+    pub struct Kernels {
+        /// The set.
+        pub isa: Isa,
+        pub(crate) gemm: Option<GemmKernel>,
+        pub(crate) depthwise: Option<DepthwiseKernel>,
+        pub(crate) lut: Option<LutFn>,
+        pub(crate) binary: Option<BinaryFn>,
+        pub(crate) global_average: Option<GlobalAverageFn>,
+        pub(crate) max_pool: Option<MaxPoolFn>,
+    }
+
+    /// `y[i] = table[x[i] + 128]`.
+    pub(crate) type LutFn = fn(&[u8], &[u8], &mut [u8]);
+    /// Add (`false`) or multiply (`true`), `b` shaped like `a` or one value per channel.
+    #[allow(clippy::type_complexity)]
+    pub(crate) type BinaryFn =
+        fn(bool, &Binary, &TensorDesc<'_>, &[u8], &TensorDesc<'_>, &[u8], &TensorDesc<'_>, &mut [u8], bool);
+    /// Mean over H and W.
+    pub(crate) type GlobalAverageFn = fn(&Requant, &TensorDesc<'_>, &[u8], &TensorDesc<'_>, &mut [u8]);
+    /// Max pooling.
+    pub(crate) type MaxPoolFn = fn(&Pool, &TensorDesc<'_>, &[u8], &TensorDesc<'_>, &mut [u8]);
+
+    /// A set's GEMM: its operand layout and the kernel over packed rows.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct GemmKernel {
+        /// How weights and rows are laid out for `run`.
+        pub layout: GemmLayout,
+        /// `out[rows][n]` from `rows` packed rows and the packed weights.
+        pub run: fn(&[u8], usize, &Gemm, &mut [u8]),
+    }
+
+    impl GemmKernel {
+        /// Runs the kernel on a GEMM packed for it.
+        pub fn run(&self, a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+            assert_eq!(g.layout, self.layout, "a GEMM packed for another kernel set");
+            (self.run)(a, rows, g, out)
+        }
+    }
+
+    /// A set's depthwise convolution: how it packs weights and constants, and the kernel.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct DepthwiseKernel {
+        /// Most taps (kh·kw) the kernel takes.
+        pub max_taps: usize,
+        /// Packs weights `[c][taps]` and the natural-order epilogue (acc_init = bias - zx·Σw).
+        pub pack: fn(&[u8], usize, usize, &Epilogue) -> DepthwisePacked,
+        /// The convolution.
+        pub run: fn(&Conv<'_>, &TensorDesc<'_>, &TensorDesc<'_>, &[u8], &mut [u8], &DepthwisePacked),
+    }
+
+    impl DepthwiseKernel {
+        /// Runs the kernel.
+        pub fn run(
+            &self,
+            c: &Conv<'_>,
+            ti: &TensorDesc<'_>,
+            to: &TensorDesc<'_>,
+            x: &[u8],
+            y: &mut [u8],
+            p: &DepthwisePacked,
+        ) {
+            (self.run)(c, ti, to, x, y, p)
+        }
+    }
 }

@@ -1,16 +1,21 @@
-//! A micro model prepared for fast execution on a host: convolutions and fully connected layers
-//! become GEMMs over repacked weights (x86-64 with AVX-512 VNNI), depthwise convolutions a
-//! channel-vectorized kernel; everything else runs the reference kernels.
+//! A micro model prepared for fast execution on a host, with one kernel set ([`Kernels`]):
+//! convolutions and fully connected layers become GEMMs over weights packed in the set's layout,
+//! depthwise convolutions a channel-vectorized kernel, tables, adds, multiplies and pooling the
+//! set's vector loops; an op the set has no kernel for runs the reference kernel (`ops/`).
+//!
+//! Packing is shared: a set declares its GEMM layout ([`GemmLayout`]) and this module lays the
+//! weights, the activation rows (im2col included) and the per-channel constants out for it.
 
-use crate::engine::micro::format::{i32_at, requant_at, Op, TensorDesc};
+use super::{DepthwiseKernel, GemmKernel, Kernels};
+use crate::engine::micro::format::{i32_at, requant_at, Conv, Op, TensorDesc};
 use crate::engine::micro::ops;
 
 pub use super::Isa;
 
-/// Per-output-channel constants of a GEMM-shaped op, padded to blocks of 16 channels.
+/// Per-output-channel constants of a GEMM-shaped op, padded to whole blocks of channels.
 #[derive(Debug, Clone)]
 pub struct Epilogue {
-    /// Accumulator start: bias minus the zero-point correction.
+    /// Accumulator start: bias minus the zero-point correction of the set's activation form.
     pub acc_init: Vec<i32>,
     /// Requantization multipliers (i64 lanes).
     pub mult: Vec<i64>,
@@ -24,32 +29,74 @@ pub struct Epilogue {
     pub clamp: [i8; 2],
 }
 
-/// A GEMM: `out[p][n] = requant(acc_init[n] + Σ_k a_u8[p][k] · w[n][k])`, activations shifted to
-/// unsigned (`a + 128`), the shift and the input zero point folded into `acc_init`.
+/// How a set's GEMM kernel reads its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmLayout {
+    /// Output channels per weight block (the kernel's vector width in accumulators).
+    pub block: usize,
+    /// Reduction elements consumed together per channel (4 for `vpdpbusd`, 2 for `vpmaddwd`).
+    pub group: usize,
+    /// Activations as unsigned bytes (`a + 128`, for u8×s8 instructions); else signed.
+    pub unsigned: bool,
+    /// Weights and activations widened to i16 (little-endian pairs of bytes).
+    pub wide: bool,
+}
+
+impl GemmLayout {
+    /// Bytes per element of the packed operands.
+    pub fn elem_bytes(&self) -> usize {
+        if self.wide {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// `k` rounded up to whole groups.
+    pub fn padded(&self, k: usize) -> usize {
+        k.div_ceil(self.group) * self.group
+    }
+}
+
+/// A GEMM: `out[p][n] = requant(acc_init[n] + Σ_k a[p][k] · w[n][k])`, operands in the layout of
+/// the set that packed it (`layout`); the input zero point (and the unsigned offset) are folded
+/// into `acc_init`.
 #[derive(Debug, Clone)]
 pub struct Gemm {
     /// Output channels.
     pub n: usize,
-    /// Reduction length (before padding to 4).
+    /// Reduction length.
     pub k: usize,
-    /// `k` rounded up to 4.
-    pub k4: usize,
-    /// Weights `[n/16][k4/4][16][4]`.
-    pub packed: Vec<i8>,
-    /// Epilogue constants.
+    /// `k` rounded up to the layout's group.
+    pub kp: usize,
+    /// The operand layout.
+    pub layout: GemmLayout,
+    /// Weights `[n/block][kp/group][block][group]`, `layout.elem_bytes()` bytes each.
+    pub packed: Vec<u8>,
+    /// Epilogue constants, `n` rounded up to whole blocks.
     pub epilogue: Epilogue,
 }
 
-/// How a convolution feeds its GEMM.
+/// Depthwise weights and constants in a set's own layout (see its kernel).
+#[derive(Debug, Clone)]
+pub struct DepthwisePacked {
+    /// Weights, widened to i16, in the set's order.
+    pub weights: Vec<i16>,
+    /// Tap pairs (taps rounded up to even).
+    pub pairs: usize,
+    /// Epilogue, channels in the set's order, `acc_init = bias - zx·Σw`.
+    pub epilogue: Epilogue,
+}
+
+/// How a convolution feeds its kernel.
 #[derive(Debug, Clone)]
 pub enum ConvPlan {
     /// 1×1, stride 1, no padding: rows of the input are the GEMM's rows.
     Pointwise(Gemm),
     /// Any other ungrouped convolution: im2col rows (padding filled with the zero point).
     Im2col(Gemm),
-    /// Depthwise (one input channel per group), weights packed for `vpdpwssd`.
-    #[cfg(target_arch = "x86_64")]
-    Depthwise(super::x86::DepthwisePacked),
+    /// Depthwise (one input channel per group).
+    Depthwise(DepthwisePacked),
 }
 
 /// One op and how it runs.
@@ -59,30 +106,45 @@ pub enum Step {
     Conv(ConvPlan),
     /// Fully connected as a GEMM.
     Fc(Gemm),
-    /// Table lookup, 64 bytes per step.
+    /// The set's table lookup.
     Lut,
-    /// Add or multiply with `b` shaped like `a` or one value per channel.
+    /// The set's add or multiply, with `b` shaped like `a` or one value per channel.
     Binary {
         /// `b` holds one value per channel.
         per_channel: bool,
     },
-    /// Mean over H and W, vectorized over channels.
+    /// The set's mean over H and W.
     GlobalAverage,
-    /// Max pooling, vectorized over channels.
+    /// The set's max pooling.
     MaxPool,
     /// The reference kernel.
     Reference,
 }
 
-fn epilogue(
-    bias: impl Fn(usize) -> i32,
-    correction: impl Fn(usize) -> i64,
+impl Step {
+    /// How the step runs, for profiles: `pointwise`, `im2col`, `depthwise`, `gemm`, `vector` or
+    /// `reference`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Conv(ConvPlan::Pointwise(_)) => "pointwise",
+            Step::Conv(ConvPlan::Im2col(_)) => "im2col",
+            Step::Conv(ConvPlan::Depthwise(_)) => "depthwise",
+            Step::Fc(_) => "gemm",
+            Step::Lut | Step::Binary { .. } | Step::GlobalAverage | Step::MaxPool => "vector",
+            Step::Reference => "reference",
+        }
+    }
+}
+
+/// The per-channel requantization constants of `n` channels, padded to `np`.
+pub fn epilogue(
+    acc_init: impl Fn(usize) -> i64,
     requant: &[u8],
     n: usize,
+    np: usize,
     zero_point: i32,
     clamp: [i8; 2],
 ) -> Epilogue {
-    let np = n.div_ceil(16) * 16;
     let mut e = Epilogue {
         acc_init: vec![0; np],
         mult: vec![0; np],
@@ -93,7 +155,7 @@ fn epilogue(
     };
     for c in 0..n {
         let r = requant_at(requant, c);
-        e.acc_init[c] = (bias(c) as i64 - correction(c)) as i32;
+        e.acc_init[c] = acc_init(c) as i32;
         e.mult[c] = r.multiplier as i64;
         e.shift[c] = r.shift as i64;
         e.round[c] = 1i64 << (r.shift - 1);
@@ -101,67 +163,107 @@ fn epilogue(
     e
 }
 
+/// Packs a GEMM's weights `[n][k]` (int8) and constants for `layout`.
 #[allow(clippy::too_many_arguments)]
-fn gemm(weights: &[u8], n: usize, k: usize, bias: &[u8], requant: &[u8], zx: i32, zy: i32, clamp: [i8; 2]) -> Gemm {
-    let k4 = k.div_ceil(4) * 4;
-    let nb = n.div_ceil(16);
-    let mut packed = vec![0i8; nb * k4 * 16];
+fn gemm(
+    layout: GemmLayout,
+    weights: &[u8],
+    n: usize,
+    k: usize,
+    bias: &[u8],
+    requant: &[u8],
+    zx: i32,
+    zy: i32,
+    clamp: [i8; 2],
+) -> Gemm {
+    let (block, group, eb) = (layout.block, layout.group, layout.elem_bytes());
+    let kp = layout.padded(k);
+    let nb = n.div_ceil(block);
+    let mut packed = vec![0u8; nb * kp * block * eb];
     for co in 0..n {
         for kk in 0..k {
-            let (b, lane) = (co / 16, co % 16);
-            packed[((b * (k4 / 4) + kk / 4) * 16 + lane) * 4 + kk % 4] = weights[co * k + kk] as i8;
+            let (b, lane) = (co / block, co % block);
+            let at = ((b * (kp / group) + kk / group) * block + lane) * group + kk % group;
+            let w = weights[co * k + kk] as i8;
+            if layout.wide {
+                packed[2 * at..2 * at + 2].copy_from_slice(&(w as i16).to_le_bytes());
+            } else {
+                packed[at] = w as u8;
+            }
         }
     }
-    // Σ (a - zx)·w = Σ (a + 128)·w - (128 + zx)·Σ w
+    // Σ (a - zx)·w = Σ a'·w - (offset + zx)·Σ w, with a' = a + offset (128 for unsigned rows).
+    let offset = if layout.unsigned { 128 } else { 0 };
     let wsum = |co: usize| (0..k).map(|kk| weights[co * k + kk] as i8 as i64).sum::<i64>();
-    let epilogue = epilogue(|c| i32_at(bias, c), |c| (128 + zx as i64) * wsum(c), requant, n, zy, clamp);
-    Gemm { n, k, k4, packed, epilogue }
+    let acc_init = |c: usize| i32_at(bias, c) as i64 - (offset + zx as i64) * wsum(c);
+    let epilogue = epilogue(acc_init, requant, n, nb * block, zy, clamp);
+    Gemm { n, k, kp, layout, packed, epilogue }
 }
 
-/// Plans every op of a model for `isa`.
+/// Plans every op of a model for a kernel set.
 pub fn prepare<'m>(
     ops_iter: impl Iterator<Item = Op<'m>>,
     tensors: &[TensorDesc<'_>],
-    isa: Isa,
+    kernels: &Kernels,
 ) -> Vec<(Op<'m>, Step)> {
     ops_iter
         .map(|op| {
-            let step = if isa == Isa::Reference { Step::Reference } else { plan(&op, tensors) };
+            let step = plan(&op, tensors, kernels);
             (op, step)
         })
         .collect()
 }
 
-fn plan(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Step {
+fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
     match op {
         Op::Conv(c) => {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
             let (cin, cout) = (ti.shape[3] as usize, to.shape[3] as usize);
             let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-            #[cfg(target_arch = "x86_64")]
-            if c.groups as usize == cin && cin == cout && c.groups > 1 && kh * kw <= 64 {
-                let e = epilogue(|ch| i32_at(c.bias, ch), |_| 0, c.requant, cout, to.zero_point, c.clamp);
-                let packed =
-                    super::x86::pack_depthwise(c.weights, kh * kw, cout, |ch| i32_at(c.bias, ch), &e, ti.zero_point);
-                return Step::Conv(ConvPlan::Depthwise(packed));
+            let depthwise = c.groups as usize == cin && cin == cout && c.groups > 1;
+            if depthwise {
+                return match &k.depthwise {
+                    Some(d) if kh * kw <= d.max_taps => {
+                        let zx = ti.zero_point as i64;
+                        let wsum =
+                            |ch: usize| (0..kh * kw).map(|t| c.weights[ch * kh * kw + t] as i8 as i64).sum::<i64>();
+                        let base = epilogue(
+                            |ch| i32_at(c.bias, ch) as i64 - zx * wsum(ch),
+                            c.requant,
+                            cout,
+                            cout,
+                            to.zero_point,
+                            c.clamp,
+                        );
+                        Step::Conv(ConvPlan::Depthwise((d.pack)(c.weights, kh * kw, cout, &base)))
+                    }
+                    _ => Step::Reference,
+                };
             }
-            if c.groups != 1 {
-                return Step::Reference;
-            }
-            let k = kh * kw * cin;
-            let g = gemm(c.weights, cout, k, c.bias, c.requant, ti.zero_point, to.zero_point, c.clamp);
+            let Some(g) = k.gemm.as_ref().filter(|_| c.groups == 1) else { return Step::Reference };
+            let gm = gemm(
+                g.layout,
+                c.weights,
+                cout,
+                kh * kw * cin,
+                c.bias,
+                c.requant,
+                ti.zero_point,
+                to.zero_point,
+                c.clamp,
+            );
             let pointwise = kh == 1 && kw == 1 && c.stride == [1, 1] && c.pad == [0; 4];
-            Step::Conv(if pointwise { ConvPlan::Pointwise(g) } else { ConvPlan::Im2col(g) })
+            Step::Conv(if pointwise { ConvPlan::Pointwise(gm) } else { ConvPlan::Im2col(gm) })
         }
         Op::FullyConnected(f) => {
+            let Some(g) = &k.gemm else { return Step::Reference };
             let (ti, to) = (&t[f.input as usize], &t[f.output as usize]);
             let n = ti.shape[0] as usize;
             let (cin, cout) = (ti.len() / n, to.len() / n);
-            Step::Fc(gemm(f.weights, cout, cin, f.bias, f.requant, ti.zero_point, to.zero_point, f.clamp))
+            Step::Fc(gemm(g.layout, f.weights, cout, cin, f.bias, f.requant, ti.zero_point, to.zero_point, f.clamp))
         }
-        #[cfg(target_arch = "x86_64")]
-        Op::Lut { .. } if super::x86::has_vbmi() => Step::Lut,
-        Op::Add(b) | Op::Mul(b) => {
+        Op::Lut { .. } if k.lut.is_some() => Step::Lut,
+        Op::Add(b) | Op::Mul(b) if k.binary.is_some() => {
             let (ta, tb) = (&t[b.a as usize], &t[b.b as usize]);
             if tb.shape == ta.shape {
                 Step::Binary { per_channel: false }
@@ -171,119 +273,166 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Step {
                 Step::Reference
             }
         }
-        Op::GlobalAvgPool { .. } => Step::GlobalAverage,
-        Op::MaxPool(_) => Step::MaxPool,
+        Op::GlobalAvgPool { .. } if k.global_average.is_some() => Step::GlobalAverage,
+        Op::MaxPool(_) if k.max_pool.is_some() => Step::MaxPool,
         _ => Step::Reference,
     }
 }
 
-/// Scratch a prepared model needs (im2col rows, unsigned activation rows).
+/// Scratch a prepared model needs (GEMM rows: im2col or re-laid activations).
 pub fn scratch_bytes(steps: &[(Op<'_>, Step)], t: &[TensorDesc<'_>]) -> usize {
     steps
         .iter()
         .map(|(op, s)| match (op, s) {
             (Op::Conv(c), Step::Conv(ConvPlan::Pointwise(g) | ConvPlan::Im2col(g))) => {
                 let to = &t[c.output as usize];
-                (to.shape[0] * to.shape[1] * to.shape[2]) as usize * g.k4 + 64
+                (to.shape[0] * to.shape[1] * to.shape[2]) as usize * g.kp * g.layout.elem_bytes() + 64
             }
-            (Op::FullyConnected(f), Step::Fc(g)) => t[f.input as usize].shape[0] as usize * g.k4 + 64,
+            (Op::FullyConnected(f), Step::Fc(g)) => {
+                t[f.input as usize].shape[0] as usize * g.kp * g.layout.elem_bytes() + 64
+            }
             _ => 0,
         })
         .max()
         .unwrap_or(0)
 }
 
-/// Runs one prepared op.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scratch: &mut [u8]) {
+/// Runs one prepared op with the kernels it was planned for (`kernels` must be the set
+/// [`prepare`] was given).
+pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scratch: &mut [u8], kernels: &Kernels) {
     match (op, step) {
-        #[cfg(target_arch = "x86_64")]
         (Op::Conv(c), Step::Conv(plan)) => {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
             let ([x], y) = ops::io(arena, [ti.range()], to.range());
             match plan {
                 ConvPlan::Pointwise(g) => {
                     let rows = (ti.shape[0] * ti.shape[1] * ti.shape[2]) as usize;
-                    let a = pack_rows(x, rows, g.k, g.k4, scratch);
-                    super::x86::gemm(a, rows, g, y);
+                    let a = pack_rows(x, rows, g, scratch);
+                    gemm_kernel(kernels).run(a, rows, g, y);
                 }
                 ConvPlan::Im2col(g) => {
                     let rows = (to.shape[0] * to.shape[1] * to.shape[2]) as usize;
-                    let a = im2col(c, ti, to, x, g.k4, scratch);
-                    super::x86::gemm(a, rows, g, y);
+                    let a = im2col(c, ti, to, x, g, scratch);
+                    gemm_kernel(kernels).run(a, rows, g, y);
                 }
-                ConvPlan::Depthwise(packed) => super::x86::depthwise(c, ti, to, x, y, packed),
+                ConvPlan::Depthwise(packed) => depthwise_kernel(kernels).run(c, ti, to, x, y, packed),
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        (Op::Lut { input, output, table }, Step::Lut) => {
-            let ([x], y) = ops::io(arena, [t[*input as usize].range()], t[*output as usize].range());
-            super::x86::lut(table, x, y);
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Op::Add(b) | Op::Mul(b), Step::Binary { per_channel }) => {
-            let (ta, tb, to) = (&t[b.a as usize], &t[b.b as usize], &t[b.output as usize]);
-            let ([xa, xb], y) = ops::io(arena, [ta.range(), tb.range()], to.range());
-            super::x86::binary(matches!(op, Op::Mul(_)), b, ta, xa, tb, xb, to, y, *per_channel);
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Op::GlobalAvgPool { input, output, requant }, Step::GlobalAverage) => {
-            let (ti, to) = (&t[*input as usize], &t[*output as usize]);
-            let ([x], y) = ops::io(arena, [ti.range()], to.range());
-            super::x86::global_average(requant, ti, x, to, y);
-        }
-        #[cfg(target_arch = "x86_64")]
-        (Op::MaxPool(p), Step::MaxPool) => {
-            let (ti, to) = (&t[p.input as usize], &t[p.output as usize]);
-            let ([x], y) = ops::io(arena, [ti.range()], to.range());
-            super::x86::max_pool(p, ti, x, to, y);
-        }
-        #[cfg(target_arch = "x86_64")]
         (Op::FullyConnected(f), Step::Fc(g)) => {
             let (ti, to) = (&t[f.input as usize], &t[f.output as usize]);
             let ([x], y) = ops::io(arena, [ti.range()], to.range());
             let rows = ti.shape[0] as usize;
-            let a = pack_rows(x, rows, g.k, g.k4, scratch);
-            super::x86::gemm(a, rows, g, y);
+            let a = pack_rows(x, rows, g, scratch);
+            gemm_kernel(kernels).run(a, rows, g, y);
+        }
+        (Op::Lut { input, output, table }, Step::Lut) => {
+            let ([x], y) = ops::io(arena, [t[*input as usize].range()], t[*output as usize].range());
+            match kernels.lut {
+                Some(lut) => lut(table, x, y),
+                None => ops::lut::reference(table, x, y),
+            }
+        }
+        (Op::Add(b) | Op::Mul(b), Step::Binary { per_channel }) => {
+            let (ta, tb, to) = (&t[b.a as usize], &t[b.b as usize], &t[b.output as usize]);
+            let ([xa, xb], y) = ops::io(arena, [ta.range(), tb.range()], to.range());
+            let mul = matches!(op, Op::Mul(_));
+            match kernels.binary {
+                Some(binary) => binary(mul, b, ta, xa, tb, xb, to, y, *per_channel),
+                None => ops::binary::reference(mul, b, (ta, xa), (tb, xb), (to, y)),
+            }
+        }
+        (Op::GlobalAvgPool { input, output, requant }, Step::GlobalAverage) => {
+            let (ti, to) = (&t[*input as usize], &t[*output as usize]);
+            let ([x], y) = ops::io(arena, [ti.range()], to.range());
+            match kernels.global_average {
+                Some(gap) => gap(requant, ti, x, to, y),
+                None => ops::pool::global_average(requant, ti, x, to, y),
+            }
+        }
+        (Op::MaxPool(p), Step::MaxPool) => {
+            let (ti, to) = (&t[p.input as usize], &t[p.output as usize]);
+            let ([x], y) = ops::io(arena, [ti.range()], to.range());
+            match kernels.max_pool {
+                Some(max_pool) => max_pool(p, ti, x, to, y),
+                None => ops::pool::reference(true, p, ti, x, to, y),
+            }
         }
         _ => ops::run(op, t, arena),
     }
 }
 
-/// Rows of `k` int8 values → rows of `k4` unsigned bytes (`+128`), zero-padded.
-#[cfg(target_arch = "x86_64")]
-fn pack_rows<'s>(x: &[u8], rows: usize, k: usize, k4: usize, scratch: &'s mut [u8]) -> &'s [u8] {
-    let a = &mut scratch[..rows * k4];
-    for r in 0..rows {
-        let (src, dst) = (&x[r * k..(r + 1) * k], &mut a[r * k4..(r + 1) * k4]);
-        for (d, &s) in dst.iter_mut().zip(src) {
+fn gemm_kernel(k: &Kernels) -> &GemmKernel {
+    k.gemm.as_ref().expect("a GEMM step is planned only for a set with a GEMM kernel")
+}
+
+fn depthwise_kernel(k: &Kernels) -> &DepthwiseKernel {
+    k.depthwise.as_ref().expect("a depthwise step is planned only for a set with a depthwise kernel")
+}
+
+/// Writes signed activations `src` as GEMM operand elements from element `at` on, in the
+/// layout's form (one loop per form).
+#[inline(always)]
+fn copy_in(dst: &mut [u8], at: usize, src: &[u8], layout: GemmLayout) {
+    if layout.wide {
+        for (d, &s) in dst[2 * at..2 * (at + src.len())].chunks_exact_mut(2).zip(src) {
+            d.copy_from_slice(&(s as i8 as i16).to_le_bytes());
+        }
+    } else if layout.unsigned {
+        for (d, &s) in dst[at..at + src.len()].iter_mut().zip(src) {
             *d = s ^ 0x80;
         }
-        dst[k..].fill(0);
+    } else {
+        dst[at..at + src.len()].copy_from_slice(src);
+    }
+}
+
+/// Fills `count` elements from `at` on with the signed activation `v`, in the layout's form.
+#[inline(always)]
+fn fill(dst: &mut [u8], at: usize, count: usize, v: u8, layout: GemmLayout) {
+    if layout.wide {
+        for d in dst[2 * at..2 * (at + count)].chunks_exact_mut(2) {
+            d.copy_from_slice(&(v as i8 as i16).to_le_bytes());
+        }
+    } else {
+        dst[at..at + count].fill(if layout.unsigned { v ^ 0x80 } else { v });
+    }
+}
+
+/// Rows of `g.k` int8 values → rows of `g.kp` operand elements in the GEMM's layout, the padding
+/// zero (its weights are zero).
+fn pack_rows<'s>(x: &[u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
+    let (k, kp, l) = (g.k, g.kp, g.layout);
+    let eb = l.elem_bytes();
+    let a = &mut scratch[..rows * kp * eb];
+    for r in 0..rows {
+        let dst = &mut a[r * kp * eb..(r + 1) * kp * eb];
+        copy_in(dst, 0, &x[r * k..(r + 1) * k], l);
+        fill(dst, k, kp - k, 0, l);
     }
     a
 }
 
-/// im2col rows `[oh·ow][kh][kw][cin]` as unsigned bytes; padding holds the zero point.
-#[cfg(target_arch = "x86_64")]
+/// im2col rows `[oh·ow][kh][kw][cin]` in the GEMM's layout; padding holds the zero point.
 fn im2col<'s>(
-    c: &crate::engine::micro::format::Conv<'_>,
+    c: &Conv<'_>,
     ti: &TensorDesc<'_>,
     to: &TensorDesc<'_>,
     x: &[u8],
-    k4: usize,
+    g: &Gemm,
     scratch: &'s mut [u8],
 ) -> &'s [u8] {
     let [n, h, w, cin] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-    let pad = (ti.zero_point as i8 as u8) ^ 0x80;
-    let a = &mut scratch[..n * oh * ow * k4];
+    let (kp, l) = (g.kp, g.layout);
+    let eb = l.elem_bytes();
+    let pad = ti.zero_point as i8 as u8;
+    let a = &mut scratch[..n * oh * ow * kp * eb];
     let mut row = 0;
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
-                let dst = &mut a[row * k4..(row + 1) * k4];
+                let dst = &mut a[row * kp * eb..(row + 1) * kp * eb];
                 let mut k = 0;
                 for ky in 0..kh {
                     let iy = (oy * c.stride[0] as usize + ky * c.dilation[0] as usize) as isize - c.pad[0] as isize;
@@ -292,16 +441,14 @@ fn im2col<'s>(
                         let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
                         if inside {
                             let s = ((b * h + iy as usize) * w + ix as usize) * cin;
-                            for ci in 0..cin {
-                                dst[k + ci] = x[s + ci] ^ 0x80;
-                            }
+                            copy_in(dst, k, &x[s..s + cin], l);
                         } else {
-                            dst[k..k + cin].fill(pad);
+                            fill(dst, k, cin, pad, l);
                         }
                         k += cin;
                     }
                 }
-                dst[k..].fill(0);
+                fill(dst, k, kp - k, 0, l);
                 row += 1;
             }
         }

@@ -7,7 +7,18 @@ use crate::engine::micro::format::{Binary, TensorDesc};
 use crate::quant::{round_shift, saturate};
 
 /// Checks that `b` broadcasts to `a` and the output is shaped like `a`.
-pub fn validate(a: &TensorDesc<'_>, b: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
+pub fn validate(
+    mul: bool,
+    op: &Binary,
+    a: &TensorDesc<'_>,
+    b: &TensorDesc<'_>,
+    o: &TensorDesc<'_>,
+) -> Result<(), &'static str> {
+    super::conv::requant_fits(op.ma)?;
+    if !mul && op.mb.shift != op.ma.shift {
+        return Err("an add's two multipliers must share their shift");
+    }
+    super::conv::clamp_fits(op.clamp)?;
     if a.shape != o.shape {
         return Err("output must be shaped like the first operand");
     }

@@ -9,19 +9,52 @@ use crate::quant::saturate;
 
 /// Output size of one spatial axis.
 pub fn out_size(input: u32, kernel: u16, stride: u16, dilation: u16, pad_a: u16, pad_b: u16) -> Option<u32> {
-    let span = (kernel as u32 - 1) * dilation as u32 + 1;
-    let padded = input + pad_a as u32 + pad_b as u32;
-    if stride == 0 || kernel == 0 || padded < span {
+    if stride == 0 || kernel == 0 || dilation == 0 {
         return None;
     }
-    Some((padded - span) / stride as u32 + 1)
+    let span = (kernel as u64 - 1) * dilation as u64 + 1;
+    let padded = input as u64 + pad_a as u64 + pad_b as u64;
+    if padded < span {
+        return None;
+    }
+    u32::try_from((padded - span) / stride as u64 + 1).ok()
+}
+
+/// Checks that `k` products of int8 values plus the largest bias fit the 32-bit accumulators
+/// every kernel uses (|x - zx| ≤ 255, |w| ≤ 128).
+pub fn accumulator_fits(k: usize, bias: &[u8]) -> Result<(), &'static str> {
+    let largest = (0..bias.len() / 4).map(|c| (i32_at(bias, c) as i64).abs()).max().unwrap_or(0);
+    let products = (k as u64).checked_mul(255 * 128).ok_or("reduction too long")?;
+    if largest as u64 + products >= 1 << 31 {
+        return Err("reduction too long or bias too large: the 32-bit accumulator could overflow");
+    }
+    Ok(())
+}
+
+/// Checks a requantization step: shift in 1..=62.
+pub fn requant_fits(r: crate::quant::Requant) -> Result<(), &'static str> {
+    if !(1..=62).contains(&r.shift) {
+        return Err("requantization shift out of 1..=62");
+    }
+    Ok(())
+}
+
+/// Checks an output clamp: low ≤ high.
+pub fn clamp_fits(clamp: [i8; 2]) -> Result<(), &'static str> {
+    if clamp[0] > clamp[1] {
+        return Err("clamp low above high");
+    }
+    Ok(())
 }
 
 /// Checks shapes and table sizes.
 pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
     let [n, h, w, cin] = i.shape;
     let cout = o.shape[3] as usize;
-    let g = c.groups.max(1) as u32;
+    if c.groups == 0 {
+        return Err("groups is 0");
+    }
+    let g = c.groups as u32;
     if !cin.is_multiple_of(g) || !(cout as u32).is_multiple_of(g) {
         return Err("channels not divisible by groups");
     }
@@ -32,16 +65,18 @@ pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<
     if o.shape != [n, oh, ow, cout as u32] {
         return Err("output shape does not follow from input, kernel, stride and padding");
     }
-    if c.weights.len() != cout * c.kernel[0] as usize * c.kernel[1] as usize * (cin / g) as usize {
+    let k = c.kernel[0] as usize * c.kernel[1] as usize * (cin / g) as usize;
+    if Some(c.weights.len()) != cout.checked_mul(k) {
         return Err("weights size");
     }
-    if c.bias.len() != 4 * cout || c.requant.len() != 5 * cout {
+    if Some(c.bias.len()) != cout.checked_mul(4) || Some(c.requant.len()) != cout.checked_mul(5) {
         return Err("bias or requantization table size");
     }
-    if (0..cout).any(|k| !(1..=62).contains(&requant_at(c.requant, k).shift)) {
-        return Err("requantization shift out of 1..=62");
+    for ch in 0..cout {
+        requant_fits(requant_at(c.requant, ch))?;
     }
-    Ok(())
+    clamp_fits(c.clamp)?;
+    accumulator_fits(k, c.bias)
 }
 
 /// The reference kernel: plain loops, no unsafe, the definition every optimized kernel matches.

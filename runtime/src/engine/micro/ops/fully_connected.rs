@@ -6,15 +6,21 @@ use crate::quant::saturate;
 /// Checks shapes and table sizes.
 pub fn validate(f: &FullyConnected<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
     let n = i.shape[0] as usize;
-    let (cin, cout) = (i.len() / n.max(1), o.len() / n.max(1));
-    if o.shape[0] as usize != n
-        || f.weights.len() != cin * cout
-        || f.bias.len() != 4 * cout
-        || f.requant.len() != 5 * cout
+    if n == 0 || o.shape[0] as usize != n || !i.len().is_multiple_of(n) || !o.len().is_multiple_of(n) {
+        return Err("input and output batches differ");
+    }
+    let (cin, cout) = (i.len() / n, o.len() / n);
+    if Some(f.weights.len()) != cin.checked_mul(cout)
+        || Some(f.bias.len()) != cout.checked_mul(4)
+        || Some(f.requant.len()) != cout.checked_mul(5)
     {
         return Err("weights, bias or requantization sizes do not match the tensors");
     }
-    Ok(())
+    for ch in 0..cout {
+        super::conv::requant_fits(requant_at(f.requant, ch))?;
+    }
+    super::conv::clamp_fits(f.clamp)?;
+    super::conv::accumulator_fits(cin, f.bias)
 }
 
 /// The reference kernel.

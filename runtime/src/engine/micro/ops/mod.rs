@@ -38,7 +38,7 @@ pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
             let (x, y, o) = (get(b.a)?, get(b.b)?, get(b.output)?);
             disjoint(x, o)?;
             disjoint(y, o)?;
-            binary::validate(x, y, o)
+            binary::validate(matches!(op, Op::Mul(_)), b, x, y, o)
         }
         Op::Lut { input, output, table } => {
             let (i, o) = (get(*input)?, get(*output)?);
@@ -56,13 +56,10 @@ pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
             disjoint(i, o)?;
             pool::validate(p, i, o)
         }
-        Op::GlobalAvgPool { input, output, .. } => {
+        Op::GlobalAvgPool { input, output, requant } => {
             let (i, o) = (get(*input)?, get(*output)?);
             disjoint(i, o)?;
-            if o.shape != [i.shape[0], 1, 1, i.shape[3]] {
-                return Err("output must be [N, 1, 1, C]");
-            }
-            Ok(())
+            pool::validate_global_average(requant, i, o)
         }
         Op::Copy { input, output } => {
             let (i, o) = (get(*input)?, get(*output)?);

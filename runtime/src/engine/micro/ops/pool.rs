@@ -11,7 +11,10 @@ pub fn validate(p: &Pool, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), 
     if o.shape != [i.shape[0], oh, ow, i.shape[3]] {
         return Err("output shape does not follow from input, window, stride and padding");
     }
-    Ok(())
+    if p.kernel[0] as u32 * p.kernel[1] as u32 > 1 << 16 {
+        return Err("window larger than 65536 positions");
+    }
+    super::conv::requant_fits(p.requant)
 }
 
 /// The reference kernel: max of the valid window positions, or their rounded mean.
@@ -55,6 +58,18 @@ pub fn reference(max: bool, p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &Tensor
             }
         }
     }
+}
+
+/// Checks a mean over H and W: the output shape, the requantization, and a sum of int8 values
+/// that fits 32 bits.
+pub fn validate_global_average(rq: &Requant, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
+    if o.shape != [i.shape[0], 1, 1, i.shape[3]] {
+        return Err("output must be [N, 1, 1, C]");
+    }
+    if i.shape[1] as u64 * i.shape[2] as u64 > 1 << 22 {
+        return Err("more than 2^22 positions to average");
+    }
+    super::conv::requant_fits(*rq)
 }
 
 /// Mean over H and W: `out[n, c] = sat(zy + rq(Σ (x - zx)))`, `rq` including `1 / (H·W)`.

@@ -1,12 +1,42 @@
 //! x86-64 AVX-512 VNNI kernels: an int8 GEMM on `vpdpbusd` (u8 activations × s8 weights, 64
-//! multiply-accumulates per instruction) and a channel-vectorized depthwise convolution, both
-//! ending in the shared fixed-point requantization computed on 64-bit lanes.
+//! multiply-accumulates per instruction) and a channel-vectorized depthwise convolution on
+//! `vpdpwssd`, both ending in the shared fixed-point requantization computed on 64-bit lanes;
+//! tables on VBMI byte permutes (when the CPU has VBMI), adds, multiplies and pooling.
+//!
+//! Reachable only through [`kernels`], which [`super::Isa::kernels`] calls after detecting the
+//! extensions: the functions here are private to the module.
 #![allow(unsafe_code)]
 
-use super::prepared::{Epilogue, Gemm};
+use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
+use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
 use crate::engine::micro::format::{Binary, Conv, Pool, TensorDesc};
 use crate::quant::Requant;
 use core::arch::x86_64::*;
+
+const LAYOUT: GemmLayout = GemmLayout { block: 16, group: 4, unsigned: true, wide: false };
+
+/// With VBMI (byte permutes): the table lookup too.
+static WITH_VBMI: Kernels = Kernels {
+    isa: Isa::Avx512Vnni,
+    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
+    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
+    lut: Some(lut),
+    binary: Some(binary),
+    global_average: Some(global_average),
+    max_pool: Some(max_pool),
+};
+
+/// Without VBMI (Cascade Lake): tables run the reference.
+static WITHOUT_VBMI: Kernels = Kernels { lut: None, ..WITH_VBMI };
+
+/// The set's table; the caller has checked AVX-512 F/BW/DQ/VL and VNNI.
+pub(super) fn kernels() -> &'static Kernels {
+    if std::is_x86_feature_detected!("avx512vbmi") {
+        &WITH_VBMI
+    } else {
+        &WITHOUT_VBMI
+    }
+}
 
 /// Requantizes 16 accumulators with per-lane constants at `c` in the epilogue arrays: int8 lanes.
 #[inline]
@@ -32,12 +62,13 @@ unsafe fn requantize(acc: __m512i, e: &Epilogue, c: usize) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn narrow(lo: __m512i, hi: __m512i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
-    // Values fit i32 after the shift (|acc·m| < 2^62, shift ≥ 1); saturating narrows keep
-    // out-of-range values pinned, as the reference's clamp does.
-    let lo32 = _mm512_cvtsepi64_epi32(lo);
-    let hi32 = _mm512_cvtsepi64_epi32(hi);
+    // The zero point is added in 64 bits, as the reference adds it, then the saturating narrows
+    // pin out-of-range values as the reference's clamp does (adding it after a saturation to
+    // 32 bits would wrap values near the ends of the i32 range).
+    let zp = _mm512_set1_epi64(zero_point as i64);
+    let lo32 = _mm512_cvtsepi64_epi32(_mm512_add_epi64(lo, zp));
+    let hi32 = _mm512_cvtsepi64_epi32(_mm512_add_epi64(hi, zp));
     let v = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo32), hi32);
-    let v = _mm512_add_epi32(v, _mm512_set1_epi32(zero_point));
     let b = _mm512_cvtsepi32_epi8(v);
     _mm_min_epi8(_mm_max_epi8(b, _mm_set1_epi8(clamp[0])), _mm_set1_epi8(clamp[1]))
 }
@@ -77,18 +108,19 @@ unsafe fn store_requantized(acc: __m512i, e: &Epilogue, c: usize, out: *mut u8, 
     }
 }
 
-/// `out[p][n]` for `rows` rows of `a` (`k4` unsigned bytes each); see [`Gemm`].
-pub fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
-    assert!(a.len() >= rows * g.k4 && out.len() >= rows * g.n && g.packed.len() >= g.n.div_ceil(16) * g.k4 * 16);
-    // SAFETY: the caller selected this kernel after detecting AVX-512 F/BW/DQ/VL and VNNI; the
-    // assertion above bounds every access below.
+/// `out[p][n]` for `rows` rows of `a` (`kp` unsigned bytes each); see [`Gemm`].
+fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    assert!(g.layout == LAYOUT && g.epilogue.acc_init.len() >= g.n.div_ceil(16) * 16);
+    assert!(a.len() >= rows * g.kp && out.len() >= rows * g.n && g.packed.len() >= g.n.div_ceil(16) * g.kp * 16);
+    // SAFETY: reachable only through the table `kernels` hands out after detecting AVX-512
+    // F/BW/DQ/VL and VNNI; the assertions above bound every access below.
     unsafe { gemm_vnni(a, rows, g, out) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
     const R: usize = 8;
-    let k4 = g.k4 / 4;
+    let k4 = g.kp / 4;
     unsafe {
         for nb in 0..g.n.div_ceil(16) {
             let c = nb * 16;
@@ -98,11 +130,11 @@ unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
             let mut p = 0;
             while p + R <= rows {
                 let mut acc = [init; R];
-                let base = a.as_ptr().add(p * g.k4);
+                let base = a.as_ptr().add(p * g.kp);
                 for kk in 0..k4 {
                     let wv = _mm512_loadu_si512(w.add(kk * 64) as *const _);
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = (base.add(r * g.k4 + kk * 4) as *const i32).read_unaligned();
+                        let x = (base.add(r * g.kp + kk * 4) as *const i32).read_unaligned();
                         *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(x), wv);
                     }
                 }
@@ -113,7 +145,7 @@ unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
             }
             while p < rows {
                 let mut acc = init;
-                let base = a.as_ptr().add(p * g.k4);
+                let base = a.as_ptr().add(p * g.kp);
                 for kk in 0..k4 {
                     let wv = _mm512_loadu_si512(w.add(kk * 64) as *const _);
                     let x = (base.add(kk * 4) as *const i32).read_unaligned();
@@ -126,33 +158,18 @@ unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
     }
 }
 
-/// Depthwise weights and constants laid out for [`depthwise`]: 32 channels per block, taps in
-/// pairs of i16 interleaved as `unpacklo/hi_epi16` interleave activations, epilogue constants in
-/// the same permuted channel order (lo: channels 8L..8L+3 of each 128-bit lane L, hi: 8L+4..8L+7).
-#[derive(Debug, Clone)]
-pub struct DepthwisePacked {
-    /// `[block][pair][lo 32 i16 | hi 32 i16]`.
-    pub weights: Vec<i16>,
-    /// Tap pairs (taps rounded up to even).
-    pub pairs: usize,
-    /// Epilogue per block: `[block][lo 16 | hi 16]`, with `acc_init = bias - zx·Σw`.
-    pub epilogue: Epilogue,
-}
+// Depthwise layout ([`DepthwisePacked`]): 32 channels per block, taps in pairs of i16
+// interleaved as `unpacklo/hi_epi16` interleave activations, epilogue constants in the same
+// permuted channel order (lo: channels 8L..8L+3 of each 128-bit lane L, hi: 8L+4..8L+7), weights
+// `[block][pair][lo 32 i16 | hi 32 i16]`.
 
 /// Channel of lane `e` (0..16) of the lo (`hi = false`) or hi accumulator of a 32-channel block.
 fn permuted_channel(e: usize, hi: bool) -> usize {
     8 * (e / 4) + e % 4 + if hi { 4 } else { 0 }
 }
 
-/// Packs depthwise weights `[c][kh·kw]` (int8) for [`depthwise`].
-pub fn pack_depthwise(
-    weights: &[u8],
-    taps: usize,
-    channels: usize,
-    bias: impl Fn(usize) -> i32,
-    base: &Epilogue,
-    zx: i32,
-) -> DepthwisePacked {
+/// Packs depthwise weights `[c][kh·kw]` (int8) and the natural-order epilogue for [`depthwise`].
+fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue) -> DepthwisePacked {
     let pairs = taps.div_ceil(2);
     let blocks = channels.div_ceil(32);
     let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
@@ -184,8 +201,7 @@ pub fn pack_depthwise(
                 let c = b * 32 + permuted_channel(lane, hi);
                 let i = b * 32 + half * 16 + lane;
                 if c < channels {
-                    let wsum: i64 = (0..taps).map(|t| w(c, t) as i64).sum();
-                    e.acc_init[i] = (bias(c) as i64 - zx as i64 * wsum) as i32;
+                    e.acc_init[i] = base.acc_init[c];
                     e.mult[i] = base.mult[c];
                     e.round[i] = base.round[c];
                     e.shift[i] = base.shift[c];
@@ -198,12 +214,15 @@ pub fn pack_depthwise(
 
 /// Depthwise convolution on NHWC: 32 channels per block, two taps per `vpdpwssd`; taps outside
 /// the image read the zero point (the bias already holds `-zx·Σw`).
-pub fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch);
     assert!(
-        p.weights.len() >= ch.div_ceil(32) * p.pairs * 64 && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
+        p.weights.len() >= ch.div_ceil(32) * p.pairs * 64
+            && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
+            && c.kernel[0] as usize * c.kernel[1] as usize <= 64
+            && p.epilogue.acc_init.len() >= ch.div_ceil(32) * 32
     );
     // SAFETY: AVX-512 F/BW/DQ/VL and VNNI detected by the caller; loads and stores are masked to
     // the channel count and bounded by the assertions.
@@ -281,15 +300,11 @@ unsafe fn depthwise_vnni(
     }
 }
 
-/// Whether [`lut`] can run here (AVX-512 VBMI byte permutes).
-pub fn has_vbmi() -> bool {
-    std::is_x86_feature_detected!("avx512vbmi")
-}
-
 /// `y[i] = table[x[i] + 128]`, 64 bytes per step.
-pub fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
     assert!(table.len() == 256 && y.len() >= x.len());
-    // SAFETY: AVX-512 BW and VBMI detected by the caller; masked tail, bounded by the assertion.
+    // SAFETY: in the table only when AVX-512 BW and VBMI were detected; masked tail, bounded by
+    // the assertion.
     unsafe { lut_vbmi(table, x, y) }
 }
 
@@ -316,7 +331,7 @@ unsafe fn lut_vbmi(table: &[u8], x: &[u8], y: &mut [u8]) {
 /// Elementwise add or multiply where `b` is either shaped like `a` (`b_stride_c` = channels) or
 /// one value per channel broadcast over N, H, W (`per_channel`).
 #[allow(clippy::too_many_arguments)]
-pub fn binary(
+fn binary(
     mul: bool,
     op: &Binary,
     ta: &TensorDesc<'_>,
@@ -390,7 +405,7 @@ unsafe fn binary_avx512(
 }
 
 /// Mean over H and W per channel, 16 channels per vector.
-pub fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * c);
     // SAFETY: AVX-512 detected by the caller; masked, bounded by the assertion.
@@ -422,7 +437,7 @@ unsafe fn gap_avx512(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy
 }
 
 /// Max pooling, 16 channels per vector; the window max is then requantized like the reference.
-pub fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);

@@ -1,0 +1,480 @@
+//! x86-64 AVX2 kernels (Haswell and later, every x86-64 laptop and cloud VM of the last decade).
+//!
+//! Products are exact: activations and weights are widened to 16 bits and multiplied pairwise
+//! into 32-bit sums (`vpmaddwd`). (`vpmaddubsw`, twice as wide, saturates its 16-bit pair sums:
+//! 255·127 + 255·127 > 32767; it is not used.) The requantization is the reference's expression
+//! on 64-bit lanes: `vpmuldq` products, the rounding term, and an arithmetic right shift by a
+//! per-channel amount, which AVX2 lacks and which is built from its logical one:
+//! `x >> s = ((x ^ 2^63) >>> s) - (2^63 >>> s)`.
+//!
+//! GEMM layout: 8 output channels per block (one vector of 32-bit accumulators), reduction in
+//! pairs, weights `[n/8][k/2][8][2]` i16, activation rows i16. Depthwise: 16 channels per block,
+//! two taps per `vpmaddwd`. Reachable only through [`KERNELS`], which [`super::Isa::kernels`]
+//! hands out after detecting AVX2.
+#![allow(unsafe_code)]
+
+use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
+use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
+use crate::engine::micro::format::{Binary, Conv, Pool, TensorDesc};
+use crate::quant::Requant;
+use core::arch::x86_64::*;
+
+const LAYOUT: GemmLayout = GemmLayout { block: 8, group: 2, unsigned: false, wide: true };
+
+/// The set's table.
+pub(super) static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx2,
+    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
+    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
+    lut: None,
+    binary: Some(binary),
+    global_average: Some(global_average),
+    max_pool: Some(max_pool),
+};
+
+/// `(x + round) >> shift` (arithmetic) on four i64 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn round_shift(x: __m256i, round: __m256i, shift: __m256i) -> __m256i {
+    let sign = _mm256_set1_epi64x(i64::MIN);
+    let x = _mm256_add_epi64(x, round);
+    _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), shift), _mm256_srlv_epi64(sign, shift))
+}
+
+/// Four i64 lanes clamped to ±1024: past it every int8 result saturates alike (|zero point| ≤
+/// 128), and the low 32 bits then hold the value.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn clamp_small(v: __m256i) -> __m256i {
+    let (hi, lo) = (_mm256_set1_epi64x(1024), _mm256_set1_epi64x(-1024));
+    let v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+    _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v))
+}
+
+/// Two vectors of four i64 (channels 0..4 and 4..8) → eight i32, clamped small.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn join(lo: __m256i, hi: __m256i) -> __m256i {
+    let idx = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    let a = _mm256_permutevar8x32_epi32(clamp_small(lo), idx);
+    let b = _mm256_permutevar8x32_epi32(clamp_small(hi), idx);
+    _mm256_blend_epi32::<0b1111_0000>(a, b)
+}
+
+/// Eight i32 (already requantized) → eight int8 in the low half: zero point added, saturated,
+/// clamped.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow(v: __m256i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
+    let v = _mm256_add_epi32(v, _mm256_set1_epi32(zero_point));
+    let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let b = _mm_packs_epi16(w, w);
+    _mm_min_epi8(_mm_max_epi8(b, _mm_set1_epi8(clamp[0])), _mm_set1_epi8(clamp[1]))
+}
+
+/// Requantizes eight accumulators with the per-channel constants at `c`: eight int8.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn requantize(acc: __m256i, e: &Epilogue, c: usize) -> __m128i {
+    let load = |v: &[i64], i: usize| unsafe { _mm256_loadu_si256(v.as_ptr().add(i) as *const __m256i) };
+    let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
+    let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(acc));
+    let lo = round_shift(_mm256_mul_epi32(lo, load(&e.mult, c)), load(&e.round, c), load(&e.shift, c));
+    let hi = round_shift(_mm256_mul_epi32(hi, load(&e.mult, c + 4)), load(&e.round, c + 4), load(&e.shift, c + 4));
+    narrow(join(lo, hi), e.zero_point, e.clamp)
+}
+
+/// Requantizes eight i32 values with one multiplier: eight int8.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn requantize_uniform(v: __m256i, rq: Requant, zero_point: i32, clamp: [i8; 2]) -> __m128i {
+    let (m, r, s) = (
+        _mm256_set1_epi64x(rq.multiplier as i64),
+        _mm256_set1_epi64x(1i64 << (rq.shift - 1)),
+        _mm256_set1_epi64x(rq.shift as i64),
+    );
+    let lo = round_shift(_mm256_mul_epi32(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(v)), m), r, s);
+    let hi = round_shift(_mm256_mul_epi32(_mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(v)), m), r, s);
+    narrow(join(lo, hi), zero_point, clamp)
+}
+
+/// Stores the low `count` (≤ 8) bytes of `v` at `out`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store8(out: *mut u8, v: __m128i, count: usize) {
+    unsafe {
+        if count >= 8 {
+            _mm_storel_epi64(out as *mut __m128i, v);
+        } else {
+            let mut tmp = [0u8; 16];
+            _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+            core::ptr::copy_nonoverlapping(tmp.as_ptr(), out, count);
+        }
+    }
+}
+
+/// Loads `count` (≤ 8) int8 values at `src` as eight i32 (the missing ones `fill`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load8(src: *const u8, count: usize, fill: u8) -> __m256i {
+    unsafe {
+        let v = if count >= 8 {
+            _mm_loadl_epi64(src as *const __m128i)
+        } else {
+            let mut tmp = [fill; 16];
+            core::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), count);
+            _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
+        };
+        _mm256_cvtepi8_epi32(v)
+    }
+}
+
+/// `out[p][n]` for `rows` rows of `a` (`kp` i16 each); see [`Gemm`].
+fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    let blocks = g.n.div_ceil(8);
+    assert!(g.layout == LAYOUT && g.kp.is_multiple_of(2) && g.epilogue.acc_init.len() >= blocks * 8);
+    assert!(a.len() >= rows * g.kp * 2 && out.len() >= rows * g.n && g.packed.len() >= blocks * g.kp * 16);
+    // SAFETY: reachable only through `KERNELS`, handed out after AVX2 was detected; the
+    // assertions bound every access of the tiles.
+    unsafe {
+        let mut b = 0;
+        while b < blocks {
+            let two = b + 1 < blocks;
+            let mut p = 0;
+            while p + 4 <= rows {
+                if two {
+                    tile::<4, 2>(a, p, b, g, out);
+                } else {
+                    tile::<4, 1>(a, p, b, g, out);
+                }
+                p += 4;
+            }
+            while p < rows {
+                if two {
+                    tile::<1, 2>(a, p, b, g, out);
+                } else {
+                    tile::<1, 1>(a, p, b, g, out);
+                }
+                p += 1;
+            }
+            b += if two { 2 } else { 1 };
+        }
+    }
+}
+
+/// `R` rows from `p` × `B` blocks of 8 channels from block `b`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn tile<const R: usize, const B: usize>(a: &[u8], p: usize, b: usize, g: &Gemm, out: &mut [u8]) {
+    let pairs = g.kp / 2;
+    unsafe {
+        let mut acc = [[_mm256_setzero_si256(); B]; R];
+        for (j, init) in acc[0].iter_mut().enumerate() {
+            *init = _mm256_loadu_si256(g.epilogue.acc_init.as_ptr().add((b + j) * 8) as *const __m256i);
+        }
+        for r in 1..R {
+            acc[r] = acc[0];
+        }
+        let w = g.packed.as_ptr() as *const i16;
+        let x = a.as_ptr() as *const i16;
+        for kk in 0..pairs {
+            let mut wv = [_mm256_setzero_si256(); B];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_si256(w.add(((b + j) * pairs + kk) * 16) as *const __m256i);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xv = _mm256_set1_epi32((x.add((p + r) * g.kp + 2 * kk) as *const i32).read_unaligned());
+                for (j, acc) in row.iter_mut().enumerate() {
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv[j]));
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, acc) in row.iter().enumerate() {
+                let c = (b + j) * 8;
+                let v = requantize(*acc, &g.epilogue, c);
+                store8(out.as_mut_ptr().add((p + r) * g.n + c), v, (g.n - c).min(8));
+            }
+        }
+    }
+}
+
+/// Channel of lane `e` (0..8) of the lo (`hi = false`) or hi accumulator of a 16-channel block:
+/// `unpacklo/hi_epi16` interleave within 128-bit lanes.
+fn permuted_channel(e: usize, hi: bool) -> usize {
+    8 * (e / 4) + e % 4 + if hi { 4 } else { 0 }
+}
+
+/// Packs depthwise weights `[c][taps]` and the natural-order epilogue for [`depthwise`]:
+/// `[block][pair][lo 16 i16 | hi 16 i16]`, constants `[block][lo 8 | hi 8]`.
+fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue) -> DepthwisePacked {
+    let pairs = taps.div_ceil(2);
+    let blocks = channels.div_ceil(16);
+    let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
+    let mut packed = vec![0i16; blocks * pairs * 32];
+    let n = blocks * 16;
+    let mut e = Epilogue {
+        acc_init: vec![0; n],
+        mult: vec![0; n],
+        round: vec![0; n],
+        shift: vec![1; n],
+        zero_point: base.zero_point,
+        clamp: base.clamp,
+    };
+    for b in 0..blocks {
+        for (half, hi) in [(0, false), (1, true)] {
+            for lane in 0..8 {
+                let c = b * 16 + permuted_channel(lane, hi);
+                for p in 0..pairs {
+                    let o = ((b * pairs + p) * 2 + half) * 16 + 2 * lane;
+                    packed[o] = w(c, 2 * p);
+                    packed[o + 1] = w(c, 2 * p + 1);
+                }
+                let i = b * 16 + half * 8 + lane;
+                if c < channels {
+                    e.acc_init[i] = base.acc_init[c];
+                    e.mult[i] = base.mult[c];
+                    e.round[i] = base.round[c];
+                    e.shift[i] = base.shift[c];
+                }
+            }
+        }
+    }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
+}
+
+/// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd`; taps outside
+/// the image read the zero point (`acc_init` holds `-zx·Σw`).
+fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+    let [n, h, w, ch] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, _] = to.shape.map(|d| d as usize);
+    let taps = c.kernel[0] as usize * c.kernel[1] as usize;
+    assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch && taps <= 64);
+    assert!(
+        p.weights.len() >= ch.div_ceil(16) * p.pairs * 32
+            && p.pairs * 2 >= taps
+            && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
+    );
+    // SAFETY: reachable only through `KERNELS` (AVX2 detected); loads and stores are of whole
+    // 16-byte blocks inside the tensors or go through stack buffers, bounded by the assertions.
+    unsafe { depthwise_avx2(c, [n, h, w, ch], [oh, ow], ti.zero_point, x, y, p) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn depthwise_avx2(
+    c: &Conv<'_>,
+    [n, h, w, ch]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    zx: i32,
+    x: &[u8],
+    y: &mut [u8],
+    p: &DepthwisePacked,
+) {
+    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
+    let taps = kh * kw;
+    let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
+    let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
+    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
+    let zxv = _mm256_set1_epi16(zx as i16);
+    let mut offsets = [usize::MAX; 64];
+    unsafe {
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for (t, o) in offsets.iter_mut().enumerate().take(taps) {
+                        let (ky, kx) = (t / kw, t % kw);
+                        let iy = (oy * sy + ky * dy) as isize - pt;
+                        let ix = (ox * sx + kx * dx) as isize - pl;
+                        *o = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            usize::MAX
+                        } else {
+                            ((b * h + iy as usize) * w + ix as usize) * ch
+                        };
+                    }
+                    let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
+                    for (blk, cb) in (0..ch).step_by(16).enumerate() {
+                        let count = (ch - cb).min(16);
+                        let load = |t: usize| {
+                            if t >= taps || offsets[t] == usize::MAX {
+                                return zxv;
+                            }
+                            let src = x.as_ptr().add(offsets[t] + cb);
+                            let v = if count == 16 {
+                                _mm_loadu_si128(src as *const __m128i)
+                            } else {
+                                let mut tmp = [zx as i8 as u8; 16];
+                                core::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), count);
+                                _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
+                            };
+                            _mm256_cvtepi8_epi16(v)
+                        };
+                        let e = &p.epilogue;
+                        let mut lo = _mm256_loadu_si256(e.acc_init.as_ptr().add(blk * 16) as *const __m256i);
+                        let mut hi = _mm256_loadu_si256(e.acc_init.as_ptr().add(blk * 16 + 8) as *const __m256i);
+                        let wb = p.weights.as_ptr().add(blk * p.pairs * 32);
+                        for pair in 0..p.pairs {
+                            let (xa, xb) = (load(2 * pair), load(2 * pair + 1));
+                            let wlo = _mm256_loadu_si256(wb.add(pair * 32) as *const __m256i);
+                            let whi = _mm256_loadu_si256(wb.add(pair * 32 + 16) as *const __m256i);
+                            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wlo));
+                            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), whi));
+                        }
+                        let blo = requantize(lo, e, blk * 16);
+                        let bhi = requantize(hi, e, blk * 16 + 8);
+                        // lo holds channels 0-3, 8-11; hi 4-7, 12-15: interleave the 4-byte groups.
+                        let v = _mm_unpacklo_epi32(blo, bhi);
+                        if count == 16 {
+                            _mm_storeu_si128(out.add(cb) as *mut __m128i, v);
+                        } else {
+                            let mut tmp = [0u8; 16];
+                            _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
+                            core::ptr::copy_nonoverlapping(tmp.as_ptr(), out.add(cb), count);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Elementwise add or multiply where `b` is shaped like `a` or one value per channel.
+#[allow(clippy::too_many_arguments)]
+fn binary(
+    mul: bool,
+    op: &Binary,
+    ta: &TensorDesc<'_>,
+    a: &[u8],
+    tb: &TensorDesc<'_>,
+    b: &[u8],
+    to: &TensorDesc<'_>,
+    y: &mut [u8],
+    per_channel: bool,
+) {
+    let c = ta.shape[3] as usize;
+    let len = ta.len();
+    assert!(c > 0 && len.is_multiple_of(c));
+    assert!(a.len() >= len && y.len() >= len && b.len() >= if per_channel { c } else { len });
+    // SAFETY: reachable only through `KERNELS` (AVX2 detected); loads and stores of 8 bytes or
+    // fewer through stack buffers, bounded by the assertions.
+    unsafe { binary_avx2(mul, op, [ta.zero_point, tb.zero_point, to.zero_point], a, b, y, c, len, per_channel) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn binary_avx2(
+    mul: bool,
+    op: &Binary,
+    [za, zb, zy]: [i32; 3],
+    a: &[u8],
+    b: &[u8],
+    y: &mut [u8],
+    c: usize,
+    len: usize,
+    per_channel: bool,
+) {
+    let (zav, zbv) = (_mm256_set1_epi32(za), _mm256_set1_epi32(zb));
+    let (ma, mb) = (_mm256_set1_epi64x(op.ma.multiplier as i64), _mm256_set1_epi64x(op.mb.multiplier as i64));
+    let (round, shift) = (_mm256_set1_epi64x(1i64 << (op.ma.shift - 1)), _mm256_set1_epi64x(op.ma.shift as i64));
+    unsafe {
+        let mut p = 0;
+        while p < len {
+            // One row of `c` channels at a time, so a per-channel operand lines up.
+            let mut cb = 0;
+            while cb < c {
+                let count = (c - cb).min(8);
+                let av = _mm256_sub_epi32(load8(a.as_ptr().add(p + cb), count, 0), zav);
+                let bsrc = if per_channel { cb } else { p + cb };
+                let bv = _mm256_sub_epi32(load8(b.as_ptr().add(bsrc), count, 0), zbv);
+                let r = if mul {
+                    requantize_uniform(_mm256_mullo_epi32(av, bv), op.ma, zy, op.clamp)
+                } else {
+                    let lo = |v: __m256i| _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));
+                    let hi = |v: __m256i| _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(v));
+                    let sum_lo = _mm256_add_epi64(_mm256_mul_epi32(lo(av), ma), _mm256_mul_epi32(lo(bv), mb));
+                    let sum_hi = _mm256_add_epi64(_mm256_mul_epi32(hi(av), ma), _mm256_mul_epi32(hi(bv), mb));
+                    narrow(join(round_shift(sum_lo, round, shift), round_shift(sum_hi, round, shift)), zy, op.clamp)
+                };
+                store8(y.as_mut_ptr().add(p + cb), r, count);
+                cb += 8;
+            }
+            p += c;
+        }
+    }
+}
+
+/// Mean over H and W per channel, 8 channels per vector.
+fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    assert!(x.len() >= n * h * w * c && y.len() >= n * c);
+    // SAFETY: reachable only through `KERNELS` (AVX2 detected); bounded by the assertion.
+    unsafe { gap_avx2(rq, [n, h * w, c], ti.zero_point, x, to.zero_point, y) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn gap_avx2(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+    unsafe {
+        for b in 0..n {
+            for cb in (0..c).step_by(8) {
+                let count = (c - cb).min(8);
+                let mut sum = _mm256_setzero_si256();
+                for p in 0..hw {
+                    sum = _mm256_add_epi32(sum, load8(x.as_ptr().add((b * hw + p) * c + cb), count, 0));
+                }
+                let centered = _mm256_sub_epi32(sum, _mm256_set1_epi32(zx * hw as i32));
+                let r = requantize_uniform(centered, *rq, zy, [-128, 127]);
+                store8(y.as_mut_ptr().add(b * c + cb), r, count);
+            }
+        }
+    }
+}
+
+/// Max pooling, 8 channels per vector; the window max is then requantized like the reference.
+fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, _] = to.shape.map(|d| d as usize);
+    assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);
+    // SAFETY: reachable only through `KERNELS` (AVX2 detected); bounded by the assertion.
+    unsafe { max_pool_avx2(p, [n, h, w, c], [oh, ow], ti.zero_point, x, to.zero_point, y) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_avx2(
+    p: &Pool,
+    [n, h, w, c]: [usize; 4],
+    [oh, ow]: [usize; 2],
+    zx: i32,
+    x: &[u8],
+    zy: i32,
+    y: &mut [u8],
+) {
+    unsafe {
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for cb in (0..c).step_by(8) {
+                        let count = (c - cb).min(8);
+                        let mut best = _mm256_set1_epi32(i8::MIN as i32);
+                        for ky in 0..p.kernel[0] as usize {
+                            let iy = (oy * p.stride[0] as usize + ky) as isize - p.pad[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..p.kernel[1] as usize {
+                                let ix = (ox * p.stride[1] as usize + kx) as isize - p.pad[1] as isize;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let at = ((b * h + iy as usize) * w + ix as usize) * c + cb;
+                                best = _mm256_max_epi32(best, load8(x.as_ptr().add(at), count, 0x80));
+                            }
+                        }
+                        let centered = _mm256_sub_epi32(best, _mm256_set1_epi32(zx));
+                        let r = requantize_uniform(centered, p.requant, zy, [-128, 127]);
+                        store8(y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * c + cb), r, count);
+                    }
+                }
+            }
+        }
+    }
+}
