@@ -107,12 +107,17 @@ fn zero_point() -> impl Strategy<Value = i32> {
     prop_oneof![Just(-128), Just(127), Just(0), -128i32..=127]
 }
 
-/// A requantization step: realistic (outputs spread over int8), or with a small shift that
-/// pushes values far past the 32-bit range (everything saturates).
-fn requant(k: usize) -> impl Strategy<Value = Requant> {
+/// A realistic requantization step: outputs spread over int8 (a multiplier below 1: shift ≥ 31).
+fn realistic(k: usize) -> impl Strategy<Value = Requant> {
     let spread = (k.max(1) as f64).sqrt() * 5500.0;
+    (20.0f64..150.0).prop_map(move |t| Requant::from_real(t / spread).unwrap())
+}
+
+/// A requantization step: realistic, or with a small shift that pushes values far past the
+/// 32-bit range (everything saturates).
+fn requant(k: usize) -> impl Strategy<Value = Requant> {
     prop_oneof![
-        3 => (20.0f64..150.0).prop_map(move |t| Requant::from_real(t / spread).unwrap()),
+        3 => realistic(k),
         1 => ((1i64 << 30)..(1i64 << 31), 1u8..=12).prop_map(|(m, s)| Requant { multiplier: m as i32, shift: s }),
     ]
 }
@@ -132,13 +137,16 @@ fn bytes(n: usize) -> impl Strategy<Value = Vec<u8>> {
 
 /// Per-channel bias (i32 LE) and requantization (i32 LE + shift) tables.
 fn tables(cout: usize, k: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
-    (proptest::collection::vec(-(1i32 << 18)..(1 << 18), cout), proptest::collection::vec(requant(k), cout)).prop_map(
-        |(bias, rq)| {
-            let b = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
-            let r = rq.iter().flat_map(|q| q.multiplier.to_le_bytes().into_iter().chain([q.shift])).collect();
-            (b, r)
-        },
-    )
+    // Every channel realistic (kernels may take their narrow path) or some past 32 bits.
+    let steps = prop_oneof![
+        proptest::collection::vec(realistic(k), cout).boxed(),
+        proptest::collection::vec(requant(k), cout).boxed(),
+    ];
+    (proptest::collection::vec(-(1i32 << 18)..(1 << 18), cout), steps).prop_map(|(bias, rq)| {
+        let b = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let r = rq.iter().flat_map(|q| q.multiplier.to_le_bytes().into_iter().chain([q.shift])).collect();
+        (b, r)
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -165,7 +165,7 @@ fn int8_cases_run_on_the_micro_engine_within_one_step_of_onnxruntime() {
         ort_args.extend(feeds);
         python(&ort_args.iter().map(String::as_str).collect::<Vec<_>>());
         let out = d.join("micro");
-        let report = match lepton_run(&q, &inputs, &out, "auto") {
+        let report = match lepton_run(&q, &inputs, &out, "micro") {
             Ok(r) => r,
             Err(e) => {
                 failures.push(format!("{}: int8 model does not run: {e}", c.name));

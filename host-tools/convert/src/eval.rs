@@ -79,8 +79,8 @@ struct AudioClassifier {
 }
 
 impl Classifier {
-    /// Loads a model for classification.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Loads a model for classification on the engine `choice` picks.
+    pub fn load(path: &Path, choice: lepton_runtime::engine::EngineChoice) -> Result<Self> {
         let file = ModelFile::read(path)?;
         let manifest = file.manifest.clone();
         let labels = manifest.as_ref().map(|m| m.labels.clone()).unwrap_or_default();
@@ -101,16 +101,16 @@ impl Classifier {
             classes,
         };
         match manifest.as_ref().map(|m| m.task) {
-            Some(Task::Classify) => c.model = Some(Model::load(path)?),
+            Some(Task::Classify) => c.model = Some(Model::load_with(path, choice)?),
             Some(Task::Keyword | Task::Vad) => {
-                let engine = Model::load(path)?.into_engine()?;
+                let engine = Model::load_with(path, choice)?.into_engine()?;
                 c.audio = Some(AudioClassifier { engine, manifest: manifest.clone().expect("matched Some") });
             }
             Some(Task::Detect) => bail!(
                 "{} is a detector: give a YOLO-labelled folder (DIR/images/*.jpg with DIR/labels/<name>.txt)",
                 path.display()
             ),
-            _ if lpm => c.tensors = TensorRunner::Micro(Some(Model::load(path)?.into_engine()?)),
+            _ if lpm => c.tensors = TensorRunner::Micro(Some(Model::load_with(path, choice)?.into_engine()?)),
             _ => {}
         }
         Ok(c)

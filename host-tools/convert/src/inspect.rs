@@ -139,13 +139,17 @@ pub fn inspect(path: &Path) -> Result<Report> {
         if let Some(c) = &concrete {
             quantization.execution = match lepton_runtime::engine::micro::lower::lower(&model, c) {
                 Ok(compiled) => {
-                    let isa = lepton_runtime::engine::micro::kernels::Isa::selected()?;
-                    (engine, kernels) = ("micro", Some(isa));
-                    format!(
-                        "lepton runs it on its int8 micro engine with the {isa} kernels on this CPU: {} integer ops, {} bytes of arena",
-                        compiled.ops.len(),
-                        compiled.arena_bytes
-                    )
+                    use lepton_runtime::engine::micro::kernels::Isa;
+                    let isa = Isa::selected()?;
+                    let size = format!("{} integer ops, {} bytes of arena", compiled.ops.len(), compiled.arena_bytes);
+                    if isa == Isa::Reference {
+                        format!(
+                            "lepton runs it on tract on this CPU: the int8 micro engine takes it ({size}) but has only its portable kernels here, slower than tract (--engine micro forces it)"
+                        )
+                    } else {
+                        (engine, kernels) = ("micro", Some(isa));
+                        format!("lepton runs it on its int8 micro engine with the {isa} kernels on this CPU: {size}")
+                    }
                 }
                 Err(e) => format!("{}; the int8 micro engine cannot take it: {e}", quantization.execution),
             };

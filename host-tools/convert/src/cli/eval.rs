@@ -48,6 +48,10 @@ pub struct EvalArgs {
     /// Draw the confusion matrix to this PNG.
     #[arg(long, value_name = "FILE.png")]
     plot: Option<PathBuf>,
+    /// Engine: `auto` runs int8 models on the micro engine where this CPU has a vector kernel
+    /// set, others on tract; `tract` and `micro` force one (for both models).
+    #[arg(long, value_enum, default_value_t = super::EngineArg::Auto)]
+    engine: super::EngineArg,
 }
 
 /// Runs `eval`.
@@ -56,8 +60,8 @@ pub fn run(args: EvalArgs) -> Result<u8> {
         return run_detect(&args);
     }
     let samples = dataset(&args.dataset)?;
-    let mut model = Classifier::load(&args.model)?;
-    let mut reference = args.reference.as_deref().map(Classifier::load).transpose()?;
+    let mut model = Classifier::load(&args.model, args.engine.into())?;
+    let mut reference = args.reference.as_deref().map(|r| Classifier::load(r, args.engine.into())).transpose()?;
     let bar = indicatif::ProgressBar::new(samples.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} samples {eta}")
@@ -121,8 +125,8 @@ fn progress_bar(len: usize, hidden: bool) -> indicatif::ProgressBar {
 }
 
 /// Loads a model that must be a detector with a manifest.
-fn load_detector(path: &std::path::Path) -> Result<lepton_runtime::Model> {
-    let model = lepton_runtime::Model::load(path)?;
+fn load_detector(path: &std::path::Path, engine: super::EngineArg) -> Result<lepton_runtime::Model> {
+    let model = lepton_runtime::Model::load_with(path, engine.into())?;
     match model.manifest().map(|m| m.task) {
         Some(Task::Detect) => Ok(model),
         Some(t) => anyhow::bail!(
@@ -139,9 +143,9 @@ fn run_detect(args: &EvalArgs) -> Result<u8> {
     if args.plot.is_some() {
         anyhow::bail!("--plot draws a classifier's confusion matrix; detectors have none");
     }
-    let mut models = vec![(args.model.clone(), load_detector(&args.model)?)];
+    let mut models = vec![(args.model.clone(), load_detector(&args.model, args.engine)?)];
     if let Some(r) = &args.reference {
-        models.push((r.clone(), load_detector(r)?));
+        models.push((r.clone(), load_detector(r, args.engine)?));
     }
     let classes = models[0].1.manifest().map_or(0, |m| m.labels.len());
     let data = eval_detect::dataset(&args.dataset, classes)?;

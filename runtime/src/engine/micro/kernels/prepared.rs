@@ -23,10 +23,50 @@ pub struct Epilogue {
     pub round: Vec<i64>,
     /// Shifts.
     pub shift: Vec<i64>,
+    /// Multipliers as i32 (for 32×32→64 multiplies on 32-bit lanes).
+    pub mult32: Vec<i32>,
+    /// Shifts minus one, as i32 (`(x + 2^(s-1)) >> s = ((x >> (s-1)) + 1) >> 1`).
+    pub shift_m1: Vec<i32>,
+    /// Every lane's result fits 32 bits before the zero point (every shift ≥ 31, or a zero
+    /// multiplier): kernels may skip their 64-bit clamps.
+    pub narrow: bool,
     /// Output zero point.
     pub zero_point: i32,
     /// Output clamp.
     pub clamp: [i8; 2],
+}
+
+impl Epilogue {
+    /// `lanes` lanes of zero constants (multiplier 0, shift 1).
+    pub fn new(lanes: usize, zero_point: i32, clamp: [i8; 2]) -> Self {
+        Epilogue {
+            acc_init: vec![0; lanes],
+            mult: vec![0; lanes],
+            round: vec![1; lanes],
+            shift: vec![1; lanes],
+            mult32: vec![0; lanes],
+            shift_m1: vec![0; lanes],
+            narrow: true,
+            zero_point,
+            clamp,
+        }
+    }
+
+    /// Sets lane `i`: accumulator start, multiplier and shift (1..=62).
+    pub fn set(&mut self, i: usize, acc_init: i32, multiplier: i32, shift: u8) {
+        self.acc_init[i] = acc_init;
+        self.mult[i] = multiplier as i64;
+        self.shift[i] = shift as i64;
+        self.round[i] = 1i64 << (shift - 1);
+        self.mult32[i] = multiplier;
+        self.shift_m1[i] = shift as i32 - 1;
+        self.narrow &= multiplier == 0 || shift >= 31;
+    }
+
+    /// Copies lane `from` of `other` into lane `i` (permuted layouts).
+    pub fn copy_lane(&mut self, i: usize, other: &Epilogue, from: usize) {
+        self.set(i, other.acc_init[from], other.mult32[from], other.shift[from] as u8);
+    }
 }
 
 /// How a set's GEMM kernel reads its operands.
@@ -145,20 +185,10 @@ pub fn epilogue(
     zero_point: i32,
     clamp: [i8; 2],
 ) -> Epilogue {
-    let mut e = Epilogue {
-        acc_init: vec![0; np],
-        mult: vec![0; np],
-        round: vec![0; np],
-        shift: vec![1; np],
-        zero_point,
-        clamp,
-    };
+    let mut e = Epilogue::new(np, zero_point, clamp);
     for c in 0..n {
         let r = requant_at(requant, c);
-        e.acc_init[c] = acc_init(c) as i32;
-        e.mult[c] = r.multiplier as i64;
-        e.shift[c] = r.shift as i64;
-        e.round[c] = 1i64 << (r.shift - 1);
+        e.set(c, acc_init(c) as i32, r.multiplier, r.shift);
     }
     e
 }
@@ -369,45 +399,79 @@ fn depthwise_kernel(k: &Kernels) -> &DepthwiseKernel {
     k.depthwise.as_ref().expect("a depthwise step is planned only for a set with a depthwise kernel")
 }
 
-/// Writes signed activations `src` as GEMM operand elements from element `at` on, in the
-/// layout's form (one loop per form).
-#[inline(always)]
-fn copy_in(dst: &mut [u8], at: usize, src: &[u8], layout: GemmLayout) {
-    if layout.wide {
-        for (d, &s) in dst[2 * at..2 * (at + src.len())].chunks_exact_mut(2).zip(src) {
-            d.copy_from_slice(&(s as i8 as i16).to_le_bytes());
-        }
-    } else if layout.unsigned {
-        for (d, &s) in dst[at..at + src.len()].iter_mut().zip(src) {
-            *d = s ^ 0x80;
-        }
-    } else {
-        dst[at..at + src.len()].copy_from_slice(src);
+/// One form of GEMM operand elements: how a signed activation byte is stored.
+trait Form {
+    /// Bytes per element.
+    const BYTES: usize;
+    /// Stores `v` as element `i` of `dst`.
+    fn put(dst: &mut [u8], i: usize, v: u8);
+}
+
+/// `a + 128` as a byte (u8×s8 instructions).
+struct Unsigned;
+/// The byte as it is.
+struct Signed;
+/// Sign-extended to i16, little-endian.
+struct Wide;
+
+impl Form for Unsigned {
+    const BYTES: usize = 1;
+    #[inline(always)]
+    fn put(dst: &mut [u8], i: usize, v: u8) {
+        dst[i] = v ^ 0x80;
     }
 }
 
-/// Fills `count` elements from `at` on with the signed activation `v`, in the layout's form.
+impl Form for Signed {
+    const BYTES: usize = 1;
+    #[inline(always)]
+    fn put(dst: &mut [u8], i: usize, v: u8) {
+        dst[i] = v;
+    }
+}
+
+impl Form for Wide {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    fn put(dst: &mut [u8], i: usize, v: u8) {
+        let w = (v as i8 as i16).to_le_bytes();
+        dst[2 * i] = w[0];
+        dst[2 * i + 1] = w[1];
+    }
+}
+
 #[inline(always)]
-fn fill(dst: &mut [u8], at: usize, count: usize, v: u8, layout: GemmLayout) {
-    if layout.wide {
-        for d in dst[2 * at..2 * (at + count)].chunks_exact_mut(2) {
-            d.copy_from_slice(&(v as i8 as i16).to_le_bytes());
-        }
-    } else {
-        dst[at..at + count].fill(if layout.unsigned { v ^ 0x80 } else { v });
+fn copy_in<F: Form>(dst: &mut [u8], at: usize, src: &[u8]) {
+    let dst = &mut dst[at * F::BYTES..(at + src.len()) * F::BYTES];
+    for (i, &v) in src.iter().enumerate() {
+        F::put(dst, i, v);
+    }
+}
+
+#[inline(always)]
+fn fill<F: Form>(dst: &mut [u8], at: usize, count: usize, v: u8) {
+    let dst = &mut dst[at * F::BYTES..(at + count) * F::BYTES];
+    for i in 0..count {
+        F::put(dst, i, v);
     }
 }
 
 /// Rows of `g.k` int8 values → rows of `g.kp` operand elements in the GEMM's layout, the padding
 /// zero (its weights are zero).
 fn pack_rows<'s>(x: &[u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
-    let (k, kp, l) = (g.k, g.kp, g.layout);
-    let eb = l.elem_bytes();
-    let a = &mut scratch[..rows * kp * eb];
-    for r in 0..rows {
-        let dst = &mut a[r * kp * eb..(r + 1) * kp * eb];
-        copy_in(dst, 0, &x[r * k..(r + 1) * k], l);
-        fill(dst, k, kp - k, 0, l);
+    match (g.layout.wide, g.layout.unsigned) {
+        (true, _) => pack_rows_as::<Wide>(x, rows, g, scratch),
+        (false, true) => pack_rows_as::<Unsigned>(x, rows, g, scratch),
+        (false, false) => pack_rows_as::<Signed>(x, rows, g, scratch),
+    }
+}
+
+fn pack_rows_as<'s, F: Form>(x: &[u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
+    let (k, kp) = (g.k, g.kp);
+    let a = &mut scratch[..rows * kp * F::BYTES];
+    for (r, dst) in a.chunks_exact_mut(kp * F::BYTES).enumerate() {
+        copy_in::<F>(dst, 0, &x[r * k..(r + 1) * k]);
+        fill::<F>(dst, k, kp - k, 0);
     }
     a
 }
@@ -421,35 +485,66 @@ fn im2col<'s>(
     g: &Gemm,
     scratch: &'s mut [u8],
 ) -> &'s [u8] {
+    match (g.layout.wide, g.layout.unsigned) {
+        (true, _) => im2col_as::<Wide>(c, ti, to, x, g, scratch),
+        (false, true) => im2col_as::<Unsigned>(c, ti, to, x, g, scratch),
+        (false, false) => im2col_as::<Signed>(c, ti, to, x, g, scratch),
+    }
+}
+
+fn im2col_as<'s, F: Form>(
+    c: &Conv<'_>,
+    ti: &TensorDesc<'_>,
+    to: &TensorDesc<'_>,
+    x: &[u8],
+    g: &Gemm,
+    scratch: &'s mut [u8],
+) -> &'s [u8] {
     let [n, h, w, cin] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-    let (kp, l) = (g.kp, g.layout);
-    let eb = l.elem_bytes();
+    let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
+    let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
+    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
+    let kp = g.kp;
     let pad = ti.zero_point as i8 as u8;
-    let a = &mut scratch[..n * oh * ow * kp * eb];
-    let mut row = 0;
+    let a = &mut scratch[..n * oh * ow * kp * F::BYTES];
+    let mut rows = a.chunks_exact_mut(kp * F::BYTES);
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
-                let dst = &mut a[row * kp * eb..(row + 1) * kp * eb];
+                let dst = rows.next().expect("one row per output position");
                 let mut k = 0;
+                let ix0 = (ox * sx) as isize - pl;
+                // The kw taps of a row of the kernel are one contiguous span of the input when
+                // they are adjacent and all inside it.
+                let span = dx == 1 && ix0 >= 0 && ix0 as usize + kw <= w;
                 for ky in 0..kh {
-                    let iy = (oy * c.stride[0] as usize + ky * c.dilation[0] as usize) as isize - c.pad[0] as isize;
+                    let iy = (oy * sy + ky * dy) as isize - pt;
+                    if iy < 0 || iy as usize >= h {
+                        fill::<F>(dst, k, kw * cin, pad);
+                        k += kw * cin;
+                        continue;
+                    }
+                    let row = (b * h + iy as usize) * w;
+                    if span {
+                        let s = (row + ix0 as usize) * cin;
+                        copy_in::<F>(dst, k, &x[s..s + kw * cin]);
+                        k += kw * cin;
+                        continue;
+                    }
                     for kx in 0..kw {
-                        let ix = (ox * c.stride[1] as usize + kx * c.dilation[1] as usize) as isize - c.pad[1] as isize;
-                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
-                        if inside {
-                            let s = ((b * h + iy as usize) * w + ix as usize) * cin;
-                            copy_in(dst, k, &x[s..s + cin], l);
+                        let ix = ix0 + (kx * dx) as isize;
+                        if ix >= 0 && (ix as usize) < w {
+                            let s = (row + ix as usize) * cin;
+                            copy_in::<F>(dst, k, &x[s..s + cin]);
                         } else {
-                            fill(dst, k, cin, pad, l);
+                            fill::<F>(dst, k, cin, pad);
                         }
                         k += cin;
                     }
                 }
-                fill(dst, k, kp - k, 0, l);
-                row += 1;
+                fill::<F>(dst, k, kp - k, 0);
             }
         }
     }

@@ -76,12 +76,52 @@ fn narrow(v: __m256i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requantize(acc: __m256i, e: &Epilogue, c: usize) -> __m128i {
+    if e.narrow {
+        // Every result fits 32 bits: products on even and odd lanes in place, no 64-bit clamps.
+        let (m, s) = unsafe {
+            (
+                _mm256_loadu_si256(e.mult32.as_ptr().add(c) as *const __m256i),
+                _mm256_loadu_si256(e.shift_m1.as_ptr().add(c) as *const __m256i),
+            )
+        };
+        let low = _mm256_set1_epi64x(0xffff_ffff);
+        let even = shift_half(_mm256_mul_epi32(acc, m), _mm256_and_si256(s, low));
+        let odd = shift_half(
+            _mm256_mul_epi32(_mm256_srli_epi64::<32>(acc), _mm256_srli_epi64::<32>(m)),
+            _mm256_srli_epi64::<32>(s),
+        );
+        let v = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
+        return narrow_fits(v, e.zero_point, e.clamp);
+    }
     let load = |v: &[i64], i: usize| unsafe { _mm256_loadu_si256(v.as_ptr().add(i) as *const __m256i) };
     let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
     let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(acc));
     let lo = round_shift(_mm256_mul_epi32(lo, load(&e.mult, c)), load(&e.round, c), load(&e.shift, c));
     let hi = round_shift(_mm256_mul_epi32(hi, load(&e.mult, c + 4)), load(&e.round, c + 4), load(&e.shift, c + 4));
     narrow(join(lo, hi), e.zero_point, e.clamp)
+}
+
+/// `(x + 2^(s-1)) >> s` on four i64 lanes given `s - 1`, computed as `((x >> (s-1)) + 1) >> 1`;
+/// the low 32 bits of each lane hold the result when it fits 32 bits.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn shift_half(x: __m256i, s_minus_1: __m256i) -> __m256i {
+    let sign = _mm256_set1_epi64x(i64::MIN);
+    let t =
+        _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(x, sign), s_minus_1), _mm256_srlv_epi64(sign, s_minus_1));
+    _mm256_srli_epi64::<1>(_mm256_add_epi64(t, _mm256_set1_epi64x(1)))
+}
+
+/// Eight i32 results (fitting 32 bits) → eight int8: saturated to 16 bits, zero point added with
+/// 16-bit saturation (which keeps every out-of-range value out of int8's range), then to int8
+/// and clamped; the same as the reference's `clamp(v + zero point)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn narrow_fits(v: __m256i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
+    let w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let w = _mm_adds_epi16(w, _mm_set1_epi16(zero_point as i16));
+    let b = _mm_packs_epi16(w, w);
+    _mm_min_epi8(_mm_max_epi8(b, _mm_set1_epi8(clamp[0])), _mm_set1_epi8(clamp[1]))
 }
 
 /// Requantizes eight i32 values with one multiplier: eight int8.
@@ -141,13 +181,13 @@ fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
         while b < blocks {
             let two = b + 1 < blocks;
             let mut p = 0;
-            while p + 4 <= rows {
+            while p + 6 <= rows {
                 if two {
-                    tile::<4, 2>(a, p, b, g, out);
+                    tile::<6, 2>(a, p, b, g, out);
                 } else {
-                    tile::<4, 1>(a, p, b, g, out);
+                    tile::<6, 1>(a, p, b, g, out);
                 }
-                p += 4;
+                p += 6;
             }
             while p < rows {
                 if two {
@@ -213,14 +253,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
     let mut packed = vec![0i16; blocks * pairs * 32];
     let n = blocks * 16;
-    let mut e = Epilogue {
-        acc_init: vec![0; n],
-        mult: vec![0; n],
-        round: vec![0; n],
-        shift: vec![1; n],
-        zero_point: base.zero_point,
-        clamp: base.clamp,
-    };
+    let mut e = Epilogue::new(n, base.zero_point, base.clamp);
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..8 {
@@ -232,10 +265,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
                 }
                 let i = b * 16 + half * 8 + lane;
                 if c < channels {
-                    e.acc_init[i] = base.acc_init[c];
-                    e.mult[i] = base.mult[c];
-                    e.round[i] = base.round[c];
-                    e.shift[i] = base.shift[c];
+                    e.copy_lane(i, base, c);
                 }
             }
         }
@@ -282,15 +312,20 @@ unsafe fn depthwise_avx2(
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for (t, o) in offsets.iter_mut().enumerate().take(taps) {
-                        let (ky, kx) = (t / kw, t % kw);
+                    // Input offset of each tap, or MAX for taps in the padding.
+                    let mut t = 0;
+                    for ky in 0..kh {
                         let iy = (oy * sy + ky * dy) as isize - pt;
-                        let ix = (ox * sx + kx * dx) as isize - pl;
-                        *o = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            usize::MAX
-                        } else {
-                            ((b * h + iy as usize) * w + ix as usize) * ch
-                        };
+                        let row_inside = iy >= 0 && iy < h as isize;
+                        for kx in 0..kw {
+                            let ix = (ox * sx + kx * dx) as isize - pl;
+                            offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
+                                ((b * h + iy as usize) * w + ix as usize) * ch
+                            } else {
+                                usize::MAX
+                            };
+                            t += 1;
+                        }
                     }
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {

@@ -187,24 +187,14 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let n = blocks * 32;
-    let mut e = Epilogue {
-        acc_init: vec![0; n],
-        mult: vec![0; n],
-        round: vec![0; n],
-        shift: vec![1; n],
-        zero_point: base.zero_point,
-        clamp: base.clamp,
-    };
+    let mut e = Epilogue::new(n, base.zero_point, base.clamp);
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..16 {
                 let c = b * 32 + permuted_channel(lane, hi);
                 let i = b * 32 + half * 16 + lane;
                 if c < channels {
-                    e.acc_init[i] = base.acc_init[c];
-                    e.mult[i] = base.mult[c];
-                    e.round[i] = base.round[c];
-                    e.shift[i] = base.shift[c];
+                    e.copy_lane(i, base, c);
                 }
             }
         }
@@ -252,15 +242,19 @@ unsafe fn depthwise_vnni(
             for oy in 0..oh {
                 for ox in 0..ow {
                     // Input offset of each tap, or MAX for taps in the padding.
-                    for t in 0..taps {
-                        let (ky, kx) = (t / kw, t % kw);
+                    let mut t = 0;
+                    for ky in 0..kh {
                         let iy = (oy * sy + ky * dy) as isize - pt;
-                        let ix = (ox * sx + kx * dx) as isize - pl;
-                        offsets[t] = if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                            usize::MAX
-                        } else {
-                            ((b * h + iy as usize) * w + ix as usize) * ch
-                        };
+                        let row_inside = iy >= 0 && iy < h as isize;
+                        for kx in 0..kw {
+                            let ix = (ox * sx + kx * dx) as isize - pl;
+                            offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
+                                ((b * h + iy as usize) * w + ix as usize) * ch
+                            } else {
+                                usize::MAX
+                            };
+                            t += 1;
+                        }
                     }
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(32).enumerate() {
