@@ -61,10 +61,10 @@ impl fmt::Display for Error {
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 impl std::error::Error for Error {}
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 mod with_std {
     use std::path::PathBuf;
 
@@ -195,9 +195,9 @@ mod with_std {
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 pub use with_std::LeptonError;
 
 /// Result alias of the std layer.
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 pub type Result<T, E = LeptonError> = std::result::Result<T, E>;

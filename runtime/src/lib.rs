@@ -15,11 +15,11 @@
 //! | engine       | [`engine`] (std): the [`engine::Engine`] trait and the tract engine |
 //! | postprocess  | [`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`] |
 //! | sink         | [`pipeline::Sink`] (std) consumes [`event`] values; [`alert`] drives a GPIO from events |
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(feature = "host"), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 extern crate std;
 
 pub mod alert;
@@ -48,7 +48,7 @@ pub use error::Error;
 pub use event::{BBox, Detection, Event, EventKind, FrameMeta};
 pub use tensor::{DType, Quantization, Shape, TensorView, TensorViewMut};
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 pub use error::LeptonError;
 #[cfg(feature = "std")]
 pub use manifest::Manifest;

@@ -65,9 +65,20 @@ fn encode(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32, inputs: &[u16], ou
     bytes
 }
 
+/// Prints, once per run, which sets this CPU runs (tests/tests/kernels_arm.rs reads it under
+/// emulation).
+fn announce() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let sets: Vec<&str> = Isa::ALL.into_iter().filter(|i| i.supported()).map(Isa::name).collect();
+        eprintln!("kernel sets tested: {}", sets.join(", "));
+    });
+}
+
 /// Runs the model with every set this CPU supports on `inputs`; any difference from the
 /// reference fails with the set and the first differing output.
 fn conform(what: &str, bytes: &[u8], inputs: &[Vec<u8>]) -> Result<(), TestCaseError> {
+    announce();
     let run = |isa: Isa| -> Vec<u8> {
         let mut e = MicroEngine::with_isa(bytes.to_vec(), Path::new("case.lpm"), isa)
             .unwrap_or_else(|err| panic!("{what}: the case does not load: {err}"));
@@ -135,6 +146,11 @@ fn bytes(n: usize) -> impl Strategy<Value = Vec<u8>> {
     proptest::collection::vec(any::<u8>(), n)
 }
 
+/// Int8 weights, symmetric: [-127, 127] (a model with -128 is refused when it loads).
+fn weights(n: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec((-127i8..=127).prop_map(|w| w as u8), n)
+}
+
 /// Per-channel bias (i32 LE) and requantization (i32 LE + shift) tables.
 fn tables(cout: usize, k: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
     // Every channel realistic (kernels may take their narrow path) or some past 32 bits.
@@ -191,7 +207,7 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
             let (cout, groups) = if depthwise { (cin, cin as u16) } else { (cout, 1) };
             let per = k.0 as usize * k.1 as usize * (cin / groups as u32) as usize;
             (
-                bytes(cout as usize * per),
+                weights(cout as usize * per),
                 tables(cout as usize, per),
                 zero_point(),
                 zero_point(),
@@ -234,7 +250,7 @@ struct FcProblem {
 fn fc_problem() -> impl Strategy<Value = FcProblem> {
     (1u32..4, 1u32..300, 1u32..40).prop_flat_map(|(n, cin, cout)| {
         (
-            bytes((cin * cout) as usize),
+            weights((cin * cout) as usize),
             tables(cout as usize, cin as usize),
             zero_point(),
             zero_point(),

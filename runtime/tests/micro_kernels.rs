@@ -22,6 +22,13 @@ impl Rng {
     fn i8(&mut self) -> u8 {
         (self.next() >> 8) as u8
     }
+    /// A symmetric int8 weight, in [-127, 127].
+    fn weight(&mut self) -> u8 {
+        match self.i8() {
+            0x80 => 0x81,
+            w => w,
+        }
+    }
     fn range(&mut self, lo: i64, hi: i64) -> i64 {
         lo + (self.next() % (hi - lo) as u64) as i64
     }
@@ -126,7 +133,7 @@ fn conv_case(
     let oh = (h + pad[0] as u32 + pad[2] as u32 - kernel[0] as u32) / stride[0] as u32 + 1;
     let ow = (w + pad[1] as u32 + pad[3] as u32 - kernel[1] as u32) / stride[1] as u32 + 1;
     let cin_g = cin / groups as u32;
-    let weights: Vec<u8> = (0..cout * kernel[0] as u32 * kernel[1] as u32 * cin_g).map(|_| rng.i8()).collect();
+    let weights: Vec<u8> = (0..cout * kernel[0] as u32 * kernel[1] as u32 * cin_g).map(|_| rng.weight()).collect();
     let (bias, requant) = tables(&mut rng, cout as usize, (kernel[0] as u32 * kernel[1] as u32 * cin_g) as usize);
     let in_len = h * w * cin;
     let tensors = [
@@ -180,7 +187,7 @@ fn depthwise_convolutions_match_the_reference() {
 fn fully_connected_layers_match_the_reference() {
     for (seed, cin, cout) in [(9u64, 200u32, 2u32), (10, 33, 50), (11, 1024, 17)] {
         let mut rng = Rng(seed);
-        let weights: Vec<u8> = (0..cin * cout).map(|_| rng.i8()).collect();
+        let weights: Vec<u8> = (0..cin * cout).map(|_| rng.weight()).collect();
         let (bias, requant) = tables(&mut rng, cout as usize, cin as usize);
         let tensors = [desc("x", [1, 1, 1, cin], 3, 0), desc("y", [1, 1, 1, cout], -5, cin.div_ceil(16) * 16)];
         let op = Op::FullyConnected(FullyConnected {

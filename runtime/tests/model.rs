@@ -184,6 +184,7 @@ fn inconsistent_intermediate_value_info_is_retried_transparently() {
 }
 
 fn tract_onnx_load_fails_strictly(proto: &onnx::ModelProto, _path: &Path) -> bool {
+    use lepton_runtime::engine::tract::tract_onnx;
     use tract_onnx::prelude::*;
     let strict = || -> TractResult<()> {
         let model = tract_onnx::onnx().model_for_proto_model(proto)?;

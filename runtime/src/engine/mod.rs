@@ -7,26 +7,28 @@ pub mod micro;
 #[cfg(feature = "std")]
 pub mod tract;
 
-#[cfg(feature = "std")]
-pub use self::std_engine::*;
+#[cfg(feature = "host")]
+pub use self::host_engine::*;
 
 #[cfg(feature = "std")]
-mod std_engine {
+pub use self::tract::{TractBuffer, TractEngine};
+
+/// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
+/// thread only, the default). Multi-core boards gain on large convolutions.
+#[cfg(feature = "std")]
+pub fn set_threads(threads: usize) {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    if threads <= 1 {
+        set_default_executor(Executor::SingleThread);
+    } else {
+        set_default_executor(Executor::multithread(threads));
+    }
+}
+
+#[cfg(feature = "host")]
+mod host_engine {
     use crate::error::Result;
     use crate::tensor::{DType, TensorView, TensorViewMut};
-
-    pub use super::tract::{TractBuffer, TractEngine};
-
-    /// Sets how many threads tract's matrix products use from now on, process-wide (1: the calling
-    /// thread only, the default). Multi-core boards gain on large convolutions.
-    pub fn set_threads(threads: usize) {
-        use tract_linalg::multithread::{set_default_executor, Executor};
-        if threads <= 1 {
-            set_default_executor(Executor::SingleThread);
-        } else {
-            set_default_executor(Executor::multithread(threads));
-        }
-    }
 
     /// Name, concrete shape, element type and quantization of an engine input or output.
     #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +38,7 @@ mod std_engine {
         /// Concrete shape.
         pub shape: Vec<usize>,
         /// Element type, or `None` for a type tensor views do not cover (i64, f16, bool...): such
-        /// tensors are reachable through [`TractEngine::run_tensors`] only.
+        /// tensors are reachable through `TractEngine::run_tensors` only.
         pub dtype: Option<DType>,
         /// `(scale, zero_point)` for a quantized tensor.
         pub quant: Option<(f32, i32)>,
@@ -44,6 +46,7 @@ mod std_engine {
 
     impl TensorInfo {
         /// The tensor as a declared input or output (fixed dimensions; int8 for quantized ones).
+        #[cfg(feature = "std")]
         pub fn spec(&self) -> crate::onnx::TensorSpec {
             let elem_type = match (self.dtype, self.quant) {
                 (Some(DType::F32), _) => "FLOAT",

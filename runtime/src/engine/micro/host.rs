@@ -4,6 +4,7 @@
 use super::format::{Layout, Op, TensorDesc};
 use super::kernels::prepared::{self, Step};
 use super::kernels::{Isa, Kernels};
+#[cfg(feature = "std")]
 use super::lower::{lower, Compiled};
 use super::Interpreter;
 use crate::engine::{Engine, StagingBuffer, TensorInfo};
@@ -94,6 +95,7 @@ impl MicroEngine {
     }
 
     /// Compiles a quantized (QDQ) ONNX model with the given input shapes.
+    #[cfg(feature = "std")]
     pub fn from_onnx(
         model: &crate::onnx::ModelProto,
         path: &Path,

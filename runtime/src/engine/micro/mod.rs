@@ -12,7 +12,7 @@
 //! ```
 
 pub mod format;
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 pub mod host;
 pub mod kernels;
 #[cfg(feature = "std")]
@@ -84,7 +84,7 @@ impl fmt::Display for MicroError {
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 impl std::error::Error for MicroError {}
 
 /// A loaded micro model: header and tensor table decoded (up to `T` tensors), ops decoded as they run.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
+/// tract-onnx itself, for tools and tests that reach past the engine.
+pub use tract_onnx;
 pub use tract_onnx::prelude::{DatumType, Tensor};
 
 /// A shape (and optionally an element type) to fix on a model input before optimization.

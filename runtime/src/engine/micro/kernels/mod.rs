@@ -9,12 +9,16 @@
 //! (`LEPTON_KERNELS=reference` runs the portable kernels on any machine, as a CPU without vector
 //! extensions would).
 
-#[cfg(feature = "std")]
+#[cfg(all(feature = "host", target_arch = "aarch64"))]
+mod aarch64_dot;
+#[cfg(all(feature = "host", target_arch = "aarch64"))]
+mod aarch64_neon;
+#[cfg(feature = "host")]
 pub mod prepared;
 pub mod reference;
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[cfg(all(feature = "host", target_arch = "x86_64"))]
 mod x86_avx2;
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[cfg(all(feature = "host", target_arch = "x86_64"))]
 mod x86_avx512;
 
 /// A kernel set: the instruction-set extension the kernels use.
@@ -27,14 +31,20 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512 with VNNI (Ice Lake and later, Zen 4 and later).
     Avx512Vnni,
+    /// aarch64 NEON without the dot product (Cortex-A53/A72: Pi 3, Pi 4, Zero 2 W): widening
+    /// multiply-accumulates (`smull`/`smlal2`, `sadalp`).
+    Neon,
+    /// aarch64 with the dot-product extension (Cortex-A76: Pi 5): `sdot`.
+    NeonDot,
 }
 
 /// Environment variable that forces a kernel set.
 pub const KERNELS_ENV: &str = "LEPTON_KERNELS";
 
 impl Isa {
-    /// Every kernel set, reference first, then from the least to the most capable.
-    pub const ALL: [Isa; 3] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni];
+    /// Every kernel set, reference first, then per architecture from the least to the most
+    /// capable (detection takes the last one the CPU supports).
+    pub const ALL: [Isa; 5] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
 
     /// The set's name, as `LEPTON_KERNELS` and reports spell it.
     pub fn name(self) -> &'static str {
@@ -42,6 +52,8 @@ impl Isa {
             Isa::Reference => "reference",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "neondot",
         }
     }
 
@@ -56,11 +68,13 @@ impl Isa {
             Isa::Reference => "",
             Isa::Avx2 => "x86-64 avx2",
             Isa::Avx512Vnni => "x86-64 avx512f avx512bw avx512dq avx512vl avx512vnni",
+            Isa::Neon => "aarch64 asimd",
+            Isa::NeonDot => "aarch64 asimd asimddp",
         }
     }
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 impl Isa {
     /// Whether this CPU can run the set.
     pub fn supported(self) -> bool {
@@ -78,6 +92,14 @@ impl Isa {
             }
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512Vnni => false,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => {
+                std::arch::is_aarch64_feature_detected!("neon") && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDot => false,
         }
     }
 
@@ -95,6 +117,12 @@ impl Isa {
             Isa::Avx512Vnni => x86_avx512::kernels(),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 | Isa::Avx512Vnni => return Err(KernelsError::Unsupported(self)),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => &aarch64_neon::KERNELS,
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => &aarch64_dot::KERNELS,
+            #[cfg(not(target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDot => return Err(KernelsError::Unsupported(self)),
         })
     }
 
@@ -129,7 +157,7 @@ impl core::fmt::Display for Isa {
 }
 
 /// Why a requested kernel set cannot be used.
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelsError {
     /// No set has this name.
@@ -140,10 +168,10 @@ pub enum KernelsError {
     Unsupported(Isa),
 }
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 pub use self::table::*;
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 mod table {
     use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
     use super::Isa;

@@ -2,7 +2,7 @@
 //! loops, no_std), the oracle every other set is held to bit for bit. Its table is empty: every
 //! op runs its reference kernel.
 
-#[cfg(feature = "std")]
+#[cfg(feature = "host")]
 /// The reference set's table: no optimized kernel.
 pub(crate) static KERNELS: super::Kernels = super::Kernels {
     isa: super::Isa::Reference,

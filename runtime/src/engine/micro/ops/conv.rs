@@ -31,6 +31,15 @@ pub fn accumulator_fits(k: usize, bias: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks int8 weights are symmetric, in [-127, 127]: the widening multiply-accumulate of the NEON
+/// kernels sums two products in 16 bits, which overflows only for two −128·−128 products.
+pub fn weights_fit(weights: &[u8]) -> Result<(), &'static str> {
+    if weights.contains(&0x80) {
+        return Err("a weight is -128: int8 weights are symmetric, in [-127, 127]");
+    }
+    Ok(())
+}
+
 /// Checks a requantization step: shift in 1..=62.
 pub fn requant_fits(r: crate::quant::Requant) -> Result<(), &'static str> {
     if !(1..=62).contains(&r.shift) {
@@ -76,6 +85,7 @@ pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<
         requant_fits(requant_at(c.requant, ch))?;
     }
     clamp_fits(c.clamp)?;
+    weights_fit(c.weights)?;
     accumulator_fits(k, c.bias)
 }
 

@@ -20,6 +20,7 @@ pub fn validate(f: &FullyConnected<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) 
         super::conv::requant_fits(requant_at(f.requant, ch))?;
     }
     super::conv::clamp_fits(f.clamp)?;
+    super::conv::weights_fit(f.weights)?;
     super::conv::accumulator_fits(cin, f.bias)
 }
 
