@@ -5,11 +5,11 @@
 //!
 //! GEMM layout: 16 output channels per block, reduction in groups of 4, weights
 //! `[n/16][k/4][16][4]` (one 64-byte group = four `sdot` operands of 4 channels × 4 values),
-//! activation rows int8. Reachable only through [`KERNELS`], which [`super::Isa::kernels`] hands
-//! out after detecting `dotprod`.
+//! activation rows int8. Tables and adds/multiplies are the NEON set's. Reachable only through
+//! [`KERNELS`], which [`super::Isa::kernels`] hands out after detecting `dotprod`.
 #![allow(unsafe_code)]
 
-use super::aarch64_neon::{requantize4, store4, DEPTHWISE};
+use super::aarch64_neon::{binary, lut, requantize4, store4, DEPTHWISE};
 use super::prepared::{Gemm, GemmLayout};
 use super::{GemmKernel, Isa, Kernels};
 use core::arch::aarch64::*;
@@ -22,8 +22,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::NeonDot,
     gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
     depthwise: Some(DEPTHWISE),
-    lut: None,
-    binary: None,
+    lut: Some(lut),
+    binary: Some(binary),
     global_average: None,
     max_pool: None,
 };

@@ -16,7 +16,8 @@
 
 use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
 use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
-use crate::engine::micro::format::{Conv, TensorDesc};
+use crate::engine::micro::format::{Binary, Conv, TensorDesc};
+use crate::quant::Requant;
 use core::arch::aarch64::*;
 
 const LAYOUT: GemmLayout = GemmLayout { block: 4, group: 16, unsigned: false, wide: false };
@@ -26,8 +27,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Neon,
     gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
     depthwise: Some(DEPTHWISE),
-    lut: None,
-    binary: None,
+    lut: Some(lut),
+    binary: Some(binary),
     global_average: None,
     max_pool: None,
 };
@@ -60,9 +61,15 @@ pub(super) unsafe fn requantize4(acc: int32x4_t, e: &Epilogue, c: usize) -> int8
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn store4(out: *mut u8, v: int8x8_t, count: usize) {
     unsafe {
-        let mut tmp = [0i8; 8];
-        vst1_s8(tmp.as_mut_ptr(), v);
-        core::ptr::copy_nonoverlapping(tmp.as_ptr() as *const u8, out, count.min(4));
+        if count >= 4 {
+            vst1_lane_s32::<0>(out as *mut i32, vreinterpret_s32_s8(v));
+        } else {
+            let mut tmp = [0i8; 8];
+            vst1_s8(tmp.as_mut_ptr(), v);
+            for (k, &b) in tmp.iter().enumerate().take(count) {
+                *out.add(k) = b as u8;
+            }
+        }
     }
 }
 
@@ -233,6 +240,113 @@ unsafe fn depthwise_neon(
                     }
                 }
             }
+        }
+    }
+}
+
+/// `y[i] = table[x[i] + 128]`, 16 bytes per step: the table in 16 registers, one `tbl` over its
+/// first 64 entries and three `tbx` over the rest (an index past a 64-entry window leaves the
+/// lane as it is).
+pub(super) fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+    assert!(table.len() == 256 && y.len() >= x.len());
+    // SAFETY: NEON is part of every aarch64 CPU; whole 16-byte loads and stores inside the
+    // slices, the tail through stack buffers, bounded by the assertion.
+    unsafe {
+        let t = |i: usize| vld1q_u8_x4(table.as_ptr().add(64 * i));
+        let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
+        let look = |v: uint8x16_t| {
+            let idx = veorq_u8(v, vdupq_n_u8(0x80));
+            let r = vqtbl4q_u8(t0, idx);
+            let r = vqtbx4q_u8(r, t1, vsubq_u8(idx, vdupq_n_u8(64)));
+            let r = vqtbx4q_u8(r, t2, vsubq_u8(idx, vdupq_n_u8(128)));
+            vqtbx4q_u8(r, t3, vsubq_u8(idx, vdupq_n_u8(192)))
+        };
+        let mut i = 0;
+        while i + 16 <= x.len() {
+            vst1q_u8(y.as_mut_ptr().add(i), look(vld1q_u8(x.as_ptr().add(i))));
+            i += 16;
+        }
+        if i < x.len() {
+            let n = x.len() - i;
+            let mut tmp = [0u8; 16];
+            tmp[..n].copy_from_slice(&x[i..]);
+            let mut out = [0u8; 16];
+            vst1q_u8(out.as_mut_ptr(), look(vld1q_u8(tmp.as_ptr())));
+            y[i..x.len()].copy_from_slice(&out[..n]);
+        }
+    }
+}
+
+/// Requantizes four i64 lanes pairs (already multiplied) by shift `s` (rounding), zero point
+/// added in 64 bits, to four int8 in the low lanes, clamped.
+#[inline]
+#[target_feature(enable = "neon")]
+fn shift_narrow4(lo: int64x2_t, hi: int64x2_t, shift: u8, zero_point: i32, clamp: [i8; 2]) -> int8x8_t {
+    let s = vdupq_n_s64(-(shift as i64));
+    let zp = vdupq_n_s64(zero_point as i64);
+    let lo = vaddq_s64(vrshlq_s64(lo, s), zp);
+    let hi = vaddq_s64(vrshlq_s64(hi, s), zp);
+    let v16 = vqmovn_s32(vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi)));
+    let v8 = vqmovn_s16(vcombine_s16(v16, v16));
+    vmin_s8(vmax_s8(v8, vdup_n_s8(clamp[0])), vdup_n_s8(clamp[1]))
+}
+
+/// Elementwise add or multiply where `b` is shaped like `a` or one value per channel, four
+/// values per step.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn binary(
+    mul: bool,
+    op: &Binary,
+    ta: &TensorDesc<'_>,
+    a: &[u8],
+    tb: &TensorDesc<'_>,
+    b: &[u8],
+    to: &TensorDesc<'_>,
+    y: &mut [u8],
+    per_channel: bool,
+) {
+    let c = ta.shape[3] as usize;
+    let len = ta.len();
+    assert!(c > 0 && len.is_multiple_of(c));
+    assert!(a.len() >= len && y.len() >= len && b.len() >= if per_channel { c } else { len });
+    let (za, zb, zy) = (ta.zero_point, tb.zero_point, to.zero_point);
+    // SAFETY: NEON is part of every aarch64 CPU; four-byte loads and stores through stack
+    // buffers, bounded by the assertions.
+    unsafe {
+        let load4 = |src: &[u8], at: usize, count: usize, zp: i32| {
+            let mut tmp = [0i32; 4];
+            for (k, t) in tmp.iter_mut().enumerate().take(count) {
+                *t = src[at + k] as i8 as i32 - zp;
+            }
+            vld1q_s32(tmp.as_ptr())
+        };
+        let (ma, mb) = (vdup_n_s32(op.ma.multiplier), vdup_n_s32(op.mb.multiplier));
+        let rq: Requant = op.ma;
+        let mut p = 0;
+        while p < len {
+            let mut cb = 0;
+            while cb < c {
+                let count = (c - cb).min(4);
+                let av = load4(a, p + cb, count, za);
+                let bv = load4(b, if per_channel { cb } else { p + cb }, count, zb);
+                let (lo, hi) = if mul {
+                    let prod = vmulq_s32(av, bv);
+                    let m = vdup_n_s32(rq.multiplier);
+                    (vmull_s32(vget_low_s32(prod), m), vmull_high_s32(prod, vcombine_s32(m, m)))
+                } else {
+                    let lo = vmlal_s32(vmull_s32(vget_low_s32(av), ma), vget_low_s32(bv), mb);
+                    let hi = vmlal_high_s32(vmull_high_s32(av, vcombine_s32(ma, ma)), bv, vcombine_s32(mb, mb));
+                    (lo, hi)
+                };
+                let v = shift_narrow4(lo, hi, rq.shift, zy, op.clamp);
+                let mut out = [0i8; 8];
+                vst1_s8(out.as_mut_ptr(), v);
+                for k in 0..count {
+                    y[p + cb + k] = out[k] as u8;
+                }
+                cb += 4;
+            }
+            p += c;
         }
     }
 }

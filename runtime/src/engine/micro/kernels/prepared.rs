@@ -405,6 +405,13 @@ trait Form {
     const BYTES: usize;
     /// Stores `v` as element `i` of `dst`.
     fn put(dst: &mut [u8], i: usize, v: u8);
+    /// Stores `src` as the elements of `dst` (exactly `src.len()` of them).
+    #[inline(always)]
+    fn put_all(dst: &mut [u8], src: &[u8]) {
+        for (i, &v) in src.iter().enumerate() {
+            Self::put(dst, i, v);
+        }
+    }
 }
 
 /// `a + 128` as a byte (u8×s8 instructions).
@@ -428,6 +435,10 @@ impl Form for Signed {
     fn put(dst: &mut [u8], i: usize, v: u8) {
         dst[i] = v;
     }
+    #[inline(always)]
+    fn put_all(dst: &mut [u8], src: &[u8]) {
+        dst.copy_from_slice(src);
+    }
 }
 
 impl Form for Wide {
@@ -442,10 +453,7 @@ impl Form for Wide {
 
 #[inline(always)]
 fn copy_in<F: Form>(dst: &mut [u8], at: usize, src: &[u8]) {
-    let dst = &mut dst[at * F::BYTES..(at + src.len()) * F::BYTES];
-    for (i, &v) in src.iter().enumerate() {
-        F::put(dst, i, v);
-    }
+    F::put_all(&mut dst[at * F::BYTES..(at + src.len()) * F::BYTES], src);
 }
 
 #[inline(always)]
@@ -457,9 +465,10 @@ fn fill<F: Form>(dst: &mut [u8], at: usize, count: usize, v: u8) {
 }
 
 /// Rows of `g.k` int8 values → rows of `g.kp` operand elements in the GEMM's layout, the padding
-/// zero (its weights are zero).
-fn pack_rows<'s>(x: &[u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
+/// zero (its weights are zero). Signed rows without padding are the input itself: no copy.
+fn pack_rows<'s>(x: &'s [u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
     match (g.layout.wide, g.layout.unsigned) {
+        (false, false) if g.k == g.kp => &x[..rows * g.k],
         (true, _) => pack_rows_as::<Wide>(x, rows, g, scratch),
         (false, true) => pack_rows_as::<Unsigned>(x, rows, g, scratch),
         (false, false) => pack_rows_as::<Signed>(x, rows, g, scratch),
