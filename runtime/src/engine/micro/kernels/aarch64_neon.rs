@@ -177,9 +177,6 @@ unsafe fn depthwise_neon(
 ) {
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
     let taps = kh * kw;
-    let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
-    let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
-    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
     let stride = 2 * p.pairs * 16;
     let mut offsets = [usize::MAX; 64];
     unsafe {
@@ -187,21 +184,7 @@ unsafe fn depthwise_neon(
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    // Input offset of each tap, or MAX for taps in the padding.
-                    let mut t = 0;
-                    for ky in 0..kh {
-                        let iy = (oy * sy + ky * dy) as isize - pt;
-                        let row_inside = iy >= 0 && iy < h as isize;
-                        for kx in 0..kw {
-                            let ix = (ox * sx + kx * dx) as isize - pl;
-                            offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
-                                ((b * h + iy as usize) * w + ix as usize) * ch
-                            } else {
-                                usize::MAX
-                            };
-                            t += 1;
-                        }
-                    }
+                    super::prepared::tap_offsets(c, [n, h, w, ch], [b, oy, ox], &mut offsets);
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {
                         let count = (ch - cb).min(16);

@@ -128,6 +128,36 @@ pub struct DepthwisePacked {
     pub epilogue: Epilogue,
 }
 
+/// The input offset (NHWC, element index of channel 0) of each tap of a depthwise kernel at
+/// output position (`b`, `oy`, `ox`), or `usize::MAX` for a tap in the padding (it reads the zero
+/// point). Returns the number of taps (≤ 64, checked when the op was planned).
+pub fn tap_offsets(
+    c: &Conv<'_>,
+    [_, h, w, ch]: [usize; 4],
+    [b, oy, ox]: [usize; 3],
+    offsets: &mut [usize; 64],
+) -> usize {
+    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
+    let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
+    let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
+    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
+    let mut t = 0;
+    for ky in 0..kh {
+        let iy = (oy * sy + ky * dy) as isize - pt;
+        let row_inside = iy >= 0 && iy < h as isize;
+        for kx in 0..kw {
+            let ix = (ox * sx + kx * dx) as isize - pl;
+            offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
+                ((b * h + iy as usize) * w + ix as usize) * ch
+            } else {
+                usize::MAX
+            };
+            t += 1;
+        }
+    }
+    t
+}
+
 /// How a convolution feeds its kernel.
 #[derive(Debug, Clone)]
 pub enum ConvPlan {
