@@ -206,9 +206,16 @@ fn quantize_keeps_agreement_runs_int8_fast_and_onnxruntime_loads_it() {
     eprintln!("int8 vs float top-1 agreement on {} held-out lines: {:.2} %", e["samples"], agreement * 100.0);
     assert!(agreement >= 0.98, "agreement {agreement}");
     assert!(dir.join("confusion.png").exists());
-    // The int8 model runs on the micro engine; onnxruntime loads and runs the same file.
-    let b = json(&run("lepton-convert", &["bench", &s(&int8), "--runs", "5", "--warmup", "1", "--json"]));
-    assert_eq!(b["engine"], "micro");
+    // The int8 model runs on the micro engine; auto picks it where this host has a vector kernel
+    // set (tract where only the portable kernels are); onnxruntime loads and runs the same file.
+    let best = String::from_utf8_lossy(&run("lepton-convert", &["kernels", "--best"]).stdout).trim().to_string();
+    let auto = json(&run("lepton-convert", &["inspect", &s(&int8), "--json"]));
+    assert_eq!(auto["engine"], if best == "reference" { "tract" } else { "micro" }, "kernels {best}: {auto}");
+    let b = json(&run(
+        "lepton-convert",
+        &["bench", &s(&int8), "--engine", "micro", "--runs", "5", "--warmup", "1", "--json"],
+    ));
+    assert_eq!((b["engine"].as_str(), b["kernels"].as_str()), (Some("micro"), Some(best.as_str())), "{b}");
     for k in ["load_ms", "p50_ms", "p90_ms", "min_ms", "runs", "peak_rss_mb"] {
         assert!(b.get(k).is_some(), "bench JSON lacks {k}");
     }
