@@ -17,7 +17,7 @@ use crate::error::{LeptonError, Result};
 use crate::event::{BBox, Detections, FrameMeta};
 use crate::image::Image;
 use crate::manifest::{Manifest, Task};
-use crate::onnx::{self, ModelProto};
+use crate::onnx::OnnxModel;
 use crate::pipeline::{Postprocess, Preprocess, VisionPostprocess, VisionPreprocess, MAX_OUTPUTS};
 use crate::source::Frame;
 use crate::tensor::TensorView;
@@ -132,7 +132,7 @@ impl Model {
             }
             return Self::from_lpm(bytes, path);
         }
-        Self::from_proto(onnx::decode(bytes, path)?, path, choice)
+        Self::from_onnx(OnnxModel::decode(bytes, path)?, path, choice)
     }
 
     fn from_lpm(bytes: &[u8], path: &Path) -> Result<Model> {
@@ -157,19 +157,18 @@ impl Model {
         Ok(model)
     }
 
-    fn from_proto(proto: ModelProto, path: &Path, choice: EngineChoice) -> Result<Model> {
-        let manifest = read_manifest(&proto, path)?;
-        let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };
-        match manifest {
+    fn from_onnx(onnx: OnnxModel, path: &Path, choice: EngineChoice) -> Result<Model> {
+        let mut model = Model { path: path.to_path_buf(), manifest: onnx.manifest.clone(), stages: None, engine: None };
+        match &onnx.manifest {
             Some(m) if matches!(m.task, Task::Classify | Task::Detect) => {
-                let stages = build_vision(&proto, path, &m, choice)?;
+                let stages = build_vision(&onnx, path, m, choice)?;
                 model.stages = Some(Mutex::new(stages));
             }
             _ => {
                 // Raw or audio models: the engine alone, with the shapes the file declares (a
                 // symbolic batch dimension taken as 1).
-                let facts = declared_facts(&proto);
-                model.engine = Some(Mutex::new(AnyEngine::from_proto(&proto, path, &facts, choice)?));
+                let facts = declared_facts(&onnx);
+                model.engine = Some(Mutex::new(AnyEngine::from_onnx(&onnx, path, &facts, choice)?));
             }
         }
         Ok(model)
@@ -293,18 +292,8 @@ impl Model {
     }
 }
 
-/// Parses the embedded manifest, if present, completes it from the model's declared input and
-/// checks it against the model's declared inputs and outputs.
-pub fn read_manifest(proto: &ModelProto, path: &Path) -> Result<Option<Manifest>> {
-    let Some(text) = onnx::manifest_text(proto) else {
-        return Ok(None);
-    };
-    let (inputs, outputs) = onnx::io_specs(proto);
-    Manifest::from_toml(text, path)?.resolve(&inputs, &outputs, path).map(Some)
-}
-
-fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest, choice: EngineChoice) -> Result<VisionStages> {
-    let (inputs, _) = onnx::io_specs(proto);
+fn build_vision(onnx: &OnnxModel, path: &Path, m: &Manifest, choice: EngineChoice) -> Result<VisionStages> {
+    let inputs = &onnx.inputs;
     let input = m.input.as_ref().ok_or_else(|| LeptonError::Manifest {
         path: path.to_path_buf(),
         field: "input".into(),
@@ -325,7 +314,7 @@ fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest, choice: EngineCho
         });
     }
     let shape = m.image_input_shape().map(|s| s.to_vec()).unwrap_or_default();
-    let engine = AnyEngine::from_proto(proto, path, &[InputFact { name, shape, dtype: None }], choice)?;
+    let engine = AnyEngine::from_onnx(onnx, path, &[InputFact { name, shape, dtype: None }], choice)?;
     let pre = VisionPreprocess::new(m.preprocess_config(path)?);
     let post = VisionPostprocess::from_manifest(m, engine.outputs(), path)?;
     Ok(VisionStages { pre, engine, post })
@@ -333,10 +322,9 @@ fn build_vision(proto: &ModelProto, path: &Path, m: &Manifest, choice: EngineCho
 
 /// Input shapes as the file declares them, with a symbolic or unknown first (batch) dimension
 /// taken as 1; inputs with other unknown dimensions are left for the engine to report.
-fn declared_facts(proto: &ModelProto) -> Vec<InputFact> {
-    let (inputs, _) = onnx::io_specs(proto);
-    inputs
-        .into_iter()
-        .filter_map(|spec| Some(InputFact { shape: spec.concrete_shape()?, name: spec.name, dtype: None }))
+fn declared_facts(onnx: &OnnxModel) -> Vec<InputFact> {
+    onnx.inputs
+        .iter()
+        .filter_map(|spec| Some(InputFact { shape: spec.concrete_shape()?, name: spec.name.clone(), dtype: None }))
         .collect()
 }

@@ -130,6 +130,7 @@ fn requant(k: usize) -> impl Strategy<Value = Requant> {
     prop_oneof![
         3 => realistic(k),
         1 => ((1i64 << 30)..(1i64 << 31), 1u8..=12).prop_map(|(m, s)| Requant { multiplier: m as i32, shift: s }),
+        1 => ((1i64 << 30)..(1i64 << 31), 31u8..=33).prop_map(|(m, s)| Requant { multiplier: m as i32, shift: s }),
     ]
 }
 
@@ -153,9 +154,12 @@ fn weights(n: usize) -> impl Strategy<Value = Vec<u8>> {
 
 /// Per-channel bias (i32 LE) and requantization (i32 LE + shift) tables.
 fn tables(cout: usize, k: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
-    // Every channel realistic (kernels may take their narrow path) or some past 32 bits.
+    // Every channel realistic (kernels may take their narrow path), every channel at the edge of
+    // the 32-bit path (shifts 32 and 33, large multipliers), or some past 32 bits.
+    let edge = ((1i64 << 30)..(1i64 << 31), 32u8..=33).prop_map(|(m, s)| Requant { multiplier: m as i32, shift: s });
     let steps = prop_oneof![
         proptest::collection::vec(realistic(k), cout).boxed(),
+        proptest::collection::vec(edge, cout).boxed(),
         proptest::collection::vec(requant(k), cout).boxed(),
     ];
     (proptest::collection::vec(-(1i32 << 18)..(1 << 18), cout), steps).prop_map(|(bias, rq)| {

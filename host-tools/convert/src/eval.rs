@@ -7,7 +7,7 @@ use lepton_runtime::engine::tract::InputFact;
 use lepton_runtime::engine::{AnyEngine, Engine, TractEngine};
 use lepton_runtime::image::Image;
 use lepton_runtime::manifest::{Manifest, Task};
-use lepton_runtime::{onnx, Model};
+use lepton_runtime::Model;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -69,7 +69,7 @@ pub struct Classifier {
 /// How `.npy` samples run: tract on the ONNX file (engine rebuilt when the shape changes), or
 /// the micro engine on a `.lpm` (fixed shape).
 enum TensorRunner {
-    Onnx { proto: Box<lepton_runtime::onnx::ModelProto>, engine: Option<Box<(TractEngine, Vec<usize>)>> },
+    Onnx { model: Box<lepton_runtime::onnx::OnnxModel>, engine: Option<Box<(TractEngine, Vec<usize>)>> },
     Micro(Option<AnyEngine>),
 }
 
@@ -88,7 +88,7 @@ impl Classifier {
         let classes = file.outputs.first().and_then(|o| o.concrete_shape()).map(|s| s.iter().skip(1).product());
         let lpm = file.is_lpm();
         let tensors = match file.format {
-            Format::Onnx(proto) => TensorRunner::Onnx { proto, engine: None },
+            Format::Onnx(model) => TensorRunner::Onnx { model, engine: None },
             Format::Lpm(_) => TensorRunner::Micro(None),
         };
         let mut c = Classifier {
@@ -143,14 +143,14 @@ impl Classifier {
         let t = crate::npy::read(file)?;
         let path = &self.path;
         let scores: Vec<f32> = match &mut self.tensors {
-            TensorRunner::Onnx { proto, engine } => {
+            TensorRunner::Onnx { model, engine } => {
                 if engine.as_ref().is_none_or(|e| e.1.as_slice() != t.shape()) {
-                    let (specs, _) = onnx::io_specs(proto);
-                    let spec = specs.first().context("the model has no input")?;
+                    let spec = model.inputs.first().context("the model has no input")?;
                     crate::inputs::check(spec, &t, file)?;
                     let fact =
                         InputFact { name: spec.name.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) };
-                    *engine = Some(Box::new((TractEngine::from_proto(proto, path, &[fact])?, t.shape().to_vec())));
+                    *engine =
+                        Some(Box::new((TractEngine::from_proto(&model.proto, path, &[fact])?, t.shape().to_vec())));
                 }
                 let (engine, _) = &mut **engine.as_mut().expect("set above");
                 let out = engine.run_tensors(vec![t])?;

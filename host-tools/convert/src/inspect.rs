@@ -108,7 +108,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         }
     });
     let manifest = onnx::manifest_text(&model).map(str::to_string);
-    let given = manifest_shapes(&model, path);
+    let given = manifest_shapes(&model, &inputs, &outputs, path);
     let shapes = graph::input_shapes(&model, &given);
     let unsupported = onnx::unsupported_ops(&model);
     let mut load_error = None;
@@ -257,13 +257,17 @@ fn inspect_lpm(path: &Path, bytes: &[u8]) -> Result<Report> {
 }
 
 /// Input shapes implied by an embedded manifest (image tasks).
-fn manifest_shapes(model: &ModelProto, path: &Path) -> HashMap<String, Vec<usize>> {
+fn manifest_shapes(
+    model: &ModelProto,
+    inputs: &[onnx::TensorSpec],
+    outputs: &[onnx::TensorSpec],
+    path: &Path,
+) -> HashMap<String, Vec<usize>> {
     let mut given = HashMap::new();
-    let Ok(Some(m)) = lepton_runtime::model::read_manifest(model, path) else {
+    let Ok(Some(m)) = onnx::resolve_manifest(model, inputs, outputs, path) else {
         return given;
     };
     if let Some(shape) = m.image_input_shape() {
-        let (inputs, _) = onnx::io_specs(model);
         let name = m.input.as_ref().and_then(|i| i.name.clone()).or_else(|| inputs.first().map(|s| s.name.clone()));
         if let Some(name) = name {
             given.insert(name, shape.to_vec());

@@ -9,15 +9,15 @@ use lepton_runtime::engine::micro::Interpreter;
 use lepton_runtime::engine::tract::InputFact;
 use lepton_runtime::engine::{AnyEngine, EngineChoice};
 use lepton_runtime::manifest::Manifest;
-use lepton_runtime::onnx::{self, Dim, ModelProto, TensorSpec};
+use lepton_runtime::onnx::{Dim, ModelProto, OnnxModel, TensorSpec};
 use lepton_runtime::LeptonError;
 use std::path::{Path, PathBuf};
 
 /// What the file holds.
 #[derive(Debug)]
 pub enum Format {
-    /// An ONNX model.
-    Onnx(Box<ModelProto>),
+    /// An ONNX model, described once.
+    Onnx(Box<OnnxModel>),
     /// A Lepton micro model (its bytes).
     Lpm(Vec<u8>),
 }
@@ -42,15 +42,13 @@ impl ModelFile {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
         if !bytes.starts_with(&MAGIC) {
-            let proto = onnx::decode(&bytes, path)?;
-            let (inputs, outputs) = onnx::io_specs(&proto);
-            let manifest = lepton_runtime::model::read_manifest(&proto, path)?;
+            let onnx = OnnxModel::decode(&bytes, path)?;
             return Ok(ModelFile {
                 path: path.to_path_buf(),
-                format: Format::Onnx(Box::new(proto)),
-                inputs,
-                outputs,
-                manifest,
+                inputs: onnx.inputs.clone(),
+                outputs: onnx.outputs.clone(),
+                manifest: onnx.manifest.clone(),
+                format: Format::Onnx(Box::new(onnx)),
             });
         }
         let interp = Interpreter::<MAX_TENSORS>::new(&bytes)
@@ -80,7 +78,7 @@ impl ModelFile {
     /// The ONNX model, if it is one.
     pub fn proto(&self) -> Option<&ModelProto> {
         match &self.format {
-            Format::Onnx(p) => Some(p),
+            Format::Onnx(p) => Some(&p.proto),
             Format::Lpm(_) => None,
         }
     }
@@ -89,7 +87,7 @@ impl ModelFile {
     /// micro model on the micro engine (its shapes are fixed; `tract` is refused).
     pub fn engine(&self, facts: &[InputFact], choice: EngineChoice) -> Result<AnyEngine> {
         match &self.format {
-            Format::Onnx(proto) => Ok(AnyEngine::from_proto(proto, &self.path, facts, choice)?),
+            Format::Onnx(onnx) => Ok(AnyEngine::from_onnx(onnx, &self.path, facts, choice)?),
             Format::Lpm(bytes) => {
                 if choice == EngineChoice::Tract {
                     bail!(

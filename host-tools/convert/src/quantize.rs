@@ -228,7 +228,9 @@ pub fn quantize(
 /// dimension above 1 (`[1, C]`). Other outputs (feature maps, boxes, regressions) are judged by
 /// their SQNR: the argmax of a feature map means nothing.
 fn class_output(model: &ModelProto) -> bool {
-    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(model, std::path::Path::new("model")) {
+    let (inputs, outputs) = lepton_runtime::onnx::io_specs(model);
+    if let Ok(Some(m)) = lepton_runtime::onnx::resolve_manifest(model, &inputs, &outputs, std::path::Path::new("model"))
+    {
         return matches!(
             m.task,
             lepton_runtime::manifest::Task::Classify
@@ -236,7 +238,6 @@ fn class_output(model: &ModelProto) -> bool {
                 | lepton_runtime::manifest::Task::Vad
         );
     }
-    let (_, outputs) = lepton_runtime::onnx::io_specs(model);
     outputs
         .first()
         .and_then(|o| o.dims.as_ref())

@@ -102,7 +102,7 @@ mod any {
     use super::tract::{InputFact, TractBuffer, TractEngine};
     use super::{Engine, StagingBuffer, TensorInfo};
     use crate::error::{LeptonError, Result};
-    use crate::onnx::ModelProto;
+    use crate::onnx::OnnxModel;
     use crate::tensor::{TensorView, TensorViewMut};
     use std::path::Path;
 
@@ -145,21 +145,17 @@ mod any {
         }
     }
 
-    fn is_quantized(model: &ModelProto) -> bool {
-        model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.op_type == "QuantizeLinear"))
-    }
-
     impl AnyEngine {
         /// Builds the engine for a model. `Auto` puts a quantized (QDQ) model on the micro engine
         /// when it lowers completely and this CPU has a vector kernel set for it; tract runs it
         /// otherwise (a log line says why). The rule is measured: every vector set runs the
         /// shipped and test models faster than tract runs their QDQ files, while the portable
         /// reference kernels are several times slower than tract (README, "Int8").
-        pub fn from_proto(model: &ModelProto, path: &Path, facts: &[InputFact], choice: EngineChoice) -> Result<Self> {
-            if choice != EngineChoice::Tract && is_quantized(model) {
+        pub fn from_onnx(model: &OnnxModel, path: &Path, facts: &[InputFact], choice: EngineChoice) -> Result<Self> {
+            if choice != EngineChoice::Tract && model.quantized {
                 let shapes: Vec<(String, Vec<usize>)> =
                     facts.iter().map(|f| (f.name.clone(), f.shape.clone())).collect();
-                match MicroEngine::from_onnx(model, path, &shapes) {
+                match MicroEngine::from_onnx(&model.proto, path, &shapes) {
                     Ok((engine, _)) if choice == EngineChoice::Micro || engine.isa() != Isa::Reference => {
                         return Ok(AnyEngine::Micro(engine))
                     }
@@ -181,7 +177,7 @@ mod any {
                         .into(),
                 });
             }
-            Ok(AnyEngine::Tract(Box::new(TractEngine::from_proto(model, path, facts)?)))
+            Ok(AnyEngine::Tract(Box::new(TractEngine::from_proto(&model.proto, path, facts)?)))
         }
 
         /// Short name: `tract` or `micro`.

@@ -35,12 +35,12 @@ pub struct CompileArgs {
 /// Runs `compile`.
 pub fn run(args: CompileArgs) -> Result<u8> {
     let model = onnx::read(&args.model)?;
-    let (specs, _) = onnx::io_specs(&model);
+    let (specs, outputs) = onnx::io_specs(&model);
     let mut given: HashMap<String, Vec<usize>> = HashMap::new();
     for (n, d) in lepton_convert::inputs::split_named(&args.shapes, &specs, "shape")? {
         given.insert(n, lepton_convert::inputs::parse_dims(&d)?);
     }
-    if let Ok(Some(m)) = lepton_runtime::model::read_manifest(&model, &args.model) {
+    if let Ok(Some(m)) = onnx::resolve_manifest(&model, &specs, &outputs, &args.model) {
         if let (Some(shape), Some(first)) = (m.image_input_shape(), specs.first()) {
             given
                 .entry(m.input.as_ref().and_then(|i| i.name.clone()).unwrap_or_else(|| first.name.clone()))

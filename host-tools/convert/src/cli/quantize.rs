@@ -82,13 +82,13 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// Runs `quantize`.
 pub fn run(args: QuantizeArgs) -> Result<u8> {
-    let model = onnx::read(&args.model)?;
-    let manifest = lepton_runtime::model::read_manifest(&model, &args.model)?;
-    let samples = lepton_convert::samples::load(&args.calibration, &model, manifest.as_ref())?;
+    let described = lepton_runtime::onnx::OnnxModel::read(&args.model)?;
+    let (model, manifest) = (&described.proto, described.manifest.as_ref());
+    let samples = lepton_convert::samples::load(&args.calibration, model, manifest)?;
     let settings = Settings { method: args.method, per_channel: !args.per_tensor, ..Default::default() };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let (q, report) = quantize(&model, &samples, &settings, |msg| spinner.set_message(msg.to_string()))
+    let (q, report) = quantize(model, &samples, &settings, |msg| spinner.set_message(msg.to_string()))
         .with_context(|| format!("quantizing {}", args.model.display()))?;
     spinner.finish_and_clear();
     onnx::write(&q, &args.output)?;

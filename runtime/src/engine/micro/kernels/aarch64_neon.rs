@@ -5,9 +5,11 @@
 //! −128·−128 + −128·−128, so weights are kept in [−127, 127] (the quantizer writes symmetric
 //! weights; `.lpm` validation enforces it).
 //!
-//! The requantization is the reference's expression on 64-bit lanes: `smull` products and a
-//! rounding arithmetic right shift (`srshl` by a negative amount adds `2^(s-1)` first), the zero
-//! point added in 64 bits before the saturating narrows.
+//! The requantization is the reference's expression: where every shift is ≥ 32 (real models),
+//! in 32 bits — `sqdmulh` and a rounding shift by `s - 31` are exact there (see
+//! [`Epilogue::q31_shift`]); otherwise on 64-bit lanes: `smull` products and a rounding
+//! arithmetic right shift (`srshl` by a negative amount adds `2^(s-1)` first), the zero point
+//! added in 64 bits before the saturating narrows.
 //!
 //! GEMM layout: 4 output channels per block, reduction in groups of 16, weights
 //! `[n/4][k/16][4][16]`, activation rows int8. Depthwise: 16 channels per block, weights widened
@@ -42,6 +44,13 @@ pub(super) const DEPTHWISE: DepthwiseKernel = DepthwiseKernel { max_taps: 64, pa
 pub(super) unsafe fn requantize4(acc: int32x4_t, e: &Epilogue, c: usize) -> int8x8_t {
     unsafe {
         let m = vld1q_s32(e.mult32.as_ptr().add(c));
+        if e.q31 {
+            // Every shift ≥ 32: the doubling high multiply and a rounding shift, in 32 bits.
+            let v = vrshlq_s32(vqdmulhq_s32(acc, m), vld1q_s32(e.q31_shift.as_ptr().add(c)));
+            let v16 = vqmovn_s32(vaddq_s32(v, vdupq_n_s32(e.zero_point)));
+            let v8 = vqmovn_s16(vcombine_s16(v16, v16));
+            return vmin_s8(vmax_s8(v8, vdup_n_s8(e.clamp[0])), vdup_n_s8(e.clamp[1]));
+        }
         let lo = vmull_s32(vget_low_s32(acc), vget_low_s32(m));
         let hi = vmull_high_s32(acc, m);
         let s_lo = vnegq_s64(vld1q_s64(e.shift.as_ptr().add(c)));
@@ -179,12 +188,13 @@ unsafe fn depthwise_neon(
     let taps = kh * kw;
     let stride = 2 * p.pairs * 16;
     let mut offsets = [usize::MAX; 64];
+    let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     unsafe {
         let zxv = vdupq_n_s16(zx as i16);
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    super::prepared::tap_offsets(c, [n, h, w, ch], [b, oy, ox], &mut offsets);
+                    taps_at.offsets([b, oy, ox], &mut offsets);
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {
                         let count = (ch - cb).min(16);

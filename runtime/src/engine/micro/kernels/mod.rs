@@ -13,6 +13,8 @@
 mod aarch64_dot;
 #[cfg(all(feature = "host", target_arch = "aarch64"))]
 mod aarch64_neon;
+#[cfg(all(feature = "host", target_arch = "arm"))]
+mod armv7_neon;
 #[cfg(feature = "host")]
 pub mod prepared;
 pub mod reference;
@@ -36,6 +38,8 @@ pub enum Isa {
     Neon,
     /// aarch64 with the dot-product extension (Cortex-A76: Pi 5): `sdot`.
     NeonDot,
+    /// 32-bit ARM (armv7) with NEON (32-bit Raspberry Pi OS): `vmull.s8`/`vmlal.s8`, `vpadal.s16`.
+    Armv7Neon,
 }
 
 /// Environment variable that forces a kernel set.
@@ -44,7 +48,7 @@ pub const KERNELS_ENV: &str = "LEPTON_KERNELS";
 impl Isa {
     /// Every kernel set, reference first, then per architecture from the least to the most
     /// capable (detection takes the last one the CPU supports).
-    pub const ALL: [Isa; 5] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot];
+    pub const ALL: [Isa; 6] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot, Isa::Armv7Neon];
 
     /// The set's name, as `LEPTON_KERNELS` and reports spell it.
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::NeonDot => "neondot",
+            Isa::Armv7Neon => "armv7neon",
         }
     }
 
@@ -70,6 +75,7 @@ impl Isa {
             Isa::Avx512Vnni => "x86-64 avx512f avx512bw avx512dq avx512vl avx512vnni",
             Isa::Neon => "aarch64 asimd",
             Isa::NeonDot => "aarch64 asimd asimddp",
+            Isa::Armv7Neon => "arm neon",
         }
     }
 }
@@ -100,6 +106,13 @@ impl Isa {
             }
             #[cfg(not(target_arch = "aarch64"))]
             Isa::Neon | Isa::NeonDot => false,
+            #[cfg(target_arch = "arm")]
+            Isa::Armv7Neon => {
+                static NEON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+                *NEON.get_or_init(armv7_neon::detected)
+            }
+            #[cfg(not(target_arch = "arm"))]
+            Isa::Armv7Neon => false,
         }
     }
 
@@ -123,6 +136,10 @@ impl Isa {
             Isa::NeonDot => &aarch64_dot::KERNELS,
             #[cfg(not(target_arch = "aarch64"))]
             Isa::Neon | Isa::NeonDot => return Err(KernelsError::Unsupported(self)),
+            #[cfg(target_arch = "arm")]
+            Isa::Armv7Neon => &armv7_neon::KERNELS,
+            #[cfg(not(target_arch = "arm"))]
+            Isa::Armv7Neon => return Err(KernelsError::Unsupported(self)),
         })
     }
 

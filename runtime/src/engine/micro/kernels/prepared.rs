@@ -30,6 +30,12 @@ pub struct Epilogue {
     /// Every lane's result fits 32 bits before the zero point (every shift ≥ 31, or a zero
     /// multiplier): kernels may skip their 64-bit clamps.
     pub narrow: bool,
+    /// Right shifts after a doubling high multiply, negated (`31 - shift`; 0 for a zero
+    /// multiplier): with shift ≥ 32, `(acc·m + 2^(s-1)) >> s` equals a rounding shift by `s - 31`
+    /// of `(2·acc·m) >> 32` (`sqdmulh`), so 32-bit lanes compute the reference exactly.
+    pub q31_shift: Vec<i32>,
+    /// Every lane has shift ≥ 32 or a zero multiplier: kernels may use `q31_shift`.
+    pub q31: bool,
     /// Output zero point.
     pub zero_point: i32,
     /// Output clamp.
@@ -47,6 +53,8 @@ impl Epilogue {
             mult32: vec![0; lanes],
             shift_m1: vec![0; lanes],
             narrow: true,
+            q31_shift: vec![0; lanes],
+            q31: true,
             zero_point,
             clamp,
         }
@@ -61,6 +69,8 @@ impl Epilogue {
         self.mult32[i] = multiplier;
         self.shift_m1[i] = shift as i32 - 1;
         self.narrow &= multiplier == 0 || shift >= 31;
+        self.q31_shift[i] = if multiplier == 0 { 0 } else { 31 - shift as i32 };
+        self.q31 &= multiplier == 0 || shift >= 32;
     }
 
     /// Copies lane `from` of `other` into lane `i` (permuted layouts).
@@ -128,34 +138,79 @@ pub struct DepthwisePacked {
     pub epilogue: Epilogue,
 }
 
-/// The input offset (NHWC, element index of channel 0) of each tap of a depthwise kernel at
-/// output position (`b`, `oy`, `ox`), or `usize::MAX` for a tap in the padding (it reads the zero
-/// point). Returns the number of taps (≤ 64, checked when the op was planned).
-pub fn tap_offsets(
-    c: &Conv<'_>,
-    [_, h, w, ch]: [usize; 4],
-    [b, oy, ox]: [usize; 3],
-    offsets: &mut [usize; 64],
-) -> usize {
-    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-    let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
-    let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
-    let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
-    let mut t = 0;
-    for ky in 0..kh {
-        let iy = (oy * sy + ky * dy) as isize - pt;
-        let row_inside = iy >= 0 && iy < h as isize;
-        for kx in 0..kw {
-            let ix = (ox * sx + kx * dx) as isize - pl;
-            offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
-                ((b * h + iy as usize) * w + ix as usize) * ch
-            } else {
-                usize::MAX
-            };
-            t += 1;
+/// Where the taps of a depthwise kernel read an NHWC input, set up once per op: the offset of
+/// each tap relative to the window's corner, so that an output whose window lies inside the image
+/// (most of them) costs one add per tap; windows over the padding take the checked path.
+#[derive(Debug, Clone)]
+pub struct Taps {
+    rel: [usize; 64],
+    taps: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [isize; 2],
+    /// Input height, width and channels.
+    hwc: [usize; 3],
+}
+
+impl Taps {
+    /// The taps of `c` over an input of NHWC `shape` (at most 64 taps, checked when the op was
+    /// planned).
+    pub fn new(c: &Conv<'_>, [_, h, w, ch]: [usize; 4]) -> Taps {
+        let kernel = [c.kernel[0] as usize, c.kernel[1] as usize];
+        let dilation = [c.dilation[0] as usize, c.dilation[1] as usize];
+        let mut rel = [0usize; 64];
+        let mut taps = 0;
+        for ky in 0..kernel[0] {
+            for kx in 0..kernel[1] {
+                rel[taps] = (ky * dilation[0] * w + kx * dilation[1]) * ch;
+                taps += 1;
+            }
+        }
+        Taps {
+            rel,
+            taps,
+            kernel,
+            stride: [c.stride[0] as usize, c.stride[1] as usize],
+            dilation,
+            pad: [c.pad[0] as isize, c.pad[1] as isize],
+            hwc: [h, w, ch],
         }
     }
-    t
+
+    /// The input offset (element index of channel 0) of each tap at output position (`b`, `oy`,
+    /// `ox`), or `usize::MAX` for a tap in the padding (it reads the zero point). Returns the
+    /// number of taps.
+    #[inline]
+    pub fn offsets(&self, [b, oy, ox]: [usize; 3], offsets: &mut [usize; 64]) -> usize {
+        let [h, w, ch] = self.hwc;
+        let iy0 = (oy * self.stride[0]) as isize - self.pad[0];
+        let ix0 = (ox * self.stride[1]) as isize - self.pad[1];
+        let last_y = iy0 + (self.kernel[0].saturating_sub(1) * self.dilation[0]) as isize;
+        let last_x = ix0 + (self.kernel[1].saturating_sub(1) * self.dilation[1]) as isize;
+        if iy0 >= 0 && ix0 >= 0 && last_y < h as isize && last_x < w as isize {
+            let base = ((b * h + iy0 as usize) * w + ix0 as usize) * ch;
+            for (o, r) in offsets.iter_mut().zip(&self.rel[..self.taps]) {
+                *o = base + r;
+            }
+            return self.taps;
+        }
+        let mut t = 0;
+        for ky in 0..self.kernel[0] {
+            let iy = iy0 + (ky * self.dilation[0]) as isize;
+            let row_inside = iy >= 0 && iy < h as isize;
+            for kx in 0..self.kernel[1] {
+                let ix = ix0 + (kx * self.dilation[1]) as isize;
+                offsets[t] = if row_inside && ix >= 0 && ix < w as isize {
+                    ((b * h + iy as usize) * w + ix as usize) * ch
+                } else {
+                    usize::MAX
+                };
+                t += 1;
+            }
+        }
+        t
+    }
 }
 
 /// How a convolution feeds its kernel.

@@ -234,11 +234,12 @@ unsafe fn depthwise_vnni(
     let taps = kh * kw;
     let zxv = _mm512_set1_epi16(zx as i16);
     let mut offsets = [usize::MAX; 64];
+    let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     unsafe {
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    super::prepared::tap_offsets(c, [n, h, w, ch], [b, oy, ox], &mut offsets);
+                    taps_at.offsets([b, oy, ox], &mut offsets);
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(32).enumerate() {
                         let count = (ch - cb).min(32);

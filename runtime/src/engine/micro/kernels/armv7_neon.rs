@@ -1,0 +1,333 @@
+//! armv7 NEON kernels (32-bit Raspberry Pi OS on Cortex-A7/A53/A72): the widening
+//! multiply-accumulate pattern of the aarch64 NEON set in its 32-bit spelling — `vmull.s8` and
+//! `vmlal.s8` multiply 16 int8 pairs into 8 16-bit sums of two products, `vpadal.s16` adds those
+//! pairwise into 32-bit accumulators (weights in [−127, 127], enforced at load, so the 16-bit sums
+//! cannot overflow); depthwise taps widened with `vmovl.s8` and accumulated with `vmlal.s16`.
+//!
+//! Rust's NEON intrinsics and `target_feature(enable = "neon")` are not stable for 32-bit ARM, and
+//! the `armv7-unknown-linux-gnueabihf` target builds without NEON, so the kernels are inline
+//! assembly (`.fpu neon`) that uses only `q0`–`q7` (`d0`–`d15`), registers the compiler knows and
+//! saves as clobbers. NEON is detected at run time from the kernel's `AT_HWCAP`; [`KERNELS`] is
+//! handed out only after that check.
+//!
+//! The requantization is the reference's expression: where every shift is ≥ 32 (real models),
+//! in 32 bits — `vqdmulh.s32` and a rounding shift by `s - 31` are exact there (see
+//! [`Epilogue::q31_shift`]); otherwise on 64-bit lanes: `vmull.s32` products, a rounding right
+//! shift (`vrshl.s64` by the negated shift adds `2^(s-1)` first), the zero point added in 64 bits
+//! before the saturating narrows (`vqmovn`) and the clamp.
+//!
+//! GEMM layout: 4 output channels per block, reduction in groups of 16, weights
+//! `[n/4][k/16][4][16]` (the aarch64 NEON layout), activation rows int8. Depthwise: 8 channels per
+//! block, weights widened to i16 `[block][tap][8]`; a trailing block of fewer than 8 channels runs
+//! the same arithmetic in scalar code.
+#![allow(unsafe_code)]
+
+use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
+use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
+use crate::engine::micro::format::{Conv, TensorDesc};
+use crate::quant::{round_shift, saturate};
+use core::arch::asm;
+
+const LAYOUT: GemmLayout = GemmLayout { block: 4, group: 16, unsigned: false, wide: false };
+
+/// Depthwise channels per block.
+const DW: usize = 8;
+
+/// The set's table.
+pub(super) static KERNELS: Kernels = Kernels {
+    isa: Isa::Armv7Neon,
+    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
+    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
+    lut: None,
+    binary: None,
+    global_average: None,
+    max_pool: None,
+};
+
+/// Whether the CPU has NEON: bit 12 (`HWCAP_NEON`) of `AT_HWCAP` (16) in `/proc/self/auxv`.
+pub(super) fn detected() -> bool {
+    const AT_HWCAP: u32 = 16;
+    const HWCAP_NEON: u32 = 1 << 12;
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else { return false };
+    auxv.chunks_exact(8)
+        .map(|e| (u32::from_ne_bytes([e[0], e[1], e[2], e[3]]), u32::from_ne_bytes([e[4], e[5], e[6], e[7]])))
+        .find(|&(key, _)| key == AT_HWCAP)
+        .is_some_and(|(_, caps)| caps & HWCAP_NEON != 0)
+}
+
+/// Requantizes four accumulators (channels `c..c+4` of `e`, `acc_init` added here) to four int8
+/// in the bytes of the result, lowest channel first.
+///
+/// # Safety
+/// The CPU has NEON, and `e` has lanes `c..c+4`.
+#[inline]
+unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
+    let packed: u32;
+    let clamp = (e.clamp[0] as u8 as u32) | ((e.clamp[1] as u8 as u32) << 8);
+    if e.q31 {
+        // Every shift ≥ 32: the doubling high multiply and a rounding shift, in 32 bits.
+        // SAFETY (caller): NEON present; every pointer reads four lanes inside its vector.
+        unsafe {
+            asm!(
+                ".fpu neon",
+                "vld1.32 {{d8, d9}}, [{acc}]",
+                "vld1.32 {{d0, d1}}, [{init}]",
+                "vadd.i32 q4, q4, q0",
+                "vld1.32 {{d2, d3}}, [{mult}]",
+                "vqdmulh.s32 q4, q4, q1",
+                "vld1.32 {{d0, d1}}, [{shift}]",
+                "vrshl.s32 q4, q4, q0",
+                "vdup.32 q1, {zp}",
+                "vadd.i32 q4, q4, q1",
+                "vqmovn.s32 d8, q4",
+                "vqmovn.s16 d8, q4",
+                "vdup.8 d0, {clamp}",
+                "lsr {clamp}, {clamp}, #8",
+                "vdup.8 d1, {clamp}",
+                "vmax.s8 d8, d8, d0",
+                "vmin.s8 d8, d8, d1",
+                "vmov.32 {packed}, d8[0]",
+                acc = in(reg) acc.as_ptr(),
+                init = in(reg) e.acc_init.as_ptr().add(c),
+                mult = in(reg) e.mult32.as_ptr().add(c),
+                shift = in(reg) e.q31_shift.as_ptr().add(c),
+                zp = in(reg) e.zero_point,
+                clamp = inout(reg) clamp => _,
+                packed = lateout(reg) packed,
+                out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d8") _, out("d9") _,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        return packed.to_le_bytes();
+    }
+    // SAFETY (caller): NEON present; every pointer reads four lanes inside its vector.
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vld1.32 {{d8, d9}}, [{acc}]",
+            "vld1.32 {{d0, d1}}, [{init}]",
+            "vadd.i32 q4, q4, q0",
+            "vld1.32 {{d2, d3}}, [{mult}]",
+            "vmull.s32 q5, d8, d2",
+            "vmull.s32 q6, d9, d3",
+            "vld1.64 {{d0, d1, d2, d3}}, [{shift}]",
+            "vmov.i32 q7, #0",
+            "vsub.i64 q0, q7, q0",
+            "vsub.i64 q1, q7, q1",
+            "vrshl.s64 q5, q5, q0",
+            "vrshl.s64 q6, q6, q1",
+            "vdup.32 d0, {zp}",
+            "vmovl.s32 q0, d0",
+            "vadd.i64 q5, q5, q0",
+            "vadd.i64 q6, q6, q0",
+            "vqmovn.s64 d8, q5",
+            "vqmovn.s64 d9, q6",
+            "vqmovn.s32 d8, q4",
+            "vqmovn.s16 d8, q4",
+            "vdup.8 d0, {clamp}",
+            "lsr {clamp}, {clamp}, #8",
+            "vdup.8 d1, {clamp}",
+            "vmax.s8 d8, d8, d0",
+            "vmin.s8 d8, d8, d1",
+            "vmov.32 {packed}, d8[0]",
+            acc = in(reg) acc.as_ptr(),
+            init = in(reg) e.acc_init.as_ptr().add(c),
+            mult = in(reg) e.mult32.as_ptr().add(c),
+            shift = in(reg) e.shift.as_ptr().add(c),
+            zp = in(reg) e.zero_point,
+            clamp = inout(reg) clamp => _,
+            packed = lateout(reg) packed,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d8") _, out("d9") _,
+            out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    packed.to_le_bytes()
+}
+
+/// `out[p][n]` for `rows` rows of `a` (`kp` int8 each); see [`Gemm`].
+fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    let blocks = g.n.div_ceil(4);
+    let groups = g.kp / 16;
+    assert!(g.layout == LAYOUT && g.kp.is_multiple_of(16) && groups > 0 && g.epilogue.acc_init.len() >= blocks * 4);
+    assert!(g.epilogue.mult32.len() >= blocks * 4 && g.epilogue.shift.len() >= blocks * 4);
+    assert!(g.epilogue.q31_shift.len() >= blocks * 4);
+    assert!(a.len() >= rows * g.kp && out.len() >= rows * g.n && g.packed.len() >= blocks * g.kp * 4);
+    for b in 0..blocks {
+        let c = b * 4;
+        let count = (g.n - c).min(4);
+        for p in 0..rows {
+            // SAFETY: KERNELS is reached only after NEON was detected; the assertions bound the
+            // `groups` 16-byte row loads, the 64-byte weight groups and the epilogue lanes.
+            let bytes = unsafe {
+                let acc = dot4(a.as_ptr().add(p * g.kp), g.packed.as_ptr().add(b * groups * 64), groups);
+                requantize4(&acc, &g.epilogue, c)
+            };
+            out[p * g.n + c..p * g.n + c + count].copy_from_slice(&bytes[..count]);
+        }
+    }
+}
+
+/// Sums of one activation row (`groups`·16 int8 at `x`) with the four channels of a weight block
+/// (`groups`·64 int8 at `w`).
+///
+/// # Safety
+/// The CPU has NEON, `groups` ≥ 1, and both pointers have that many groups behind them.
+#[inline]
+unsafe fn dot4(x: *const u8, w: *const u8, groups: usize) -> [i32; 4] {
+    let mut acc = [0i32; 4];
+    // SAFETY (caller).
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vmov.i32 q4, #0",
+            "vmov.i32 q5, #0",
+            "vmov.i32 q6, #0",
+            "vmov.i32 q7, #0",
+            "2:",
+            "vld1.8 {{d0, d1}}, [{x}]!",
+            "vld1.8 {{d2, d3, d4, d5}}, [{w}]!",
+            "vmull.s8 q3, d0, d2",
+            "vmlal.s8 q3, d1, d3",
+            "vpadal.s16 q4, q3",
+            "vmull.s8 q3, d0, d4",
+            "vmlal.s8 q3, d1, d5",
+            "vpadal.s16 q5, q3",
+            "vld1.8 {{d2, d3, d4, d5}}, [{w}]!",
+            "vmull.s8 q3, d0, d2",
+            "vmlal.s8 q3, d1, d3",
+            "vpadal.s16 q6, q3",
+            "vmull.s8 q3, d0, d4",
+            "vmlal.s8 q3, d1, d5",
+            "vpadal.s16 q7, q3",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vpadd.i32 d8, d8, d9",
+            "vpadd.i32 d9, d10, d11",
+            "vpadd.i32 d10, d12, d13",
+            "vpadd.i32 d11, d14, d15",
+            "vpadd.i32 d8, d8, d9",
+            "vpadd.i32 d9, d10, d11",
+            "vst1.32 {{d8, d9}}, [{acc}]",
+            x = inout(reg) x => _,
+            w = inout(reg) w => _,
+            n = inout(reg) groups => _,
+            acc = in(reg) acc.as_mut_ptr(),
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _,
+            out("d15") _,
+            options(nostack),
+        );
+    }
+    acc
+}
+
+/// Packs depthwise weights `[c][taps]` widened to i16 `[block][tap][8]` (taps padded to even),
+/// with the epilogue padded to whole blocks of 8 channels, in natural order.
+fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue) -> DepthwisePacked {
+    let pairs = taps.div_ceil(2);
+    let blocks = channels.div_ceil(DW);
+    let mut packed = vec![0i16; blocks * 2 * pairs * DW];
+    for c in 0..channels {
+        for t in 0..taps {
+            packed[((c / DW) * 2 * pairs + t) * DW + c % DW] = weights[c * taps + t] as i8 as i16;
+        }
+    }
+    let mut e = Epilogue::new(blocks * DW, base.zero_point, base.clamp);
+    for c in 0..channels {
+        e.copy_lane(c, base, c);
+    }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
+}
+
+/// Depthwise convolution on NHWC, 8 channels per block; taps in the padding read the zero point.
+fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+    let [n, h, w, ch] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, _] = to.shape.map(|d| d as usize);
+    let taps = c.kernel[0] as usize * c.kernel[1] as usize;
+    let stride = 2 * p.pairs * DW;
+    let e = &p.epilogue;
+    assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch && (1..=64).contains(&taps));
+    assert!(p.weights.len() >= ch.div_ceil(DW) * stride && p.pairs * 2 >= taps);
+    assert!(e.acc_init.len() >= ch.div_ceil(DW) * DW && e.mult32.len() >= e.acc_init.len());
+    assert!(e.shift.len() >= e.acc_init.len() && e.q31_shift.len() >= e.acc_init.len());
+    let zx = ti.zero_point as i8;
+    let padding = [zx as u8; DW];
+    let full = ch / DW * DW;
+    let mut offsets = [usize::MAX; 64];
+    let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
+    let mut sources = [padding.as_ptr(); 64];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                taps_at.offsets([b, oy, ox], &mut offsets);
+                let at = ((b * oh + oy) * ow + ox) * ch;
+                for cb in (0..full).step_by(DW) {
+                    for (s, &off) in sources.iter_mut().zip(&offsets[..taps]) {
+                        // In bounds: `off + ch ≤ x.len()` for a tap inside the image.
+                        *s = if off == usize::MAX { padding.as_ptr() } else { x[off + cb..off + cb + DW].as_ptr() };
+                    }
+                    // SAFETY: NEON detected before KERNELS was handed out; every source has 8
+                    // bytes, the block `taps` rows of 8 weights, the epilogue lanes `cb..cb+8`.
+                    let (lo, hi) = unsafe {
+                        let acc = taps8(&sources[..taps], p.weights.as_ptr().add(cb / DW * stride));
+                        (
+                            requantize4(&[acc[0], acc[1], acc[2], acc[3]], e, cb),
+                            requantize4(&[acc[4], acc[5], acc[6], acc[7]], e, cb + 4),
+                        )
+                    };
+                    y[at + cb..at + cb + 4].copy_from_slice(&lo);
+                    y[at + cb + 4..at + cb + 8].copy_from_slice(&hi);
+                }
+                // The last channels (fewer than a block): the same arithmetic, one at a time.
+                for ci in full..ch {
+                    let wb = &p.weights[ci / DW * stride + ci % DW..];
+                    let mut acc = e.acc_init[ci] as i64;
+                    for (t, &off) in offsets[..taps].iter().enumerate() {
+                        let v = if off == usize::MAX { zx } else { x[off + ci] as i8 };
+                        acc += v as i64 * wb[t * DW] as i64;
+                    }
+                    let r = round_shift((acc as i32 as i64) * e.mult[ci], e.shift[ci] as u8);
+                    y[at + ci] = saturate(r, e.zero_point, e.clamp[0], e.clamp[1]) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Sums over the taps of 8 channels: `Σ_t source[t][0..8] · w[t][0..8]` (i16 weights).
+///
+/// # Safety
+/// The CPU has NEON, `sources` is not empty and each has 8 bytes, `w` has `sources.len()` rows
+/// of 8 i16.
+#[inline]
+unsafe fn taps8(sources: &[*const u8], w: *const i16) -> [i32; 8] {
+    let mut acc = [0i32; 8];
+    // SAFETY (caller).
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vmov.i32 q4, #0",
+            "vmov.i32 q5, #0",
+            "2:",
+            "ldr {p}, [{src}], #4",
+            "vld1.8 {{d0}}, [{p}]",
+            "vld1.16 {{d2, d3}}, [{w}]!",
+            "vmovl.s8 q0, d0",
+            "vmlal.s16 q4, d0, d2",
+            "vmlal.s16 q5, d1, d3",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vst1.32 {{d8, d9, d10, d11}}, [{acc}]",
+            src = inout(reg) sources.as_ptr() => _,
+            w = inout(reg) w => _,
+            n = inout(reg) sources.len() => _,
+            p = out(reg) _,
+            acc = in(reg) acc.as_mut_ptr(),
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            options(nostack),
+        );
+    }
+    acc
+}
