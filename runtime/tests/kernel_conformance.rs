@@ -196,7 +196,8 @@ fn conv_problem() -> impl Strategy<Value = ConvProblem> {
         any::<bool>(),
         1u32..10,
         1u32..12,
-        1u32..40,
+        // Input channels: any, or whole and half vector widths (kernels take other paths there).
+        prop_oneof![3 => 1u32..40, 1 => proptest::sample::select(vec![8u32, 16, 24, 32, 40])],
         1u32..40,
         (1u16..=5, 1u16..=5),
         (1u16..=2, 1u16..=2),

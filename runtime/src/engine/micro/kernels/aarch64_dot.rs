@@ -9,7 +9,7 @@
 //! [`KERNELS`], which [`super::Isa::kernels`] hands out after detecting `dotprod`.
 #![allow(unsafe_code)]
 
-use super::aarch64_neon::{binary, lut, requantize4, store4, DEPTHWISE};
+use super::aarch64_neon::{binary, global_average, lut, max_pool, requantize4, store4, DEPTHWISE};
 use super::prepared::{Gemm, GemmLayout};
 use super::{GemmKernel, Isa, Kernels};
 use core::arch::aarch64::*;
@@ -24,8 +24,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     depthwise: Some(DEPTHWISE),
     lut: Some(lut),
     binary: Some(binary),
-    global_average: None,
-    max_pool: None,
+    global_average: Some(global_average),
+    max_pool: Some(max_pool),
 };
 
 /// `acc += w · broadcast(a[0..4])` per lane: four products of int8 per 32-bit lane.

@@ -18,7 +18,7 @@
 
 use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
 use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
-use crate::engine::micro::format::{Binary, Conv, TensorDesc};
+use crate::engine::micro::format::{Binary, Conv, Pool, TensorDesc};
 use crate::quant::Requant;
 use core::arch::aarch64::*;
 
@@ -31,8 +31,8 @@ pub(super) static KERNELS: Kernels = Kernels {
     depthwise: Some(DEPTHWISE),
     lut: Some(lut),
     binary: Some(binary),
-    global_average: None,
-    max_pool: None,
+    global_average: Some(global_average),
+    max_pool: Some(max_pool),
 };
 
 /// The depthwise kernel, shared with the dot-product set (no dot product helps it).
@@ -62,6 +62,31 @@ pub(super) unsafe fn requantize4(acc: int32x4_t, e: &Epilogue, c: usize) -> int8
         let v16 = vqmovn_s32(v32);
         let v8 = vqmovn_s16(vcombine_s16(v16, v16));
         vmin_s8(vmax_s8(v8, vdup_n_s8(e.clamp[0])), vdup_n_s8(e.clamp[1]))
+    }
+}
+
+/// Requantizes `lanes` (4 or 2) vectors of four accumulators (channels `c..`) to int8, lowest
+/// channel first (lanes past `4·lanes` are unspecified).
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn requantize16(acc: [int32x4_t; 4], lanes: usize, e: &Epilogue, c: usize) -> int8x16_t {
+    unsafe {
+        if e.q31 {
+            let zp = vdupq_n_s32(e.zero_point);
+            let r = |q: usize| {
+                let m = vld1q_s32(e.mult32.as_ptr().add(c + 4 * q));
+                let s = vld1q_s32(e.q31_shift.as_ptr().add(c + 4 * q));
+                vaddq_s32(vrshlq_s32(vqdmulhq_s32(acc[q], m), s), zp)
+            };
+            let v = if lanes == 4 { narrow16([r(0), r(1), r(2), r(3)]) } else { narrow16([r(0), r(1), zp, zp]) };
+            return vminq_s8(vmaxq_s8(v, vdupq_n_s8(e.clamp[0])), vdupq_n_s8(e.clamp[1]));
+        }
+        let mut bytes = [0i8; 16];
+        for (q, a) in acc.iter().enumerate().take(lanes) {
+            let v = requantize4(*a, e, c + 4 * q);
+            vst1_lane_s32::<0>(bytes.as_mut_ptr().add(4 * q) as *mut i32, vreinterpret_s32_s8(v));
+        }
+        vld1q_s8(bytes.as_ptr())
     }
 }
 
@@ -150,14 +175,17 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let mut e = Epilogue::new(blocks * 16, base.zero_point, base.clamp);
+    let mut sums = vec![0i32; blocks * 16];
     for c in 0..channels {
         e.copy_lane(c, base, c);
+        sums[c] = weights[c * taps..(c + 1) * taps].iter().map(|&w| w as i8 as i32).sum();
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
 }
 
-/// Depthwise convolution on NHWC, 16 channels per block: widened taps multiplied into four
-/// 32-bit accumulators (`smlal`); taps outside the image read the zero point.
+/// Depthwise convolution on NHWC, 16 channels per block (8 for a last block of 8): taps inside
+/// the image, widened and centred on the zero point, multiplied into 32-bit accumulators
+/// (`smlal`); taps in the padding (whose centred value is 0) are skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
@@ -167,6 +195,7 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
         p.weights.len() >= ch.div_ceil(16) * 2 * p.pairs * 16
             && p.pairs * 2 >= taps
             && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
+            && p.sums.len() >= ch.div_ceil(16) * 16
     );
     // SAFETY: NEON is part of every aarch64 CPU; loads and stores are of whole 16-byte blocks
     // inside the tensors or go through stack buffers, bounded by the assertions.
@@ -184,56 +213,106 @@ unsafe fn depthwise_neon(
     y: &mut [u8],
     p: &DepthwisePacked,
 ) {
-    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-    let taps = kh * kw;
     let stride = 2 * p.pairs * 16;
-    let mut offsets = [usize::MAX; 64];
+    // The taps inside the image at the current output: (tap, input offset).
+    let mut inside = [(0usize, 0usize); 64];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
+    let e = &p.epilogue;
     unsafe {
-        let zxv = vdupq_n_s16(zx as i16);
+        let zx32 = vdupq_n_s32(zx);
+        // Accumulators start at acc_init + zx·Σw = bias: taps in the padding (x = zx) add nothing
+        // and are skipped; the others add (x - zx)·w, which fits i16 × i16.
+        let start = |lane: usize| {
+            vmlaq_s32(vld1q_s32(e.acc_init.as_ptr().add(lane)), zx32, vld1q_s32(p.sums.as_ptr().add(lane)))
+        };
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    taps_at.offsets([b, oy, ox], &mut offsets);
+                    let count_inside = taps_at.inside([b, oy, ox], &mut inside);
+                    let inside = &inside[..count_inside];
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {
                         let count = (ch - cb).min(16);
-                        let e = &p.epilogue;
-                        let init = e.acc_init.as_ptr().add(blk * 16);
-                        let mut acc =
-                            [vld1q_s32(init), vld1q_s32(init.add(4)), vld1q_s32(init.add(8)), vld1q_s32(init.add(12))];
                         let wb = p.weights.as_ptr().add(blk * stride);
-                        for (t, &off) in offsets.iter().enumerate().take(taps) {
-                            let (lo, hi) = if off == usize::MAX {
-                                (zxv, zxv)
-                            } else {
-                                let src = x.as_ptr().add(off + cb);
-                                let v = if count == 16 {
-                                    vld1q_s8(src as *const i8)
-                                } else {
-                                    let mut tmp = [zx as i8; 16];
-                                    core::ptr::copy_nonoverlapping(src as *const i8, tmp.as_mut_ptr(), count);
-                                    vld1q_s8(tmp.as_ptr())
-                                };
-                                (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v))
-                            };
-                            let wlo = vld1q_s16(wb.add(t * 16));
-                            let whi = vld1q_s16(wb.add(t * 16 + 8));
-                            acc[0] = vmlal_s16(acc[0], vget_low_s16(lo), vget_low_s16(wlo));
-                            acc[1] = vmlal_high_s16(acc[1], lo, wlo);
-                            acc[2] = vmlal_s16(acc[2], vget_low_s16(hi), vget_low_s16(whi));
-                            acc[3] = vmlal_high_s16(acc[3], hi, whi);
+                        let acc = [start(blk * 16), start(blk * 16 + 4), start(blk * 16 + 8), start(blk * 16 + 12)];
+                        let (acc, lanes) = match count {
+                            16 => (taps16(x.as_ptr().add(cb), wb, inside, zx, acc), 4),
+                            8 => (taps8(x.as_ptr().add(cb), wb, inside, zx, acc), 2),
+                            _ => {
+                                // Other partial blocks through a stack copy of each tap.
+                                let mut acc = acc;
+                                let mut tmp = [zx as u8; 16];
+                                for &(t, off) in inside {
+                                    core::ptr::copy_nonoverlapping(x.as_ptr().add(off + cb), tmp.as_mut_ptr(), count);
+                                    acc = taps16(tmp.as_ptr(), wb.add(t * 16), &[(0, 0)], zx, acc);
+                                }
+                                (acc, 4)
+                            }
+                        };
+                        let v = requantize16(acc, lanes, e, blk * 16);
+                        match count {
+                            16 => vst1q_s8(out.add(cb) as *mut i8, v),
+                            8 => vst1_s8(out.add(cb) as *mut i8, vget_low_s8(v)),
+                            _ => {
+                                let mut bytes = [0i8; 16];
+                                vst1q_s8(bytes.as_mut_ptr(), v);
+                                core::ptr::copy_nonoverlapping(bytes.as_ptr() as *const u8, out.add(cb), count);
+                            }
                         }
-                        let mut bytes = [0i8; 16];
-                        for (q, a) in acc.iter().enumerate() {
-                            let v = requantize4(*a, e, blk * 16 + 4 * q);
-                            vst1_lane_s32::<0>(bytes.as_mut_ptr().add(4 * q) as *mut i32, vreinterpret_s32_s8(v));
-                        }
-                        core::ptr::copy_nonoverlapping(bytes.as_ptr() as *const u8, out.add(cb), count);
                     }
                 }
             }
         }
+    }
+}
+
+/// Adds `Σ (x[off] - zx)·w[t]` over `inside` to 16 channels' accumulators (16 bytes at each
+/// `x + off`, 16 i16 weights at each `w + 16·t`).
+#[inline(never)]
+#[target_feature(enable = "neon")]
+unsafe fn taps16(
+    x: *const u8,
+    w: *const i16,
+    inside: &[(usize, usize)],
+    zx: i32,
+    mut acc: [int32x4_t; 4],
+) -> [int32x4_t; 4] {
+    unsafe {
+        let zx16 = vdupq_n_s16(zx as i16);
+        for &(t, off) in inside {
+            let v = vld1q_s8(x.add(off) as *const i8);
+            let lo = vsubq_s16(vmovl_s8(vget_low_s8(v)), zx16);
+            let hi = vsubq_s16(vmovl_high_s8(v), zx16);
+            let wlo = vld1q_s16(w.add(t * 16));
+            let whi = vld1q_s16(w.add(t * 16 + 8));
+            acc[0] = vmlal_s16(acc[0], vget_low_s16(lo), vget_low_s16(wlo));
+            acc[1] = vmlal_high_s16(acc[1], lo, wlo);
+            acc[2] = vmlal_s16(acc[2], vget_low_s16(hi), vget_low_s16(whi));
+            acc[3] = vmlal_high_s16(acc[3], hi, whi);
+        }
+        acc
+    }
+}
+
+/// [`taps16`] for 8 channels (the first two accumulators).
+#[inline(never)]
+#[target_feature(enable = "neon")]
+unsafe fn taps8(
+    x: *const u8,
+    w: *const i16,
+    inside: &[(usize, usize)],
+    zx: i32,
+    mut acc: [int32x4_t; 4],
+) -> [int32x4_t; 4] {
+    unsafe {
+        let zx16 = vdupq_n_s16(zx as i16);
+        for &(t, off) in inside {
+            let lo = vsubq_s16(vmovl_s8(vld1_s8(x.add(off) as *const i8)), zx16);
+            let wlo = vld1q_s16(w.add(t * 16));
+            acc[0] = vmlal_s16(acc[0], vget_low_s16(lo), vget_low_s16(wlo));
+            acc[1] = vmlal_high_s16(acc[1], lo, wlo);
+        }
+        acc
     }
 }
 
@@ -270,22 +349,76 @@ pub(super) fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
     }
 }
 
-/// Requantizes four i64 lanes pairs (already multiplied) by shift `s` (rounding), zero point
-/// added in 64 bits, to four int8 in the low lanes, clamped.
-#[inline]
-#[target_feature(enable = "neon")]
-fn shift_narrow4(lo: int64x2_t, hi: int64x2_t, shift: u8, zero_point: i32, clamp: [i8; 2]) -> int8x8_t {
-    let s = vdupq_n_s64(-(shift as i64));
-    let zp = vdupq_n_s64(zero_point as i64);
-    let lo = vaddq_s64(vrshlq_s64(lo, s), zp);
-    let hi = vaddq_s64(vrshlq_s64(hi, s), zp);
-    let v16 = vqmovn_s32(vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi)));
-    let v8 = vqmovn_s16(vcombine_s16(v16, v16));
-    vmin_s8(vmax_s8(v8, vdup_n_s8(clamp[0])), vdup_n_s8(clamp[1]))
+/// Per-op constants of [`binary`]'s vector step.
+struct BinaryConsts {
+    za: int16x8_t,
+    zb: int16x8_t,
+    zy: int32x4_t,
+    zy64: int64x2_t,
+    ma: int32x4_t,
+    mb: int32x4_t,
+    /// `31 - shift` (the doubling-high-multiply path: a product with shift ≥ 32).
+    q31_shift: int32x4_t,
+    /// `-shift` (the 64-bit path).
+    neg_shift: int64x2_t,
+    /// Mul with shift ≥ 32: `sqdmulh` and a rounding shift, exact (see `Epilogue::q31_shift`).
+    q31: bool,
+    lo: int8x16_t,
+    hi: int8x16_t,
 }
 
-/// Elementwise add or multiply where `b` is shaped like `a` or one value per channel, four
-/// values per step.
+/// Requantizes 64-bit sums `(lo, hi)` (lanes 0–1, 2–3) by the rounding shift, adds the zero
+/// point in 64 bits and narrows with saturation to four i32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn shift64(lo: int64x2_t, hi: int64x2_t, k: &BinaryConsts) -> int32x4_t {
+    let lo = vaddq_s64(vrshlq_s64(lo, k.neg_shift), k.zy64);
+    let hi = vaddq_s64(vrshlq_s64(hi, k.neg_shift), k.zy64);
+    vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi))
+}
+
+/// Four lanes of the result from `va`, `vb` (operands minus their zero points, as i32).
+#[inline]
+#[target_feature(enable = "neon")]
+fn binary4(mul: bool, va: int32x4_t, vb: int32x4_t, k: &BinaryConsts) -> int32x4_t {
+    if mul {
+        // |va·vb| ≤ 255² fits 32 bits.
+        let p = vmulq_s32(va, vb);
+        if k.q31 {
+            return vaddq_s32(vrshlq_s32(vqdmulhq_s32(p, k.ma), k.q31_shift), k.zy);
+        }
+        shift64(vmull_s32(vget_low_s32(p), vget_low_s32(k.ma)), vmull_high_s32(p, k.ma), k)
+    } else {
+        let lo = vmlal_s32(vmull_s32(vget_low_s32(va), vget_low_s32(k.ma)), vget_low_s32(vb), vget_low_s32(k.mb));
+        let hi = vmlal_high_s32(vmull_high_s32(va, k.ma), vb, k.mb);
+        shift64(lo, hi, k)
+    }
+}
+
+/// Sixteen results of `a` op `b` (int8 lanes), requantized and clamped.
+#[inline]
+#[target_feature(enable = "neon")]
+fn binary16(mul: bool, a: int8x16_t, b: int8x16_t, k: &BinaryConsts) -> int8x16_t {
+    // Operands minus zero points fit i16 ([-255, 255]).
+    let a_lo = vsubq_s16(vmovl_s8(vget_low_s8(a)), k.za);
+    let a_hi = vsubq_s16(vmovl_high_s8(a), k.za);
+    let b_lo = vsubq_s16(vmovl_s8(vget_low_s8(b)), k.zb);
+    let b_hi = vsubq_s16(vmovl_high_s8(b), k.zb);
+    let r0 = binary4(mul, vmovl_s16(vget_low_s16(a_lo)), vmovl_s16(vget_low_s16(b_lo)), k);
+    let r1 = binary4(mul, vmovl_high_s16(a_lo), vmovl_high_s16(b_lo), k);
+    let r2 = binary4(mul, vmovl_s16(vget_low_s16(a_hi)), vmovl_s16(vget_low_s16(b_hi)), k);
+    let r3 = binary4(mul, vmovl_high_s16(a_hi), vmovl_high_s16(b_hi), k);
+    let lo = vqmovn_s32(r0);
+    let lo = vqmovn_high_s32(lo, r1);
+    let hi = vqmovn_s32(r2);
+    let hi = vqmovn_high_s32(hi, r3);
+    let v = vqmovn_high_s16(vqmovn_s16(lo), hi);
+    vminq_s8(vmaxq_s8(v, k.lo), k.hi)
+}
+
+/// Elementwise add or multiply where `b` is shaped like `a` or one value per channel, sixteen
+/// values per step; the reference's arithmetic (the sum of an add on 64-bit lanes, a product
+/// requantized in 32 bits where its shift is ≥ 32, else on 64-bit lanes).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn binary(
     mul: bool,
@@ -298,48 +431,183 @@ pub(super) fn binary(
     y: &mut [u8],
     per_channel: bool,
 ) {
-    let c = ta.shape[3] as usize;
     let len = ta.len();
+    // Same shape: one run of `len` values; per channel: runs of `c` values against `b[..c]`.
+    let c = if per_channel { ta.shape[3] as usize } else { len };
     assert!(c > 0 && len.is_multiple_of(c));
-    assert!(a.len() >= len && y.len() >= len && b.len() >= if per_channel { c } else { len });
-    let (za, zb, zy) = (ta.zero_point, tb.zero_point, to.zero_point);
-    // SAFETY: NEON is part of every aarch64 CPU; four-byte loads and stores through stack
-    // buffers, bounded by the assertions.
+    assert!(a.len() >= len && y.len() >= len && b.len() >= c);
+    let shift = op.ma.shift;
+    // SAFETY: NEON is part of every aarch64 CPU; whole 16-byte loads and stores inside the
+    // slices, the tails through stack buffers, bounded by the assertions.
     unsafe {
-        let load4 = |src: &[u8], at: usize, count: usize, zp: i32| {
-            let mut tmp = [0i32; 4];
-            for (k, t) in tmp.iter_mut().enumerate().take(count) {
-                *t = src[at + k] as i8 as i32 - zp;
-            }
-            vld1q_s32(tmp.as_ptr())
+        let k = BinaryConsts {
+            za: vdupq_n_s16(ta.zero_point as i16),
+            zb: vdupq_n_s16(tb.zero_point as i16),
+            zy: vdupq_n_s32(to.zero_point),
+            zy64: vdupq_n_s64(to.zero_point as i64),
+            ma: vdupq_n_s32(op.ma.multiplier),
+            mb: vdupq_n_s32(op.mb.multiplier),
+            q31_shift: vdupq_n_s32(31 - shift as i32),
+            neg_shift: vdupq_n_s64(-(shift as i64)),
+            q31: mul && shift >= 32,
+            lo: vdupq_n_s8(op.clamp[0]),
+            hi: vdupq_n_s8(op.clamp[1]),
         };
-        let (ma, mb) = (vdup_n_s32(op.ma.multiplier), vdup_n_s32(op.mb.multiplier));
-        let rq: Requant = op.ma;
-        let mut p = 0;
-        while p < len {
-            let mut cb = 0;
-            while cb < c {
-                let count = (c - cb).min(4);
-                let av = load4(a, p + cb, count, za);
-                let bv = load4(b, if per_channel { cb } else { p + cb }, count, zb);
-                let (lo, hi) = if mul {
-                    let prod = vmulq_s32(av, bv);
-                    let m = vdup_n_s32(rq.multiplier);
-                    (vmull_s32(vget_low_s32(prod), m), vmull_high_s32(prod, vcombine_s32(m, m)))
-                } else {
-                    let lo = vmlal_s32(vmull_s32(vget_low_s32(av), ma), vget_low_s32(bv), mb);
-                    let hi = vmlal_high_s32(vmull_high_s32(av, vcombine_s32(ma, ma)), bv, vcombine_s32(mb, mb));
-                    (lo, hi)
-                };
-                let v = shift_narrow4(lo, hi, rq.shift, zy, op.clamp);
-                let mut out = [0i8; 8];
-                vst1_s8(out.as_mut_ptr(), v);
-                for k in 0..count {
-                    y[p + cb + k] = out[k] as u8;
-                }
-                cb += 4;
+        let (pa, pb, py) = (a.as_ptr() as *const i8, b.as_ptr() as *const i8, y.as_mut_ptr() as *mut i8);
+        let mut run = 0;
+        while run < len {
+            let mut i = 0;
+            while i + 16 <= c {
+                let v = binary16(
+                    mul,
+                    vld1q_s8(pa.add(run + i)),
+                    vld1q_s8(pb.add(if per_channel { i } else { run + i })),
+                    &k,
+                );
+                vst1q_s8(py.add(run + i), v);
+                i += 16;
             }
-            p += c;
+            if i < c {
+                let n = c - i;
+                let (mut ta16, mut tb16, mut out) = ([0i8; 16], [0i8; 16], [0i8; 16]);
+                core::ptr::copy_nonoverlapping(pa.add(run + i), ta16.as_mut_ptr(), n);
+                core::ptr::copy_nonoverlapping(pb.add(if per_channel { i } else { run + i }), tb16.as_mut_ptr(), n);
+                vst1q_s8(out.as_mut_ptr(), binary16(mul, vld1q_s8(ta16.as_ptr()), vld1q_s8(tb16.as_ptr()), &k));
+                core::ptr::copy_nonoverlapping(out.as_ptr(), py.add(run + i), n);
+            }
+            run += c;
+        }
+    }
+}
+
+/// Requantizes four i32 values with one step, the zero point added (64-bit lanes unless the
+/// shift is ≥ 32, where `sqdmulh` and a rounding shift are exact), to i32 with saturation.
+#[inline]
+#[target_feature(enable = "neon")]
+fn requant_uniform4(v: int32x4_t, rq: Requant, zy: i32) -> int32x4_t {
+    let m = vdupq_n_s32(rq.multiplier);
+    if rq.shift >= 32 {
+        return vaddq_s32(vrshlq_s32(vqdmulhq_s32(v, m), vdupq_n_s32(31 - rq.shift as i32)), vdupq_n_s32(zy));
+    }
+    let s = vdupq_n_s64(-(rq.shift as i64));
+    let z = vdupq_n_s64(zy as i64);
+    let lo = vaddq_s64(vrshlq_s64(vmull_s32(vget_low_s32(v), vget_low_s32(m)), s), z);
+    let hi = vaddq_s64(vrshlq_s64(vmull_high_s32(v, m), s), z);
+    vcombine_s32(vqmovn_s64(lo), vqmovn_s64(hi))
+}
+
+/// Sixteen i32 values narrowed to int8 with saturation.
+#[inline]
+#[target_feature(enable = "neon")]
+fn narrow16(r: [int32x4_t; 4]) -> int8x16_t {
+    let lo = vqmovn_high_s32(vqmovn_s32(r[0]), r[1]);
+    let hi = vqmovn_high_s32(vqmovn_s32(r[2]), r[3]);
+    vqmovn_high_s16(vqmovn_s16(lo), hi)
+}
+
+/// Stores the first `count` (≤ 16) lanes of `v` at `out`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn store16(out: *mut u8, v: int8x16_t, count: usize) {
+    unsafe {
+        if count == 16 {
+            vst1q_s8(out as *mut i8, v);
+        } else {
+            let mut tmp = [0i8; 16];
+            vst1q_s8(tmp.as_mut_ptr(), v);
+            core::ptr::copy_nonoverlapping(tmp.as_ptr() as *const u8, out, count);
+        }
+    }
+}
+
+/// Loads `count` (≤ 16) bytes at `src`, the other lanes `fill`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load16(src: *const u8, count: usize, fill: i8) -> int8x16_t {
+    unsafe {
+        if count == 16 {
+            vld1q_s8(src as *const i8)
+        } else {
+            let mut tmp = [fill; 16];
+            core::ptr::copy_nonoverlapping(src as *const i8, tmp.as_mut_ptr(), count);
+            vld1q_s8(tmp.as_ptr())
+        }
+    }
+}
+
+/// Mean over H and W, 16 channels per step: sums widened to 32 bits, then the reference's
+/// requantization of `Σ x - zx·H·W`.
+pub(super) fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    let hw = h * w;
+    assert!(x.len() >= n * hw * c && y.len() >= n * c);
+    let (zx, zy) = (ti.zero_point, to.zero_point);
+    // SAFETY: NEON is part of every aarch64 CPU; loads and stores bounded by the assertion
+    // (partial blocks through stack buffers). Validation caps H·W at 2^22: the sums fit i32.
+    unsafe {
+        for b in 0..n {
+            for cb in (0..c).step_by(16) {
+                let count = (c - cb).min(16);
+                let mut sum = [vdupq_n_s32(0); 4];
+                for p in 0..hw {
+                    let v = load16(x.as_ptr().add((b * hw + p) * c + cb), count, 0);
+                    let (lo, hi) = (vmovl_s8(vget_low_s8(v)), vmovl_high_s8(v));
+                    sum[0] = vaddw_s16(sum[0], vget_low_s16(lo));
+                    sum[1] = vaddw_high_s16(sum[1], lo);
+                    sum[2] = vaddw_s16(sum[2], vget_low_s16(hi));
+                    sum[3] = vaddw_high_s16(sum[3], hi);
+                }
+                let bias = vdupq_n_s32(zx * hw as i32);
+                let r = sum.map(|s| requant_uniform4(vsubq_s32(s, bias), *rq, zy));
+                store16(y.as_mut_ptr().add(b * c + cb), narrow16(r), count);
+            }
+        }
+    }
+}
+
+/// Max pooling, 16 channels per step: the max over the window's valid positions, then the
+/// reference's requantization of `max - zx`.
+pub(super) fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+    let [n, h, w, c] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, _] = to.shape.map(|d| d as usize);
+    assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);
+    let zy = to.zero_point;
+    // SAFETY: NEON is part of every aarch64 CPU; loads and stores bounded by the assertion
+    // (partial blocks through stack buffers).
+    unsafe {
+        let zx = vdupq_n_s32(ti.zero_point);
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for cb in (0..c).step_by(16) {
+                        let count = (c - cb).min(16);
+                        let mut best = vdupq_n_s8(i8::MIN);
+                        for ky in 0..p.kernel[0] as usize {
+                            let iy = (oy * p.stride[0] as usize + ky) as isize - p.pad[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..p.kernel[1] as usize {
+                                let ix = (ox * p.stride[1] as usize + kx) as isize - p.pad[1] as isize;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let at = ((b * h + iy as usize) * w + ix as usize) * c + cb;
+                                best = vmaxq_s8(best, load16(x.as_ptr().add(at), count, i8::MIN));
+                            }
+                        }
+                        let (lo, hi) = (vmovl_s8(vget_low_s8(best)), vmovl_high_s8(best));
+                        let wide = [
+                            vmovl_s16(vget_low_s16(lo)),
+                            vmovl_high_s16(lo),
+                            vmovl_s16(vget_low_s16(hi)),
+                            vmovl_high_s16(hi),
+                        ];
+                        let r = wide.map(|v| requant_uniform4(vsubq_s32(v, zx), p.requant, zy));
+                        store16(y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * c + cb), narrow16(r), count);
+                    }
+                }
+            }
         }
     }
 }

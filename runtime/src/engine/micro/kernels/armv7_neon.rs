@@ -237,7 +237,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     for c in 0..channels {
         e.copy_lane(c, base, c);
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked { weights: packed, pairs, epilogue: e, sums: Vec::new() }
 }
 
 /// Depthwise convolution on NHWC, 8 channels per block; taps in the padding read the zero point.

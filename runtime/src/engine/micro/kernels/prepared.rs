@@ -136,6 +136,9 @@ pub struct DepthwisePacked {
     pub pairs: usize,
     /// Epilogue, channels in the set's order, `acc_init = bias - zx·Σw`.
     pub epilogue: Epilogue,
+    /// Per channel (the epilogue's order) `Σw`, for kernels that accumulate `x - zx` over the
+    /// taps inside the image and start from `acc_init + zx·Σw` (empty where a set does not).
+    pub sums: Vec<i32>,
 }
 
 /// Where the taps of a depthwise kernel read an NHWC input, set up once per op: the offset of
@@ -178,11 +181,37 @@ impl Taps {
         }
     }
 
-    /// The input offset (element index of channel 0) of each tap at output position (`b`, `oy`,
-    /// `ox`), or `usize::MAX` for a tap in the padding (it reads the zero point). Returns the
-    /// number of taps.
+    /// The taps inside the image at output position (`b`, `oy`, `ox`) as (tap index, input
+    /// offset of channel 0) pairs, in tap order; returns how many (taps in the padding, which
+    /// read the zero point, are left out).
     #[inline]
-    pub fn offsets(&self, [b, oy, ox]: [usize; 3], offsets: &mut [usize; 64]) -> usize {
+    pub fn inside(&self, [b, oy, ox]: [usize; 3], list: &mut [(usize, usize); 64]) -> usize {
+        let [h, w, ch] = self.hwc;
+        let iy0 = (oy * self.stride[0]) as isize - self.pad[0];
+        let ix0 = (ox * self.stride[1]) as isize - self.pad[1];
+        let mut n = 0;
+        for ky in 0..self.kernel[0] {
+            let iy = iy0 + (ky * self.dilation[0]) as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            let row = (b * h + iy as usize) * w;
+            for kx in 0..self.kernel[1] {
+                let ix = ix0 + (kx * self.dilation[1]) as isize;
+                if ix >= 0 && ix < w as isize {
+                    list[n] = (ky * self.kernel[1] + kx, (row + ix as usize) * ch);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// The input offset (element index of channel 0) of each tap at output position (`b`, `oy`,
+    /// `ox`), or `usize::MAX` for a tap in the padding (it reads the zero point). Returns whether
+    /// every tap is inside the image (no `usize::MAX`).
+    #[inline]
+    pub fn offsets(&self, [b, oy, ox]: [usize; 3], offsets: &mut [usize; 64]) -> bool {
         let [h, w, ch] = self.hwc;
         let iy0 = (oy * self.stride[0]) as isize - self.pad[0];
         let ix0 = (ox * self.stride[1]) as isize - self.pad[1];
@@ -193,7 +222,7 @@ impl Taps {
             for (o, r) in offsets.iter_mut().zip(&self.rel[..self.taps]) {
                 *o = base + r;
             }
-            return self.taps;
+            return true;
         }
         let mut t = 0;
         for ky in 0..self.kernel[0] {
@@ -209,7 +238,7 @@ impl Taps {
                 t += 1;
             }
         }
-        t
+        false
     }
 }
 

@@ -270,7 +270,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked { weights: packed, pairs, epilogue: e, sums: Vec::new() }
 }
 
 /// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd`; taps outside
