@@ -26,7 +26,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
     gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
     depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
-    lut: None,
+    lut: Some(lut),
     binary: Some(binary),
     global_average: Some(global_average),
     max_pool: Some(max_pool),
@@ -254,6 +254,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     let mut packed = vec![0i16; blocks * pairs * 32];
     let n = blocks * 16;
     let mut e = Epilogue::new(n, base.zero_point, base.clamp);
+    let mut sums = vec![0i32; n];
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..8 {
@@ -266,15 +267,17 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
                 let i = b * 16 + half * 8 + lane;
                 if c < channels {
                     e.copy_lane(i, base, c);
+                    sums[i] = (0..taps).map(|t| w(c, t) as i32).sum();
                 }
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums: Vec::new() }
+    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
 }
 
-/// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd`; taps outside
-/// the image read the zero point (`acc_init` holds `-zx·Σw`).
+/// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd` on inputs
+/// centred on the zero point, from `acc_init + zx·Σw` (the bias): taps in the padding add nothing,
+/// and a pair of them is skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
@@ -284,6 +287,7 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
         p.weights.len() >= ch.div_ceil(16) * p.pairs * 32
             && p.pairs * 2 >= taps
             && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
+            && p.sums.len() >= ch.div_ceil(16) * 16
     );
     // SAFETY: reachable only through `KERNELS` (AVX2 detected); loads and stores are of whole
     // 16-byte blocks inside the tensors or go through stack buffers, bounded by the assertions.
@@ -301,50 +305,73 @@ unsafe fn depthwise_avx2(
     y: &mut [u8],
     p: &DepthwisePacked,
 ) {
-    let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
-    let taps = kh * kw;
-    let zxv = _mm256_set1_epi16(zx as i16);
+    let taps = c.kernel[0] as usize * c.kernel[1] as usize;
+    let zx16 = _mm256_set1_epi16(zx as i16);
+    let zx32 = _mm256_set1_epi32(zx);
+    // Reads of a tap in the padding: the zero point, which centres to 0.
+    let zrow = [zx as i8 as u8; 32];
     let mut offsets = [usize::MAX; 64];
+    // The tap pairs with a tap inside the image at the current output: (pair, input offset of
+    // each tap or usize::MAX).
+    let mut pairs = [(0usize, 0usize, 0usize); 32];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
+    let e = &p.epilogue;
     unsafe {
+        let start = |lane: usize| {
+            let init = _mm256_loadu_si256(e.acc_init.as_ptr().add(lane) as *const __m256i);
+            let sums = _mm256_loadu_si256(p.sums.as_ptr().add(lane) as *const __m256i);
+            _mm256_add_epi32(init, _mm256_mullo_epi32(zx32, sums))
+        };
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
                     taps_at.offsets([b, oy, ox], &mut offsets);
+                    let mut count_pairs = 0;
+                    for pair in 0..p.pairs {
+                        let tap = |t: usize| if t < taps { offsets[t] } else { usize::MAX };
+                        let (a, b) = (tap(2 * pair), tap(2 * pair + 1));
+                        if a != usize::MAX || b != usize::MAX {
+                            pairs[count_pairs] = (pair, a, b);
+                            count_pairs += 1;
+                        }
+                    }
+                    let pairs = &pairs[..count_pairs];
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {
                         let count = (ch - cb).min(16);
-                        let load = |t: usize| {
-                            if t >= taps || offsets[t] == usize::MAX {
-                                return zxv;
-                            }
-                            let src = x.as_ptr().add(offsets[t] + cb);
-                            let v = if count == 16 {
-                                _mm_loadu_si128(src as *const __m128i)
-                            } else {
-                                let mut tmp = [zx as i8 as u8; 16];
-                                core::ptr::copy_nonoverlapping(src, tmp.as_mut_ptr(), count);
-                                _mm_loadu_si128(tmp.as_ptr() as *const __m128i)
-                            };
-                            _mm256_cvtepi8_epi16(v)
-                        };
-                        let e = &p.epilogue;
-                        let mut lo = _mm256_loadu_si256(e.acc_init.as_ptr().add(blk * 16) as *const __m256i);
-                        let mut hi = _mm256_loadu_si256(e.acc_init.as_ptr().add(blk * 16 + 8) as *const __m256i);
                         let wb = p.weights.as_ptr().add(blk * p.pairs * 32);
-                        for pair in 0..p.pairs {
-                            let (xa, xb) = (load(2 * pair), load(2 * pair + 1));
-                            let wlo = _mm256_loadu_si256(wb.add(pair * 32) as *const __m256i);
-                            let whi = _mm256_loadu_si256(wb.add(pair * 32 + 16) as *const __m256i);
-                            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wlo));
-                            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), whi));
-                        }
+                        let acc = (start(blk * 16), start(blk * 16 + 8));
+                        let (lo, hi) = match count {
+                            16 => pairs16::<false>(x.as_ptr().add(cb), zrow.as_ptr(), wb, pairs, zx16, acc),
+                            8 => pairs16::<true>(x.as_ptr().add(cb), zrow.as_ptr(), wb, pairs, zx16, acc),
+                            _ => {
+                                // Other partial blocks through a stack copy of each pair.
+                                let mut acc = acc;
+                                for &(pair, a, b) in pairs {
+                                    let mut tmp = zrow;
+                                    for (at, off) in [(0, a), (16, b)] {
+                                        if off != usize::MAX {
+                                            core::ptr::copy_nonoverlapping(
+                                                x.as_ptr().add(off + cb),
+                                                tmp.as_mut_ptr().add(at),
+                                                count,
+                                            );
+                                        }
+                                    }
+                                    acc =
+                                        pairs16::<false>(tmp.as_ptr(), zrow.as_ptr(), wb, &[(pair, 0, 16)], zx16, acc);
+                                }
+                                acc
+                            }
+                        };
                         let blo = requantize(lo, e, blk * 16);
                         let bhi = requantize(hi, e, blk * 16 + 8);
                         // lo holds channels 0-3, 8-11; hi 4-7, 12-15: interleave the 4-byte groups.
                         let v = _mm_unpacklo_epi32(blo, bhi);
                         if count == 16 {
                             _mm_storeu_si128(out.add(cb) as *mut __m128i, v);
+                        } else if count == 8 {
+                            _mm_storel_epi64(out.add(cb) as *mut __m128i, v);
                         } else {
                             let mut tmp = [0u8; 16];
                             _mm_storeu_si128(tmp.as_mut_ptr() as *mut __m128i, v);
@@ -353,6 +380,76 @@ unsafe fn depthwise_avx2(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Adds the tap pairs' `(x - zx)·w` to a 16-channel block's accumulators (lo, hi; see
+/// [`pack_depthwise`]): each pair's taps read 16 bytes (8 when `HALF`) at `x + offset`, or at
+/// `zrow` for a tap in the padding.
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+unsafe fn pairs16<const HALF: bool>(
+    x: *const u8,
+    zrow: *const u8,
+    w: *const i16,
+    pairs: &[(usize, usize, usize)],
+    zx16: __m256i,
+    (mut lo, mut hi): (__m256i, __m256i),
+) -> (__m256i, __m256i) {
+    unsafe {
+        let load = |off: usize| {
+            let src = if off == usize::MAX { zrow } else { x.add(off) } as *const __m128i;
+            let v = if HALF { _mm_loadl_epi64(src) } else { _mm_loadu_si128(src) };
+            _mm256_sub_epi16(_mm256_cvtepi8_epi16(v), zx16)
+        };
+        for &(pair, a, b) in pairs {
+            let (xa, xb) = (load(a), load(b));
+            let wlo = _mm256_loadu_si256(w.add(pair * 32) as *const __m256i);
+            let whi = _mm256_loadu_si256(w.add(pair * 32 + 16) as *const __m256i);
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wlo));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), whi));
+        }
+        (lo, hi)
+    }
+}
+
+/// `y[i] = table[x[i] + 128]`, 8 bytes per gather.
+fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+    assert!(table.len() == 256 && y.len() >= x.len());
+    // The gather reads four bytes at each index: the table with three bytes of slack.
+    let mut padded = [0u8; 260];
+    padded[..256].copy_from_slice(table);
+    // SAFETY: reachable only through `KERNELS` (AVX2 detected); indices are 0..=255 into the
+    // 260-byte copy, loads and stores of whole 8-byte groups inside the slices, the tail through
+    // a stack buffer, bounded by the assertion.
+    unsafe { lut_avx2(&padded, x, y) }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn lut_avx2(table: &[u8; 260], x: &[u8], y: &mut [u8]) {
+    unsafe {
+        let look = |v: __m128i| {
+            // x + 128 as unsigned: flip the sign bit, then zero-extend to 32-bit indices.
+            let idx = _mm256_cvtepu8_epi32(_mm_xor_si128(v, _mm_set1_epi8(-128)));
+            let g = _mm256_i32gather_epi32::<1>(table.as_ptr() as *const i32, idx);
+            let g = _mm256_and_si256(g, _mm256_set1_epi32(0xff));
+            let w = _mm_packus_epi32(_mm256_castsi256_si128(g), _mm256_extracti128_si256::<1>(g));
+            _mm_packus_epi16(w, w)
+        };
+        let mut i = 0;
+        while i + 8 <= x.len() {
+            let v = look(_mm_loadl_epi64(x.as_ptr().add(i) as *const __m128i));
+            _mm_storel_epi64(y.as_mut_ptr().add(i) as *mut __m128i, v);
+            i += 8;
+        }
+        if i < x.len() {
+            let n = x.len() - i;
+            let mut tmp = [0u8; 16];
+            tmp[..n].copy_from_slice(&x[i..]);
+            let mut out = [0u8; 16];
+            _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, look(_mm_loadu_si128(tmp.as_ptr() as *const __m128i)));
+            y[i..x.len()].copy_from_slice(&out[..n]);
         }
     }
 }
