@@ -215,7 +215,7 @@ unsafe fn depthwise_neon(
 ) {
     let stride = 2 * p.pairs * 16;
     // The taps inside the image at the current output: (tap, input offset).
-    let mut inside = [(0usize, 0usize); 64];
+    let mut inside = [[0usize; 2]; 64];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     let e = &p.epilogue;
     unsafe {
@@ -242,9 +242,9 @@ unsafe fn depthwise_neon(
                                 // Other partial blocks through a stack copy of each tap.
                                 let mut acc = acc;
                                 let mut tmp = [zx as u8; 16];
-                                for &(t, off) in inside {
+                                for &[t, off] in inside {
                                     core::ptr::copy_nonoverlapping(x.as_ptr().add(off + cb), tmp.as_mut_ptr(), count);
-                                    acc = taps16(tmp.as_ptr(), wb.add(t * 16), &[(0, 0)], zx, acc);
+                                    acc = taps16(tmp.as_ptr(), wb.add(t * 16), &[[0, 0]], zx, acc);
                                 }
                                 (acc, 4)
                             }
@@ -273,13 +273,13 @@ unsafe fn depthwise_neon(
 unsafe fn taps16(
     x: *const u8,
     w: *const i16,
-    inside: &[(usize, usize)],
+    inside: &[[usize; 2]],
     zx: i32,
     mut acc: [int32x4_t; 4],
 ) -> [int32x4_t; 4] {
     unsafe {
         let zx16 = vdupq_n_s16(zx as i16);
-        for &(t, off) in inside {
+        for &[t, off] in inside {
             let v = vld1q_s8(x.add(off) as *const i8);
             let lo = vsubq_s16(vmovl_s8(vget_low_s8(v)), zx16);
             let hi = vsubq_s16(vmovl_high_s8(v), zx16);
@@ -300,13 +300,13 @@ unsafe fn taps16(
 unsafe fn taps8(
     x: *const u8,
     w: *const i16,
-    inside: &[(usize, usize)],
+    inside: &[[usize; 2]],
     zx: i32,
     mut acc: [int32x4_t; 4],
 ) -> [int32x4_t; 4] {
     unsafe {
         let zx16 = vdupq_n_s16(zx as i16);
-        for &(t, off) in inside {
+        for &[t, off] in inside {
             let lo = vsubq_s16(vmovl_s8(vld1_s8(x.add(off) as *const i8)), zx16);
             let wlo = vld1q_s16(w.add(t * 16));
             acc[0] = vmlal_s16(acc[0], vget_low_s16(lo), vget_low_s16(wlo));

@@ -24,7 +24,7 @@
 
 use super::prepared::{DepthwisePacked, Epilogue, Gemm, GemmLayout};
 use super::{DepthwiseKernel, GemmKernel, Isa, Kernels};
-use crate::engine::micro::format::{Conv, TensorDesc};
+use crate::engine::micro::format::{Binary, Conv, TensorDesc};
 use crate::quant::{round_shift, saturate};
 use core::arch::asm;
 
@@ -39,7 +39,7 @@ pub(super) static KERNELS: Kernels = Kernels {
     gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
     depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
     lut: None,
-    binary: None,
+    binary: Some(binary),
     global_average: None,
     max_pool: None,
 };
@@ -234,13 +234,17 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let mut e = Epilogue::new(blocks * DW, base.zero_point, base.clamp);
+    let mut sums = vec![0i32; blocks * DW];
     for c in 0..channels {
         e.copy_lane(c, base, c);
+        sums[c] = weights[c * taps..(c + 1) * taps].iter().map(|&w| w as i8 as i32).sum();
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums: Vec::new() }
+    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
 }
 
-/// Depthwise convolution on NHWC, 8 channels per block; taps in the padding read the zero point.
+/// Depthwise convolution on NHWC, 8 channels per block: the taps inside the image, centred on
+/// the zero point, accumulated from `acc_init + zx·Σw` (the bias); taps in the padding add nothing
+/// and are skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
@@ -251,26 +255,31 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
     assert!(p.weights.len() >= ch.div_ceil(DW) * stride && p.pairs * 2 >= taps);
     assert!(e.acc_init.len() >= ch.div_ceil(DW) * DW && e.mult32.len() >= e.acc_init.len());
     assert!(e.shift.len() >= e.acc_init.len() && e.q31_shift.len() >= e.acc_init.len());
-    let zx = ti.zero_point as i8;
-    let padding = [zx as u8; DW];
+    assert!(p.sums.len() >= e.acc_init.len());
+    let zx = ti.zero_point;
     let full = ch / DW * DW;
-    let mut offsets = [usize::MAX; 64];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
-    let mut sources = [padding.as_ptr(); 64];
+    // The taps inside the image at the current output: [tap, input offset].
+    let mut inside = [[0usize; 2]; 64];
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
-                taps_at.offsets([b, oy, ox], &mut offsets);
+                let count = taps_at.inside([b, oy, ox], &mut inside);
+                let inside = &inside[..count];
                 let at = ((b * oh + oy) * ow + ox) * ch;
                 for cb in (0..full).step_by(DW) {
-                    for (s, &off) in sources.iter_mut().zip(&offsets[..taps]) {
-                        // In bounds: `off + ch ≤ x.len()` for a tap inside the image.
-                        *s = if off == usize::MAX { padding.as_ptr() } else { x[off + cb..off + cb + DW].as_ptr() };
+                    // From zx·Σw; requantize4 adds acc_init (bias - zx·Σw).
+                    let mut acc: [i32; 8] = core::array::from_fn(|k| zx.wrapping_mul(p.sums[cb + k]));
+                    if !inside.is_empty() {
+                        // SAFETY: NEON detected before KERNELS was handed out; each tap's offset
+                        // plus `cb + 8` is within `x` (Taps lists taps inside the image), its
+                        // weights row of 8 i16 within the block (tap < taps ≤ 2·pairs).
+                        unsafe {
+                            taps8(x.as_ptr().add(cb), p.weights.as_ptr().add(cb / DW * stride), inside, zx, &mut acc)
+                        };
                     }
-                    // SAFETY: NEON detected before KERNELS was handed out; every source has 8
-                    // bytes, the block `taps` rows of 8 weights, the epilogue lanes `cb..cb+8`.
+                    // SAFETY: NEON detected; the epilogue has lanes `cb..cb+8` (asserted).
                     let (lo, hi) = unsafe {
-                        let acc = taps8(&sources[..taps], p.weights.as_ptr().add(cb / DW * stride));
                         (
                             requantize4(&[acc[0], acc[1], acc[2], acc[3]], e, cb),
                             requantize4(&[acc[4], acc[5], acc[6], acc[7]], e, cb + 4),
@@ -282,12 +291,11 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
                 // The last channels (fewer than a block): the same arithmetic, one at a time.
                 for ci in full..ch {
                     let wb = &p.weights[ci / DW * stride + ci % DW..];
-                    let mut acc = e.acc_init[ci] as i64;
-                    for (t, &off) in offsets[..taps].iter().enumerate() {
-                        let v = if off == usize::MAX { zx } else { x[off + ci] as i8 };
-                        acc += v as i64 * wb[t * DW] as i64;
+                    let mut acc = e.acc_init[ci].wrapping_add(zx.wrapping_mul(p.sums[ci]));
+                    for &[t, off] in inside {
+                        acc = acc.wrapping_add((x[off + ci] as i8 as i32 - zx) * wb[t * DW] as i32);
                     }
-                    let r = round_shift((acc as i32 as i64) * e.mult[ci], e.shift[ci] as u8);
+                    let r = round_shift(acc as i64 * e.mult[ci], e.shift[ci] as u8);
                     y[at + ci] = saturate(r, e.zero_point, e.clamp[0], e.clamp[1]) as u8;
                 }
             }
@@ -295,39 +303,152 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
     }
 }
 
-/// Sums over the taps of 8 channels: `Σ_t source[t][0..8] · w[t][0..8]` (i16 weights).
+/// Adds `Σ (x[off] - zx)·w[t]` over `inside` ([tap, offset] pairs) to 8 channels' accumulators
+/// (8 bytes at each `x + off`, 8 i16 weights at each `w + 8·t`).
 ///
 /// # Safety
-/// The CPU has NEON, `sources` is not empty and each has 8 bytes, `w` has `sources.len()` rows
-/// of 8 i16.
+/// The CPU has NEON, `inside` is not empty, and every pair's reads are in bounds.
 #[inline]
-unsafe fn taps8(sources: &[*const u8], w: *const i16) -> [i32; 8] {
-    let mut acc = [0i32; 8];
+unsafe fn taps8(x: *const u8, w: *const i16, inside: &[[usize; 2]], zx: i32, acc: &mut [i32; 8]) {
     // SAFETY (caller).
     unsafe {
         asm!(
             ".fpu neon",
-            "vmov.i32 q4, #0",
-            "vmov.i32 q5, #0",
+            "vld1.32 {{d8, d9, d10, d11}}, [{acc}]",
+            "vdup.16 q6, {zx}",
             "2:",
-            "ldr {p}, [{src}], #4",
-            "vld1.8 {{d0}}, [{p}]",
-            "vld1.16 {{d2, d3}}, [{w}]!",
+            "ldr {t}, [{list}], #4",
+            "ldr {off}, [{list}], #4",
+            "add {off}, {x}, {off}",
+            "vld1.8 {{d0}}, [{off}]",
+            "add {t}, {w}, {t}, lsl #4",
+            "vld1.16 {{d2, d3}}, [{t}]",
             "vmovl.s8 q0, d0",
+            "vsub.i16 q0, q0, q6",
             "vmlal.s16 q4, d0, d2",
             "vmlal.s16 q5, d1, d3",
             "subs {n}, {n}, #1",
             "bne 2b",
             "vst1.32 {{d8, d9, d10, d11}}, [{acc}]",
-            src = inout(reg) sources.as_ptr() => _,
-            w = inout(reg) w => _,
-            n = inout(reg) sources.len() => _,
-            p = out(reg) _,
+            list = inout(reg) inside.as_ptr() => _,
+            n = inout(reg) inside.len() => _,
+            x = in(reg) x,
+            w = in(reg) w,
+            zx = in(reg) zx,
             acc = in(reg) acc.as_mut_ptr(),
+            t = out(reg) _,
+            off = out(reg) _,
             out("d0") _, out("d1") _, out("d2") _, out("d3") _,
-            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _,
             options(nostack),
         );
     }
-    acc
+}
+
+/// Elementwise multiply (where `b` is shaped like `a` or one value per channel) with shift ≥ 32,
+/// 8 values per step: `(a - za)·(b - zb)` widened exactly (`vsubl.s8`, `vmull.s16`), then the
+/// reference's requantization in 32 bits (`vqdmulh.s32` and a rounding shift, exact for such
+/// shifts). Adds, and multiplies with a smaller shift, run the reference kernel.
+#[allow(clippy::too_many_arguments)]
+fn binary(
+    mul: bool,
+    op: &Binary,
+    ta: &TensorDesc<'_>,
+    a: &[u8],
+    tb: &TensorDesc<'_>,
+    b: &[u8],
+    to: &TensorDesc<'_>,
+    y: &mut [u8],
+    per_channel: bool,
+) {
+    let len = ta.len();
+    let c = if per_channel { ta.shape[3] as usize } else { len };
+    if !mul || op.ma.shift < 32 {
+        return crate::engine::micro::ops::binary::reference(mul, op, (ta, a), (tb, b), (to, y));
+    }
+    assert!(c > 0 && len.is_multiple_of(c));
+    assert!(a.len() >= len && y.len() >= len && b.len() >= c);
+    let (za, zb, zy) = (ta.zero_point, tb.zero_point, to.zero_point);
+    let consts = MulConsts {
+        m: [op.ma.multiplier; 4],
+        shift: [31 - op.ma.shift as i32; 4],
+        zeros: core::array::from_fn(|i| if i < 8 { za as i8 } else { zb as i8 }),
+        zy: [zy; 4],
+        clamp: core::array::from_fn(|i| op.clamp[i / 8]),
+    };
+    let steps = c / 8;
+    let mut run = 0;
+    while run < len {
+        let bb = if per_channel { 0 } else { run };
+        if steps > 0 {
+            // SAFETY: NEON detected before KERNELS was handed out; `steps` groups of 8 bytes from
+            // `run` in `a` and `y` and from `bb` in `b` are inside the slices (asserted).
+            unsafe { mul8(a.as_ptr().add(run), b.as_ptr().add(bb), y.as_mut_ptr().add(run), steps, &consts) };
+        }
+        for i in steps * 8..c {
+            let v = (a[run + i] as i8 as i64 - za as i64) * (b[bb + i] as i8 as i64 - zb as i64);
+            y[run + i] = saturate(op.ma.apply(v), zy, op.clamp[0], op.clamp[1]) as u8;
+        }
+        run += c;
+    }
+}
+
+/// Constants of [`mul8`], in the order it loads them.
+#[repr(C)]
+struct MulConsts {
+    m: [i32; 4],
+    shift: [i32; 4],
+    /// Eight `za`, then eight `zb`.
+    zeros: [i8; 16],
+    zy: [i32; 4],
+    /// Eight lower clamps, then eight upper.
+    clamp: [i8; 16],
+}
+
+/// `steps` groups of 8 products, requantized (see [`binary`]).
+///
+/// # Safety
+/// The CPU has NEON, `steps` ≥ 1, and `steps`·8 bytes at `a`, `b` and `y` are in bounds.
+#[inline]
+unsafe fn mul8(a: *const u8, b: *const u8, y: *mut u8, steps: usize, k: &MulConsts) {
+    // SAFETY (caller).
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vld1.32 {{d8, d9, d10, d11}}, [{k}]!",
+            "vld1.8 {{d12, d13}}, [{k}]!",
+            "vld1.32 {{d14, d15}}, [{k}]!",
+            "vld1.8 {{d0, d1}}, [{k}]",
+            "2:",
+            "vld1.8 {{d4}}, [{a}]!",
+            "vld1.8 {{d5}}, [{b}]!",
+            "vsubl.s8 q1, d4, d12",
+            "vsubl.s8 q2, d5, d13",
+            "vmull.s16 q3, d2, d4",
+            "vmull.s16 q1, d3, d5",
+            "vqdmulh.s32 q3, q3, q4",
+            "vqdmulh.s32 q1, q1, q4",
+            "vrshl.s32 q3, q3, q5",
+            "vrshl.s32 q1, q1, q5",
+            "vadd.i32 q3, q3, q7",
+            "vadd.i32 q1, q1, q7",
+            "vqmovn.s32 d6, q3",
+            "vqmovn.s32 d7, q1",
+            "vqmovn.s16 d6, q3",
+            "vmax.s8 d6, d6, d0",
+            "vmin.s8 d6, d6, d1",
+            "vst1.8 {{d6}}, [{y}]!",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            a = inout(reg) a => _,
+            b = inout(reg) b => _,
+            y = inout(reg) y => _,
+            n = inout(reg) steps => _,
+            k = inout(reg) k as *const MulConsts => _,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _, out("d12") _, out("d13") _, out("d14") _,
+            out("d15") _,
+            options(nostack),
+        );
+    }
 }

@@ -181,11 +181,11 @@ impl Taps {
         }
     }
 
-    /// The taps inside the image at output position (`b`, `oy`, `ox`) as (tap index, input
-    /// offset of channel 0) pairs, in tap order; returns how many (taps in the padding, which
+    /// The taps inside the image at output position (`b`, `oy`, `ox`) as [tap index, input
+    /// offset of channel 0] pairs, in tap order; returns how many (taps in the padding, which
     /// read the zero point, are left out).
     #[inline]
-    pub fn inside(&self, [b, oy, ox]: [usize; 3], list: &mut [(usize, usize); 64]) -> usize {
+    pub fn inside(&self, [b, oy, ox]: [usize; 3], list: &mut [[usize; 2]; 64]) -> usize {
         let [h, w, ch] = self.hwc;
         let iy0 = (oy * self.stride[0]) as isize - self.pad[0];
         let ix0 = (ox * self.stride[1]) as isize - self.pad[1];
@@ -199,7 +199,7 @@ impl Taps {
             for kx in 0..self.kernel[1] {
                 let ix = ix0 + (kx * self.dilation[1]) as isize;
                 if ix >= 0 && ix < w as isize {
-                    list[n] = (ky * self.kernel[1] + kx, (row + ix as usize) * ch);
+                    list[n] = [ky * self.kernel[1] + kx, (row + ix as usize) * ch];
                     n += 1;
                 }
             }
