@@ -18,6 +18,8 @@ mod armv7_neon;
 #[cfg(feature = "host")]
 pub mod prepared;
 pub mod reference;
+#[cfg(feature = "host")]
+pub mod taps;
 #[cfg(all(feature = "host", target_arch = "x86_64"))]
 mod x86_avx2;
 #[cfg(all(feature = "host", target_arch = "x86_64"))]
