@@ -234,16 +234,14 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let mut e = Epilogue::new(blocks * DW, base.zero_point, base.clamp);
-    let mut sums = vec![0i32; blocks * DW];
     for c in 0..channels {
         e.copy_lane(c, base, c);
-        sums[c] = weights[c * taps..(c + 1) * taps].iter().map(|&w| w as i8 as i32).sum();
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
 }
 
 /// Depthwise convolution on NHWC, 8 channels per block: the taps inside the image, centred on
-/// the zero point, accumulated from `acc_init + zx·Σw` (the bias); taps in the padding add nothing
+/// the zero point, accumulated from the bias (`acc_init`); taps in the padding add nothing
 /// and are skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
@@ -255,7 +253,6 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
     assert!(p.weights.len() >= ch.div_ceil(DW) * stride && p.pairs * 2 >= taps);
     assert!(e.acc_init.len() >= ch.div_ceil(DW) * DW && e.mult32.len() >= e.acc_init.len());
     assert!(e.shift.len() >= e.acc_init.len() && e.q31_shift.len() >= e.acc_init.len());
-    assert!(p.sums.len() >= e.acc_init.len());
     let zx = ti.zero_point;
     let full = ch / DW * DW;
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
@@ -268,8 +265,8 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
                 let inside = &inside[..count];
                 let at = ((b * oh + oy) * ow + ox) * ch;
                 for cb in (0..full).step_by(DW) {
-                    // From zx·Σw; requantize4 adds acc_init (bias - zx·Σw).
-                    let mut acc: [i32; 8] = core::array::from_fn(|k| zx.wrapping_mul(p.sums[cb + k]));
+                    // From 0: requantize4 adds acc_init (the bias).
+                    let mut acc = [0i32; 8];
                     if !inside.is_empty() {
                         // SAFETY: NEON detected before KERNELS was handed out; each tap's offset
                         // plus `cb + 8` is within `x` (Taps lists taps inside the image), its
@@ -291,7 +288,7 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
                 // The last channels (fewer than a block): the same arithmetic, one at a time.
                 for ci in full..ch {
                     let wb = &p.weights[ci / DW * stride + ci % DW..];
-                    let mut acc = e.acc_init[ci].wrapping_add(zx.wrapping_mul(p.sums[ci]));
+                    let mut acc = e.acc_init[ci];
                     for &[t, off] in inside {
                         acc = acc.wrapping_add((x[off + ci] as i8 as i32 - zx) * wb[t * DW] as i32);
                     }

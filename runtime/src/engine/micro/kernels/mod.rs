@@ -245,7 +245,7 @@ mod table {
     pub(crate) struct DepthwiseKernel {
         /// Most taps (kh·kw) the kernel takes.
         pub max_taps: usize,
-        /// Packs weights `[c][taps]` and the natural-order epilogue (acc_init = bias - zx·Σw).
+        /// Packs weights `[c][taps]` and the natural-order epilogue (acc_init = bias; kernels accumulate `x - zx`).
         pub pack: fn(&[u8], usize, usize, &Epilogue) -> DepthwisePacked,
         /// The convolution.
         pub run: fn(&Conv<'_>, &TensorDesc<'_>, &TensorDesc<'_>, &[u8], &mut [u8], &DepthwisePacked),

@@ -135,11 +135,8 @@ pub struct DepthwisePacked {
     pub weights: Vec<i16>,
     /// Tap pairs (taps rounded up to even).
     pub pairs: usize,
-    /// Epilogue, channels in the set's order, `acc_init = bias - zx·Σw`.
+    /// Epilogue, channels in the set's order, `acc_init = bias` (kernels accumulate `x - zx`).
     pub epilogue: Epilogue,
-    /// Per channel (the epilogue's order) `Σw`, for kernels that accumulate `x - zx` over the
-    /// taps inside the image and start from `acc_init + zx·Σw` (empty where a set does not).
-    pub sums: Vec<i32>,
 }
 
 /// How a convolution feeds its kernel.
@@ -268,17 +265,10 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
             if depthwise {
                 return match &k.depthwise {
                     Some(d) if kh * kw <= d.max_taps => {
-                        let zx = ti.zero_point as i64;
-                        let wsum =
-                            |ch: usize| (0..kh * kw).map(|t| c.weights[ch * kh * kw + t] as i8 as i64).sum::<i64>();
-                        let base = epilogue(
-                            |ch| i32_at(c.bias, ch) as i64 - zx * wsum(ch),
-                            c.requant,
-                            cout,
-                            cout,
-                            to.zero_point,
-                            c.clamp,
-                        );
+                        // Depthwise kernels accumulate `x - zx` over the taps inside the image
+                        // (padding adds nothing), so they start from the bias itself.
+                        let base =
+                            epilogue(|ch| i32_at(c.bias, ch) as i64, c.requant, cout, cout, to.zero_point, c.clamp);
                         Step::Conv(ConvPlan::Depthwise((d.pack)(c.weights, kh * kw, cout, &base)))
                     }
                     _ => Step::Reference,

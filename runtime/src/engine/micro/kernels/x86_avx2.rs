@@ -254,7 +254,6 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     let mut packed = vec![0i16; blocks * pairs * 32];
     let n = blocks * 16;
     let mut e = Epilogue::new(n, base.zero_point, base.clamp);
-    let mut sums = vec![0i32; n];
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..8 {
@@ -267,16 +266,15 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
                 let i = b * 16 + half * 8 + lane;
                 if c < channels {
                     e.copy_lane(i, base, c);
-                    sums[i] = (0..taps).map(|t| w(c, t) as i32).sum();
                 }
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
 }
 
 /// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd` on inputs
-/// centred on the zero point, from `acc_init + zx·Σw` (the bias): taps in the padding add nothing,
+/// centred on the zero point, from the bias (`acc_init`): taps in the padding add nothing,
 /// and a pair of them is skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
@@ -287,7 +285,6 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
         p.weights.len() >= ch.div_ceil(16) * p.pairs * 32
             && p.pairs * 2 >= taps
             && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
-            && p.sums.len() >= ch.div_ceil(16) * 16
     );
     // SAFETY: reachable only through `KERNELS` (AVX2 detected); loads and stores are of whole
     // 16-byte blocks inside the tensors or go through stack buffers, bounded by the assertions.
@@ -307,7 +304,6 @@ unsafe fn depthwise_avx2(
 ) {
     let taps = c.kernel[0] as usize * c.kernel[1] as usize;
     let zx16 = _mm256_set1_epi16(zx as i16);
-    let zx32 = _mm256_set1_epi32(zx);
     // Reads of a tap in the padding: the zero point, which centres to 0.
     let zrow = [zx as i8 as u8; 32];
     let mut offsets = [usize::MAX; 64];
@@ -317,11 +313,8 @@ unsafe fn depthwise_avx2(
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     let e = &p.epilogue;
     unsafe {
-        let start = |lane: usize| {
-            let init = _mm256_loadu_si256(e.acc_init.as_ptr().add(lane) as *const __m256i);
-            let sums = _mm256_loadu_si256(p.sums.as_ptr().add(lane) as *const __m256i);
-            _mm256_add_epi32(init, _mm256_mullo_epi32(zx32, sums))
-        };
+        // From the bias: taps in the padding add nothing.
+        let start = |lane: usize| _mm256_loadu_si256(e.acc_init.as_ptr().add(lane) as *const __m256i);
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {

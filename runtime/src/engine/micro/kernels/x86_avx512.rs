@@ -188,7 +188,6 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     }
     let n = blocks * 32;
     let mut e = Epilogue::new(n, base.zero_point, base.clamp);
-    let mut sums = vec![0i32; n];
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..16 {
@@ -196,16 +195,15 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
                 let i = b * 32 + half * 16 + lane;
                 if c < channels {
                     e.copy_lane(i, base, c);
-                    sums[i] = (0..taps).map(|t| w(c, t) as i32).sum();
                 }
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
 }
 
 /// Depthwise convolution on NHWC: 32 channels per block, two taps per `vpdpwssd` on inputs
-/// centred on the zero point, from `acc_init + zx·Σw` (the bias): taps in the padding add nothing,
+/// centred on the zero point, from the bias (`acc_init`): taps in the padding add nothing,
 /// and a pair of them is skipped.
 fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
@@ -216,7 +214,6 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
             && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
             && c.kernel[0] as usize * c.kernel[1] as usize <= 64
             && p.epilogue.acc_init.len() >= ch.div_ceil(32) * 32
-            && p.sums.len() >= ch.div_ceil(32) * 32
     );
     // SAFETY: AVX-512 F/BW/DQ/VL and VNNI detected by the caller; loads and stores are masked to
     // the channel count and bounded by the assertions.
@@ -237,7 +234,6 @@ unsafe fn depthwise_vnni(
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
     let taps = kh * kw;
     let zx16 = _mm512_set1_epi16(zx as i16);
-    let zx32 = _mm512_set1_epi32(zx);
     let mut offsets = [usize::MAX; 64];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     unsafe {
@@ -258,11 +254,8 @@ unsafe fn depthwise_vnni(
                             }
                         };
                         let e = &p.epilogue;
-                        let start = |lane: usize| {
-                            let init = _mm512_loadu_si512(e.acc_init.as_ptr().add(lane) as *const _);
-                            let sums = _mm512_loadu_si512(p.sums.as_ptr().add(lane) as *const _);
-                            _mm512_add_epi32(init, _mm512_mullo_epi32(zx32, sums))
-                        };
+                        // From the bias: taps in the padding add nothing.
+                        let start = |lane: usize| _mm512_loadu_si512(e.acc_init.as_ptr().add(lane) as *const _);
                         let mut lo = start(blk * 32);
                         let mut hi = start(blk * 32 + 16);
                         let wb = p.weights.as_ptr().add(blk * p.pairs * 64);

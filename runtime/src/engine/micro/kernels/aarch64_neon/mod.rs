@@ -178,12 +178,10 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let mut e = Epilogue::new(blocks * 16, base.zero_point, base.clamp);
-    let mut sums = vec![0i32; blocks * 16];
     for c in 0..channels {
         e.copy_lane(c, base, c);
-        sums[c] = weights[c * taps..(c + 1) * taps].iter().map(|&w| w as i8 as i32).sum();
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e, sums }
+    DepthwisePacked { weights: packed, pairs, epilogue: e }
 }
 
 /// Depthwise convolution on NHWC, 16 channels per block (8 for a last block of 8): taps inside
@@ -198,7 +196,6 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
         p.weights.len() >= ch.div_ceil(16) * 2 * p.pairs * 16
             && p.pairs * 2 >= taps
             && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
-            && p.sums.len() >= ch.div_ceil(16) * 16
     );
     // SAFETY: NEON is part of every aarch64 CPU; loads and stores are of whole 16-byte blocks
     // inside the tensors or go through stack buffers, bounded by the assertions.
@@ -222,12 +219,9 @@ unsafe fn depthwise_neon(
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
     let e = &p.epilogue;
     unsafe {
-        let zx32 = vdupq_n_s32(zx);
-        // Accumulators start at acc_init + zx·Σw = bias: taps in the padding (x = zx) add nothing
+        // Accumulators start at the bias (acc_init): taps in the padding (x = zx) add nothing
         // and are skipped; the others add (x - zx)·w, which fits i16 × i16.
-        let start = |lane: usize| {
-            vmlaq_s32(vld1q_s32(e.acc_init.as_ptr().add(lane)), zx32, vld1q_s32(p.sums.as_ptr().add(lane)))
-        };
+        let start = |lane: usize| vld1q_s32(e.acc_init.as_ptr().add(lane));
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
