@@ -264,6 +264,61 @@ fn every_micro_op_runs_bit_exact_on_a_cortex_m4() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Writes an int8 `.npy` file of `shape`.
+fn write_i8_npy(path: &Path, shape: &[usize], values: &[i8]) {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!("{{'descr': '|i1', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    // Magic, version 1.0, header length; the header is padded with spaces to a multiple of 64 bytes.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().map(|&v| v as u8));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn the_dsp_kernel_set_is_bit_exact_with_the_reference_inside_the_firmware() {
+    // Conformance build: randomized convolutions, depthwise and fully connected layers through
+    // the Cortex-M DSP kernels and the reference kernels, then the keyword spotter (every op kind
+    // the DSP set has) on random features with both, all on the emulated Cortex-M4.
+    let dir = scratch("mcu-conformance");
+    let inputs = dir.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let mut seed = 0x2545_f491_u32;
+    for k in 0..3 {
+        let values: Vec<i8> = (0..98 * 40)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed as i8
+            })
+            .collect();
+        write_i8_npy(&inputs.join(format!("{k}.npy")), &[1, 1, 98, 40], &values);
+    }
+    let vars = [("LEPTON_MCU_MODEL", data("models/keywords/model.lpm")), ("LEPTON_MCU_INPUTS", inputs)];
+    let elf = build(&dir, &["conformance"], &vars).unwrap_or_else(|e| panic!("building the firmware:\n{e}"));
+    let b = boot(&elf);
+    let console = b.lines.join("\n");
+    assert_eq!(b.code, Some(0), "firmware console:\n{console}");
+    for kernel in ["conv", "depthwise", "fully_connected"] {
+        let line = format!("conformance {kernel} cases=1000 mismatches=0");
+        assert!(b.lines.contains(&line), "no `{line}`:\n{console}");
+    }
+    assert!(b.lines.contains(&"conformance model runs=3 mismatches=0".to_string()), "{console}");
+    assert!(b.lines.contains(&"kernel set cortexmdsp: bit-exact with the reference".to_string()), "{console}");
+    // scripts/test lists the sets tested under emulation.
+    let line = "kernel set cortexmdsp: conformance tested inside the firmware under qemu-system-arm -cpu cortex-m4";
+    let emulated = root().join("target/tmp/emulated");
+    let _ = std::fs::create_dir_all(&emulated);
+    let _ = std::fs::write(emulated.join("cortexmdsp.txt"), format!("{line}\n"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     let dir = scratch("mcu-bad");

@@ -20,6 +20,9 @@ pub enum AppError {
     Pin,
     /// The console could not be written.
     Console,
+    /// Conformance mode: this many cases or model outputs differ from the reference.
+    #[cfg_attr(not(feature = "conformance"), allow(dead_code))]
+    Conformance(usize),
 }
 
 impl fmt::Display for AppError {
@@ -31,6 +34,7 @@ impl fmt::Display for AppError {
             AppError::Arena => write!(f, "the arena is unavailable or too small"),
             AppError::Pin => write!(f, "the alert pin could not be driven"),
             AppError::Console => write!(f, "the console could not be written"),
+            AppError::Conformance(n) => write!(f, "{n} results differ from the reference kernels"),
         }
     }
 }
@@ -71,6 +75,17 @@ impl Stats {
         self.cycles += cycles;
         self.max_cycles = self.max_cycles.max(cycles);
     }
+}
+
+/// Runs the model once: with the DSP kernel set (the firmware's default on a Cortex-M4/M7), or
+/// the reference kernels with feature `reference-kernels`.
+pub fn infer<const T: usize>(model: &Interpreter<'_, T>, arena: &mut [u8]) -> Result<(), AppError> {
+    if cfg!(feature = "reference-kernels") {
+        model.run_reference(arena)?;
+    } else {
+        model.run(arena)?;
+    }
+    Ok(())
 }
 
 /// Loads the embedded model with an interpreter holding exactly its tensors.

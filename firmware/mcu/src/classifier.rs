@@ -27,7 +27,7 @@ pub fn run<const T: usize>(
             offset += src.len();
         }
         let start = cycles();
-        model.run(arena)?;
+        crate::app::infer(model, arena)?;
         stats.record(cycles().wrapping_sub(start));
         for o in 0..outputs {
             write!(out, "output {run} ")?;

@@ -8,6 +8,10 @@
 //!   keyword spotting → one `event <hex>` line per event (the postcard bytes of
 //!   `lepton_runtime::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
 //!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
+//! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set
+//!   against the reference kernels on randomized cases and on the embedded model and inputs;
+//!   `conformance <kernel> cases=<n> mismatches=<n>` lines, then
+//!   `kernel set cortexmdsp: bit-exact with the reference` and exit code 0.
 //! - Any error: `error: <what>` and exit code 1.
 //!
 //! Console lines are plain text on semihosting stderr; defmt logs (model, arena, cycles per run)
@@ -20,11 +24,15 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 // On the host the firmware's logic is exercised by the unit tests only.
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
+// The conformance build leaves classifier mode's helpers unused.
+#![cfg_attr(feature = "conformance", allow(dead_code))]
 
 mod app;
 mod board;
-#[cfg(not(feature = "speaker"))]
+#[cfg(not(any(feature = "speaker", feature = "conformance")))]
 mod classifier;
+#[cfg(all(feature = "conformance", target_os = "none"))]
+mod conformance;
 mod embedded;
 #[cfg(feature = "speaker")]
 mod speaker;

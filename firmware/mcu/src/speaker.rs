@@ -72,7 +72,7 @@ impl<const T: usize> Stages<'_, '_, T> {
         let mut view = TensorViewMut::new(&[input.len()], TensorDataMut::I8(bytemuck::cast_slice_mut(input)), quant)?;
         view.quantize_from(&self.features)?;
         let start = cycles();
-        self.model.run(self.arena)?;
+        crate::app::infer(self.model, self.arena)?;
         let spent = cycles().wrapping_sub(start);
         let desc = self.model.output_desc(0)?;
         let quant = Quantization::PerTensor { scale: desc.scale, zero_point: desc.zero_point };

@@ -122,7 +122,24 @@ fn run() -> Result<(), AppError> {
     Ok(())
 }
 
-#[cfg(not(feature = "speaker"))]
+#[cfg(all(feature = "conformance", not(feature = "speaker")))]
+mod mode {
+    use super::Console;
+    use crate::app::{AppError, Stats};
+    use crate::embedded::{ARENA_BYTES, INPUT_DATA, INPUT_RUNS, TENSORS};
+    use lepton_runtime::engine::micro::Interpreter;
+
+    /// Conformance mode: the suite, then the embedded model with both kernel sets.
+    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
+        static mut REFERENCE: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
+        // SAFETY: conformance mode runs once; this is the only reference to REFERENCE.
+        let reference = unsafe { &mut *core::ptr::addr_of_mut!(REFERENCE) };
+        crate::conformance::run(console, model, arena, reference, INPUT_DATA, INPUT_RUNS)?;
+        Ok(Stats::default())
+    }
+}
+
+#[cfg(not(any(feature = "speaker", feature = "conformance")))]
 mod mode {
     use super::{cycles, Console};
     use crate::app::{AppError, Stats};

@@ -183,14 +183,39 @@ impl<'m, const T: usize> Interpreter<'m, T> {
         Ok(&arena[self.output_desc(i)?.range()])
     }
 
-    /// Runs every op on `arena` with the reference kernels.
+    /// Runs every op on `arena` with the best kernels built in: on a Cortex-M with DSP
+    /// (thumbv7em, thumbv8m.main) the `cortexmdsp` set where it has a kernel, elsewhere the
+    /// reference kernels. Results are the same bit for bit.
     pub fn run(&self, arena: &mut [u8]) -> Result<(), MicroError> {
+        self.check_arena(arena)?;
+        for (i, op) in self.ops().enumerate() {
+            let op = op.map_err(|_| MicroError::BadOp { op: i, reason: "corrupt" })?;
+            #[cfg(lepton_dsp)]
+            if kernels::cortex_m_dsp::run(&op, &self.tensors, arena) {
+                continue;
+            }
+            ops::run(&op, &self.tensors, arena);
+        }
+        Ok(())
+    }
+
+    /// Runs every op with the reference kernels only (the oracle the kernel sets are held to).
+    pub fn run_reference(&self, arena: &mut [u8]) -> Result<(), MicroError> {
         self.check_arena(arena)?;
         for (i, op) in self.ops().enumerate() {
             let op = op.map_err(|_| MicroError::BadOp { op: i, reason: "corrupt" })?;
             ops::run(&op, &self.tensors, arena);
         }
         Ok(())
+    }
+
+    /// The kernel set [`run`](Self::run) uses where it has a kernel.
+    pub fn kernel_set(&self) -> kernels::Isa {
+        if cfg!(lepton_dsp) {
+            kernels::Isa::CortexMDsp
+        } else {
+            kernels::Isa::Reference
+        }
     }
 }
 

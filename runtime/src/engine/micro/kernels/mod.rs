@@ -15,6 +15,8 @@ mod aarch64_dot;
 mod aarch64_neon;
 #[cfg(all(feature = "host", target_arch = "arm"))]
 mod armv7_neon;
+#[cfg(lepton_dsp)]
+pub mod cortex_m_dsp;
 #[cfg(feature = "host")]
 pub mod prepared;
 pub mod reference;
@@ -42,6 +44,9 @@ pub enum Isa {
     NeonDot,
     /// 32-bit ARM (armv7) with NEON (32-bit Raspberry Pi OS): `vmull.s8`/`vmlal.s8`, `vpadal.s16`.
     Armv7Neon,
+    /// Cortex-M with the DSP extension (M4, M7, M33; the firmware): dual 16-bit
+    /// multiply-accumulates (`smlad`). Built into the firmware's interpreter, never on a host.
+    CortexMDsp,
 }
 
 /// Environment variable that forces a kernel set.
@@ -50,7 +55,8 @@ pub const KERNELS_ENV: &str = "LEPTON_KERNELS";
 impl Isa {
     /// Every kernel set, reference first, then per architecture from the least to the most
     /// capable (detection takes the last one the CPU supports).
-    pub const ALL: [Isa; 6] = [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot, Isa::Armv7Neon];
+    pub const ALL: [Isa; 7] =
+        [Isa::Reference, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot, Isa::Armv7Neon, Isa::CortexMDsp];
 
     /// The set's name, as `LEPTON_KERNELS` and reports spell it.
     pub fn name(self) -> &'static str {
@@ -61,6 +67,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::NeonDot => "neondot",
             Isa::Armv7Neon => "armv7neon",
+            Isa::CortexMDsp => "cortexmdsp",
         }
     }
 
@@ -78,6 +85,7 @@ impl Isa {
             Isa::Neon => "aarch64 asimd",
             Isa::NeonDot => "aarch64 asimd asimddp",
             Isa::Armv7Neon => "arm neon",
+            Isa::CortexMDsp => "a Cortex-M with dsp (firmware only; tested under qemu-system-arm)",
         }
     }
 }
@@ -115,6 +123,8 @@ impl Isa {
             }
             #[cfg(not(target_arch = "arm"))]
             Isa::Armv7Neon => false,
+            // The firmware's interpreter runs it directly (no_std, no table); hosts never do.
+            Isa::CortexMDsp => false,
         }
     }
 
@@ -142,6 +152,7 @@ impl Isa {
             Isa::Armv7Neon => &armv7_neon::KERNELS,
             #[cfg(not(target_arch = "arm"))]
             Isa::Armv7Neon => return Err(KernelsError::Unsupported(self)),
+            Isa::CortexMDsp => return Err(KernelsError::Unsupported(self)),
         })
     }
 

@@ -1,0 +1,560 @@
+//! The Cortex-M DSP set (armv7e-m: Cortex-M4, M7, M33 with the DSP extension), no_std and
+//! allocation-free: what the firmware's interpreter runs. Dual 16-bit multiply-accumulates
+//! (`smlad`) on sign-extended pairs, as CMSIS-NN does, on the model's weights as stored in flash
+//! (no repacking, so nothing is copied to RAM).
+//!
+//! - Convolution (groups = 1) and fully connected: each pair of output positions is unfolded
+//!   into two columns of 16-bit `x − zx` on the stack (`sxtab16`, 4 values per word, in the
+//!   `[0, 2, 1, 3]` order `sxtb16` gives the weights); then each pair of output channels takes
+//!   both columns at once: per 4 reduction steps, 2 weight loads, 4 `sxtb16`, 4 column loads and
+//!   8 `smlad` for 16 multiply-accumulates.
+//! - Depthwise convolution: 4 channels per step (`sxtab16` on one word of activations,
+//!   `smlabb`/`smlatb` per channel), taps outside the image skipped.
+//! - Requantization: the exact fixed-point step of [`crate::quant::Requant`], with one 32×32→64
+//!   multiply and a 32-bit shift when the shift is 32 or more (every shift a realistic scale gives).
+//!
+//! Other ops, and reductions longer than the stack columns ([`MAX_K`]), run the reference
+//! kernels. The firmware's conformance build (`firmware/mcu`, feature `conformance`) holds every
+//! kernel here to the reference, bit for bit, on randomized shapes and parameters under
+//! qemu-system-arm.
+
+// The DSP instructions are inline assembly; unsafe stays in this file.
+#![allow(unsafe_code)]
+
+use crate::engine::micro::format::{Conv, FullyConnected, Op, TensorDesc};
+use crate::engine::micro::ops;
+use crate::quant::Requant;
+use core::arch::asm;
+
+/// Longest reduction (kh·kw·cin) the unfolded columns hold (2 × 2 KiB of stack).
+pub const MAX_K: usize = 1024;
+
+/// Runs `op` with this set's kernel when it has one for it; `false`: run the reference kernel.
+pub fn run(op: &Op<'_>, t: &[TensorDesc<'_>], arena: &mut [u8]) -> bool {
+    let d = |id: u16| &t[id as usize];
+    match op {
+        Op::Conv(c) => {
+            let (i, o) = (d(c.input), d(c.output));
+            if !conv_supported(c, i) {
+                return false;
+            }
+            let ([x], y) = ops::io(arena, [i.range()], o.range());
+            conv(c, i, x, o, y)
+        }
+        Op::FullyConnected(f) => {
+            let (i, o) = (d(f.input), d(f.output));
+            let ([x], y) = ops::io(arena, [i.range()], o.range());
+            fully_connected(f, i, x, o, y)
+        }
+        _ => false,
+    }
+}
+
+/// Whether [`conv`] takes this convolution: groups = 1 with a reduction within [`MAX_K`], or
+/// depthwise with one output channel per input channel.
+pub fn conv_supported(c: &Conv<'_>, ti: &TensorDesc<'_>) -> bool {
+    let cin = ti.shape[3] as usize;
+    let taps = c.kernel[0] as usize * c.kernel[1] as usize;
+    (c.groups == 1 && taps * cin <= MAX_K)
+        || (c.groups as usize == cin && c.weights.len() == cin * taps && taps <= MAX_TAPS && cin * taps <= MAX_DEPTHWISE)
+}
+
+/// The convolution, if [`conv_supported`]; `false` (nothing written) otherwise.
+pub fn conv(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) -> bool {
+    if !conv_supported(c, ti) {
+        return false;
+    }
+    let [n, h, w, cin] = ti.shape.map(|d| d as usize);
+    let [_, oh, ow, cout] = to.shape.map(|d| d as usize);
+    let g = Geometry {
+        n,
+        h,
+        w,
+        cin,
+        oh,
+        ow,
+        cout,
+        kernel: [c.kernel[0] as usize, c.kernel[1] as usize],
+        stride: [c.stride[0] as usize, c.stride[1] as usize],
+        dilation: [c.dilation[0] as usize, c.dilation[1] as usize],
+        pad: [c.pad[0] as usize, c.pad[1] as usize],
+        zx: ti.zero_point,
+    };
+    let out = Output { bias: c.bias, requant: c.requant, clamp: c.clamp, zy: to.zero_point };
+    if c.groups == 1 {
+        gemm(&g, c.weights, &out, x, y);
+    } else {
+        depthwise(&g, c.weights, &out, x, y);
+    }
+    true
+}
+
+/// The fully connected layer, if its input row fits [`MAX_K`]; `false` otherwise.
+pub fn fully_connected(
+    f: &FullyConnected<'_>,
+    ti: &TensorDesc<'_>,
+    x: &[u8],
+    to: &TensorDesc<'_>,
+    y: &mut [u8],
+) -> bool {
+    let n = ti.shape[0] as usize;
+    let (cin, cout) = (ti.len() / n, to.len() / n);
+    if cin > MAX_K {
+        return false;
+    }
+    // A batch of rows is a 1×1 convolution over n positions.
+    let g = Geometry {
+        n,
+        h: 1,
+        w: 1,
+        cin,
+        oh: 1,
+        ow: 1,
+        cout,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: [0, 0],
+        zx: ti.zero_point,
+    };
+    let out = Output { bias: f.bias, requant: f.requant, clamp: f.clamp, zy: to.zero_point };
+    gemm(&g, f.weights, &out, x, y);
+    true
+}
+
+/// A convolution's shapes (NHWC).
+struct Geometry {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    oh: usize,
+    ow: usize,
+    cout: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    /// Top, left.
+    pad: [usize; 2],
+    zx: i32,
+}
+
+/// What turns accumulators into outputs.
+struct Output<'a> {
+    bias: &'a [u8],
+    requant: &'a [u8],
+    clamp: [i8; 2],
+    zy: i32,
+}
+
+impl Output<'_> {
+    /// Checks the tables cover `channels` (then [`Output::channel`] reads them unchecked).
+    fn check(&self, channels: usize) {
+        assert!(self.bias.len() >= channels * 4 && self.requant.len() >= channels * 5);
+    }
+
+    /// Bias and requantization of channel `c` (< the channels [`Output::check`]ed).
+    #[inline(always)]
+    fn channel(&self, c: usize) -> Channel {
+        // SAFETY: check() asserted both tables hold c + 1 entries.
+        let (bias, multiplier, shift) = unsafe {
+            let b = self.bias.as_ptr().add(c * 4);
+            let r = self.requant.as_ptr().add(c * 5);
+            (load(b) as i32, load(r) as i32, *r.add(4))
+        };
+        // The rounding term 2^(shift − 1) from 32-bit halves (no 64-bit variable shift).
+        let hi = (1u32 << (shift.wrapping_sub(32) & 31)) >> 1;
+        let lo = u32::from(shift == 32) << 31;
+        Channel { bias, requant: Requant { multiplier, shift }, round: ((hi as u64) << 32 | lo as u64) as i64 }
+    }
+
+    /// The output byte for accumulator `acc` of a channel.
+    #[inline(always)]
+    fn value(&self, ch: &Channel, acc: i32) -> u8 {
+        let v = ch.apply(acc).saturating_add(self.zy);
+        v.clamp(self.clamp[0] as i32, self.clamp[1] as i32) as i8 as u8
+    }
+}
+
+/// One output channel's bias and requantization, split for 32-bit arithmetic.
+#[derive(Clone, Copy)]
+struct Channel {
+    bias: i32,
+    requant: Requant,
+    /// `2^(shift − 1)`, the rounding term, when shift ≥ 32.
+    round: i64,
+}
+
+impl Channel {
+    /// `round_half_up(acc · multiplier / 2^shift)`, exactly as [`Requant::apply`], saturated to i32.
+    #[inline(always)]
+    fn apply(&self, acc: i32) -> i32 {
+        let Requant { multiplier, shift } = self.requant;
+        if shift >= 32 {
+            // (v + 2^(s−1)) >> s = ((v + 2^(s−1)) >> 32) >> (s − 32): one `smlal` and one `asr`;
+            // |v| < 2^62, so the high word holds the whole quotient.
+            let v = self.round + acc as i64 * multiplier as i64;
+            ((v >> 32) as i32) >> ((shift - 32) & 31)
+        } else {
+            self.requant.apply(acc as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32
+        }
+    }
+}
+
+/// One unfolded column: 16-bit entries, two per word.
+type Column = [u32; MAX_K / 2];
+
+/// Entry `i` of a column.
+#[inline(always)]
+fn get(col: &Column, i: usize) -> i32 {
+    (col[i / 2] >> ((i & 1) * 16)) as u16 as i16 as i32
+}
+
+/// `(v, v)` as two 16-bit halves.
+#[inline(always)]
+fn pair(v: i32) -> u32 {
+    let h = v as i16 as u16 as u32;
+    h | (h << 16)
+}
+
+impl Geometry {
+    fn k(&self) -> usize {
+        self.kernel[0] * self.kernel[1] * self.cin
+    }
+
+    fn positions(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+
+    /// Unfolds output position `p` into `col`: `x − zx` in 16 bits, zero for padding, each full
+    /// group of 4 in the order `[0, 2, 1, 3]`.
+    fn unfold(&self, x: &[u8], p: usize, col: &mut Column) {
+        let k = self.k();
+        let (b, oy, ox) = (p / (self.oh * self.ow), p / self.ow % self.oh, p % self.ow);
+        let cin = self.cin;
+        if !cin.is_multiple_of(4) {
+            return self.unfold_bytes(x, (b, oy, ox), col, k);
+        }
+        let offset = pair(-self.zx);
+        let mut kk = 0;
+        for ky in 0..self.kernel[0] {
+            let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
+            for kx in 0..self.kernel[1] {
+                let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize - self.pad[1] as isize;
+                let inside = iy >= 0 && iy < self.h as isize && ix >= 0 && ix < self.w as isize;
+                // kk is a multiple of 4: whole groups; one word of x makes two of the column.
+                let dst = &mut col[kk / 2..(kk + cin) / 2];
+                if inside {
+                    let at = ((b * self.h + iy as usize) * self.w + ix as usize) * cin;
+                    for (d, xs) in dst.chunks_exact_mut(2).zip(x[at..at + cin].chunks_exact(4)) {
+                        let v = u32::from_le_bytes([xs[0], xs[1], xs[2], xs[3]]);
+                        d[0] = sxtab16(offset, v);
+                        d[1] = sxtab16_ror8(offset, v);
+                    }
+                } else {
+                    dst.fill(0);
+                }
+                kk += cin;
+            }
+        }
+    }
+
+    /// [`Geometry::unfold`] for channel counts that are not multiples of 4: `x − zx` in order,
+    /// a kernel row at a time (one run of bytes when the whole row is inside), then each full
+    /// group of 4 reordered.
+    fn unfold_bytes(&self, x: &[u8], (b, oy, ox): (usize, usize, usize), col: &mut Column, k: usize) {
+        let cin = self.cin;
+        let zx = self.zx as i16;
+        let row_len = self.kernel[1] * cin;
+        let x0 = (ox * self.stride[1]) as isize - self.pad[1] as isize;
+        let x_last = x0 + ((self.kernel[1] - 1) * self.dilation[1]) as isize;
+        let contiguous = self.dilation[1] == 1 && x0 >= 0 && x_last < self.w as isize;
+        let halves: &mut [i16] = bytemuck::cast_slice_mut(&mut col[..]);
+        for ky in 0..self.kernel[0] {
+            let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize - self.pad[0] as isize;
+            let dst = &mut halves[ky * row_len..(ky + 1) * row_len];
+            if iy < 0 || iy >= self.h as isize {
+                dst.fill(0);
+            } else if contiguous {
+                let at = ((b * self.h + iy as usize) * self.w + x0 as usize) * cin;
+                for (d, &v) in dst.iter_mut().zip(&x[at..at + row_len]) {
+                    *d = (v as i8 as i16) - zx;
+                }
+            } else {
+                for (kx, d) in dst.chunks_exact_mut(cin).enumerate() {
+                    let ix = x0 + (kx * self.dilation[1]) as isize;
+                    if ix < 0 || ix >= self.w as isize {
+                        d.fill(0);
+                    } else {
+                        let at = ((b * self.h + iy as usize) * self.w + ix as usize) * cin;
+                        for (d, &v) in d.iter_mut().zip(&x[at..at + cin]) {
+                            *d = (v as i8 as i16) - zx;
+                        }
+                    }
+                }
+            }
+        }
+        // (x0, x1), (x2, x3) → (x0, x2), (x1, x3).
+        for g in col[..k / 4 * 2].chunks_exact_mut(2) {
+            let (a, b) = (g[0], g[1]);
+            g[0] = (a & 0xFFFF) | (b << 16);
+            g[1] = (a >> 16) | (b & 0xFFFF_0000);
+        }
+    }
+}
+
+/// The little-endian word at `p` (any alignment).
+///
+/// # Safety
+/// `p..p + 4` must be readable.
+#[inline(always)]
+unsafe fn load(p: *const u8) -> u32 {
+    // SAFETY: the caller keeps p..p + 4 in bounds.
+    unsafe { u32::from_le(core::ptr::read_unaligned(p.cast::<u32>())) }
+}
+
+/// `out[p][co]` for every output position and channel: two positions (columns) by two channels
+/// (weight rows) at a time.
+fn gemm(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [u8]) {
+    let (k, cout, positions) = (g.k(), g.cout, g.positions());
+    let k4 = k & !3;
+    assert!(k <= MAX_K && weights.len() >= cout * k && y.len() >= positions * cout);
+    out.check(cout);
+    let mut cols: [Column; 2] = [[0; MAX_K / 2]; 2];
+    let mut p = 0;
+    while p < positions {
+        // An odd last position is computed twice and written once.
+        let p1 = (p + 1).min(positions - 1);
+        let [c0, c1] = &mut cols;
+        g.unfold(x, p, c0);
+        g.unfold(x, p1, c1);
+        let (c0, c1) = (&cols[0], &cols[1]);
+        let mut co = 0;
+        while co < cout {
+            // An odd last channel likewise.
+            let co1 = (co + 1).min(cout - 1);
+            let (w0, w1) = (&weights[co * k..co * k + k], &weights[co1 * k..co1 * k + k]);
+            let (r0, r1) = (out.channel(co), out.channel(co1));
+            let (b0, b1) = (r0.bias, r1.bias);
+            let mut acc = [b0, b0, b1, b1];
+            dot_2x2(&mut acc, &weights[co * k..], (co1 - co) * k, &cols, k4);
+            for j in k4..k {
+                let (wa, wb) = (w0[j] as i8 as i32, w1[j] as i8 as i32);
+                let (a, b) = (get(c0, j), get(c1, j));
+                acc[0] += wa * a;
+                acc[1] += wa * b;
+                acc[2] += wb * a;
+                acc[3] += wb * b;
+            }
+            // SAFETY: p, p1 < positions and co, co1 < cout; y holds positions·cout (asserted).
+            unsafe {
+                let y = y.as_mut_ptr();
+                *y.add(p * cout + co) = out.value(&r0, acc[0]);
+                *y.add(p1 * cout + co) = out.value(&r0, acc[1]);
+                *y.add(p * cout + co1) = out.value(&r1, acc[2]);
+                *y.add(p1 * cout + co1) = out.value(&r1, acc[3]);
+            }
+            co += 2;
+        }
+        p += 2;
+    }
+}
+
+/// The inner loop: `acc[2r + c] += Σ_{j < k4} w_r[j] · col_c[j]` for weight rows `w0` and
+/// `w0 + k` and the two columns of `cols` (`k4` a multiple of 4 within both; rows of `k` bytes
+/// readable from `w0`). One assembly loop: 12 registers hold 4 accumulators, 4 extended weights,
+/// 3 pointers and a scratch (the end pointer waits on the stack).
+#[inline(always)]
+fn dot_2x2(acc: &mut [i32; 4], w0: &[u8], k: usize, cols: &[Column; 2], k4: usize) {
+    if k4 == 0 {
+        return;
+    }
+    assert!(k4 <= MAX_K && w0.len() >= k + k4 && k4.is_multiple_of(4));
+    let [mut a00, mut a01, mut a10, mut a11] = *acc;
+    let cp = cols[0].as_ptr();
+    // SAFETY: the end pointer is within (one past) column 0; column 1 follows column 0 at
+    // +2048 bytes (`[Column; 2]`, MAX_K = 1024 entries of 2 bytes); the loop reads k4 bytes of
+    // both weight rows (asserted above) and k4 entries of both columns; it pushes one word and
+    // pops it before returning.
+    unsafe {
+        asm!(
+            "push {{{end}}}",
+            "2:",
+            "ldr {wb}, [{wp}, {kb}]",
+            "ldr {wa}, [{wp}], #4",
+            "sxtb16 {wa0}, {wa}",
+            "sxtb16 {wa}, {wa}, ror #8",
+            "sxtb16 {wb0}, {wb}",
+            "sxtb16 {wb}, {wb}, ror #8",
+            "ldr {end}, [{cp}]",
+            "smlad {a00}, {wa0}, {end}, {a00}",
+            "smlad {a10}, {wb0}, {end}, {a10}",
+            "ldr {end}, [{cp}, #4]",
+            "smlad {a00}, {wa}, {end}, {a00}",
+            "smlad {a10}, {wb}, {end}, {a10}",
+            "ldr {end}, [{cp}, #2048]",
+            "smlad {a01}, {wa0}, {end}, {a01}",
+            "smlad {a11}, {wb0}, {end}, {a11}",
+            "ldr {end}, [{cp}, #2052]",
+            "smlad {a01}, {wa}, {end}, {a01}",
+            "smlad {a11}, {wb}, {end}, {a11}",
+            "add {cp}, {cp}, #8",
+            "ldr {end}, [sp]",
+            "cmp {cp}, {end}",
+            "bne 2b",
+            "add sp, sp, #4",
+            a00 = inout(reg) a00,
+            a01 = inout(reg) a01,
+            a10 = inout(reg) a10,
+            a11 = inout(reg) a11,
+            wp = inout(reg) w0.as_ptr() => _,
+            kb = in(reg) k,
+            cp = inout(reg) cp => _,
+            end = inout(reg) cp.add(k4 / 2) => _,
+            wa = out(reg) _,
+            wa0 = out(reg) _,
+            wb = out(reg) _,
+            wb0 = out(reg) _,
+        );
+    }
+    *acc = [a00, a01, a10, a11];
+}
+
+/// Most channels × taps of a depthwise convolution this set takes (its weights are regrouped on
+/// the stack, 4 channels per word).
+pub const MAX_DEPTHWISE: usize = 4096;
+/// Most taps (kh·kw) of a depthwise convolution this set takes.
+pub const MAX_TAPS: usize = 64;
+
+/// Depthwise convolution (one output channel per input channel): per output position, 4
+/// channels at a time over the taps inside the image.
+fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [u8]) {
+    let c = g.cin;
+    let taps = g.kernel[0] * g.kernel[1];
+    let c4 = c & !3;
+    let offset = pair(-g.zx);
+    out.check(c);
+    // Weights regrouped as [channel group][tap][4 channels], one word per group and tap.
+    let mut packed = [0u8; MAX_DEPTHWISE];
+    for ch in 0..c4 {
+        for t in 0..taps {
+            packed[(ch / 4 * taps + t) * 4 + ch % 4] = weights[ch * taps + t];
+        }
+    }
+    // Taps inside the image for the current position: (offset of x from the position's origin, tap).
+    let mut inside = [(0usize, 0usize); MAX_TAPS];
+    for p in 0..g.positions() {
+        let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
+        let mut n = 0;
+        for ky in 0..g.kernel[0] {
+            let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            for kx in 0..g.kernel[1] {
+                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[1] as isize;
+                if ix < 0 || ix >= g.w as isize {
+                    continue;
+                }
+                inside[n] = (((b * g.h + iy as usize) * g.w + ix as usize) * c, ky * g.kernel[1] + kx);
+                n += 1;
+            }
+        }
+        let taps_in = &inside[..n];
+        // Every tap reads x[at..at + c] and the packed word at t·4 of a group.
+        assert!(taps_in.iter().all(|&(at, t)| at + c <= x.len() && t < taps) && c4 / 4 * taps * 4 <= packed.len());
+        let base = p * c;
+        let mut ch = 0;
+        while ch < c4 {
+            let group = packed[ch / 4 * taps * 4..].as_ptr();
+            let channels = [out.channel(ch), out.channel(ch + 1), out.channel(ch + 2), out.channel(ch + 3)];
+            let [mut a0, mut a1, mut a2, mut a3] = channels.map(|r| r.bias);
+            for &(at, t) in taps_in {
+                // SAFETY: at + ch + 4 <= at + c <= x.len() and t·4 + 4 <= taps·4 (asserted above).
+                let (v, w) = unsafe { (load(x.as_ptr().add(at + ch)), load(group.add(t * 4))) };
+                let (x02, x13) = (sxtab16(offset, v), sxtab16_ror8(offset, v));
+                let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
+                a0 = smlabb(x02, w02, a0);
+                a2 = smlatt(x02, w02, a2);
+                a1 = smlabb(x13, w13, a1);
+                a3 = smlatt(x13, w13, a3);
+            }
+            for (i, (a, r)) in [a0, a1, a2, a3].into_iter().zip(&channels).enumerate() {
+                y[base + ch + i] = out.value(r, a);
+            }
+            ch += 4;
+        }
+        for ch in c4..c {
+            let r = out.channel(ch);
+            let mut acc = r.bias;
+            for &(at, t) in taps_in {
+                acc += (x[at + ch] as i8 as i32 - g.zx) * weights[ch * taps + t] as i8 as i32;
+            }
+            y[base + ch] = out.value(&r, acc);
+        }
+    }
+}
+
+/// `sxtb16 r, x`: bytes 0 and 2 of `x`, sign-extended to the two halves.
+#[inline(always)]
+fn sxtb16(x: u32) -> u32 {
+    let r;
+    // SAFETY: a register-only DSP instruction (armv7e-m), no memory, no flags.
+    unsafe { asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    r
+}
+
+/// `sxtb16 r, x, ror #8`: bytes 1 and 3.
+#[inline(always)]
+fn sxtb16_ror8(x: u32) -> u32 {
+    let r;
+    // SAFETY: as in `sxtb16`.
+    unsafe {
+        asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// `sxtab16 r, a, x`: bytes 0 and 2 of `x`, sign-extended, added to the halves of `a`.
+#[inline(always)]
+fn sxtab16(a: u32, x: u32) -> u32 {
+    let r;
+    // SAFETY: as in `sxtb16`.
+    unsafe {
+        asm!("sxtab16 {r}, {a}, {x}", r = lateout(reg) r, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// `sxtab16 r, a, x, ror #8`: bytes 1 and 3 of `x` added to the halves of `a`.
+#[inline(always)]
+fn sxtab16_ror8(a: u32, x: u32) -> u32 {
+    let r;
+    // SAFETY: as in `sxtb16`.
+    unsafe {
+        asm!("sxtab16 {r}, {a}, {x}, ror #8", r = lateout(reg) r, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// `smlabb r, a, b, acc`: `acc + a.lo·b.lo`.
+#[inline(always)]
+fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
+    let r;
+    // SAFETY: as in `smlad`.
+    unsafe {
+        asm!("smlabb {r}, {a}, {b}, {acc}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// `smlatt r, a, b, acc`: `acc + a.hi·b.hi`.
+#[inline(always)]
+fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
+    let r;
+    // SAFETY: as in `smlad`.
+    unsafe {
+        asm!("smlatt {r}, {a}, {b}, {acc}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack))
+    };
+    r
+}
