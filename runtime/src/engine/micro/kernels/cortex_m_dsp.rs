@@ -360,62 +360,88 @@ fn gemm(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [u8]) 
     }
 }
 
-/// The inner loop: `acc[2r + c] += Σ_{j < k4} w_r[j] · col_c[j]` for weight rows `w0` and
-/// `w0 + k` and the two columns of `cols` (`k4` a multiple of 4 within both; rows of `k` bytes
-/// readable from `w0`). One assembly loop: 12 registers hold 4 accumulators, 4 extended weights,
+/// One step of the inner loop in assembly: 4 reduction steps of 2 weight rows (`{wp}`, post-
+/// incremented, and `{wp} + {kb}`) by 2 columns (`{cp}` + `$at` bytes, and 2048 bytes further).
+macro_rules! step_2x2 {
+    ($at:literal, $at4:literal, $far:literal, $far4:literal) => {
+        concat!(
+            "ldr {wb}, [{wp}, {kb}]\n",
+            "ldr {wa}, [{wp}], #4\n",
+            "sxtb16 {wa0}, {wa}\n",
+            "sxtb16 {wa}, {wa}, ror #8\n",
+            "sxtb16 {wb0}, {wb}\n",
+            "sxtb16 {wb}, {wb}, ror #8\n",
+            "ldr {x}, [{cp}, #", $at, "]\n",
+            "smlad {a00}, {wa0}, {x}, {a00}\n",
+            "smlad {a10}, {wb0}, {x}, {a10}\n",
+            "ldr {x}, [{cp}, #", $at4, "]\n",
+            "smlad {a00}, {wa}, {x}, {a00}\n",
+            "smlad {a10}, {wb}, {x}, {a10}\n",
+            "ldr {x}, [{cp}, #", $far, "]\n",
+            "smlad {a01}, {wa0}, {x}, {a01}\n",
+            "smlad {a11}, {wb0}, {x}, {a11}\n",
+            "ldr {x}, [{cp}, #", $far4, "]\n",
+            "smlad {a01}, {wa}, {x}, {a01}\n",
+            "smlad {a11}, {wb}, {x}, {a11}\n",
+        )
+    };
+}
+
+/// The inner loop: `acc[2r + c] += Σ_{j < k4} w_r[j] · col_c[j]` for weight rows `rows` and
+/// `rows + kb` and the two columns of `cols` (`k4` a multiple of 4 within both). One assembly
+/// loop, 8 reduction steps a turn: 12 registers hold 4 accumulators, 4 extended weights,
 /// 3 pointers and a scratch (the end pointer waits on the stack).
 #[inline(always)]
-fn dot_2x2(acc: &mut [i32; 4], w0: &[u8], k: usize, cols: &[Column; 2], k4: usize) {
-    if k4 == 0 {
-        return;
-    }
-    assert!(k4 <= MAX_K && w0.len() >= k + k4 && k4.is_multiple_of(4));
+fn dot_2x2(acc: &mut [i32; 4], rows: &[u8], kb: usize, cols: &[Column; 2], k4: usize) {
+    assert!(k4 <= MAX_K && rows.len() >= kb + k4 && k4.is_multiple_of(4));
     let [mut a00, mut a01, mut a10, mut a11] = *acc;
-    let cp = cols[0].as_ptr();
-    // SAFETY: the end pointer is within (one past) column 0; column 1 follows column 0 at
-    // +2048 bytes (`[Column; 2]`, MAX_K = 1024 entries of 2 bytes); the loop reads k4 bytes of
-    // both weight rows (asserted above) and k4 entries of both columns; it pushes one word and
-    // pops it before returning.
-    unsafe {
-        asm!(
-            "push {{{end}}}",
-            "2:",
-            "ldr {wb}, [{wp}, {kb}]",
-            "ldr {wa}, [{wp}], #4",
-            "sxtb16 {wa0}, {wa}",
-            "sxtb16 {wa}, {wa}, ror #8",
-            "sxtb16 {wb0}, {wb}",
-            "sxtb16 {wb}, {wb}, ror #8",
-            "ldr {end}, [{cp}]",
-            "smlad {a00}, {wa0}, {end}, {a00}",
-            "smlad {a10}, {wb0}, {end}, {a10}",
-            "ldr {end}, [{cp}, #4]",
-            "smlad {a00}, {wa}, {end}, {a00}",
-            "smlad {a10}, {wb}, {end}, {a10}",
-            "ldr {end}, [{cp}, #2048]",
-            "smlad {a01}, {wa0}, {end}, {a01}",
-            "smlad {a11}, {wb0}, {end}, {a11}",
-            "ldr {end}, [{cp}, #2052]",
-            "smlad {a01}, {wa}, {end}, {a01}",
-            "smlad {a11}, {wb}, {end}, {a11}",
-            "add {cp}, {cp}, #8",
-            "ldr {end}, [sp]",
-            "cmp {cp}, {end}",
-            "bne 2b",
-            "add sp, sp, #4",
-            a00 = inout(reg) a00,
-            a01 = inout(reg) a01,
-            a10 = inout(reg) a10,
-            a11 = inout(reg) a11,
-            wp = inout(reg) w0.as_ptr() => _,
-            kb = in(reg) k,
-            cp = inout(reg) cp => _,
-            end = inout(reg) cp.add(k4 / 2) => _,
-            wa = out(reg) _,
-            wa0 = out(reg) _,
-            wb = out(reg) _,
-            wb0 = out(reg) _,
-        );
+    let mut j = 0;
+    if k4 % 8 == 4 {
+        // An odd group of 4 first, so the loop takes 8 at a time.
+        let (wa, wb) = (u32::from_le_bytes([rows[0], rows[1], rows[2], rows[3]]), {
+            let r = &rows[kb..kb + 4];
+            u32::from_le_bytes([r[0], r[1], r[2], r[3]])
+        });
+        let (wa0, wa1, wb0, wb1) = (sxtb16(wa), sxtb16_ror8(wa), sxtb16(wb), sxtb16_ror8(wb));
+        let (x0, x1, z0, z1) = (cols[0][0], cols[0][1], cols[1][0], cols[1][1]);
+        a00 = smlad(wa1, x1, smlad(wa0, x0, a00));
+        a10 = smlad(wb1, x1, smlad(wb0, x0, a10));
+        a01 = smlad(wa1, z1, smlad(wa0, z0, a01));
+        a11 = smlad(wb1, z1, smlad(wb0, z0, a11));
+        j = 4;
+    }
+    if j < k4 {
+        let cp = cols[0][j / 2..].as_ptr();
+        // SAFETY: the loop reads rows[j..k4] and rows[kb + j..kb + k4] (asserted in bounds),
+        // and words j/2..k4/2 of both columns: column 1 follows column 0 at +2048 bytes
+        // (`[Column; 2]`, MAX_K = 1024 entries of 2 bytes), and the end pointer is one past
+        // word k4/2 - 1 of column 0; (k4 - j) is a multiple of 8, so the loop ends on it. It
+        // pushes one word and pops it before returning.
+        unsafe {
+            asm!(
+                "push {{{x}}}",
+                "2:",
+                step_2x2!("0", "4", "2048", "2052"),
+                step_2x2!("8", "12", "2056", "2060"),
+                "add {cp}, {cp}, #16",
+                "ldr {x}, [sp]",
+                "cmp {cp}, {x}",
+                "bne 2b",
+                "add sp, sp, #4",
+                a00 = inout(reg) a00,
+                a01 = inout(reg) a01,
+                a10 = inout(reg) a10,
+                a11 = inout(reg) a11,
+                wp = inout(reg) rows.as_ptr().add(j) => _,
+                kb = in(reg) kb,
+                cp = inout(reg) cp => _,
+                x = inout(reg) cols[0].as_ptr().add(k4 / 2) => _,
+                wa = out(reg) _,
+                wa0 = out(reg) _,
+                wb = out(reg) _,
+                wb0 = out(reg) _,
+            );
+        }
     }
     *acc = [a00, a01, a10, a11];
 }
@@ -430,10 +456,12 @@ pub const MAX_TAPS: usize = 64;
 /// channels at a time over the taps inside the image.
 fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [u8]) {
     let c = g.cin;
-    let taps = g.kernel[0] * g.kernel[1];
+    let (kh, kw) = (g.kernel[0], g.kernel[1]);
+    let taps = kh * kw;
     let c4 = c & !3;
     let offset = pair(-g.zx);
     out.check(c);
+    assert!(y.len() >= g.positions() * c);
     // Weights regrouped as [channel group][tap][4 channels], one word per group and tap.
     let mut packed = [0u8; MAX_DEPTHWISE];
     for ch in 0..c4 {
@@ -441,37 +469,52 @@ fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [
             packed[(ch / 4 * taps + t) * 4 + ch % 4] = weights[ch * taps + t];
         }
     }
-    // Taps inside the image for the current position: (offset of x from the position's origin, tap).
-    let mut inside = [(0usize, 0usize); MAX_TAPS];
-    for p in 0..g.positions() {
-        let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
-        let mut n = 0;
-        for ky in 0..g.kernel[0] {
-            let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
-            if iy < 0 || iy >= g.h as isize {
-                continue;
-            }
-            for kx in 0..g.kernel[1] {
-                let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[1] as isize;
-                if ix < 0 || ix >= g.w as isize {
-                    continue;
-                }
-                inside[n] = (((b * g.h + iy as usize) * g.w + ix as usize) * c, ky * g.kernel[1] + kx);
-                n += 1;
-            }
+    // Every tap as (offset of its x from the first tap's, offset of its word in a group), for
+    // positions whose taps are all inside the image; the last tap's offset is the largest.
+    let mut full = [(0usize, 0usize); MAX_TAPS];
+    for ky in 0..kh {
+        for kx in 0..kw {
+            full[ky * kw + kx] = ((ky * g.dilation[0] * g.w + kx * g.dilation[1]) * c, (ky * kw + kx) * 4);
         }
-        let taps_in = &inside[..n];
-        // Every tap reads x[at..at + c] and the packed word at t·4 of a group.
-        assert!(taps_in.iter().all(|&(at, t)| at + c <= x.len() && t < taps) && c4 / 4 * taps * 4 <= packed.len());
-        let base = p * c;
-        let mut ch = 0;
-        while ch < c4 {
-            let group = packed[ch / 4 * taps * 4..].as_ptr();
-            let channels = [out.channel(ch), out.channel(ch + 1), out.channel(ch + 2), out.channel(ch + 3)];
+    }
+    let span = [(kh - 1) * g.dilation[0], (kw - 1) * g.dilation[1]];
+    let mut border = [(0usize, 0usize); MAX_TAPS];
+    for group in 0..c4 / 4 {
+        let ch = group * 4;
+        let channels = [out.channel(ch), out.channel(ch + 1), out.channel(ch + 2), out.channel(ch + 3)];
+        let wg = packed[group * taps * 4..(group + 1) * taps * 4].as_ptr();
+        for p in 0..g.positions() {
+            let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
+            let iy0 = (oy * g.stride[0]) as isize - g.pad[0] as isize;
+            let ix0 = (ox * g.stride[1]) as isize - g.pad[1] as isize;
+            let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + span[0] < g.h && ix0 as usize + span[1] < g.w;
+            // Taps inside the image and the x offset they are relative to.
+            let (list, origin): (&[(usize, usize)], usize) = if interior {
+                let origin = ((b * g.h + iy0 as usize) * g.w + ix0 as usize) * c + ch;
+                assert!(origin + full[taps - 1].0 + 4 <= x.len());
+                (&full[..taps], origin)
+            } else {
+                let mut n = 0;
+                for ky in 0..kh {
+                    let iy = iy0 + (ky * g.dilation[0]) as isize;
+                    for kx in 0..kw {
+                        let ix = ix0 + (kx * g.dilation[1]) as isize;
+                        if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                            let at = ((b * g.h + iy as usize) * g.w + ix as usize) * c + ch;
+                            assert!(at + 4 <= x.len());
+                            border[n] = (at, (ky * kw + kx) * 4);
+                            n += 1;
+                        }
+                    }
+                }
+                (&border[..n], 0)
+            };
             let [mut a0, mut a1, mut a2, mut a3] = channels.map(|r| r.bias);
-            for &(at, t) in taps_in {
-                // SAFETY: at + ch + 4 <= at + c <= x.len() and t·4 + 4 <= taps·4 (asserted above).
-                let (v, w) = unsafe { (load(x.as_ptr().add(at + ch)), load(group.add(t * 4))) };
+            let xp = x.as_ptr();
+            for &(xo, wo) in list {
+                // SAFETY: origin + xo + 4 <= x.len() (asserted above for every tap of the list)
+                // and wo + 4 <= taps·4, the group's length.
+                let (v, w) = unsafe { (load(xp.add(origin + xo)), load(wg.add(wo))) };
                 let (x02, x13) = (sxtab16(offset, v), sxtab16_ror8(offset, v));
                 let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
                 a0 = smlabb(x02, w02, a0);
@@ -479,18 +522,33 @@ fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [
                 a1 = smlabb(x13, w13, a1);
                 a3 = smlatt(x13, w13, a3);
             }
-            for (i, (a, r)) in [a0, a1, a2, a3].into_iter().zip(&channels).enumerate() {
-                y[base + ch + i] = out.value(r, a);
+            // SAFETY: p < positions and ch + 3 < c: within y (asserted above).
+            unsafe {
+                let yp = y.as_mut_ptr().add(p * c + ch);
+                *yp = out.value(&channels[0], a0);
+                *yp.add(1) = out.value(&channels[1], a1);
+                *yp.add(2) = out.value(&channels[2], a2);
+                *yp.add(3) = out.value(&channels[3], a3);
             }
-            ch += 4;
         }
-        for ch in c4..c {
-            let r = out.channel(ch);
+    }
+    // The last channels (fewer than 4), one at a time.
+    for ch in c4..c {
+        let r = out.channel(ch);
+        for p in 0..g.positions() {
+            let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
             let mut acc = r.bias;
-            for &(at, t) in taps_in {
-                acc += (x[at + ch] as i8 as i32 - g.zx) * weights[ch * taps + t] as i8 as i32;
+            for ky in 0..kh {
+                let iy = (oy * g.stride[0] + ky * g.dilation[0]) as isize - g.pad[0] as isize;
+                for kx in 0..kw {
+                    let ix = (ox * g.stride[1] + kx * g.dilation[1]) as isize - g.pad[1] as isize;
+                    if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                        let at = ((b * g.h + iy as usize) * g.w + ix as usize) * c + ch;
+                        acc += (x[at] as i8 as i32 - g.zx) * weights[ch * taps + ky * kw + kx] as i8 as i32;
+                    }
+                }
             }
-            y[base + ch] = out.value(&r, acc);
+            y[p * c + ch] = out.value(&r, acc);
         }
     }
 }
@@ -533,6 +591,18 @@ fn sxtab16_ror8(a: u32, x: u32) -> u32 {
     // SAFETY: as in `sxtb16`.
     unsafe {
         asm!("sxtab16 {r}, {a}, {x}, ror #8", r = lateout(reg) r, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// `smlad r, a, b, acc`: `acc + a.lo·b.lo + a.hi·b.hi` (16-bit halves). The Q flag it may set
+/// is never read: accumulators stay within i32 (checked when the model is loaded).
+#[inline(always)]
+fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+    let r;
+    // SAFETY: register-only; the Q flag is sticky state nothing here reads.
+    unsafe {
+        asm!("smlad {r}, {a}, {b}, {acc}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, acc = in(reg) acc, options(pure, nomem, nostack))
     };
     r
 }
