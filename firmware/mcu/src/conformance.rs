@@ -106,7 +106,15 @@ impl Tally {
 }
 
 /// Compares a case; writes the first differing output.
-fn check(out: &mut impl Write, kernel: &str, case: usize, what: &dyn core::fmt::Debug, want: &[u8], got: &[u8], t: &mut Tally) -> core::fmt::Result {
+fn check(
+    out: &mut impl Write,
+    kernel: &str,
+    case: usize,
+    what: &dyn core::fmt::Debug,
+    want: &[u8],
+    got: &[u8],
+    t: &mut Tally,
+) -> core::fmt::Result {
     t.cases += 1;
     if let Some(i) = want.iter().zip(got).position(|(a, b)| a != b) {
         t.mismatches += 1;
@@ -173,7 +181,15 @@ fn convs(out: &mut impl Write, rng: &mut Rng, c: &mut Case, depthwise: bool) -> 
         c.got[..ys].fill(0x55);
         dsp::conv(&op, &ti, &c.x[..xs], &to, &mut c.got[..ys]);
         let name = if depthwise { "depthwise" } else { "conv" };
-        check(out, name, case, &(ti.shape, to.shape, kernel, stride, dilation, pad), &c.want[..ys], &c.got[..ys], &mut t)?;
+        check(
+            out,
+            name,
+            case,
+            &(ti.shape, to.shape, kernel, stride, dilation, pad),
+            &c.want[..ys],
+            &c.got[..ys],
+            &mut t,
+        )?;
     }
     Ok(t)
 }

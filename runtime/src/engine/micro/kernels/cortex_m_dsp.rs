@@ -56,7 +56,10 @@ pub fn conv_supported(c: &Conv<'_>, ti: &TensorDesc<'_>) -> bool {
     let cin = ti.shape[3] as usize;
     let taps = c.kernel[0] as usize * c.kernel[1] as usize;
     (c.groups == 1 && taps * cin <= MAX_K)
-        || (c.groups as usize == cin && c.weights.len() == cin * taps && taps <= MAX_TAPS && cin * taps <= MAX_DEPTHWISE)
+        || (c.groups as usize == cin
+            && c.weights.len() == cin * taps
+            && taps <= MAX_TAPS
+            && cin * taps <= MAX_DEPTHWISE)
 }
 
 /// The convolution, if [`conv_supported`]; `false` (nothing written) otherwise.
@@ -371,16 +374,24 @@ macro_rules! step_2x2 {
             "sxtb16 {wa}, {wa}, ror #8\n",
             "sxtb16 {wb0}, {wb}\n",
             "sxtb16 {wb}, {wb}, ror #8\n",
-            "ldr {x}, [{cp}, #", $at, "]\n",
+            "ldr {x}, [{cp}, #",
+            $at,
+            "]\n",
             "smlad {a00}, {wa0}, {x}, {a00}\n",
             "smlad {a10}, {wb0}, {x}, {a10}\n",
-            "ldr {x}, [{cp}, #", $at4, "]\n",
+            "ldr {x}, [{cp}, #",
+            $at4,
+            "]\n",
             "smlad {a00}, {wa}, {x}, {a00}\n",
             "smlad {a10}, {wb}, {x}, {a10}\n",
-            "ldr {x}, [{cp}, #", $far, "]\n",
+            "ldr {x}, [{cp}, #",
+            $far,
+            "]\n",
             "smlad {a01}, {wa0}, {x}, {a01}\n",
             "smlad {a11}, {wb0}, {x}, {a11}\n",
-            "ldr {x}, [{cp}, #", $far4, "]\n",
+            "ldr {x}, [{cp}, #",
+            $far4,
+            "]\n",
             "smlad {a01}, {wa}, {x}, {a01}\n",
             "smlad {a11}, {wb}, {x}, {a11}\n",
         )
@@ -451,6 +462,8 @@ fn dot_2x2(acc: &mut [i32; 4], rows: &[u8], kb: usize, cols: &[Column; 2], k4: u
 pub const MAX_DEPTHWISE: usize = 4096;
 /// Most taps (kh·kw) of a depthwise convolution this set takes.
 pub const MAX_TAPS: usize = 64;
+/// Positions a depthwise convolution accumulates before requantizing them.
+const CHUNK: usize = 32;
 
 /// Depthwise convolution (one output channel per input channel): per output position, 4
 /// channels at a time over the taps inside the image.
@@ -483,53 +496,61 @@ fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [
         let ch = group * 4;
         let channels = [out.channel(ch), out.channel(ch + 1), out.channel(ch + 2), out.channel(ch + 3)];
         let wg = packed[group * taps * 4..(group + 1) * taps * 4].as_ptr();
-        for p in 0..g.positions() {
-            let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
-            let iy0 = (oy * g.stride[0]) as isize - g.pad[0] as isize;
-            let ix0 = (ox * g.stride[1]) as isize - g.pad[1] as isize;
-            let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + span[0] < g.h && ix0 as usize + span[1] < g.w;
-            // Taps inside the image and the x offset they are relative to.
-            let (list, origin): (&[(usize, usize)], usize) = if interior {
-                let origin = ((b * g.h + iy0 as usize) * g.w + ix0 as usize) * c + ch;
-                assert!(origin + full[taps - 1].0 + 4 <= x.len());
-                (&full[..taps], origin)
-            } else {
-                let mut n = 0;
-                for ky in 0..kh {
-                    let iy = iy0 + (ky * g.dilation[0]) as isize;
-                    for kx in 0..kw {
-                        let ix = ix0 + (kx * g.dilation[1]) as isize;
-                        if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
-                            let at = ((b * g.h + iy as usize) * g.w + ix as usize) * c + ch;
-                            assert!(at + 4 <= x.len());
-                            border[n] = (at, (ky * kw + kx) * 4);
-                            n += 1;
+        // Accumulators of a run of positions, requantized a channel at a time (its constants
+        // stay in registers).
+        let mut chunk = [[0i32; 4]; CHUNK];
+        let mut p0 = 0;
+        while p0 < g.positions() {
+            let run = CHUNK.min(g.positions() - p0);
+            for (j, accs) in chunk[..run].iter_mut().enumerate() {
+                let p = p0 + j;
+                let (b, oy, ox) = (p / (g.oh * g.ow), p / g.ow % g.oh, p % g.ow);
+                let iy0 = (oy * g.stride[0]) as isize - g.pad[0] as isize;
+                let ix0 = (ox * g.stride[1]) as isize - g.pad[1] as isize;
+                let interior = iy0 >= 0 && ix0 >= 0 && iy0 as usize + span[0] < g.h && ix0 as usize + span[1] < g.w;
+                // Taps inside the image and the x offset they are relative to.
+                let (list, origin): (&[(usize, usize)], usize) = if interior {
+                    let origin = ((b * g.h + iy0 as usize) * g.w + ix0 as usize) * c + ch;
+                    assert!(origin + full[taps - 1].0 + 4 <= x.len());
+                    (&full[..taps], origin)
+                } else {
+                    let mut n = 0;
+                    for ky in 0..kh {
+                        let iy = iy0 + (ky * g.dilation[0]) as isize;
+                        for kx in 0..kw {
+                            let ix = ix0 + (kx * g.dilation[1]) as isize;
+                            if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
+                                let at = ((b * g.h + iy as usize) * g.w + ix as usize) * c + ch;
+                                assert!(at + 4 <= x.len());
+                                border[n] = (at, (ky * kw + kx) * 4);
+                                n += 1;
+                            }
                         }
                     }
+                    (&border[..n], 0)
+                };
+                let [mut a0, mut a1, mut a2, mut a3] = channels.map(|r| r.bias);
+                let xp = x.as_ptr();
+                for &(xo, wo) in list {
+                    // SAFETY: origin + xo + 4 <= x.len() (asserted above for every tap of the list)
+                    // and wo + 4 <= taps·4, the group's length.
+                    let (v, w) = unsafe { (load(xp.add(origin + xo)), load(wg.add(wo))) };
+                    let (x02, x13) = (sxtab16(offset, v), sxtab16_ror8(offset, v));
+                    let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
+                    a0 = smlabb(x02, w02, a0);
+                    a2 = smlatt(x02, w02, a2);
+                    a1 = smlabb(x13, w13, a1);
+                    a3 = smlatt(x13, w13, a3);
                 }
-                (&border[..n], 0)
-            };
-            let [mut a0, mut a1, mut a2, mut a3] = channels.map(|r| r.bias);
-            let xp = x.as_ptr();
-            for &(xo, wo) in list {
-                // SAFETY: origin + xo + 4 <= x.len() (asserted above for every tap of the list)
-                // and wo + 4 <= taps·4, the group's length.
-                let (v, w) = unsafe { (load(xp.add(origin + xo)), load(wg.add(wo))) };
-                let (x02, x13) = (sxtab16(offset, v), sxtab16_ror8(offset, v));
-                let (w02, w13) = (sxtb16(w), sxtb16_ror8(w));
-                a0 = smlabb(x02, w02, a0);
-                a2 = smlatt(x02, w02, a2);
-                a1 = smlabb(x13, w13, a1);
-                a3 = smlatt(x13, w13, a3);
+                *accs = [a0, a1, a2, a3];
             }
-            // SAFETY: p < positions and ch + 3 < c: within y (asserted above).
-            unsafe {
-                let yp = y.as_mut_ptr().add(p * c + ch);
-                *yp = out.value(&channels[0], a0);
-                *yp.add(1) = out.value(&channels[1], a1);
-                *yp.add(2) = out.value(&channels[2], a2);
-                *yp.add(3) = out.value(&channels[3], a3);
+            for (i, r) in channels.iter().enumerate() {
+                for (j, accs) in chunk[..run].iter().enumerate() {
+                    // SAFETY: p0 + j < positions and ch + i < c: within y (asserted above).
+                    unsafe { *y.as_mut_ptr().add((p0 + j) * c + ch + i) = out.value(r, accs[i]) };
+                }
             }
+            p0 += run;
         }
     }
     // The last channels (fewer than 4), one at a time.
@@ -558,7 +579,9 @@ fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [
 fn sxtb16(x: u32) -> u32 {
     let r;
     // SAFETY: a register-only DSP instruction (armv7e-m), no memory, no flags.
-    unsafe { asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
     r
 }
 
