@@ -29,7 +29,7 @@ fn skipped(set: Isa) {
 }
 
 fn desc(name: &str, shape: [u32; 4], zero_point: i32, offset: u32) -> TensorDesc<'_> {
-    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 0.05, zero_point, offset }
+    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 0.05, zero_point, channels: &[], offset }
 }
 
 /// Tensors laid out one after the other (16-byte aligned), and the arena size.
@@ -76,8 +76,8 @@ fn announce() {
 }
 
 /// Runs the model with every set this CPU supports on `inputs`; any difference from the
-/// reference fails with the set and the first differing output.
-fn conform(what: &str, bytes: &[u8], inputs: &[Vec<u8>]) -> Result<(), TestCaseError> {
+/// reference fails with the set and the first differing output. Returns the reference output.
+fn conform(what: &str, bytes: &[u8], inputs: &[Vec<u8>]) -> Result<Vec<u8>, TestCaseError> {
     announce();
     let run = |isa: Isa| -> Vec<u8> {
         let mut e = MicroEngine::with_isa(bytes.to_vec(), Path::new("case.lpm"), isa)
@@ -110,7 +110,7 @@ fn conform(what: &str, bytes: &[u8], inputs: &[Vec<u8>]) -> Result<(), TestCaseE
             )));
         }
     }
-    Ok(())
+    Ok(reference)
 }
 
 /// A zero point: the ends of int8 often, anything else otherwise.
@@ -362,6 +362,36 @@ fn pool_problem() -> impl Strategy<Value = PoolProblem> {
         })
 }
 
+#[derive(Debug, Clone)]
+struct LayoutProblem {
+    shape: [u32; 4],
+    begin: u16,
+    count: u32,
+    zx: i32,
+    zb: i32,
+    scale_b: f32,
+    x: Vec<u8>,
+}
+
+fn layout_problem() -> impl Strategy<Value = LayoutProblem> {
+    (1u32..3, 1u32..6, 1u32..9, 1u32..40).prop_flat_map(|(n, h, w, c)| (Just([n, h, w, c]), 0..c)).prop_flat_map(
+        |(shape, begin)| {
+            let len = shape.iter().product::<u32>() as usize;
+            (1..=shape[3] - begin, zero_point(), zero_point(), 0.001f32..10.0, bytes(len)).prop_map(
+                move |(count, zx, zb, scale_b, x)| LayoutProblem {
+                    shape,
+                    begin: begin as u16,
+                    count,
+                    zx,
+                    zb,
+                    scale_b,
+                    x,
+                },
+            )
+        },
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -422,6 +452,47 @@ proptest! {
         let (tensors, arena) = layout(&[("x", p.shape, p.zx), ("y", [n, 1, 1, c], p.zy)]);
         let op = Op::GlobalAvgPool { input: 0, output: 1, requant: p.requant };
         conform("global average", &encode(&tensors, op, arena, &[0], 1), std::slice::from_ref(&p.x))?;
+    }
+
+    #[test]
+    fn slices_constants_and_concatenations_copy_what_they_should(p in layout_problem()) {
+        let [n, h, w, c] = p.shape;
+        let (begin, count) = (p.begin as usize, p.count as usize);
+        let positions = (n * h * w) as usize;
+        // Slice: channels begin..begin + count of every position.
+        let (tensors, arena) = layout(&[("x", p.shape, p.zx), ("y", [n, h, w, p.count], p.zx)]);
+        let op = Op::Slice { input: 0, output: 1, begin: p.begin };
+        let got = conform("slice", &encode(&tensors, op, arena, &[0], 1), std::slice::from_ref(&p.x))?;
+        let want: Vec<u8> =
+            p.x.chunks_exact(c as usize).flat_map(|px| px[begin..begin + count].to_vec()).collect();
+        prop_assert_eq!(got, want, "slice");
+        // Const: its bytes, whatever the arena held.
+        let (tensors, arena) = layout(&[("x", p.shape, p.zx), ("y", p.shape, p.zx)]);
+        let op = Op::Const { output: 1, data: &p.x };
+        let got = conform("const", &encode(&tensors, op, arena, &[0], 1), std::slice::from_ref(&p.x))?;
+        prop_assert_eq!(&got, &p.x, "const");
+        // Concat of two differently quantized tensors into an output quantized per channel.
+        let (mut tensors, arena) =
+            layout(&[("a", p.shape, p.zx), ("b", [n, h, w, p.count], p.zb), ("y", [n, h, w, c + p.count], 0)]);
+        tensors[1].scale = p.scale_b;
+        let channels: Vec<u8> = (0..c + p.count)
+            .flat_map(|k| {
+                let (s, z) = if k < c { (tensors[0].scale, p.zx) } else { (p.scale_b, p.zb) };
+                s.to_le_bytes().into_iter().chain(z.to_le_bytes())
+            })
+            .collect();
+        tensors[2].channels = &channels;
+        let ids: Vec<u8> = [0u16, 1].iter().flat_map(|i| i.to_le_bytes()).collect();
+        let op = Op::Concat { inputs: &ids, output: 2 };
+        let b: Vec<u8> = p.x.iter().take(positions * count).map(|v| v.wrapping_mul(3)).collect();
+        let got = conform("concat", &encode(&tensors, op, arena, &[0, 1], 2), &[p.x.clone(), b.clone()])?;
+        let want: Vec<u8> = p
+            .x
+            .chunks_exact(c as usize)
+            .zip(b.chunks_exact(count))
+            .flat_map(|(a, b)| a.iter().chain(b).copied().collect::<Vec<u8>>())
+            .collect();
+        prop_assert_eq!(got, want, "concat");
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Rng {
 }
 
 fn desc(name: &str, shape: [u32; 4], zp: i32, offset: u32) -> TensorDesc<'_> {
-    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 0.05, zero_point: zp, offset }
+    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 0.05, zero_point: zp, channels: &[], offset }
 }
 
 fn tables(rng: &mut Rng, cout: usize, k: usize) -> (Vec<u8>, Vec<u8>) {
@@ -256,4 +256,87 @@ fn tables_adds_multiplies_and_pools_match_the_reference() {
     for (isa, f) in sets {
         assert_eq!(r, f, "{isa}: max pooling");
     }
+}
+
+/// A tensor description quantized per channel (`channels` holds (scale, zero point) pairs).
+fn per_channel<'a>(name: &'a str, shape: [u32; 4], channels: &'a [u8], offset: u32) -> TensorDesc<'a> {
+    TensorDesc { name, shape, rank: 3, layout: Layout::ChannelsLast, scale: 1.0, zero_point: 0, channels, offset }
+}
+
+fn load(bytes: Vec<u8>) -> Result<MicroEngine, String> {
+    MicroEngine::with_isa(bytes, Path::new("case.lpm"), Isa::Reference).map_err(|e| e.to_string())
+}
+
+#[test]
+fn an_output_quantized_per_channel_dequantizes_each_channel_with_its_scale() {
+    // Two positions; channels 0..2 from `a` (scale 0.5, zero point 4), channel 2 from `b` (0.01, -128).
+    let quant: Vec<u8> = [(0.5f32, 4i32), (0.5, 4), (0.01, -128)]
+        .iter()
+        .flat_map(|(s, z)| s.to_le_bytes().into_iter().chain(z.to_le_bytes()))
+        .collect();
+    let mut a = desc("a", [1, 1, 2, 2], 4, 0);
+    a.scale = 0.5;
+    a.layout = Layout::ChannelsLast;
+    let mut b = desc("b", [1, 1, 2, 1], -128, 16);
+    b.scale = 0.01;
+    b.layout = Layout::ChannelsLast;
+    let tensors = [a, b, per_channel("y", [1, 1, 2, 3], &quant, 32)];
+    let ids: Vec<u8> = [0u16, 1].iter().flat_map(|i| i.to_le_bytes()).collect();
+    let mut e = load(encode_io(&tensors, Op::Concat { inputs: &ids, output: 2 }, 48, &[0, 1], 2)).unwrap();
+    assert_eq!(e.outputs()[0].shape, [1, 2, 3], "channels-last: ONNX [N, positions, channels]");
+    assert_eq!(e.outputs()[0].quant, None, "no single scale");
+    for (k, values) in [[14i8, 2, 24, 0], [-28, 72, 0, 0]].iter().enumerate() {
+        if let TensorDataMut::I8(d) = e.input_mut(k).unwrap().data_mut() {
+            d.copy_from_slice(&values[..d.len()]);
+        }
+    }
+    e.run().unwrap();
+    let out = e.output(0).unwrap();
+    let real: Vec<f32> = (0..out.len()).map(|i| out.real(i)).collect();
+    // a = [14, 2 | 24, 0] → (v - 4)·0.5; b = [-28 | 72] → (v + 128)·0.01.
+    let want = [5.0, -1.0, 1.0, 10.0, -2.0, 2.0];
+    assert!(real.iter().zip(want).all(|(r, w)| (r - w).abs() < 1e-5), "{real:?}");
+}
+
+#[test]
+fn inconsistent_slices_concatenations_and_constants_are_refused_naming_the_op() {
+    let quant: Vec<u8> = [(0.5f32, 4i32), (0.02, 0)]
+        .iter()
+        .flat_map(|(s, z)| s.to_le_bytes().into_iter().chain(z.to_le_bytes()))
+        .collect();
+    let ids: Vec<u8> = [0u16, 1].iter().flat_map(|i| i.to_le_bytes()).collect();
+    // A concatenation input quantized otherwise than its output channels.
+    let tensors =
+        [desc("a", [1, 1, 2, 1], 4, 0), desc("b", [1, 1, 2, 1], 0, 16), per_channel("y", [1, 1, 2, 2], &quant, 32)];
+    let err = load(encode_io(&tensors, Op::Concat { inputs: &ids, output: 2 }, 48, &[0, 1], 2)).unwrap_err();
+    assert!(err.contains("op 0") && err.contains("quantized differently"), "{err}");
+    // A per-channel tensor read by a table.
+    let table = [0u8; 256];
+    let tensors = [per_channel("x", [1, 1, 2, 2], &quant, 0), desc("y", [1, 1, 2, 2], 0, 16)];
+    let err = load(encode(&tensors, Op::Lut { input: 0, output: 1, table: &table }, 32)).unwrap_err();
+    assert!(err.contains("per-channel quantized tensor"), "{err}");
+    // A per-channel description of the wrong size.
+    let tensors = [desc("x", [1, 1, 2, 3], 0, 0), per_channel("y", [1, 1, 2, 3], &quant, 16)];
+    let err = load(encode(&tensors, Op::Copy { input: 0, output: 1 }, 32)).unwrap_err();
+    assert!(err.contains("tensor 1") && err.contains("8 bytes per channel"), "{err}");
+    // Slices past the input's channels, or changing N, H, W or the quantization.
+    let tensors = [desc("x", [1, 2, 2, 5], 0, 0), desc("y", [1, 2, 2, 3], 0, 32)];
+    let err = load(encode(&tensors, Op::Slice { input: 0, output: 1, begin: 3 }, 48)).unwrap_err();
+    assert!(err.contains("op 0") && err.contains("past the input's"), "{err}");
+    let tensors = [desc("x", [1, 2, 2, 5], 0, 0), desc("y", [1, 2, 1, 3], 0, 32)];
+    let err = load(encode(&tensors, Op::Slice { input: 0, output: 1, begin: 0 }, 48)).unwrap_err();
+    assert!(err.contains("keeps N, H and W"), "{err}");
+    let tensors = [desc("x", [1, 2, 2, 5], 0, 0), desc("y", [1, 2, 2, 3], 1, 32)];
+    let err = load(encode(&tensors, Op::Slice { input: 0, output: 1, begin: 0 }, 48)).unwrap_err();
+    assert!(err.contains("keeps the quantization"), "{err}");
+    // Constant data of the wrong size.
+    let tensors = [desc("x", [1, 1, 1, 4], 0, 0), desc("y", [1, 1, 1, 4], 0, 16)];
+    let err = load(encode(&tensors, Op::Const { output: 1, data: &[1, 2, 3] }, 32)).unwrap_err();
+    assert!(err.contains("constant data size"), "{err}");
+    // A file of the previous format version.
+    let mut bytes = encode(&tensors, Op::Const { output: 1, data: &[1, 2, 3, 4] }, 32);
+    assert!(load(bytes.clone()).is_ok());
+    bytes[4] = 1;
+    let err = load(bytes).unwrap_err();
+    assert!(err.contains("format version 1"), "{err}");
 }

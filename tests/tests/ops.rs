@@ -181,10 +181,22 @@ fn int8_cases_run_on_the_micro_engine_within_one_step_of_onnxruntime() {
             let (gshape, got) = read_npy(&out.join(format!("{name}.npy")));
             assert_eq!(gshape, shape, "{}: output `{name}`", c.name);
             let row = report["outputs"].as_array().and_then(|o| o.iter().find(|o| o["name"] == name.as_str()));
-            let step = row.and_then(|o| o["scale"].as_f64()).unwrap_or(0.0) as f32;
-            assert!(step > 0.0, "{}: output `{name}` reports no quantization scale: {report}", c.name);
+            // The output's step: one scale, or one per channel (an output quantized per channel).
+            let scales: Vec<f32> = match row.map(|o| (&o["scale"], &o["scales"])) {
+                Some((s, _)) if s.is_number() => vec![s.as_f64().unwrap_or(0.0) as f32],
+                Some((_, serde_json::Value::Array(v))) => v.iter().map(|s| s.as_f64().unwrap_or(0.0) as f32).collect(),
+                _ => vec![],
+            };
+            assert!(
+                !scales.is_empty() && scales.iter().all(|&s| s > 0.0),
+                "{}: output `{name}` reports no quantization scale: {report}",
+                c.name
+            );
+            let axis = row.and_then(|o| o["channel_axis"].as_u64()).unwrap_or(0) as usize;
+            let inner: usize = shape.iter().skip(axis + 1).product();
             for (i, (r, g)) in reference.iter().zip(&got).enumerate() {
                 total += 1;
+                let step = if scales.len() == 1 { scales[0] } else { scales[(i / inner) % scales.len()] };
                 let steps = (r - g).abs() / step;
                 if steps > 0.01 {
                     off += 1;

@@ -192,11 +192,14 @@ fn inspect_lpm(path: &Path, bytes: &[u8]) -> Result<Report> {
     let t = interp.tensors();
     let report = |id: &u16| {
         let d = &t[*id as usize];
-        TensorReport {
-            name: d.name.to_string(),
-            elem_type: format!("INT8 (scale {}, zero point {})", d.scale, d.zero_point),
-            shape: crate::model_file::shape_text(&onnx_shape(d)),
-        }
+        let elem_type = if d.per_channel() {
+            let channels: Vec<String> =
+                (0..d.shape[3] as usize).map(|c| d.channel_quant(c)).map(|(s, z)| format!("{s}/{z}")).collect();
+            format!("INT8 (per channel, scale/zero point: {})", channels.join(" "))
+        } else {
+            format!("INT8 (scale {}, zero point {})", d.scale, d.zero_point)
+        };
+        TensorReport { name: d.name.to_string(), elem_type, shape: crate::model_file::shape_text(&onnx_shape(d)) }
     };
     let (mut ops, mut nodes, mut parameters, mut parameter_bytes, mut macs) = (BTreeMap::new(), 0, 0u64, 0u64, 0u64);
     for op in interp.ops() {
@@ -216,7 +219,9 @@ fn inspect_lpm(path: &Path, bytes: &[u8]) -> Result<Report> {
                 parameter_bytes += (f.weights.len() + f.bias.len() + f.requant.len()) as u64;
                 macs += t[f.input as usize].shape[0] as u64 * f.weights.len() as u64;
             }
-            Op::Lut { table, .. } | Op::Softmax { table, .. } => parameter_bytes += table.len() as u64,
+            Op::Lut { table, .. } | Op::Softmax { table, .. } | Op::Const { data: table, .. } => {
+                parameter_bytes += table.len() as u64
+            }
             _ => {}
         }
     }

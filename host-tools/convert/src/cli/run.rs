@@ -11,7 +11,7 @@ use lepton_runtime::engine::{AnyEngine, Engine};
 use lepton_runtime::image::Image;
 use lepton_runtime::pipeline::{AudioPipeline, FrameReport, Sink};
 use lepton_runtime::source::{AudioSource, Resampled, WavSource};
-use lepton_runtime::tensor::{TensorData, TensorDataMut};
+use lepton_runtime::tensor::{Quantization, TensorData, TensorDataMut};
 use lepton_runtime::{LeptonError, Model};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -119,6 +119,8 @@ struct Output {
     dtype: String,
     /// The quantization `(scale, zero point)` an int8 engine computed it with (its step).
     quant: Option<(f32, i32)>,
+    /// Per-channel quantization instead: the axis, then each channel's scale and zero point.
+    per_channel: Option<(usize, Vec<f32>, Vec<i32>)>,
     /// The tensor as stored (what --output-dir writes).
     tensor: Tensor,
     /// Real values (dequantized), when the type converts to float.
@@ -151,6 +153,7 @@ fn run_tensors(args: &RunArgs, file: &ModelFile, files: &[(String, PathBuf)]) ->
                     shape: tensor.shape().to_vec(),
                     dtype: inputs::onnx_name(tensor.datum_type()).to_string(),
                     quant: None,
+                    per_channel: None,
                     values: float_values(&tensor),
                     tensor,
                 })
@@ -196,9 +199,14 @@ fn run_micro(
             }
             _ => tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), real.clone())?.into_tensor(),
         };
+        let per_channel = match out.quantization() {
+            Quantization::PerChannel { axis, scale, zero_point } => Some((axis, scale.to_vec(), zero_point.to_vec())),
+            _ => None,
+        };
         outputs.push(Output {
             dtype: if lpm { "INT8".into() } else { "FLOAT".into() },
             quant: info.quant,
+            per_channel,
             name: info.name,
             shape: info.shape,
             values: Some(real),
@@ -228,10 +236,19 @@ fn report(args: &RunArgs, engine: &AnyEngine, elapsed: std::time::Duration, outp
             rows.push(json!({
                 "name": o.name, "shape": o.shape, "dtype": o.dtype,
                 "scale": o.quant.map(|q| q.0), "zero_point": o.quant.map(|q| q.1),
+                "channel_axis": o.per_channel.as_ref().map(|c| c.0),
+                "scales": o.per_channel.as_ref().map(|c| c.1.clone()),
+                "zero_points": o.per_channel.as_ref().map(|c| c.2.clone()),
                 "file": file, "values": o.values.as_ref().and_then(small),
             }));
         } else {
-            let quant = o.quant.map_or(String::new(), |(s, z)| format!(" (int8 scale {s}, zero point {z})"));
+            let quant = match (&o.per_channel, o.quant) {
+                (Some((axis, s, z)), _) => {
+                    format!(" (int8 quantized per channel along axis {axis}: scales {s:?}, zero points {z:?})")
+                }
+                (None, Some((s, z))) => format!(" (int8 scale {s}, zero point {z})"),
+                (None, None) => String::new(),
+            };
             let values = o.values.as_deref().map_or(String::new(), summary);
             println!("{}  {} {}{quant}  {values}", o.name, shape_text(&o.shape), o.dtype);
             if let Some(f) = file {

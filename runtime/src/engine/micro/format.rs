@@ -2,7 +2,17 @@
 //! out so a model in flash is used in place: op weights are byte slices borrowed from the file.
 //!
 //! File = postcard(`Header`) ‖ `tensor_count` × postcard(`TensorDesc`) ‖ `op_count` × postcard(`Op`).
-//! Multi-byte values inside weight slices (biases, requantization tables) are little-endian.
+//! Multi-byte values inside weight slices (biases, requantization tables, per-channel
+//! quantization) are little-endian.
+//!
+//! Every tensor is int8 with a scale and zero point; a model output may instead carry one scale
+//! and zero point per channel ([`TensorDesc::channels`]): a concatenation of tensors computed at
+//! different scales (a detector's pixel coordinates next to its probabilities) is then a copy, and
+//! the host dequantizes each channel with its own scale.
+//!
+//! Version 2 (version 1 files are refused: recompile them with `lepton-convert compile`): tensors
+//! gained [`TensorDesc::channels`] and the [`Layout::ChannelsLast`] order; ops [`Op::Slice`] and
+//! [`Op::Const`].
 
 use crate::quant::Requant;
 use serde::{Deserialize, Serialize};
@@ -10,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every `.lpm` file.
 pub const MAGIC: [u8; 4] = *b"LPM\x01";
 /// Format version this runtime reads and writes.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Most model inputs or outputs.
 pub const MAX_IO: usize = 4;
 /// Marks "no tensor" (an op without scratch).
@@ -45,6 +55,9 @@ pub enum Layout {
     Plain,
     /// A model input or output kept in ONNX's NCHW order; `shape` is still N, H, W, C.
     Nchw,
+    /// Row-major in the order of `shape`, which is also the ONNX order of its dimensions (without
+    /// the H of 1 at rank 3): the channel axis is ONNX's last (a detector's `[N, boxes, fields]`).
+    ChannelsLast,
 }
 
 /// One tensor of the arena (all int8).
@@ -63,6 +76,12 @@ pub struct TensorDesc<'a> {
     pub scale: f32,
     /// Quantization zero point.
     pub zero_point: i32,
+    /// Per-channel quantization: empty when `scale` and `zero_point` hold for every element; else
+    /// one (f32 scale, i32 zero point) pair per channel (`shape[3]`), LE, each valid as `scale`
+    /// and `zero_point` must be. Only a [`Op::Concat`] writes such a tensor and no op reads it: it
+    /// is a model output.
+    #[serde(borrow)]
+    pub channels: &'a [u8],
     /// Byte offset in the arena.
     pub offset: u32,
 }
@@ -94,7 +113,34 @@ impl TensorDesc<'_> {
         if !(self.scale.is_finite() && self.scale > 0.0) {
             return Err("scale not finite and > 0");
         }
+        if !self.channels.is_empty() {
+            if self.channels.len() != self.shape[3] as usize * 8 {
+                return Err("per-channel quantization needs 8 bytes per channel");
+            }
+            for c in 0..self.shape[3] as usize {
+                let (s, z) = self.channel_quant(c);
+                if !(s.is_finite() && s > 0.0) {
+                    return Err("a channel's scale is not finite and > 0");
+                }
+                if !(-128..=127).contains(&z) {
+                    return Err("a channel's zero point is outside int8");
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// True when the tensor is quantized per channel ([`channels`](Self::channels)).
+    pub fn per_channel(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// Scale and zero point of channel `c` (the tensor's own when it is quantized per tensor).
+    pub fn channel_quant(&self, c: usize) -> (f32, i32) {
+        match self.channels.get(c * 8..c * 8 + 8) {
+            Some(b) => (f32::from_le_bytes([b[0], b[1], b[2], b[3]]), i32::from_le_bytes([b[4], b[5], b[6], b[7]])),
+            None => (self.scale, self.zero_point),
+        }
     }
 
     /// Elements (= bytes).
@@ -115,14 +161,23 @@ impl TensorDesc<'_> {
     /// Its shape in ONNX order (the `.lpm` stores N, H, W, C): the dims buffer and how many of them
     /// are used (the rank).
     pub fn onnx_dims(&self) -> ([usize; 4], usize) {
-        let s = self.shape.map(|d| d as usize);
-        match self.rank {
-            0 => ([0; 4], 0),
-            1 => ([s[3], 0, 0, 0], 1),
-            2 => ([s[0], s[3], 0, 0], 2),
-            3 => ([s[0], s[3], s[2], 0], 3),
-            _ => ([s[0], s[3], s[1], s[2]], 4),
-        }
+        onnx_dims(self.shape, self.rank, self.layout)
+    }
+}
+
+/// The ONNX dimensions of a tensor stored with `shape` (N, H, W, C), `rank` and `layout`: the dims
+/// buffer and how many of them are used. Channels are ONNX's axis 1 (`[N, C, H, W]`, `[N, C, L]`,
+/// `[N, C]`), except in [`Layout::ChannelsLast`], where the dimensions are `shape`'s own order.
+pub fn onnx_dims(shape: [u32; 4], rank: u8, layout: Layout) -> ([usize; 4], usize) {
+    let s = shape.map(|d| d as usize);
+    match (layout, rank) {
+        (_, 0) => ([0; 4], 0),
+        (_, 1) => ([s[3], 0, 0, 0], 1),
+        (_, 2) => ([s[0], s[3], 0, 0], 2),
+        (Layout::ChannelsLast, 3) => ([s[0], s[2], s[3], 0], 3),
+        (Layout::ChannelsLast, _) => (s, 4),
+        (_, 3) => ([s[0], s[3], s[2], 0], 3),
+        _ => ([s[0], s[3], s[1], s[2]], 4),
     }
 }
 
@@ -263,7 +318,9 @@ pub enum Op<'a> {
         /// True: input NCHW → output NHWC; false: NHWC → NCHW.
         to_nhwc: bool,
     },
-    /// Concatenation along the channel (last) axis of equally quantized inputs.
+    /// Concatenation along the channel (last) axis: a copy, so every input is quantized as its
+    /// channels of the output are (a per-tensor output: as the output; a per-channel one: each
+    /// input as its channels).
     Concat {
         /// Input tensor ids, u16 LE.
         #[serde(borrow)]
@@ -280,6 +337,23 @@ pub enum Op<'a> {
         /// `exp(-d × in_scale)` for d = 0..=255, Q16 u32 LE (1024 bytes).
         #[serde(borrow)]
         table: &'a [u8],
+    },
+    /// Channels `begin..begin + C_out` of every pixel (a strided copy), quantization kept.
+    Slice {
+        /// Input.
+        input: u16,
+        /// Output: the input's N, H, W and quantization, fewer channels.
+        output: u16,
+        /// First input channel copied.
+        begin: u16,
+    },
+    /// Writes constant int8 values (a grid of cell offsets, anchors) into a tensor.
+    Const {
+        /// Output.
+        output: u16,
+        /// Its values in the output's element order and quantization.
+        #[serde(borrow)]
+        data: &'a [u8],
     },
 }
 
@@ -299,6 +373,8 @@ impl Op<'_> {
             Op::Transpose { .. } => "Transpose",
             Op::Concat { .. } => "Concat",
             Op::Softmax { .. } => "Softmax",
+            Op::Slice { .. } => "Slice",
+            Op::Const { .. } => "Const",
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct MicroEngine {
     kernels: &'static Kernels,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
+    /// Per output: its per-channel quantization, if it has one.
+    output_channels: Vec<Option<Channels>>,
 }
 
 impl std::fmt::Debug for MicroEngine {
@@ -52,12 +54,35 @@ pub fn onnx_shape(t: &TensorDesc<'_>) -> Vec<usize> {
     dims[..rank].to_vec()
 }
 
+/// The engine's description of a tensor; one quantized per channel has `quant: None` (its views
+/// carry the scales).
 fn info(t: &TensorDesc<'_>) -> TensorInfo {
     TensorInfo {
         name: t.name.to_string(),
         shape: onnx_shape(t),
         dtype: Some(DType::I8),
-        quant: Some((t.scale, t.zero_point)),
+        quant: (!t.per_channel()).then_some((t.scale, t.zero_point)),
+    }
+}
+
+/// Per-channel quantization of an output, as its views give it.
+#[derive(Debug, Clone)]
+struct Channels {
+    axis: usize,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+impl Channels {
+    fn of(t: &TensorDesc<'_>) -> Option<Self> {
+        let rank = t.onnx_dims().1;
+        let c = t.shape[3] as usize;
+        t.per_channel().then(|| Channels {
+            // The channel axis in ONNX order: the last for channels-last tensors, else axis 1.
+            axis: if t.layout == Layout::ChannelsLast || rank < 2 { rank.saturating_sub(1) } else { 1 },
+            scales: (0..c).map(|i| t.channel_quant(i).0).collect(),
+            zero_points: (0..c).map(|i| t.channel_quant(i).1).collect(),
+        })
     }
 }
 
@@ -86,12 +111,10 @@ impl MicroEngine {
         let collect = |ids: &[u16]| ids.iter().map(|&i| &interp.tensors()[i as usize]).collect::<Vec<_>>();
         let inputs = collect(&interp.header().inputs).into_iter().map(info).collect();
         let outputs = collect(&interp.header().outputs).into_iter().map(info).collect();
-        for t in interp.tensors() {
-            debug_assert!(t.layout == Layout::Plain || t.layout == Layout::Nchw);
-        }
+        let output_channels = collect(&interp.header().outputs).into_iter().map(Channels::of).collect();
         let arena = vec![0u8; interp.arena_bytes()];
         let scratch = vec![0u8; prepared::scratch_bytes(&model.borrow_dependent().steps, interp.tensors())];
-        Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, kernels, inputs, outputs })
+        Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, kernels, inputs, outputs, output_channels })
     }
 
     /// Compiles a quantized (QDQ) ONNX model with the given input shapes.
@@ -195,8 +218,12 @@ impl Engine for MicroEngine {
         let interp = &self.model.borrow_dependent().interp;
         let bytes = interp.output(&self.arena, index).map_err(|e| micro_err(&self.path, e))?;
         let data: &[i8] = bytemuck::cast_slice(bytes);
-        let quant =
-            info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
+        let quant = match &self.output_channels[index] {
+            Some(c) => Quantization::PerChannel { axis: c.axis, scale: &c.scales, zero_point: &c.zero_points },
+            None => info
+                .quant
+                .map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point }),
+        };
         TensorView::new(&info.shape, TensorData::I8(data), quant)
             .map_err(|e| LeptonError::core(format!("output `{}`", info.name), e))
     }

@@ -35,41 +35,28 @@ impl<'a> Ctx<'a> {
         Ok(Spec::Add(Binary { a, b, output: out, ma, mb, clamp: [-128, 127] }))
     }
 
-    /// A table for the elementwise chain computing `tensor` from one int8 activation.
+    /// A table for the elementwise chain computing `tensor` from one int8 activation (or one
+    /// float tensor the tail lowering computes in int8).
     pub(super) fn lower_chain(&mut self, tensor: &str, out: u16, q: &NodeProto) -> Result<Spec, LowerError> {
-        let mut nodes: Vec<usize> = vec![];
-        let mut root: Option<(String, u16)> = None;
-        let mut stack = vec![tensor.to_string()];
-        let mut seen = HashSet::new();
-        while let Some(t) = stack.pop() {
-            if !seen.insert(t.clone()) || self.inits.contains_key(t.as_str()) {
-                continue;
-            }
-            if let Some(id) = self.dq(&t) {
-                match &root {
-                    Some((r, _)) if *r != t => {
-                        return Err(unsupported(
-                            q,
-                            format!("`{tensor}` depends on several int8 tensors through float ops"),
-                        ))
-                    }
-                    _ => root = Some((t.clone(), id)),
+        let chain = self.chain(tensor);
+        let nodes = chain.nodes;
+        let root_name = match chain.roots.as_slice() {
+            [r] => r.clone(),
+            [] => return Err(unsupported(q, format!("`{tensor}` is constant"))),
+            roots => {
+                // Name the node that has no integer form, if one does not.
+                for r in roots {
+                    self.root(r)?;
                 }
-                continue;
+                return Err(unsupported(q, format!("`{tensor}` depends on several int8 tensors through float ops")));
             }
-            let Some(&ix) = self.producer.get(t.as_str()) else {
-                return Err(unsupported(q, format!("`{t}` is a float input")));
-            };
-            let n = &self.g.node[ix];
-            if !ELEMENTWISE.contains(&n.op_type.as_str()) {
-                return Err(unsupported(n, "no integer equivalent for this operator on float data"));
-            }
-            nodes.push(ix);
-            stack.extend(n.input.iter().filter(|i| !i.is_empty()).cloned());
+        };
+        let input = self.root(&root_name)?;
+        // An elementwise result keeps its input's layout (a channels-last tail tensor).
+        let (shape, layout) = (self.tensors[input as usize].shape, self.tensors[input as usize].layout);
+        if layout != self.tensors[out as usize].layout {
+            (self.tensors[out as usize].shape, self.tensors[out as usize].layout) = (shape, layout);
         }
-        let (root_name, input) = root.ok_or_else(|| unsupported(q, format!("`{tensor}` is constant")))?;
-        nodes.sort_unstable();
-        nodes.dedup();
         let ti = &self.tensors[input as usize];
         let to = &self.tensors[out as usize];
         let xs: Vec<f32> = (-128i32..=127).map(|v| (v - ti.zero_point) as f32 * ti.scale).collect();

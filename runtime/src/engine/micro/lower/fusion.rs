@@ -89,3 +89,34 @@ pub(super) fn fold(
     *clamp = new_clamp;
     Ok(())
 }
+
+/// Composes a table with the table that computes its input, when nothing else reads that
+/// intermediate tensor (a slice's requantization followed by a sigmoid): one lookup, the same
+/// bytes out (`b[a[x]]` is what the two lookups give).
+pub(super) fn fuse_tables(specs: &mut Vec<(Spec, String)>, outputs: &[u16]) {
+    let mut j = 0;
+    while j < specs.len() {
+        let Spec::Lut { input: mid, .. } = specs[j].0 else {
+            j += 1;
+            continue;
+        };
+        let writer = specs[..j].iter().rposition(|(s, _)| s.writes() == mid);
+        let readers = specs.iter().filter(|(s, _)| s.reads().contains(&mid)).count();
+        let (Some(i), 1, false) = (writer, readers, outputs.contains(&mid)) else {
+            j += 1;
+            continue;
+        };
+        let Spec::Lut { input: first, table: a, .. } = &specs[i].0 else {
+            j += 1;
+            continue;
+        };
+        let (first, a) = (*first, a.clone());
+        if let Spec::Lut { input, table, .. } = &mut specs[j].0 {
+            *table = a.iter().map(|&v| table[(v ^ 0x80) as usize]).collect();
+            *input = first;
+        }
+        specs.remove(i);
+        // The fused table is now at `j - 1`: it may compose with the table before it too.
+        j -= 1;
+    }
+}

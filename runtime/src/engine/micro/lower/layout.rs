@@ -5,50 +5,42 @@ use super::*;
 
 impl<'a> Ctx<'a> {
     /// Copy in ONNX element order from `x` to `out`, through NCHW order where NHWC differs, and
-    /// requantizing (table) when their quantization differs.
+    /// requantizing (table) when their quantization differs. A reshape that only merges or splits
+    /// the positions of a plain tensor (`[N, C, H, W]` ↔ `[N, C, H·W]`) keeps the NHWC bytes: one
+    /// copy.
     pub(super) fn lower_reshape(&mut self, n: &NodeProto, x: u16, out: u16) -> Result<Vec<Spec>, LowerError> {
         let mut specs = vec![];
-        let spatial = |t: &T| t.rank == 4 && t.shape[1] * t.shape[2] > 1 && t.shape[3] > 1;
+        let (ts, td) = (&self.tensors[x as usize], &self.tensors[out as usize]);
+        if ts.len() != td.len() {
+            return Err(unsupported(n, "sizes differ"));
+        }
+        let positions = |t: &T| t.layout == Layout::Plain && t.rank >= 3;
+        let same_bytes = positions(ts)
+            && positions(td)
+            && (ts.shape[0], ts.shape[3], ts.shape[1] * ts.shape[2])
+                == (td.shape[0], td.shape[3], td.shape[1] * td.shape[2]);
         let mut src = x;
-        if spatial(&self.tensors[x as usize]) {
-            let t = &self.tensors[x as usize];
-            let tmp = T {
-                name: format!("{}:nchw", t.name),
-                shape: t.shape,
-                rank: t.rank,
-                layout: Layout::Nchw,
-                scale: t.scale,
-                zero_point: t.zero_point,
-            };
+        if ts.reordered() && !same_bytes {
+            let tmp = T { layout: Layout::Nchw, ..ts.like(format!("{}:nchw", ts.name)) };
             let id = self.add_tensor(tmp);
             specs.push(Spec::Transpose { input: src, output: id, to_nhwc: false });
             src = id;
         }
-        let out_spatial = spatial(&self.tensors[out as usize]);
-        let dst = if out_spatial {
+        let out_reordered = self.tensors[out as usize].reordered() && !same_bytes;
+        let dst = if out_reordered {
             let t = &self.tensors[out as usize];
-            let tmp = T {
-                name: format!("{}:nchw", t.name),
-                shape: t.shape,
-                rank: t.rank,
-                layout: Layout::Nchw,
-                scale: t.scale,
-                zero_point: t.zero_point,
-            };
+            let tmp = T { layout: Layout::Nchw, ..t.like(format!("{}:nchw", t.name)) };
             self.add_tensor(tmp)
         } else {
             out
         };
         let (ts, td) = (&self.tensors[src as usize], &self.tensors[dst as usize]);
-        if ts.len() != td.len() {
-            return Err(unsupported(n, "sizes differ"));
-        }
         if ts.scale == td.scale && ts.zero_point == td.zero_point {
             specs.push(Spec::Copy { input: src, output: dst });
         } else {
             specs.push(self.identity_table(src, dst));
         }
-        if out_spatial {
+        if out_reordered {
             specs.push(Spec::Transpose { input: dst, output: out, to_nhwc: true });
         }
         Ok(specs)

@@ -2,13 +2,17 @@
 //! tensor, and the float subgraph that computes its input — a convolution, a matrix product, an
 //! add or multiply, a pooling, a reshape, or a chain of elementwise functions of one int8 tensor
 //! (which becomes a 256-entry table) — becomes one integer op. Activations are NHWC in the arena;
-//! its layout is planned from tensor lifetimes.
+//! its layout is planned from tensor lifetimes. A float tail left after the last
+//! `QuantizeLinear` (a detector's decoding: sigmoids, grid offsets, a softmax, a concatenation)
+//! is lowered too, each float tensor quantized from the exact values its int8 inputs can give
+//! ([`tail`](self)).
 
 mod conv;
 mod elementwise;
 mod fusion;
 mod layout;
 mod plan;
+mod tail;
 
 use super::format::{self, Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION};
 use crate::onnx::pb::{self, GraphProto, ModelProto, NodeProto};
@@ -53,6 +57,7 @@ pub struct Compiled {
 /// Kernel, stride and padding of a pooling.
 type PoolGeometry = ([u16; 2], [u16; 2], [u16; 4]);
 
+#[derive(Clone)]
 struct T {
     name: String,
     shape: [u32; 4],
@@ -60,11 +65,47 @@ struct T {
     layout: Layout,
     scale: f32,
     zero_point: i32,
+    /// Per-channel (scale, zero point); empty: per tensor.
+    channels: Vec<(f32, i32)>,
+    /// The real values it can hold, when known more closely than its int8 range (a constant, a
+    /// table's outputs).
+    values: Option<(f64, f64)>,
 }
 
 impl T {
     fn len(&self) -> usize {
         self.shape.iter().map(|&d| d as usize).product()
+    }
+
+    /// A tensor shaped and quantized like `self`, named `name`, quantized per tensor.
+    fn like(&self, name: String) -> T {
+        T { name, channels: vec![], values: None, ..self.clone() }
+    }
+
+    /// The per-channel quantization as the `.lpm` stores it.
+    fn channel_bytes(&self) -> Vec<u8> {
+        self.channels.iter().flat_map(|(s, z)| s.to_le_bytes().into_iter().chain(z.to_le_bytes())).collect()
+    }
+
+    /// Whether the ONNX element order differs from the arena's: a plain (NHWC) tensor with both
+    /// channels and several positions.
+    fn reordered(&self) -> bool {
+        self.layout == Layout::Plain && self.rank >= 3 && self.shape[1] * self.shape[2] > 1 && self.shape[3] > 1
+    }
+
+    /// The ONNX axis its channels (`shape[3]`) are.
+    fn channel_axis(&self) -> usize {
+        match (self.layout, self.rank) {
+            (_, 0 | 1) => 0,
+            (Layout::ChannelsLast, r) => r as usize - 1,
+            _ => 1,
+        }
+    }
+
+    /// The real values it can hold: known ones, else its int8 range.
+    fn range(&self) -> (f64, f64) {
+        let (s, z) = (self.scale as f64, self.zero_point as f64);
+        self.values.unwrap_or(((-128.0 - z) * s, (127.0 - z) * s))
     }
 }
 
@@ -82,6 +123,8 @@ enum Spec {
     Transpose { input: u16, output: u16, to_nhwc: bool },
     Concat { inputs: Vec<u8>, output: u16 },
     Softmax { input: u16, output: u16, table: Vec<u8> },
+    Slice { input: u16, output: u16, begin: u16 },
+    Const { output: u16, data: Vec<u8> },
 }
 
 #[derive(Clone, Copy)]
@@ -133,6 +176,8 @@ impl Spec {
             }
             Spec::Concat { inputs, output } => Op::Concat { inputs, output: *output },
             Spec::Softmax { input, output, table } => Op::Softmax { input: *input, output: *output, table },
+            Spec::Slice { input, output, begin } => Op::Slice { input: *input, output: *output, begin: *begin },
+            Spec::Const { output, data } => Op::Const { output: *output, data },
         }
     }
 
@@ -144,7 +189,9 @@ impl Spec {
             | Spec::Gap { input, .. }
             | Spec::Copy { input, .. }
             | Spec::Transpose { input, .. }
-            | Spec::Softmax { input, .. } => vec![*input],
+            | Spec::Softmax { input, .. }
+            | Spec::Slice { input, .. } => vec![*input],
+            Spec::Const { .. } => vec![],
             Spec::Add(b) | Spec::Mul(b) => vec![b.a, b.b],
             Spec::MaxPool(p) | Spec::AvgPool(p) => vec![p.input],
             Spec::Concat { inputs, .. } => inputs.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
@@ -160,7 +207,9 @@ impl Spec {
             | Spec::Copy { output, .. }
             | Spec::Transpose { output, .. }
             | Spec::Concat { output, .. }
-            | Spec::Softmax { output, .. } => *output,
+            | Spec::Softmax { output, .. }
+            | Spec::Slice { output, .. }
+            | Spec::Const { output, .. } => *output,
             Spec::Add(b) | Spec::Mul(b) => b.output,
             Spec::MaxPool(p) | Spec::AvgPool(p) => p.output,
         }
@@ -171,7 +220,7 @@ impl Spec {
             Spec::Conv { weights, bias, requant, .. } | Spec::Fc { weights, bias, requant, .. } => {
                 weights.len() + bias.len() + requant.len()
             }
-            Spec::Lut { table, .. } | Spec::Softmax { table, .. } => table.len(),
+            Spec::Lut { table, .. } | Spec::Softmax { table, .. } | Spec::Const { data: table, .. } => table.len(),
             _ => 0,
         }
     }
@@ -212,6 +261,8 @@ struct Ctx<'a> {
     tensors: Vec<T>,
     /// Micro tensor holding the int8 value of a `QuantizeLinear` output.
     by_q: HashMap<String, u16>,
+    /// Micro tensor holding a float tensor of the tail (quantized from its exact values).
+    by_float: HashMap<String, u16>,
     specs: Vec<(Spec, String)>,
     inputs: Vec<u16>,
 }
@@ -415,6 +466,20 @@ impl<'a> Ctx<'a> {
                 };
                 Ok(vec![if n.op_type == "MaxPool" { Spec::MaxPool(p) } else { Spec::AvgPool(p) }])
             }
+            "Slice" => {
+                let (mut specs, id) = self.lower_slice(n)?;
+                let (ts, to) = (&self.tensors[id as usize], &self.tensors[out as usize]);
+                // The sliced tensor keeps its source's layout: the output takes it.
+                let (shape, layout) = (ts.shape, ts.layout);
+                let same = ts.scale == to.scale && ts.zero_point == to.zero_point;
+                let to = &mut self.tensors[out as usize];
+                (to.shape, to.layout) = (shape, layout);
+                match (same, specs.last_mut()) {
+                    (true, Some(Spec::Slice { output, .. })) => *output = out,
+                    _ => specs.push(self.identity_table(id, out)),
+                }
+                Ok(specs)
+            }
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
                 let x = dq_inputs[0].ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
                 self.lower_reshape(n, x, out)
@@ -434,11 +499,10 @@ impl<'a> Ctx<'a> {
                     let id = if ti.scale != to.scale || ti.zero_point != to.zero_point {
                         let tmp = T {
                             name: format!("{}:requant", ti.name),
-                            shape: ti.shape,
-                            rank: ti.rank,
                             layout: Layout::Plain,
                             scale: to.scale,
                             zero_point: to.zero_point,
+                            ..ti.like(String::new())
                         };
                         let t = self.add_tensor(tmp);
                         specs.push(self.identity_table(id, t));
@@ -470,7 +534,16 @@ impl<'a> Ctx<'a> {
             let qname = n.output[0].clone();
             if graph_inputs.contains(x.as_str()) {
                 let layout = if rank == 4 { Layout::Nchw } else { Layout::Plain };
-                let input = self.add_tensor(T { name: x.clone(), shape, rank, layout, scale, zero_point });
+                let input = self.add_tensor(T {
+                    name: x.clone(),
+                    shape,
+                    rank,
+                    layout,
+                    scale,
+                    zero_point,
+                    channels: vec![],
+                    values: None,
+                });
                 self.inputs.push(input);
                 let id = if rank == 4 {
                     let id = self.add_tensor(T {
@@ -480,6 +553,8 @@ impl<'a> Ctx<'a> {
                         layout: Layout::Plain,
                         scale,
                         zero_point,
+                        channels: vec![],
+                        values: None,
                     });
                     self.specs.push((Spec::Transpose { input, output: id, to_nhwc: true }, n.name.clone()));
                     id
@@ -489,70 +564,40 @@ impl<'a> Ctx<'a> {
                 self.by_q.insert(qname, id);
                 continue;
             }
-            let out = self.add_tensor(T { name: qname.clone(), shape, rank, layout: Layout::Plain, scale, zero_point });
+            let out = self.add_tensor(T {
+                name: qname.clone(),
+                shape,
+                rank,
+                layout: Layout::Plain,
+                scale,
+                zero_point,
+                channels: vec![],
+                values: None,
+            });
             let source = self.node(x).map_or_else(|| n.name.clone(), |p| p.name.clone());
             for s in self.lower_producer(x, out, n)? {
                 self.specs.push((s, source.clone()));
             }
             self.by_q.insert(qname, out);
         }
-        // Outputs: dequantized int8 tensors, or a softmax of one.
+        // Outputs: dequantized int8 tensors, or float tails computed from them.
         let mut outputs = vec![];
         for o in &self.g.output {
             let n =
                 self.node(&o.name).ok_or_else(|| LowerError::Model(format!("output `{}` is not computed", o.name)))?;
-            if let Some(id) = self.dq(&o.name) {
-                let id = if self.tensors[id as usize].rank == 4
-                    && self.tensors[id as usize].shape[1] * self.tensors[id as usize].shape[2] > 1
-                {
-                    let t = &self.tensors[id as usize];
-                    let tmp = T {
-                        name: o.name.clone(),
-                        shape: t.shape,
-                        rank: t.rank,
-                        layout: Layout::Nchw,
-                        scale: t.scale,
-                        zero_point: t.zero_point,
-                    };
-                    let out = self.add_tensor(tmp);
-                    self.specs.push((Spec::Transpose { input: id, output: out, to_nhwc: false }, n.name.clone()));
-                    out
-                } else {
-                    self.tensors[id as usize].name = o.name.clone();
-                    id
-                };
-                outputs.push(id);
-            } else if n.op_type == "Softmax" {
-                let x = self.dq(&n.input[0]).ok_or_else(|| unsupported(n, "input is not an int8 activation"))?;
-                let rank = self.tensors[x as usize].rank as i64;
-                let axis = int(n, "axis", -1);
-                if axis != -1 && axis != rank - 1 {
-                    return Err(unsupported(n, "softmax only over the last axis"));
-                }
-                let t = &self.tensors[x as usize];
-                let s = t.scale as f64;
-                let table: Vec<u8> =
-                    (0..256).flat_map(|d| (((-(d as f64) * s).exp() * 65536.0).round() as u32).to_le_bytes()).collect();
-                let tmp = T {
-                    name: o.name.clone(),
-                    shape: t.shape,
-                    rank: t.rank,
-                    layout: Layout::Plain,
-                    scale: 1.0 / 256.0,
-                    zero_point: -128,
-                };
+            let id = self.lower_float(&o.name, true)?;
+            let t = &self.tensors[id as usize];
+            // Outputs are in ONNX element order: a plain NHWC tensor goes back to NCHW.
+            let id = if t.layout == Layout::Plain && t.rank >= 3 && t.shape[1] * t.shape[2] > 1 {
+                let tmp = T { layout: Layout::Nchw, ..t.like(o.name.clone()) };
                 let out = self.add_tensor(tmp);
-                self.specs.push((Spec::Softmax { input: x, output: out, table }, n.name.clone()));
-                outputs.push(out);
+                self.specs.push((Spec::Transpose { input: id, output: out, to_nhwc: false }, n.name.clone()));
+                out
             } else {
-                return Err(unsupported(
-                    n,
-                    format!(
-                        "output `{}` is float; quantize the model (lepton-convert quantize) so every output is int8",
-                        o.name
-                    ),
-                ));
-            }
+                self.tensors[id as usize].name = o.name.clone();
+                id
+            };
+            outputs.push(id);
         }
         Ok(outputs)
     }
@@ -576,10 +621,21 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
             }
         }
     }
-    let mut ctx =
-        Ctx { model, g, inits, producer, shapes, tensors: vec![], by_q: HashMap::new(), specs: vec![], inputs: vec![] };
+    let mut ctx = Ctx {
+        model,
+        g,
+        inits,
+        producer,
+        shapes,
+        tensors: vec![],
+        by_q: HashMap::new(),
+        by_float: HashMap::new(),
+        specs: vec![],
+        inputs: vec![],
+    };
     let outputs = ctx.run()?;
     fusion::fuse_activations(&ctx.tensors, &mut ctx.specs, &outputs)?;
+    fusion::fuse_tables(&mut ctx.specs, &outputs);
     if ctx.inputs.is_empty() {
         return Err(LowerError::Model(
             "no quantized input: the model must start with QuantizeLinear on its input".into(),
@@ -604,6 +660,7 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
     let encode_err = |e: postcard::Error| LowerError::Model(format!("encoding: {e}"));
     let mut bytes = postcard::to_stdvec(&header).map_err(encode_err)?;
     for (t, &offset) in ctx.tensors.iter().zip(&offsets) {
+        let channels = t.channel_bytes();
         let d = TensorDesc {
             name: &t.name,
             shape: t.shape,
@@ -611,6 +668,7 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
             layout: t.layout,
             scale: t.scale,
             zero_point: t.zero_point,
+            channels: &channels,
             offset,
         };
         bytes.extend(postcard::to_stdvec(&d).map_err(encode_err)?);

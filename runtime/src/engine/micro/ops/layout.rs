@@ -1,4 +1,4 @@
-//! Data movement: NCHW ↔ NHWC and channel concatenation.
+//! Data movement: NCHW ↔ NHWC, channel concatenation and channel slices.
 
 use super::io;
 use crate::engine::micro::format::TensorDesc;
@@ -33,5 +33,27 @@ pub fn concat(inputs: &[u8], t: &[TensorDesc<'_>], o: &TensorDesc<'_>, arena: &m
             y[p * c + offset..p * c + offset + ci].copy_from_slice(&x[p * ci..(p + 1) * ci]);
         }
         offset += ci;
+    }
+}
+
+/// Checks a channel slice: the output has the input's N, H, W and quantization, and its channels
+/// `begin..begin + C_out` lie inside the input's.
+pub fn validate_slice(begin: u16, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<(), &'static str> {
+    if i.shape[..3] != o.shape[..3] {
+        return Err("a slice keeps N, H and W");
+    }
+    if begin as u32 + o.shape[3] > i.shape[3] {
+        return Err("sliced channels lie past the input's");
+    }
+    if (i.scale, i.zero_point) != (o.scale, o.zero_point) {
+        return Err("a slice keeps the quantization");
+    }
+    Ok(())
+}
+
+/// Copies channels `begin..begin + co` of every pixel of `x` (`ci` channels) into `y`.
+pub fn slice(begin: usize, ci: usize, x: &[u8], y: &mut [u8], co: usize) {
+    for (src, dst) in x.chunks_exact(ci).zip(y.chunks_exact_mut(co)) {
+        dst.copy_from_slice(&src[begin..begin + co]);
     }
 }

@@ -14,7 +14,15 @@ use core::ops::Range;
 
 /// Checks an op against the tensor table; the error says what is inconsistent.
 pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
-    let get = |id: u16| t.get(id as usize).ok_or("refers to a missing tensor");
+    let any = |id: u16| t.get(id as usize).ok_or("refers to a missing tensor");
+    // Only a Concat writes a per-channel quantized tensor (a model output), and no op reads one.
+    let get = |id: u16| {
+        let d = any(id)?;
+        if d.per_channel() {
+            return Err("a per-channel quantized tensor is only written by Concat and read by no op");
+        }
+        Ok(d)
+    };
     let disjoint = |a: &TensorDesc<'_>, b: &TensorDesc<'_>| {
         let (x, y) = (a.range(), b.range());
         if x.end <= y.start || y.end <= x.start {
@@ -78,21 +86,40 @@ pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
             Ok(())
         }
         Op::Concat { inputs, output } => {
-            let o = get(*output)?;
+            let o = any(*output)?;
             if inputs.len() % 2 != 0 || inputs.is_empty() {
                 return Err("bad input list");
             }
-            let mut channels = 0;
+            let mut channels = 0u32;
             for id in inputs.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])) {
                 let i = get(id)?;
                 disjoint(i, o)?;
                 if i.shape[..3] != o.shape[..3] {
                     return Err("inputs differ from the output outside the channel axis");
                 }
-                channels += i.shape[3];
+                // A copy: each input must be quantized as its channels of the output.
+                let first = channels as usize;
+                channels = channels.checked_add(i.shape[3]).ok_or("input channels overflow")?;
+                if channels > o.shape[3] {
+                    return Err("input channels do not add up to the output's");
+                }
+                if (first..channels as usize).any(|c| o.channel_quant(c) != (i.scale, i.zero_point)) {
+                    return Err("an input is quantized differently from its channels of the output");
+                }
             }
             if channels != o.shape[3] {
                 return Err("input channels do not add up to the output's");
+            }
+            Ok(())
+        }
+        Op::Slice { input, output, begin } => {
+            let (i, o) = (get(*input)?, get(*output)?);
+            disjoint(i, o)?;
+            layout::validate_slice(*begin, i, o)
+        }
+        Op::Const { output, data } => {
+            if data.len() != get(*output)?.len() {
+                return Err("constant data size differs from the output's");
             }
             Ok(())
         }
@@ -173,5 +200,11 @@ pub fn run(op: &Op<'_>, t: &[TensorDesc<'_>], arena: &mut [u8]) {
             let ([x], y) = io(arena, [i.range()], o.range());
             softmax::reference(table, i.shape[3] as usize, x, y);
         }
+        Op::Slice { input, output, begin } => {
+            let (i, o) = (d(*input), d(*output));
+            let ([x], y) = io(arena, [i.range()], o.range());
+            layout::slice(*begin as usize, i.shape[3] as usize, x, y, o.shape[3] as usize);
+        }
+        Op::Const { output, data } => arena[d(*output).range()].copy_from_slice(data),
     }
 }
