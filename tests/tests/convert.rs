@@ -308,6 +308,110 @@ fn quantize_names_unnamed_nodes_in_its_report() {
     for l in layers {
         assert!(l["sqnr_db"].as_f64().is_some_and(f64::is_finite), "a finite SQNR for every layer: {l}");
     }
+    // No manifest and a feature-map output: judged by output SQNR, not by an argmax.
+    assert_eq!(r["criterion"], "output_sqnr", "{r}");
+    assert_eq!(r["agreement"], serde_json::Value::Null, "{r}");
+    assert_eq!(r["figure"], r["output_sqnr_db"], "{r}");
+}
+
+/// `quantize` on a shipped model with its calibration folder; returns the process output and the
+/// JSON report.
+fn quantize_shipped(model: &str, dir: &std::path::Path, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
+    let m = root().join("models").join(model);
+    let report = dir.join(format!("{model}.json"));
+    let mut args = vec![
+        "quantize".to_string(),
+        s(&m.join("model.onnx")),
+        "--calibration".into(),
+        s(&m.join("calibration")),
+        "-o".into(),
+        s(&dir.join(format!("{model}.int8.onnx"))),
+        "--report".into(),
+        s(&report),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let out = run("lepton-convert", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = match std::fs::read_to_string(&report) {
+        Ok(t) => serde_json::from_str(&t).unwrap(),
+        Err(e) => panic!("no report ({e}): {}", text(&out).1),
+    };
+    (out, r)
+}
+
+#[test]
+fn quantize_judges_a_detector_by_matched_boxes_and_a_classifier_by_top1() {
+    let dir = scratch("quantize-judges");
+    let (out, r) = quantize_shipped("detector", &dir, &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(r["criterion"], "box_f1", "{r}");
+    let b = &r["boxes"];
+    let count = |k: &str| b[k].as_u64().unwrap_or_else(|| panic!("boxes.{k}: {r}")) as f64;
+    let (float, int8, matched) = (count("float_boxes"), count("int8_boxes"), count("matched"));
+    // 40 calibration frames of meter digits: the float model finds boxes in them, so the figure is
+    // not the vacuous 1 of two empty sets.
+    assert!(float >= 40.0, "{r}");
+    assert!(matched <= float.min(int8), "{r}");
+    let f1 = r["agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&f1), "{r}");
+    assert!((f1 - 2.0 * matched / (float + int8)).abs() < 1e-9, "the agreement is the F1 of matched boxes: {r}");
+    assert_eq!(r["figure"].as_f64(), Some(f1), "{r}");
+    assert!((b["recall"].as_f64().unwrap() - matched / float).abs() < 1e-9, "{r}");
+    assert!((b["precision"].as_f64().unwrap() - matched / int8).abs() < 1e-9, "{r}");
+    assert_eq!((b["iou"].as_f64(), b["score_threshold"].as_f64()), (Some(0.5), Some(0.4)), "{r}");
+    assert_eq!(r["target"].as_f64(), Some(0.95), "{r}");
+    assert!(f1 >= 0.95 && r["target_met"] == true, "{r}");
+    let stdout = text(&out).0;
+    assert!(stdout.contains("box agreement with float") && stdout.contains("target 95.00 %, met"), "{stdout}");
+
+    let (out, r) = quantize_shipped("keywords", &dir, &[]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!((r["criterion"].as_str(), r["target"].as_f64()), (Some("top1"), Some(0.99)), "{r}");
+    assert_eq!(r["boxes"], serde_json::Value::Null, "{r}");
+    let a = r["agreement"].as_f64().unwrap();
+    assert!(a >= 0.99 && r["target_met"] == true && r["figure"].as_f64() == Some(a), "{r}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn quantize_exits_1_naming_the_figure_when_the_target_is_out_of_reach() {
+    let dir = scratch("quantize-missed");
+    // F1 cannot exceed 1: every attempt misses.
+    let (out, r) = quantize_shipped("detector", &dir, &["--target", "1.01"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("target missed")
+            && stderr.contains("box agreement with float (F1 of matched boxes)")
+            && stderr.contains("under the target of 101.00 %"),
+        "{stderr}"
+    );
+    assert_eq!((r["target_met"].as_bool(), r["target"].as_f64()), (Some(false), Some(1.01)), "{r}");
+    // Mixed precision was tried (7 layers: one may stay float), and the best attempt is written.
+    assert_eq!(r["attempts"], 2, "{r}");
+    let q = dir.join("detector.int8.onnx");
+    assert!(stderr.contains(&s(&q)), "{stderr}");
+    let model = Model::load(&q).unwrap();
+    let frame = lepton_runtime::image::Image::open(&root().join("models/detector/calibration/calib000.jpg")).unwrap();
+    model.predict(std::slice::from_ref(&frame)).unwrap();
+    // A target that is not a number is an error (exit 2), and nothing is written.
+    let nan = dir.join("nan.onnx");
+    let out = run(
+        "lepton-convert",
+        &[
+            "quantize",
+            &s(&root().join("models/detector/model.onnx")),
+            "--calibration",
+            &s(&root().join("models/detector/calibration")),
+            "-o",
+            &s(&nan),
+            "--target",
+            "NaN",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(text(&out).1.contains("target must be a finite number"), "{}", text(&out).1);
+    assert!(!nan.exists());
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -132,20 +132,7 @@ pub fn evaluate(model: &Model, data: &[LabelledImage], mut progress: impl FnMut(
         let mut kept = vec![];
         for d in &prediction.results {
             let Some(b) = d.bbox else { continue };
-            let best = item
-                .objects
-                .iter()
-                .enumerate()
-                .filter(|(_, (c, _))| *c == d.class)
-                .map(|(k, (_, g))| (k, b.iou(g)))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            let hit = match best {
-                Some((k, iou)) if iou >= IOU_MATCH && !used[k] => {
-                    used[k] = true;
-                    true
-                }
-                _ => false,
-            };
+            let hit = match_detection(d.class, &b, &item.objects, &mut used);
             if let Some(s) = scored.get_mut(usize::from(d.class)) {
                 s.push((d.score, hit));
             }
@@ -181,6 +168,28 @@ pub fn evaluate(model: &Model, data: &[LabelledImage], mut progress: impl FnMut(
         exact_readings: exact,
         failed,
     })
+}
+
+/// Matches one detection (taken best score first) against reference boxes, as `evaluate` scores
+/// detections: the reference box of the same class it overlaps most counts when the IoU reaches
+/// [`IOU_MATCH`] and no earlier detection took it (`used` marks taken boxes; greedy, one-to-one).
+pub fn match_detection(class: u16, b: &BBox, reference: &[(u16, BBox)], used: &mut [bool]) -> bool {
+    let best = reference
+        .iter()
+        .enumerate()
+        .filter(|(_, (c, _))| *c == class)
+        .map(|(k, (_, g))| (k, b.iou(g)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    match best {
+        Some((k, iou)) if iou >= IOU_MATCH => match used.get_mut(k) {
+            Some(taken) if !*taken => {
+                *taken = true;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// VOC all-point interpolated average precision of scored detections against `positives` objects.

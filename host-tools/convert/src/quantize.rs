@@ -2,21 +2,30 @@
 //!
 //! 1. Prepare: constants become initializers, the opset is raised to 13 (per-channel
 //!    `DequantizeLinear`), `BatchNormalization` after `Conv` is folded into its weights.
-//! 2. Calibrate: the float model runs on the calibration samples with every activation exposed;
-//!    observers record ranges (min/max, percentile or entropy).
+//! 2. Calibrate: the float model runs on the calibration samples one at a time with every
+//!    activation exposed; each sample's values are folded into the observers and dropped (pass 1
+//!    min/max, pass 2 histograms over those bounds, the float model run again), so memory does not
+//!    grow with the number of samples. Ranges come from the observers (min/max, percentile or
+//!    entropy).
 //! 3. Rewrite: weights of Conv/ConvTranspose/Gemm/MatMul become int8 (per output channel by
 //!    default) behind `DequantizeLinear`, biases int32 at `input_scale × weight_scale`, and every
 //!    activation read by a quantized operator gets `QuantizeLinear → DequantizeLinear` (int8,
 //!    asymmetric).
-//! 4. Measure: float and int8 run side by side on the calibration set: per-layer SQNR, output SQNR
-//!    and top-1 agreement. While the result falls short, the layer that loses most keeps float
-//!    weights and activations (mixed precision), and the model is rewritten.
+//! 4. Measure: float and int8 run side by side on the calibration set, sample by sample: per-layer
+//!    and output SQNR from signal and noise energies summed per tensor, and the agreement the
+//!    model's task calls for ([`Criterion`]): top-1 for classifiers, matched boxes for detectors.
+//!    While the result falls short of the target, the layer that loses most keeps float weights
+//!    and activations (mixed precision), and the model is rewritten.
 
-use crate::calibrate::{int8_params, sqnr_db, Method, Observer};
+use crate::calibrate::{int8_params, Energy, Method, Observer};
 use crate::graph::{self, attr_i};
 use crate::samples::Inputs;
 use anyhow::{anyhow, bail, Context, Result};
+use lepton_runtime::event::{BBox, Detections};
+use lepton_runtime::manifest::{Manifest, Task};
 use lepton_runtime::onnx::pb::{self, AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
+use lepton_runtime::pipeline::{Postprocess, VisionPostprocess};
+use lepton_runtime::vision::Transform;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tract_onnx::prelude::*;
@@ -60,8 +69,14 @@ pub struct Settings {
     pub per_channel: bool,
     /// Top-1 agreement with float on the calibration set to reach before stopping (classifiers).
     pub target_agreement: f64,
+    /// Box agreement (F1 of matched boxes, [`Criterion::BoxF1`]) to reach before stopping
+    /// (detectors).
+    pub target_box_f1: f64,
     /// Output SQNR (dB) to reach before stopping (other models).
     pub target_sqnr_db: f64,
+    /// Replaces the default target of whichever criterion judges the model: a fraction for top-1
+    /// and box agreement, dB for output SQNR.
+    pub target: Option<f64>,
     /// Largest share of layers that may stay float.
     pub max_float_share: f64,
 }
@@ -72,8 +87,82 @@ impl Default for Settings {
             method: Method::Percentile,
             per_channel: true,
             target_agreement: 0.99,
+            target_box_f1: 0.95,
             target_sqnr_db: 20.0,
+            target: None,
             max_float_share: 0.2,
+        }
+    }
+}
+
+/// What judges the int8 model against float, from the task in the model's manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    /// Classifiers (task classify, keyword or vad; without a manifest, an output 0 with a single
+    /// dimension above 1): the share of samples whose top class is float's.
+    Top1,
+    /// Detectors (task detect): float and int8 outputs decoded by the runtime's postprocessing at
+    /// the manifest's thresholds; an int8 box matches a float box of the same label at IoU ≥ 0.5
+    /// (greedy, one-to-one, as `eval` matches); the figure is F1 = 2·matched / (float boxes +
+    /// int8 boxes) over the calibration set, 1 when neither finds a box.
+    BoxF1,
+    /// Everything else: the SQNR of output 0 in dB.
+    OutputSqnr,
+}
+
+impl Criterion {
+    /// How the figure reads in messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Criterion::Top1 => "top-1 agreement with float",
+            Criterion::BoxF1 => "box agreement with float (F1 of matched boxes)",
+            Criterion::OutputSqnr => "output SQNR",
+        }
+    }
+
+    /// `figure` with its unit: a percentage for agreements, dB for SQNR.
+    pub fn format(self, figure: f64) -> String {
+        match self {
+            Criterion::Top1 | Criterion::BoxF1 => format!("{:.2} %", figure * 100.0),
+            Criterion::OutputSqnr => format!("{figure:.1} dB"),
+        }
+    }
+}
+
+/// Detections of the int8 model matched to the float model's over the calibration set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoxAgreement {
+    /// Boxes the float model reports (after the score threshold and NMS).
+    pub float_boxes: usize,
+    /// Boxes the int8 model reports.
+    pub int8_boxes: usize,
+    /// Int8 boxes matched one-to-one to a float box of the same label.
+    pub matched: usize,
+    /// Matched / float boxes (1 when float reports none).
+    pub recall: f64,
+    /// Matched / int8 boxes (1 when int8 reports none).
+    pub precision: f64,
+    /// 2·matched / (float + int8 boxes) (1 when neither reports any): the agreement.
+    pub f1: f64,
+    /// IoU a match needs.
+    pub iou: f32,
+    /// The manifest's score threshold the boxes were decoded at.
+    pub score_threshold: f32,
+}
+
+impl BoxAgreement {
+    fn new(float_boxes: usize, int8_boxes: usize, matched: usize, score_threshold: f32) -> Self {
+        let share = |n: usize, d: usize| if d == 0 { 1.0 } else { n as f64 / d as f64 };
+        BoxAgreement {
+            float_boxes,
+            int8_boxes,
+            matched,
+            recall: share(matched, float_boxes),
+            precision: share(matched, int8_boxes),
+            f1: share(2 * matched, float_boxes + int8_boxes),
+            iou: crate::eval_detect::IOU_MATCH,
+            score_threshold,
         }
     }
 }
@@ -106,31 +195,54 @@ pub struct Report {
     pub layers: Vec<LayerReport>,
     /// Layers kept in float by mixed precision.
     pub float_layers: Vec<String>,
-    /// Top-1 agreement with the float model on the calibration set (classifier-like outputs).
+    /// What judged the int8 model.
+    pub criterion: Criterion,
+    /// Its figure on the calibration set: a fraction for agreements, dB for output SQNR.
+    pub figure: f64,
+    /// The figure the model had to reach.
+    pub target: f64,
+    /// Whether it did; when no attempt does, the best attempt is returned all the same.
+    pub target_met: bool,
+    /// Agreement with the float model on the calibration set: top-1 for classifiers, box F1 for
+    /// detectors; none for models judged by output SQNR.
     pub agreement: Option<f64>,
+    /// Detectors: the box counts behind the box agreement.
+    pub boxes: Option<BoxAgreement>,
     /// SQNR of output 0 against float (dB).
     pub output_sqnr_db: f64,
     /// Activation tensors quantized.
     pub quantized_activations: usize,
     /// Weight tensors quantized.
     pub quantized_weights: usize,
-    /// Rewrites tried (1 + layers moved to float).
+    /// The attempt this model is (1 + layers moved to float).
     pub iterations: usize,
+    /// Attempts made in all (the best one is returned).
+    pub attempts: usize,
 }
 
-/// Quantizes `float` with `samples`; returns the int8 model and the report.
+/// Quantizes `float` with `samples`; returns the int8 model and the report. When no attempt
+/// reaches the target, the best one is returned and its report says so (`target_met`).
 pub fn quantize(
     float: &ModelProto,
     samples: &[Inputs],
     settings: &Settings,
     mut progress: impl FnMut(&str),
 ) -> Result<(ModelProto, Report)> {
-    if samples.is_empty() {
-        bail!("no calibration samples");
-    }
-    let shapes: Vec<(String, Vec<usize>)> = samples[0].iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+    let Some(first) = samples.first() else { bail!("no calibration samples") };
+    let shapes: Vec<(String, Vec<usize>)> = first.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
     let prepared = prepare(float, &shapes)?;
-    let classifier = class_output(float);
+    let judge = Judge::of(float)?;
+    let criterion = judge.criterion();
+    let target = match (settings.target, criterion) {
+        (Some(t), _) if !t.is_finite() => bail!("the target must be a finite number, not {t}"),
+        (Some(t), Criterion::Top1 | Criterion::BoxF1) if t < 0.0 => {
+            bail!("an agreement target is a fraction (0.95 for 95 %), not {t}")
+        }
+        (Some(t), _) => t,
+        (None, Criterion::Top1) => settings.target_agreement,
+        (None, Criterion::BoxF1) => settings.target_box_f1,
+        (None, Criterion::OutputSqnr) => settings.target_sqnr_db,
+    };
     let graph = prepared.graph.as_ref().context("no graph")?;
     let consts: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     // Every float tensor computed by the graph (and the graph inputs) is a candidate activation.
@@ -139,17 +251,28 @@ pub fn quantize(
     for n in &graph.node {
         activations.extend(n.output.iter().filter(|o| !o.is_empty()).cloned());
     }
-    progress("calibrating: ranges");
+    // The float model with every activation exposed, run one sample at a time: each sample's
+    // values are folded into the observers and dropped.
+    let mut float_tap = Capture::new(&prepared, &activations, first)?;
+    let n = samples.len();
     let mut observers: HashMap<String, Observer> = HashMap::new();
-    let float_values = capture(&prepared, &activations, samples)?;
-    for values in &float_values {
-        for (name, v) in values {
-            observers.entry(name.clone()).or_default().observe_range(v);
+    // The tensors that are float (the first sample's f32 values): only those are quantized.
+    let mut float_tensors: HashSet<String> = HashSet::new();
+    for (i, sample) in samples.iter().enumerate() {
+        progress(&format!("calibrating: ranges ({}/{n})", i + 1));
+        let values = float_tap.run(sample)?;
+        for (name, v) in values.iter() {
+            if i == 0 {
+                float_tensors.insert(name.to_string());
+            }
+            observers.entry(name.to_string()).or_default().observe_range(v);
         }
     }
-    progress("calibrating: histograms");
-    for values in &float_values {
-        for (name, v) in values {
+    // Histograms over the final min/max: a second run of the float model.
+    for (i, sample) in samples.iter().enumerate() {
+        progress(&format!("calibrating: histograms ({}/{n})", i + 1));
+        let values = float_tap.run(sample)?;
+        for (name, v) in values.iter() {
             if let Some(o) = observers.get_mut(name) {
                 o.observe_histogram(v);
             }
@@ -157,21 +280,34 @@ pub fn quantize(
     }
     let ranges: HashMap<String, (f32, f32)> =
         observers.iter().map(|(k, o)| (k.clone(), o.range(settings.method))).collect();
+    drop(observers);
     let layers: Vec<(String, String)> = graph
         .node
         .iter()
         .filter(|n| WEIGHTED_OPS.contains(&n.op_type.as_str()))
         .map(|n| (n.name.clone(), n.op_type.clone()))
         .collect();
-    let output_name = graph.output.first().map(|o| o.name.clone()).context("the model has no output")?;
+    let outputs: Vec<String> = graph.output.iter().map(|o| o.name.clone()).collect();
+    if outputs.is_empty() {
+        bail!("the model has no output");
+    }
     let max_float = ((layers.len() as f64 * settings.max_float_share).floor() as usize).max(1);
     let mut float_layers: Vec<String> = vec![];
     let mut best: Option<(ModelProto, Report, f64)> = None;
+    let mut attempts = 0;
     for iteration in 1..=max_float + 1 {
-        progress(&format!("quantizing (attempt {iteration}, {} layers in float)", float_layers.len()));
-        let (q, stats) = rewrite(&prepared, &ranges, &float_values, &float_layers, settings)?;
-        let measured =
-            measure(&prepared, &q, samples, &float_values, &stats.outputs_of_layers, &output_name, classifier)?;
+        attempts = iteration;
+        let attempt = format!("attempt {iteration}, {} layers in float", float_layers.len());
+        progress(&format!("quantizing ({attempt})"));
+        let (q, stats) = rewrite(&prepared, &ranges, &float_tensors, &float_layers, settings)?;
+        let measured = measure(&mut float_tap, &q, samples, &stats.outputs_of_layers, &outputs, &judge, |i| {
+            progress(&format!("measuring ({attempt}): {i}/{n}"))
+        })?;
+        let figure = match criterion {
+            Criterion::Top1 | Criterion::BoxF1 => measured.agreement.unwrap_or(0.0),
+            Criterion::OutputSqnr => measured.output_sqnr_db,
+        };
+        let good = figure >= target;
         let report = Report {
             method: settings.method,
             per_channel: settings.per_channel,
@@ -190,17 +326,31 @@ pub fn quantize(
                 })
                 .collect(),
             float_layers: float_layers.clone(),
+            criterion,
+            figure,
+            target,
+            target_met: good,
             agreement: measured.agreement,
+            boxes: measured.boxes,
             output_sqnr_db: measured.output_sqnr_db,
             quantized_activations: stats.activations,
             quantized_weights: stats.weights,
             iterations: iteration,
+            attempts: iteration,
         };
-        let score = measured.agreement.unwrap_or(0.0) * 1000.0 + measured.output_sqnr_db.min(60.0);
-        let good = match measured.agreement {
-            Some(a) => a >= settings.target_agreement,
-            None => measured.output_sqnr_db >= settings.target_sqnr_db,
-        };
+        tracing::info!(
+            "attempt {iteration}: {} {} (target {}), output SQNR {:.1} dB, float layers {:?}",
+            criterion.describe(),
+            criterion.format(figure),
+            criterion.format(target),
+            measured.output_sqnr_db,
+            float_layers
+        );
+        // An attempt that reaches the target beats every one that does not; then agreement, then
+        // output SQNR.
+        let score = if good { 1e6 } else { 0.0 }
+            + measured.agreement.unwrap_or(0.0) * 1000.0
+            + measured.output_sqnr_db.min(60.0);
         // Keep the layer that loses the most SQNR in float, and try again.
         let worst = report
             .layers
@@ -219,29 +369,108 @@ pub fn quantize(
             None => break,
         }
     }
-    let (q, report, _) = best.context("no quantization attempt ran")?;
+    let (q, mut report, _) = best.context("no quantization attempt ran")?;
+    report.attempts = attempts;
     Ok((q, report))
 }
 
-/// Whether output 0 holds class scores, so that top-1 agreement judges the int8 model: the
-/// manifest's task when there is one (classify, keyword, vad), else an output with a single
-/// dimension above 1 (`[1, C]`). Other outputs (feature maps, boxes, regressions) are judged by
-/// their SQNR: the argmax of a feature map means nothing.
-fn class_output(model: &ModelProto) -> bool {
-    let (inputs, outputs) = lepton_runtime::onnx::io_specs(model);
-    if let Ok(Some(m)) = lepton_runtime::onnx::resolve_manifest(model, &inputs, &outputs, std::path::Path::new("model"))
-    {
-        return matches!(
-            m.task,
-            lepton_runtime::manifest::Task::Classify
-                | lepton_runtime::manifest::Task::Keyword
-                | lepton_runtime::manifest::Task::Vad
-        );
+/// How agreement is measured for one model (see [`Criterion`]).
+enum Judge {
+    Top1,
+    /// Detections decoded as the device decodes them, from the manifest.
+    Boxes {
+        manifest: Box<Manifest>,
+        /// The model input's width and height: boxes are compared in input pixels.
+        size: (f32, f32),
+    },
+    Sqnr,
+}
+
+impl Judge {
+    /// The manifest's task when there is one (classify, keyword, vad: top-1; detect: boxes);
+    /// without one, top-1 when output 0 holds class scores (a single dimension above 1, `[1, C]`).
+    /// Other outputs (feature maps, regressions) are judged by their SQNR: the argmax of a feature
+    /// map or of box coordinates means nothing.
+    fn of(model: &ModelProto) -> Result<Judge> {
+        let (inputs, outputs) = lepton_runtime::onnx::io_specs(model);
+        let path = std::path::Path::new("model");
+        if let Ok(Some(m)) = lepton_runtime::onnx::resolve_manifest(model, &inputs, &outputs, path) {
+            return Ok(match m.task {
+                Task::Classify | Task::Keyword | Task::Vad => Judge::Top1,
+                Task::Detect => {
+                    let (_, [w, h], _) =
+                        m.image_input(path).context("the detector's manifest: boxes are compared in input pixels")?;
+                    Judge::Boxes { manifest: Box::new(m), size: (w as f32, h as f32) }
+                }
+                Task::Raw => Judge::Sqnr,
+            });
+        }
+        let classes = outputs.first().and_then(|o| o.dims.as_ref()).is_some_and(|dims| {
+            dims.iter().filter(|d| !matches!(d, lepton_runtime::onnx::Dim::Fixed(0 | 1))).count() == 1
+        });
+        Ok(if classes { Judge::Top1 } else { Judge::Sqnr })
     }
-    outputs
-        .first()
-        .and_then(|o| o.dims.as_ref())
-        .is_some_and(|dims| dims.iter().filter(|d| !matches!(d, lepton_runtime::onnx::Dim::Fixed(0 | 1))).count() == 1)
+
+    fn criterion(&self) -> Criterion {
+        match self {
+            Judge::Top1 => Criterion::Top1,
+            Judge::Boxes { .. } => Criterion::BoxF1,
+            Judge::Sqnr => Criterion::OutputSqnr,
+        }
+    }
+}
+
+/// The runtime's detection postprocessing (decode, score threshold, NMS) for one model's outputs.
+struct BoxDecoder {
+    post: VisionPostprocess,
+    transform: Transform,
+    score_threshold: f32,
+}
+
+impl BoxDecoder {
+    /// Sized from one run's graph outputs (`values` must hold every output in `outputs`).
+    fn new(manifest: &Manifest, size: (f32, f32), outputs: &[String], values: &Values) -> Result<Self> {
+        let infos = outputs
+            .iter()
+            .map(|name| {
+                let t = values.tensor(name).with_context(|| format!("the detector's output `{name}` is not float"))?;
+                Ok(lepton_runtime::engine::TensorInfo {
+                    name: name.clone(),
+                    shape: t.shape().to_vec(),
+                    dtype: Some(lepton_runtime::DType::F32),
+                    quant: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let path = std::path::Path::new("model");
+        let post = VisionPostprocess::from_manifest(manifest, &infos, path)?;
+        let score_threshold = manifest.detect_config(path)?.score_threshold;
+        Ok(BoxDecoder { post, transform: Transform::identity(size.0, size.1), score_threshold })
+    }
+
+    /// The boxes of one run (label, box in input pixels), best score first.
+    fn decode(&mut self, outputs: &[String], values: &Values) -> Result<Vec<(u16, BBox)>> {
+        let mut views = vec![];
+        for name in outputs {
+            let t = values.tensor(name).with_context(|| format!("the detector's output `{name}` is not float"))?;
+            let data = f32s(t).with_context(|| format!("the detector's output `{name}` is not float"))?;
+            views.push(
+                lepton_runtime::TensorView::from_f32(t.shape(), data).map_err(|e| anyhow!("output `{name}`: {e}"))?,
+            );
+        }
+        let mut out = Detections::new();
+        self.post.postprocess(&views, &self.transform, &mut out)?;
+        let mut found: Vec<_> = out.iter().filter_map(|d| d.bbox.map(|b| (d.score, d.class, b))).collect();
+        found.sort_by(|a, b| b.0.total_cmp(&a.0));
+        Ok(found.into_iter().map(|(_, c, b)| (c, b)).collect())
+    }
+}
+
+/// Int8 boxes (best first) matched one-to-one to float boxes as `eval` matches detections to
+/// ground truth.
+fn matched_boxes(float: &[(u16, BBox)], int8: &[(u16, BBox)]) -> usize {
+    let mut used = vec![false; float.len()];
+    int8.iter().filter(|(c, b)| crate::eval_detect::match_detection(*c, b, float, &mut used)).count()
 }
 
 /// Constants as initializers, opset ≥ 13, BatchNormalization folded into Conv, value_info dropped,
@@ -560,51 +789,88 @@ fn fold_batchnorm(g: &mut GraphProto) -> Result<()> {
     Ok(())
 }
 
-/// Runs `model` on every sample with `tensors` exposed as extra outputs; returns their values as
-/// f32 (tensors that are not float, or that the engine cannot expose, are left out).
-pub fn capture(model: &ModelProto, tensors: &[String], samples: &[Inputs]) -> Result<Vec<HashMap<String, Vec<f32>>>> {
-    let mut m = model.clone();
-    let g = m.graph.as_mut().context("no graph")?;
-    let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
-    let consts: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
-    let produced: HashSet<&str> = g
-        .node
-        .iter()
-        .flat_map(|n| n.output.iter().map(String::as_str))
-        .chain(g.input.iter().map(|i| i.name.as_str()))
-        .collect();
-    let exposed: Vec<String> =
-        tensors.iter().filter(|t| !consts.contains(*t) && produced.contains(t.as_str())).cloned().collect();
-    for t in &exposed {
-        if !existing.contains(t) {
-            g.output.push(pb::ValueInfoProto { name: t.clone(), ..Default::default() });
-        }
-    }
-    let names: Vec<String> = g.output.iter().map(|o| o.name.clone()).collect();
-    let facts: Vec<_> = samples[0]
-        .iter()
-        .map(|(n, t)| lepton_runtime::engine::tract::InputFact {
-            name: n.clone(),
-            shape: t.shape().to_vec(),
-            dtype: Some(t.datum_type()),
-        })
-        .collect();
-    let mut engine = load_relaxed(&m, &facts)?;
-    let wanted: HashSet<&String> = exposed.iter().collect();
-    samples
-        .iter()
-        .map(|s| {
-            let out = engine.run_tensors(s.iter().map(|(_, t)| t.clone()).collect())?;
-            let mut values = HashMap::new();
-            for (name, t) in names.iter().zip(out) {
-                if wanted.contains(name) && t.datum_type() == DatumType::F32 {
-                    let v = t.to_plain_array_view::<f32>().map_err(|e| anyhow!("{e:#}"))?.iter().copied().collect();
-                    values.insert(name.clone(), v);
-                }
+/// A model planned once with chosen tensors exposed as extra outputs, run one sample at a time:
+/// calibration and measurement fold each sample's values and drop them.
+pub struct Capture {
+    runner: SimplePlanRunner,
+    /// The planned model's outputs, in order.
+    names: Vec<String>,
+    /// The exposed tensors (and graph outputs) that were asked for.
+    wanted: HashSet<String>,
+}
+
+impl Capture {
+    /// Plans `model` with `tensors` exposed as outputs (constants and names nothing produces are
+    /// left out), for inputs shaped as in `sample`.
+    pub fn new(model: &ModelProto, tensors: &[String], sample: &Inputs) -> Result<Self> {
+        let mut m = model.clone();
+        let g = m.graph.as_mut().context("no graph")?;
+        let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+        let consts: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+        let produced: HashSet<&str> = g
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .chain(g.input.iter().map(|i| i.name.as_str()))
+            .collect();
+        let exposed: Vec<String> =
+            tensors.iter().filter(|t| !consts.contains(*t) && produced.contains(t.as_str())).cloned().collect();
+        for t in &exposed {
+            if !existing.contains(t) {
+                g.output.push(pb::ValueInfoProto { name: t.clone(), ..Default::default() });
             }
-            Ok(values)
-        })
-        .collect()
+        }
+        let names: Vec<String> = g.output.iter().map(|o| o.name.clone()).collect();
+        let facts: Vec<_> = sample
+            .iter()
+            .map(|(n, t)| lepton_runtime::engine::tract::InputFact {
+                name: n.clone(),
+                shape: t.shape().to_vec(),
+                dtype: Some(t.datum_type()),
+            })
+            .collect();
+        let runner = load_relaxed(&m, &facts)?;
+        Ok(Capture { runner, names, wanted: exposed.into_iter().collect() })
+    }
+
+    /// Runs one sample; returns the exposed tensors that are f32 (others are left out).
+    pub fn run(&mut self, sample: &Inputs) -> Result<Values> {
+        let out = self.runner.run_tensors(sample.iter().map(|(_, t)| t.clone()).collect())?;
+        let mut tensors = HashMap::new();
+        for (name, t) in self.names.iter().zip(out) {
+            if self.wanted.contains(name) && t.datum_type() == DatumType::F32 {
+                tensors.insert(name.clone(), t);
+            }
+        }
+        Ok(Values { tensors })
+    }
+}
+
+/// One sample's captured f32 tensors, by name.
+pub struct Values {
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Values {
+    /// A tensor's values, flat in row-major order.
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        self.tensors.get(name).and_then(f32s)
+    }
+
+    /// A tensor with its shape.
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.get(name)
+    }
+
+    /// Every tensor's name and values.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[f32])> {
+        self.tensors.iter().filter_map(|(n, t)| Some((n.as_str(), f32s(t)?)))
+    }
+}
+
+/// A float tensor's values, flat in row-major order (none for another type).
+fn f32s(t: &Tensor) -> Option<&[f32]> {
+    t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()
 }
 
 /// Loads a model whose extra outputs carry no type information.
@@ -672,14 +938,14 @@ fn axis_attr(axis: i64) -> AttributeProto {
 fn rewrite(
     prepared: &ModelProto,
     ranges: &HashMap<String, (f32, f32)>,
-    float_values: &[HashMap<String, Vec<f32>>],
+    float_tensors: &HashSet<String>,
     float_layers: &[String],
     s: &Settings,
 ) -> Result<(ModelProto, RewriteStats)> {
     let mut m = prepared.clone();
     let g = m.graph.as_mut().context("no graph")?;
     let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let is_float = |name: &str| float_values.first().is_some_and(|v| v.contains_key(name));
+    let is_float = |name: &str| float_tensors.contains(name);
     // A Concat joining tensors of very different ranges (a detector's pixel coordinates next to
     // its 0..1 scores) stays float: one int8 scale for all would leave the small ones a few levels.
     let mixed_concats: HashSet<String> = g
@@ -999,55 +1265,148 @@ fn quantize_bias(
 struct Measured {
     layer_sqnr: HashMap<String, (f64, f64)>,
     agreement: Option<f64>,
+    boxes: Option<BoxAgreement>,
     output_sqnr_db: f64,
 }
 
+/// Signal and noise energy of one layer's output and input; `None` once a sample lacks the
+/// tensor in either model (the layer then has no figure, or its input counts as exact).
+struct LayerEnergy {
+    output: Option<Energy>,
+    input: Option<Energy>,
+}
+
+/// Adds one sample's pair to `e`, or gives up on it when either value is missing.
+fn fold(e: &mut Option<Energy>, exact: Option<&[f32]>, approx: Option<&[f32]>) {
+    match (e.as_mut(), exact, approx) {
+        (Some(e), Some(x), Some(y)) => e.add(x, y),
+        _ => *e = None,
+    }
+}
+
+/// Runs float (`float_tap`) and `quant` side by side, one sample at a time, and folds per-layer
+/// and output energies and the agreement; `layers` maps each quantized layer to (its float
+/// output, the dequantized name readers take, its float input); `outputs` are the graph outputs.
 fn measure(
-    _float: &ModelProto,
+    float_tap: &mut Capture,
     quant: &ModelProto,
     samples: &[Inputs],
-    float_values: &[HashMap<String, Vec<f32>>],
     layers: &BTreeMap<String, (String, String, String)>,
-    output: &str,
-    classifier: bool,
+    outputs: &[String],
+    judge: &Judge,
+    mut progress: impl FnMut(usize),
 ) -> Result<Measured> {
+    let Some(first) = samples.first() else { bail!("no calibration samples") };
+    let output = outputs.first().context("the model has no output")?;
     let mut wanted: Vec<String> =
         layers.values().flat_map(|(_, dq, x)| [dq.clone(), format!("{x}_dequantized")]).collect();
-    wanted.push(output.to_string());
+    wanted.extend(outputs.iter().cloned());
     wanted.sort();
     wanted.dedup();
-    let q_values = capture(quant, &wanted, samples)?;
-    let concat = |vals: &[HashMap<String, Vec<f32>>], name: &str| -> Option<Vec<f32>> {
-        let mut all = vec![];
-        for v in vals {
-            all.extend_from_slice(v.get(name)?);
+    let mut q_tap = Capture::new(quant, &wanted, first)?;
+    let mut energies: BTreeMap<&str, LayerEnergy> = layers
+        .keys()
+        .map(|l| (l.as_str(), LayerEnergy { output: Some(Energy::default()), input: Some(Energy::default()) }))
+        .collect();
+    let mut output_energy = Energy::default();
+    let (mut same, mut compared) = (0usize, 0usize);
+    let (mut float_boxes, mut int8_boxes, mut matched) = (0usize, 0usize, 0usize);
+    let mut decoder: Option<BoxDecoder> = None;
+    for (i, sample) in samples.iter().enumerate() {
+        progress(i + 1);
+        let f = float_tap.run(sample)?;
+        let q = q_tap.run(sample)?;
+        for (layer, (out, out_dq, x)) in layers {
+            let Some(e) = energies.get_mut(layer.as_str()) else { continue };
+            fold(&mut e.output, f.get(out), q.get(out_dq));
+            fold(&mut e.input, f.get(x), q.get(&format!("{x}_dequantized")));
         }
-        Some(all)
-    };
-    let mut layer_sqnr = HashMap::new();
-    for (layer, (out, out_dq, x)) in layers {
-        let (Some(f_out), Some(q_out)) = (concat(float_values, out), concat(&q_values, out_dq)) else {
-            continue;
-        };
-        let sqnr_out = sqnr_db(&f_out, &q_out);
-        let x_dq = format!("{x}_dequantized");
-        let sqnr_in = match (concat(float_values, x), concat(&q_values, &x_dq)) {
-            (Some(f), Some(q)) => sqnr_db(&f, &q),
-            _ => f64::INFINITY,
-        };
-        let loss = if sqnr_in.is_infinite() { 60.0f64.min(100.0 - sqnr_out.min(100.0)) } else { sqnr_in - sqnr_out };
-        layer_sqnr.insert(layer.clone(), (sqnr_out, loss));
+        if let (Some(a), Some(b)) = (f.get(output), q.get(output)) {
+            output_energy.add(a, b);
+            let top = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+            same += usize::from(top(a) == top(b));
+            compared += 1;
+        }
+        if let Judge::Boxes { manifest, size } = judge {
+            let d = match &mut decoder {
+                Some(d) => d,
+                None => decoder.insert(BoxDecoder::new(manifest, *size, outputs, &f)?),
+            };
+            let float_found = d.decode(outputs, &f).context("decoding the float model's detections")?;
+            let int8_found = d.decode(outputs, &q).context("decoding the int8 model's detections")?;
+            float_boxes += float_found.len();
+            int8_boxes += int8_found.len();
+            matched += matched_boxes(&float_found, &int8_found);
+        }
     }
-    let f_out: Vec<&Vec<f32>> = float_values.iter().filter_map(|v| v.get(output)).collect();
-    let q_out: Vec<&Vec<f32>> = q_values.iter().filter_map(|v| v.get(output)).collect();
-    let output_sqnr_db = sqnr_db(
-        &f_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
-        &q_out.iter().flat_map(|v| v.iter().copied()).collect::<Vec<_>>(),
-    );
-    let agreement = classifier.then(|| {
-        let am = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
-        let same = f_out.iter().zip(&q_out).filter(|(a, b)| am(a) == am(b)).count();
-        same as f64 / f_out.len().max(1) as f64
-    });
-    Ok(Measured { layer_sqnr, agreement, output_sqnr_db })
+    let mut layer_sqnr = HashMap::new();
+    for (layer, e) in energies {
+        let Some(out) = e.output else { continue };
+        let sqnr_out = out.db();
+        let sqnr_in = e.input.map_or(f64::INFINITY, |e| e.db());
+        let loss = if sqnr_in.is_infinite() { 60.0f64.min(100.0 - sqnr_out.min(100.0)) } else { sqnr_in - sqnr_out };
+        layer_sqnr.insert(layer.to_string(), (sqnr_out, loss));
+    }
+    let boxes = match judge {
+        Judge::Boxes { .. } => Some(BoxAgreement::new(
+            float_boxes,
+            int8_boxes,
+            matched,
+            decoder.as_ref().map_or(f32::NAN, |d| d.score_threshold),
+        )),
+        _ => None,
+    };
+    let agreement = match judge {
+        Judge::Top1 => Some(same as f64 / compared.max(1) as f64),
+        Judge::Boxes { .. } => boxes.map(|b| b.f1),
+        Judge::Sqnr => None,
+    };
+    Ok(Measured { layer_sqnr, agreement, boxes, output_sqnr_db: output_energy.db() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(x0: f32, y0: f32, x1: f32, y1: f32) -> BBox {
+        BBox { x0, y0, x1, y1 }
+    }
+
+    #[test]
+    fn boxes_match_by_label_and_iou_one_to_one() {
+        let float = [(3, b(0.0, 0.0, 10.0, 10.0)), (5, b(20.0, 0.0, 30.0, 10.0))];
+        // Same place and label; a shifted box (IoU 0.6); a wrong label; a duplicate of a box
+        // already taken; a box far from everything.
+        assert_eq!(matched_boxes(&float, &[(3, b(0.0, 0.0, 10.0, 10.0))]), 1);
+        assert_eq!(matched_boxes(&float, &[(5, b(22.5, 0.0, 32.5, 10.0))]), 1);
+        assert_eq!(matched_boxes(&float, &[(4, b(0.0, 0.0, 10.0, 10.0))]), 0);
+        assert_eq!(matched_boxes(&float, &[(3, b(0.0, 0.0, 10.0, 10.0)), (3, b(0.5, 0.0, 10.5, 10.0))]), 1);
+        assert_eq!(matched_boxes(&float, &[(3, b(50.0, 50.0, 60.0, 60.0))]), 0);
+        // A box moved by half its width overlaps a third: no match.
+        assert_eq!(matched_boxes(&float, &[(3, b(5.0, 0.0, 15.0, 10.0))]), 0);
+    }
+
+    #[test]
+    fn box_agreement_is_f1_of_matched_boxes() {
+        let a = BoxAgreement::new(10, 12, 9, 0.4);
+        assert_eq!((a.recall, a.precision), (0.9, 0.75));
+        assert!((a.f1 - 18.0 / 22.0).abs() < 1e-12, "{}", a.f1);
+        // Nothing found by either: nothing to disagree about.
+        assert_eq!(BoxAgreement::new(0, 0, 0, 0.4).f1, 1.0);
+        // Float found boxes, int8 none.
+        let a = BoxAgreement::new(4, 0, 0, 0.4);
+        assert_eq!((a.f1, a.recall), (0.0, 0.0));
+    }
+
+    #[test]
+    fn judges_follow_the_manifest_task() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let judge = |m: &str| {
+            let d = lepton_runtime::onnx::OnnxModel::read(&root.join(m).join("model.onnx")).unwrap();
+            Judge::of(&d.proto).unwrap().criterion()
+        };
+        assert_eq!(judge("detector"), Criterion::BoxF1);
+        assert_eq!(judge("keywords"), Criterion::Top1);
+        assert_eq!(judge("digits"), Criterion::Top1);
+    }
 }

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use lepton_convert::calibrate::Method;
-use lepton_convert::quantize::{quantize, Report, Settings};
+use lepton_convert::quantize::{quantize, Criterion, Report, Settings};
 use lepton_runtime::onnx;
 use std::path::PathBuf;
 
@@ -14,10 +14,24 @@ use std::path::PathBuf;
 /// manifest (they are preprocessed as on the device). 40 in-domain samples are usually enough.
 ///
 /// Weights are quantized per output channel (int8, symmetric), biases to int32, activations to
-/// int8 with ranges from the calibration statistics. Float and int8 then run side by side on
-/// the calibration set; layers whose quantization hurts (largest SQNR loss) stay in float until
-/// the int8 model agrees with float (top-1 ≥ 99 %, or output SQNR ≥ 20 dB for non-classifiers).
-/// OUT is standard QDQ ONNX (onnxruntime runs it too) and keeps the manifest.
+/// int8 with ranges from the calibration statistics (gathered one sample at a time: memory does
+/// not grow with the number of samples). Float and int8 then run side by side on the calibration
+/// set; layers whose quantization hurts (largest SQNR loss) stay in float, up to a fifth of them,
+/// until the int8 model agrees with float, judged by the task in the model's manifest:
+///
+/// - classifiers (task classify, keyword, vad; without a manifest, an output [1, C]): top-1
+///   agreement, target 99 %;
+///
+/// - detectors (task detect): float and int8 outputs decoded as the device decodes them (the
+///   manifest's [detect] format, score threshold and NMS); an int8 box matches a float box of the
+///   same label at IoU ≥ 0.5, one to one, as `eval` matches; the agreement is the F1 of matched
+///   boxes, 2·matched / (float boxes + int8 boxes), target 95 %;
+///
+/// - other models: the SQNR of output 0, target 20 dB.
+///
+/// OUT is standard QDQ ONNX (onnxruntime runs it too) and keeps the manifest. When no attempt
+/// reaches the target, OUT is still written (the best attempt), stderr names the figure and the
+/// target, and the exit code is 1. Exit codes: 0 target met, 1 target missed, 2 error.
 ///
 /// Example: lepton-convert quantize model.onnx --calibration calib/ -o model.int8.onnx --report report.json
 #[derive(Args, Debug)]
@@ -36,7 +50,13 @@ pub struct QuantizeArgs {
     /// One scale per weight tensor instead of one per output channel.
     #[arg(long)]
     per_tensor: bool,
-    /// Write the per-layer report (SQNR, precision, agreement) as JSON.
+    /// The agreement to reach instead of the task's default: a fraction for classifiers (top-1,
+    /// default 0.99) and detectors (F1 of matched boxes, default 0.95), dB of output SQNR for
+    /// other models (default 20). Above 1 an agreement cannot be met.
+    #[arg(long, value_name = "X")]
+    target: Option<f64>,
+    /// Write the per-layer report (SQNR, precision, the criterion, its figure and target, the
+    /// agreement and for detectors the box counts) as JSON.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
 }
@@ -65,10 +85,29 @@ fn print(r: &Report) {
     } else {
         println!("kept in float (mixed precision): {}", r.float_layers.join(", "));
     }
-    if let Some(a) = r.agreement {
-        println!("top-1 agreement with float on the calibration set: {:.2} %", a * 100.0);
+    match (r.criterion, r.agreement, &r.boxes) {
+        (Criterion::BoxF1, _, Some(b)) => println!(
+            "box agreement with float on the calibration set: F1 {:.2} % (recall {:.2} %, precision {:.2} %; {} of {} float boxes matched by {} int8 boxes at IoU ≥ {}, score threshold {})",
+            b.f1 * 100.0,
+            b.recall * 100.0,
+            b.precision * 100.0,
+            b.matched,
+            b.float_boxes,
+            b.int8_boxes,
+            b.iou,
+            b.score_threshold
+        ),
+        (_, Some(a), _) => println!("top-1 agreement with float on the calibration set: {:.2} %", a * 100.0),
+        _ => {}
     }
     println!("output SQNR: {:.1} dB", r.output_sqnr_db);
+    println!(
+        "{}: {} (target {}, {})",
+        r.criterion.describe(),
+        r.criterion.format(r.figure),
+        r.criterion.format(r.target),
+        if r.target_met { "met" } else { "missed" }
+    );
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -85,7 +124,8 @@ pub fn run(args: QuantizeArgs) -> Result<u8> {
     let described = lepton_runtime::onnx::OnnxModel::read(&args.model)?;
     let (model, manifest) = (&described.proto, described.manifest.as_ref());
     let samples = lepton_convert::samples::load(&args.calibration, model, manifest)?;
-    let settings = Settings { method: args.method, per_channel: !args.per_tensor, ..Default::default() };
+    let settings =
+        Settings { method: args.method, per_channel: !args.per_tensor, target: args.target, ..Default::default() };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let (q, report) = quantize(model, &samples, &settings, |msg| spinner.set_message(msg.to_string()))
@@ -98,5 +138,24 @@ pub fn run(args: QuantizeArgs) -> Result<u8> {
         println!("report written to {}", p.display());
     }
     println!("wrote {}", args.output.display());
+    if !report.target_met {
+        eprintln!(
+            "lepton-convert quantize: target missed: {} is {}, under the target of {}, after {} attempts; {} holds the best one (attempt {}, {} layers kept in float{})",
+            judged(&report),
+            report.criterion.format(report.figure),
+            report.criterion.format(report.target),
+            report.attempts,
+            args.output.display(),
+            report.iterations,
+            report.float_layers.len(),
+            if report.float_layers.is_empty() { String::new() } else { format!(": {}", report.float_layers.join(", ")) },
+        );
+        return Ok(1);
+    }
     Ok(0)
+}
+
+/// The judged figure, named for the stderr message.
+fn judged(r: &Report) -> String {
+    format!("{} on the {} calibration samples", r.criterion.describe(), r.samples)
 }
