@@ -80,7 +80,7 @@ struct Case {
 }
 
 fn desc(name: &str, shape: [u32; 4], zero_point: i32) -> TensorDesc<'_> {
-    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 1.0, zero_point, offset: 0 }
+    TensorDesc { name, shape, rank: 4, layout: Layout::Plain, scale: 1.0, zero_point, channels: &[], offset: 0 }
 }
 
 /// Biases small enough that `k` products cannot overflow the accumulator.
