@@ -14,7 +14,8 @@ use std::process::ExitCode;
 /// copy the model file to the device (Linux boards run int8 models on the integer engine), or
 /// `compile` it to a .lpm for a microcontroller.
 ///
-/// Exit codes: 0 success, 2 error (the message names the file, field, tensor or node).
+/// Exit codes: 0 success; 1 the work was done but missed its goal (`quantize`: the int8 model misses
+/// its agreement target); 2 error (the message names the file, field, tensor or node).
 #[derive(Parser, Debug)]
 #[command(name = "lepton-convert", version, about, long_about)]
 struct Cli {
