@@ -580,6 +580,11 @@ impl<'a> Ctx<'a> {
             }
             self.by_q.insert(qname, out);
         }
+        if self.inputs.is_empty() {
+            return Err(LowerError::Model(
+                "no quantized input: the model is float; quantize it (lepton-convert quantize) so it starts with QuantizeLinear on its input".into(),
+            ));
+        }
         // Outputs: dequantized int8 tensors, or float tails computed from them.
         let mut outputs = vec![];
         for o in &self.g.output {
@@ -636,11 +641,6 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
     let outputs = ctx.run()?;
     fusion::fuse_activations(&ctx.tensors, &mut ctx.specs, &outputs)?;
     fusion::fuse_tables(&mut ctx.specs, &outputs);
-    if ctx.inputs.is_empty() {
-        return Err(LowerError::Model(
-            "no quantized input: the model must start with QuantizeLinear on its input".into(),
-        ));
-    }
     if ctx.inputs.len() > format::MAX_IO || outputs.len() > format::MAX_IO {
         return Err(LowerError::Model(format!("at most {} inputs and outputs", format::MAX_IO)));
     }
