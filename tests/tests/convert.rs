@@ -127,6 +127,50 @@ fn micro_models_go_everywhere_an_onnx_model_goes() {
 }
 
 #[test]
+fn compile_fits_an_arena_limit_by_running_convolutions_in_bands_with_the_same_results() {
+    let dir = scratch("max-arena");
+    let kw = root().join("models/keywords");
+    let (int8, wav) = (s(&kw.join("model.int8.onnx")), s(&kw.join("demo.wav")));
+    let compile = |limit: Option<&str>, out: &std::path::Path| {
+        let mut args = vec!["compile", &int8, "-o"];
+        let out = s(out);
+        args.push(&out);
+        if let Some(l) = limit {
+            args.extend(["--max-arena", l]);
+        }
+        run("lepton-convert", &args)
+    };
+    let whole = dir.join("whole.lpm");
+    assert!(compile(None, &whole).status.success());
+    let banded = dir.join("banded.lpm");
+    let out = compile(Some("30000"), &banded);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("in bands") && stdout.contains("MACs more"), "{stdout}");
+    let bytes = std::fs::read(&banded).unwrap();
+    let header: lepton_runtime::engine::micro::Interpreter<'_, 256> =
+        lepton_runtime::engine::micro::Interpreter::new(&bytes).unwrap();
+    let whole_bytes = std::fs::read(&whole).unwrap();
+    let whole_header: lepton_runtime::engine::micro::Interpreter<'_, 256> =
+        lepton_runtime::engine::micro::Interpreter::new(&whole_bytes).unwrap();
+    assert!(header.arena_bytes() <= 30000, "{}", header.arena_bytes());
+    assert!(whole_header.arena_bytes() > 60000, "{}", whole_header.arena_bytes());
+    assert!(stdout.contains(&format!("arena: {} bytes", header.arena_bytes())), "{stdout}");
+    // Every output of every window of the demo recording, bit for bit.
+    for (model, folder) in [(&whole, "out-whole"), (&banded, "out-banded")] {
+        let out = run("lepton-convert", &["run", &s(model), "--input", &wav, "--output-dir", &s(&dir.join(folder))]);
+        assert!(out.status.success(), "{}", text(&out).1);
+    }
+    let a = std::fs::read(dir.join("out-whole/logits.npy")).unwrap();
+    assert_eq!(a, std::fs::read(dir.join("out-banded/logits.npy")).unwrap(), "banded logits differ");
+    // A limit no banding reaches: an error with the smallest arena it got to.
+    let out = compile(Some("20000"), &dir.join("small.lpm"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("more than --max-arena 20000"), "{}", text(&out).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn bench_and_run_accept_the_same_shapes() {
     let dir = scratch("shapes");
     let npy = dir.join("x.npy");

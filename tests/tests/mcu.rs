@@ -487,6 +487,29 @@ fn the_shipped_keyword_spotter_hears_the_demo_words_on_a_cortex_m4() {
 }
 
 #[test]
+fn the_keyword_spotter_banded_into_a_30_kb_arena_hears_the_demo_words_on_a_cortex_m4() {
+    // `compile --max-arena`: the first convolution and the depthwise one after it run in bands,
+    // so the firmware's static arena shrinks from 69,440 bytes to under 30,000.
+    let dir = scratch("mcu-banded-kws");
+    let lpm = dir.join("banded.lpm");
+    let int8 = data("models/keywords/model.int8.onnx");
+    let out = run(
+        "lepton-convert",
+        &["compile", &int8.display().to_string(), "-o", &lpm.display().to_string(), "--max-arena", "30000"],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+    let bytes = std::fs::read(&lpm).unwrap();
+    let model: Interpreter<'_, 1024> = Interpreter::new(&bytes).unwrap();
+    assert!(model.arena_bytes() <= 30000, "{}", model.arena_bytes());
+    let (events, _) = speaker_matches_host("mcu-banded-kws-run", &lpm, &data("models/keywords/demo.wav"));
+    let labels = Model::load(&lpm).unwrap().manifest().unwrap().labels.clone();
+    let heard: Vec<&str> = events.iter().map(|e| labels[e.class as usize].as_str()).collect();
+    let spoken = std::fs::read_to_string(data("models/keywords/demo.txt")).unwrap();
+    assert_eq!(heard, spoken.split_whitespace().collect::<Vec<_>>());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn speaker_mode_with_a_vad_model_follows_speech_start_and_end() {
     let lpm = data("runtime/tests/data/energy_micro/vad.lpm");
     let wav = data("runtime/tests/data/speech_gap.wav");

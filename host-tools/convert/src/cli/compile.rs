@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lepton_runtime::engine::micro::lower::lower;
+use lepton_runtime::engine::micro::lower::lower_within;
 use lepton_runtime::onnx;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,7 +16,15 @@ use std::path::PathBuf;
 /// and tables for chains of elementwise functions (ReLU, hard-swish, sigmoid...). An op with no
 /// integer form is an error naming the node; quantize the model first with `lepton-convert quantize`.
 ///
+/// The arena (RAM for activations) is planned from tensor lifetimes and printed. With
+/// `--max-arena BYTES`, convolution pairs whose intermediate tensor sets the peak (a first
+/// convolution feeding a depthwise one, typically) run in horizontal bands until the arena fits:
+/// less RAM for a little more flash (each band op carries its weights) and a few MACs (rows two
+/// bands share are computed twice); results are bit for bit the same. It fails, saying the
+/// smallest arena it reached, when the model cannot get there.
+///
 /// Example: lepton-convert compile model.int8.onnx -o model.lpm --report
+/// Example: lepton-convert compile model.int8.onnx -o model.lpm --max-arena 32768
 #[derive(Args, Debug)]
 pub struct CompileArgs {
     /// The quantized ONNX model (from `lepton-convert quantize`).
@@ -30,6 +38,9 @@ pub struct CompileArgs {
     /// List every op with its source node.
     #[arg(long)]
     report: bool,
+    /// Largest arena (bytes) the model may need; convolutions run in bands to fit it.
+    #[arg(long, value_name = "BYTES")]
+    max_arena: Option<usize>,
 }
 
 /// Runs `compile`.
@@ -53,7 +64,8 @@ pub fn run(args: CompileArgs) -> Result<u8> {
             s.map(|s| (n.clone(), s)).with_context(|| format!("input `{n}` has a dynamic shape; give --shape {n}=DIMS"))
         })
         .collect::<Result<_>>()?;
-    let compiled = lower(&model, &shapes).with_context(|| format!("compiling {}", args.model.display()))?;
+    let compiled =
+        lower_within(&model, &shapes, args.max_arena).with_context(|| format!("compiling {}", args.model.display()))?;
     std::fs::write(&args.output, &compiled.bytes).with_context(|| format!("{}", args.output.display()))?;
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
     for (kind, _) in &compiled.ops {
@@ -68,6 +80,12 @@ pub fn run(args: CompileArgs) -> Result<u8> {
     println!("{} ops: {}", compiled.ops.len(), ops.join(" "));
     println!("flash: {} bytes ({} of weights, biases and tables)", compiled.bytes.len(), compiled.weight_bytes);
     println!("arena: {} bytes (exact), {} tensors", compiled.arena_bytes, compiled.tensors);
+    for (first, second, bands) in &compiled.banding.pairs {
+        println!("banded to fit --max-arena: {first} → {second} in {bands} bands");
+    }
+    if !compiled.banding.pairs.is_empty() {
+        println!("rows computed twice: {} MACs more", compiled.banding.extra_macs);
+    }
     println!("wrote {}", args.output.display());
     Ok(0)
 }

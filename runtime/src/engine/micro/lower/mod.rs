@@ -12,6 +12,7 @@ mod elementwise;
 mod fusion;
 mod layout;
 mod plan;
+mod schedule;
 mod tail;
 
 use super::format::{self, Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION};
@@ -52,6 +53,8 @@ pub struct Compiled {
     pub weight_bytes: usize,
     /// Tensors in the table.
     pub tensors: usize,
+    /// Convolution pairs run in bands to fit an arena limit.
+    pub banding: Banding,
 }
 
 /// Kernel, stride and padding of a pooling.
@@ -110,6 +113,7 @@ impl T {
 }
 
 /// Owned form of [`Op`], borrowed at encoding time.
+#[derive(Clone)]
 enum Spec {
     Conv { c: ConvParams, weights: Vec<u8>, bias: Vec<u8>, requant: Vec<u8>, reals: Vec<f64>, clamp: [i8; 2] },
     Fc { input: u16, output: u16, weights: Vec<u8>, bias: Vec<u8>, requant: Vec<u8>, reals: Vec<f64>, clamp: [i8; 2] },
@@ -212,6 +216,30 @@ impl Spec {
             | Spec::Const { output, .. } => *output,
             Spec::Add(b) | Spec::Mul(b) => b.output,
             Spec::MaxPool(p) | Spec::AvgPool(p) => p.output,
+        }
+    }
+
+    /// Renumbers every tensor the op refers to.
+    fn remap(&mut self, f: &impl Fn(u16) -> u16) {
+        match self {
+            Spec::Conv { c, .. } => (c.input, c.output) = (f(c.input), f(c.output)),
+            Spec::Fc { input, output, .. }
+            | Spec::Lut { input, output, .. }
+            | Spec::Gap { input, output, .. }
+            | Spec::Copy { input, output }
+            | Spec::Transpose { input, output, .. }
+            | Spec::Softmax { input, output, .. }
+            | Spec::Slice { input, output, .. } => (*input, *output) = (f(*input), f(*output)),
+            Spec::Const { output, .. } => *output = f(*output),
+            Spec::Add(b) | Spec::Mul(b) => (b.a, b.b, b.output) = (f(b.a), f(b.b), f(b.output)),
+            Spec::MaxPool(p) | Spec::AvgPool(p) => (p.input, p.output) = (f(p.input), f(p.output)),
+            Spec::Concat { inputs, output } => {
+                for id in inputs.chunks_exact_mut(2) {
+                    let new = f(u16::from_le_bytes([id[0], id[1]]));
+                    id.copy_from_slice(&new.to_le_bytes());
+                }
+                *output = f(*output);
+            }
         }
     }
 
@@ -608,8 +636,20 @@ impl<'a> Ctx<'a> {
     }
 }
 
+pub use schedule::Banding;
+
 /// Lowers a QDQ model whose inputs have the given concrete shapes.
 pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Result<Compiled, LowerError> {
+    lower_within(model, input_shapes, None)
+}
+
+/// [`lower`], with an arena of at most `max_arena` bytes when given: convolution pairs run in
+/// bands until it fits (see [`Banding`]); an error says the smallest arena reached otherwise.
+pub fn lower_within(
+    model: &ModelProto,
+    input_shapes: &[(String, Vec<usize>)],
+    max_arena: Option<usize>,
+) -> Result<Compiled, LowerError> {
     let g = model.graph.as_ref().ok_or_else(|| LowerError::Model("no graph".into()))?;
     let shapes = crate::onnx::tensor_shapes(model, input_shapes).map_err(LowerError::Model)?;
     let mut producer = HashMap::new();
@@ -644,8 +684,13 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
     if ctx.inputs.len() > format::MAX_IO || outputs.len() > format::MAX_IO {
         return Err(LowerError::Model(format!("at most {} inputs and outputs", format::MAX_IO)));
     }
-    // Drop tensors no op touches (quantized values nothing reads).
-    let (offsets, arena) = plan::plan(&ctx.tensors, &ctx.specs, &ctx.inputs, &outputs);
+    let (views, banding) = match max_arena {
+        Some(limit) => schedule::fit(&mut ctx.tensors, &mut ctx.specs, &ctx.inputs, &outputs, limit)?,
+        None => (vec![None; ctx.tensors.len()], Banding::default()),
+    };
+    // Tensors no op touches (quantized values nothing reads, outputs fused away) leave the table.
+    let (views, outputs) = plan::compact(&mut ctx.tensors, &mut ctx.specs, &mut ctx.inputs, outputs, views);
+    let (offsets, arena) = plan::plan(&ctx.tensors, &ctx.specs, &ctx.inputs, &outputs, &views);
     let manifest = crate::onnx::manifest_text(model).unwrap_or("");
     let header = Header {
         magic: MAGIC,
@@ -681,6 +726,7 @@ pub fn lower(model: &ModelProto, input_shapes: &[(String, Vec<usize>)]) -> Resul
         weight_bytes: ctx.specs.iter().map(|(s, _)| s.weight_bytes()).sum(),
         tensors: ctx.tensors.len(),
         arena_bytes: arena,
+        banding,
         bytes,
     })
 }
