@@ -146,7 +146,7 @@ fn compile_fits_an_arena_limit_by_running_convolutions_in_bands_with_the_same_re
     let out = compile(Some("30000"), &banded);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("in bands") && stdout.contains("MACs more"), "{stdout}");
+    assert!(stdout.contains("banded to fit --max-arena") && stdout.contains("MACs more"), "{stdout}");
     let bytes = std::fs::read(&banded).unwrap();
     let header: lepton_runtime::engine::micro::Interpreter<'_, 256> =
         lepton_runtime::engine::micro::Interpreter::new(&bytes).unwrap();
