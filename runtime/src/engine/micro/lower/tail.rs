@@ -304,18 +304,19 @@ impl<'a> Ctx<'a> {
             .channel_view(&n.input[0])
             .ok_or_else(|| unsupported(n, "input is not an int8 activation (or a transpose of one)"))?;
         let t = T { layout, ..self.tensors[x as usize].clone() };
-        let konst = |i: usize| -> Result<Option<Vec<i64>>, LowerError> {
+        // Bounds are inputs since opset 10, attributes before.
+        let konst = |i: usize, name: &str| -> Result<Option<Vec<i64>>, LowerError> {
             match n.input.get(i).filter(|s| !s.is_empty()) {
-                None => Ok(None),
+                None => Ok(attr(n, name).map(|a| a.ints.clone())),
                 Some(s) => {
                     Ok(Some(i64s(&self.init(s).ok_or_else(|| unsupported(n, "slice bounds are not constant"))??)?))
                 }
             }
         };
-        let (starts, ends) = (konst(1)?.unwrap_or_default(), konst(2)?.unwrap_or_default());
+        let (starts, ends) = (konst(1, "starts")?.unwrap_or_default(), konst(2, "ends")?.unwrap_or_default());
         let rank = t.rank as i64;
-        let axes = konst(3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
-        if let Some(steps) = konst(4)? {
+        let axes = konst(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        if let Some(steps) = konst(4, "steps")? {
             if steps.iter().any(|&s| s != 1) {
                 return Err(unsupported(n, "only slices with step 1"));
             }
