@@ -265,19 +265,12 @@ fn every_micro_op_runs_bit_exact_on_a_cortex_m4() {
 }
 
 /// Writes an int8 `.npy` file of `shape`.
-fn write_i8_npy(path: &Path, shape: &[usize], values: &[i8]) {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let mut header = format!("{{'descr': '|i1', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
-    // Magic, version 1.0, header length; the header is padded with spaces to a multiple of 64 bytes.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(values.iter().map(|&v| v as u8));
-    std::fs::write(path, bytes).unwrap();
+fn write_i8_npy(path: &Path, shape: &[u64], values: &[i8]) {
+    use npyz::WriterBuilder;
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::<i8>::new().default_dtype().shape(shape).writer(&mut file).begin_nd().unwrap();
+    w.extend(values.iter().copied()).unwrap();
+    w.finish().unwrap();
 }
 
 #[test]

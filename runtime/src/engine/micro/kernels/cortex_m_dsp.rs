@@ -9,7 +9,7 @@
 //!   both columns at once: per 4 reduction steps, 2 weight loads, 4 `sxtb16`, 4 column loads and
 //!   8 `smlad` for 16 multiply-accumulates.
 //! - Depthwise convolution: 4 channels per step (`sxtab16` on one word of activations,
-//!   `smlabb`/`smlatb` per channel), taps outside the image skipped.
+//!   `smlabb`/`smlatt` per channel), taps outside the image skipped.
 //! - Requantization: the exact fixed-point step of [`crate::quant::Requant`], with one 32×32→64
 //!   multiply and a 32-bit shift when the shift is 32 or more (every shift a realistic scale gives).
 //!
@@ -35,9 +35,6 @@ pub fn run(op: &Op<'_>, t: &[TensorDesc<'_>], arena: &mut [u8]) -> bool {
     match op {
         Op::Conv(c) => {
             let (i, o) = (d(c.input), d(c.output));
-            if !conv_supported(c, i) {
-                return false;
-            }
             let ([x], y) = ops::io(arena, [i.range()], o.range());
             conv(c, i, x, o, y)
         }
@@ -338,8 +335,7 @@ fn gemm(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [u8]) 
             let co1 = (co + 1).min(cout - 1);
             let (w0, w1) = (&weights[co * k..co * k + k], &weights[co1 * k..co1 * k + k]);
             let (r0, r1) = (out.channel(co), out.channel(co1));
-            let (b0, b1) = (r0.bias, r1.bias);
-            let mut acc = [b0, b0, b1, b1];
+            let mut acc = [r0.bias, r0.bias, r1.bias, r1.bias];
             dot_2x2(&mut acc, &weights[co * k..], (co1 - co) * k, &cols, k4);
             for j in k4..k {
                 let (wa, wb) = (w0[j] as i8 as i32, w1[j] as i8 as i32);

@@ -560,39 +560,8 @@ impl<'a> Ctx<'a> {
             let shape = nhwc(&dims)?;
             let rank = dims.len() as u8;
             let qname = n.output[0].clone();
-            if graph_inputs.contains(x.as_str()) {
-                let layout = if rank == 4 { Layout::Nchw } else { Layout::Plain };
-                let input = self.add_tensor(T {
-                    name: x.clone(),
-                    shape,
-                    rank,
-                    layout,
-                    scale,
-                    zero_point,
-                    channels: vec![],
-                    values: None,
-                });
-                self.inputs.push(input);
-                let id = if rank == 4 {
-                    let id = self.add_tensor(T {
-                        name: qname.clone(),
-                        shape,
-                        rank,
-                        layout: Layout::Plain,
-                        scale,
-                        zero_point,
-                        channels: vec![],
-                        values: None,
-                    });
-                    self.specs.push((Spec::Transpose { input, output: id, to_nhwc: true }, n.name.clone()));
-                    id
-                } else {
-                    input
-                };
-                self.by_q.insert(qname, id);
-                continue;
-            }
-            let out = self.add_tensor(T {
+            // The int8 tensor, NHWC in the arena.
+            let quantized = T {
                 name: qname.clone(),
                 shape,
                 rank,
@@ -601,7 +570,22 @@ impl<'a> Ctx<'a> {
                 zero_point,
                 channels: vec![],
                 values: None,
-            });
+            };
+            if graph_inputs.contains(x.as_str()) {
+                let layout = if rank == 4 { Layout::Nchw } else { Layout::Plain };
+                let input = self.add_tensor(T { layout, ..quantized.like(x.clone()) });
+                self.inputs.push(input);
+                let id = if rank == 4 {
+                    let id = self.add_tensor(quantized);
+                    self.specs.push((Spec::Transpose { input, output: id, to_nhwc: true }, n.name.clone()));
+                    id
+                } else {
+                    input
+                };
+                self.by_q.insert(qname, id);
+                continue;
+            }
+            let out = self.add_tensor(quantized);
             let source = self.node(x).map_or_else(|| n.name.clone(), |p| p.name.clone());
             for s in self.lower_producer(x, out, n)? {
                 self.specs.push((s, source.clone()));

@@ -32,14 +32,15 @@ pub(super) fn fit(
 ) -> Result<(Views, Banding), LowerError> {
     let mut views: Views = vec![None; tensors.len()];
     let mut banding = Banding::default();
-    let mut done: Vec<usize> = vec![];
+    // Pairs (by their first op's node) banding did not help: not tried again.
+    let mut tried: Vec<String> = vec![];
     loop {
         let (_, arena) = plan::plan(tensors, specs, inputs, outputs, &views);
         if arena <= limit {
             return Ok((views, banding));
         }
         let candidate = (0..specs.len().saturating_sub(1))
-            .filter(|&k| !done.contains(&k) && bandable(tensors, specs, outputs, &views, k))
+            .filter(|&k| !tried.contains(&specs[k].1) && bandable(tensors, specs, outputs, &views, k))
             .max_by_key(|&k| match &specs[k].0 {
                 Spec::Conv { c, .. } => tensors[c.output as usize].len(),
                 _ => 0,
@@ -60,26 +61,20 @@ pub(super) fn fit(
                 best = Some((a, per_band));
             }
             if a <= limit {
-                best = Some((a, per_band));
                 break;
             }
         }
-        let Some((_, per_band)) = best.filter(|&(a, _)| a < arena) else {
-            done.push(k);
-            continue;
-        };
         let (first, second) = (specs[k].1.clone(), specs[k + 1].1.clone());
-        let (count, extra) = band(tensors, specs, &mut views, k, per_band);
-        if count == 0 {
-            done.push(k);
-            continue;
-        }
-        banding.pairs.push((first, second, count));
-        banding.extra_macs += extra;
-        // The pair is now 2·count ops; what follows moved.
-        done = done.into_iter().map(|d| if d > k { d + 2 * count - 2 } else { d }).collect();
-        for d in k..k + 2 * count {
-            done.push(d);
+        let bands = match best {
+            Some((a, per_band)) if a < arena => band(tensors, specs, &mut views, k, per_band),
+            _ => (0, 0),
+        };
+        match bands {
+            (0, _) => tried.push(first),
+            (count, extra) => {
+                banding.pairs.push((first, second, count));
+                banding.extra_macs += extra;
+            }
         }
     }
 }
@@ -93,7 +88,8 @@ fn out_rows(tensors: &[T], specs: &[(Spec, String)], k: usize) -> usize {
 }
 
 /// Whether ops `k` and `k + 1` are a convolution feeding only a convolution, on plain NHWC
-/// tensors of one image, with an intermediate tensor of at least two rows.
+/// tensors of one image, with an intermediate tensor of at least two rows, neither of them a band
+/// already (a band reads rows of its input as a view).
 fn bandable(tensors: &[T], specs: &[(Spec, String)], outputs: &[u16], views: &Views, k: usize) -> bool {
     let (Spec::Conv { c: a, .. }, Spec::Conv { c: b, .. }) = (&specs[k].0, &specs[k + 1].0) else {
         return false;
@@ -108,6 +104,7 @@ fn bandable(tensors: &[T], specs: &[(Spec, String)], outputs: &[u16], views: &Vi
         && readers == 1
         && !outputs.contains(&x)
         && views[x as usize].is_none()
+        && views[a.input as usize].is_none()
         && [a.input, x, b.output].into_iter().all(plain)
         && tensors[b.output as usize].shape[1] >= 2
 }
@@ -169,7 +166,8 @@ fn band(
     while r0 < hy {
         let r1 = (r0 + per_band).min(hy);
         let (x0, x1, _) = needs(&b, hx, r0, r1);
-        if x1 <= x0 || needs(&a, hi, x0, x1).1 <= needs(&a, hi, x0, x1).0 {
+        let (i0, i1, _) = needs(&a, hi, x0, x1.max(x0 + 1));
+        if x1 <= x0 || i1 <= i0 {
             return (0, 0);
         }
         r0 = r1;
