@@ -9,6 +9,10 @@
 //!   subfolder per input, named after it, for a model with several inputs); int8 tensors are used
 //!   as stored, float and other numeric tensors are quantized with the input's scale and zero point,
 //!   as `lepton-convert run` does (default `models/digits/mcu-inputs`).
+//! - `LEPTON_MCU_TRUSTED_KEYS`: public keys (`lepton-convert keygen`'s NAME.pub), separated by
+//!   `:`. When set, the model must carry a valid signature (`MODEL.sig`, `lepton-convert sign`) by
+//!   one of them, or the build fails naming the file and the reason (unsigned, untrusted key,
+//!   changed after signing).
 //! - `LEPTON_MCU_AUDIO`: speaker mode, a mono 16-bit PCM WAV at the model's sample rate (default
 //!   `models/keywords/demo.wav`).
 //!
@@ -18,6 +22,7 @@
 use lepton_runtime::audio::{FrontendConfig, KeywordConfig, KeywordSpotter, Vad, VadConfig};
 use lepton_runtime::engine::micro::format::TensorDesc;
 use lepton_runtime::engine::micro::Interpreter;
+use lepton_runtime::signature;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +74,17 @@ fn main() {
             model_path.display()
         ))
     });
+    if let Some(keys) = env("LEPTON_MCU_TRUSTED_KEYS") {
+        let paths: Vec<PathBuf> = keys.split(':').filter(|k| !k.is_empty()).map(|k| resolve(k.into())).collect();
+        for p in &paths {
+            println!("cargo::rerun-if-changed={}", p.display());
+        }
+        let sig = signature::sig_path(&model_path);
+        println!("cargo::rerun-if-changed={}", sig.display());
+        let trusted = signature::read_keys(&paths).unwrap_or_else(|e| fail(format!("LEPTON_MCU_TRUSTED_KEYS: {e}")));
+        signature::verify(&bytes, &model_path, &trusted)
+            .unwrap_or_else(|e| fail(format!("LEPTON_MCU_MODEL refused: {e}")));
+    }
     let model: Interpreter<'_, MAX_TENSORS> =
         Interpreter::new(&bytes).unwrap_or_else(|e| fail(format!("{}: {e}", model_path.display())));
     std::fs::copy(&model_path, out.join("model.lpm")).unwrap_or_else(|e| fail(format!("copying the model: {e}")));

@@ -4,6 +4,9 @@ use crate::error::{LeptonError, Result};
 use crate::vision::{ImageView, PixelFormat};
 use std::path::{Path, PathBuf};
 
+/// Most bytes decoding one picture may allocate (128 MiB).
+pub const MAX_DECODE_BYTES: u64 = 128 << 20;
+
 /// A decoded image: RGB8 or GRAY8 pixels, tightly packed, with the name it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -30,10 +33,17 @@ impl Image {
         })
     }
 
-    /// Decodes PNG or JPEG bytes; `name` labels the image.
+    /// Decodes PNG or JPEG bytes; `name` labels the image. A picture whose header asks for more
+    /// than [`MAX_DECODE_BYTES`] (about 40 megapixels of 8-bit RGB) is refused before decoding.
     pub fn decode(bytes: &[u8], name: &str) -> Result<Image> {
-        let img = image::load_from_memory(bytes)
+        let err = |e: image::ImageError| LeptonError::Image { path: PathBuf::from(name), reason: e.to_string() };
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
             .map_err(|e| LeptonError::Image { path: PathBuf::from(name), reason: e.to_string() })?;
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let img = reader.decode().map_err(err)?;
         let (width, height) = (img.width() as usize, img.height() as usize);
         let (format, data) = match img {
             image::DynamicImage::ImageLuma8(g) => (PixelFormat::Gray8, g.into_raw()),

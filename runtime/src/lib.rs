@@ -41,6 +41,8 @@ pub mod model;
 pub mod onnx;
 #[cfg(feature = "std")]
 pub mod pipeline;
+#[cfg(feature = "signature")]
+pub mod signature;
 #[cfg(feature = "std")]
 pub mod source;
 

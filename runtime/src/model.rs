@@ -121,7 +121,8 @@ impl Model {
         Self::from_bytes_with(bytes, Path::new(name), EngineChoice::Auto)
     }
 
-    fn from_bytes_with(bytes: &[u8], path: &Path, choice: EngineChoice) -> Result<Model> {
+    /// Loads a model from bytes read from `path` (after checking them, say), with the engine chosen.
+    pub fn from_bytes_with(bytes: &[u8], path: &Path, choice: EngineChoice) -> Result<Model> {
         if bytes.starts_with(&crate::engine::micro::format::MAGIC) {
             if choice == EngineChoice::Tract {
                 return Err(LeptonError::Model {

@@ -32,7 +32,31 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     if proto.opset_import.is_empty() {
         return Err(not_onnx("it declares no opset (not an ONNX model, or truncated)".into()));
     }
+    if let Some(g) = &proto.graph {
+        check_outputs(g, &[]).map_err(not_onnx)?;
+    }
     Ok(proto)
+}
+
+/// Every output of a graph (and of each subgraph, which may also use its parents' names) is
+/// produced by something: a node, an initializer or an input.
+fn check_outputs(g: &pb::GraphProto, outer: &[&str]) -> std::result::Result<(), String> {
+    let mut known: Vec<&str> = outer.to_vec();
+    known.extend(g.input.iter().map(|i| i.name.as_str()));
+    known.extend(g.initializer.iter().map(|t| t.name.as_str()));
+    known.extend(g.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    let names: std::collections::HashSet<&str> = known.iter().copied().collect();
+    if let Some(o) = g.output.iter().find(|o| !names.contains(o.name.as_str())) {
+        return Err(format!("graph `{}`: output `{}` is computed by no node", g.name, o.name));
+    }
+    for n in &g.node {
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(a.graphs.iter()) {
+                check_outputs(sub, &known)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An ONNX model decoded once, with what every loading step asks of it: the declared inputs and
@@ -227,6 +251,17 @@ pub fn input_shapes(model: &ModelProto, given: &HashMap<String, Vec<usize>>) -> 
 /// Shapes of every tensor of the top-level graph (by ONNX name), as tract infers them for the
 /// given input shapes. The error is tract's explanation when the graph cannot be analysed.
 pub fn tensor_shapes(
+    model: &ModelProto,
+    inputs: &[(String, Vec<usize>)],
+) -> std::result::Result<HashMap<String, Vec<usize>>, String> {
+    // tract may panic on a malformed graph: that is an error here too.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| infer_shapes(model, inputs))).unwrap_or_else(|p| {
+        let message = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        Err(format!("analysing the graph: tract failed ({})", message.unwrap_or_else(|| "a panic".into())))
+    })
+}
+
+fn infer_shapes(
     model: &ModelProto,
     inputs: &[(String, Vec<usize>)],
 ) -> std::result::Result<HashMap<String, Vec<usize>>, String> {

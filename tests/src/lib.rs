@@ -287,6 +287,11 @@ impl PulseMic {
         PulseMic { dir, child }
     }
 
+    /// The server's process id (SIGSTOP freezes the microphone: a capture that hangs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The folder to use as `HOME`: its `.asoundrc` makes this server the default capture device.
     pub fn home(&self) -> &Path {
         &self.dir

@@ -718,3 +718,78 @@ fn listing_devices_keeps_the_audio_libraries_quiet() {
         assert!(!stderr.contains(noise), "library chatter on stderr: {stderr}");
     }
 }
+
+/// Datagrams a `NOTIFY_SOCKET` received, with their arrival times.
+fn notifications(socket: &std::os::unix::net::UnixDatagram, for_: Duration) -> Vec<(std::time::Instant, String)> {
+    let end = std::time::Instant::now() + for_;
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push((std::time::Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    got
+}
+
+#[test]
+fn the_systemd_watchdog_is_fed_while_the_pipeline_progresses_and_starved_while_it_stalls() {
+    // A microphone through real ALSA and PulseAudio; freezing the sound server (SIGSTOP) hangs the
+    // capture as a wedged driver does, and SIGCONT brings it back.
+    let dir = scratch("daemon-watchdog");
+    let pulse = PulseMic::start("watchdog");
+    let broker = Mosquitto::start("watchdog");
+    let body = vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 60")
+        .replace("stats_interval_s = 0", "stats_interval_s = 0\nstall_s = 1");
+    let config = write_config(&dir, &body);
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: `exec` keeps the shell's.
+    let mut daemon = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(bin("lepton"))
+        .arg(&config)
+        .env("HOME", pulse.home())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let running = notifications(&socket, Duration::from_secs(3));
+    let texts: Vec<&str> = running.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(texts.first().is_some_and(|m| m.lines().any(|l| l == "READY=1")), "READY=1 first: {texts:?}");
+    let pings = texts.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 10, "pinged every 0.1 s while the microphone delivers: {texts:?}");
+
+    let signal =
+        |s: &str| assert!(Command::new("kill").args([s, &pulse.pid().to_string()]).status().unwrap().success());
+    signal("-STOP");
+    let stalled = notifications(&socket, Duration::from_secs(4));
+    let window_end = std::time::Instant::now();
+    signal("-CONT");
+    let texts: Vec<&str> = stalled.iter().map(|(_, m)| m.as_str()).collect();
+    let status = texts
+        .iter()
+        .position(|m| m.contains("STATUS=pipeline voice stalled"))
+        .unwrap_or_else(|| panic!("no stall reported: {texts:?}"));
+    assert!(!texts[status..].iter().any(|m| m.contains("WATCHDOG=1")), "starved while stalled: {texts:?}");
+    // Pings stop at most stall_s after the last processed window, and stay stopped: systemd
+    // (WatchdogSec) restarts the service.
+    let last_ping = running.iter().chain(&stalled).rev().find(|(_, m)| m.contains("WATCHDOG=1")).unwrap().0;
+    assert!(window_end - last_ping > Duration::from_millis(2500), "{texts:?}");
+
+    // The capture comes back: the pings resume.
+    let resumed = notifications(&socket, Duration::from_secs(3));
+    assert!(resumed.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count() >= 5, "{resumed:?}");
+    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    let status = daemon.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("pipeline voice: nothing processed for"), "the stall is logged by name: {stderr}");
+    assert!(stderr.contains("pipeline voice: moving again"), "{stderr}");
+    let last = notifications(&socket, Duration::from_millis(300));
+    assert!(last.iter().any(|(_, m)| m.contains("STOPPING=1")), "STOPPING=1 on the way out: {last:?}");
+}

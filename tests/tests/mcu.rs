@@ -4,7 +4,7 @@
 //! the host engine (`lepton-convert run` on the same `.lpm` and inputs); in speaker mode, its
 //! postcard events and alert pin with the host's audio pipeline on the same recording.
 
-use lepton_e2e::{root, run, scratch, text};
+use lepton_e2e::{bin, root, run, scratch, text};
 use lepton_runtime::audio::frontend::FrontendConfig;
 use lepton_runtime::engine::micro::Interpreter;
 use lepton_runtime::engine::Engine;
@@ -56,7 +56,9 @@ fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<Path
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
-    for v in ["LEPTON_MCU_BOARD", "LEPTON_MCU_MODEL", "LEPTON_MCU_INPUTS", "LEPTON_MCU_AUDIO"] {
+    for v in
+        ["LEPTON_MCU_BOARD", "LEPTON_MCU_MODEL", "LEPTON_MCU_INPUTS", "LEPTON_MCU_AUDIO", "LEPTON_MCU_TRUSTED_KEYS"]
+    {
         cmd.env_remove(v);
     }
     cmd.envs(vars.iter().map(|(k, v)| (k, v)));
@@ -324,6 +326,41 @@ fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     assert!(e.contains("00.npy") && e.contains("[1, 1, 16, 16]") && e.contains("[1, 3, 12, 12]"), "{e}");
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "esp32".into())]).unwrap_err();
     assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, stm32f746"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn with_trusted_keys_only_a_model_signed_by_one_of_them_builds() {
+    let dir = scratch("mcu-signed");
+    let convert = |args: &[&str]| {
+        let out = Command::new(bin("lepton-convert")).args(args).output().expect("running lepton-convert");
+        assert!(out.status.success(), "lepton-convert {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let owner = dir.join("owner");
+    let stranger = dir.join("stranger");
+    convert(&["keygen", "-o", owner.to_str().unwrap()]);
+    convert(&["keygen", "-o", stranger.to_str().unwrap()]);
+    let lpm = dir.join("digits.lpm");
+    std::fs::copy(data("models/digits/model.lpm"), &lpm).unwrap();
+    let keys = |k: &Path| ("LEPTON_MCU_TRUSTED_KEYS", k.with_extension("pub"));
+    // Unsigned.
+    let e = build(&dir, &[], &[("LEPTON_MCU_MODEL", lpm.clone()), keys(&owner)]).unwrap_err();
+    assert!(e.contains("digits.lpm") && e.contains("not signed"), "{e}");
+    // Signed by a key the build does not trust.
+    convert(&["sign", lpm.to_str().unwrap(), "--key", stranger.with_extension("key").to_str().unwrap()]);
+    let e = build(&dir, &[], &[("LEPTON_MCU_MODEL", lpm.clone()), keys(&owner)]).unwrap_err();
+    assert!(e.contains("digits.lpm") && e.contains("not among the trusted keys"), "{e}");
+    // Signed by the owner: builds and runs; then one byte changed after signing: refused.
+    convert(&["sign", lpm.to_str().unwrap(), "--key", owner.with_extension("key").to_str().unwrap()]);
+    let elf = build(&dir, &[], &[("LEPTON_MCU_MODEL", lpm.clone()), keys(&owner)])
+        .unwrap_or_else(|e| panic!("building the firmware with a signed model:\n{e}"));
+    assert_eq!(boot(&elf).code, Some(0));
+    let mut bytes = std::fs::read(&lpm).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&lpm, bytes).unwrap();
+    let e = build(&dir, &[], &[("LEPTON_MCU_MODEL", lpm.clone()), keys(&owner)]).unwrap_err();
+    assert!(e.contains("digits.lpm") && e.contains("changed after signing"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

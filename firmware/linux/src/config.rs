@@ -20,6 +20,23 @@ pub struct Config {
     /// `[[pipeline]]`.
     #[serde(default, rename = "pipeline")]
     pub pipelines: Vec<Pipeline>,
+    /// `[security]`.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// `[security]`: which model files the daemon accepts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Public keys (`lepton-convert keygen`'s NAME.pub) whose signatures are trusted.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Refuse a model without a valid signature (MODEL.sig) by a trusted key (default false).
+    /// Without it, a model that has a `.sig` is still checked against `trusted_keys` when any
+    /// are given.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 /// `[device]`.
@@ -33,6 +50,10 @@ pub struct Device {
     /// Seconds between stats messages (default 10; 0: none).
     #[serde(default = "default_stats")]
     pub stats_interval_s: u64,
+    /// Seconds without a processed frame or audio window after which a pipeline counts as stalled
+    /// and the systemd watchdog is no longer fed (default 30; `boards/lepton.service`).
+    #[serde(default = "default_stall")]
+    pub stall_s: f64,
     /// A board profile (`boards/<name>`) supplying camera, microphone, thread and GPIO defaults.
     pub board: Option<String>,
 }
@@ -247,6 +268,10 @@ pub enum Source {
         /// is an error naming both rates).
         #[serde(default)]
         resample: bool,
+        /// Play the file over and over at real time, like a microphone (default false: read it
+        /// once, faster than real time, and end).
+        #[serde(default, rename = "loop")]
+        looping: bool,
     },
     /// A camera; unset fields come from the board profile, else 0, 640x480, 15 fps, YUYV.
     Camera {
@@ -303,6 +328,10 @@ fn check_host(host: &str) -> Result<()> {
     Ok(())
 }
 
+fn default_stall() -> f64 {
+    30.0
+}
+
 fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
@@ -311,8 +340,13 @@ impl Config {
     /// Parses and checks a config file; errors name the key and line.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks a config's text; `path` names it in errors and anchors relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
         let mut c: Config = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), lepton_runtime::manifest::toml_error(&text, &e)))?;
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), lepton_runtime::manifest::toml_error(text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);
         c.check(path)?;
@@ -338,6 +372,7 @@ impl Config {
                 _ => {}
             }
         }
+        self.security.trusted_keys.iter_mut().for_each(abs);
         if let Some(m) = &mut self.mqtt {
             if let Some(p) = &mut m.tls_ca {
                 abs(p);
@@ -351,6 +386,12 @@ impl Config {
     /// Checks values that the types cannot.
     pub fn check(&self, path: &Path) -> Result<()> {
         let f = path.display();
+        if !(self.device.stall_s > 0.0 && self.device.stall_s.is_finite()) {
+            bail!("{f}: device.stall_s = {}: give a number of seconds above 0", self.device.stall_s);
+        }
+        if self.security.require_signed && self.security.trusted_keys.is_empty() {
+            bail!("{f}: security.require_signed = true needs a key in security.trusted_keys (a NAME.pub from `lepton-convert keygen`)");
+        }
         if !valid_id(&self.device.id) {
             bail!("{f}: device.id `{}`: use letters, digits, `-` and `_` (it is part of every topic)", self.device.id);
         }

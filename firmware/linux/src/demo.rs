@@ -28,6 +28,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
         device: "lepton-demo".into(),
         device_name: "Lepton demo".into(),
         stats_interval_s: 10,
+        stall: std::time::Duration::from_secs(30),
         broker: Broker::Embedded,
         homeassistant: HomeAssistant::default(),
         plans: vec![
@@ -53,5 +54,6 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
             },
         ],
         board,
+        trust: Default::default(),
     })
 }

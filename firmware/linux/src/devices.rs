@@ -88,7 +88,7 @@ pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
         println!("  board {}: {} ({})", b.name, b.description, b.target);
     }
     for plan in setup.plans.iter().cloned() {
-        let c = check_plan(plan, setup.board.as_ref()).map_err(at)?;
+        let c = check_plan(plan, setup.board.as_ref(), &setup.trust).map_err(at)?;
         for ((chip, line), a) in c.lines.iter().zip(&c.plan.alerts) {
             let labels = if a.labels.is_empty() { "any label".to_string() } else { a.labels.join(", ") };
             println!("  pipeline `{}`: alert on {chip} line {line} for {labels}, {} s — ok", c.plan.name, a.hold_s);

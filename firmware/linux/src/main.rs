@@ -3,7 +3,6 @@
 mod alert;
 mod board;
 mod broker;
-mod config;
 mod demo;
 mod devices;
 mod homeassistant;
@@ -11,8 +10,10 @@ mod mqtt;
 mod run;
 mod sink;
 mod topics;
+mod watchdog;
 
 use clap::{Parser, Subcommand};
+use lepton_firmware::config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -9,17 +9,19 @@ use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::{Link, LinkOptions};
 use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
 use crate::topics::Topics;
+use crate::watchdog;
 use anyhow::{bail, Context, Result};
 use lepton_runtime::engine::EngineChoice;
 use lepton_runtime::image::Image;
 use lepton_runtime::manifest::Manifest;
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
+use lepton_runtime::signature::{self, PublicKey};
 use lepton_runtime::source::camera::{CameraFormatKind, CameraOptions, CameraSource};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
 use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, Resampled, WavSource};
 use lepton_runtime::Model;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +84,8 @@ pub struct Setup {
     pub device_name: String,
     /// Seconds between stats (0: none).
     pub stats_interval_s: u64,
+    /// A pipeline without progress this long stops the systemd watchdog pings.
+    pub stall: Duration,
     /// Broker.
     pub broker: Broker,
     /// Home Assistant discovery.
@@ -90,6 +94,35 @@ pub struct Setup {
     pub plans: Vec<Plan>,
     /// The board profile, if one applies.
     pub board: Option<Board>,
+    /// What `[security]` asks of model files.
+    pub trust: Trust,
+}
+
+/// What `[security]` asks of model files: the trusted public keys, and whether every model must
+/// carry a signature by one of them.
+#[derive(Debug, Default)]
+pub struct Trust {
+    keys: Vec<PublicKey>,
+    require_signed: bool,
+}
+
+impl Trust {
+    /// Reads the trusted keys of a config's `[security]`.
+    pub fn from_config(s: &config::Security) -> Result<Self> {
+        let keys = signature::read_keys(&s.trusted_keys).context("security.trusted_keys")?;
+        Ok(Trust { keys, require_signed: s.require_signed })
+    }
+
+    /// Checks a model file's bytes: refused when `require_signed` and it has no valid signature by
+    /// a trusted key, or when it has a `.sig` that does not verify against the trusted keys.
+    fn check(&self, bytes: &[u8], path: &Path) -> Result<()> {
+        let signed = signature::sig_path(path).exists();
+        if self.require_signed || (signed && !self.keys.is_empty()) {
+            let key = signature::verify(bytes, path, &self.keys).context("model refused (security)")?;
+            tracing::info!("{}: signature by trusted key {} ({})", path.display(), key.id(), key.path().display());
+        }
+        Ok(())
+    }
 }
 
 impl Setup {
@@ -114,10 +147,12 @@ impl Setup {
             device_name: c.device.name.clone().unwrap_or_else(|| c.device.id.clone()),
             device: c.device.id,
             stats_interval_s: c.device.stats_interval_s,
+            stall: Duration::from_secs_f64(c.device.stall_s),
             broker: c.mqtt.map_or(Broker::Embedded, Broker::External),
             homeassistant: c.homeassistant,
             plans,
             board,
+            trust: Trust::from_config(&c.security)?,
         })
     }
 
@@ -168,10 +203,14 @@ fn choice(e: EngineKind) -> EngineChoice {
     }
 }
 
-/// Loads a plan's model.
-pub fn load_model(plan: &Plan) -> Result<Model> {
+/// Loads a plan's model: the bytes read once, checked against `[security]`, then loaded.
+pub fn load_model(plan: &Plan, trust: &Trust) -> Result<Model> {
     Ok(match &plan.model {
-        ModelRef::File(p) => Model::load_with(p, choice(plan.engine))?,
+        ModelRef::File(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("{}", p.display()))?;
+            trust.check(&bytes, p)?;
+            Model::from_bytes_with(&bytes, p, choice(plan.engine))?
+        }
         ModelRef::Bundled(bytes, name) => Model::from_bytes(bytes, name)?,
     })
 }
@@ -209,9 +248,9 @@ pub struct Checked {
 /// carries a manifest, the source suits the model (kind; a WAV file's sample rate), the alert
 /// labels are the model's and their GPIO chips and lines exist. `lepton check` and the start of
 /// `lepton run` make the same checks, before anything is published.
-pub fn check_plan(plan: Plan, board: Option<&Board>) -> Result<Checked> {
+pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Checked> {
     let at = format!("pipeline `{}`", plan.name);
-    let model = load_model(&plan).with_context(|| at.clone())?;
+    let model = load_model(&plan, trust).with_context(|| at.clone())?;
     let Some(manifest) = model.manifest().cloned() else {
         bail!(
             "{at}: {} has no manifest; embed one with `lepton-convert pack` (README, \"Model manifest\")",
@@ -241,7 +280,7 @@ pub fn check_plan(plan: Plan, board: Option<&Board>) -> Result<Checked> {
     if task.is_audio() {
         let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
         let (from, resample, what) = match &plan.source {
-            SourceRef::Config(Source::Wav { path, resample }) => (
+            SourceRef::Config(Source::Wav { path, resample, .. }) => (
                 Some(WavSource::open(path).with_context(|| at.clone())?.sample_rate()),
                 *resample,
                 path.display().to_string(),
@@ -373,7 +412,10 @@ fn run_pipeline(
     let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
     let samples = match plan.source {
         SourceRef::Recording(bytes, name) => Samples::Wav(WavSource::from_bytes(bytes, name)?),
-        SourceRef::Config(Source::Wav { path, .. }) => Samples::Wav(WavSource::open(&path)?),
+        SourceRef::Config(Source::Wav { path, looping, .. }) => {
+            let wav = WavSource::open(&path)?;
+            Samples::Wav(if looping { wav.looping() } else { wav })
+        }
         SourceRef::Config(Source::Mic { device, rate: r, duration_s, .. }) => {
             let mic = MicSource::open(&MicOptions {
                 device: device.or(mic_defaults.device),
@@ -490,7 +532,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     setup.apply_board();
     let mut loaded = vec![];
     for plan in setup.plans {
-        let checked = check_plan(plan, setup.board.as_ref())?;
+        let checked = check_plan(plan, setup.board.as_ref(), &setup.trust)?;
         let (engine, kernels) = checked.model.engine_name();
         tracing::info!(
             "pipeline {}: {} on {engine}{}",
@@ -552,6 +594,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         homeassistant::announce(&link, &setup.homeassistant.prefix, configs);
     }
     let mut statuses = vec![];
+    let mut watched = vec![];
     let mut threads = vec![];
     for (checked, alerts) in loaded {
         let plan = &checked.plan;
@@ -568,6 +611,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             topics: topics.clone(),
             alerts,
         });
+        watched.push((plan.name.clone(), Arc::clone(&status)));
         statuses.push((plan.name.clone(), status));
         let (stoppers, stopping) = (Arc::clone(&stoppers), Arc::clone(&stopping));
         let name = plan.name.clone();
@@ -579,6 +623,9 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             .with_context(|| format!("starting pipeline `{name}`"))?;
         threads.push((name, t));
     }
+    watchdog::ready(threads.len());
+    let watchdog_stop = Arc::new(AtomicBool::new(false));
+    let _watchdog = watchdog::start(watched, setup.stall, Arc::clone(&watchdog_stop));
     let stats_stop = Arc::new(AtomicBool::new(false));
     let stats = (setup.stats_interval_s > 0).then(|| {
         let (link, topics, device, stop) =
@@ -600,6 +647,8 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             }
         }
     }
+    watchdog_stop.store(true, Ordering::Relaxed);
+    watchdog::stopping();
     stats_stop.store(true, Ordering::Relaxed);
     if let Some(t) = stats {
         let _ = t.join();

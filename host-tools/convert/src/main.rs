@@ -34,6 +34,9 @@ enum Command {
     Compile(cli::compile::CompileArgs),
     Pack(cli::pack::PackArgs),
     Kernels(cli::kernels::KernelsArgs),
+    Keygen(cli::sign::KeygenArgs),
+    Sign(cli::sign::SignArgs),
+    Verify(cli::sign::VerifyArgs),
 }
 
 /// Output piped into a program that stops reading (`| head`) ends this one quietly, like other
@@ -62,6 +65,9 @@ fn main() -> ExitCode {
         Command::Compile(args) => cli::compile::run(args),
         Command::Pack(args) => cli::pack::run(args).map(|()| 0),
         Command::Kernels(args) => cli::kernels::run(args),
+        Command::Keygen(args) => cli::sign::keygen(args),
+        Command::Sign(args) => cli::sign::sign(args),
+        Command::Verify(args) => cli::sign::verify(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

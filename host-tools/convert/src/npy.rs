@@ -8,12 +8,40 @@ use tract_onnx::prelude::*;
 /// Reads a `.npy` file (f32, f64, i8..i64, u8..u64, bool; C or Fortran order) into a tensor.
 pub fn read(path: &Path) -> Result<Tensor> {
     let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+    from_bytes(&bytes, path)
+}
+
+/// Reads `.npy` bytes; `path` names them in errors.
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
+    // The header's length field sizes a buffer in the reader: it must fit in the file first.
+    if bytes.len() >= 10 && bytes.starts_with(b"\x93NUMPY") {
+        let (start, len) = match bytes[6] {
+            1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+            _ if bytes.len() >= 12 => (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize),
+            _ => (12, usize::MAX), // a version 2 or 3 header shorter than its length field
+        };
+        if len > bytes.len().saturating_sub(start) {
+            bail!("{}: not a .npy file: its header claims more bytes than the file's {}", path.display(), bytes.len());
+        }
+    }
     let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fortran = npy.order() == npyz::Order::Fortran;
     let DType::Plain(ty) = npy.dtype() else {
         bail!("{}: structured dtypes are not supported", path.display());
     };
+    // The header's shape sizes the tensor: it must fit in the bytes the file holds.
+    let elements = npy.shape().iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+    let item = ty.num_bytes().unwrap_or(1).max(1) as u64;
+    match elements.and_then(|n| n.checked_mul(item)) {
+        Some(need) if need <= bytes.len() as u64 => {}
+        _ => bail!(
+            "{}: shape {:?} of {item}-byte elements needs more data than the file's {} bytes",
+            path.display(),
+            npy.shape(),
+            bytes.len()
+        ),
+    }
     let ctx = || format!("{}: reading data", path.display());
     macro_rules! load {
         ($t:ty) => {

@@ -13,6 +13,8 @@ pub struct WavSource {
     reader: hound::WavReader<Box<dyn Read + Send>>,
     spec: hound::WavSpec,
     total_frames: u64,
+    /// Looping at real time: when it started and how many samples it has delivered.
+    looping: Option<(std::time::Instant, u64)>,
 }
 
 impl WavSource {
@@ -22,9 +24,10 @@ impl WavSource {
         Self::from_reader(Box::new(BufReader::new(file)), path)
     }
 
-    /// Reads WAV bytes held in memory (bundled media); `name` labels them in errors and events.
-    pub fn from_bytes(bytes: &'static [u8], name: &str) -> Result<Self> {
-        Self::from_reader(Box::new(std::io::Cursor::new(bytes)), Path::new(name))
+    /// Reads WAV bytes held in memory (bundled media, or bytes received); `name` labels them in
+    /// errors and events.
+    pub fn from_bytes(bytes: impl Into<std::borrow::Cow<'static, [u8]>>, name: &str) -> Result<Self> {
+        Self::from_reader(Box::new(std::io::Cursor::new(bytes.into())), Path::new(name))
     }
 
     fn from_reader(input: Box<dyn Read + Send>, path: &Path) -> Result<Self> {
@@ -43,7 +46,28 @@ impl WavSource {
         }
         let total_frames = reader.duration() as u64;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(WavSource { path: path.to_path_buf(), name, reader, spec, total_frames })
+        Ok(WavSource { path: path.to_path_buf(), name, reader, spec, total_frames, looping: None })
+    }
+
+    /// Plays the file over and over at its own rate, like a microphone (a stand-in input for
+    /// demos and soak tests); only for files opened with [`open`](Self::open).
+    pub fn looping(mut self) -> Self {
+        self.looping = Some((std::time::Instant::now(), 0));
+        self
+    }
+
+    /// Waits until `want` more samples are due at real time; returns how many may be read now.
+    fn paced(&mut self, want: usize) -> usize {
+        let Some((started, delivered)) = self.looping else { return want };
+        let rate = u64::from(self.spec.sample_rate);
+        let due = |started: std::time::Instant| (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        // Wait for at least a quarter of the window (or all of it when small), in short sleeps.
+        let need = (want as u64).min(rate / 4).max(1);
+        while due(started).saturating_sub(delivered) < need {
+            let missing = need - due(started).saturating_sub(delivered);
+            std::thread::sleep(std::time::Duration::from_secs_f64((missing as f64 / rate as f64).min(0.25)));
+        }
+        (due(started) - delivered).min(want as u64) as usize
     }
 
     /// Duration in seconds.
@@ -68,6 +92,33 @@ impl AudioSource for WavSource {
     }
 
     fn read(&mut self, buf: &mut [f32]) -> Result<usize> {
+        let want = self.paced(buf.len());
+        let mut n = self.read_file(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            if let Some(l) = self.looping {
+                // The end of the file: open it again and go on from its first sample.
+                *self = WavSource::open(&self.path.clone())?;
+                self.looping = Some(l);
+                n = self.read_file(&mut buf[..want])?;
+                if n == 0 {
+                    return Err(LeptonError::Wav { path: self.path.clone(), reason: "no samples to loop over".into() });
+                }
+            }
+        }
+        if let Some((_, delivered)) = &mut self.looping {
+            *delivered += n as u64;
+        }
+        Ok(n)
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl WavSource {
+    /// Reads up to `buf.len()` mono samples from the file; 0 at its end.
+    fn read_file(&mut self, buf: &mut [f32]) -> Result<usize> {
         let channels = self.spec.channels as usize;
         let bits = self.spec.bits_per_sample;
         let path = &self.path;
@@ -111,10 +162,6 @@ impl AudioSource for WavSource {
             }
         }
         Ok(n)
-    }
-
-    fn name(&self) -> Option<&str> {
-        Some(&self.name)
     }
 }
 

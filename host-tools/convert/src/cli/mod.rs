@@ -9,6 +9,7 @@ pub mod optimize;
 pub mod pack;
 pub mod quantize;
 pub mod run;
+pub mod sign;
 
 use lepton_runtime::engine::EngineChoice;
 

@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 /// Most tensors a host-side micro model may have.
 pub const MAX_TENSORS: usize = 1024;
 
+/// Most bytes of arena (and of kernel scratch) a micro model may ask a host for (64 MiB: a
+/// hundred times what the shipped models use); a header asking for more is refused before anything
+/// is allocated.
+pub const MAX_ARENA_BYTES: usize = 64 << 20;
+
 /// The interpreter and its ops prepared for this CPU.
 struct Program<'a> {
     interp: Interpreter<'a, MAX_TENSORS>,
@@ -112,8 +117,17 @@ impl MicroEngine {
         let inputs = collect(&interp.header().inputs).into_iter().map(info).collect();
         let outputs = collect(&interp.header().outputs).into_iter().map(info).collect();
         let output_channels = collect(&interp.header().outputs).into_iter().map(Channels::of).collect();
+        let scratch_bytes = prepared::scratch_bytes(&model.borrow_dependent().steps, interp.tensors());
+        for (what, bytes) in [("arena", interp.arena_bytes()), ("scratch", scratch_bytes)] {
+            if bytes > MAX_ARENA_BYTES {
+                return Err(LeptonError::Model {
+                    path: path.to_path_buf(),
+                    reason: format!("asks for a {bytes}-byte {what}; a micro model may use at most {MAX_ARENA_BYTES}"),
+                });
+            }
+        }
         let arena = vec![0u8; interp.arena_bytes()];
-        let scratch = vec![0u8; prepared::scratch_bytes(&model.borrow_dependent().steps, interp.tensors())];
+        let scratch = vec![0u8; scratch_bytes];
         Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, kernels, inputs, outputs, output_channels })
     }
 

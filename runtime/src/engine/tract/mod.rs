@@ -88,6 +88,25 @@ fn unsupported_type(info: &TensorInfo, t: Option<&Tensor>) -> LeptonError {
     }
 }
 
+/// Runs a call into tract, turning a panic inside it (a malformed model that tract does not check
+/// for) into an error naming the model, so that a crafted file cannot take the process down.
+/// Release builds unwind for this (`[profile.release]`).
+pub fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(model_error(
+            path,
+            format!(
+                "tract failed while {what} ({message}): the file is malformed or uses something tract does not support"
+            ),
+        ))
+    })
+}
+
 impl TractEngine {
     /// Loads `path`, fixing the given input shapes (others must be fully declared in the file).
     pub fn load(path: &Path, facts: &[InputFact]) -> Result<Self> {
@@ -102,9 +121,11 @@ impl TractEngine {
             return Err(LeptonError::UnsupportedOp { path: path.to_path_buf(), node, op });
         }
         let proto = &*fixes::prepare(proto, path)?;
-        match Self::build(proto, path, facts, false) {
+        let build =
+            |ignore_value_info| guarded(path, "loading it", || Self::build(proto, path, facts, ignore_value_info));
+        match build(false) {
             Ok(engine) => Ok(engine),
-            Err(first) => match Self::build(proto, path, facts, true) {
+            Err(first) => match build(true) {
                 Ok(engine) => {
                     tracing::info!(
                         "{}: intermediate value_info is inconsistent with the graph; loaded ignoring it",
@@ -271,7 +292,8 @@ impl Engine for TractEngine {
 
     fn run(&mut self) -> Result<()> {
         let inputs: TVec<TValue> = self.inputs.iter().map(|t| Arc::clone(t).into_tvalue()).collect();
-        self.outputs = self.state.run(inputs).map_err(|e| model_error(&self.path, e))?;
+        let (state, path) = (&mut self.state, &self.path);
+        self.outputs = guarded(path, "running it", || state.run(inputs).map_err(|e| model_error(path, e)))?;
         Ok(())
     }
 

@@ -16,6 +16,9 @@ impl<'a> Ctx<'a> {
             return Err(unsupported(n, "only 2-D convolutions"));
         }
         let (cout, cin_g, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+        if shape.iter().any(|&d| d == 0 || d > u16::MAX as usize) {
+            return Err(unsupported(n, format!("weights of shape {shape:?}")));
+        }
         let wq = w.to_plain_array_view::<i8>().map_err(|e| LowerError::Model(format!("{e:#}")))?;
         // [Cout][Cin/g][Kh][Kw] → [Cout][Kh][Kw][Cin/g]
         let mut weights = vec![0u8; cout * kh * kw * cin_g];
@@ -42,6 +45,13 @@ impl<'a> Ctx<'a> {
         let (ih, iw) = (tx.shape[1] as i64, tx.shape[2] as i64);
         let s = [strides.first().copied().unwrap_or(1), strides.get(1).copied().unwrap_or(1)];
         let d = [dil.first().copied().unwrap_or(1), dil.get(1).copied().unwrap_or(1)];
+        let positive = |v: &[i64]| v.iter().all(|&x| (1..=u16::MAX as i64).contains(&x));
+        if !positive(&s) || !positive(&d) || !positive(&[groups]) {
+            return Err(unsupported(
+                n,
+                format!("strides {s:?}, dilations {d:?} and group {groups} must be 1 to 65535"),
+            ));
+        }
         if auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER" {
             let mut p = vec![0i64; 4];
             for (axis, (size, k)) in [(ih, kh as i64), (iw, kw as i64)].into_iter().enumerate() {
@@ -58,6 +68,9 @@ impl<'a> Ctx<'a> {
             pads = p;
         } else if auto_pad == "VALID" || pads.is_empty() {
             pads = vec![0; 4];
+        }
+        if pads.len() != 4 || pads.iter().any(|&p| !(0..=u16::MAX as i64).contains(&p)) {
+            return Err(unsupported(n, format!("pads {pads:?}: give 4 values from 0 to 65535")));
         }
         let u = |v: i64| v.clamp(0, u16::MAX as i64) as u16;
         let c = ConvParams {
@@ -100,7 +113,7 @@ impl<'a> Ctx<'a> {
             }
         }
         let (tx, to) = (&self.tensors[x as usize], &self.tensors[out as usize]);
-        if tx.len() / tx.shape[0] as usize != cin {
+        if tx.shape[0] == 0 || tx.len() / tx.shape[0] as usize != cin {
             return Err(unsupported(n, "input length differs from the weights' input size"));
         }
         let bias = self.bias(n.input.get(2), tx.scale, &ws, cout, n)?;

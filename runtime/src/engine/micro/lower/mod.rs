@@ -321,8 +321,39 @@ fn i64s(t: &Tensor) -> Result<Vec<i64>, LowerError> {
     Ok(f.to_plain_array_view::<i64>().map_err(|e| LowerError::Model(format!("{e:#}")))?.iter().copied().collect())
 }
 
+/// Inputs every node of an op type needs before lowering looks at them (the others are optional).
+fn min_inputs(op: &str) -> usize {
+    match op {
+        "Constant" => 0,
+        "QuantizeLinear" | "DequantizeLinear" | "Conv" | "Gemm" | "MatMul" | "Add" | "Sub" | "Mul" | "Div"
+        | "Reshape" | "Pow" => 2,
+        _ => 1,
+    }
+}
+
+/// Every node has the inputs its op needs and an output, before anything indexes them: a file
+/// that lacks one is an error naming the node, never a panic.
+fn check_arity(g: &pb::GraphProto) -> Result<(), LowerError> {
+    for n in &g.node {
+        let need = min_inputs(&n.op_type);
+        if n.input.len() < need || n.input.iter().take(need).any(String::is_empty) {
+            return Err(unsupported(
+                n,
+                format!("needs {need} input(s), has {}", n.input.iter().filter(|i| !i.is_empty()).count()),
+            ));
+        }
+        if n.output.first().is_none_or(String::is_empty) {
+            return Err(unsupported(n, "has no output"));
+        }
+    }
+    Ok(())
+}
+
 /// NCHW-order ONNX dims → the micro engine's NHWC dims, padded to rank 4.
 fn nhwc(dims: &[usize]) -> Result<[u32; 4], LowerError> {
+    if let Some(&bad) = dims.iter().find(|&&d| d == 0 || d > u16::MAX as usize) {
+        return Err(LowerError::Model(format!("a dimension of {bad} in {dims:?}: the micro engine takes 1 to 65535")));
+    }
     let d = |i: usize| dims[i] as u32;
     Ok(match dims.len() {
         0 => [1, 1, 1, 1],
@@ -375,7 +406,7 @@ impl<'a> Ctx<'a> {
                 if z.datum_type().unquantized() != DatumType::I8 {
                     return Err(unsupported(n, format!("activations must be int8, not {:?}", z.datum_type())));
                 }
-                i64s(&z)?[0] as i32
+                *i64s(&z)?.first().ok_or_else(|| unsupported(n, "empty zero point"))? as i32
             }
             None => return Err(unsupported(n, "activations must be int8 (no zero point given means uint8)")),
         };
@@ -408,12 +439,27 @@ impl<'a> Ctx<'a> {
             return Err(unsupported(n, "weights must be int8"));
         }
         let scales = f32s(&self.init(&dq.input[1]).ok_or_else(|| unsupported(n, "weight scale not constant"))??)?;
+        let rank = w.rank() as i64;
+        let axis = int(dq, "axis", 1);
+        let axis = if axis < 0 { axis + rank } else { axis };
+        if !(0..rank.max(1)).contains(&axis) {
+            return Err(unsupported(
+                n,
+                format!("weight quantization axis {} for rank {rank} weights", int(dq, "axis", 1)),
+            ));
+        }
+        if scales.is_empty() || (scales.len() != 1 && Some(&scales.len()) != w.shape().get(axis as usize)) {
+            return Err(unsupported(
+                n,
+                format!("{} weight scales for {:?} weights along axis {axis}", scales.len(), w.shape()),
+            ));
+        }
         if let Some(z) = dq.input.get(2).filter(|z| !z.is_empty()).and_then(|z| self.init(z)) {
             if i64s(&z?)?.iter().any(|&v| v != 0) {
                 return Err(unsupported(n, "weights must be symmetric (zero point 0)"));
             }
         }
-        Ok((w, scales, int(dq, "axis", 1) as usize))
+        Ok((w, scales, axis as usize))
     }
 
     /// A bias (quantized or float) as int32 at `x_scale × w_scale[c]`.
@@ -431,6 +477,9 @@ impl<'a> Ctx<'a> {
                 Some(dq) => {
                     let q = i64s(&self.init(&dq.input[0]).ok_or_else(|| unsupported(n, "bias not constant"))??)?;
                     let s = f32s(&self.init(&dq.input[1]).ok_or_else(|| unsupported(n, "bias scale not constant"))??)?;
+                    if s.is_empty() || (s.len() != 1 && s.len() != q.len()) {
+                        return Err(unsupported(n, format!("{} bias scales for {} biases", s.len(), q.len())));
+                    }
                     q.iter().enumerate().map(|(c, &v)| v as f32 * s[if s.len() == 1 { 0 } else { c }]).collect()
                 }
                 None => f32s(&self.init(b).ok_or_else(|| unsupported(n, "bias not constant"))??)?,
@@ -438,6 +487,9 @@ impl<'a> Ctx<'a> {
         };
         if real.len() != cout {
             return Err(unsupported(n, "bias length differs from output channels"));
+        }
+        if w_scales.is_empty() || (w_scales.len() != 1 && w_scales.len() != cout) {
+            return Err(unsupported(n, format!("{} weight scales for {cout} output channels", w_scales.len())));
         }
         let mut out = vec![];
         for (c, r) in real.iter().enumerate() {
@@ -635,6 +687,7 @@ pub fn lower_within(
     max_arena: Option<usize>,
 ) -> Result<Compiled, LowerError> {
     let g = model.graph.as_ref().ok_or_else(|| LowerError::Model("no graph".into()))?;
+    check_arity(g)?;
     let shapes = crate::onnx::tensor_shapes(model, input_shapes).map_err(LowerError::Model)?;
     let mut producer = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
@@ -665,6 +718,13 @@ pub fn lower_within(
     let outputs = ctx.run()?;
     fusion::fuse_activations(&ctx.tensors, &mut ctx.specs, &outputs)?;
     fusion::fuse_tables(&mut ctx.specs, &outputs);
+    if ctx.tensors.len() > u16::MAX as usize || ctx.specs.len() > u16::MAX as usize {
+        return Err(LowerError::Model(format!(
+            "{} tensors and {} ops: at most 65535 each",
+            ctx.tensors.len(),
+            ctx.specs.len()
+        )));
+    }
     if ctx.inputs.len() > format::MAX_IO || outputs.len() > format::MAX_IO {
         return Err(LowerError::Model(format!("at most {} inputs and outputs", format::MAX_IO)));
     }

@@ -1,0 +1,4 @@
+//! The parts of the board daemon that other crates use: the config file's schema and checks (the
+//! fuzz targets read untrusted configs through it). The daemon itself is the `lepton` binary.
+
+pub mod config;

@@ -1,0 +1,100 @@
+//! The systemd watchdog: `READY=1` once every pipeline runs, then `WATCHDOG=1` only while each
+//! pipeline makes progress, so that a stalled capture or a wedged engine gets the daemon
+//! restarted (`Type=notify` and `WatchdogSec=` in `boards/lepton.service`).
+//!
+//! Progress is a pipeline's processed count (frames or audio windows) going up; a pipeline whose
+//! source ended counts as healthy. A pipeline without progress for `[device] stall_s` seconds is
+//! stalled: the daemon logs it once by name, tells systemd in `STATUS=`, and sends no more pings
+//! until it moves again. Outside systemd (no `NOTIFY_SOCKET`), nothing is sent.
+
+use crate::sink::SharedStatus;
+use sd_notify::NotifyState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tells systemd the daemon is ready (a no-op outside systemd).
+pub fn ready(pipelines: usize) {
+    let status = format!("running {pipelines} pipeline(s)");
+    if let Err(e) = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]) {
+        tracing::warn!("systemd notify socket: {e}");
+    }
+}
+
+/// Tells systemd the daemon is stopping (a no-op outside systemd).
+pub fn stopping() {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// One pipeline as the watchdog sees it.
+struct Watched {
+    name: String,
+    status: SharedStatus,
+    processed: u64,
+    since: Instant,
+    stalled: bool,
+}
+
+/// Starts the watchdog thread when systemd asked for one (`WATCHDOG_USEC` for this process);
+/// it pings at half that interval while every pipeline has made progress within `stall`.
+pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<AtomicBool>) -> Option<JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
+    tracing::info!(
+        "systemd watchdog: every {:.1} s while each pipeline processes something within {:.0} s",
+        period.as_secs_f64(),
+        stall.as_secs_f64()
+    );
+    let now = Instant::now();
+    let mut watched: Vec<Watched> = pipelines
+        .into_iter()
+        .map(|(name, status)| Watched { name, status, processed: 0, since: now, stalled: false })
+        .collect();
+    Some(std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut healthy = true;
+            for w in &mut watched {
+                let (processed, finished) = {
+                    let s = w.status.lock().unwrap_or_else(|p| p.into_inner());
+                    (s.processed, s.finished)
+                };
+                if processed != w.processed || finished {
+                    w.processed = processed;
+                    w.since = now;
+                    if w.stalled {
+                        w.stalled = false;
+                        tracing::info!("pipeline {}: moving again; watchdog pings resume", w.name);
+                    }
+                    continue;
+                }
+                let idle = now - w.since;
+                if idle > stall {
+                    healthy = false;
+                    if !w.stalled {
+                        w.stalled = true;
+                        tracing::error!(
+                            "pipeline {}: nothing processed for {:.0} s (stall_s = {:.0}); withholding the systemd watchdog ping so the service restarts",
+                            w.name,
+                            idle.as_secs_f64(),
+                            stall.as_secs_f64()
+                        );
+                        let status =
+                            format!("pipeline {} stalled: nothing processed for {:.0} s", w.name, idle.as_secs_f64());
+                        let _ = sd_notify::notify(false, &[NotifyState::Status(&status)]);
+                    }
+                }
+            }
+            if healthy {
+                if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
+                    tracing::warn!("systemd watchdog ping: {e}");
+                }
+            }
+            std::thread::sleep(period);
+        }
+    }))
+}

@@ -1,0 +1,159 @@
+//! Signed models end to end: `lepton-convert keygen`, `sign` and `verify`, and a daemon with
+//! `[security] require_signed = true` that refuses an unsigned model, one signed by a key it does
+//! not trust, and one changed after signing, at `check` and at `run` (exit 2, nothing published),
+//! and runs the one its owner signed. The watchdog's systemd protocol is in `daemon.rs`.
+
+use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn convert(args: &[&str]) -> Output {
+    Command::new(bin("lepton-convert")).args(args).output().expect("running lepton-convert")
+}
+
+fn lepton(args: &[&str]) -> Output {
+    Command::new(bin("lepton")).args(args).output().expect("running lepton")
+}
+
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let base = dir.join("keys").join(name);
+    let out = convert(&["keygen", "-o", base.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("mode 0600"), "{}", text(&out).0);
+    base
+}
+
+fn sign(model: &Path, key: &Path) {
+    let out = convert(&["sign", model.to_str().unwrap(), "--key", key.with_extension("key").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+}
+
+fn config(dir: &Path, port: u16, security: &str) -> PathBuf {
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for f in ["frame-00-digit-6.png", "frame-01-digit-4.png"] {
+        std::fs::copy(root().join("models/digits/samples").join(f), frames.join(f)).unwrap();
+    }
+    let path = dir.join("lepton.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[device]
+id = "signed"
+stats_interval_s = 0
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[security]
+{security}
+[[pipeline]]
+name = "digits"
+model = "model.onnx"
+print = false
+[pipeline.source]
+kind = "images"
+path = "frames"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `check` and `run` both refuse with exit 2 and `reason` in the message naming the model; the
+/// broker sees nothing from the device.
+fn refused(config: &Path, port: u16, reason: &str) {
+    let c = config.to_str().unwrap();
+    let out = lepton(&["check", "--config", c]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model.onnx") && stderr.contains(reason), "check: {stderr}");
+    // -R: retained messages of an earlier run are not news.
+    let sub = Subscriber::start_with(port, "#", &format!("refused-{}", reason.len()), &["-R"]);
+    let out = lepton(&["run", "--config", c]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("model.onnx") && stderr.contains(reason), "run: {stderr}");
+    let msgs = sub.wait_for(Duration::from_millis(500), |m| !m.is_empty());
+    assert!(msgs.is_empty(), "a refused model must not bring the device online: {:?}", msgs.first().map(|m| &m.0));
+}
+
+#[test]
+fn a_daemon_that_requires_signed_models_runs_only_what_a_trusted_key_signed() {
+    let dir = scratch("security-daemon");
+    let broker = Mosquitto::start("security");
+    let owner = keygen(&dir, "owner");
+    let stranger = keygen(&dir, "stranger");
+    let model = dir.join("model.onnx");
+    std::fs::copy(root().join("models/digits/model.onnx"), &model).unwrap();
+    // Trusted keys are relative to the config, like every path in it.
+    let config = config(&dir, broker.port, "trusted_keys = [\"keys/owner.pub\"]\nrequire_signed = true");
+
+    refused(&config, broker.port, "not signed");
+    sign(&model, &stranger);
+    refused(&config, broker.port, "not among the trusted keys");
+
+    sign(&model, &owner);
+    let out = convert(&["verify", model.to_str().unwrap(), "--key", owner.with_extension("pub").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    assert!(text(&out).0.contains("good signature"), "{}", text(&out).0);
+    let out = lepton(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let sub = Subscriber::start(broker.port, "lepton/signed/digits/detections", "signed-ok");
+    let out = lepton(&["run", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(sub.wait_for(Duration::from_secs(5), |m| m.len() >= 2).len(), 2, "both frames published");
+
+    // One byte changed after signing (a protobuf field appended: the model still loads).
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes.extend_from_slice(&[0x50, 0x00]);
+    std::fs::write(&model, bytes).unwrap();
+    refused(&config, broker.port, "changed after signing");
+    let out = convert(&["verify", model.to_str().unwrap(), "--key", owner.with_extension("pub").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
+    assert!(text(&out).1.contains("changed after signing"), "{}", text(&out).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn without_require_signed_an_unsigned_model_runs_but_a_bad_signature_is_still_refused() {
+    let dir = scratch("security-optional");
+    let broker = Mosquitto::start("security-optional");
+    keygen(&dir, "owner");
+    let stranger = keygen(&dir, "stranger");
+    std::fs::copy(root().join("models/digits/model.onnx"), dir.join("model.onnx")).unwrap();
+    let config = config(&dir, broker.port, "trusted_keys = [\"keys/owner.pub\"]");
+    let out = lepton(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "unsigned is allowed without require_signed: {}", text(&out).1);
+    sign(&dir.join("model.onnx"), &stranger);
+    refused(&config, broker.port, "not among the trusted keys");
+    // require_signed with no key at all is a config error naming both keys.
+    let bad = self::config(&dir, broker.port, "require_signed = true");
+    let out = lepton(&["check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("security.require_signed") && stderr.contains("security.trusted_keys"), "{stderr}");
+    // A private key where a public one belongs.
+    let wrong = self::config(&dir, broker.port, "trusted_keys = [\"keys/owner.key\"]");
+    let out = lepton(&["check", "--config", wrong.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("owner.key") && stderr.contains("private key"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn keygen_never_replaces_a_key_and_sign_names_a_bad_key_file() {
+    let dir = scratch("security-keys");
+    let owner = keygen(&dir, "owner");
+    let out = convert(&["keygen", "-o", owner.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("owner.key") && text(&out).1.contains("never replaced"), "{}", text(&out).1);
+    let model = root().join("models/digits/model.lpm");
+    let out = convert(&["sign", model.to_str().unwrap(), "--key", owner.with_extension("pub").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("owner.pub") && text(&out).1.contains("private key"), "{}", text(&out).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
