@@ -12,7 +12,7 @@ use lepton_runtime::engine::Engine;
 use lepton_runtime::image::Image;
 use lepton_runtime::manifest::Task;
 use lepton_runtime::source::wav::WavSource;
-use lepton_runtime::source::AudioSource;
+use lepton_runtime::source::{AudioSource, Resampled};
 use lepton_runtime::vision::preprocess::PixelFormat;
 use lepton_runtime::{Manifest, Model};
 use std::path::Path;
@@ -216,14 +216,19 @@ pub fn npy(data: &[u8]) {
     }
 }
 
-/// A WAV recording, read to its end in windows as the audio pipeline reads it.
+/// A WAV recording, resampled to 16 kHz and read to its end in windows, as the audio pipeline
+/// reads one.
 pub fn wav(data: &[u8]) {
     let name = "fuzz.wav";
-    let mut source = match WavSource::from_bytes(data.to_vec(), name) {
+    let source = match WavSource::from_bytes(data.to_vec(), name) {
         Ok(s) => s,
         Err(e) => return names(name, e.to_string()),
     };
     let _ = source.duration_s();
+    let mut source = match Resampled::new(source, 16_000) {
+        Ok(s) => s,
+        Err(e) => return names(name, e.to_string()),
+    };
     let mut window = [0f32; 512];
     loop {
         match source.read(&mut window) {

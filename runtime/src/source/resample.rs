@@ -34,14 +34,22 @@ struct State {
     ended: bool,
 }
 
+/// Sample rates the resampler takes (its buffers grow with the ratio of two rates: a rate from a
+/// file's header must not size them beyond this range).
+pub const RATES: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
 impl<S: AudioSource> Resampled<S> {
     /// Wraps `source` to deliver `rate` Hz.
     pub fn new(source: S, rate: u32) -> Result<Self> {
         let from = source.sample_rate();
         let name = source.name().unwrap_or("audio source").to_string();
         let bad = |reason: String| LeptonError::Wav { path: name.clone().into(), reason };
-        if rate == 0 || from == 0 {
-            return Err(bad(format!("cannot resample from {from} Hz to {rate} Hz")));
+        if !RATES.contains(&rate) || !RATES.contains(&from) {
+            return Err(bad(format!(
+                "cannot resample from {from} Hz to {rate} Hz: rates from {} to {} Hz are supported",
+                RATES.start(),
+                RATES.end()
+            )));
         }
         if from == rate {
             return Ok(Resampled { source, rate, state: None });
