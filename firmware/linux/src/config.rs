@@ -345,7 +345,7 @@ impl Config {
 
     /// Parses and checks a config's text; `path` names it in errors and anchors relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
-        let mut c: Config = toml::from_str(&text)
+        let mut c: Config = toml::from_str(text)
             .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), lepton_runtime::manifest::toml_error(text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         c.resolve(base);

@@ -24,7 +24,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
             bail!("{}: not a .npy file: its header claims more bytes than the file's {}", path.display(), bytes.len());
         }
     }
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
+    let npy = npyz::NpyFile::new(bytes).with_context(|| format!("{}: not a .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let fortran = npy.order() == npyz::Order::Fortran;
     let DType::Plain(ty) = npy.dtype() else {
