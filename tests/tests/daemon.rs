@@ -741,7 +741,7 @@ fn the_systemd_watchdog_is_fed_while_the_pipeline_progresses_and_starved_while_i
     let pulse = PulseMic::start("watchdog");
     let broker = Mosquitto::start("watchdog");
     let body = vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 60")
-        .replace("stats_interval_s = 0", "stats_interval_s = 0\nstall_s = 1");
+        .replace("stats_interval_s = 0", "stats_interval_s = 0\nstall_s = 2");
     let config = write_config(&dir, &body);
     let socket_path = dir.join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -766,7 +766,7 @@ fn the_systemd_watchdog_is_fed_while_the_pipeline_progresses_and_starved_while_i
     let signal =
         |s: &str| assert!(Command::new("kill").args([s, &pulse.pid().to_string()]).status().unwrap().success());
     signal("-STOP");
-    let stalled = notifications(&socket, Duration::from_secs(4));
+    let stalled = notifications(&socket, Duration::from_secs(5));
     let window_end = std::time::Instant::now();
     signal("-CONT");
     let texts: Vec<&str> = stalled.iter().map(|(_, m)| m.as_str()).collect();
