@@ -11,6 +11,11 @@ pub fn read(path: &Path) -> Result<Tensor> {
     from_bytes(&bytes, path)
 }
 
+/// Longest `.npy` header read (numpy's own `max_header_size`).
+const MAX_HEADER_BYTES: usize = 10_000;
+/// Deepest bracket nesting in a `.npy` header (a structured dtype's fields with sub-shapes).
+const MAX_HEADER_NESTING: i32 = 6;
+
 /// Reads `.npy` bytes; `path` names them in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
     // The header's length field sizes a buffer in the reader: it must fit in the file first.
@@ -22,6 +27,24 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Tensor> {
         };
         if len > bytes.len().saturating_sub(start) {
             bail!("{}: not a .npy file: its header claims more bytes than the file's {}", path.display(), bytes.len());
+        }
+        // numpy itself reads headers of at most 10,000 bytes; and a header is a flat dict (a
+        // structured dtype nests a few levels): deeper nesting makes the header parser backtrack
+        // for minutes.
+        if len > MAX_HEADER_BYTES {
+            bail!("{}: .npy header of {len} bytes; numpy writes at most {MAX_HEADER_BYTES}", path.display());
+        }
+        let (mut depth, mut deepest) = (0i32, 0i32);
+        for &b in &bytes[start..start + len] {
+            match b {
+                b'[' | b'(' | b'{' => depth += 1,
+                b']' | b')' | b'}' => depth -= 1,
+                _ => {}
+            }
+            deepest = deepest.max(depth);
+        }
+        if deepest > MAX_HEADER_NESTING {
+            bail!("{}: .npy header nests brackets {deepest} deep; a header is a dict of at most {MAX_HEADER_NESTING} levels", path.display());
         }
     }
     let npy = npyz::NpyFile::new(bytes).with_context(|| format!("{}: not a .npy file", path.display()))?;
