@@ -256,8 +256,7 @@ pub fn tensor_shapes(
 ) -> std::result::Result<HashMap<String, Vec<usize>>, String> {
     // tract may panic on a malformed graph: that is an error here too.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| infer_shapes(model, inputs))).unwrap_or_else(|p| {
-        let message = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
-        Err(format!("analysing the graph: tract failed ({})", message.unwrap_or_else(|| "a panic".into())))
+        Err(format!("analysing the graph: tract failed ({})", crate::engine::tract::panic_message(&*p)))
     })
 }
 

@@ -93,11 +93,7 @@ fn unsupported_type(info: &TensorInfo, t: Option<&Tensor>) -> LeptonError {
 /// Release builds unwind for this (`[profile.release]`).
 pub fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
+        let message = panic_message(&*payload);
         Err(model_error(
             path,
             format!(
@@ -105,6 +101,15 @@ pub fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Res
             ),
         ))
     })
+}
+
+/// The text a panic carried (`panic!("…")` payloads are `&str` or `String`).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }
 
 impl TractEngine {
