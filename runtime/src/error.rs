@@ -163,6 +163,14 @@ mod with_std {
             /// What is wrong with it.
             reason: String,
         },
+        /// A camera stream or video file failed (connection, protocol, codec, container).
+        #[error("{name}: {reason}")]
+        Source {
+            /// The source: a URL without credentials, or a file.
+            name: String,
+            /// What went wrong.
+            reason: String,
+        },
         /// An operation needs a manifest and the model carries none.
         #[error("{path}: the model carries no manifest (`lepton.manifest`); embed one with `lepton-convert pack`")]
         NoManifest {

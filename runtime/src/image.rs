@@ -59,6 +59,41 @@ impl Image {
     }
 }
 
+/// Decodes a JPEG picture into `out` as packed RGB (its capacity is reused, so a stream of
+/// same-sized pictures decodes without growing it); returns (width, height). Refuses pictures over
+/// [`MAX_DECODE_BYTES`] before decoding.
+pub fn decode_jpeg_into(bytes: &[u8], out: &mut Vec<u8>) -> std::result::Result<(usize, usize), String> {
+    use image::ImageDecoder;
+    let mut decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a JPEG picture: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    decoder.set_limits(limits).map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    let color = decoder.color_type();
+    let len = decoder.total_bytes();
+    if len > MAX_DECODE_BYTES {
+        return Err(format!("a {w}x{h} JPEG picture is larger than {} MiB", MAX_DECODE_BYTES >> 20));
+    }
+    out.clear();
+    out.resize(len as usize, 0);
+    decoder.read_image(out).map_err(|e| format!("JPEG picture: {e}"))?;
+    let (w, h) = (w as usize, h as usize);
+    match color {
+        image::ColorType::Rgb8 => {}
+        image::ColorType::L8 => {
+            // Gray to RGB in place, from the end so nothing is overwritten before it is read.
+            out.resize(w * h * 3, 0);
+            for i in (0..w * h).rev() {
+                let v = out[i];
+                out[3 * i..3 * i + 3].fill(v);
+            }
+        }
+        other => return Err(format!("JPEG picture in {other:?}; cameras send RGB or gray")),
+    }
+    Ok((w, h))
+}
+
 /// True for file names the image decoders take (`.png`, `.jpg`, `.jpeg`, any case).
 pub fn is_image_file(path: &Path) -> bool {
     path.extension()

@@ -2,16 +2,14 @@
 //! when inference is slower than the camera, older frames are replaced and counted as dropped.
 //! A camera that fails or is unplugged is logged and reopened with backoff; the pipeline waits.
 
+use super::latest::{Backoff, Latest, Shared};
 use super::{now_ms, Frame, FrameSource};
 use crate::error::{LeptonError, Result};
-use crate::event::FrameMeta;
-use crate::vision::{ImageView, PixelFormat};
+use crate::vision::PixelFormat;
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
 };
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -87,48 +85,29 @@ pub fn list() -> Result<Vec<CameraInfo>> {
     Ok(out)
 }
 
-struct Slot {
-    data: Vec<u8>,
-    width: usize,
-    height: usize,
-    format: PixelFormat,
-    fresh: bool,
-    captured: u64,
-}
-
-struct Shared {
-    slot: Mutex<Slot>,
-    ready: Condvar,
-    stop: AtomicBool,
-    dropped: AtomicU64,
-}
-
 /// Frames from a camera, newest first.
 pub struct CameraSource {
-    shared: Arc<Shared>,
+    latest: Latest,
     thread: Option<JoinHandle<()>>,
-    local: Slot,
-    name: String,
 }
 
 impl CameraSource {
     /// Starts capturing; the first frames arrive as soon as the camera opens (it is retried in
     /// the background if it cannot be opened now).
     pub fn open(opts: CameraOptions) -> Result<Self> {
-        let empty = || Slot { data: vec![], width: 0, height: 0, format: PixelFormat::Rgb8, fresh: false, captured: 0 };
-        let shared = Arc::new(Shared {
-            slot: Mutex::new(empty()),
-            ready: Condvar::new(),
-            stop: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
-        });
-        let worker = Arc::clone(&shared);
         let name = format!("camera{}", opts.index);
+        let latest = Latest::new(name.clone());
+        let shared = latest.shared();
         let thread = std::thread::Builder::new()
             .name(format!("lepton-{name}"))
-            .spawn(move || capture(opts, &worker))
+            .spawn(move || capture(opts, &shared))
             .map_err(|e| LeptonError::io("camera thread", e))?;
-        Ok(CameraSource { shared, thread: Some(thread), local: empty(), name })
+        Ok(CameraSource { latest, thread: Some(thread) })
+    }
+
+    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        self.latest.stopper()
     }
 }
 
@@ -146,48 +125,30 @@ fn requested(opts: &CameraOptions) -> RequestedFormat<'static> {
 
 /// The capture loop: open (with backoff), grab, keep the newest frame.
 fn capture(opts: CameraOptions, shared: &Shared) {
-    let mut backoff = Duration::from_millis(500);
-    let mut logged_failure = false;
-    while !shared.stop.load(Ordering::Relaxed) {
+    let name = format!("camera {}", opts.index);
+    let mut backoff = Backoff::new(Duration::from_secs(10));
+    while !shared.stopped() {
         let opened = nokhwa::Camera::new(CameraIndex::Index(opts.index), requested(&opts))
             .and_then(|mut cam| cam.open_stream().map(|()| cam));
         let mut cam = match opened {
-            Ok(cam) => {
-                if logged_failure {
-                    tracing::info!("camera {}: open again", opts.index);
-                }
-                logged_failure = false;
-                backoff = Duration::from_millis(500);
-                cam
-            }
+            Ok(cam) => cam,
             Err(e) => {
-                if !logged_failure {
-                    tracing::warn!("camera {}: {e}; retrying with backoff", opts.index);
-                    logged_failure = true;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff.failed(shared, &name, &e);
                 continue;
             }
         };
         let mode = cam.camera_format();
-        tracing::info!(
-            "camera {}: {}x{} {} at {} fps",
-            opts.index,
-            mode.width(),
-            mode.height(),
-            mode.format(),
-            mode.frame_rate()
-        );
-        while !shared.stop.load(Ordering::Relaxed) {
+        let what = format!("{}x{} {} at {} fps", mode.width(), mode.height(), mode.format(), mode.frame_rate());
+        backoff.connected(&name, &what);
+        while !shared.stopped() {
             let frame = match cam.frame() {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::warn!("camera {}: {e} (unplugged?); reopening", opts.index);
-                    logged_failure = true;
+                    backoff.failed(shared, &name, &format!("{e} (unplugged?)"));
                     break;
                 }
             };
+            let captured = now_ms();
             let res = frame.resolution();
             let (w, h) = (res.width() as usize, res.height() as usize);
             let (format, bytes): (PixelFormat, std::borrow::Cow<'_, [u8]>) = match frame.source_frame_format() {
@@ -199,20 +160,12 @@ fn capture(opts: CameraOptions, shared: &Shared) {
                 FrameFormat::MJPEG => match image::load_from_memory(frame.buffer()) {
                     Ok(img) => (PixelFormat::Rgb8, img.into_rgb8().into_raw().into()),
                     Err(e) => {
-                        tracing::warn!("camera {}: a frame does not decode: {e}", opts.index);
+                        tracing::warn!("{name}: a frame does not decode: {e}");
                         continue;
                     }
                 },
             };
-            let mut slot = shared.slot.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.fresh {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            slot.data.clear();
-            slot.data.extend_from_slice(&bytes);
-            (slot.width, slot.height, slot.format, slot.fresh) = (w, h, format, true);
-            slot.captured += 1;
-            shared.ready.notify_all();
+            shared.put(w, h, format, captured, |d| d.extend_from_slice(&bytes));
         }
         let _ = cam.stop_stream();
     }
@@ -220,51 +173,23 @@ fn capture(opts: CameraOptions, shared: &Shared) {
 
 impl FrameSource for CameraSource {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        let mut slot = self.shared.slot.lock().unwrap_or_else(|p| p.into_inner());
-        while !slot.fresh {
-            if self.shared.stop.load(Ordering::Relaxed) {
-                return Ok(None);
-            }
-            slot =
-                self.shared.ready.wait_timeout(slot, Duration::from_millis(200)).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        // Take the newest frame by swapping buffers: no copy, the capture thread refills the other.
-        std::mem::swap(&mut slot.data, &mut self.local.data);
-        (self.local.width, self.local.height, self.local.format) = (slot.width, slot.height, slot.format);
-        self.local.captured = slot.captured;
-        slot.fresh = false;
-        drop(slot);
-        let image = ImageView::packed(&self.local.data, self.local.width, self.local.height, self.local.format)
-            .map_err(|e| LeptonError::core(format!("{} frame", self.name), e))?;
-        Ok(Some(Frame {
-            image,
-            meta: FrameMeta { frame: self.local.captured - 1, timestamp_ms: now_ms() },
-            name: None,
-        }))
+        self.latest.next()
     }
 
     fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.latest.dropped()
+    }
+
+    fn outages(&self) -> u64 {
+        self.latest.outages()
     }
 }
 
 impl Drop for CameraSource {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.ready.notify_all();
+        self.latest.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-impl CameraSource {
-    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
-        let shared = Arc::clone(&self.shared);
-        move || {
-            shared.stop.store(true, Ordering::Relaxed);
-            shared.ready.notify_all();
         }
     }
 }

@@ -3,10 +3,21 @@
 
 #[cfg(feature = "camera")]
 pub mod camera;
+#[cfg(feature = "video")]
+pub mod h264;
+#[cfg(feature = "video")]
+pub mod http;
 pub mod images;
+pub mod latest;
 #[cfg(feature = "mic")]
 pub mod mic;
 pub mod resample;
+#[cfg(feature = "video")]
+pub mod rtsp;
+#[cfg(feature = "video")]
+pub mod stream_url;
+#[cfg(feature = "video")]
+pub mod video;
 pub mod wav;
 
 use crate::error::Result;
@@ -36,6 +47,12 @@ pub trait FrameSource {
 
     /// Frames skipped because the consumer was slower than the source (newest frame wins).
     fn dropped(&self) -> u64 {
+        0
+    }
+
+    /// Times a live source went away (camera unplugged, stream lost) and was reconnected or is
+    /// being reconnected.
+    fn outages(&self) -> u64 {
         0
     }
 }

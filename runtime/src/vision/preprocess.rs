@@ -25,6 +25,9 @@ pub enum PixelFormat {
     Yuyv,
     /// Planar 4:2:0: a Y plane, then an interleaved U/V plane of half height. BT.601 limited range.
     Nv12,
+    /// Planar 4:2:0 (what H.264 decoders produce): a Y plane, then a U plane and a V plane of half
+    /// width and height, rows `stride / 2` bytes apart. BT.601 limited range.
+    I420,
 }
 
 /// Channel order (and count) the model expects.
@@ -113,8 +116,8 @@ impl<'a> ImageView<'a> {
                 }
                 (width * 2, height)
             }
-            PixelFormat::Nv12 => {
-                if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
+            PixelFormat::Nv12 | PixelFormat::I420 => {
+                if !width.is_multiple_of(2) || !height.is_multiple_of(2) || !stride.is_multiple_of(2) {
                     return Err(Error::BadImageGeometry);
                 }
                 (width, height + height / 2)
@@ -134,7 +137,7 @@ impl<'a> ImageView<'a> {
     pub fn packed(data: &'a [u8], width: usize, height: usize, format: PixelFormat) -> Result<Self, Error> {
         let stride = match format {
             PixelFormat::Rgb8 | PixelFormat::Bgr8 => width * 3,
-            PixelFormat::Gray8 | PixelFormat::Nv12 => width,
+            PixelFormat::Gray8 | PixelFormat::Nv12 | PixelFormat::I420 => width,
             PixelFormat::Yuyv => width * 2,
         };
         Self::new(data, width, height, stride, format)
@@ -424,6 +427,54 @@ impl Pixels for Nv12<'_> {
     }
 }
 
+/// I420 with its height: the U plane follows the Y plane, the V plane the U plane.
+struct I420<'a>(&'a [u8], usize, usize);
+impl Pixels for I420<'_> {
+    #[inline(always)]
+    fn rgb(&self, x: usize, y: usize) -> [f32; 3] {
+        let (stride, h) = (self.1, self.2);
+        let c = (y / 2) * (stride / 2) + x / 2;
+        let u = stride * h + c;
+        let v = u + (stride / 2) * (h / 2);
+        yuv_to_rgb(self.0[y * stride + x], self.0[u], self.0[v])
+    }
+    #[inline(always)]
+    fn luma(&self, x: usize, y: usize) -> f32 {
+        // Luma as the other formats compute it (through RGB), so a model sees the same value.
+        let p = self.rgb(x, y);
+        0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]
+    }
+}
+
+/// Converts a frame of any format to packed RGB, 3 bytes per pixel, into `out` (resized to fit;
+/// its capacity is reused). For snapshots and pictures, not for the per-frame path.
+#[cfg(feature = "host")]
+pub fn to_rgb8(image: &ImageView<'_>, out: &mut std::vec::Vec<u8>) {
+    fn fill<P: Pixels>(px: &P, w: usize, h: usize, out: &mut [u8]) {
+        for y in 0..h {
+            for x in 0..w {
+                let p = px.rgb(x, y);
+                let i = (y * w + x) * 3;
+                // Values are within 0..=255 already; +0.5 rounds.
+                out[i] = (p[0] + 0.5) as u8;
+                out[i + 1] = (p[1] + 0.5) as u8;
+                out[i + 2] = (p[2] + 0.5) as u8;
+            }
+        }
+    }
+    let (w, h, d, st) = (image.width, image.height, image.data, image.stride);
+    out.clear();
+    out.resize(w * h * 3, 0);
+    match image.format {
+        PixelFormat::Rgb8 => fill(&Packed3::<false>(d, st), w, h, out),
+        PixelFormat::Bgr8 => fill(&Packed3::<true>(d, st), w, h, out),
+        PixelFormat::Gray8 => fill(&Gray(d, st), w, h, out),
+        PixelFormat::Yuyv => fill(&Yuyv(d, st), w, h, out),
+        PixelFormat::Nv12 => fill(&Nv12(d, st, h), w, h, out),
+        PixelFormat::I420 => fill(&I420(d, st, h), w, h, out),
+    }
+}
+
 /// Writes one normalized value; one implementation per element type.
 trait Out {
     fn put(&mut self, i: usize, v: f32);
@@ -464,6 +515,7 @@ fn dispatch<O: Out>(image: &ImageView<'_>, out: &mut O, g: &Geometry, cfg: &Prep
         PixelFormat::Gray8 => resample(&Gray(d, st), out, g, cfg, n),
         PixelFormat::Yuyv => resample(&Yuyv(d, st), out, g, cfg, n),
         PixelFormat::Nv12 => resample(&Nv12(d, st, image.height), out, g, cfg, n),
+        PixelFormat::I420 => resample(&I420(d, st, image.height), out, g, cfg, n),
     }
 }
 
