@@ -32,6 +32,8 @@ pub mod tensor;
 pub mod vision;
 
 #[cfg(feature = "std")]
+pub mod draw;
+#[cfg(feature = "std")]
 pub mod image;
 #[cfg(feature = "std")]
 pub mod manifest;

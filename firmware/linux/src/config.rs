@@ -3,6 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use lepton_runtime::source::camera::CameraFormatKind;
+use lepton_runtime::source::rtsp::RtspTransport;
+use lepton_runtime::source::stream_url::StreamUrl;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -179,6 +181,43 @@ pub struct Pipeline {
     /// GPIO outputs driven when an event starts (`[[pipeline.alert]]`).
     #[serde(default, rename = "alert")]
     pub alerts: Vec<AlertOutput>,
+    /// JPEG snapshots over MQTT (`[pipeline.snapshot]`; vision pipelines).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// `[pipeline.snapshot]`: a JPEG of the frame each event started on (or one every `every_s`),
+/// published retained to `{prefix}/{device}/{pipeline}/snapshot` and `.../snapshot/{label}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// `event` (the default): at each event start, the frame that started it.
+    pub on: Option<SnapshotOn>,
+    /// Instead of events: one picture every this many seconds.
+    pub every_s: Option<f64>,
+    /// Draw each detection's box, label and score (default true).
+    #[serde(default = "default_true")]
+    pub annotate: bool,
+    /// JPEG quality 1–100 (default 80).
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+    /// Pictures wider than this are scaled down, keeping the aspect ratio (default 1280).
+    #[serde(default = "default_max_width")]
+    pub max_width: u32,
+}
+
+/// When snapshots are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotOn {
+    /// At each event start.
+    Event,
+}
+
+fn default_quality() -> u8 {
+    80
+}
+fn default_max_width() -> u32 {
+    1280
 }
 
 /// `[[pipeline.alert]]`: a GPIO line (buzzer, relay, LED) switched on when an event starts.
@@ -286,6 +325,49 @@ pub enum Source {
         /// `yuyv`, `mjpeg`, `nv12`, `gray`, `rgb`.
         format: Option<CameraFormatKind>,
     },
+    /// An RTSP camera (H.264).
+    Rtsp {
+        /// `rtsp://host[:port]/path`; credentials written in it are taken out and never shown.
+        url: String,
+        /// `tcp` (default: interleaved on the RTSP connection) or `udp` (LAN only).
+        #[serde(default)]
+        transport: RtspTransport,
+        /// User name (else the URL's).
+        username: Option<String>,
+        /// File holding the password (relative to this config).
+        password_file: Option<PathBuf>,
+        /// Environment variable holding the password.
+        password_env: Option<String>,
+        /// Seconds without video after which the stream counts as lost (default 10).
+        timeout_s: Option<f64>,
+    },
+    /// An HTTP camera: an MJPEG stream (`multipart/x-mixed-replace`) or a JPEG snapshot URL.
+    Http {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Snapshot URLs: polls per second (default 5); MJPEG streams run at the camera's rate.
+        fps: Option<f32>,
+        /// User name for HTTP basic authentication (else the URL's).
+        username: Option<String>,
+        /// File holding the password (relative to this config).
+        password_file: Option<PathBuf>,
+        /// Environment variable holding the password.
+        password_env: Option<String>,
+        /// Seconds without data after which the connection counts as lost (default 10).
+        timeout_s: Option<f64>,
+    },
+    /// A video file: H.264 in MP4 or Matroska.
+    Video {
+        /// The file.
+        path: PathBuf,
+        /// Pace at the file's frame rate like a camera (default true); false: as fast as the
+        /// pipeline goes, nothing dropped.
+        #[serde(default = "default_true")]
+        realtime: bool,
+        /// Start over after the last frame (default false: the run ends, exit 0).
+        #[serde(default, rename = "loop")]
+        looping: bool,
+    },
     /// A microphone; unset fields come from the board profile.
     Mic {
         /// Device name or part of it (default: the board's, else the default input).
@@ -298,6 +380,41 @@ pub enum Source {
         #[serde(default)]
         resample: bool,
     },
+}
+
+impl Source {
+    /// A network source's URL with its credentials: the URL's syntax and scheme, the password
+    /// file (read) or environment variable (set). Connects to nothing. Errors never show a
+    /// password.
+    pub fn stream_url(&self) -> Result<StreamUrl> {
+        let (url, schemes, username, password_file, password_env): (_, &[&str], _, _, _) = match self {
+            Source::Rtsp { url, username, password_file, password_env, .. } => {
+                (url, &["rtsp"], username, password_file, password_env)
+            }
+            Source::Http { url, username, password_file, password_env, .. } => {
+                (url, &["http", "https"], username, password_file, password_env)
+            }
+            _ => bail!("not a network source"),
+        };
+        let password = match (password_file, password_env) {
+            (Some(_), Some(_)) => bail!("password_file and password_env: give one"),
+            (Some(file), None) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("password_file {}", file.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("password_env: the environment variable {var} is not set (or not UTF-8)")
+            })?),
+            (None, None) => None,
+        };
+        let parsed = StreamUrl::parse(url, schemes, username.as_deref(), password.as_deref())?;
+        if password.is_some() && parsed.username().is_none() {
+            bail!("a password is given but no username (set username, or put it in the URL)");
+        }
+        Ok(parsed)
+    }
 }
 
 /// A broker host is a name or an IP address, nothing more: no scheme, no port, no path.
@@ -368,7 +485,8 @@ impl Config {
         for p in &mut self.pipelines {
             abs(&mut p.model);
             match &mut p.source {
-                Source::Images { path, .. } | Source::Wav { path, .. } => abs(path),
+                Source::Images { path, .. } | Source::Wav { path, .. } | Source::Video { path, .. } => abs(path),
+                Source::Rtsp { password_file: Some(p), .. } | Source::Http { password_file: Some(p), .. } => abs(p),
                 _ => {}
             }
         }
@@ -435,6 +553,24 @@ impl Config {
             if !p.model.is_file() {
                 bail!("{f}: pipeline `{}`: model {} does not exist", p.name, p.model.display());
             }
+            if let Some(s) = &p.snapshot {
+                let at = format!("{f}: pipeline `{}`, [pipeline.snapshot]", p.name);
+                if s.on.is_some() && s.every_s.is_some() {
+                    bail!("{at}: give on = \"event\" or every_s, not both");
+                }
+                if s.every_s.is_some_and(|x| !(x > 0.0 && x <= 86_400.0)) {
+                    bail!("{at}: every_s: give seconds in (0, 86400]");
+                }
+                if !(1..=100).contains(&s.quality) {
+                    bail!("{at}: quality = {}: give 1 to 100", s.quality);
+                }
+                if !(16..=8192).contains(&s.max_width) {
+                    bail!("{at}: max_width = {}: give 16 to 8192 pixels", s.max_width);
+                }
+                if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
+                    bail!("{at}: audio pipelines have no snapshots; remove the table");
+                }
+            }
             if !(0.0..=1.0).contains(&p.threshold) {
                 bail!("{f}: pipeline `{}`: threshold {} must be within 0..=1", p.name, p.threshold);
             }
@@ -450,8 +586,20 @@ impl Config {
                         bail!("{f}: pipeline `{}`: source.fps must be > 0", p.name);
                     }
                 }
-                Source::Wav { path, .. } if !path.is_file() => {
+                Source::Wav { path, .. } | Source::Video { path, .. } if !path.is_file() => {
                     bail!("{f}: pipeline `{}`: source.path {} does not exist", p.name, path.display());
+                }
+                Source::Rtsp { .. } | Source::Http { .. } => {
+                    p.source.stream_url().map_err(|e| anyhow::anyhow!("{f}: pipeline `{}`: source: {e:#}", p.name))?;
+                    let (Source::Rtsp { timeout_s, .. } | Source::Http { timeout_s, .. }) = &p.source else { continue };
+                    if timeout_s.is_some_and(|t| !(t > 0.0 && t <= 3600.0)) {
+                        bail!("{f}: pipeline `{}`: source.timeout_s: give seconds in (0, 3600]", p.name);
+                    }
+                    if let Source::Http { fps: Some(fps), .. } = &p.source {
+                        if !(*fps > 0.0 && *fps <= 120.0) {
+                            bail!("{f}: pipeline `{}`: source.fps = {fps}: give polls per second in (0, 120]", p.name);
+                        }
+                    }
                 }
                 _ => {}
             }

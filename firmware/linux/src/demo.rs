@@ -41,6 +41,14 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 engine: EngineKind::Auto,
                 print: true,
                 alerts: vec![],
+                // A picture of the frame each digit appeared on, boxes drawn, on .../meter/snapshot.
+                snapshot: Some(crate::config::Snapshot {
+                    on: None,
+                    every_s: None,
+                    annotate: true,
+                    quality: 80,
+                    max_width: 1280,
+                }),
             },
             Plan {
                 name: "keywords".into(),
@@ -51,6 +59,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 engine: EngineKind::Auto,
                 print: true,
                 alerts: vec![],
+                snapshot: None,
             },
         ],
         board,

@@ -114,3 +114,50 @@ pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     println!("config ok");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `lepton probe`: one connection to a network camera, or one video file opened, described.
+pub fn probe(
+    target: &str,
+    transport: &str,
+    username: Option<&str>,
+    password_file: Option<&Path>,
+    watch_s: f64,
+) -> Result<ExitCode> {
+    use anyhow::{bail, Context};
+    use lepton_runtime::source::{http, rtsp, stream_url::StreamUrl, video};
+    if !(watch_s > 0.0 && watch_s <= 60.0) {
+        bail!("--watch {watch_s}: give seconds in (0, 60]");
+    }
+    let watch = std::time::Duration::from_secs_f64(watch_s);
+    if !target.contains("://") {
+        let info = video::probe(Path::new(target))?;
+        let frames = info.frames.map_or(String::new(), |n| format!(", {n} frames"));
+        let fps = info.fps.map_or("unknown rate".into(), |f| format!("{f:.2} fps"));
+        println!("{target}: {} {} {}x{}, {fps}{frames}", info.container, info.codec, info.width, info.height);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--password-file {}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => std::env::var("LEPTON_PROBE_PASSWORD").ok(),
+    };
+    let url = StreamUrl::parse(target, &["rtsp", "http", "https"], username, password.as_deref())?;
+    if url.url().scheme() == "rtsp" {
+        let transport = match transport {
+            "tcp" => rtsp::RtspTransport::Tcp,
+            "udp" => rtsp::RtspTransport::Udp,
+            other => bail!("--transport {other}: use tcp or udp"),
+        };
+        let info = rtsp::probe(&url, transport, watch)?;
+        println!("{url}: {}", rtsp::describe(&info));
+    } else {
+        let info = http::probe(&url, watch)?;
+        let fps = info.fps.map_or(String::new(), |f| format!(", {f:.2} fps (measured)"));
+        println!("{url}: {} {}x{}{fps}", info.kind, info.width, info.height);
+    }
+    Ok(ExitCode::SUCCESS)
+}

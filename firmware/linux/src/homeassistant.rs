@@ -1,6 +1,9 @@
 //! Home Assistant MQTT discovery: one device per Lepton device, a presence binary sensor per
-//! pipeline label (following that label's events topic, with an off delay), and fps and latency
-//! sensors per pipeline, all available while the status topic says `online`. Configs are retained
+//! pipeline label (following that label's events topic, with an off delay), fps and latency
+//! sensors per pipeline, an `image` entity per vision pipeline with snapshots (its snapshot
+//! topic, raw JPEG), and an `event` entity per keyword pipeline (event types = the words; each
+//! word heard is one event that automations can trigger on), all available while the status
+//! topic says `online`. Configs are retained
 //! and published again whenever Home Assistant announces itself on `<prefix>/status`.
 
 use crate::mqtt::Link;
@@ -16,6 +19,10 @@ pub struct PipelineEntities {
     pub labels: Vec<String>,
     /// Presence hold, seconds (the off delay adds a margin to it).
     pub hold_s: f64,
+    /// It publishes snapshots: an `image` entity shows the latest.
+    pub snapshot: bool,
+    /// It spots keywords: an `event` entity fires per word heard.
+    pub keyword: bool,
 }
 
 /// The discovery messages: (topic, retained JSON config).
@@ -54,6 +61,32 @@ pub fn configs(
                     "value_template": "{{ 'ON' if value_json.event == 'start' else 'OFF' }}",
                     "device_class": "occupancy",
                     "off_delay": (p.hold_s * 2.0 + 5.0).ceil() as u64,
+                }),
+            );
+        }
+        if p.snapshot {
+            let object = format!("{}_snapshot", p.name);
+            push(
+                "image",
+                object.clone(),
+                json!({
+                    "name": format!("{} snapshot", p.name),
+                    "unique_id": format!("lepton_{device_id}_{object}"),
+                    "image_topic": topics.snapshot(&p.name),
+                    "content_type": "image/jpeg",
+                }),
+            );
+        }
+        if p.keyword {
+            let object = format!("{}_heard", p.name);
+            push(
+                "event",
+                object.clone(),
+                json!({
+                    "name": format!("{} heard", p.name),
+                    "unique_id": format!("lepton_{device_id}_{object}"),
+                    "state_topic": topics.heard(&p.name),
+                    "event_types": p.labels,
                 }),
             );
         }

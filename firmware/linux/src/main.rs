@@ -9,6 +9,7 @@ mod homeassistant;
 mod mqtt;
 mod run;
 mod sink;
+mod snapshot;
 mod topics;
 mod watchdog;
 
@@ -51,6 +52,29 @@ enum Command {
     },
     /// List cameras and microphones with their modes.
     Devices,
+    /// Connect once to a network camera (or open a video file) and print codec, size and rate.
+    ///
+    /// `lepton probe rtsp://cam.lan:554/stream1` (DESCRIBE, SETUP, PLAY, first picture decoded),
+    /// `lepton probe http://cam.lan/stream` (MJPEG stream or JPEG snapshot URL), or
+    /// `lepton probe clip.mp4`. Credentials may be in the URL or given with --username and
+    /// --password-file (or LEPTON_PROBE_PASSWORD); they are never printed. Exit 0 when a
+    /// picture decodes, 2 otherwise, with the reason.
+    Probe {
+        /// rtsp:// or http(s):// URL, or a video file.
+        target: String,
+        /// RTSP transport: tcp or udp.
+        #[arg(long, default_value = "tcp")]
+        transport: String,
+        /// User name (else the URL's).
+        #[arg(long)]
+        username: Option<String>,
+        /// File holding the password (else LEPTON_PROBE_PASSWORD, else the URL's).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Seconds to watch a stream to measure its frame rate when it does not declare one.
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+    },
     /// List the bundled board profiles.
     ///
     /// A profile gives a board's default camera and microphone settings, inference threads,
@@ -97,6 +121,9 @@ fn main() -> ExitCode {
         Command::Devices => devices::run(),
         Command::Boards => board::list(),
         Command::Check { config, board } => devices::check(&config, board.as_deref()),
+        Command::Probe { target, transport, username, password_file, watch } => {
+            devices::probe(&target, &transport, username.as_deref(), password_file.as_deref(), watch)
+        }
     };
     match result {
         Ok(code) => code,

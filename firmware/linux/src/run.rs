@@ -7,6 +7,7 @@ use crate::broker;
 use crate::config::{self, Config, EngineKind, Format, Source};
 use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::{Link, LinkOptions};
+use crate::snapshot::Snapshotter;
 use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
 use crate::topics::Topics;
 use crate::watchdog;
@@ -18,6 +19,11 @@ use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
 use lepton_runtime::signature::{self, PublicKey};
 use lepton_runtime::source::camera::{CameraFormatKind, CameraOptions, CameraSource};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
+use lepton_runtime::source::http::{HttpOptions, HttpSource};
+use lepton_runtime::source::latest::Health;
+use lepton_runtime::source::retain::{FrameRing, Retained};
+use lepton_runtime::source::rtsp::{RtspOptions, RtspSource};
+use lepton_runtime::source::video::{VideoOptions, VideoSource};
 use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, Resampled, WavSource};
 use lepton_runtime::Model;
 use serde_json::json;
@@ -66,6 +72,8 @@ pub struct Plan {
     pub print: bool,
     /// GPIO outputs driven by event starts.
     pub alerts: Vec<config::AlertOutput>,
+    /// JPEG snapshots (vision pipelines).
+    pub snapshot: Option<config::Snapshot>,
 }
 
 /// Where to publish.
@@ -141,6 +149,7 @@ impl Setup {
                 engine: p.engine,
                 print: p.print,
                 alerts: p.alerts,
+                snapshot: p.snapshot,
             })
             .collect();
         Ok(Setup {
@@ -259,14 +268,17 @@ pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Ch
     };
     let task = manifest.task;
     let takes = if task.is_vision() {
-        "pictures: use an images or camera source"
+        "pictures: use an images, camera, rtsp, http or video source"
     } else if task.is_audio() {
         "audio: use a wav or mic source"
     } else {
         "tensors, which no source delivers: pack a manifest with task classify, detect, keyword or vad"
     };
     let suits = match &plan.source {
-        SourceRef::Pictures(_) | SourceRef::Config(Source::Images { .. } | Source::Camera { .. }) => task.is_vision(),
+        SourceRef::Pictures(_)
+        | SourceRef::Config(
+            Source::Images { .. } | Source::Camera { .. } | Source::Rtsp { .. } | Source::Http { .. } | Source::Video { .. },
+        ) => task.is_vision(),
         SourceRef::Recording(..) | SourceRef::Config(Source::Wav { .. } | Source::Mic { .. }) => task.is_audio(),
     };
     if !suits {
@@ -294,6 +306,9 @@ pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Ch
             );
         }
     }
+    if plan.snapshot.is_some() && !task.is_vision() {
+        bail!("{at}: a {} model hears audio: [pipeline.snapshot] is for vision pipelines; remove it", task.name());
+    }
     let lines = alert::check(&plan.name, &plan.alerts, board, &manifest.labels)?;
     Ok(Checked { plan, model, manifest, lines })
 }
@@ -306,29 +321,107 @@ pub fn source_name(s: &SourceRef) -> &'static str {
         SourceRef::Config(Source::Images { .. }) => "an images source",
         SourceRef::Config(Source::Wav { .. }) => "a wav source",
         SourceRef::Config(Source::Camera { .. }) => "a camera source",
+        SourceRef::Config(Source::Rtsp { .. }) => "an rtsp source",
+        SourceRef::Config(Source::Http { .. }) => "an http source",
+        SourceRef::Config(Source::Video { .. }) => "a video source",
         SourceRef::Config(Source::Mic { .. }) => "a mic source",
     }
 }
 
-/// Frames from pictures or a camera.
+/// Frames from pictures, a camera, a network camera or a video file.
 enum Frames {
     Pictures(ImageSource),
     Camera(CameraSource),
+    Rtsp(RtspSource),
+    Http(HttpSource),
+    Video(VideoSource),
+}
+
+impl Frames {
+    fn inner(&mut self) -> &mut dyn FrameSource {
+        match self {
+            Frames::Pictures(s) => s,
+            Frames::Camera(s) => s,
+            Frames::Rtsp(s) => s,
+            Frames::Http(s) => s,
+            Frames::Video(s) => s,
+        }
+    }
+    fn inner_ref(&self) -> &dyn FrameSource {
+        match self {
+            Frames::Pictures(s) => s,
+            Frames::Camera(s) => s,
+            Frames::Rtsp(s) => s,
+            Frames::Http(s) => s,
+            Frames::Video(s) => s,
+        }
+    }
+}
+
+impl Frames {
+    /// A live source's connection state.
+    fn health(&self) -> Option<Health> {
+        match self {
+            Frames::Camera(s) => Some(s.health()),
+            Frames::Rtsp(s) => Some(s.health()),
+            Frames::Http(s) => Some(s.health()),
+            Frames::Pictures(_) | Frames::Video(_) => None,
+        }
+    }
 }
 
 impl FrameSource for Frames {
     fn next_frame(&mut self) -> lepton_runtime::error::Result<Option<Frame<'_>>> {
-        match self {
-            Frames::Pictures(s) => s.next_frame(),
-            Frames::Camera(s) => s.next_frame(),
-        }
+        self.inner().next_frame()
     }
     fn dropped(&self) -> u64 {
-        match self {
-            Frames::Pictures(s) => s.dropped(),
-            Frames::Camera(s) => s.dropped(),
-        }
+        self.inner_ref().dropped()
     }
+    fn outages(&self) -> u64 {
+        self.inner_ref().outages()
+    }
+}
+
+/// Opens a vision pipeline's source (network sources start connecting in the background).
+fn open_frames(source: SourceRef, board_camera: &CameraDefaults, stoppers: &Stoppers, stopping: &AtomicBool) -> Result<Frames> {
+    Ok(match source {
+        SourceRef::Pictures(images) => Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default())),
+        SourceRef::Config(Source::Images { path, fps, looping }) => {
+            Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
+        }
+        SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
+            let asked = CameraDefaults { index, width, height, fps, format };
+            let cam = CameraSource::open(camera_options(&asked, board_camera))?;
+            register(stoppers, stopping, cam.stopper());
+            Frames::Camera(cam)
+        }
+        SourceRef::Config(ref s @ Source::Rtsp { transport, timeout_s, .. }) => {
+            let mut o = RtspOptions::new(s.stream_url()?);
+            o.transport = transport;
+            if let Some(t) = timeout_s {
+                o.timeout = Duration::from_secs_f64(t);
+            }
+            let src = RtspSource::open(o)?;
+            register(stoppers, stopping, src.stopper());
+            Frames::Rtsp(src)
+        }
+        SourceRef::Config(ref s @ Source::Http { fps, timeout_s, .. }) => {
+            let mut o = HttpOptions::new(s.stream_url()?);
+            if let Some(f) = fps {
+                o.fps = f;
+            }
+            if let Some(t) = timeout_s {
+                o.timeout = Duration::from_secs_f64(t);
+            }
+            let src = HttpSource::open(o)?;
+            register(stoppers, stopping, src.stopper());
+            Frames::Http(src)
+        }
+        SourceRef::Config(Source::Video { path, realtime, looping }) => {
+            Frames::Video(VideoSource::open(&path, VideoOptions { realtime, looping })?)
+        }
+        other => bail!("an image model cannot take {} (checked at start)", source_name(&other)),
+    })
 }
 
 /// Samples from a WAV file or a microphone.
@@ -378,6 +471,7 @@ fn register(stoppers: &Stoppers, stopping: &AtomicBool, f: impl Fn() + Send + Sy
 fn run_pipeline(
     checked: Checked,
     sink: DaemonSink,
+    ring: Option<FrameRing>,
     board: Option<Board>,
     stoppers: Stoppers,
     stopping: Arc<AtomicBool>,
@@ -387,22 +481,11 @@ fn run_pipeline(
     let mic_defaults = board.as_ref().map(|b| b.mic.clone()).unwrap_or_default();
     let model_path = PathBuf::from(model_name(&plan));
     if manifest.task.is_vision() {
-        let frames = match plan.source {
-            SourceRef::Pictures(images) => {
-                Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default()))
-            }
-            SourceRef::Config(Source::Images { path, fps, looping }) => {
-                Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
-            }
-            SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
-                let asked = CameraDefaults { index, width, height, fps, format };
-                let cam = CameraSource::open(camera_options(&asked, &cam))?;
-                register(&stoppers, &stopping, cam.stopper());
-                Frames::Camera(cam)
-            }
-            other => bail!("an image model cannot take {} (checked at start)", source_name(&other)),
-        };
+        let frames = open_frames(plan.source, &cam, &stoppers, &stopping)?;
+        sink.status().lock().unwrap_or_else(|p| p.into_inner()).source = frames.health();
         let stages = model.into_vision_stages()?;
+        // With snapshots, the frames are also kept for the sink to picture.
+        let frames = Retained::new(frames, ring.unwrap_or_default());
         let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
         let flag = p.stop_flag();
         register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
@@ -506,11 +589,13 @@ fn stats_loop(
             let fps = (s.processed - prev[k]) as f64 / dt;
             prev[k] = s.processed;
             let (p50, p99) = (s.inference.percentile(50.0), s.inference.percentile(99.0));
-            pipelines.insert(
-                name.clone(),
-                json!({"fps": (fps * 100.0).round() / 100.0, "inference_p50_ms": p50.as_secs_f64() * 1e3, "inference_p99_ms": p99.as_secs_f64() * 1e3,
-                       "processed": s.processed, "dropped": s.dropped, "published": s.messages, "finished": s.finished}),
-            );
+            let mut entry = json!({"fps": (fps * 100.0).round() / 100.0, "inference_p50_ms": p50.as_secs_f64() * 1e3, "inference_p99_ms": p99.as_secs_f64() * 1e3,
+                       "processed": s.processed, "dropped": s.dropped, "published": s.messages, "finished": s.finished});
+            if let Some(h) = &s.source {
+                entry["source_outages"] = json!(h.outages());
+                entry["source_connected"] = json!(!h.down());
+            }
+            pipelines.insert(name.clone(), entry);
         }
         let l = link.stats();
         let msg = json!({
@@ -587,6 +672,8 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 name: c.plan.name.clone(),
                 labels: c.manifest.event_labels().into_iter().map(str::to_string).collect(),
                 hold_s: c.plan.hold_s,
+                snapshot: c.plan.snapshot.is_some(),
+                keyword: c.manifest.task == lepton_runtime::manifest::Task::Keyword,
             })
             .collect();
         let configs =
@@ -598,6 +685,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     let mut threads = vec![];
     for (checked, alerts) in loaded {
         let plan = &checked.plan;
+        let ring = plan.snapshot.as_ref().map(|_| FrameRing::default());
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
             pipeline: plan.name.clone(),
@@ -610,6 +698,8 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             link: Some(link.clone()),
             topics: topics.clone(),
             alerts,
+            snapshots: plan.snapshot.as_ref().zip(ring.clone()).map(|(c, r)| Snapshotter::new(c, r)),
+            keyword: checked.manifest.task == lepton_runtime::manifest::Task::Keyword,
         });
         watched.push((plan.name.clone(), Arc::clone(&status)));
         statuses.push((plan.name.clone(), status));
@@ -619,7 +709,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         let t = std::thread::Builder::new()
             .name(format!("lepton-{name}"))
             .stack_size(8 << 20)
-            .spawn(move || run_pipeline(checked, sink, board, stoppers, stopping))
+            .spawn(move || run_pipeline(checked, sink, ring, board, stoppers, stopping))
             .with_context(|| format!("starting pipeline `{name}`"))?;
         threads.push((name, t));
     }

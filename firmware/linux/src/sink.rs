@@ -4,10 +4,12 @@
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
+use crate::snapshot::Snapshotter;
 use crate::mqtt::Link;
 use crate::topics::Topics;
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind};
 use lepton_runtime::pipeline::{FrameReport, LatencyStats, Sink, Stats};
+use lepton_runtime::source::latest::Health;
 use lepton_runtime::{Detection, Event, LeptonError};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -28,6 +30,10 @@ pub struct Status {
     pub inference: LatencyStats,
     /// The pipeline has ended.
     pub finished: bool,
+    /// Snapshots taken.
+    pub snapshots: u64,
+    /// A live source's connection state (cameras, network cameras).
+    pub source: Option<Health>,
 }
 
 /// Shared handle to a pipeline's counters.
@@ -65,6 +71,8 @@ pub struct DaemonSink {
     presence: BTreeMap<u16, Presence>,
     status: SharedStatus,
     alerts: Vec<AlertHandle>,
+    snapshots: Option<Snapshotter>,
+    keyword: bool,
 }
 
 /// What a [`DaemonSink`] needs.
@@ -91,6 +99,10 @@ pub struct SinkOptions {
     pub topics: Topics,
     /// GPIO outputs switched on by event starts; turned off at the end.
     pub alerts: Vec<AlertHandle>,
+    /// Snapshot pictures (vision pipelines with `[pipeline.snapshot]`).
+    pub snapshots: Option<Snapshotter>,
+    /// A keyword spotter: each word heard also goes to the `heard` topic (Home Assistant event).
+    pub keyword: bool,
 }
 
 impl DaemonSink {
@@ -112,15 +124,23 @@ impl DaemonSink {
             presence: BTreeMap::new(),
             status: Arc::clone(&status),
             alerts: o.alerts,
+            snapshots: o.snapshots,
+            keyword: o.keyword,
         };
         (sink, status)
+    }
+
+    /// The counters this sink updates.
+    pub fn status(&self) -> SharedStatus {
+        Arc::clone(&self.status)
     }
 
     fn label(&self, class: u16) -> String {
         self.labels.get(class as usize).cloned().unwrap_or_else(|| class.to_string())
     }
 
-    fn publish_detections(&mut self, r: &FrameReport<'_>, kept: &[Detection]) {
+    /// Publishes one frame's detections; returns the message's `seq`.
+    fn publish_detections(&mut self, r: &FrameReport<'_>, kept: &[Detection]) -> u32 {
         let seq = self.seq;
         self.seq += 1;
         let latency_ms = r.inference.as_secs_f64() * 1e3;
@@ -139,7 +159,7 @@ impl DaemonSink {
             }
             let _ = writeln!(out, "  ({latency_ms:.2} ms)");
         }
-        let Some(link) = &self.link else { return };
+        let Some(link) = &self.link else { return seq };
         let payload = match self.format {
             Format::Json => {
                 let dets: Vec<_> = kept
@@ -169,9 +189,48 @@ impl DaemonSink {
             }
         };
         link.publish(&self.topics.detections(&self.pipeline), payload, false);
+        seq
     }
 
-    fn publish_event(&mut self, e: &Event, duration_ms: Option<u64>) {
+    /// Takes and publishes a snapshot of the frame `r` reports, when one is due; returns the
+    /// frame's detection `seq` when a picture went out.
+    fn snapshot(&mut self, r: &FrameReport<'_>, kept: &[Detection], seq: Option<u32>) -> Option<u32> {
+        let starts = kept.iter().any(|d| !self.presence.contains_key(&d.class));
+        let shot = self.snapshots.as_mut()?;
+        if !shot.due(r.meta.timestamp_ms, starts) {
+            return None;
+        }
+        let labels = &self.labels;
+        let label = |c: u16| labels.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
+        let Some(pic) = shot.take(r.meta.frame, r.meta.timestamp_ms, kept, label) else {
+            tracing::warn!("pipeline {}: frame {} was no longer kept for its snapshot", self.pipeline, r.meta.frame);
+            return None;
+        };
+        let mut shown: Vec<String> = kept.iter().map(|d| self.label(d.class)).collect();
+        shown.sort();
+        shown.dedup();
+        if self.print {
+            println!(
+                "{} snapshot of frame {} ({}x{}, {} bytes{}{})",
+                self.pipeline,
+                r.meta.frame,
+                pic.width,
+                pic.height,
+                pic.jpeg.len(),
+                seq.map_or(String::new(), |s| format!(", detections #{s}")),
+                if shown.is_empty() { String::new() } else { format!(": {}", shown.join(", ")) },
+            );
+        }
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots += 1;
+        let link = self.link.as_ref()?;
+        for l in &shown {
+            link.publish(&self.topics.label_snapshot(&self.pipeline, l), pic.jpeg.clone(), true);
+        }
+        link.publish(&self.topics.snapshot(&self.pipeline), pic.jpeg, true);
+        seq
+    }
+
+    fn publish_event(&mut self, e: &Event, duration_ms: Option<u64>, snapshot_seq: Option<u32>) {
         let label = self.label(e.class);
         if e.kind == EventKind::Start {
             for a in &self.alerts {
@@ -183,21 +242,29 @@ impl DaemonSink {
         }
         let Some(link) = &self.link else { return };
         let payload = match self.format {
-            Format::Json => json!({
-                "device": self.device, "pipeline": self.pipeline, "ts": rfc3339(e.timestamp_ms), "label": label,
-                "event": e.kind.name(), "score": e.score,
-                "duration_s": duration_ms.map(|d| d as f64 / 1e3),
-            })
-            .to_string()
-            .into_bytes(),
+            Format::Json => {
+                let mut j = json!({
+                    "device": self.device, "pipeline": self.pipeline, "ts": rfc3339(e.timestamp_ms), "label": label,
+                    "event": e.kind.name(), "score": e.score,
+                    "duration_s": duration_ms.map(|d| d as f64 / 1e3),
+                });
+                if let Some(s) = snapshot_seq {
+                    j["snapshot_seq"] = json!(s);
+                }
+                j.to_string().into_bytes()
+            }
             Format::Postcard => postcard::to_stdvec(e).unwrap_or_default(),
         };
+        if self.keyword && e.kind == EventKind::Start {
+            let heard = json!({"event_type": label, "score": e.score, "ts": rfc3339(e.timestamp_ms)});
+            link.publish(&self.topics.heard(&self.pipeline), heard.to_string().into_bytes(), false);
+        }
         link.publish(&self.topics.events(&self.pipeline), payload.clone(), false);
         link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true);
     }
 
     /// Starts presence for detected labels, ends it for labels absent longer than the hold.
-    fn update_presence(&mut self, now_ms: u64, seen: &[Detection]) {
+    fn update_presence(&mut self, now_ms: u64, seen: &[Detection], snapshot_seq: Option<u32>) {
         for d in seen {
             match self.presence.get_mut(&d.class) {
                 Some(p) => {
@@ -207,7 +274,7 @@ impl DaemonSink {
                 None => {
                     self.presence.insert(d.class, Presence { started_ms: now_ms, last_ms: now_ms, peak: d.score });
                     let e = Event { class: d.class, kind: EventKind::Start, timestamp_ms: now_ms, score: d.score };
-                    self.publish_event(&e, None);
+                    self.publish_event(&e, None, snapshot_seq);
                 }
             }
         }
@@ -227,7 +294,7 @@ impl DaemonSink {
             // An end is never stamped before the detection that kept the label present.
             let at = now_ms.max(p.last_ms);
             let e = Event { class, kind: EventKind::End, timestamp_ms: at, score: p.peak };
-            self.publish_event(&e, Some(at - p.started_ms));
+            self.publish_event(&e, Some(at - p.started_ms), None);
         }
     }
 }
@@ -236,14 +303,14 @@ impl Sink for DaemonSink {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
         let kept: heapless::Vec<Detection, 32> =
             r.detections.iter().filter(|d| d.score >= self.threshold).copied().collect();
-        if !kept.is_empty() {
-            self.publish_detections(r, &kept);
-        }
+        let seq = (!kept.is_empty()).then(|| self.publish_detections(r, &kept));
+        // The picture goes out before the events it illustrates, so it is there when they arrive.
+        let snapshot_seq = self.snapshot(r, &kept, seq);
         // Model-made events (speech start/end) go out as they are.
         for e in r.events {
-            self.publish_event(e, None);
+            self.publish_event(e, None, None);
         }
-        self.update_presence(r.meta.timestamp_ms, &kept);
+        self.update_presence(r.meta.timestamp_ms, &kept, snapshot_seq);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.processed += 1;
         s.dropped = r.dropped;
@@ -265,6 +332,9 @@ impl Sink for DaemonSink {
         s.finished = true;
         s.dropped = s.dropped.max(stats.frames_dropped);
         let mut inference = stats.inference.clone();
+        if let Some(h) = &s.source {
+            println!("{}: source outages: {}", self.pipeline, h.outages());
+        }
         println!(
             "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
             self.pipeline,

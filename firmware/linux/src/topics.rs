@@ -39,6 +39,24 @@ impl Topics {
     }
 }
 
+impl Topics {
+    /// The latest snapshot of a vision pipeline (retained JPEG).
+    pub fn snapshot(&self, pipeline: &str) -> String {
+        format!("{}/{}/{pipeline}/snapshot", self.prefix, self.device)
+    }
+
+    /// The latest snapshot showing one label (retained JPEG).
+    pub fn label_snapshot(&self, pipeline: &str, label: &str) -> String {
+        format!("{}/{}/{pipeline}/snapshot/{}", self.prefix, self.device, topic_safe(label))
+    }
+
+    /// Words a keyword pipeline heard, one message each: `{"event_type": word, ...}` (what a Home
+    /// Assistant event entity reads).
+    pub fn heard(&self, pipeline: &str) -> String {
+        format!("{}/{}/{pipeline}/heard", self.prefix, self.device)
+    }
+}
+
 /// A label as a topic level: `/`, `+`, `#` and spaces become `_`.
 pub fn topic_safe(label: &str) -> String {
     label.chars().map(|c| if matches!(c, '/' | '+' | '#' | ' ') { '_' } else { c }).collect()

@@ -3,7 +3,8 @@
 //! restarted (`Type=notify` and `WatchdogSec=` in `boards/lepton.service`).
 //!
 //! Progress is a pipeline's processed count (frames or audio windows) going up; a pipeline whose
-//! source ended counts as healthy. A pipeline without progress for `[device] stall_s` seconds is
+//! source ended, or whose live source is reconnecting (an outage, counted in the stats), counts as
+//! healthy. A pipeline without progress for `[device] stall_s` seconds is
 //! stalled: the daemon logs it once by name, tells systemd in `STATUS=`, and sends no more pings
 //! until it moves again. Outside systemd (no `NOTIFY_SOCKET`), nothing is sent.
 
@@ -59,11 +60,13 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
             let now = Instant::now();
             let mut healthy = true;
             for w in &mut watched {
-                let (processed, finished) = {
+                let (processed, finished, reconnecting) = {
                     let s = w.status.lock().unwrap_or_else(|p| p.into_inner());
-                    (s.processed, s.finished)
+                    (s.processed, s.finished, s.source.as_ref().is_some_and(|h| h.down()))
                 };
-                if processed != w.processed || finished {
+                // A source that is reconnecting (camera unplugged, stream lost) is not a stalled
+                // process: restarting would not bring the camera back. Its outage is in the stats.
+                if processed != w.processed || finished || reconnecting {
                     w.processed = processed;
                     w.since = now;
                     if w.stalled {

@@ -327,36 +327,6 @@ pub fn failure_line(file: &str, message: &str) -> String {
     }
 }
 
-/// Draws `text` with the 8×8 bitmap font, `scale` pixels per dot, from (x, y) to the right, or
-/// upwards (rotated a quarter turn) when `vertical`.
-fn draw_text(img: &mut image::RgbImage, text: &str, x: u32, y: u32, scale: u32, vertical: bool, color: [u8; 3]) {
-    use font8x8::UnicodeFonts;
-    for (k, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).or_else(|| font8x8::BASIC_FONTS.get('?')).unwrap_or([0; 8]);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8u32 {
-                if bits & (1 << col) == 0 {
-                    continue;
-                }
-                let (gx, gy) = (k as u32 * 8 + col, row as u32);
-                // Vertical text reads bottom to top: glyph x runs up from y, glyph y runs right.
-                let block = if vertical {
-                    y.checked_sub((gx + 1) * scale).map(|by| (x + gy * scale, by))
-                } else {
-                    Some((x + gx * scale, y + gy * scale))
-                };
-                let Some((bx, by)) = block else { continue };
-                for dy in 0..scale {
-                    for dx in 0..scale {
-                        if bx + dx < img.width() && by + dy < img.height() {
-                            img.put_pixel(bx + dx, by + dy, image::Rgb(color));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// Label text for the axes: at most 16 characters.
 fn axis_label(label: &str) -> String {
@@ -383,8 +353,8 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
         let name = names.get(i as usize).map_or("", String::as_str);
         let w = name.chars().count() as u32 * 8 * scale;
         let mid = margin + i * cell + cell / 2;
-        draw_text(&mut img, name, margin - 6 - w, mid - 4 * scale, scale, false, ink);
-        draw_text(&mut img, name, mid - 4 * scale, margin - 6, scale, true, ink);
+        lepton_runtime::draw::text(&mut img, name, margin - 6 - w, mid - 4 * scale, scale, false, ink);
+        lepton_runtime::draw::text(&mut img, name, mid - 4 * scale, margin - 6, scale, true, ink);
         let total: usize = m.confusion[i as usize].iter().sum();
         for j in 0..n {
             let count = m.confusion[i as usize][j as usize];
@@ -405,7 +375,7 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
                 let fg = if frac > 0.5 { [255, 255, 255] } else { [0, 0, 0] };
                 let s = if text.len() as u32 * 8 * scale > cell - 2 { 1 } else { scale };
                 let (cx, cy) = (margin + j * cell + cell / 2, margin + i * cell + cell / 2);
-                draw_text(&mut img, &text, cx.saturating_sub(text.len() as u32 * 4 * s), cy - 4 * s, s, false, fg);
+                lepton_runtime::draw::text(&mut img, &text, cx.saturating_sub(text.len() as u32 * 4 * s), cy - 4 * s, s, false, fg);
             }
         }
     }

@@ -371,7 +371,7 @@ fn handoff_cost() -> Duration {
 struct Prepared<B> {
     buffer: B,
     meta: FrameMeta,
-    name: heapless::String<64>,
+    name: heapless::String<128>,
     transform: Transform,
 }
 
@@ -419,7 +419,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
                 slot.meta = frame.meta;
                 slot.name.clear();
                 if let Some(n) = frame.name {
-                    // Names longer than 64 bytes are cut at a character boundary.
+                    // Names longer than 128 bytes are cut at a character boundary.
                     for ch in n.chars() {
                         if slot.name.push(ch).is_err() {
                             break;

@@ -109,6 +109,11 @@ impl CameraSource {
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         self.latest.stopper()
     }
+
+    /// The connection state, for stats and the watchdog.
+    pub fn health(&self) -> super::latest::Health {
+        self.latest.health()
+    }
 }
 
 fn requested(opts: &CameraOptions) -> RequestedFormat<'static> {
@@ -139,7 +144,7 @@ fn capture(opts: CameraOptions, shared: &Shared) {
         };
         let mode = cam.camera_format();
         let what = format!("{}x{} {} at {} fps", mode.width(), mode.height(), mode.format(), mode.frame_rate());
-        backoff.connected(&name, &what);
+        backoff.connected(shared, &name, &what);
         while !shared.stopped() {
             let frame = match cam.frame() {
                 Ok(f) => f,

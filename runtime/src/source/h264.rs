@@ -4,8 +4,10 @@
 //! refers to need not be decoded when it would be dropped anyway.
 
 use crate::error::{LeptonError, Result};
-use openh264::decoder::Decoder;
+use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
+use openh264::OpenH264API;
+use std::collections::VecDeque;
 
 /// Largest picture accepted (8K UHD); a stream claiming more is an error, not an allocation.
 pub const MAX_PIXELS: usize = 7680 * 4320;
@@ -14,6 +16,8 @@ pub const MAX_PIXELS: usize = 7680 * 4320;
 pub struct H264 {
     decoder: Decoder,
     name: String,
+    /// Pictures still held for reordering when the stream ended, in display order.
+    flushed: VecDeque<(Picture, Vec<u8>)>,
 }
 
 /// A decoded picture's size.
@@ -28,8 +32,35 @@ pub struct Picture {
 impl H264 {
     /// A decoder; `name` (the stream, without credentials) names it in errors.
     pub fn new(name: &str) -> Result<Self> {
-        let decoder = Decoder::new().map_err(|e| LeptonError::Source { name: name.into(), reason: e.to_string() })?;
-        Ok(H264 { decoder, name: name.into() })
+        // No forced flush after each access unit: a stream with B-frames is reordered by the
+        // decoder and its pictures come out in display order.
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| LeptonError::Source { name: name.into(), reason: e.to_string() })?;
+        Ok(H264 { decoder, name: name.into(), flushed: VecDeque::new() })
+    }
+
+    /// The end of the stream: pictures the decoder still holds for reordering are taken out, to
+    /// be read with [`H264::next_flushed`]; returns how many.
+    pub fn flush(&mut self) -> Result<usize> {
+        let name = &self.name;
+        let held = self
+            .decoder
+            .flush_remaining()
+            .map_err(|e| LeptonError::Source { name: name.clone(), reason: format!("H.264: {e}") })?;
+        for yuv in &held {
+            let mut out = vec![];
+            let p = copy_i420(yuv, &mut out, name)?;
+            self.flushed.push_back((p, out));
+        }
+        Ok(self.flushed.len())
+    }
+
+    /// The next picture [`H264::flush`] took out, into `out`.
+    pub fn next_flushed(&mut self, out: &mut Vec<u8>) -> Option<Picture> {
+        let (p, data) = self.flushed.pop_front()?;
+        *out = data;
+        Some(p)
     }
 
     /// Decodes one access unit (Annex B, parameter sets in band or sent before). On a picture,
@@ -41,22 +72,27 @@ impl H264 {
             .decode(access_unit)
             .map_err(|e| LeptonError::Source { name: self.name.clone(), reason: format!("H.264: {e}") })?;
         let Some(yuv) = picture else { return Ok(None) };
-        let (w, h) = yuv.dimensions();
-        // 4:2:0 chroma covers pixel pairs: an odd edge column or row is left out.
-        let (w, h) = (w & !1, h & !1);
-        if w == 0 || h == 0 || w * h > MAX_PIXELS {
-            return Err(LeptonError::Source { name: self.name.clone(), reason: format!("H.264 picture of {w}x{h}") });
-        }
-        let (ys, us, vs) = yuv.strides();
-        out.clear();
-        out.reserve(w * h * 3 / 2);
-        for (plane, stride, pw, ph) in [(yuv.y(), ys, w, h), (yuv.u(), us, w / 2, h / 2), (yuv.v(), vs, w / 2, h / 2)] {
-            for row in 0..ph {
-                out.extend_from_slice(&plane[row * stride..row * stride + pw]);
-            }
-        }
-        Ok(Some(Picture { width: w, height: h }))
+        copy_i420(&yuv, out, &self.name).map(Some)
     }
+}
+
+/// Copies a decoded picture into `out` as packed I420.
+fn copy_i420(yuv: &DecodedYUV<'_>, out: &mut Vec<u8>, name: &str) -> Result<Picture> {
+    let (w, h) = yuv.dimensions();
+    // 4:2:0 chroma covers pixel pairs: an odd edge column or row is left out.
+    let (w, h) = (w & !1, h & !1);
+    if w == 0 || h == 0 || w * h > MAX_PIXELS {
+        return Err(LeptonError::Source { name: name.into(), reason: format!("H.264 picture of {w}x{h}") });
+    }
+    let (ys, us, vs) = yuv.strides();
+    out.clear();
+    out.reserve(w * h * 3 / 2);
+    for (plane, stride, pw, ph) in [(yuv.y(), ys, w, h), (yuv.u(), us, w / 2, h / 2), (yuv.v(), vs, w / 2, h / 2)] {
+        for row in 0..ph {
+            out.extend_from_slice(&plane[row * stride..row * stride + pw]);
+        }
+    }
+    Ok(Picture { width: w, height: h })
 }
 
 /// The NAL units of an Annex B buffer (start codes removed).

@@ -57,6 +57,11 @@ impl HttpSource {
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         self.latest.stopper()
     }
+
+    /// The connection state, for stats and the watchdog.
+    pub fn health(&self) -> super::latest::Health {
+        self.latest.health()
+    }
 }
 
 impl FrameSource for HttpSource {
@@ -248,7 +253,7 @@ fn capture(opts: &HttpOptions, shared: &Shared) {
                     }
                     if first {
                         first = false;
-                        backoff.connected(&name, &"MJPEG stream");
+                        backoff.connected(shared, &name, &"MJPEG stream");
                         connected = true;
                     }
                     let at = now_ms();
@@ -266,7 +271,7 @@ fn capture(opts: &HttpOptions, shared: &Shared) {
                     return Err(err(&opts.url, format!("a picture larger than {MAX_PICTURE_BYTES} bytes")));
                 }
                 if !connected {
-                    backoff.connected(&name, &format!("JPEG snapshots polled at {} fps", opts.fps));
+                    backoff.connected(shared, &name, &format!("JPEG snapshots polled at {} fps", opts.fps));
                     connected = true;
                 }
                 let at = now_ms();

@@ -47,6 +47,7 @@ pub struct Shared {
     ended: AtomicBool,
     dropped: AtomicU64,
     outages: AtomicU64,
+    down: AtomicBool,
 }
 
 impl Shared {
@@ -69,6 +70,7 @@ impl Shared {
     /// Counts one outage (the device or stream went away; the source is reconnecting).
     pub fn outage(&self) {
         self.outages.fetch_add(1, Ordering::Relaxed);
+        self.down.store(true, Ordering::Relaxed);
     }
 
     /// Writes the newest frame: `fill` gets the buffer cleared, with its capacity kept. A frame
@@ -140,6 +142,8 @@ impl Latest {
             ended: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            // Down until the first frame: a camera that never answers is an outage too.
+            down: AtomicBool::new(true),
         });
         Latest { shared, local: Slot::empty(), decoded: vec![], name: name.into() }
     }
@@ -192,7 +196,12 @@ impl Latest {
         };
         let image = ImageView::packed(pixels, l.width, l.height, l.format)
             .map_err(|e| LeptonError::core(format!("{} frame", self.name), e))?;
-        Ok(Some(Frame { image, meta: FrameMeta { frame: l.index - 1, timestamp_ms: l.timestamp_ms }, name: None }))
+        // The source's name (a camera, a URL without credentials) is what detections say it came from.
+        Ok(Some(Frame {
+            image,
+            meta: FrameMeta { frame: l.index - 1, timestamp_ms: l.timestamp_ms },
+            name: Some(&self.name),
+        }))
     }
 
     /// Frames replaced or skipped before the pipeline took them.
@@ -203,6 +212,33 @@ impl Latest {
     /// Outages so far.
     pub fn outages(&self) -> u64 {
         self.shared.outages.load(Ordering::Relaxed)
+    }
+
+    /// A handle for reading the source's connection state from another thread (stats, watchdog).
+    pub fn health(&self) -> Health {
+        Health(Arc::clone(&self.shared))
+    }
+}
+
+/// A live source's connection state, readable while the pipeline runs.
+#[derive(Clone)]
+pub struct Health(Arc<Shared>);
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Health {{ outages: {}, down: {} }}", self.outages(), self.down())
+    }
+}
+
+impl Health {
+    /// Outages so far (each logged once, at its start).
+    pub fn outages(&self) -> u64 {
+        self.0.outages.load(Ordering::Relaxed)
+    }
+
+    /// `true` while the source is connecting or reconnecting (no frames can come).
+    pub fn down(&self) -> bool {
+        self.0.down.load(Ordering::Relaxed)
     }
 }
 
@@ -249,7 +285,8 @@ impl Backoff {
     }
 
     /// The source works again: logs the end of an outage and resets the delay.
-    pub fn connected(&mut self, name: &str, what: &dyn std::fmt::Display) {
+    pub fn connected(&mut self, shared: &Shared, name: &str, what: &dyn std::fmt::Display) {
+        shared.down.store(false, Ordering::Relaxed);
         if self.down {
             tracing::info!("{name}: back: {what}");
         } else {

@@ -12,6 +12,7 @@ pub mod latest;
 #[cfg(feature = "mic")]
 pub mod mic;
 pub mod resample;
+pub mod retain;
 #[cfg(feature = "video")]
 pub mod rtsp;
 #[cfg(feature = "video")]

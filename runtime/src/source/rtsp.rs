@@ -77,6 +77,11 @@ impl RtspSource {
     pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
         self.latest.stopper()
     }
+
+    /// The connection state, for stats and the watchdog.
+    pub fn health(&self) -> super::latest::Health {
+        self.latest.health()
+    }
 }
 
 impl FrameSource for RtspSource {
@@ -137,7 +142,7 @@ fn capture(opts: &RtspOptions, shared: &Shared) {
     };
     let mut picture = vec![];
     while !shared.stopped() {
-        let mut on_first = |info: &StreamInfo| backoff.connected(&name, &describe(info));
+        let mut on_first = |info: &StreamInfo| backoff.connected(shared, &name, &describe(info));
         let result = rt.block_on(stream(opts, shared, &mut picture, &mut on_first));
         if shared.stopped() {
             break;

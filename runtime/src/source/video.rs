@@ -175,9 +175,11 @@ impl Demuxer {
         let scale_ns = mkv.info().timestamp_scale().get();
         let video: Vec<&matroska_demuxer::TrackEntry> =
             mkv.tracks().iter().filter(|t| t.track_type() == matroska_demuxer::TrackType::Video).collect();
-        let Some(t) = video.iter().find(|t| t.codec_id() == "V_MPEG4/ISO/AVC") else {
+        // Codec ids may carry the EBML string's padding.
+        let codec = |t: &matroska_demuxer::TrackEntry| t.codec_id().trim_end_matches(['\0', ' ']).to_string();
+        let Some(t) = video.iter().find(|t| codec(t) == "V_MPEG4/ISO/AVC") else {
             let what = match video.first() {
-                Some(t) => format!("its video is {}; Lepton decodes H.264 (V_MPEG4/ISO/AVC)", t.codec_id()),
+                Some(t) => format!("its video is {}; Lepton decodes H.264 (V_MPEG4/ISO/AVC)", codec(t)),
                 None => "no video track".into(),
             };
             return Err(bad(path, what));
@@ -258,6 +260,11 @@ pub struct VideoSource {
     started: Option<(u64, Instant)>,
     /// Presentation time added by earlier passes of a looping file.
     offset_ms: u64,
+    /// Presentation times of the access units decoded whose pictures have not come out yet:
+    /// pictures come out in display order, so each takes the earliest.
+    pending: std::collections::BinaryHeap<std::cmp::Reverse<u64>>,
+    /// The file's last access unit was read; the decoder's held pictures are being returned.
+    draining: bool,
     last_pts_ms: u64,
     index: u64,
     dropped: u64,
@@ -280,6 +287,8 @@ impl VideoSource {
             size: (0, 0),
             started: None,
             offset_ms: 0,
+            pending: Default::default(),
+            draining: false,
             last_pts_ms: 0,
             index: 0,
             dropped: 0,
@@ -296,37 +305,74 @@ impl VideoSource {
     }
 }
 
-impl FrameSource for VideoSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+impl VideoSource {
+    /// The next picture in display order and its presentation time on the run's timeline;
+    /// `None` at the end of the file (after a loop's restart, the next pass).
+    fn next_picture(&mut self) -> Result<Option<(h264::Picture, u64)>> {
         loop {
-            self.access_unit.clear();
-            let Some(sample) = self.demuxer.next(&self.path, &mut self.access_unit)? else {
+            if self.draining {
+                if let Some(p) = self.decoder.next_flushed(&mut self.picture) {
+                    return Ok(Some((p, self.take_pts())));
+                }
                 if !self.opts.looping || self.index == 0 {
                     return Ok(None);
                 }
-                // Start over; its timeline continues after the last frame.
+                // Start over; the timeline continues after the last frame.
                 self.offset_ms += self.last_pts_ms + self.frame_period_ms();
                 self.last_pts_ms = 0;
+                self.pending.clear();
+                self.draining = false;
                 self.demuxer = Demuxer::open(&self.path)?.0;
                 self.decoder = H264::new(&self.path.display().to_string())?;
+                continue;
+            }
+            self.access_unit.clear();
+            let Some(sample) = self.demuxer.next(&self.path, &mut self.access_unit)? else {
+                self.decoder.flush()?;
+                self.draining = true;
                 continue;
             };
             self.last_pts_ms = self.last_pts_ms.max(sample.pts_ms);
             let t_ms = self.offset_ms + sample.pts_ms;
+            // Paced and behind: a frame nothing refers to need not be decoded at all.
+            if self.late(t_ms) && h264::disposable(&self.access_unit) {
+                self.dropped += 1;
+                continue;
+            }
+            self.pending.push(std::cmp::Reverse(t_ms));
+            if let Some(p) = self.decoder.decode(&self.access_unit, &mut self.picture)? {
+                return Ok(Some((p, self.take_pts())));
+            }
+        }
+    }
+
+    /// The earliest presentation time not yet given to a picture.
+    fn take_pts(&mut self) -> u64 {
+        self.pending.pop().map_or(self.offset_ms + self.last_pts_ms, |std::cmp::Reverse(t)| t)
+    }
+
+    /// Paced, and the frame after the one at `t_ms` is already due: this one would be replaced
+    /// before the pipeline used it.
+    fn late(&mut self, t_ms: u64) -> bool {
+        if !self.opts.realtime {
+            return false;
+        }
+        let (_, start) = *self.started.get_or_insert_with(|| (now_ms(), Instant::now()));
+        Instant::now() > start + Duration::from_millis(t_ms + self.frame_period_ms())
+    }
+}
+
+impl FrameSource for VideoSource {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+        loop {
+            let Some((p, t_ms)) = self.next_picture()? else { return Ok(None) };
+            if self.late(t_ms) {
+                self.dropped += 1;
+                continue;
+            }
             let (wall, start) = *self.started.get_or_insert_with(|| (now_ms(), Instant::now()));
-            let due = start + Duration::from_millis(t_ms);
-            // Paced: a frame whose successor is already due would be replaced before it is used.
-            let late = self.opts.realtime && Instant::now() > due + Duration::from_millis(self.frame_period_ms());
-            if late && h264::disposable(&self.access_unit) {
-                self.dropped += 1;
-                continue;
-            }
-            let Some(p) = self.decoder.decode(&self.access_unit, &mut self.picture)? else { continue };
-            if late {
-                self.dropped += 1;
-                continue;
-            }
             if self.opts.realtime {
+                let due = start + Duration::from_millis(t_ms);
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);

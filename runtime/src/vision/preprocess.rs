@@ -157,6 +157,16 @@ impl<'a> ImageView<'a> {
     pub fn format(&self) -> PixelFormat {
         self.format
     }
+
+    /// The bytes, rows `stride` apart.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Bytes from one row to the next (of the first plane for planar formats).
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
 }
 
 /// BT.601 limited-range YUV → RGB (the colour space of V4L2 YUYV and NV12 webcams).

@@ -1,0 +1,108 @@
+//! Snapshots: a JPEG picture of the frame an event started on (or one every N seconds), with each
+//! detection's box, label and score drawn where the detection says, on the very frame the boxes
+//! came from (kept by the source side in a [`FrameRing`]). Scaled down to a maximum width.
+
+use crate::config;
+use image::RgbImage;
+use lepton_runtime::source::retain::FrameRing;
+use lepton_runtime::vision::preprocess::to_rgb8;
+use lepton_runtime::Detection;
+
+/// When to take a picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// At each event start, the frame that started it.
+    Event,
+    /// Every this many milliseconds (the first frame processed after each interval).
+    Every(u64),
+}
+
+/// A pipeline's snapshot settings and the buffers it draws in.
+pub struct Snapshotter {
+    trigger: Trigger,
+    annotate: bool,
+    quality: u8,
+    max_width: u32,
+    ring: FrameRing,
+    rgb: Vec<u8>,
+    last_ms: Option<u64>,
+}
+
+/// One snapshot: JPEG bytes and the picture's size.
+pub struct Picture {
+    /// JPEG bytes.
+    pub jpeg: Vec<u8>,
+    /// Width after scaling.
+    pub width: u32,
+    /// Height after scaling.
+    pub height: u32,
+}
+
+impl Snapshotter {
+    /// From a pipeline's `[pipeline.snapshot]`; frames come from `ring`.
+    pub fn new(c: &config::Snapshot, ring: FrameRing) -> Self {
+        let trigger = match c.every_s {
+            Some(s) => Trigger::Every((s * 1000.0).round() as u64),
+            None => Trigger::Event,
+        };
+        Snapshotter {
+            trigger,
+            annotate: c.annotate,
+            quality: c.quality,
+            max_width: c.max_width,
+            ring,
+            rgb: vec![],
+            last_ms: None,
+        }
+    }
+
+    /// Whether the frame at `ts_ms` gets a picture: it starts an event (`Event`), or the interval
+    /// has passed (`Every`).
+    pub fn due(&self, ts_ms: u64, starts_event: bool) -> bool {
+        match self.trigger {
+            Trigger::Event => starts_event,
+            Trigger::Every(ms) => self.last_ms.is_none_or(|last| ts_ms.saturating_sub(last) >= ms),
+        }
+    }
+
+    /// Pictures frame `index` (still in the ring) with `dets` drawn; `None` if the frame is gone.
+    pub fn take(
+        &mut self,
+        index: u64,
+        ts_ms: u64,
+        dets: &[Detection],
+        label: impl Fn(u16) -> String,
+    ) -> Option<Picture> {
+        let rgb = &mut self.rgb;
+        let (w, h) = self.ring.with(index, |view| {
+            to_rgb8(view, rgb);
+            (view.width() as u32, view.height() as u32)
+        })?;
+        self.last_ms = Some(ts_ms);
+        let mut img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))?;
+        let mut scale = 1.0f32;
+        if w > self.max_width {
+            let nh = ((h as f32 * self.max_width as f32 / w as f32).round() as u32).max(1);
+            scale = self.max_width as f32 / w as f32;
+            let scaled = image::imageops::resize(&img, self.max_width, nh, image::imageops::FilterType::Triangle);
+            self.rgb = img.into_raw();
+            img = scaled;
+        }
+        if self.annotate {
+            lepton_runtime::draw::detections(&mut img, dets, label, scale);
+        }
+        let mut jpeg = Vec::with_capacity(64 << 10);
+        let encoded = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, self.quality).encode_image(&img);
+        let (width, height) = (img.width(), img.height());
+        if scale == 1.0 {
+            self.rgb = img.into_raw();
+        }
+        match encoded {
+            Ok(()) => Some(Picture { jpeg, width, height }),
+            Err(e) => {
+                tracing::warn!("snapshot: JPEG encoding failed: {e}");
+                None
+            }
+        }
+    }
+}
