@@ -309,3 +309,64 @@ fn aarch64_convert_evaluates_like_the_native_build() {
 fn armv7_convert_evaluates_like_the_native_build() {
     convert_matches_native(&ARMV7);
 }
+
+/// The detector's demo frames as an H.264 MP4 (GStreamer's x264enc), made once per test.
+fn demo_clip(dir: &Path) -> PathBuf {
+    let clip = dir.join("demo.mp4");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "multifilesrc"])
+        .arg(format!("location={}/frame%03d.jpg", root().join("models/detector/demo/images").display()))
+        .args(["index=0", "stop-index=7", "caps=image/jpeg,framerate=10/1", "!", "jpegdec", "!", "videoconvert"])
+        .args(["!", "video/x-raw,format=I420", "!", "x264enc", "bframes=2", "key-int-max=4", "!", "h264parse"])
+        .args(["!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .expect("gst-launch-1.0 (scripts/install-deps --test installs it)");
+    assert!(status.success());
+    clip
+}
+
+/// The board build decodes an H.264 file (OpenH264 cross-compiled, its NEON code under
+/// emulation) to the same pictures as the native build: the same detections, line for line.
+fn video_matches_native(arm: &Arm) {
+    let dir = scratch(&format!("cross-video-{}", arm.triple));
+    let clip = demo_clip(&dir);
+    let config = dir.join("video.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"v\"\n[[pipeline]]\nname = \"clip\"\nmodel = \"{}\"\nengine = \"micro\"\n[pipeline.source]\nkind = \"video\"\npath = \"{}\"\nrealtime = false\n",
+            root().join("models/detector/model.int8.onnx").display(),
+            clip.display()
+        ),
+    )
+    .unwrap();
+    // Detection lines without their timing.
+    let lines = |out: &Output| -> Vec<String> {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .filter(|l| l.starts_with("clip #"))
+            .map(|l| l.rsplit_once("  (").map_or(l, |(a, _)| a).to_string())
+            .collect()
+    };
+    let mut n = native("lepton");
+    n.args(["run", "--config"]).arg(&config);
+    let mut e = emulated(arm, "lepton");
+    e.args(["run", "--config"]).arg(&config);
+    let (n, e) = (output(n), output(e));
+    assert!(n.status.success() && e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let (nl, el) = (lines(&n), lines(&e));
+    assert!(nl.len() >= 6, "{nl:?}");
+    assert_eq!(nl, el, "{}: the same pictures, the same detections", arm.triple);
+    eprintln!("{}: {} detection lines equal to the native build's", arm.triple, el.len());
+}
+
+#[test]
+fn aarch64_decodes_video_like_the_native_build() {
+    video_matches_native(&AARCH64);
+}
+
+#[test]
+fn armv7_decodes_video_like_the_native_build() {
+    video_matches_native(&ARMV7);
+}

@@ -23,7 +23,7 @@ pub fn start() -> Result<u16> {
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
-        max_payload_size: 1 << 20,
+        max_payload_size: crate::mqtt::MAX_PACKET,
         max_inflight_count: 500,
         auth: None,
         external_auth: None,

@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 /// Publishes sent but not yet acknowledged, at most.
 const WINDOW: usize = 32;
 
+/// Largest MQTT packet sent or received (1 MiB, also the embedded broker's limit): a payload
+/// near it (a snapshot) is refused by the sender, not sent to break the connection.
+pub const MAX_PACKET: usize = 1 << 20;
+
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
@@ -111,7 +115,7 @@ impl Link {
         // A clean session: after a reconnection this module resends what was not acknowledged.
         mo.set_clean_session(true);
         mo.set_inflight(WINDOW as u16 + 8);
-        mo.set_max_packet_size(1 << 20, 1 << 20);
+        mo.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         mo.set_last_will(LastWill::new(&opts.status_topic, "offline", QoS::AtLeastOnce, true));
         if let Some((u, p)) = &opts.credentials {
             mo.set_credentials(u, p);

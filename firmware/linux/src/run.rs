@@ -7,8 +7,8 @@ use crate::broker;
 use crate::config::{self, Config, EngineKind, Format, Source};
 use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::{Link, LinkOptions};
-use crate::snapshot::Snapshotter;
 use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
+use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::watchdog;
 use anyhow::{bail, Context, Result};
@@ -17,12 +17,12 @@ use lepton_runtime::image::Image;
 use lepton_runtime::manifest::Manifest;
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
 use lepton_runtime::signature::{self, PublicKey};
-use lepton_runtime::source::camera::{CameraFormatKind, CameraOptions, CameraSource};
+use lepton_runtime::source::camera::{self, CameraFormatKind, CameraOptions};
+use lepton_runtime::source::http::{self, HttpOptions};
+use lepton_runtime::source::latest::{Health, LiveSource};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
-use lepton_runtime::source::http::{HttpOptions, HttpSource};
-use lepton_runtime::source::latest::Health;
 use lepton_runtime::source::retain::{FrameRing, Retained};
-use lepton_runtime::source::rtsp::{RtspOptions, RtspSource};
+use lepton_runtime::source::rtsp::{self, RtspOptions};
 use lepton_runtime::source::video::{VideoOptions, VideoSource};
 use lepton_runtime::source::{AudioSource, Frame, FrameSource, ImageSource, ImageSourceOptions, Resampled, WavSource};
 use lepton_runtime::Model;
@@ -277,7 +277,11 @@ pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Ch
     let suits = match &plan.source {
         SourceRef::Pictures(_)
         | SourceRef::Config(
-            Source::Images { .. } | Source::Camera { .. } | Source::Rtsp { .. } | Source::Http { .. } | Source::Video { .. },
+            Source::Images { .. }
+            | Source::Camera { .. }
+            | Source::Rtsp { .. }
+            | Source::Http { .. }
+            | Source::Video { .. },
         ) => task.is_vision(),
         SourceRef::Recording(..) | SourceRef::Config(Source::Wav { .. } | Source::Mic { .. }) => task.is_audio(),
     };
@@ -331,9 +335,8 @@ pub fn source_name(s: &SourceRef) -> &'static str {
 /// Frames from pictures, a camera, a network camera or a video file.
 enum Frames {
     Pictures(ImageSource),
-    Camera(CameraSource),
-    Rtsp(RtspSource),
-    Http(HttpSource),
+    /// A camera, an RTSP or an HTTP camera.
+    Live(LiveSource),
     Video(VideoSource),
 }
 
@@ -341,18 +344,14 @@ impl Frames {
     fn inner(&mut self) -> &mut dyn FrameSource {
         match self {
             Frames::Pictures(s) => s,
-            Frames::Camera(s) => s,
-            Frames::Rtsp(s) => s,
-            Frames::Http(s) => s,
+            Frames::Live(s) => s,
             Frames::Video(s) => s,
         }
     }
     fn inner_ref(&self) -> &dyn FrameSource {
         match self {
             Frames::Pictures(s) => s,
-            Frames::Camera(s) => s,
-            Frames::Rtsp(s) => s,
-            Frames::Http(s) => s,
+            Frames::Live(s) => s,
             Frames::Video(s) => s,
         }
     }
@@ -362,9 +361,7 @@ impl Frames {
     /// A live source's connection state.
     fn health(&self) -> Option<Health> {
         match self {
-            Frames::Camera(s) => Some(s.health()),
-            Frames::Rtsp(s) => Some(s.health()),
-            Frames::Http(s) => Some(s.health()),
+            Frames::Live(s) => Some(s.health()),
             Frames::Pictures(_) | Frames::Video(_) => None,
         }
     }
@@ -383,17 +380,24 @@ impl FrameSource for Frames {
 }
 
 /// Opens a vision pipeline's source (network sources start connecting in the background).
-fn open_frames(source: SourceRef, board_camera: &CameraDefaults, stoppers: &Stoppers, stopping: &AtomicBool) -> Result<Frames> {
+fn open_frames(
+    source: SourceRef,
+    board_camera: &CameraDefaults,
+    stoppers: &Stoppers,
+    stopping: &AtomicBool,
+) -> Result<Frames> {
     Ok(match source {
-        SourceRef::Pictures(images) => Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default())),
+        SourceRef::Pictures(images) => {
+            Frames::Pictures(ImageSource::from_images(images, ImageSourceOptions::default()))
+        }
         SourceRef::Config(Source::Images { path, fps, looping }) => {
             Frames::Pictures(ImageSource::open(&path, ImageSourceOptions { fps, looping, preload: looping })?)
         }
         SourceRef::Config(Source::Camera { index, width, height, fps, format }) => {
             let asked = CameraDefaults { index, width, height, fps, format };
-            let cam = CameraSource::open(camera_options(&asked, board_camera))?;
+            let cam = camera::open(camera_options(&asked, board_camera))?;
             register(stoppers, stopping, cam.stopper());
-            Frames::Camera(cam)
+            Frames::Live(cam)
         }
         SourceRef::Config(ref s @ Source::Rtsp { transport, timeout_s, .. }) => {
             let mut o = RtspOptions::new(s.stream_url()?);
@@ -401,9 +405,9 @@ fn open_frames(source: SourceRef, board_camera: &CameraDefaults, stoppers: &Stop
             if let Some(t) = timeout_s {
                 o.timeout = Duration::from_secs_f64(t);
             }
-            let src = RtspSource::open(o)?;
+            let src = rtsp::open(o)?;
             register(stoppers, stopping, src.stopper());
-            Frames::Rtsp(src)
+            Frames::Live(src)
         }
         SourceRef::Config(ref s @ Source::Http { fps, timeout_s, .. }) => {
             let mut o = HttpOptions::new(s.stream_url()?);
@@ -413,9 +417,9 @@ fn open_frames(source: SourceRef, board_camera: &CameraDefaults, stoppers: &Stop
             if let Some(t) = timeout_s {
                 o.timeout = Duration::from_secs_f64(t);
             }
-            let src = HttpSource::open(o)?;
+            let src = http::open(o)?;
             register(stoppers, stopping, src.stopper());
-            Frames::Http(src)
+            Frames::Live(src)
         }
         SourceRef::Config(Source::Video { path, realtime, looping }) => {
             Frames::Video(VideoSource::open(&path, VideoOptions { realtime, looping })?)
@@ -591,9 +595,18 @@ fn stats_loop(
             let (p50, p99) = (s.inference.percentile(50.0), s.inference.percentile(99.0));
             let mut entry = json!({"fps": (fps * 100.0).round() / 100.0, "inference_p50_ms": p50.as_secs_f64() * 1e3, "inference_p99_ms": p99.as_secs_f64() * 1e3,
                        "processed": s.processed, "dropped": s.dropped, "published": s.messages, "finished": s.finished});
+            if s.snapshots > 0 || s.snapshots_dropped > 0 {
+                entry["snapshots"] = json!(s.snapshots);
+                entry["snapshots_dropped"] = json!(s.snapshots_dropped);
+            }
             if let Some(h) = &s.source {
                 entry["source_outages"] = json!(h.outages());
                 entry["source_connected"] = json!(!h.down());
+                let (n, took) = h.decoding();
+                if n > 0 {
+                    entry["source_decoded"] = json!(n);
+                    entry["decode_mean_ms"] = json!(took.as_secs_f64() * 1e3 / n as f64);
+                }
             }
             pipelines.insert(name.clone(), entry);
         }

@@ -4,8 +4,8 @@
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
-use crate::snapshot::Snapshotter;
 use crate::mqtt::Link;
+use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind};
 use lepton_runtime::pipeline::{FrameReport, LatencyStats, Sink, Stats};
@@ -32,6 +32,8 @@ pub struct Status {
     pub finished: bool,
     /// Snapshots taken.
     pub snapshots: u64,
+    /// Snapshots not published (over the MQTT packet limit).
+    pub snapshots_dropped: u64,
     /// A live source's connection state (cameras, network cameras).
     pub source: Option<Health>,
 }
@@ -206,6 +208,17 @@ impl DaemonSink {
             tracing::warn!("pipeline {}: frame {} was no longer kept for its snapshot", self.pipeline, r.meta.frame);
             return None;
         };
+        // Topic, headers and the packet's framing fit in the remaining kilobyte.
+        if pic.jpeg.len() > crate::mqtt::MAX_PACKET - 1024 {
+            tracing::warn!(
+                "pipeline {}: a snapshot of {} bytes is over the MQTT packet limit of {} bytes; not published (lower [pipeline.snapshot] quality or max_width)",
+                self.pipeline,
+                pic.jpeg.len(),
+                crate::mqtt::MAX_PACKET
+            );
+            self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots_dropped += 1;
+            return None;
+        }
         let mut shown: Vec<String> = kept.iter().map(|d| self.label(d.class)).collect();
         shown.sort();
         shown.dedup();

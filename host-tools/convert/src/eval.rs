@@ -327,7 +327,6 @@ pub fn failure_line(file: &str, message: &str) -> String {
     }
 }
 
-
 /// Label text for the axes: at most 16 characters.
 fn axis_label(label: &str) -> String {
     if label.chars().count() <= 16 {
@@ -375,7 +374,15 @@ pub fn plot(m: &Metrics, path: &Path) -> Result<()> {
                 let fg = if frac > 0.5 { [255, 255, 255] } else { [0, 0, 0] };
                 let s = if text.len() as u32 * 8 * scale > cell - 2 { 1 } else { scale };
                 let (cx, cy) = (margin + j * cell + cell / 2, margin + i * cell + cell / 2);
-                lepton_runtime::draw::text(&mut img, &text, cx.saturating_sub(text.len() as u32 * 4 * s), cy - 4 * s, s, false, fg);
+                lepton_runtime::draw::text(
+                    &mut img,
+                    &text,
+                    cx.saturating_sub(text.len() as u32 * 4 * s),
+                    cy - 4 * s,
+                    s,
+                    false,
+                    fg,
+                );
             }
         }
     }

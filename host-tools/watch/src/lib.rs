@@ -28,9 +28,19 @@ pub fn describe(topic: &str, payload: &[u8], prefix: &str) -> Value {
         [_, "stats"] => "stats",
         [_, _, "detections"] => "detections",
         [_, _, "events", ..] => "events",
+        [_, _, "snapshot", ..] => "snapshot",
+        [_, _, "heard"] => "heard",
         _ => "other",
     };
     let pipeline = if levels.len() >= 3 { levels[1] } else { "" };
+    if kind == "snapshot" {
+        let body = json!({
+            "label": levels.get(3),
+            "bytes": payload.len(),
+            "jpeg": is_jpeg(payload),
+        });
+        return json!({"topic": topic, "kind": kind, "device": device, "pipeline": pipeline, "message": body});
+    }
     let body = match serde_json::from_slice::<Value>(payload) {
         Ok(v) => v,
         Err(_) if kind == "status" => Value::String(String::from_utf8_lossy(payload).into_owned()),
@@ -55,6 +65,28 @@ pub fn describe(topic: &str, payload: &[u8], prefix: &str) -> Value {
         Err(_) => json!({"undecodable": payload.len()}),
     };
     json!({"topic": topic, "kind": kind, "device": device, "pipeline": pipeline, "message": body})
+}
+
+/// `true` for bytes that start and end like a JPEG picture (SOI … EOI markers).
+pub fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.len() > 4 && bytes.starts_with(&[0xFF, 0xD8]) && bytes.ends_with(&[0xFF, 0xD9])
+}
+
+/// The file name a snapshot is saved under: device, pipeline, label (`all` for the pipeline's
+/// latest), receive time; characters other than letters, digits, `-` and `_` become `_`, so a
+/// topic level can never reach outside the folder.
+pub fn snapshot_file_name(device: &str, pipeline: &str, label: Option<&str>, ms: u64) -> String {
+    let safe = |s: &str| -> String {
+        let t: String =
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        if t.is_empty() {
+            "_".into()
+        } else {
+            t
+        }
+    };
+    let time = timestamp(ms).replace([':', '-'], "");
+    format!("{}_{}_{}_{}.jpg", safe(device), safe(pipeline), safe(label.unwrap_or("all")), safe(&time))
 }
 
 /// One human-readable line for a message [`describe`] understood.
@@ -132,6 +164,38 @@ pub fn line(v: &Value) -> String {
         "status" => {
             format!("{:<24} {:<20} status {}", "", v["device"].as_str().unwrap_or(""), m.as_str().unwrap_or(""))
         }
+        "snapshot" => format!(
+            "{:<24} {:<20} snapshot {} ({} bytes{})",
+            "",
+            who,
+            m["label"].as_str().unwrap_or("(latest)"),
+            m["bytes"],
+            if m["jpeg"] == true { ", JPEG" } else { ", not a JPEG" }
+        ),
+        "heard" => format!(
+            "{:<24} {:<20} HEARD {} ({:.2})",
+            m["ts"].as_str().unwrap_or(""),
+            who,
+            m["event_type"].as_str().unwrap_or("?"),
+            m["score"].as_f64().unwrap_or(0.0)
+        ),
         _ => format!("{} {}", v["topic"].as_str().unwrap_or(""), m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_described_and_named_safely() {
+        let v = describe("lepton/cam1/door/snapshot/7", &[0xFF, 0xD8, 1, 2, 0xFF, 0xD9], "lepton");
+        assert_eq!((v["kind"].as_str(), v["message"]["label"].as_str()), (Some("snapshot"), Some("7")));
+        assert_eq!(v["message"]["jpeg"], true);
+        let name = snapshot_file_name("cam1", "door", Some("../../etc"), 0);
+        assert_eq!(name, "cam1_door_______etc_19700101T000000_000Z.jpg");
+        assert!(!name.contains('/'));
+        assert!(snapshot_file_name("cam1", "door", None, 0).starts_with("cam1_door_all_"));
+        assert!(!is_jpeg(b"{\"not\": 1}"));
     }
 }

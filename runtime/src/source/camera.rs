@@ -2,15 +2,14 @@
 //! when inference is slower than the camera, older frames are replaced and counted as dropped.
 //! A camera that fails or is unplugged is logged and reopened with backoff; the pipeline waits.
 
-use super::latest::{Backoff, Latest, Shared};
-use super::{now_ms, Frame, FrameSource};
+use super::latest::{Backoff, LiveSource, Shared};
+use super::now_ms;
 use crate::error::{LeptonError, Result};
 use crate::vision::PixelFormat;
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
 };
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Pixel formats a camera may be asked for.
@@ -85,35 +84,11 @@ pub fn list() -> Result<Vec<CameraInfo>> {
     Ok(out)
 }
 
-/// Frames from a camera, newest first.
-pub struct CameraSource {
-    latest: Latest,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CameraSource {
-    /// Starts capturing; the first frames arrive as soon as the camera opens (it is retried in
-    /// the background if it cannot be opened now).
-    pub fn open(opts: CameraOptions) -> Result<Self> {
-        let name = format!("camera{}", opts.index);
-        let latest = Latest::new(name.clone());
-        let shared = latest.shared();
-        let thread = std::thread::Builder::new()
-            .name(format!("lepton-{name}"))
-            .spawn(move || capture(opts, &shared))
-            .map_err(|e| LeptonError::io("camera thread", e))?;
-        Ok(CameraSource { latest, thread: Some(thread) })
-    }
-
-    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
-        self.latest.stopper()
-    }
-
-    /// The connection state, for stats and the watchdog.
-    pub fn health(&self) -> super::latest::Health {
-        self.latest.health()
-    }
+/// Starts capturing from a camera; the first frames arrive as soon as it opens (it is retried in
+/// the background if it cannot be opened now).
+pub fn open(opts: CameraOptions) -> Result<LiveSource> {
+    let name = format!("camera{}", opts.index);
+    LiveSource::spawn(name.clone(), &name, move |shared| capture(opts, shared))
 }
 
 fn requested(opts: &CameraOptions) -> RequestedFormat<'static> {
@@ -173,28 +148,5 @@ fn capture(opts: CameraOptions, shared: &Shared) {
             shared.put(w, h, format, captured, |d| d.extend_from_slice(&bytes));
         }
         let _ = cam.stop_stream();
-    }
-}
-
-impl FrameSource for CameraSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        self.latest.next()
-    }
-
-    fn dropped(&self) -> u64 {
-        self.latest.dropped()
-    }
-
-    fn outages(&self) -> u64 {
-        self.latest.outages()
-    }
-}
-
-impl Drop for CameraSource {
-    fn drop(&mut self) {
-        self.latest.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

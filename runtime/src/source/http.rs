@@ -4,12 +4,11 @@
 //! decoding). A lost connection is logged once, counted as an outage and retried with backoff.
 //! A frame's timestamp is the time its last byte arrived.
 
-use super::latest::{Backoff, Latest, Shared};
+use super::latest::{Backoff, LiveSource, Shared};
+use super::now_ms;
 use super::stream_url::StreamUrl;
-use super::{now_ms, Frame, FrameSource};
 use crate::error::{LeptonError, Result};
 use std::io::Read;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Largest JPEG picture accepted from a camera (16 MiB).
@@ -35,54 +34,10 @@ impl HttpOptions {
     }
 }
 
-/// Frames from an HTTP camera, newest first.
-pub struct HttpSource {
-    latest: Latest,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl HttpSource {
-    /// Starts the capture thread; frames arrive once the camera answers.
-    pub fn open(opts: HttpOptions) -> Result<Self> {
-        let latest = Latest::new(opts.url.to_string());
-        let shared = latest.shared();
-        let thread = std::thread::Builder::new()
-            .name("lepton-http".into())
-            .spawn(move || capture(&opts, &shared))
-            .map_err(|e| LeptonError::io("http thread", e))?;
-        Ok(HttpSource { latest, thread: Some(thread) })
-    }
-
-    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
-        self.latest.stopper()
-    }
-
-    /// The connection state, for stats and the watchdog.
-    pub fn health(&self) -> super::latest::Health {
-        self.latest.health()
-    }
-}
-
-impl FrameSource for HttpSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        self.latest.next()
-    }
-    fn dropped(&self) -> u64 {
-        self.latest.dropped()
-    }
-    fn outages(&self) -> u64 {
-        self.latest.outages()
-    }
-}
-
-impl Drop for HttpSource {
-    fn drop(&mut self) {
-        self.latest.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the capture thread; frames arrive once the camera answers (it is retried in the
+/// background until it does).
+pub fn open(opts: HttpOptions) -> Result<LiveSource> {
+    LiveSource::spawn(opts.url.to_string(), "http", move |shared| capture(&opts, shared))
 }
 
 /// What a camera URL serves.
@@ -113,7 +68,8 @@ fn get(agent: &ureq::Agent, url: &StreamUrl) -> Result<(Body, ureq::BodyReader<'
     let mut req = agent.get(url.url().as_str());
     if let Some(user) = url.username() {
         use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", url.password().unwrap_or("")));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", url.password().unwrap_or("")));
         req = req.header("Authorization", format!("Basic {token}"));
     }
     let response = req.call().map_err(|e| err(url, e))?;
@@ -124,12 +80,8 @@ fn get(agent: &ureq::Agent, url: &StreamUrl) -> Result<(Body, ureq::BodyReader<'
     if !status.is_success() {
         return Err(err(url, format!("HTTP {status}")));
     }
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let body = if content_type.starts_with("multipart/") {
         let boundary = content_type
             .split(';')
@@ -192,14 +144,11 @@ impl<R: Read> Multipart<R> {
             }
         };
         let (b, body) = headers_end;
-        let head = String::from_utf8_lossy(&self.buf[b..body]).into_owned();
-        if head.starts_with(&format!("{}--", String::from_utf8_lossy(&self.start))) {
+        let head = &self.buf[b + self.start.len()..body];
+        if head.starts_with(b"--") {
             return Ok(false);
         }
-        let length = head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
-        });
+        let length = content_length(head);
         self.buf.drain(..body);
         let end = match length {
             Some(n) if n > MAX_PICTURE_BYTES => {
@@ -227,6 +176,18 @@ impl<R: Read> Multipart<R> {
         self.buf.drain(..end);
         Ok(true)
     }
+}
+
+/// The Content-Length of a part's header lines, read in place (no allocation per part).
+fn content_length(head: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"content-length:";
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.trim_ascii();
+        if line.len() < KEY.len() || !line[..KEY.len()].eq_ignore_ascii_case(KEY) {
+            return None;
+        }
+        std::str::from_utf8(line[KEY.len()..].trim_ascii()).ok()?.parse().ok()
+    })
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -263,10 +224,7 @@ fn capture(opts: &HttpOptions, shared: &Shared) {
             }
             Body::Snapshot => {
                 picture.clear();
-                reader
-                    .take(MAX_PICTURE_BYTES as u64 + 1)
-                    .read_to_end(&mut picture)
-                    .map_err(|e| err(&opts.url, e))?;
+                reader.take(MAX_PICTURE_BYTES as u64 + 1).read_to_end(&mut picture).map_err(|e| err(&opts.url, e))?;
                 if picture.len() > MAX_PICTURE_BYTES {
                     return Err(err(&opts.url, format!("a picture larger than {MAX_PICTURE_BYTES} bytes")));
                 }

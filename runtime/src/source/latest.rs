@@ -48,9 +48,17 @@ pub struct Shared {
     dropped: AtomicU64,
     outages: AtomicU64,
     down: AtomicBool,
+    decoded: AtomicU64,
+    decode_ns: AtomicU64,
 }
 
 impl Shared {
+    /// Counts one picture decoded in `took` (H.264 on the capture thread, JPEG when taken).
+    pub fn decoded(&self, took: Duration) {
+        self.decoded.fetch_add(1, Ordering::Relaxed);
+        self.decode_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// The capture side: `true` once the pipeline stopped the source.
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
@@ -75,7 +83,14 @@ impl Shared {
 
     /// Writes the newest frame: `fill` gets the buffer cleared, with its capacity kept. A frame
     /// still waiting is replaced and counted as dropped.
-    pub fn put(&self, width: usize, height: usize, format: PixelFormat, timestamp_ms: u64, fill: impl FnOnce(&mut Vec<u8>)) {
+    pub fn put(
+        &self,
+        width: usize,
+        height: usize,
+        format: PixelFormat,
+        timestamp_ms: u64,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) {
         let mut slot = self.lock();
         if slot.fresh {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +159,8 @@ impl Latest {
             outages: AtomicU64::new(0),
             // Down until the first frame: a camera that never answers is an outage too.
             down: AtomicBool::new(true),
+            decoded: AtomicU64::new(0),
+            decode_ns: AtomicU64::new(0),
         });
         Latest { shared, local: Slot::empty(), decoded: vec![], name: name.into() }
     }
@@ -187,8 +204,10 @@ impl Latest {
         self.shared.ready.notify_all();
         drop(slot);
         let pixels = if l.jpeg {
+            let t = std::time::Instant::now();
             (l.width, l.height) = crate::image::decode_jpeg_into(&l.data, &mut self.decoded)
                 .map_err(|reason| LeptonError::Source { name: self.name.clone(), reason })?;
+            self.shared.decoded(t.elapsed());
             l.format = PixelFormat::Rgb8;
             &self.decoded
         } else {
@@ -240,6 +259,11 @@ impl Health {
     pub fn down(&self) -> bool {
         self.0.down.load(Ordering::Relaxed)
     }
+
+    /// Pictures decoded so far and their total decoding time.
+    pub fn decoding(&self) -> (u64, Duration) {
+        (self.0.decoded.load(Ordering::Relaxed), Duration::from_nanos(self.0.decode_ns.load(Ordering::Relaxed)))
+    }
 }
 
 impl FrameSource for Latest {
@@ -251,6 +275,57 @@ impl FrameSource for Latest {
     }
     fn outages(&self) -> u64 {
         Latest::outages(self)
+    }
+}
+
+/// A live source: a capture thread writing into a [`Latest`]; stopped and joined when dropped.
+pub struct LiveSource {
+    latest: Latest,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveSource {
+    /// Starts `capture` on a thread named `lepton-{thread}`; `name` (a camera, a URL without
+    /// credentials) names the frames and errors.
+    pub fn spawn(name: String, thread: &str, capture: impl FnOnce(&Shared) + Send + 'static) -> Result<Self> {
+        let latest = Latest::new(name);
+        let shared = latest.shared();
+        let thread = std::thread::Builder::new()
+            .name(format!("lepton-{thread}"))
+            .spawn(move || capture(&shared))
+            .map_err(|e| LeptonError::io(format!("{thread} thread"), e))?;
+        Ok(LiveSource { latest, thread: Some(thread) })
+    }
+
+    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
+    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
+        self.latest.stopper()
+    }
+
+    /// The connection state, for stats and the watchdog.
+    pub fn health(&self) -> Health {
+        self.latest.health()
+    }
+}
+
+impl FrameSource for LiveSource {
+    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+        self.latest.next()
+    }
+    fn dropped(&self) -> u64 {
+        self.latest.dropped()
+    }
+    fn outages(&self) -> u64 {
+        self.latest.outages()
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        self.latest.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

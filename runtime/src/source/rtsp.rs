@@ -6,15 +6,16 @@
 //! arrived, not the time the pipeline took it.
 
 use super::h264::H264;
-use super::latest::{Backoff, Latest, Shared};
+use super::latest::{Backoff, LiveSource, Shared};
+use super::now_ms;
 use super::stream_url::StreamUrl;
-use super::{now_ms, Frame, FrameSource};
 use crate::error::{LeptonError, Result};
 use crate::vision::PixelFormat;
 use futures::StreamExt;
-use retina::client::{PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport, UdpTransportOptions};
+use retina::client::{
+    PlayOptions, Session, SessionOptions, SetupOptions, TcpTransportOptions, Transport, UdpTransportOptions,
+};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How RTP packets travel.
@@ -53,56 +54,10 @@ impl RtspOptions {
     }
 }
 
-/// Frames from an RTSP camera, newest first.
-pub struct RtspSource {
-    latest: Latest,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RtspSource {
-    /// Starts the capture thread; frames arrive once the camera answers (it is retried in the
-    /// background until it does).
-    pub fn open(opts: RtspOptions) -> Result<Self> {
-        let name = opts.url.to_string();
-        let latest = Latest::new(name.clone());
-        let shared = latest.shared();
-        let thread = std::thread::Builder::new()
-            .name("lepton-rtsp".into())
-            .spawn(move || capture(&opts, &shared))
-            .map_err(|e| LeptonError::io("rtsp thread", e))?;
-        Ok(RtspSource { latest, thread: Some(thread) })
-    }
-
-    /// A handle that stops capturing from another thread; `next_frame` then returns `None`.
-    pub fn stopper(&self) -> impl Fn() + Send + Sync + 'static {
-        self.latest.stopper()
-    }
-
-    /// The connection state, for stats and the watchdog.
-    pub fn health(&self) -> super::latest::Health {
-        self.latest.health()
-    }
-}
-
-impl FrameSource for RtspSource {
-    fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        self.latest.next()
-    }
-    fn dropped(&self) -> u64 {
-        self.latest.dropped()
-    }
-    fn outages(&self) -> u64 {
-        self.latest.outages()
-    }
-}
-
-impl Drop for RtspSource {
-    fn drop(&mut self) {
-        self.latest.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the capture thread; frames arrive once the camera answers (it is retried in the
+/// background until it does).
+pub fn open(opts: RtspOptions) -> Result<LiveSource> {
+    LiveSource::spawn(opts.url.to_string(), "rtsp", move |shared| capture(&opts, shared))
 }
 
 /// A stream's description, as `lepton probe` prints it.
@@ -121,7 +76,13 @@ pub struct StreamInfo {
 }
 
 fn err(url: &StreamUrl, reason: impl std::fmt::Display) -> LeptonError {
-    LeptonError::Source { name: url.to_string(), reason: reason.to_string() }
+    // retina's errors add the connection's addresses and times on further lines: logged at debug.
+    let full = reason.to_string();
+    let first = full.lines().next().unwrap_or("").trim().to_string();
+    if first.len() < full.trim().len() {
+        tracing::debug!("{url}: {full}");
+    }
+    LeptonError::Source { name: url.to_string(), reason: first }
 }
 
 fn runtime(url: &StreamUrl) -> Result<tokio::runtime::Runtime> {
@@ -238,7 +199,10 @@ async fn stream(
             shared.skipped();
             continue;
         }
-        match decoder.decode(data, picture) {
+        let t = Instant::now();
+        let decoded = decoder.decode(data, picture);
+        shared.decoded(t.elapsed());
+        match decoded {
             Ok(Some(p)) => {
                 if !announced {
                     announced = true;

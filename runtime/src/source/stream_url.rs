@@ -71,11 +71,13 @@ impl StreamUrl {
     }
 }
 
-/// `text` with anything between `://` and `@` replaced, for errors about unparsable URLs.
+/// `text` with what could be credentials (anything before the last `@`, after a `//`) replaced,
+/// for errors about URLs that do not parse.
 pub fn redact(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
-        _ => text.to_string(),
+    let Some(at) = text.rfind('@') else { return text.to_string() };
+    match text.find("//").map(|i| i + 2) {
+        Some(start) if start <= at => format!("{}***{}", &text[..start], &text[at..]),
+        _ => format!("***{}", &text[at..]),
     }
 }
 
@@ -113,7 +115,9 @@ mod tests {
         assert_eq!((u.username(), u.password()), (Some("root"), Some("pw")), "configured credentials win");
         let e = StreamUrl::parse("http://u:topsecret@cam/x", &["rtsp"], None, None).unwrap_err().to_string();
         assert!(e.contains("scheme `http`") && !e.contains("topsecret"), "{e}");
-        let e = StreamUrl::parse("rtsp://u:topsecret@", &["rtsp"], None, None).unwrap_err().to_string();
-        assert!(!e.contains("topsecret"), "{e}");
+        for bad in ["rtsp://u:topsecret@", "rtsp//u:topsecret@cam", "u:topsecret@cam"] {
+            let e = StreamUrl::parse(bad, &["rtsp"], None, None).unwrap_err().to_string();
+            assert!(!e.contains("topsecret") && e.contains("***@"), "{e}");
+        }
     }
 }
