@@ -337,7 +337,7 @@ enum Frames {
     Pictures(ImageSource),
     /// A camera, an RTSP or an HTTP camera.
     Live(LiveSource),
-    Video(VideoSource),
+    Video(Box<VideoSource>),
 }
 
 impl Frames {
@@ -345,14 +345,14 @@ impl Frames {
         match self {
             Frames::Pictures(s) => s,
             Frames::Live(s) => s,
-            Frames::Video(s) => s,
+            Frames::Video(s) => s.as_mut(),
         }
     }
     fn inner_ref(&self) -> &dyn FrameSource {
         match self {
             Frames::Pictures(s) => s,
             Frames::Live(s) => s,
-            Frames::Video(s) => s,
+            Frames::Video(s) => s.as_ref(),
         }
     }
 }
@@ -422,7 +422,7 @@ fn open_frames(
             Frames::Live(src)
         }
         SourceRef::Config(Source::Video { path, realtime, looping }) => {
-            Frames::Video(VideoSource::open(&path, VideoOptions { realtime, looping })?)
+            Frames::Video(Box::new(VideoSource::open(&path, VideoOptions { realtime, looping })?))
         }
         other => bail!("an image model cannot take {} (checked at start)", source_name(&other)),
     })

@@ -186,7 +186,7 @@ impl Latest {
     }
 
     /// The next frame: waits for one; `None` once stopped, or ended with every frame taken.
-    pub fn next(&mut self) -> Result<Option<Frame<'_>>> {
+    pub fn take(&mut self) -> Result<Option<Frame<'_>>> {
         let mut slot = self.shared.lock();
         while !slot.fresh {
             if self.shared.stopped() || self.shared.ended.load(Ordering::Relaxed) {
@@ -268,7 +268,7 @@ impl Health {
 
 impl FrameSource for Latest {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        self.next()
+        self.take()
     }
     fn dropped(&self) -> u64 {
         Latest::dropped(self)
@@ -310,7 +310,7 @@ impl LiveSource {
 
 impl FrameSource for LiveSource {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
-        self.latest.next()
+        self.latest.take()
     }
     fn dropped(&self) -> u64 {
         self.latest.dropped()
@@ -383,10 +383,10 @@ mod tests {
         for v in 1..=3u8 {
             shared.put(2, 1, PixelFormat::Gray8, 1000 + u64::from(v), |d| d.extend_from_slice(&[v, v]));
         }
-        let f = latest.next().unwrap().unwrap();
+        let f = latest.take().unwrap().unwrap();
         assert_eq!((f.meta.frame, f.meta.timestamp_ms), (2, 1003), "the third frame, stamped when captured");
         assert_eq!(latest.dropped(), 2);
         shared.end();
-        assert!(latest.next().unwrap().is_none(), "ended and taken");
+        assert!(latest.take().unwrap().is_none(), "ended and taken");
     }
 }

@@ -266,10 +266,9 @@ pub fn probe(url: &StreamUrl, transport: RtspTransport, watch: Duration) -> Resu
                     });
                 }
             }
-            if info.as_ref().is_some_and(|i| i.fps.is_some()) || started.elapsed() >= watch {
-                if info.is_some() {
-                    break;
-                }
+            // Done once a picture decoded and the rate is known, or the watch is over.
+            if info.as_ref().is_some_and(|i| i.fps.is_some() || started.elapsed() >= watch) {
+                break;
             }
         }
         let mut info = info.ok_or_else(|| err(url, "the stream ended before a picture decoded"))?;
