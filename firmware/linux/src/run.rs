@@ -489,7 +489,7 @@ fn run_pipeline(
         sink.status().lock().unwrap_or_else(|p| p.into_inner()).source = frames.health();
         let stages = model.into_vision_stages()?;
         // With snapshots, the frames are also kept for the sink to picture.
-        let frames = Retained::new(frames, ring.unwrap_or_default());
+        let frames = Retained::new(frames, ring);
         let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
         let flag = p.stop_flag();
         register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));

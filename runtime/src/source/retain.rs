@@ -62,15 +62,16 @@ impl FrameRing {
     }
 }
 
-/// A source whose frames are also kept in a [`FrameRing`].
+/// A source whose frames are also kept in a [`FrameRing`] (when there is one: without, frames
+/// pass through untouched).
 pub struct Retained<S> {
     inner: S,
-    ring: FrameRing,
+    ring: Option<FrameRing>,
 }
 
 impl<S: FrameSource> Retained<S> {
     /// Wraps `inner`; the ring is shared with whoever reads it.
-    pub fn new(inner: S, ring: FrameRing) -> Self {
+    pub fn new(inner: S, ring: Option<FrameRing>) -> Self {
         Retained { inner, ring }
     }
 }
@@ -78,8 +79,8 @@ impl<S: FrameSource> Retained<S> {
 impl<S: FrameSource> FrameSource for Retained<S> {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
         let frame = self.inner.next_frame()?;
-        if let Some(f) = &frame {
-            self.ring.keep(f);
+        if let (Some(f), Some(ring)) = (&frame, &self.ring) {
+            ring.keep(f);
         }
         Ok(frame)
     }
