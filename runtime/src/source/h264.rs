@@ -100,7 +100,13 @@ pub fn nal_units(annex_b: &[u8]) -> impl Iterator<Item = &[u8]> {
     openh264::nal_units(annex_b).map(|n| {
         // Each unit comes with its start code; strip it to the NAL header.
         let start = n.iter().position(|&b| b == 1).map_or(0, |i| i + 1);
-        &n[start..]
+        let mut unit = &n[start..];
+        // The splitter cuts at `00 00 01`: the leading zero of a 4-byte start code stays at the
+        // end of the unit before. A NAL unit never ends in a zero byte (its RBSP trailing bits).
+        while let [rest @ .., 0] = unit {
+            unit = rest;
+        }
+        unit
     })
 }
 

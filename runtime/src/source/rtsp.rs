@@ -171,13 +171,23 @@ async fn stream(
     let url = &opts.url;
     let (mut demuxed, index) = connect(opts).await?;
     let mut decoder = H264::new(&url.to_string())?;
+    // The last picture (or deliberately skipped frame): a stream whose frames stop, or stop
+    // decoding, for `timeout` counts as lost.
     let mut last = Instant::now();
+    let mut last_error: Option<String> = None;
     let mut announced = false;
     while !shared.stopped() {
+        if last.elapsed() > opts.timeout {
+            let secs = opts.timeout.as_secs_f64();
+            return Err(err(
+                url,
+                match last_error.take() {
+                    Some(e) => format!("no picture decoded for {secs:.0} s ({e})"),
+                    None => format!("no video for {secs:.0} s"),
+                },
+            ));
+        }
         let item = match tokio::time::timeout(Duration::from_millis(200), demuxed.next()).await {
-            Err(_) if last.elapsed() > opts.timeout => {
-                return Err(err(url, format!("no video for {:.0} s", opts.timeout.as_secs_f64())))
-            }
             Err(_) => continue,
             Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(err(url, e)),
@@ -187,7 +197,6 @@ async fn stream(
         if frame.stream_id() != index {
             continue;
         }
-        last = Instant::now();
         let captured = now_ms();
         let fps = match demuxed.streams()[index].parameters() {
             Some(ParametersRef::Video(v)) => v.frame_rate().map(|(num, den)| f64::from(den) / f64::from(num)),
@@ -197,6 +206,7 @@ async fn stream(
         // A frame nothing refers to, while the last picture still waits: skip its decoding.
         if announced && super::h264::disposable(data) && shared.busy() {
             shared.skipped();
+            last = Instant::now();
             continue;
         }
         let t = Instant::now();
@@ -204,6 +214,8 @@ async fn stream(
         shared.decoded(t.elapsed());
         match decoded {
             Ok(Some(p)) => {
+                last = Instant::now();
+                last_error = None;
                 if !announced {
                     announced = true;
                     on_first(&StreamInfo {
@@ -221,7 +233,13 @@ async fn stream(
             }
             Ok(None) => {}
             // A damaged frame (lost packets over UDP): the next key frame repairs the picture.
-            Err(e) => tracing::debug!("{e}"),
+            Err(e) => {
+                tracing::debug!("{e}");
+                last_error = Some(match e {
+                    LeptonError::Source { reason, .. } => reason,
+                    other => other.to_string(),
+                });
+            }
         }
     }
     Ok(())
