@@ -398,12 +398,7 @@ impl Source {
         };
         let password = match (password_file, password_env) {
             (Some(_), Some(_)) => bail!("password_file and password_env: give one"),
-            (Some(file), None) => Some(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("password_file {}", file.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
-            ),
+            (Some(file), None) => Some(read_password(file, "password_file")?),
             (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
                 anyhow::anyhow!("password_env: the environment variable {var} is not set (or not UTF-8)")
             })?),
@@ -415,6 +410,13 @@ impl Source {
         }
         Ok(parsed)
     }
+}
+
+/// A password file's content without its final line break; errors name `what` and the file,
+/// never the content.
+pub fn read_password(file: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{what} {}", file.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// A broker host is a name or an IP address, nothing more: no scheme, no port, no path.

@@ -123,7 +123,7 @@ pub fn probe(
     password_file: Option<&Path>,
     watch_s: f64,
 ) -> Result<ExitCode> {
-    use anyhow::{bail, Context};
+    use anyhow::bail;
     use lepton_runtime::source::{http, rtsp, stream_url::StreamUrl, video};
     if !(watch_s > 0.0 && watch_s <= 60.0) {
         bail!("--watch {watch_s}: give seconds in (0, 60]");
@@ -137,12 +137,7 @@ pub fn probe(
         return Ok(ExitCode::SUCCESS);
     }
     let password = match password_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("--password-file {}", f.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
+        Some(f) => Some(crate::config::read_password(f, "--password-file")?),
         None => std::env::var("LEPTON_PROBE_PASSWORD").ok(),
     };
     let url = StreamUrl::parse(target, &["rtsp", "http", "https"], username, password.as_deref())?;
