@@ -316,3 +316,158 @@ impl Drop for PulseMic {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A `lepton` (or other) process whose stdout and stderr are collected line by line while it
+/// runs, so a test can wait for a line, talk to the process, then stop it with a signal.
+pub struct Running {
+    child: std::process::Child,
+    stdout: std::sync::Arc<Mutex<Vec<String>>>,
+    stderr: std::sync::Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `cmd` with piped output.
+    pub fn start(mut cmd: Command) -> Running {
+        use std::io::BufRead;
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("starting the process");
+        let mut readers = vec![];
+        let mut collect = |r: Box<dyn std::io::Read + Send>| {
+            let lines = std::sync::Arc::new(Mutex::new(vec![]));
+            let l = std::sync::Arc::clone(&lines);
+            readers.push(std::thread::spawn(move || {
+                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            }));
+            lines
+        };
+        let stdout = collect(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = collect(Box::new(child.stderr.take().expect("stderr")));
+        Running { child, stdout, stderr, readers }
+    }
+
+    /// Waits up to `secs` for a stdout line containing `needle`; panics with the output if none.
+    pub fn wait_for(&mut self, needle: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(l) = self.stdout.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                panic!("exited ({status}) before printing `{needle}`:\n{}\n{}", self.stdout_text(), self.stderr_text());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{needle}` within {secs} s:\n{}\n{}",
+                self.stdout_text(),
+                self.stderr_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stdout so far.
+    pub fn stdout_text(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGINT and waits for the exit: exit status, stdout, stderr.
+    pub fn interrupt(mut self) -> (std::process::ExitStatus, String, String) {
+        let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let status = self.child.wait().expect("waiting for the process");
+        for r in std::mem::take(&mut self.readers) {
+            let _ = r.join();
+        }
+        (status, self.stdout_text(), self.stderr_text())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over loopback (`Connection: close`): status, headers (lower-case names)
+/// and body. Enough for the daemon's page and ChromeDriver; reads chunked bodies too.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).ok();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).and_then(|_| s.write_all(body)).expect("sending the request");
+    // Read the head, then the body by its length (a server may keep the connection open).
+    let mut raw = vec![];
+    let mut buf = [0u8; 16 << 10];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = s.read(&mut buf).expect("reading the response");
+        assert!(n > 0, "the connection closed before a response head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 =
+        lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    loop {
+        let done = match length {
+            Some(n) => body.len() >= n,
+            None if chunked => body.windows(5).any(|w| w == b"0\r\n\r\n"),
+            None => false,
+        };
+        if done {
+            break;
+        }
+        let n = s.read(&mut buf).expect("reading the response");
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    if chunked {
+        let mut out = vec![];
+        let mut at = 0;
+        while let Some(eol) = body[at..].windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&body[at..at + eol]).trim(), 16).unwrap_or(0);
+            at += eol + 2;
+            if size == 0 || at + size > body.len() {
+                break;
+            }
+            out.extend_from_slice(&body[at..at + size]);
+            at += size + 2;
+        }
+        body = out;
+    }
+    (status, headers, body)
+}
+
+/// `http` GET of a JSON document; panics unless the status is 200.
+pub fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
+    let (status, _, body) = http("GET", url, headers, b"");
+    assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {}", String::from_utf8_lossy(&body)))
+}

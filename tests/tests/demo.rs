@@ -1,6 +1,6 @@
 //! `lepton run` with no arguments: the bundled demo, as a newcomer runs it.
 
-use lepton_e2e::{root, run, text};
+use lepton_e2e::{bin, root, run, scratch, text, Running};
 
 /// The digits of a demo frame's label file, left to right.
 fn reading(frame: &str) -> String {
@@ -19,10 +19,17 @@ fn reading(frame: &str) -> String {
 
 #[test]
 fn lepton_run_without_arguments_reads_the_meter_and_hears_the_keywords() {
-    let out = run("lepton", &["run"]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "exit {:?}\n{stdout}\n{stderr}", out.status);
+    // The demo keeps its device page up after the media end, until Ctrl-C.
+    let state = scratch("demo-state");
+    let mut cmd = std::process::Command::new(bin("lepton"));
+    cmd.arg("run").env("XDG_STATE_HOME", &state).current_dir(root());
+    let mut demo = Running::start(cmd);
+    demo.wait_for("the device page stays up on http://127.0.0.1:", 120);
+    let (status, stdout, stderr) = demo.interrupt();
+    assert!(status.success(), "exit {status:?}\n{stdout}\n{stderr}");
     assert!(stdout.contains("embedded MQTT broker on 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("device page on http://127.0.0.1:"), "{stdout}");
+    assert!(state.join("lepton/demo.db").is_file(), "the demo's event history");
 
     // "meter #0     frame 0     frame000.jpg   0 0.999 [78,88,109,144]  4 0.942 [...] ...  (12.45 ms)"
     let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("meter #")).collect();

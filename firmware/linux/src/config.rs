@@ -25,6 +25,87 @@ pub struct Config {
     /// `[security]`.
     #[serde(default)]
     pub security: Security,
+    /// `[web]`: the device page; absent: none.
+    pub web: Option<Web>,
+}
+
+/// `[web]`: the device page (live view, event history, stats, `/metrics`, `/healthz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Address to serve on (default `127.0.0.1:8080`; empty: no page).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The SQLite event history (default `lepton.db`, relative to the config).
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// File holding the access token; without one the page is open to whoever reaches it.
+    pub token_file: Option<PathBuf>,
+    /// Events older than this many days are deleted (default 30).
+    #[serde(default = "default_retain_days")]
+    pub retain_days: f64,
+    /// The history is kept under this many MiB, oldest events deleted first (default 100).
+    #[serde(default = "default_retain_mb")]
+    pub retain_mb: u64,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            listen: default_listen(),
+            database: default_database(),
+            token_file: None,
+            retain_days: default_retain_days(),
+            retain_mb: default_retain_mb(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_database() -> PathBuf {
+    "lepton.db".into()
+}
+
+fn default_retain_days() -> f64 {
+    30.0
+}
+
+fn default_retain_mb() -> u64 {
+    100
+}
+
+impl Web {
+    /// The address to serve on, `None` when `listen` is empty.
+    pub fn addr(&self) -> Result<Option<std::net::SocketAddr>> {
+        if self.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "web.listen = \"{}\": give an address and port, like \"127.0.0.1:8080\" or \"0.0.0.0:8080\" (empty: no page)",
+                self.listen
+            )
+        })
+    }
+
+    /// Reads the token file: the token, trimmed; an error naming the file when it is unreadable
+    /// or empty (the token itself is never in a message).
+    pub fn token(&self) -> Result<Option<String>> {
+        let Some(f) = &self.token_file else { return Ok(None) };
+        let t = std::fs::read_to_string(f).with_context(|| format!("web.token_file {}", f.display()))?;
+        let t = t.trim();
+        if t.len() < 16 {
+            bail!(
+                "web.token_file {}: the token must be at least 16 characters (e.g. `openssl rand -hex 24 > {}`)",
+                f.display(),
+                f.display()
+            );
+        }
+        Ok(Some(t.to_string()))
+    }
 }
 
 /// `[security]`: which model files the daemon accepts.
@@ -493,6 +574,12 @@ impl Config {
             }
         }
         self.security.trusted_keys.iter_mut().for_each(abs);
+        if let Some(w) = &mut self.web {
+            abs(&mut w.database);
+            if let Some(p) = &mut w.token_file {
+                abs(p);
+            }
+        }
         if let Some(m) = &mut self.mqtt {
             if let Some(p) = &mut m.tls_ca {
                 abs(p);
@@ -530,6 +617,16 @@ impl Config {
                 if !p.is_file() {
                     bail!("{f}: mqtt: file {} does not exist", p.display());
                 }
+            }
+        }
+        if let Some(w) = &self.web {
+            w.addr().map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
+            w.token().map_err(|e| anyhow::anyhow!("{f}: {e:#}"))?;
+            if !(w.retain_days > 0.0 && w.retain_days.is_finite()) {
+                bail!("{f}: web.retain_days = {}: give a number of days above 0", w.retain_days);
+            }
+            if w.retain_mb == 0 {
+                bail!("{f}: web.retain_mb must be > 0");
             }
         }
         if self.pipelines.is_empty() {
@@ -645,6 +742,27 @@ kind = "images"
 path = "frames"
 fps = 5
 "#;
+
+    #[test]
+    fn web_section_defaults_paths_and_errors() {
+        let d = dir();
+        let c = Config::load(&write(&d, &format!("{GOOD}\n[web]\n"))).unwrap();
+        let w = c.web.unwrap();
+        assert_eq!(w.addr().unwrap(), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(w.database, d.join("lepton.db"), "relative to the config");
+        assert!(Config::load(&write(&d, GOOD)).unwrap().web.is_none(), "no [web]: no page");
+        let off = Config::load(&write(&d, &format!("{GOOD}\n[web]\nlisten = \"\"\n"))).unwrap();
+        assert_eq!(off.web.unwrap().addr().unwrap(), None, "empty listen: no page");
+        let err =
+            |extra: &str| format!("{:#}", Config::load(&write(&d, &format!("{GOOD}\n[web]\n{extra}\n"))).unwrap_err());
+        assert!(err("listen = \"localhost\"").contains("web.listen = \"localhost\""));
+        assert!(err("token_file = \"nope\"").contains("web.token_file"));
+        std::fs::write(d.join("short"), "abc\n").unwrap();
+        let e = err("token_file = \"short\"");
+        assert!(e.contains("at least 16 characters") && !e.contains("abc"), "{e}");
+        assert!(err("retain_days = 0").contains("web.retain_days"));
+        assert!(err("colour = 1").contains("colour"));
+    }
 
     #[test]
     fn parses_defaults_and_resolves_paths_next_to_the_file() {

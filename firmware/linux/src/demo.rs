@@ -64,5 +64,26 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
         ],
         board,
         trust: Default::default(),
+        // The device page on 127.0.0.1:8080 (or the next free port), its history kept between runs.
+        web: Some(run::WebSetup {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+            search: true,
+            database: database(),
+            token: None,
+            retention: crate::web::history::Retention {
+                max_age: std::time::Duration::from_secs(30 * 86_400),
+                max_bytes: 100 << 20,
+            },
+        }),
     })
+}
+
+/// The demo's event history: `$XDG_STATE_HOME/lepton/demo.db`, else `~/.local/state/lepton/demo.db`.
+fn database() -> std::path::PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    state.join("lepton").join("demo.db")
 }

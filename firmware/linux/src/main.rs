@@ -12,6 +12,7 @@ mod sink;
 mod snapshot;
 mod topics;
 mod watchdog;
+mod web;
 
 use clap::{Parser, Subcommand};
 use lepton_firmware::config;

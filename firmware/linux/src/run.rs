@@ -11,6 +11,7 @@ use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::watchdog;
+use crate::web::{self, history, live};
 use anyhow::{bail, Context, Result};
 use lepton_runtime::engine::EngineChoice;
 use lepton_runtime::image::Image;
@@ -104,6 +105,39 @@ pub struct Setup {
     pub board: Option<Board>,
     /// What `[security]` asks of model files.
     pub trust: Trust,
+    /// The device page, if one is served.
+    pub web: Option<WebSetup>,
+}
+
+/// How the device page is served.
+pub struct WebSetup {
+    /// Address to serve on.
+    pub listen: std::net::SocketAddr,
+    /// Try the next ports when it is taken (the demo).
+    pub search: bool,
+    /// The event history's database.
+    pub database: PathBuf,
+    /// Access token, if one is required.
+    pub token: Option<String>,
+    /// How much history to keep.
+    pub retention: history::Retention,
+}
+
+impl WebSetup {
+    /// From a config's `[web]`; `None` when `listen` is empty.
+    pub fn from_config(w: &config::Web) -> Result<Option<Self>> {
+        let Some(listen) = w.addr()? else { return Ok(None) };
+        Ok(Some(WebSetup {
+            listen,
+            search: false,
+            database: w.database.clone(),
+            token: w.token()?,
+            retention: history::Retention {
+                max_age: Duration::from_secs_f64(w.retain_days * 86_400.0),
+                max_bytes: w.retain_mb.saturating_mul(1 << 20),
+            },
+        }))
+    }
 }
 
 /// What `[security]` asks of model files: the trusted public keys, and whether every model must
@@ -137,6 +171,7 @@ impl Setup {
     /// From a config file; `board` (from `--board`) overrides the config's `[device] board`.
     pub fn from_config(c: Config, board: Option<&str>) -> Result<Self> {
         let board = board.or(c.device.board.as_deref()).map(Board::load_linux).transpose()?;
+        let web = c.web.as_ref().map(WebSetup::from_config).transpose()?.flatten();
         let plans = c
             .pipelines
             .into_iter()
@@ -162,6 +197,7 @@ impl Setup {
             plans,
             board,
             trust: Trust::from_config(&c.security)?,
+            web,
         })
     }
 
@@ -661,6 +697,16 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         }
     };
     let topics = Topics::new(&mqtt.topic_prefix, &setup.device);
+    // The device page's address and history are taken before anything is published, so that a
+    // port in use or an unwritable database is an error at start.
+    let web = match &setup.web {
+        Some(w) => {
+            let listener = web::bind(w.listen, w.search)?;
+            let history = history::History::open(&w.database, w.retention)?;
+            Some((listener, history))
+        }
+        None => None,
+    };
     let link = Link::start(link_options(&setup.device, &mqtt, &topics)?)?;
     let stopping = Arc::new(AtomicBool::new(false));
     let stoppers: Stoppers = Arc::new(Mutex::new(vec![]));
@@ -696,9 +742,17 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     let mut statuses = vec![];
     let mut watched = vec![];
     let mut threads = vec![];
+    let mut pages = vec![];
     for (checked, alerts) in loaded {
         let plan = &checked.plan;
-        let ring = plan.snapshot.as_ref().map(|_| FrameRing::default());
+        let vision = checked.manifest.task.is_vision();
+        // Frames are kept for snapshots and for the page's live view.
+        let ring = (plan.snapshot.is_some() || (web.is_some() && vision)).then(FrameRing::default);
+        // With the page on, every vision event start gets a picture in the history; it goes out on
+        // MQTT only with [pipeline.snapshot].
+        let history_only = config::Snapshot { on: None, every_s: None, annotate: true, quality: 80, max_width: 640 };
+        let snapshot_config = plan.snapshot.as_ref().or((web.is_some() && vision).then_some(&history_only));
+        let last = live::SharedLast::default();
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
             pipeline: plan.name.clone(),
@@ -711,9 +765,30 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             link: Some(link.clone()),
             topics: topics.clone(),
             alerts,
-            snapshots: plan.snapshot.as_ref().zip(ring.clone()).map(|(c, r)| Snapshotter::new(c, r)),
+            snapshots: snapshot_config.zip(ring.clone()).map(|(c, r)| Snapshotter::new(c, r)),
+            publish_snapshots: plan.snapshot.is_some(),
             keyword: checked.manifest.task == lepton_runtime::manifest::Task::Keyword,
+            history: web.as_ref().and_then(|(_, h)| h.writer()),
+            live: web.as_ref().map(|_| Arc::clone(&last)),
         });
+        if web.is_some() {
+            let (engine, kernels) = checked.model.engine_name();
+            pages.push(web::PipelineInfo {
+                name: plan.name.clone(),
+                model: model_label(plan),
+                engine: engine.to_string(),
+                kernels: kernels.map(|k| k.name().to_string()),
+                manifest: checked.manifest.clone(),
+                source: source_name(&plan.source).to_string(),
+                threshold: plan.threshold,
+                status: Arc::clone(&status),
+                last: Arc::clone(&last),
+                live: ring
+                    .clone()
+                    .filter(|_| vision)
+                    .map(|r| live::Live::new(r, Arc::clone(&last), checked.manifest.labels.clone())),
+            });
+        }
         watched.push((plan.name.clone(), Arc::clone(&status)));
         statuses.push((plan.name.clone(), status));
         let (stoppers, stopping) = (Arc::clone(&stoppers), Arc::clone(&stopping));
@@ -726,9 +801,33 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             .with_context(|| format!("starting pipeline `{name}`"))?;
         threads.push((name, t));
     }
+    let server = match web {
+        Some((listener, history)) => {
+            let w = setup.web.as_ref().context("web settings")?;
+            let device = web::DeviceInfo {
+                id: setup.device.clone(),
+                name: setup.device_name.clone(),
+                board: setup.board.as_ref().map(|b| (b.name.clone(), b.description.clone())),
+                broker: format!("{}:{}", mqtt.host, mqtt.port()),
+                topics: format!("{}/{}/", mqtt.topic_prefix, setup.device),
+            };
+            let state = web::State::new(device, pages, link.clone(), Arc::clone(&history), w.token.clone());
+            let server = web::start(listener, Arc::new(state))?;
+            let open = if w.token.is_some() { "token required" } else { "open, no token" };
+            println!("device page on http://{} ({open}; event history in {})", server.addr, w.database.display());
+            if w.token.is_none() && !server.addr.ip().is_loopback() {
+                tracing::warn!(
+                    "web.listen {}: the device page is reachable from the network without a token; set [web] token_file",
+                    server.addr
+                );
+            }
+            Some((server, history))
+        }
+        None => None,
+    };
     watchdog::ready(threads.len());
     let watchdog_stop = Arc::new(AtomicBool::new(false));
-    let _watchdog = watchdog::start(watched, setup.stall, Arc::clone(&watchdog_stop));
+    let watchdog = watchdog::start(watched, setup.stall, Arc::clone(&watchdog_stop));
     let stats_stop = Arc::new(AtomicBool::new(false));
     let stats = (setup.stats_interval_s > 0).then(|| {
         let (link, topics, device, stop) =
@@ -750,8 +849,24 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             }
         }
     }
+    if let Some((server, _)) = &server {
+        if !stopping.load(Ordering::Relaxed) {
+            println!(
+                "the pipelines have ended; the device page stays up on http://{} until Ctrl-C (SIGINT or SIGTERM)",
+                server.addr
+            );
+            while !stopping.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
     watchdog_stop.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
     watchdog::stopping();
+    if let Some((server, history)) = server {
+        server.stop();
+        history.close();
+    }
     stats_stop.store(true, Ordering::Relaxed);
     if let Some(t) = stats {
         let _ = t.join();

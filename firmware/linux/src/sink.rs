@@ -7,6 +7,8 @@ use crate::config::Format;
 use crate::mqtt::Link;
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
+use crate::web::history::{Record, Writer};
+use crate::web::live::SharedLast;
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind};
 use lepton_runtime::pipeline::{FrameReport, LatencyStats, Sink, Stats};
 use lepton_runtime::source::latest::Health;
@@ -36,7 +38,21 @@ pub struct Status {
     pub snapshots_dropped: u64,
     /// A live source's connection state (cameras, network cameras).
     pub source: Option<Health>,
+    /// Frames that failed to decode or preprocess (skipped).
+    pub failed: u64,
+    /// Inference times as a Prometheus histogram: counts per bucket of [`LATENCY_BUCKETS`].
+    pub histogram: [u64; LATENCY_BUCKETS.len()],
+    /// No progress within `[device] stall_s` (set by the watchdog thread).
+    pub stalled: bool,
+    /// Events written to the history (device page).
+    pub history: u64,
+    /// Events not written to the history: its writer fell behind or failed (logged).
+    pub history_dropped: u64,
 }
+
+/// Upper bounds, in seconds, of the inference-time histogram's buckets (`/metrics`).
+pub const LATENCY_BUCKETS: [f64; 12] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// Shared handle to a pipeline's counters.
 pub type SharedStatus = Arc<Mutex<Status>>;
@@ -74,7 +90,11 @@ pub struct DaemonSink {
     status: SharedStatus,
     alerts: Vec<AlertHandle>,
     snapshots: Option<Snapshotter>,
+    publish_snapshots: bool,
     keyword: bool,
+    history: Option<Writer>,
+    history_full: bool,
+    live: Option<SharedLast>,
 }
 
 /// What a [`DaemonSink`] needs.
@@ -103,8 +123,15 @@ pub struct SinkOptions {
     pub alerts: Vec<AlertHandle>,
     /// Snapshot pictures (vision pipelines with `[pipeline.snapshot]`).
     pub snapshots: Option<Snapshotter>,
+    /// Publish the snapshots on MQTT (`[pipeline.snapshot]`); without, they are taken for the
+    /// event history only.
+    pub publish_snapshots: bool,
     /// A keyword spotter: each word heard also goes to the `heard` topic (Home Assistant event).
     pub keyword: bool,
+    /// The device page's event history.
+    pub history: Option<Writer>,
+    /// The device page's view of the newest frame and its detections.
+    pub live: Option<SharedLast>,
 }
 
 impl DaemonSink {
@@ -127,7 +154,11 @@ impl DaemonSink {
             status: Arc::clone(&status),
             alerts: o.alerts,
             snapshots: o.snapshots,
+            publish_snapshots: o.publish_snapshots,
             keyword: o.keyword,
+            history: o.history,
+            history_full: false,
+            live: o.live,
         };
         (sink, status)
     }
@@ -194,9 +225,15 @@ impl DaemonSink {
         seq
     }
 
-    /// Takes and publishes a snapshot of the frame `r` reports, when one is due; returns the
-    /// frame's detection `seq` when a picture went out.
-    fn snapshot(&mut self, r: &FrameReport<'_>, kept: &[Detection], seq: Option<u32>) -> Option<u32> {
+    /// Takes a snapshot of the frame `r` reports when one is due, and publishes it (with
+    /// `[pipeline.snapshot]`); returns the picture, and the frame's detection `seq` when the
+    /// picture went out on MQTT.
+    fn snapshot(
+        &mut self,
+        r: &FrameReport<'_>,
+        kept: &[Detection],
+        seq: Option<u32>,
+    ) -> Option<(Option<u32>, Arc<Vec<u8>>)> {
         let starts = kept.iter().any(|d| !self.presence.contains_key(&d.class));
         let shot = self.snapshots.as_mut()?;
         if !shot.due(r.meta.timestamp_ms, starts) {
@@ -219,6 +256,10 @@ impl DaemonSink {
             self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots_dropped += 1;
             return None;
         }
+        let jpeg = Arc::new(pic.jpeg);
+        if !self.publish_snapshots {
+            return Some((None, jpeg));
+        }
         let mut shown: Vec<String> = kept.iter().map(|d| self.label(d.class)).collect();
         shown.sort();
         shown.dedup();
@@ -229,22 +270,53 @@ impl DaemonSink {
                 r.meta.frame,
                 pic.width,
                 pic.height,
-                pic.jpeg.len(),
+                jpeg.len(),
                 seq.map_or(String::new(), |s| format!(", detections #{s}")),
                 if shown.is_empty() { String::new() } else { format!(": {}", shown.join(", ")) },
             );
         }
         self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots += 1;
-        let link = self.link.as_ref()?;
+        let Some(link) = &self.link else { return Some((None, jpeg)) };
         for l in &shown {
-            link.publish(&self.topics.label_snapshot(&self.pipeline, l), pic.jpeg.clone(), true);
+            link.publish(&self.topics.label_snapshot(&self.pipeline, l), jpeg.to_vec(), true);
         }
-        link.publish(&self.topics.snapshot(&self.pipeline), pic.jpeg, true);
-        seq
+        link.publish(&self.topics.snapshot(&self.pipeline), jpeg.to_vec(), true);
+        Some((seq, jpeg))
     }
 
-    fn publish_event(&mut self, e: &Event, duration_ms: Option<u64>, snapshot_seq: Option<u32>) {
+    fn publish_event(
+        &mut self,
+        e: &Event,
+        duration_ms: Option<u64>,
+        snapshot_seq: Option<u32>,
+        picture: Option<Arc<Vec<u8>>>,
+    ) {
         let label = self.label(e.class);
+        if let Some(h) = &self.history {
+            let record = Record {
+                ts_ms: e.timestamp_ms,
+                pipeline: self.pipeline.clone(),
+                label: label.clone(),
+                kind: e.kind.name(),
+                score: e.score,
+                duration_s: duration_ms.map(|d| d as f64 / 1e3),
+                picture,
+            };
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if h.send(record) {
+                s.history += 1;
+                self.history_full = false;
+            } else {
+                s.history_dropped += 1;
+                if !self.history_full {
+                    self.history_full = true;
+                    tracing::warn!(
+                        "pipeline {}: the event history's writer is behind; events not stored are counted (history_dropped)",
+                        self.pipeline
+                    );
+                }
+            }
+        }
         if e.kind == EventKind::Start {
             for a in &self.alerts {
                 a.event_started(&label);
@@ -277,7 +349,13 @@ impl DaemonSink {
     }
 
     /// Starts presence for detected labels, ends it for labels absent longer than the hold.
-    fn update_presence(&mut self, now_ms: u64, seen: &[Detection], snapshot_seq: Option<u32>) {
+    fn update_presence(
+        &mut self,
+        now_ms: u64,
+        seen: &[Detection],
+        snapshot_seq: Option<u32>,
+        picture: Option<Arc<Vec<u8>>>,
+    ) {
         for d in seen {
             match self.presence.get_mut(&d.class) {
                 Some(p) => {
@@ -287,7 +365,7 @@ impl DaemonSink {
                 None => {
                     self.presence.insert(d.class, Presence { started_ms: now_ms, last_ms: now_ms, peak: d.score });
                     let e = Event { class: d.class, kind: EventKind::Start, timestamp_ms: now_ms, score: d.score };
-                    self.publish_event(&e, None, snapshot_seq);
+                    self.publish_event(&e, None, snapshot_seq, picture.clone());
                 }
             }
         }
@@ -307,7 +385,7 @@ impl DaemonSink {
             // An end is never stamped before the detection that kept the label present.
             let at = now_ms.max(p.last_ms);
             let e = Event { class, kind: EventKind::End, timestamp_ms: at, score: p.peak };
-            self.publish_event(&e, Some(at - p.started_ms), None);
+            self.publish_event(&e, Some(at - p.started_ms), None, None);
         }
     }
 }
@@ -318,17 +396,25 @@ impl Sink for DaemonSink {
             r.detections.iter().filter(|d| d.score >= self.threshold).copied().collect();
         let seq = (!kept.is_empty()).then(|| self.publish_detections(r, &kept));
         // The picture goes out before the events it illustrates, so it is there when they arrive.
-        let snapshot_seq = self.snapshot(r, &kept, seq);
+        let (snapshot_seq, picture) = self.snapshot(r, &kept, seq).map_or((None, None), |(s, p)| (s, Some(p)));
         // Model-made events (speech start/end) go out as they are.
         for e in r.events {
-            self.publish_event(e, None, None);
+            self.publish_event(e, None, None, None);
         }
-        self.update_presence(r.meta.timestamp_ms, &kept, snapshot_seq);
+        self.update_presence(r.meta.timestamp_ms, &kept, snapshot_seq, picture);
+        if let Some(live) = &self.live {
+            live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept);
+        }
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.processed += 1;
         s.dropped = r.dropped;
+        s.failed = r.failed;
         s.messages += u64::from(!kept.is_empty());
         s.inference.record(r.inference);
+        let secs = r.inference.as_secs_f64();
+        if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
+            s.histogram[b] += 1;
+        }
         Ok(())
     }
 
@@ -344,6 +430,7 @@ impl Sink for DaemonSink {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.finished = true;
         s.dropped = s.dropped.max(stats.frames_dropped);
+        s.failed = s.failed.max(stats.frames_failed);
         let mut inference = stats.inference.clone();
         if let Some(h) = &s.source {
             println!("{}: source outages: {}", self.pipeline, h.outages());

@@ -73,36 +73,61 @@ impl Snapshotter {
         dets: &[Detection],
         label: impl Fn(u16) -> String,
     ) -> Option<Picture> {
-        let rgb = &mut self.rgb;
-        let (w, h) = self.ring.with(index, |view| {
-            to_rgb8(view, rgb);
-            (view.width() as u32, view.height() as u32)
-        })?;
+        let style = Style { annotate: self.annotate, quality: self.quality, max_width: self.max_width };
+        let pic = render(&self.ring, index, dets, label, style, &mut self.rgb)?;
         self.last_ms = Some(ts_ms);
-        let mut img = RgbImage::from_raw(w, h, std::mem::take(&mut self.rgb))?;
-        let mut scale = 1.0f32;
-        if w > self.max_width {
-            let nh = ((h as f32 * self.max_width as f32 / w as f32).round() as u32).max(1);
-            scale = self.max_width as f32 / w as f32;
-            let scaled = image::imageops::resize(&img, self.max_width, nh, image::imageops::FilterType::Triangle);
-            self.rgb = img.into_raw();
-            img = scaled;
-        }
-        if self.annotate {
-            lepton_runtime::draw::detections(&mut img, dets, label, scale);
-        }
-        let mut jpeg = Vec::with_capacity(64 << 10);
-        let encoded = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, self.quality).encode_image(&img);
-        let (width, height) = (img.width(), img.height());
-        if scale == 1.0 {
-            self.rgb = img.into_raw();
-        }
-        match encoded {
-            Ok(()) => Some(Picture { jpeg, width, height }),
-            Err(e) => {
-                tracing::warn!("snapshot: JPEG encoding failed: {e}");
-                None
-            }
+        Some(pic)
+    }
+}
+
+/// How a picture is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Draw the detections.
+    pub annotate: bool,
+    /// JPEG quality.
+    pub quality: u8,
+    /// Scaled down to this width (aspect kept).
+    pub max_width: u32,
+}
+
+/// Pictures frame `index` of `ring` with `dets` drawn (scaled to `style.max_width`), as JPEG;
+/// `None` if the frame is no longer in the ring. `rgb` is a reused conversion buffer.
+pub fn render(
+    ring: &FrameRing,
+    index: u64,
+    dets: &[Detection],
+    label: impl Fn(u16) -> String,
+    style: Style,
+    rgb: &mut Vec<u8>,
+) -> Option<Picture> {
+    let (w, h) = ring.with(index, |view| {
+        to_rgb8(view, rgb);
+        (view.width() as u32, view.height() as u32)
+    })?;
+    let mut img = RgbImage::from_raw(w, h, std::mem::take(rgb))?;
+    let mut scale = 1.0f32;
+    if w > style.max_width {
+        let nh = ((h as f32 * style.max_width as f32 / w as f32).round() as u32).max(1);
+        scale = style.max_width as f32 / w as f32;
+        let scaled = image::imageops::resize(&img, style.max_width, nh, image::imageops::FilterType::Triangle);
+        *rgb = img.into_raw();
+        img = scaled;
+    }
+    if style.annotate {
+        lepton_runtime::draw::detections(&mut img, dets, label, scale);
+    }
+    let mut jpeg = Vec::with_capacity(64 << 10);
+    let encoded = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, style.quality).encode_image(&img);
+    let (width, height) = (img.width(), img.height());
+    if scale == 1.0 {
+        *rgb = img.into_raw();
+    }
+    match encoded {
+        Ok(()) => Some(Picture { jpeg, width, height }),
+        Err(e) => {
+            tracing::warn!("snapshot: JPEG encoding failed: {e}");
+            None
         }
     }
 }

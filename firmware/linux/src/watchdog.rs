@@ -6,7 +6,9 @@
 //! source ended, or whose live source is reconnecting (an outage, counted in the stats), counts as
 //! healthy. A pipeline without progress for `[device] stall_s` seconds is
 //! stalled: the daemon logs it once by name, tells systemd in `STATUS=`, and sends no more pings
-//! until it moves again. Outside systemd (no `NOTIFY_SOCKET`), nothing is sent.
+//! until it moves again. Outside systemd (no `NOTIFY_SOCKET`), nothing is sent; the stall is
+//! still logged and marked in the pipeline's status, which the device page's `/healthz` answers
+//! with 503.
 
 use crate::sink::SharedStatus;
 use sd_notify::NotifyState;
@@ -37,25 +39,28 @@ struct Watched {
     stalled: bool,
 }
 
-/// Starts the watchdog thread when systemd asked for one (`WATCHDOG_USEC` for this process);
-/// it pings at half that interval while every pipeline has made progress within `stall`.
-pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<AtomicBool>) -> Option<JoinHandle<()>> {
+/// Starts the thread that watches every pipeline's progress: it marks a pipeline that made none
+/// within `stall` as stalled in its status (logged once), and, when systemd asked for a watchdog
+/// (`WATCHDOG_USEC` for this process), pings at half that interval while none is stalled.
+pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return None;
-    }
-    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
-    tracing::info!(
-        "systemd watchdog: every {:.1} s while each pipeline processes something within {:.0} s",
-        period.as_secs_f64(),
-        stall.as_secs_f64()
-    );
+    let systemd = sd_notify::watchdog_enabled(false, &mut usec) && usec > 0;
+    let period = if systemd {
+        tracing::info!(
+            "systemd watchdog: every {:.1} s while each pipeline processes something within {:.0} s",
+            (usec / 2) as f64 / 1e6,
+            stall.as_secs_f64()
+        );
+        Duration::from_micros(usec / 2).max(Duration::from_millis(10))
+    } else {
+        Duration::from_millis(500)
+    };
     let now = Instant::now();
     let mut watched: Vec<Watched> = pipelines
         .into_iter()
         .map(|(name, status)| Watched { name, status, processed: 0, since: now, stalled: false })
         .collect();
-    Some(std::thread::spawn(move || {
+    std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut healthy = true;
@@ -71,6 +76,7 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
                     w.since = now;
                     if w.stalled {
                         w.stalled = false;
+                        w.status.lock().unwrap_or_else(|p| p.into_inner()).stalled = false;
                         tracing::info!("pipeline {}: moving again; watchdog pings resume", w.name);
                     }
                     continue;
@@ -80,8 +86,9 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
                     healthy = false;
                     if !w.stalled {
                         w.stalled = true;
+                        w.status.lock().unwrap_or_else(|p| p.into_inner()).stalled = true;
                         tracing::error!(
-                            "pipeline {}: nothing processed for {:.0} s (stall_s = {:.0}); withholding the systemd watchdog ping so the service restarts",
+                            "pipeline {}: nothing processed for {:.0} s (stall_s = {:.0}); withholding the systemd watchdog ping (a service restarts) and answering /healthz with 503",
                             w.name,
                             idle.as_secs_f64(),
                             stall.as_secs_f64()
@@ -92,12 +99,12 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
                     }
                 }
             }
-            if healthy {
+            if healthy && systemd {
                 if let Err(e) = sd_notify::notify(false, &[NotifyState::Watchdog]) {
                     tracing::warn!("systemd watchdog ping: {e}");
                 }
             }
             std::thread::sleep(period);
         }
-    }))
+    })
 }

@@ -235,6 +235,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             inference,
             processing,
             dropped: self.stats.samples_lost,
+            failed: 0,
         };
         self.sink.frame(&report)
     }

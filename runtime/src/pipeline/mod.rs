@@ -64,6 +64,8 @@ pub struct FrameReport<'a> {
     pub processing: Duration,
     /// Losses so far: frames the source skipped (vision) or samples it overran (audio).
     pub dropped: u64,
+    /// Frames that failed to decode or preprocess so far (skipped).
+    pub failed: u64,
 }
 
 /// Consumes results: stdout, MQTT, alerts.
@@ -127,6 +129,11 @@ impl LatencyStats {
     /// Samples recorded since creation.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Sum of all samples since creation.
+    pub fn total(&self) -> Duration {
+        Duration::from_micros(self.total)
     }
 
     /// Mean over all samples since creation.
@@ -464,7 +471,15 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     stats.frames_processed += 1;
     stats.inference.record(inference);
     stats.processing.record(processing);
-    let report =
-        FrameReport { meta, source, detections, events: &[], inference, processing, dropped: stats.frames_dropped };
+    let report = FrameReport {
+        meta,
+        source,
+        detections,
+        events: &[],
+        inference,
+        processing,
+        dropped: stats.frames_dropped,
+        failed: stats.frames_failed,
+    };
     sink.frame(&report)
 }

@@ -1,0 +1,473 @@
+//! The device page: its JSON API, `/metrics` and `/healthz` over real HTTP against the running
+//! daemon (the bundled demo, and a config with a token), and the page itself in Debian's headless
+//! Chromium driven through ChromeDriver (live view with drawn boxes, event list, label filter,
+//! login, history kept across a restart). The screenshot is saved in target/tmp/artefacts/.
+
+use lepton_e2e::{bin, free_port, get_json, http, root, scratch, Running};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The page's address from the daemon's "device page on http://ADDR (...)" line.
+fn page_url(line: &str) -> String {
+    let at = line.find("http://").expect("an address");
+    line[at..].split_whitespace().next().unwrap().to_string()
+}
+
+/// Events printed by the daemon: "meter event start 7 0.992 at ...".
+fn printed_events(stdout: &str) -> Vec<(String, String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4 && f[1] == "event").then(|| (f[0].to_string(), f[2].to_string(), f[3].to_string()))
+        })
+        .collect()
+}
+
+/// The value of a Prometheus sample line `name` (with its labels) in `text`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+fn start_demo(state: &std::path::Path) -> (Running, String) {
+    let mut cmd = Command::new(bin("lepton"));
+    cmd.arg("run").env("XDG_STATE_HOME", state).current_dir(root());
+    let mut demo = Running::start(cmd);
+    let url = page_url(&demo.wait_for("device page on http://", 120));
+    demo.wait_for("the device page stays up", 120);
+    (demo, url)
+}
+
+#[test]
+fn the_demo_serves_its_page_api_and_metrics_and_keeps_its_history_across_a_restart() {
+    let state = scratch("web-demo");
+    let (demo, url) = start_demo(&state);
+    let stdout = demo.stdout_text();
+    let printed = printed_events(&stdout);
+    assert!(printed.len() > 10, "{stdout}");
+
+    // The page and its assets come from the binary.
+    let (code, headers, page) = http("GET", &format!("{url}/"), &[], b"");
+    assert_eq!(code, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/html")));
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("<script>") && !page.contains("src=\"http"), "no external assets");
+    println!("page: {} bytes", page.len());
+
+    let status = get_json(&format!("{url}/api/status"), &[]);
+    assert_eq!(status["device"], "lepton-demo");
+    assert_eq!(status["mqtt"]["connected"], true);
+    assert_eq!(status["history"]["events"], printed.len(), "every printed event is stored: {status}");
+    assert_eq!(status["auth"], false);
+
+    // Pipelines: counters as the summary printed them, manifests, the newest frame.
+    let pipelines = get_json(&format!("{url}/api/pipelines"), &[]);
+    let meter = pipelines.as_array().unwrap().iter().find(|p| p["name"] == "meter").unwrap();
+    let keywords = pipelines.as_array().unwrap().iter().find(|p| p["name"] == "keywords").unwrap();
+    for p in [meter, keywords] {
+        let name = p["name"].as_str().unwrap();
+        let summary = stdout.lines().find(|l| l.starts_with(&format!("{name}: ")) && l.contains(" processed")).unwrap();
+        let processed: u64 = summary.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(p["processed"], processed, "{summary}");
+        assert_eq!(p["dropped"], 0);
+        assert_eq!(p["failed"], 0);
+        assert_eq!(p["finished"], true);
+        assert!(p["inference_p50_ms"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(meter["task"], "detect");
+    assert_eq!(meter["manifest"]["input"]["size"], json!([160, 120]));
+    assert_eq!(meter["latest"]["frame"], 7, "the newest frame processed");
+    assert_eq!(meter["live"], "/api/snapshot/meter.jpg");
+    assert_eq!(keywords["task"], "keyword");
+    assert!(keywords["live"].is_null());
+    // The last detections are the last printed line's digits.
+    let mut seen: Vec<&str> =
+        meter["last_seen"]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    let last = stdout.lines().rfind(|l| l.starts_with("meter #")).unwrap();
+    let fields: Vec<&str> = last.split_whitespace().collect();
+    let mut printed_digits: Vec<&str> =
+        fields[5..].chunks(3).filter(|c| c.len() == 3 && c[2].starts_with('[')).map(|c| c[0]).collect();
+    seen.sort();
+    printed_digits.sort();
+    assert_eq!(seen, printed_digits, "{last}");
+
+    // Events: newest first, filters, paging, pictures.
+    let all = get_json(&format!("{url}/api/events?limit=1000"), &[]);
+    let all = all["events"].as_array().unwrap().clone();
+    assert_eq!(all.len(), printed.len());
+    let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first");
+    let sevens = get_json(&format!("{url}/api/events?label=7&limit=1000"), &[]);
+    let sevens = sevens["events"].as_array().unwrap();
+    assert_eq!(sevens.len(), printed.iter().filter(|e| e.2 == "7").count());
+    assert!(sevens.iter().all(|e| e["label"] == "7"));
+    let two = get_json(&format!("{url}/api/events?pipeline=keywords&limit=2"), &[]);
+    assert_eq!(two["events"].as_array().unwrap().len(), 2);
+    assert!(two["events"].as_array().unwrap().iter().all(|e| e["pipeline"] == "keywords"));
+    let newest_ts = all[0]["ts_ms"].as_i64().unwrap();
+    let since = get_json(&format!("{url}/api/events?since={newest_ts}&limit=1000"), &[]);
+    assert!(since["events"].as_array().unwrap().iter().all(|e| e["ts_ms"].as_i64().unwrap() >= newest_ts));
+    let rfc = all[0]["ts"].as_str().unwrap();
+    let since_rfc = get_json(&format!("{url}/api/events?since={rfc}&limit=1000"), &[]);
+    assert_eq!(since_rfc["events"], since["events"]);
+    for bad in ["since=yesterday", "limit=0", "colour=red"] {
+        let (code, _, body) = http("GET", &format!("{url}/api/events?{bad}"), &[], b"");
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains(bad.split('=').next().unwrap()), "the error names the parameter: {body}");
+    }
+    // Every meter start has the picture of its frame; a keyword start has none.
+    let starts: Vec<&Value> = all.iter().filter(|e| e["pipeline"] == "meter" && e["event"] == "start").collect();
+    assert!(!starts.is_empty());
+    for e in &starts {
+        let shot = e["snapshot"].as_str().unwrap_or_else(|| panic!("no snapshot: {e}"));
+        let (code, headers, jpeg) = http("GET", &format!("{url}{shot}"), &[], b"");
+        assert_eq!(code, 200);
+        assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "image/jpeg"));
+        let img = image::load_from_memory(&jpeg).expect("a JPEG");
+        assert_eq!((img.width(), img.height()), (320, 240));
+    }
+    assert!(all.iter().filter(|e| e["pipeline"] == "keywords").all(|e| e["snapshot"].is_null()));
+    let (code, _, body) = http("GET", &format!("{url}/api/snapshot/meter.jpg"), &[], b"");
+    assert_eq!(code, 200);
+    assert_eq!(image::load_from_memory(&body).unwrap().width(), 320);
+    for (path, says) in [("keywords.jpg", "hears audio"), ("door.jpg", "pipelines: meter, keywords")] {
+        let (code, _, body) = http("GET", &format!("{url}/api/snapshot/{path}"), &[], b"");
+        assert_eq!(code, 404);
+        assert!(String::from_utf8_lossy(&body).contains(says), "{}", String::from_utf8_lossy(&body));
+    }
+
+    // Prometheus text: counters equal the API's.
+    let (code, headers, text) = http("GET", &format!("{url}/metrics"), &[], b"");
+    assert_eq!(code, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/plain; version=0.0.4")));
+    let text = String::from_utf8(text).unwrap();
+    for p in [meter, keywords] {
+        let name = p["name"].as_str().unwrap();
+        let processed = p["processed"].as_f64().unwrap();
+        assert_eq!(metric(&text, &format!("lepton_frames_processed_total{{pipeline=\"{name}\"}}")), processed);
+        assert_eq!(metric(&text, &format!("lepton_frames_dropped_total{{pipeline=\"{name}\"}}")), 0.0);
+        assert_eq!(metric(&text, &format!("lepton_inference_seconds_count{{pipeline=\"{name}\"}}")), processed);
+        assert_eq!(
+            metric(&text, &format!("lepton_inference_seconds_bucket{{pipeline=\"{name}\",le=\"+Inf\"}}")),
+            processed
+        );
+        assert!(metric(&text, &format!("lepton_inference_seconds_sum{{pipeline=\"{name}\"}}")) > 0.0);
+    }
+    assert_eq!(metric(&text, "lepton_mqtt_connected"), 1.0);
+    assert_eq!(metric(&text, "lepton_mqtt_queue_depth"), 0.0);
+    assert_eq!(metric(&text, "lepton_mqtt_messages_dropped_total"), 0.0);
+    let delivered = metric(&text, "lepton_mqtt_messages_delivered_total");
+    let (code, _, body) = http("GET", &format!("{url}/healthz"), &[], b"");
+    assert_eq!((code, String::from_utf8_lossy(&body).into_owned()), (200, "{\"status\":\"ok\"}".to_string()));
+
+    let (status, stdout, stderr) = demo.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("MQTT: {delivered} messages delivered")), "{stdout}");
+
+    // A second run adds to the same history: the first run's events are still there, by id.
+    let (demo, url) = start_demo(&state);
+    let status = get_json(&format!("{url}/api/status"), &[]);
+    assert_eq!(status["history"]["events"], 2 * printed.len(), "{status}");
+    let again = get_json(&format!("{url}/api/events?limit=1000"), &[]);
+    let again: Vec<i64> = again["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.iter().all(|i| again.contains(i)), "the first run's events survive the restart");
+    let first_start = starts.last().unwrap();
+    let (code, _, _) = http("GET", &format!("{url}{}", first_start["snapshot"].as_str().unwrap()), &[], b"");
+    assert_eq!(code, 200, "and their pictures");
+    let (status, _, _) = demo.interrupt();
+    assert!(status.success());
+}
+
+/// A WebDriver session on ChromeDriver.
+struct Browser {
+    driver: Running,
+    base: String,
+    session: String,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn start(profile: &std::path::Path) -> Browser {
+        let port = free_port();
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}"));
+        let driver = Running::start(cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start (apt package chromium-driver)");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // As the machine notes say: headless, no sandbox as root, and no background networking
+        // (this machine has no network beyond loopback).
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,2000",
+            "--force-device-scale-factor=1",
+        ];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
+        let mut b = Browser { driver, base, session: String::new() };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let (code, _, out) =
+            http(method, &format!("{}{path}", self.base), &[("Content-Type", "application/json")], body.as_bytes());
+        let v: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+        assert_eq!(code, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn s(&self, what: &str) -> String {
+        format!("/session/{}{what}", self.session)
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", &self.s("/url"), Some(json!({"url": url})));
+    }
+
+    fn js(&self, script: &str) -> Value {
+        self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": []})))
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.call("POST", &self.s("/element"), Some(json!({"using": "css selector", "value": css})));
+        v[ELEMENT].as_str().unwrap().to_string()
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css);
+        self.call("POST", &self.s(&format!("/element/{e}/value")), Some(json!({"text": text})));
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.element(css);
+        self.call("POST", &self.s(&format!("/element/{e}/click")), Some(json!({})));
+    }
+
+    /// Waits until `script` returns a truthy value; returns it.
+    fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.js(script);
+            if !(v.is_null() || v == false || v == 0 || v == "") {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "the page never showed {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn screenshot(&self) -> image::RgbImage {
+        use base64::Engine;
+        let b64 = self.call("GET", &self.s("/screenshot"), None);
+        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
+        image::load_from_memory(&png).unwrap().to_rgb8()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http("DELETE", &format!("{}/session/{}", self.base, self.session), &[], b"");
+        }
+        let _ = &self.driver;
+    }
+}
+
+/// Pixels of `shot` inside `rect` (x, y, w, h) within 60 of `color` on every channel.
+fn count_color(shot: &image::RgbImage, rect: (u32, u32, u32, u32), color: [u8; 3]) -> usize {
+    let (x0, y0, w, h) = rect;
+    let mut n = 0;
+    for y in y0..(y0 + h).min(shot.height()) {
+        for x in x0..(x0 + w).min(shot.width()) {
+            let p = shot.get_pixel(x, y).0;
+            if (0..3).all(|i| (p[i] as i32 - color[i] as i32).abs() < 60) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn daemon_with_page(dir: &std::path::Path, config: &std::path::Path) -> (Running, String) {
+    let mut cmd = Command::new(bin("lepton"));
+    cmd.args(["run", "--config"]).arg(config).current_dir(dir);
+    let mut d = Running::start(cmd);
+    let url = page_url(&d.wait_for("device page on http://", 120));
+    (d, url)
+}
+
+#[test]
+fn the_page_in_chromium_shows_the_live_view_lists_and_filters_events_and_requires_the_token() {
+    let dir = scratch("web-browser");
+    let token = "c0ffee-lepton-web-token-0123456789";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    let r = root();
+    // The demo's detector on its frames, looping at 4 fps like a camera, and the keyword spotter
+    // on the demo recording; the page on a free port, with a token.
+    let config = dir.join("lepton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[device]
+id = "bench-cam"
+name = "Bench camera"
+
+[web]
+listen = "127.0.0.1:0"
+database = "history.db"
+token_file = "token"
+
+[[pipeline]]
+name = "meter"
+model = "{r}/models/detector/model.int8.onnx"
+threshold = 0.5
+hold_s = 1.0
+[pipeline.source]
+kind = "images"
+path = "{r}/models/detector/demo/images"
+fps = 4
+loop = true
+
+[[pipeline]]
+name = "keywords"
+model = "{r}/models/keywords/model.int8.onnx"
+[pipeline.source]
+kind = "wav"
+path = "{r}/models/keywords/demo.wav"
+"#,
+            r = r.display()
+        ),
+    )
+    .unwrap();
+    let (daemon, url) = daemon_with_page(&dir, &config);
+
+    // The token: nothing but /healthz without it; the bearer header or the login cookie with it.
+    let bearer = format!("Bearer {token}");
+    for path in ["/", "/api/status", "/api/pipelines", "/api/events", "/metrics", "/api/snapshot/meter.jpg"] {
+        let (code, headers, _) = http("GET", &format!("{url}{path}"), &[], b"");
+        assert_eq!(code, 401, "{path} without the token");
+        assert!(headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")));
+        let (code, _, _) =
+            http("GET", &format!("{url}{path}"), &[("Authorization", "Bearer wrong-token-0123456789")], b"");
+        assert_eq!(code, 401, "{path} with a wrong token");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http("GET", &format!("{url}/api/snapshot/meter.jpg"), &[("Authorization", &bearer)], b"").0 != 200 {
+        assert!(Instant::now() < deadline, "no live picture");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for path in ["/", "/api/status", "/api/pipelines", "/api/events", "/metrics"] {
+        let (code, _, _) = http("GET", &format!("{url}{path}"), &[("Authorization", &bearer)], b"");
+        assert_eq!(code, 200, "{path} with the token");
+    }
+    assert_eq!(http("GET", &format!("{url}/healthz"), &[], b"").0, 200);
+
+    // The browser logs in through the form, then sees the page.
+    let browser = Browser::start(&dir.join("chromium"));
+    browser.go(&format!("{url}/"));
+    browser.until("the login form", "return !!document.querySelector('input[name=token]')");
+    browser.type_into("input[name=token]", "not-the-token-0123456789");
+    browser.click("button[type=submit]");
+    browser.until("the refusal", "return document.body.innerText.includes('not this device')");
+    browser.type_into("input[name=token]", token);
+    browser.click("button[type=submit]");
+    browser.until("the device name", "return document.querySelector('#device')?.textContent.includes('Bench camera')");
+
+    // The live view: a frame with the detector's boxes drawn in the classes' colours. Digits 0
+    // and 4 are on every frame with digits (the eighth frame has none), so a few screenshots
+    // taken as the frames change show their outlines.
+    let artefacts = root().join("target/tmp/artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    browser.until("a live frame", "const i = document.querySelector('img.live[data-pipeline=meter]'); return i && i.complete && i.naturalWidth > 0");
+    browser.until("events in the list", "return document.querySelectorAll('#events tbody tr').length");
+    let palette = lepton_runtime::draw::PALETTE;
+    let mut best = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let r = browser.js("const r = document.querySelector('img.live[data-pipeline=meter]').getBoundingClientRect(); return [r.x, r.y, r.width, r.height]");
+        let r: Vec<u32> = r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap().max(0.0) as u32).collect();
+        assert!(r[2] >= 320 && r[3] >= 200, "the live view is shown large enough: {r:?}");
+        let shot = browser.screenshot();
+        let zeros = count_color(&shot, (r[0], r[1], r[2], r[3]), palette[0]);
+        let fours = count_color(&shot, (r[0], r[1], r[2], r[3]), palette[4 % palette.len()]);
+        if zeros.min(fours) > best.0.min(best.1) {
+            best = (zeros, fours);
+            shot.save(artefacts.join("device-page.png")).unwrap();
+        }
+        if best.0 > 100 && best.1 > 100 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(best.0 > 100 && best.1 > 100, "box outlines of digits 0 and 4 in the live view: {best:?} pixels");
+    println!(
+        "live view: {} and {} pixels of the boxes of 0 and 4 (target/tmp/artefacts/device-page.png)",
+        best.0, best.1
+    );
+
+    // The event list fills; a label filter narrows it to that label.
+    browser.until("several events", "return document.querySelectorAll('#events tbody tr').length >= 6");
+    let before = browser.js("return document.querySelectorAll('#events tbody tr').length").as_u64().unwrap();
+    browser.until(
+        "label 4 in the filter",
+        "return [...document.querySelectorAll('#label option')].some(o => o.value === '4')",
+    );
+    browser.js("document.querySelector('#label').value = '4'; return null");
+    browser.click("#apply");
+    let after = browser
+        .until(
+            "only label 4",
+            "const rows = [...document.querySelectorAll('#events tbody tr')]; return rows.length > 0 && rows.every(r => r.dataset.label === '4') && rows.length",
+        )
+        .as_u64()
+        .unwrap();
+    assert!(after < before, "the filter narrowed {before} rows to {after}");
+    // The heard words are on the keyword pipeline's timeline.
+    browser.until(
+        "words on the timeline",
+        "return document.querySelectorAll('section[data-pipeline=keywords] .timeline rect').length >= 3",
+    );
+
+    // A restart keeps the history: the first run's newest event is still listed after it.
+    let events = get_json(&format!("{url}/api/events?limit=1"), &[("Authorization", &bearer)]);
+    let first_run_newest = events["events"][0]["id"].as_i64().unwrap();
+    let (status, stdout, stderr) = daemon.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
+    let (daemon, url) = daemon_with_page(&dir, &config);
+    browser.go(&format!("{url}/"));
+    browser.until(
+        "the page again, logged in by its cookie",
+        "return document.querySelector('#device')?.textContent.includes('Bench camera')",
+    );
+    browser.until(
+        "the first run's events",
+        &format!("return !!document.querySelector('#events tbody tr[data-id=\"{first_run_newest}\"]')"),
+    );
+    let (status, stdout, stderr) = daemon.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
+}
