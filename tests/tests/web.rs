@@ -471,3 +471,64 @@ path = "{r}/models/keywords/demo.wav"
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
 }
+
+#[test]
+fn healthz_answers_503_naming_a_pipeline_that_makes_no_progress() {
+    let dir = scratch("web-healthz");
+    let r = root();
+    // One frame every 3 s with stall_s = 1: between frames the pipeline counts as stalled.
+    let config = dir.join("lepton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[device]
+id = "slow-cam"
+stall_s = 1
+
+[web]
+listen = "127.0.0.1:0"
+database = "history.db"
+
+[[pipeline]]
+name = "slow"
+model = "{r}/models/detector/model.int8.onnx"
+[pipeline.source]
+kind = "images"
+path = "{r}/models/detector/demo/images"
+fps = 0.33
+loop = true
+"#,
+            r = r.display()
+        ),
+    )
+    .unwrap();
+    let (daemon, url) = daemon_with_page(&dir, &config);
+    let wait = |want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, _, body) = http("GET", &format!("{url}/healthz"), &[], b"");
+            if code == want {
+                return String::from_utf8_lossy(&body).into_owned();
+            }
+            assert!(Instant::now() < deadline, "/healthz never answered {want} (last {code})");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let body = wait(503);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v, json!({"status": "stalled", "pipelines": ["slow"]}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8(http("GET", &format!("{url}/metrics"), &[], b"").2).unwrap();
+        if metric(&text, "lepton_pipeline_stalled{pipeline=\"slow\"}") == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lepton_pipeline_stalled never 1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next frame moves it again.
+    wait(200);
+    let (status, stdout, stderr) = daemon.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("pipeline slow: nothing processed for"), "logged by name: {stderr}");
+}

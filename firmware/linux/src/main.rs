@@ -41,8 +41,12 @@ enum Command {
     /// recording. It starts an MQTT broker on 127.0.0.1 (first free port from 1883, printed) and
     /// publishes to lepton/lepton-demo/meter/... and lepton/lepton-demo/keywords/..., printing
     /// each detection (boxes left to right) and each start/end event.
+    /// It also serves the device page on http://127.0.0.1:8080 (first free port from 8080,
+    /// printed): live view with boxes drawn, event history, stats, /metrics; it stays up after
+    /// the demo's media end, until Ctrl-C. A config serves it with a `[web]` section.
     /// Finite sources (pictures without `loop`, WAV files) end the run once every queued message
-    /// is delivered. SIGINT/SIGTERM stop it gracefully (a second one exits at once).
+    /// is delivered (with a device page: once it is stopped). SIGINT/SIGTERM stop it gracefully
+    /// (a second one exits at once).
     Run {
         /// The TOML config.
         #[arg(long, short, value_name = "FILE")]

@@ -104,7 +104,11 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
                     tracing::warn!("systemd watchdog ping: {e}");
                 }
             }
-            std::thread::sleep(period);
+            // In short steps, so that stopping never waits a whole period.
+            let until = Instant::now() + period;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50).min(period));
+            }
         }
     })
 }
