@@ -23,8 +23,7 @@ pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("test binary under target/<profile>/deps");
     BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = cargo();
         cmd.args(["build", "--quiet", "--workspace", "--bins", "--tests"]).current_dir(root());
         if profile_dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
@@ -33,6 +32,33 @@ pub fn bin(name: &str) -> PathBuf {
         assert!(status.success(), "cargo build --workspace --bins --tests failed");
     });
     profile_dir.join(name)
+}
+
+/// A `cargo` command for a test to build with, without the variables `cargo test` sets for the
+/// test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …). Build scripts that watch them (ring
+/// watches `CARGO_MANIFEST_DIR`) would otherwise see them change between the test command's own
+/// cargo and this one, and rebuild ring and everything above it (the runtime, every binary) at
+/// each switch.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let set_by_cargo_test = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || k == "OUT_DIR";
+        if set_by_cargo_test {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd
 }
 
 /// Runs a workspace binary with arguments and returns its output.
@@ -367,6 +393,11 @@ impl Running {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stdout so far.

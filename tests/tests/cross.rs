@@ -46,8 +46,7 @@ fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps").to_path_buf();
     if !*built {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = lepton_e2e::cargo();
         cmd.args(["build", "--quiet", "--release", "-p", "lepton-firmware", "-p", "lepton-convert"]);
         for a in [&AARCH64, &ARMV7] {
             cmd.args(["--target", a.triple]);

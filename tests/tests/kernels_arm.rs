@@ -11,8 +11,7 @@ use std::process::Command;
 
 /// Builds the runtime's kernel tests for `target` and returns their executables.
 fn build(target: &str) -> Vec<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let out = lepton_e2e::cargo()
         .args(["test", "-p", "lepton-runtime", "--no-default-features", "--features", "host", "--target", target])
         .args(["--test", "kernel_conformance", "--test", "micro_kernels", "--no-run", "--message-format=json"])
         .current_dir(root())

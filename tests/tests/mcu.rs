@@ -50,8 +50,7 @@ fn runner() -> Vec<String> {
 fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<PathBuf, String> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = lepton_e2e::cargo();
     cmd.args(["build", "--quiet", "--release", "-p", "lepton-mcu", "--target", TARGET]).current_dir(root());
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);

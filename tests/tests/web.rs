@@ -197,6 +197,8 @@ impl Browser {
     fn start(profile: &std::path::Path) -> Browser {
         let port = free_port();
         let mut cmd = Command::new("chromedriver");
+        // Its own process group: the browser it starts is stopped with it, even after a failure.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg(format!("--port={port}"));
         let driver = Running::start(cmd);
         let base = format!("http://127.0.0.1:{port}");
@@ -289,10 +291,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = http("DELETE", &format!("{}/session/{}", self.base, self.session), &[], b"");
-        }
-        let _ = &self.driver;
+        // ChromeDriver and every Chromium process it started (one process group), also when a
+        // check failed mid-session.
+        let _ = Command::new("kill").args(["-TERM", "--"]).arg(format!("-{}", self.driver.id())).status();
     }
 }
 
