@@ -34,6 +34,18 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
+/// Polls `f` every 100 ms until it gives a value (at most 30 s); panics naming `what` otherwise.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn start_demo(state: &std::path::Path) -> (Running, String) {
     let mut cmd = Command::new(bin("lepton"));
     cmd.arg("run").env("XDG_STATE_HOME", state).current_dir(root());
@@ -375,11 +387,10 @@ path = "{r}/models/keywords/demo.wav"
             http("GET", &format!("{url}{path}"), &[("Authorization", "Bearer wrong-token-0123456789")], b"");
         assert_eq!(code, 401, "{path} with a wrong token");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http("GET", &format!("{url}/api/snapshot/meter.jpg"), &[("Authorization", &bearer)], b"").0 != 200 {
-        assert!(Instant::now() < deadline, "no live picture");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("a live picture", || {
+        (http("GET", &format!("{url}/api/snapshot/meter.jpg"), &[("Authorization", &bearer)], b"").0 == 200)
+            .then_some(())
+    });
     for path in ["/", "/api/status", "/api/pipelines", "/api/events", "/metrics"] {
         let (code, _, _) = http("GET", &format!("{url}{path}"), &[("Authorization", &bearer)], b"");
         assert_eq!(code, 200, "{path} with the token");
@@ -506,28 +517,18 @@ loop = true
     .unwrap();
     let (daemon, url) = daemon_with_page(&dir, &config);
     let wait = |want: u16| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(&format!("/healthz answering {want}"), || {
             let (code, _, body) = http("GET", &format!("{url}/healthz"), &[], b"");
-            if code == want {
-                return String::from_utf8_lossy(&body).into_owned();
-            }
-            assert!(Instant::now() < deadline, "/healthz never answered {want} (last {code})");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (code == want).then(|| String::from_utf8_lossy(&body).into_owned())
+        })
     };
     let body = wait(503);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v, json!({"status": "stalled", "pipelines": ["slow"]}));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("lepton_pipeline_stalled 1", || {
         let text = String::from_utf8(http("GET", &format!("{url}/metrics"), &[], b"").2).unwrap();
-        if metric(&text, "lepton_pipeline_stalled{pipeline=\"slow\"}") == 1.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "lepton_pipeline_stalled never 1");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (metric(&text, "lepton_pipeline_stalled{pipeline=\"slow\"}") == 1.0).then_some(())
+    });
     // The next frame moves it again.
     wait(200);
     let (status, stdout, stderr) = daemon.interrupt();

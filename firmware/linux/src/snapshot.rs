@@ -20,9 +20,7 @@ pub enum Trigger {
 /// A pipeline's snapshot settings and the buffers it draws in.
 pub struct Snapshotter {
     trigger: Trigger,
-    annotate: bool,
-    quality: u8,
-    max_width: u32,
+    style: Style,
     ring: FrameRing,
     rgb: Vec<u8>,
     last_ms: Option<u64>,
@@ -47,9 +45,7 @@ impl Snapshotter {
         };
         Snapshotter {
             trigger,
-            annotate: c.annotate,
-            quality: c.quality,
-            max_width: c.max_width,
+            style: Style { annotate: c.annotate, quality: c.quality, max_width: c.max_width },
             ring,
             rgb: vec![],
             last_ms: None,
@@ -73,8 +69,7 @@ impl Snapshotter {
         dets: &[Detection],
         label: impl Fn(u16) -> String,
     ) -> Option<Picture> {
-        let style = Style { annotate: self.annotate, quality: self.quality, max_width: self.max_width };
-        let pic = render(&self.ring, index, dets, label, style, &mut self.rgb)?;
+        let pic = render(&self.ring, index, dets, label, self.style, &mut self.rgb)?;
         self.last_ms = Some(ts_ms);
         Some(pic)
     }

@@ -36,7 +36,6 @@ struct Watched {
     status: SharedStatus,
     processed: u64,
     since: Instant,
-    stalled: bool,
 }
 
 /// Starts the thread that watches every pipeline's progress: it marks a pipeline that made none
@@ -56,27 +55,22 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
         Duration::from_millis(500)
     };
     let now = Instant::now();
-    let mut watched: Vec<Watched> = pipelines
-        .into_iter()
-        .map(|(name, status)| Watched { name, status, processed: 0, since: now, stalled: false })
-        .collect();
+    let mut watched: Vec<Watched> =
+        pipelines.into_iter().map(|(name, status)| Watched { name, status, processed: 0, since: now }).collect();
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let mut healthy = true;
             for w in &mut watched {
-                let (processed, finished, reconnecting) = {
-                    let s = w.status.lock().unwrap_or_else(|p| p.into_inner());
-                    (s.processed, s.finished, s.source.as_ref().is_some_and(|h| h.down()))
-                };
+                let mut s = w.status.lock().unwrap_or_else(|p| p.into_inner());
+                let reconnecting = s.source.as_ref().is_some_and(|h| h.down());
                 // A source that is reconnecting (camera unplugged, stream lost) is not a stalled
                 // process: restarting would not bring the camera back. Its outage is in the stats.
-                if processed != w.processed || finished || reconnecting {
-                    w.processed = processed;
+                if s.processed != w.processed || s.finished || reconnecting {
+                    w.processed = s.processed;
                     w.since = now;
-                    if w.stalled {
-                        w.stalled = false;
-                        w.status.lock().unwrap_or_else(|p| p.into_inner()).stalled = false;
+                    if s.stalled {
+                        s.stalled = false;
                         tracing::info!("pipeline {}: moving again; watchdog pings resume", w.name);
                     }
                     continue;
@@ -84,9 +78,8 @@ pub fn start(pipelines: Vec<(String, SharedStatus)>, stall: Duration, stop: Arc<
                 let idle = now - w.since;
                 if idle > stall {
                     healthy = false;
-                    if !w.stalled {
-                        w.stalled = true;
-                        w.status.lock().unwrap_or_else(|p| p.into_inner()).stalled = true;
+                    if !s.stalled {
+                        s.stalled = true;
                         tracing::error!(
                             "pipeline {}: nothing processed for {:.0} s (stall_s = {:.0}); withholding the systemd watchdog ping (a service restarts) and answering /healthz with 503",
                             w.name,
