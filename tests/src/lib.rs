@@ -411,8 +411,13 @@ impl Running {
     }
 
     /// Sends SIGINT and waits for the exit: exit status, stdout, stderr.
-    pub fn interrupt(mut self) -> (std::process::ExitStatus, String, String) {
+    pub fn interrupt(self) -> (std::process::ExitStatus, String, String) {
         let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        self.wait()
+    }
+
+    /// Waits for the exit (after a signal sent by other means): exit status, stdout, stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String, String) {
         let status = self.child.wait().expect("waiting for the process");
         for r in std::mem::take(&mut self.readers) {
             let _ = r.join();
@@ -501,4 +506,197 @@ pub fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
     let (status, _, body) = http("GET", url, headers, b"");
     assert_eq!(status, 200, "GET {url}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {}", String::from_utf8_lossy(&body)))
+}
+
+/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, secs: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port} within {secs} s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A real PostgreSQL server (Debian's `postgresql`, installed by scripts/install-deps) on a
+/// free loopback port, in a fresh data folder; stopped and removed on drop. As root it runs as
+/// the `postgres` user, which the server requires.
+pub struct Postgres {
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+    child: std::process::Child,
+    /// `pg_ctl stop`, as the server's user.
+    stop: Command,
+}
+
+impl Postgres {
+    /// Initialises a cluster (trust authentication, loopback only) and starts the server.
+    pub fn start(test: &str) -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server in /usr/lib/postgresql (scripts/install-deps --test installs it)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .max()
+            .expect("a PostgreSQL version");
+        let dir = scratch(&format!("postgres-{test}"));
+        let data = dir.join("data");
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let as_server_user = |program: PathBuf| {
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            }
+        };
+        if root {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().expect("chown");
+            assert!(ok.success(), "chown of the PostgreSQL scratch folder");
+        }
+        let out = as_server_user(bin.join("initdb"))
+            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("running initdb");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = as_server_user(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).expect("server.log"))
+            .spawn()
+            .expect("starting postgres");
+        wait_for_port(port, 30, "PostgreSQL");
+        let mut stop = as_server_user(bin.join("pg_ctl"));
+        stop.args(["stop", "-m", "fast", "-D"]).arg(&data).stdout(std::process::Stdio::null());
+        Postgres { port, dir, child, stop }
+    }
+
+    /// The connection string of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with psql; the rows, one per line, columns separated by `|`.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-c", sql])
+            .output()
+            .expect("running psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // The child is runuser (as root), which does not pass signals on: pg_ctl stops the server.
+        let _ = self.stop.status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real clustered MQTT broker: `nodes` rmqtt nodes joined by Raft (tests/cluster-broker),
+/// each on its own loopback ports. The broker is built once per test run.
+pub struct Cluster {
+    /// Each node's MQTT port, node 1 first.
+    pub ports: Vec<u16>,
+    nodes: Vec<Option<std::process::Child>>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Builds the broker (once) and starts `nodes` nodes; returns when every node accepts
+    /// connections and a message crosses from the last node to the first.
+    pub fn start(test: &str, nodes: usize) -> Cluster {
+        static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        let exe = BUILT.get_or_init(|| {
+            let target = root().join("target/cluster-broker");
+            let status = cargo()
+                .args(["build", "--quiet", "--manifest-path"])
+                .arg(root().join("tests/cluster-broker/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .expect("running cargo build for tests/cluster-broker");
+            assert!(status.success(), "building tests/cluster-broker (needs protoc: scripts/install-deps --test)");
+            target.join("debug/cluster-broker")
+        });
+        let dir = scratch(&format!("cluster-{test}"));
+        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let peers: Vec<String> =
+            (1..=nodes).map(|i| format!("{i}@127.0.0.1:{}@127.0.0.1:{}", free_port(), free_port())).collect();
+        let mut children = vec![];
+        for (i, port) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.join(format!("node{}.log", i + 1))).expect("node log");
+            let child = Command::new(exe)
+                .arg((i + 1).to_string())
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(dir.join(format!("node{}", i + 1)))
+                .arg(peers.join(","))
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting a cluster node");
+            children.push(Some(child));
+            if i == 0 {
+                // The first node founds the cluster; the others join it.
+                wait_for_port(*port, 60, "cluster node 1");
+            }
+        }
+        for p in &ports {
+            wait_for_port(*p, 60, "a cluster node");
+        }
+        let c = Cluster { ports, nodes: children, dir };
+        c.wait_until_joined();
+        c
+    }
+
+    /// Waits until a message published on the last node reaches a subscriber on the first.
+    fn wait_until_joined(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (first, last) = (self.ports[0], self.ports[self.ports.len() - 1]);
+        loop {
+            let sub = Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &first.to_string(), "-t", "cluster/probe", "-C", "1", "-W", "3"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("mosquitto_sub");
+            std::thread::sleep(std::time::Duration::from_millis(800));
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &last.to_string(), "-t", "cluster/probe", "-m", "x", "-q", "1"])
+                .status();
+            let out = sub.wait_with_output().expect("mosquitto_sub output");
+            if out.stdout.starts_with(b"x") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster's nodes did not join within 60 s: see {}",
+                self.dir.display()
+            );
+        }
+    }
+
+    /// Kills node `n` (1-based) at once (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self, n: usize) {
+        if let Some(mut c) = self.nodes[n - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.nodes.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -160,10 +160,25 @@ pub enum Format {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mqtt {
-    /// Broker host.
-    pub host: String,
-    /// Broker port (default 1883, 8883 with TLS).
+    /// Broker host (one broker; else `hosts`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Broker nodes of a cluster, `host` or `host:port`, tried in order: the first that
+    /// answers is used, the next on its loss.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Broker port (default 1883, 8883 with TLS); the port of `hosts` entries without one.
     pub port: Option<u16>,
+    /// Protocol: `"3.1.1"` (default) or `5`.
+    #[serde(default)]
+    pub protocol: ProtocolSetting,
+    /// MQTT 5: seconds after which a detection not yet delivered is dropped by the broker
+    /// (default 600; 0: never).
+    #[serde(default = "default_detection_expiry")]
+    pub detection_expiry_s: u32,
+    /// MQTT 5: seconds the broker keeps the device's session after a disconnection (default 3600).
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry_s: u32,
     /// First topic level (default `lepton`).
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
@@ -197,6 +212,126 @@ impl Mqtt {
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(if self.tls_ca.is_some() { 8883 } else { 1883 })
     }
+
+    /// The broker nodes, in the order they are tried (checked by [`Config::check`]).
+    pub fn brokers(&self) -> Vec<(String, u16)> {
+        match &self.host {
+            Some(h) => vec![(h.clone(), self.port())],
+            None => self.hosts.iter().map(|h| split_host_port(h, self.port())).collect(),
+        }
+    }
+
+    /// The brokers as the user wrote them: `host:port, host:port`.
+    pub fn brokers_text(&self) -> String {
+        self.brokers().iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The protocol version (checked by [`Config::check`]).
+    pub fn protocol(&self) -> Protocol {
+        match &self.protocol {
+            ProtocolSetting::Number(5) => Protocol::V5,
+            ProtocolSetting::Text(t) if t == "5" || t == "5.0" => Protocol::V5,
+            _ => Protocol::V311,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match (&self.host, self.hosts.is_empty()) {
+            (Some(_), false) => {
+                bail!("mqtt: both host and hosts are set; use host for one broker, hosts for a cluster")
+            }
+            (None, true) => {
+                bail!("mqtt: no broker; set host = \"NAME\" (one broker) or hosts = [\"NODE:PORT\", ...] (a cluster)")
+            }
+            (Some(h), true) => check_host(h).map_err(|e| anyhow::anyhow!("mqtt.host = \"{h}\": {e}"))?,
+            (None, false) => {
+                for h in &self.hosts {
+                    let (name, _) = split_host_port(h, 0);
+                    let port_ok = match h.strip_prefix(&name).and_then(|r| r.strip_prefix(':')) {
+                        Some(p) => p.parse::<u16>().is_ok_and(|p| p > 0),
+                        None => h == &name,
+                    };
+                    if !port_ok || h.contains("://") {
+                        bail!("mqtt.hosts entry \"{h}\": write \"HOST\" or \"HOST:PORT\" (port 1-65535)");
+                    }
+                    check_host(&name).map_err(|e| anyhow::anyhow!("mqtt.hosts entry \"{h}\": {e}"))?;
+                }
+            }
+        }
+        let ok = match &self.protocol {
+            ProtocolSetting::Number(n) => *n == 4 || *n == 5,
+            ProtocolSetting::Text(t) => ["3.1.1", "4", "5", "5.0"].contains(&t.as_str()),
+        };
+        if !ok {
+            bail!("mqtt.protocol = {}: use \"3.1.1\" (the default) or 5", self.protocol);
+        }
+        Ok(())
+    }
+}
+
+/// `host` or `host:port` (an IPv6 address in brackets: `[::1]:1883`); `port` when none is given.
+fn split_host_port(entry: &str, port: u16) -> (String, u16) {
+    if let Some(rest) = entry.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            let p = tail.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(port);
+            return (addr.to_string(), p);
+        }
+    }
+    match entry.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().unwrap_or(port)),
+        _ => (entry.to_string(), port),
+    }
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4), the default.
+    V311,
+    /// MQTT 5: message expiry, content type, session expiry.
+    V5,
+}
+
+impl Protocol {
+    /// The name users write and read: `3.1.1` or `5`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::V311 => "3.1.1",
+            Protocol::V5 => "5",
+        }
+    }
+}
+
+/// `[mqtt] protocol`, as written: `"3.1.1"`, `"5"` or `5`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ProtocolSetting {
+    /// `protocol = 5` (or 4, MQTT 3.1.1's protocol level).
+    Number(u8),
+    /// `protocol = "3.1.1"`.
+    Text(String),
+}
+
+impl Default for ProtocolSetting {
+    fn default() -> Self {
+        ProtocolSetting::Text("3.1.1".into())
+    }
+}
+
+impl std::fmt::Display for ProtocolSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtocolSetting::Number(n) => write!(f, "{n}"),
+            ProtocolSetting::Text(t) => write!(f, "\"{t}\""),
+        }
+    }
+}
+
+fn default_detection_expiry() -> u32 {
+    600
+}
+fn default_session_expiry() -> u32 {
+    3600
 }
 
 fn default_prefix() -> String {
@@ -609,7 +744,7 @@ impl Config {
             if m.queue_capacity == 0 {
                 bail!("{f}: mqtt.queue_capacity must be > 0");
             }
-            check_host(&m.host).map_err(|e| anyhow::anyhow!("{f}: mqtt.host = \"{}\": {e}", m.host))?;
+            m.check().map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
             if m.topic_prefix.is_empty() || m.topic_prefix.contains(['#', '+']) {
                 bail!("{f}: mqtt.topic_prefix `{}`: not empty, no `#` or `+`", m.topic_prefix);
             }

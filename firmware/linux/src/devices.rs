@@ -79,7 +79,7 @@ pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     let at = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", path.display());
     let config = Config::load(path)?;
     let broker = match &config.mqtt {
-        Some(m) => format!("{}:{}", m.host, m.port()),
+        Some(m) => m.brokers_text(),
         None => "embedded broker".into(),
     };
     println!("{}: device `{}`, MQTT {broker}", path.display(), config.device.id);

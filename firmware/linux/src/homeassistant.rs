@@ -6,7 +6,7 @@
 //! topic says `online`. Configs are retained
 //! and published again whenever Home Assistant announces itself on `<prefix>/status`.
 
-use crate::mqtt::Link;
+use crate::mqtt::{Link, Meta};
 use crate::topics::{topic_safe, Topics};
 use serde_json::{json, Value};
 
@@ -116,14 +116,14 @@ pub fn configs(
 /// online (`<prefix>/status` = `online`).
 pub fn announce(link: &Link, ha_prefix: &str, configs: Vec<(String, Vec<u8>)>) {
     for (topic, payload) in &configs {
-        link.publish_on_connect(topic, payload.clone(), true);
+        link.publish_on_connect(topic, payload.clone(), true, Meta::JSON);
     }
     let again = link.clone();
     link.subscribe(&format!("{ha_prefix}/status"), move |payload| {
         if payload == b"online" {
             tracing::info!("Home Assistant came online: announcing {} entities again", configs.len());
             for (topic, p) in &configs {
-                again.publish(topic, p.clone(), true);
+                again.publish(topic, p.clone(), true, Meta::JSON);
             }
         }
     });

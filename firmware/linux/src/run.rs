@@ -6,7 +6,7 @@ use crate::board::{Board, CameraDefaults};
 use crate::broker;
 use crate::config::{self, Config, EngineKind, Format, Source};
 use crate::homeassistant::{self, PipelineEntities};
-use crate::mqtt::{Link, LinkOptions};
+use crate::mqtt::{ClientOptions, Link, LinkOptions, Meta};
 use crate::sink::{now_ms, rfc3339, DaemonSink, SharedStatus, SinkOptions};
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
@@ -591,12 +591,19 @@ fn link_options(device: &str, m: &config::Mqtt, topics: &Topics) -> Result<LinkO
         .map(|p| std::fs::read(p).with_context(|| format!("mqtt.tls_ca {}", p.display())))
         .transpose()?;
     Ok(LinkOptions {
-        host: m.host.clone(),
-        port: m.port(),
-        client_id: m.client_id.clone().unwrap_or_else(|| format!("lepton-{device}")),
-        credentials,
-        tls_ca,
-        keepalive: Duration::from_secs(m.keepalive_s),
+        brokers: m.brokers(),
+        client: ClientOptions {
+            client_id: m.client_id.clone().unwrap_or_else(|| format!("lepton-{device}")),
+            credentials,
+            tls_ca,
+            keepalive: Duration::from_secs(m.keepalive_s),
+            protocol: m.protocol(),
+            session_expiry: Duration::from_secs(u64::from(m.session_expiry_s)),
+            max_packet: crate::mqtt::MAX_PACKET,
+            inflight: crate::mqtt::INFLIGHT,
+            will: (topics.status(), b"offline".to_vec()),
+        },
+        detection_expiry_s: (m.detection_expiry_s > 0).then_some(m.detection_expiry_s),
         reconnect_max: Duration::from_secs(m.reconnect_max_s.max(1)),
         qos: if m.qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce },
         capacity: m.queue_capacity,
@@ -650,8 +657,9 @@ fn stats_loop(
         let msg = json!({
             "device": device, "ts": rfc3339(now_ms()), "uptime_s": started.elapsed().as_secs(), "pipelines": pipelines,
             "queue_depth": l.queue_depth, "messages_delivered": l.delivered, "messages_dropped": l.dropped, "connections": l.connections,
+            "broker": link.broker(), "failovers": l.failovers, "failover_ms": l.failover_ms,
         });
-        link.publish(&topics.stats(), msg.to_string().into_bytes(), false);
+        link.publish(&topics.stats(), msg.to_string().into_bytes(), false, Meta::JSON);
     }
 }
 
@@ -808,7 +816,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 id: setup.device.clone(),
                 name: setup.device_name.clone(),
                 board: setup.board.as_ref().map(|b| (b.name.clone(), b.description.clone())),
-                broker: format!("{}:{}", mqtt.host, mqtt.port()),
+                broker: mqtt.brokers_text(),
                 topics: format!("{}/{}/", mqtt.topic_prefix, setup.device),
             };
             let state = web::State::new(device, pages, link.clone(), Arc::clone(&history), w.token.clone());
@@ -883,10 +891,9 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     }
     if left > 0 || s.dropped > 0 {
         eprintln!(
-            "error: {} of the run's messages never reached the broker at {}:{} ({left} undelivered at exit, {} dropped from a full queue)",
+            "error: {} of the run's messages never reached the broker at {} ({left} undelivered at exit, {} dropped from a full queue)",
             left as u64 + s.dropped,
-            mqtt.host,
-            mqtt.port(),
+            mqtt.brokers_text(),
             s.dropped
         );
         return Ok(ExitCode::from(EXIT_UNDELIVERED));

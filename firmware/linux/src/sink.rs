@@ -4,7 +4,7 @@
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
-use crate::mqtt::Link;
+use crate::mqtt::{Link, Meta};
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::web::history::{Record, Writer};
@@ -221,7 +221,8 @@ impl DaemonSink {
                 postcard::to_stdvec(&m).unwrap_or_default()
             }
         };
-        link.publish(&self.topics.detections(&self.pipeline), payload, false);
+        let meta = link.detection_meta(self.format == Format::Postcard);
+        link.publish(&self.topics.detections(&self.pipeline), payload, false, meta);
         seq
     }
 
@@ -278,9 +279,9 @@ impl DaemonSink {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).snapshots += 1;
         let Some(link) = &self.link else { return Some((None, jpeg)) };
         for l in &shown {
-            link.publish(&self.topics.label_snapshot(&self.pipeline, l), jpeg.to_vec(), true);
+            link.publish(&self.topics.label_snapshot(&self.pipeline, l), jpeg.to_vec(), true, Meta::JPEG);
         }
-        link.publish(&self.topics.snapshot(&self.pipeline), jpeg.to_vec(), true);
+        link.publish(&self.topics.snapshot(&self.pipeline), jpeg.to_vec(), true, Meta::JPEG);
         Some((seq, jpeg))
     }
 
@@ -342,10 +343,11 @@ impl DaemonSink {
         };
         if self.keyword && e.kind == EventKind::Start {
             let heard = json!({"event_type": label, "score": e.score, "ts": rfc3339(e.timestamp_ms)});
-            link.publish(&self.topics.heard(&self.pipeline), heard.to_string().into_bytes(), false);
+            link.publish(&self.topics.heard(&self.pipeline), heard.to_string().into_bytes(), false, Meta::JSON);
         }
-        link.publish(&self.topics.events(&self.pipeline), payload.clone(), false);
-        link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true);
+        let meta = if self.format == Format::Postcard { Meta::POSTCARD } else { Meta::JSON };
+        link.publish(&self.topics.events(&self.pipeline), payload.clone(), false, meta);
+        link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true, meta);
     }
 
     /// Starts presence for detected labels, ends it for labels absent longer than the hold.

@@ -2,6 +2,8 @@
 //! line it prints. Payloads come from any client of the broker, so nothing here trusts them: an
 //! undecodable payload or an impossible value is shown as such, never a panic.
 
+pub mod store;
+
 use lepton_runtime::event::{decode, DetectionMessage, EventKind};
 use lepton_runtime::Event;
 use serde_json::{json, Value};
@@ -58,7 +60,7 @@ pub fn describe(topic: &str, payload: &[u8], prefix: &str) -> Value {
         },
         Err(_) if kind == "events" => match decode::<Event>(payload) {
             Ok(e) => {
-                json!({"format": "postcard", "class": e.class, "event": if e.kind == EventKind::Start { "start" } else { "end" }, "score": e.score})
+                json!({"format": "postcard", "class": e.class, "event": if e.kind == EventKind::Start { "start" } else { "end" }, "score": e.score, "ts": timestamp(e.timestamp_ms)})
             }
             Err(_) => json!({"undecodable": payload.len()}),
         },

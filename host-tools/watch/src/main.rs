@@ -1,14 +1,18 @@
 //! `lepton-watch`: subscribes to Lepton devices and prints detections, events, stats and status,
 //! as a live table or JSON lines. It decodes both payload formats (JSON and postcard).
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use lepton_watch::store::{Row, Store};
 use lepton_watch::{describe, line};
-use rumqttc::{Client, Event as MqttEvent, MqttOptions, Packet, QoS};
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS as Q5;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Watch Lepton devices: print what they detect, as it happens.
+/// Watch Lepton devices: print what they detect, as it happens, or store it in a database.
 ///
 /// Subscribes to `<prefix>/<device>/#` and prints every detection, presence event, stats and
 /// status message, one line each (or one JSON object per line with --json). Payloads in JSON or
@@ -18,16 +22,33 @@ use std::time::Duration;
 /// With --snapshots DIR, the JPEG snapshots devices publish (`[pipeline.snapshot]`) are saved
 /// there as DEVICE_PIPELINE_LABEL_TIME.jpg (LABEL `all` for a pipeline's latest picture).
 ///
-/// Example: lepton-watch --host 192.168.1.20 --device porch-cam --snapshots ./pictures
+/// A fleet: give every node of a clustered broker with --host (tried in order; on the loss of
+/// the node in use, the next). Several watchers with the same --group share the fleet's
+/// messages (an MQTT 5 shared subscription, `$share/GROUP/<prefix>/...`): each message goes to
+/// one of them. With --store, detections and events are written into SQLite or PostgreSQL,
+/// each message once however often the broker delivers it (see README, "The event store").
+///
+/// Examples:
+///   lepton-watch --host 192.168.1.20 --device porch-cam --snapshots ./pictures
+///   lepton-watch --host node1 --host node2 --group store --store postgres://lepton@db/lepton
 #[derive(Parser, Debug)]
 #[command(name = "lepton-watch", version, about, long_about)]
 struct Args {
-    /// Broker host.
+    /// Broker host, or HOST:PORT; repeat for the nodes of a cluster, tried in order.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Broker port.
+    host: Vec<String>,
+    /// Broker port (of --host values without one).
     #[arg(long, short, default_value_t = 1883)]
     port: u16,
+    /// MQTT version: 3.1.1 or 5 (default 3.1.1; 5 with --group).
+    #[arg(long, value_parser = ["3.1.1", "5"])]
+    protocol: Option<String>,
+    /// Share the messages with the other watchers of this group (MQTT 5 shared subscription).
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Write detections and events into sqlite:FILE or postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+    #[arg(long, value_name = "DATABASE")]
+    store: Option<String>,
     /// Only this device (default: all).
     #[arg(long)]
     device: Option<String>,
@@ -37,6 +58,9 @@ struct Args {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Print nothing per message (with --store: only the summary at exit).
+    #[arg(long, short)]
+    quiet: bool,
     /// Exit after this many messages (default: run until interrupted).
     #[arg(long)]
     count: Option<u64>,
@@ -65,33 +89,213 @@ fn main() -> ExitCode {
     }
 }
 
+/// A received message and what acknowledges it (after its row is committed, with --store).
+enum Received {
+    V311(rumqttc::Publish),
+    V5(p5::Publish),
+}
+
+/// The client side of the connection: what acknowledges messages.
+#[derive(Clone)]
+enum Client {
+    V311(rumqttc::Client),
+    V5(rumqttc::v5::Client),
+}
+
+impl Client {
+    fn ack(&self, r: &Received) {
+        match (self, r) {
+            (Client::V311(c), Received::V311(p)) => drop(c.ack(p)),
+            (Client::V5(c), Received::V5(p)) => drop(c.ack(p)),
+            _ => {}
+        }
+    }
+}
+
+/// What the connection reports.
+enum Got {
+    /// Connected (and subscribed) to this node.
+    Connected(usize),
+    Message(String, Vec<u8>, Received),
+    /// Lost or refused by this node; the next is tried.
+    Failed(usize, String),
+}
+
+/// Connects to `hosts[0]`, subscribes to `filter` after each connection, and fails over to the
+/// next host on loss, in a thread of its own; its reports arrive on the channel. The thread
+/// blocks on the connection without a timeout: one would cut a slow handshake short (a cluster
+/// node takes a few hundred ms) and start it again, for ever.
+fn connect(v5: bool, id: &str, hosts: Vec<(String, u16)>, filter: String) -> (Client, std::sync::mpsc::Receiver<Got>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (h, p) = (&hosts[0].0, hosts[0].1);
+    let id = id.to_string();
+    if v5 {
+        let (client, mut conn) = rumqttc::v5::Client::new(options_v5(&id, h, p), 256);
+        let c = client.clone();
+        std::thread::spawn(move || {
+            let (mut node, mut tried) = (0, 0);
+            while let Ok(event) = conn.recv() {
+                let got = match event {
+                    Ok(rumqttc::v5::Event::Incoming(p5::Packet::ConnAck(_))) => {
+                        let _ = c.subscribe(filter.as_str(), Q5::AtLeastOnce);
+                        tried = 0;
+                        Got::Connected(node)
+                    }
+                    // The real topic, not the `$share/...` filter it matched: routing is by topic.
+                    Ok(rumqttc::v5::Event::Incoming(p5::Packet::Publish(p))) => Got::Message(
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                        Received::V5(p),
+                    ),
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let lost = node;
+                        (node, tried) = next_node(node, tried, hosts.len());
+                        conn.eventloop.options = options_v5(&id, &hosts[node].0, hosts[node].1);
+                        Got::Failed(lost, e.to_string())
+                    }
+                };
+                if tx.send(got).is_err() {
+                    break;
+                }
+            }
+        });
+        (Client::V5(client), rx)
+    } else {
+        let (client, mut conn) = rumqttc::Client::new(options_v311(&id, h, p), 256);
+        let c = client.clone();
+        std::thread::spawn(move || {
+            let (mut node, mut tried) = (0, 0);
+            while let Ok(event) = conn.recv() {
+                let got = match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = c.subscribe(filter.as_str(), rumqttc::QoS::AtLeastOnce);
+                        tried = 0;
+                        Got::Connected(node)
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        Got::Message(p.topic.clone(), p.payload.to_vec(), Received::V311(p))
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let lost = node;
+                        (node, tried) = next_node(node, tried, hosts.len());
+                        conn.eventloop.mqtt_options = options_v311(&id, &hosts[node].0, hosts[node].1);
+                        Got::Failed(lost, e.to_string())
+                    }
+                };
+                if tx.send(got).is_err() {
+                    break;
+                }
+            }
+        });
+        (Client::V311(client), rx)
+    }
+}
+
+/// After a failure on `node`: the next node to try, and the attempts in this round; a whole
+/// round without a connection waits half a second.
+fn next_node(node: usize, tried: usize, nodes: usize) -> (usize, usize) {
+    let tried = tried + 1;
+    if tried >= nodes {
+        std::thread::sleep(Duration::from_millis(500));
+        return ((node + 1) % nodes, 0);
+    }
+    ((node + 1) % nodes, tried)
+}
+
+fn options_v311(id: &str, host: &str, port: u16) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    // Snapshots are JPEG pictures of up to a megabyte (the daemon's limit); the default is 10 KiB.
+    o.set_max_packet_size(16 << 20, 64 << 10);
+    // Acknowledged by this program: at once, or after the message's row is committed.
+    o.set_manual_acks(true);
+    o
+}
+
+fn options_v5(id: &str, host: &str, port: u16) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(Some(16 << 20));
+    o.set_manual_acks(true);
+    o
+}
+
+/// `HOST` or `HOST:PORT` (IPv6 in brackets) with `port` by default.
+fn host_port(h: &str, port: u16) -> Result<(String, u16)> {
+    if let Some(rest) = h.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']').with_context(|| format!("--host {h}: no closing `]`"))?;
+        let p = match tail.strip_prefix(':') {
+            Some(p) => p.parse().with_context(|| format!("--host {h}: port `{p}`"))?,
+            None => port,
+        };
+        return Ok((addr.to_string(), p));
+    }
+    match h.rsplit_once(':') {
+        Some((name, p)) if !name.contains(':') => {
+            Ok((name.to_string(), p.parse().with_context(|| format!("--host {h}: port `{p}`"))?))
+        }
+        _ => Ok((h.to_string(), port)),
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     if let Some(dir) = &args.snapshots {
         std::fs::create_dir_all(dir).with_context(|| format!("--snapshots {}", dir.display()))?;
     }
-    let mut opts = MqttOptions::new(format!("lepton-watch-{}", std::process::id()), &args.host, args.port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    // Snapshots are JPEG pictures of up to a megabyte (the daemon's limit); the default is 10 KiB.
-    opts.set_max_packet_size(16 << 20, 64 << 10);
-    let (client, mut connection) = Client::new(opts, 64);
-    let filter = format!("{}/{}/#", args.prefix, args.device.as_deref().unwrap_or("+"));
+    let hosts = args.host.iter().map(|h| host_port(h, args.port)).collect::<Result<Vec<_>>>()?;
+    let v5 = match (args.protocol.as_deref(), &args.group) {
+        (Some("3.1.1"), Some(_)) => bail!("--group needs MQTT 5 (shared subscriptions): drop --protocol 3.1.1"),
+        (Some(p), _) => p == "5",
+        (None, g) => g.is_some(),
+    };
+    let id = format!("lepton-watch-{}", std::process::id());
+    let mut store = match &args.store {
+        Some(spec) => Some(Store::open(spec, &id)?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed)).context("installing the signal handler")?;
+    }
+    let topics = format!("{}/{}/#", args.prefix, args.device.as_deref().unwrap_or("+"));
+    let filter = match &args.group {
+        Some(g) => format!("$share/{g}/{topics}"),
+        None => topics,
+    };
+    let (client, events) = connect(v5, &id, hosts.clone(), filter.clone());
+    let mut pending: Vec<Received> = vec![];
     let mut seen = 0u64;
     let mut warned = false;
-    for event in connection.iter() {
-        match event {
-            Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                client.subscribe(&filter, QoS::AtLeastOnce).context("subscribing")?;
+    let result = loop {
+        if stop.load(Ordering::Relaxed) || args.count.is_some_and(|c| seen >= c) {
+            break Ok(());
+        }
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(Got::Connected(node)) => {
                 if !args.json {
-                    eprintln!("watching {filter} on {}:{}", args.host, args.port);
+                    let into = store.as_ref().map_or(String::new(), |s| format!(" into {}", s.name()));
+                    let proto = if v5 { "5" } else { "3.1.1" };
+                    eprintln!("watching {filter} on {}:{} (MQTT {proto}){into}", hosts[node].0, hosts[node].1);
                 }
                 warned = false;
             }
-            Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
-                let mut v = describe(&p.topic, &p.payload, &args.prefix);
+            Ok(Got::Message(topic, payload, received)) => {
+                let mut v = describe(&topic, &payload, &args.prefix);
                 if let (Some(dir), "snapshot") = (&args.snapshots, v["kind"].as_str().unwrap_or("")) {
-                    v["saved"] = save_snapshot(dir, &v, &p.payload);
+                    v["saved"] = save_snapshot(dir, &v, &payload);
                 }
-                if args.json {
+                match (&mut store, Row::from_message(&v)) {
+                    (Some(s), Some(row)) => {
+                        s.add(row);
+                        pending.push(received);
+                    }
+                    _ => client.ack(&received),
+                }
+                if args.quiet {
+                } else if args.json {
                     println!("{v}");
                 } else {
                     match v["saved"].as_str() {
@@ -100,21 +304,56 @@ fn run(args: Args) -> Result<()> {
                     }
                 }
                 seen += 1;
-                if args.count.is_some_and(|c| seen >= c) {
-                    return Ok(());
-                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                if !warned {
-                    eprintln!("{}:{}: {e}; retrying", args.host, args.port);
+            Ok(Got::Failed(node, e)) => {
+                if !warned || hosts.len() > 1 {
+                    let next = if hosts.len() > 1 {
+                        let n = (node + 1) % hosts.len();
+                        format!("; trying {}:{}", hosts[n].0, hosts[n].1)
+                    } else {
+                        "; retrying".into()
+                    };
+                    eprintln!("{}:{}: {e}{next}", hosts[node].0, hosts[node].1);
                     warned = true;
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                // What was not acknowledged is delivered again (to this watcher or another of
+                // its group); the rows already added are kept, the key makes them harmless.
+                pending.clear();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!("the MQTT connection ended"))
             }
         }
+        if let Some(s) = &mut store {
+            if s.due() {
+                if let Err(e) = s.commit() {
+                    break Err(e.into());
+                }
+                for r in pending.drain(..) {
+                    client.ack(&r);
+                }
+            }
+        }
+    };
+    if let Some(s) = &mut store {
+        s.commit()?;
+        for r in pending.drain(..) {
+            client.ack(&r);
+        }
+        // Let the acknowledgements leave before the process does.
+        std::thread::sleep(Duration::from_millis(300));
+        let st = s.stats;
+        eprintln!(
+            "stored {} detection messages and {} events in {} ({} duplicates ignored, {} transactions)",
+            st.messages,
+            st.events,
+            s.name(),
+            st.duplicates,
+            st.commits
+        );
     }
-    Ok(())
+    result
 }
 
 /// Writes a snapshot's JPEG into `dir`; the path written, or null (not a JPEG, or the write

@@ -2,13 +2,17 @@
 //! until the broker acknowledges it (QoS 1), is resent after a reconnection, and goes out in order.
 //! Past the capacity the oldest message is dropped and counted. rumqttc speaks the protocol; this
 //! module owns the outbox, the connection state, the status topic (retained `online`, last will
-//! `offline`) and the subscriptions other modules ask for.
+//! `offline`), the subscriptions other modules ask for, and the choice of broker node: with
+//! several (`[mqtt] hosts`), it connects to the first that answers and fails over to the next
+//! when the one in use is lost. `client.rs` speaks MQTT 3.1.1 or 5.
+
+mod client;
+
+pub use client::{ClientOptions, Meta};
 
 use anyhow::{Context, Result};
-use rumqttc::{
-    Client, ConnectReturnCode, Connection, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    Transport,
-};
+use client::{Client, Connection, Failure, Happening};
+use rumqttc::QoS;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,6 +21,9 @@ use std::time::{Duration, Instant};
 /// Publishes sent but not yet acknowledged, at most.
 const WINDOW: usize = 32;
 
+/// The in-flight limit given to rumqttc: the window and the status/discovery messages.
+pub const INFLIGHT: u16 = WINDOW as u16 + 8;
+
 /// Largest MQTT packet sent or received (1 MiB, also the embedded broker's limit): a payload
 /// near it (a snapshot) is refused by the sender, not sent to break the connection.
 pub const MAX_PACKET: usize = 1 << 20;
@@ -24,18 +31,12 @@ pub const MAX_PACKET: usize = 1 << 20;
 /// Where and how to connect.
 #[derive(Debug, Clone)]
 pub struct LinkOptions {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client id.
-    pub client_id: String,
-    /// User name and password.
-    pub credentials: Option<(String, String)>,
-    /// CA certificate (PEM bytes) for TLS.
-    pub tls_ca: Option<Vec<u8>>,
-    /// Keep-alive.
-    pub keepalive: Duration,
+    /// Broker nodes (host, port), tried in this order; at least one.
+    pub brokers: Vec<(String, u16)>,
+    /// Client id, credentials, TLS, protocol.
+    pub client: ClientOptions,
+    /// MQTT 5: seconds after which the broker drops an undelivered detection (None: never).
+    pub detection_expiry_s: Option<u32>,
     /// Longest wait between reconnection attempts.
     pub reconnect_max: Duration,
     /// QoS of queued messages.
@@ -54,6 +55,7 @@ struct Message {
     payload: Vec<u8>,
     retain: bool,
     qos: QoS,
+    meta: Meta,
 }
 
 /// Counters, for the stats topic.
@@ -69,6 +71,12 @@ pub struct LinkStats {
     pub connections: u64,
     /// Whether the broker is connected now.
     pub connected: bool,
+    /// Index in `LinkOptions::brokers` of the node in use (or being tried).
+    pub node: usize,
+    /// Connections made to another node than the one lost.
+    pub failovers: u64,
+    /// The last failover's time from the loss to the first message acknowledged by the next node.
+    pub failover_ms: Option<u64>,
 }
 
 struct State {
@@ -82,7 +90,9 @@ struct State {
     next_id: u64,
     stats: LinkStats,
     /// Messages re-published after each connection (retained status, discovery).
-    on_connect: Vec<(String, Vec<u8>, bool)>,
+    on_connect: Vec<(String, Vec<u8>, bool, Meta)>,
+    /// Queues requests to the connection (the same across reconnections and failovers).
+    client: Client,
     /// Topics to subscribe to after each connection.
     subscriptions: Vec<String>,
 }
@@ -94,7 +104,6 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
-    client: Client,
     opts: LinkOptions,
     /// Incoming messages on subscribed topics.
     handlers: Mutex<Vec<(String, Handler)>>,
@@ -110,21 +119,9 @@ pub struct Link {
 impl Link {
     /// Connects in the background (retrying with backoff) and starts delivering.
     pub fn start(opts: LinkOptions) -> Result<Link> {
-        let mut mo = MqttOptions::new(&opts.client_id, &opts.host, opts.port);
-        mo.set_keep_alive(opts.keepalive.max(Duration::from_secs(5)));
-        // A clean session: after a reconnection this module resends what was not acknowledged.
-        mo.set_clean_session(true);
-        mo.set_inflight(WINDOW as u16 + 8);
-        mo.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-        mo.set_last_will(LastWill::new(&opts.status_topic, "offline", QoS::AtLeastOnce, true));
-        if let Some((u, p)) = &opts.credentials {
-            mo.set_credentials(u, p);
-        }
-        if let Some(ca) = &opts.tls_ca {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            mo.set_transport(Transport::tls(ca.clone(), None, None));
-        }
-        let (client, connection) = Client::new(mo, WINDOW * 4 + 64);
+        anyhow::ensure!(!opts.brokers.is_empty(), "no MQTT broker to connect to");
+        let (host, port) = &opts.brokers[0];
+        let (client, connection) = client::connect(&opts.client, host, *port, WINDOW * 4 + 64);
         let state = State {
             outbox: VecDeque::new(),
             next: 0,
@@ -132,14 +129,14 @@ impl Link {
             inflight: HashMap::new(),
             next_id: 0,
             stats: LinkStats::default(),
-            on_connect: vec![(opts.status_topic.clone(), b"online".to_vec(), true)],
+            on_connect: vec![(opts.status_topic.clone(), b"online".to_vec(), true, Meta::TEXT)],
             subscriptions: vec![],
+            client,
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
-            client,
             opts,
             handlers: Mutex::new(vec![]),
         });
@@ -163,7 +160,7 @@ impl Link {
     }
 
     /// Queues a message; returns false if the outbox was full and its oldest message was dropped.
-    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+    pub fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool, meta: Meta) -> bool {
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut kept = true;
         if s.outbox.len() >= self.shared.opts.capacity {
@@ -174,19 +171,33 @@ impl Link {
         }
         let id = s.next_id;
         s.next_id += 1;
-        s.outbox.push_back(Message { id, topic: topic.to_string(), payload, retain, qos: self.shared.opts.qos });
+        s.outbox.push_back(Message { id, topic: topic.to_string(), payload, retain, qos: self.shared.opts.qos, meta });
         drop(s);
         self.shared.changed.notify_all();
         kept
     }
 
     /// A message (retained, usually) to publish at once and again after every reconnection.
-    pub fn publish_on_connect(&self, topic: &str, payload: Vec<u8>, retain: bool) {
+    pub fn publish_on_connect(&self, topic: &str, payload: Vec<u8>, retain: bool, meta: Meta) {
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.on_connect.push((topic.to_string(), payload.clone(), retain));
+        s.on_connect.push((topic.to_string(), payload.clone(), retain, meta));
         if s.stats.connected {
-            direct(&self.shared, &mut s, topic, payload, retain);
+            direct(&mut s, topic, payload, retain, meta);
         }
+    }
+
+    /// The properties of a detection message in `format`'s content type (expiring after
+    /// `[mqtt] detection_expiry_s` under MQTT 5).
+    pub fn detection_meta(&self, postcard: bool) -> Meta {
+        let base = if postcard { Meta::POSTCARD } else { Meta::JSON };
+        Meta { expiry_s: self.shared.opts.detection_expiry_s, ..base }
+    }
+
+    /// The broker node in use (or being tried), as `host:port`.
+    pub fn broker(&self) -> String {
+        let node = self.stats().node;
+        let (h, p) = &self.shared.opts.brokers[node];
+        format!("{h}:{p}")
     }
 
     /// Calls `handler` with every message on `topic` (subscribed after each connection).
@@ -195,7 +206,7 @@ impl Link {
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         s.subscriptions.push(topic.to_string());
         if s.stats.connected {
-            let _ = self.shared.client.try_subscribe(topic, QoS::AtLeastOnce);
+            let _ = s.client.try_subscribe(topic);
         }
     }
 
@@ -222,7 +233,7 @@ impl Link {
             let connected = s.stats.connected;
             if connected {
                 let topic = self.shared.opts.status_topic.clone();
-                direct(&self.shared, &mut s, &topic, b"offline".to_vec(), true);
+                direct(&mut s, &topic, b"offline".to_vec(), true, Meta::TEXT);
             }
         }
         // Give the offline status a moment to leave before the disconnect.
@@ -236,17 +247,25 @@ impl Link {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.shared.stop.store(true, Ordering::Relaxed);
-        let _ = self.shared.client.try_disconnect();
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner()).client.try_disconnect();
         self.shared.changed.notify_all();
+        // The connection thread may be inside a connection attempt (up to rumqttc's 5 s timeout
+        // when the broker is unreachable): wait a second for it, then leave it to the exit.
+        let deadline = Instant::now() + Duration::from_secs(1);
         for t in self.threads.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
 
 /// Publishes outside the outbox (status, discovery); its `Outgoing` event is expected in order.
-fn direct(shared: &Shared, s: &mut State, topic: &str, payload: Vec<u8>, retain: bool) {
-    if shared.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
+fn direct(s: &mut State, topic: &str, payload: Vec<u8>, retain: bool, meta: Meta) {
+    if s.client.try_publish(topic, QoS::AtLeastOnce, retain, payload, meta).is_ok() {
         s.unsent.push_back(None);
     }
 }
@@ -262,7 +281,7 @@ fn send_loop(shared: &Shared) {
         }
         let m = s.outbox[s.next].clone();
         // Under the lock, so the order of `unsent` is the order rumqttc sends in.
-        match shared.client.try_publish(&m.topic, m.qos, m.retain, m.payload) {
+        match s.client.try_publish(&m.topic, m.qos, m.retain, m.payload, m.meta) {
             Ok(()) => {
                 s.unsent.push_back(Some(m.id));
                 s.next += 1;
@@ -285,46 +304,80 @@ fn acknowledge(s: &mut State, id: u64) {
     }
 }
 
-/// Drives the connection: acknowledgements, reconnections with backoff, subscriptions.
+/// Drives the connection: acknowledgements, reconnections with backoff, failover between
+/// nodes, subscriptions.
 fn event_loop(shared: &Shared, mut connection: Connection) {
+    let brokers = &shared.opts.brokers;
+    let name = |node: usize| format!("{}:{}", brokers[node].0, brokers[node].1);
     let mut backoff = Duration::from_millis(250);
     let mut outage_logged = false;
+    let mut node = 0usize;
+    // Nodes tried since the last connection; a whole round without one waits `backoff`.
+    let mut tried = 0usize;
+    // When and which node was lost, until a connection to another node is made.
+    let mut lost: Option<(Instant, usize)> = None;
+    // A failover waiting for its first acknowledged message: since when, from which node.
+    let mut failing_over: Option<(Instant, usize)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        let event = match connection.recv_timeout(Duration::from_millis(200)) {
-            Ok(e) => e,
-            Err(_) => continue, // timeout: check the stop flag
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+        let Some(happening) = connection.next() else { break };
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match happening {
+            Happening::Connected { resumed } => {
+                connection.forget_pending();
                 let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 s.stats.connected = true;
                 s.stats.connections += 1;
+                s.stats.node = node;
                 // Everything not acknowledged is sent again, in order.
                 s.next = 0;
                 s.unsent.clear();
                 s.inflight.clear();
                 for t in s.subscriptions.clone() {
-                    let _ = shared.client.try_subscribe(t, QoS::AtLeastOnce);
+                    let _ = s.client.try_subscribe(&t);
                 }
-                for (topic, payload, retain) in s.on_connect.clone() {
-                    direct(shared, &mut s, &topic, payload, retain);
+                for (topic, payload, retain, meta) in s.on_connect.clone() {
+                    direct(&mut s, &topic, payload, retain, meta);
                 }
-                if outage_logged {
-                    tracing::info!(
-                        "MQTT: reconnected to {}:{}; resending {} queued message(s)",
-                        shared.opts.host,
-                        shared.opts.port,
+                let session = if resumed { "session resumed" } else { "new session" };
+                match lost.take() {
+                    Some((since, from)) if from != node => {
+                        s.stats.failovers += 1;
+                        failing_over = Some((since, from));
+                        tracing::warn!(
+                            "MQTT: failed over from {} to {} ({} of {}, {session}) {:.0} ms after the loss; resending {} queued message(s)",
+                            name(from),
+                            name(node),
+                            node + 1,
+                            brokers.len(),
+                            since.elapsed().as_secs_f64() * 1e3,
+                            s.outbox.len()
+                        );
+                    }
+                    Some(_) => tracing::info!(
+                        "MQTT: reconnected to {} ({session}); resending {} queued message(s)",
+                        name(node),
                         s.outbox.len()
-                    );
-                } else {
-                    tracing::info!("MQTT: connected to {}:{}", shared.opts.host, shared.opts.port);
+                    ),
+                    None if outage_logged => tracing::info!(
+                        "MQTT: connected to {} ({session}); sending {} queued message(s)",
+                        name(node),
+                        s.outbox.len()
+                    ),
+                    None => tracing::info!(
+                        "MQTT: connected to {} (MQTT {})",
+                        name(node),
+                        shared.opts.client.protocol.name()
+                    ),
                 }
                 outage_logged = false;
+                tried = 0;
                 backoff = Duration::from_millis(250);
                 drop(s);
                 shared.changed.notify_all();
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Happening::Sent(pkid) => {
                 let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(Some(id)) = s.unsent.pop_front() {
                     if shared.opts.qos == QoS::AtMostOnce {
@@ -336,56 +389,93 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
                 drop(s);
                 shared.changed.notify_all();
             }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+            Happening::Acked(pkid) => {
                 let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(id) = s.inflight.remove(&ack.pkid) {
+                if let Some(id) = s.inflight.remove(&pkid) {
                     acknowledge(&mut s, id);
+                    if let Some((since, from)) = failing_over.take() {
+                        let ms = since.elapsed().as_millis() as u64;
+                        s.stats.failover_ms = Some(ms);
+                        tracing::info!(
+                            "MQTT: failover from {} to {}: first message acknowledged {ms} ms after the loss",
+                            name(from),
+                            name(node)
+                        );
+                    }
                 }
                 drop(s);
                 shared.changed.notify_all();
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Happening::Message { topic, payload } => {
                 let handlers = shared.handlers.lock().unwrap_or_else(|p| p.into_inner());
-                for (topic, h) in handlers.iter() {
-                    if *topic == p.topic {
-                        h(&p.payload);
+                for (t, h) in handlers.iter() {
+                    if *t == topic {
+                        h(&payload);
                     }
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                {
+            Happening::Other => {}
+            Happening::Failed(e) => {
+                let was_connected = {
                     let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let was = s.stats.connected;
                     s.stats.connected = false;
                     s.unsent.clear();
                     s.inflight.clear();
                     s.next = 0;
-                }
+                    was
+                };
                 shared.changed.notify_all();
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
                 }
+                if was_connected && lost.is_none() {
+                    lost = Some((Instant::now(), node));
+                }
                 if !outage_logged {
                     // The error text carries no credentials (rumqttc reports network and protocol errors).
-                    let (host, port) = (&shared.opts.host, shared.opts.port);
+                    let at = name(node);
                     match &e {
-                        ConnectionError::ConnectionRefused(
-                            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
-                        ) => tracing::error!(
-                            "MQTT: {host}:{port} refused the credentials ({code:?}): check mqtt.username and the password \
+                        Failure::Credentials(code) => tracing::error!(
+                            "MQTT: {at} refused the credentials ({code}): check mqtt.username and the password \
                              (mqtt.password_file or LEPTON_MQTT_PASSWORD); queueing and retrying with backoff"
                         ),
-                        ConnectionError::Tls(_) => tracing::error!(
-                            "MQTT: TLS with {host}:{port} failed ({e}): is mqtt.tls_ca the CA that signed the broker's \
-                             certificate, and does the certificate name {host}? Queueing and retrying with backoff"
+                        Failure::Tls(_) => tracing::error!(
+                            "MQTT: TLS with {at} failed ({e}): is mqtt.tls_ca the CA that signed the broker's \
+                             certificate, and does the certificate name the host? Queueing and retrying with backoff"
                         ),
-                        _ => tracing::warn!("MQTT: {host}:{port} unreachable ({e}); queueing and retrying with backoff"),
+                        Failure::Other(_) if brokers.len() > 1 => {
+                            tracing::warn!("MQTT: {at} unreachable ({e}); queueing and trying the other nodes in order")
+                        }
+                        Failure::Other(_) => {
+                            tracing::warn!("MQTT: {at} unreachable ({e}); queueing and retrying with backoff")
+                        }
                     }
                     outage_logged = true;
                 }
-                std::thread::sleep(backoff);
+                tried += 1;
+                if brokers.len() > 1 {
+                    // Fail over to the next node at once; after a whole round, wait.
+                    node = (node + 1) % brokers.len();
+                    connection.retarget(&shared.opts.client, &brokers[node].0, brokers[node].1);
+                    shared.state.lock().unwrap_or_else(|p| p.into_inner()).stats.node = node;
+                    if tried < brokers.len() {
+                        tracing::info!("MQTT: trying {} ({} of {})", name(node), node + 1, brokers.len());
+                        continue;
+                    }
+                }
+                tried = 0;
+                interruptible_sleep(shared, backoff);
                 backoff = (backoff * 2).min(shared.opts.reconnect_max);
             }
         }
+    }
+}
+
+/// Sleeps `d`, or less when the link is closed meanwhile.
+fn interruptible_sleep(shared: &Shared, d: Duration) {
+    let deadline = Instant::now() + d;
+    while !shared.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())));
     }
 }
