@@ -509,6 +509,18 @@ pub fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
 }
 
 /// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`.
+fn try_port(port: u16, secs: u64) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("nothing listens on 127.0.0.1:{port} after {secs} s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16, secs: u64, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -628,12 +640,33 @@ impl Cluster {
             target.join("debug/cluster-broker")
         });
         let dir = scratch(&format!("cluster-{test}"));
-        let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let peers: Vec<String> =
-            (1..=nodes).map(|i| format!("{i}@127.0.0.1:{}@127.0.0.1:{}", free_port(), free_port())).collect();
+        for attempt in 1..=3 {
+            match Self::start_nodes(exe, &dir, nodes) {
+                Ok(c) => return c,
+                Err(e) if attempt < 3 => eprintln!("cluster start, attempt {attempt}: {e}; again on other ports"),
+                Err(e) => panic!("the cluster did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Starts the nodes on fresh ports; an error when one does not come up (a port taken
+    /// between its choice and the node's bind).
+    fn start_nodes(exe: &Path, dir: &Path, nodes: usize) -> Result<Cluster, String> {
+        // Distinct ports: every listener is held until all are chosen.
+        let held: Vec<std::net::TcpListener> =
+            (0..nodes * 3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+        let mut free =
+            held.iter().map(|l| l.local_addr().expect("local address").port()).collect::<Vec<_>>().into_iter();
+        let ports: Vec<u16> = (0..nodes).map(|_| free.next().unwrap()).collect();
+        let peers: Vec<String> = (1..=nodes)
+            .map(|i| format!("{i}@127.0.0.1:{}@127.0.0.1:{}", free.next().unwrap(), free.next().unwrap()))
+            .collect();
+        drop(held);
         let mut children = vec![];
         for (i, port) in ports.iter().enumerate() {
             let log = std::fs::File::create(dir.join(format!("node{}.log", i + 1))).expect("node log");
+            // A node whose Raft or gRPC port was taken exits; so does one that cannot bind.
             let child = Command::new(exe)
                 .arg((i + 1).to_string())
                 .arg(format!("127.0.0.1:{port}"))
@@ -646,15 +679,26 @@ impl Cluster {
             children.push(Some(child));
             if i == 0 {
                 // The first node founds the cluster; the others join it.
-                wait_for_port(*port, 60, "cluster node 1");
+                try_port(*port, 20).map_err(|e| format!("node 1: {e}"))?;
             }
         }
-        for p in &ports {
-            wait_for_port(*p, 60, "a cluster node");
+        let mut c = Cluster { ports, nodes: children, dir: dir.to_path_buf() };
+        for (i, p) in c.ports.clone().iter().enumerate() {
+            if let Err(e) = try_port(*p, 20) {
+                let log = std::fs::read_to_string(dir.join(format!("node{}.log", i + 1))).unwrap_or_default();
+                for n in c.nodes.iter_mut().flatten() {
+                    let _ = n.kill();
+                    let _ = n.wait();
+                }
+                return Err(format!(
+                    "node {}: {e}; its log: {}",
+                    i + 1,
+                    log.lines().take(3).collect::<Vec<_>>().join(" | ")
+                ));
+            }
         }
-        let c = Cluster { ports, nodes: children, dir };
         c.wait_until_joined();
-        c
+        Ok(c)
     }
 
     /// Waits until a message published on the last node reaches a subscriber on the first.

@@ -126,8 +126,10 @@ fn fleet(protocol: &str, name: &str) {
     let mut published = std::collections::HashMap::new();
     let mut failovers = vec![];
     let mut delivered = 0u64;
+    let mut replayed = 0u64;
     for (device, on_node2, d) in daemons.drain(..) {
         let (status, stdout, stderr) = d.wait();
+        std::fs::write(dir.join(format!("{device}.log")), format!("{stdout}\n{stderr}")).unwrap();
         assert!(status.success(), "{device}: {status}\n{stdout}\n{stderr}");
         let p: u64 = stdout
             .lines()
@@ -145,6 +147,10 @@ fn fleet(protocol: &str, name: &str) {
             let (_, rest) = l.split_once("first message acknowledged ")?;
             rest.split_once(" ms")?.0.parse::<f64>().ok()
         });
+        replayed += stderr
+            .lines()
+            .find_map(|l| l.split_once(" queued message(s), ")?.1.split_once(" of them")?.0.parse::<u64>().ok())
+            .unwrap_or(0);
         if on_node2 {
             let ms = failover.unwrap_or_else(|| panic!("{device} (on node 2) did not fail over:\n{stderr}"));
             assert!(stderr.contains(&format!("failed over from 127.0.0.1:{n2} to 127.0.0.1:{n3}")), "{stderr}");
@@ -164,7 +170,15 @@ fn fleet(protocol: &str, name: &str) {
             break started.elapsed();
         }
         assert!(rows < total, "{rows} rows for {total} messages published");
-        assert!(Instant::now() < deadline, "{rows} of {total} messages stored after 60 s");
+        if Instant::now() > deadline {
+            let mut missing = vec![];
+            for (device, p) in &published {
+                let seqs = db.query(&format!("SELECT seq FROM lepton_messages WHERE device = '{device}' ORDER BY seq"));
+                let have: std::collections::HashSet<u64> = seqs.lines().filter_map(|l| l.parse().ok()).collect();
+                missing.extend((0..*p).filter(|s| !have.contains(s)).map(|s| format!("{device} #{s}")));
+            }
+            panic!("{rows} of {total} messages stored after 60 s; missing: {missing:?}\nlogs in {}", dir.display());
+        }
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut summaries = vec![];
@@ -210,6 +224,7 @@ fn fleet(protocol: &str, name: &str) {
         "rows_per_s": total as f64 / stored_all.as_secs_f64(),
         "all_connected_s": all_connected.as_secs_f64(),
         "failed_over": failovers.len(),
+        "replayed_after_failover": replayed,
         "failover_ms_p50": percentile(&failovers, 0.5),
         "failover_ms_p99": percentile(&failovers, 0.99),
         "failover_ms_max": failovers.last(),

@@ -246,13 +246,20 @@ impl Mqtt {
             (Some(h), true) => check_host(h).map_err(|e| anyhow::anyhow!("mqtt.host = \"{h}\": {e}"))?,
             (None, false) => {
                 for h in &self.hosts {
-                    let (name, _) = split_host_port(h, 0);
-                    let port_ok = match h.strip_prefix(&name).and_then(|r| r.strip_prefix(':')) {
-                        Some(p) => p.parse::<u16>().is_ok_and(|p| p > 0),
-                        None => h == &name,
+                    let bad =
+                        || anyhow::anyhow!("mqtt.hosts entry \"{h}\": write \"HOST\" or \"HOST:PORT\" (port 1-65535)");
+                    let (name, port) = match h.strip_prefix('[') {
+                        Some(rest) => {
+                            let (addr, tail) = rest.split_once(']').ok_or_else(bad)?;
+                            (format!("[{addr}]"), tail.strip_prefix(':'))
+                        }
+                        None => match h.rsplit_once(':') {
+                            Some((n, p)) if !n.contains(':') => (n.to_string(), Some(p)),
+                            _ => (h.clone(), None),
+                        },
                     };
-                    if !port_ok || h.contains("://") {
-                        bail!("mqtt.hosts entry \"{h}\": write \"HOST\" or \"HOST:PORT\" (port 1-65535)");
+                    if h.contains("://") || port.is_some_and(|p| !p.parse::<u16>().is_ok_and(|p| p > 0)) {
+                        return Err(bad());
                     }
                     check_host(&name).map_err(|e| anyhow::anyhow!("mqtt.hosts entry \"{h}\": {e}"))?;
                 }
@@ -927,6 +934,36 @@ fps = 5
         assert!(e.contains("scanner"), "{e}");
         let e = Config::load(&write(&d, &GOOD.replace("porch-cam", "porch cam"))).unwrap_err().to_string();
         assert!(e.contains("device.id"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_nodes_and_the_protocol_is_3_1_1_or_5() {
+        let d = dir();
+        let with = |mqtt: &str| {
+            let text = GOOD.replace("host = \"127.0.0.1\"\nport = 1883", mqtt);
+            Config::load(&write(&d, &text)).map_err(|e| format!("{e:#}"))
+        };
+        let c = with("hosts = [\"node1:1884\", \"node2\", \"10.0.0.3:1885\", \"[::1]:1886\"]\nport = 1999").unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(
+            m.brokers(),
+            vec![("node1".into(), 1884), ("node2".into(), 1999), ("10.0.0.3".into(), 1885), ("::1".into(), 1886)]
+        );
+        assert_eq!(m.brokers_text(), "node1:1884, node2:1999, 10.0.0.3:1885, ::1:1886");
+        assert_eq!((m.protocol(), m.detection_expiry_s, m.session_expiry_s), (Protocol::V311, 600, 3600));
+        let single = with("host = \"broker.lan\"\nprotocol = 5").unwrap().mqtt.unwrap();
+        assert_eq!((single.brokers(), single.protocol()), (vec![("broker.lan".into(), 1883)], Protocol::V5));
+        assert_eq!(with("host = \"b\"\nprotocol = \"3.1.1\"").unwrap().mqtt.unwrap().protocol(), Protocol::V311);
+        let e = with("host = \"a\"\nhosts = [\"b\"]").unwrap_err();
+        assert!(e.contains("both host and hosts"), "{e}");
+        let e = with("topic_prefix = \"x\"").unwrap_err();
+        assert!(e.contains("no broker") && e.contains("hosts = ["), "{e}");
+        let e = with("hosts = [\"node1:99999\"]").unwrap_err();
+        assert!(e.contains("mqtt.hosts entry \"node1:99999\""), "{e}");
+        let e = with("hosts = [\"mqtt://node1\"]").unwrap_err();
+        assert!(e.contains("mqtt.hosts entry"), "{e}");
+        let e = with("host = \"b\"\nprotocol = 3").unwrap_err();
+        assert!(e.contains("mqtt.protocol = 3") && e.contains("\"3.1.1\""), "{e}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub struct Plan {
 /// Where to publish.
 pub enum Broker {
     /// A configured broker.
-    External(config::Mqtt),
+    External(Box<config::Mqtt>),
     /// Start one in this process.
     Embedded,
 }
@@ -192,7 +192,7 @@ impl Setup {
             device: c.device.id,
             stats_interval_s: c.device.stats_interval_s,
             stall: Duration::from_secs_f64(c.device.stall_s),
-            broker: c.mqtt.map_or(Broker::Embedded, Broker::External),
+            broker: c.mqtt.map_or(Broker::Embedded, |m| Broker::External(Box::new(m))),
             homeassistant: c.homeassistant,
             plans,
             board,
@@ -657,7 +657,7 @@ fn stats_loop(
         let msg = json!({
             "device": device, "ts": rfc3339(now_ms()), "uptime_s": started.elapsed().as_secs(), "pipelines": pipelines,
             "queue_depth": l.queue_depth, "messages_delivered": l.delivered, "messages_dropped": l.dropped, "connections": l.connections,
-            "broker": link.broker(), "failovers": l.failovers, "failover_ms": l.failover_ms,
+            "broker": link.broker(), "failovers": l.failovers, "failover_ms": l.failover_ms, "replayed": l.replayed,
         });
         link.publish(&topics.stats(), msg.to_string().into_bytes(), false, Meta::JSON);
     }
@@ -695,7 +695,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         Err(e) => tracing::warn!("{e:#}"),
     }
     let (mqtt, embedded) = match setup.broker {
-        Broker::External(m) => (m, false),
+        Broker::External(m) => (*m, false),
         Broker::Embedded => {
             let port = broker::start()?;
             println!("embedded MQTT broker on 127.0.0.1:{port} (watch with: lepton-watch --port {port})");

@@ -116,7 +116,7 @@ impl Client {
 enum Got {
     /// Connected (and subscribed) to this node.
     Connected(usize),
-    Message(String, Vec<u8>, Received),
+    Message(String, Vec<u8>, Box<Received>),
     /// Lost or refused by this node; the next is tried.
     Failed(usize, String),
 }
@@ -145,7 +145,7 @@ fn connect(v5: bool, id: &str, hosts: Vec<(String, u16)>, filter: String) -> (Cl
                     Ok(rumqttc::v5::Event::Incoming(p5::Packet::Publish(p))) => Got::Message(
                         String::from_utf8_lossy(&p.topic).into_owned(),
                         p.payload.to_vec(),
-                        Received::V5(p),
+                        Box::new(Received::V5(p)),
                     ),
                     Ok(_) => continue,
                     Err(e) => {
@@ -174,7 +174,7 @@ fn connect(v5: bool, id: &str, hosts: Vec<(String, u16)>, filter: String) -> (Cl
                         Got::Connected(node)
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        Got::Message(p.topic.clone(), p.payload.to_vec(), Received::V311(p))
+                        Got::Message(p.topic.clone(), p.payload.to_vec(), Box::new(Received::V311(p)))
                     }
                     Ok(_) => continue,
                     Err(e) => {
@@ -266,7 +266,7 @@ fn run(args: Args) -> Result<()> {
         None => topics,
     };
     let (client, events) = connect(v5, &id, hosts.clone(), filter.clone());
-    let mut pending: Vec<Received> = vec![];
+    let mut pending: Vec<Box<Received>> = vec![];
     let mut seen = 0u64;
     let mut warned = false;
     let result = loop {

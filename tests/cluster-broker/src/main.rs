@@ -43,7 +43,8 @@ async fn main() -> Result<()> {
     std::fs::write(
         format!("{dir}/rmqtt-cluster-raft.toml"),
         format!(
-            "node_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\nnode_grpc_client_timeout = \"3s\"\ntry_lock_timeout = \"3s\"\n",
+            "node_grpc_addrs = [{}]\nraft_peer_addrs = [{}]\nnode_grpc_client_timeout = \"3s\"\ntry_lock_timeout = \"3s\"\n\
+             [raft]\ngrpc_reuseaddr = true\n",
             quoted(&grpc),
             quoted(&raft)
         ),
@@ -67,6 +68,8 @@ async fn main() -> Result<()> {
         .plugins_config_dir(dir.as_str())
         .build()
         .await;
+    // Address reuse: a test's ports may have served (or been the client side of) a connection
+    // still in TIME_WAIT.
     scx.node.start_grpc_server(scx.clone(), own_grpc, true, false);
     rmqtt_cluster_raft::register(&scx, true, true).await.context("the Raft cluster plugin")?;
     rmqtt_shared_subscription::register(&scx, true, false).await.context("the shared subscription plugin")?;
@@ -78,6 +81,7 @@ async fn main() -> Result<()> {
         .laddr(mqtt)
         .max_inflight(NonZeroU16::new(128).unwrap())
         .max_mqueue_len(100_000)
+        .reuseaddr(Some(true))
         .bind()
         .context("binding MQTT_ADDR")?
         .tcp()?;

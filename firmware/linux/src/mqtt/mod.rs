@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 /// Publishes sent but not yet acknowledged, at most.
 const WINDOW: usize = 32;
 
+/// How long an acknowledged message is kept for a replay after a failover. A cluster node
+/// acknowledges a message when it has it, then forwards it to the nodes of its subscribers (rmqtt
+/// does so after the acknowledgement); a node killed in between loses it. The next node is sent
+/// again what the lost one acknowledged within this window: consumers drop the copies by
+/// (device, pipeline, seq).
+const REPLAY: Duration = Duration::from_secs(2);
+
 /// The in-flight limit given to rumqttc: the window and the status/discovery messages.
 pub const INFLIGHT: u16 = WINDOW as u16 + 8;
 
@@ -56,6 +63,8 @@ struct Message {
     retain: bool,
     qos: QoS,
     meta: Meta,
+    /// Sent again after a failover (already counted as delivered).
+    replay: bool,
 }
 
 /// Counters, for the stats topic.
@@ -77,6 +86,9 @@ pub struct LinkStats {
     pub failovers: u64,
     /// The last failover's time from the loss to the first message acknowledged by the next node.
     pub failover_ms: Option<u64>,
+    /// Messages sent again to the next node because the lost one had acknowledged them within
+    /// the replay window before the loss (see `REPLAY`).
+    pub replayed: u64,
 }
 
 struct State {
@@ -93,8 +105,27 @@ struct State {
     on_connect: Vec<(String, Vec<u8>, bool, Meta)>,
     /// Queues requests to the connection (the same across reconnections and failovers).
     client: Client,
+    /// With several nodes: messages acknowledged within `REPLAY`, oldest first, for a replay.
+    recent: VecDeque<(Instant, Message)>,
     /// Topics to subscribe to after each connection.
     subscriptions: Vec<String>,
+}
+
+impl State {
+    fn new(client: Client) -> State {
+        State {
+            outbox: VecDeque::new(),
+            next: 0,
+            unsent: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_id: 0,
+            stats: LinkStats::default(),
+            on_connect: vec![],
+            subscriptions: vec![],
+            client,
+            recent: VecDeque::new(),
+        }
+    }
 }
 
 /// A callback for messages on a subscribed topic.
@@ -122,17 +153,8 @@ impl Link {
         anyhow::ensure!(!opts.brokers.is_empty(), "no MQTT broker to connect to");
         let (host, port) = &opts.brokers[0];
         let (client, connection) = client::connect(&opts.client, host, *port, WINDOW * 4 + 64);
-        let state = State {
-            outbox: VecDeque::new(),
-            next: 0,
-            unsent: VecDeque::new(),
-            inflight: HashMap::new(),
-            next_id: 0,
-            stats: LinkStats::default(),
-            on_connect: vec![(opts.status_topic.clone(), b"online".to_vec(), true, Meta::TEXT)],
-            subscriptions: vec![],
-            client,
-        };
+        let mut state = State::new(client);
+        state.on_connect.push((opts.status_topic.clone(), b"online".to_vec(), true, Meta::TEXT));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changed: Condvar::new(),
@@ -171,7 +193,15 @@ impl Link {
         }
         let id = s.next_id;
         s.next_id += 1;
-        s.outbox.push_back(Message { id, topic: topic.to_string(), payload, retain, qos: self.shared.opts.qos, meta });
+        s.outbox.push_back(Message {
+            id,
+            topic: topic.to_string(),
+            payload,
+            retain,
+            qos: self.shared.opts.qos,
+            meta,
+            replay: false,
+        });
         drop(s);
         self.shared.changed.notify_all();
         kept
@@ -293,15 +323,40 @@ fn send_loop(shared: &Shared) {
     }
 }
 
-/// Removes an acknowledged message from the outbox.
-fn acknowledge(s: &mut State, id: u64) {
+/// Removes an acknowledged message from the outbox (keeping it for a replay when `cluster`).
+fn acknowledge(s: &mut State, id: u64, cluster: bool) {
     if let Some(pos) = s.outbox.iter().position(|m| m.id == id) {
-        s.outbox.remove(pos);
+        let Some(m) = s.outbox.remove(pos) else { return };
         if pos < s.next {
             s.next -= 1;
         }
-        s.stats.delivered += 1;
+        if !m.replay {
+            s.stats.delivered += 1;
+        }
+        if cluster {
+            let now = Instant::now();
+            while s.recent.front().is_some_and(|(t, _)| now.duration_since(*t) > REPLAY) {
+                s.recent.pop_front();
+            }
+            s.recent.push_back((now, Message { replay: true, ..m }));
+        }
     }
+}
+
+/// Puts the messages the lost node acknowledged within `REPLAY` before `lost_at` back at the
+/// front of the outbox, in their order; returns how many.
+fn replay(s: &mut State, lost_at: Instant) -> usize {
+    let recent: Vec<Message> = std::mem::take(&mut s.recent)
+        .into_iter()
+        .filter(|(t, _)| lost_at.saturating_duration_since(*t) <= REPLAY)
+        .map(|(_, m)| m)
+        .collect();
+    let n = recent.len();
+    for m in recent.into_iter().rev() {
+        s.outbox.push_front(m);
+    }
+    s.stats.replayed += n as u64;
+    n
 }
 
 /// Drives the connection: acknowledgements, reconnections with backoff, failover between
@@ -345,14 +400,17 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
                     Some((since, from)) if from != node => {
                         s.stats.failovers += 1;
                         failing_over = Some((since, from));
+                        let replayed = replay(&mut s, since);
                         tracing::warn!(
-                            "MQTT: failed over from {} to {} ({} of {}, {session}) {:.0} ms after the loss; resending {} queued message(s)",
+                            "MQTT: failed over from {} to {} ({} of {}, {session}) {:.0} ms after the loss; resending {} queued message(s), {replayed} of them acknowledged by {} in the last {} s before its loss",
                             name(from),
                             name(node),
                             node + 1,
                             brokers.len(),
                             since.elapsed().as_secs_f64() * 1e3,
-                            s.outbox.len()
+                            s.outbox.len(),
+                            name(from),
+                            REPLAY.as_secs()
                         );
                     }
                     Some(_) => tracing::info!(
@@ -381,7 +439,7 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
                 let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(Some(id)) = s.unsent.pop_front() {
                     if shared.opts.qos == QoS::AtMostOnce {
-                        acknowledge(&mut s, id);
+                        acknowledge(&mut s, id, false);
                     } else {
                         s.inflight.insert(pkid, id);
                     }
@@ -392,7 +450,7 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
             Happening::Acked(pkid) => {
                 let mut s = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(id) = s.inflight.remove(&pkid) {
-                    acknowledge(&mut s, id);
+                    acknowledge(&mut s, id, brokers.len() > 1);
                     if let Some((since, from)) = failing_over.take() {
                         let ms = since.elapsed().as_millis() as u64;
                         s.stats.failover_ms = Some(ms);
@@ -477,5 +535,72 @@ fn interruptible_sleep(shared: &Shared, d: Duration) {
     let deadline = Instant::now() + d;
     while !shared.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let opts = ClientOptions {
+            client_id: "t".into(),
+            credentials: None,
+            tls_ca: None,
+            keepalive: Duration::from_secs(30),
+            protocol: client::Protocol::V311,
+            session_expiry: Duration::ZERO,
+            max_packet: MAX_PACKET,
+            inflight: INFLIGHT,
+            will: ("s".into(), b"offline".to_vec()),
+        };
+        // Nothing connects: the connection is never polled.
+        let (client, _connection) = client::connect(&opts, "127.0.0.1", 1, 8);
+        State::new(client)
+    }
+
+    fn message(id: u64) -> Message {
+        Message {
+            id,
+            topic: format!("t/{id}"),
+            payload: vec![],
+            retain: false,
+            qos: QoS::AtLeastOnce,
+            meta: Meta::JSON,
+            replay: false,
+        }
+    }
+
+    #[test]
+    fn what_the_lost_node_acknowledged_just_before_its_loss_is_sent_again_in_order() {
+        let mut s = state();
+        s.outbox.extend((0..4).map(message));
+        s.next = 4;
+        // Acknowledged long before the loss: safe, not replayed.
+        acknowledge(&mut s, 0, true);
+        s.recent[0].0 -= REPLAY * 2;
+        acknowledge(&mut s, 1, true);
+        acknowledge(&mut s, 2, true);
+        assert_eq!((s.stats.delivered, s.outbox.len(), s.next), (3, 1, 1));
+        let n = replay(&mut s, Instant::now());
+        assert_eq!(n, 2);
+        let ids: Vec<(u64, bool)> = s.outbox.iter().map(|m| (m.id, m.replay)).collect();
+        assert_eq!(ids, vec![(1, true), (2, true), (3, false)], "replayed first, in their order");
+        assert_eq!(s.stats.replayed, 2);
+        // Acknowledged again by the next node: not counted twice.
+        acknowledge(&mut s, 1, true);
+        acknowledge(&mut s, 2, true);
+        acknowledge(&mut s, 3, true);
+        assert_eq!((s.stats.delivered, s.outbox.len()), (4, 0));
+    }
+
+    #[test]
+    fn a_single_broker_keeps_nothing_for_a_replay() {
+        let mut s = state();
+        s.outbox.extend((0..2).map(message));
+        acknowledge(&mut s, 0, false);
+        acknowledge(&mut s, 1, false);
+        assert!(s.recent.is_empty());
+        assert_eq!(replay(&mut s, Instant::now()), 0);
     }
 }

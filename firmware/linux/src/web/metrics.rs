@@ -130,6 +130,20 @@ pub fn render(st: &State) -> String {
     );
     family(
         &mut out,
+        "lepton_mqtt_failovers_total",
+        "counter",
+        "Connections made to another broker node than the one lost ([mqtt] hosts).",
+        &one(l.failovers as f64),
+    );
+    family(
+        &mut out,
+        "lepton_mqtt_replayed_total",
+        "counter",
+        "Messages sent again to the next node after a failover (acknowledged by the lost node just before its loss).",
+        &one(l.replayed as f64),
+    );
+    family(
+        &mut out,
         "lepton_uptime_seconds",
         "gauge",
         "Seconds since the daemon started.",
