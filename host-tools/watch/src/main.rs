@@ -28,9 +28,10 @@ use std::time::Duration;
 /// one of them. With --store, detections and events are written into SQLite or PostgreSQL,
 /// each message once however often the broker delivers it (see README, "The event store").
 ///
-/// Examples:
-///   lepton-watch --host 192.168.1.20 --device porch-cam --snapshots ./pictures
-///   lepton-watch --host node1 --host node2 --group store --store postgres://lepton@db/lepton
+/// Example, one device: lepton-watch --host 192.168.1.20 --device porch-cam --snapshots ./pictures
+///
+/// Example, a fleet's store (run several): lepton-watch --host node1 --host node2 --group store
+/// --store postgres://lepton@db/lepton --quiet
 #[derive(Parser, Debug)]
 #[command(name = "lepton-watch", version, about, long_about)]
 struct Args {

@@ -172,9 +172,29 @@ impl Store {
             // Several consumers may share the file: WAL lets them read while one writes, and a
             // writer waits for another's transaction instead of failing.
             c.busy_timeout(Duration::from_secs(10)).map_err(|e| StoreError::Sqlite(what.clone(), e))?;
-            c.pragma_update(None, "journal_mode", "wal").map_err(|e| StoreError::Sqlite(what.clone(), e))?;
-            for s in SCHEMA {
-                c.execute(s, []).map_err(|e| StoreError::Sqlite(what.clone(), e))?;
+            // Switching to WAL and creating the tables can meet another consumer doing the
+            // same on a new file: SQLite then answers "locked" without waiting, so wait here.
+            let setup = |c: &rusqlite::Connection| -> rusqlite::Result<()> {
+                c.pragma_update(None, "journal_mode", "wal")?;
+                for s in SCHEMA {
+                    c.execute(s, [])?;
+                }
+                Ok(())
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match setup(&c) {
+                    Ok(()) => break,
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if matches!(
+                            f.code,
+                            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                        ) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(StoreError::Sqlite(what, e)),
+                }
             }
             Db::Sqlite(c)
         } else if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
@@ -403,6 +423,31 @@ mod tests {
         assert_eq!((n, boxes, by_b), (4, 4, 1));
         let ts: String = c.query_row("SELECT ts FROM lepton_messages WHERE seq = 0", [], |r| r.get(0)).unwrap();
         assert_eq!(ts, "2026-11-30T10:00:00.250Z");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn consumers_starting_together_on_a_new_sqlite_file_all_open_it() {
+        let dir = std::env::temp_dir().join(format!("lepton-store-together-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = format!("sqlite:{}", dir.join("shared.db").display());
+        let opened: Vec<_> = (0..4)
+            .map(|i| {
+                let spec = spec.clone();
+                std::thread::spawn(move || {
+                    let mut s = Store::open(&spec, &format!("c{i}"))?;
+                    s.add(Row::from_message(&detections(i)).unwrap());
+                    s.commit()
+                })
+            })
+            .collect();
+        for t in opened {
+            t.join().unwrap().unwrap();
+        }
+        let c = rusqlite::Connection::open(dir.join("shared.db")).unwrap();
+        let n: i64 = c.query_row("SELECT count(DISTINCT consumer) FROM lepton_messages", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 4);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
