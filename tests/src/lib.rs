@@ -508,7 +508,7 @@ pub fn get_json(url: &str, headers: &[(&str, &str)]) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {}", String::from_utf8_lossy(&body)))
 }
 
-/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`.
+/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`; the error says which port.
 fn try_port(port: u16, secs: u64) -> Result<(), String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -520,12 +520,10 @@ fn try_port(port: u16, secs: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`.
+/// Waits up to `secs` until something accepts TCP connections on 127.0.0.1:`port`; panics naming `what` otherwise.
 pub fn wait_for_port(port: u16, secs: u64, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port} within {secs} s");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    if let Err(e) = try_port(port, secs) {
+        panic!("{what}: {e}");
     }
 }
 
