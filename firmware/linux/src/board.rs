@@ -42,6 +42,9 @@ pub struct Board {
     pub ram_kb: Option<u64>,
     /// The linker memory layout beside the profile (microcontrollers).
     pub memory_x: Option<String>,
+    /// Whether the core has the DSP extension (microcontrollers: the firmware's DSP kernels are
+    /// built in only then; optional on the Cortex-M33).
+    pub dsp: Option<bool>,
 }
 
 /// `[camera]` of a profile.
@@ -155,6 +158,9 @@ pub fn list() -> Result<std::process::ExitCode> {
         if let (Some(f), Some(r)) = (b.flash_kb, b.ram_kb) {
             facts.push(format!("{f} KiB flash, {r} KiB RAM"));
         }
+        if let Some(dsp) = b.dsp {
+            facts.push(if dsp { "DSP".into() } else { "no DSP".into() });
+        }
         if let Some(m) = &b.memory_x {
             facts.push(format!("layout boards/{}/{m} (firmware: LEPTON_MCU_BOARD={})", b.name, b.name));
         }
@@ -176,7 +182,11 @@ mod tests {
             if b.is_linux() {
                 assert!(b.threads.is_some() && b.memory_budget_mb.is_some(), "{}", b.name);
             } else {
-                assert!(b.flash_kb.is_some() && b.ram_kb.is_some() && b.memory_x.is_some(), "{}", b.name);
+                assert!(
+                    b.flash_kb.is_some() && b.ram_kb.is_some() && b.memory_x.is_some() && b.dsp.is_some(),
+                    "{}",
+                    b.name
+                );
             }
         }
         let rpi4 = Board::load("rpi4").unwrap();
