@@ -2,7 +2,11 @@
 //! inputs (classifier mode) or its audio (speaker mode), and sizes the arena from the model header.
 //!
 //! Environment (paths relative to the workspace root):
-//! - `LEPTON_MCU_BOARD`: `mps2-an386` (default, QEMU) or `stm32f746`; selects `boards/<board>/memory.x`.
+//! - `LEPTON_MCU_BOARD`: a microcontroller profile of `boards/` (one with `memory_x`): `mps2-an386`
+//!   (default, QEMU), `stm32f746`, `mps2-an505-nodsp` (QEMU, a Cortex-M33 without DSP); selects
+//!   `boards/<board>/memory.x`. Its `target` must be the build's, and its `dsp` says whether the
+//!   core has the DSP extension (the runtime's build script reads it too: the DSP kernels are
+//!   built in only when it is true).
 //! - `LEPTON_MCU_MODEL`: the `.lpm` model (default `models/digits/model.lpm`, or
 //!   `models/keywords/model.lpm` with feature `speaker`).
 //! - `LEPTON_MCU_INPUTS`: classifier mode, a folder of `.npy` inputs taken in file-name order (one
@@ -26,8 +30,8 @@ use lepton_runtime::signature;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Boards with a `boards/<name>/memory.x`.
-const BOARDS: &[&str] = &["mps2-an386", "stm32f746"];
+/// The board built for when `LEPTON_MCU_BOARD` is unset.
+const DEFAULT_BOARD: &str = "mps2-an386";
 /// Most tensors a model may have here (the firmware's interpreter is sized to the model exactly).
 const MAX_TENSORS: usize = 4096;
 
@@ -114,18 +118,52 @@ fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// The microcontroller profiles of `boards/`: the folders whose `board.toml` names a `memory_x`,
+/// sorted, with their profile.
+fn mcu_boards(root: &Path) -> Vec<(String, toml::Table)> {
+    let dir = root.join("boards");
+    println!("cargo::rerun-if-changed={}", dir.display());
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
+    let mut boards: Vec<(String, toml::Table)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let profile = e.path().join("board.toml");
+            let text = std::fs::read_to_string(&profile).ok()?;
+            println!("cargo::rerun-if-changed={}", profile.display());
+            let table: toml::Table =
+                toml::from_str(&text).unwrap_or_else(|e| fail(format!("{}: {}", profile.display(), e.message())));
+            table.contains_key("memory_x").then(|| (e.file_name().to_string_lossy().into_owned(), table))
+        })
+        .collect();
+    boards.sort_by(|a, b| a.0.cmp(&b.0));
+    boards
+}
+
 /// `boards/<board>/memory.x` into OUT_DIR (cortex-m-rt's `link.x` includes it), the linker
-/// scripts for the target, and `cfg(lepton_board = "...")` for the code.
+/// scripts for the target, and `cfg(lepton_board = "...")` for the code. The board's profile
+/// must be for the build's target and say whether its core has DSP (`dsp = true|false`).
 fn board(root: &Path, out: &Path, choice: Option<String>) {
-    let board = choice.unwrap_or_else(|| BOARDS[0].into());
-    if !BOARDS.contains(&board.as_str()) {
-        fail(format!("LEPTON_MCU_BOARD={board}: unknown board; one of {}", BOARDS.join(", ")));
+    let boards = mcu_boards(root);
+    let names: Vec<&str> = boards.iter().map(|(n, _)| n.as_str()).collect();
+    let board = choice.unwrap_or_else(|| DEFAULT_BOARD.into());
+    let Some((_, profile)) = boards.iter().find(|(n, _)| *n == board) else {
+        fail(format!("LEPTON_MCU_BOARD={board}: unknown board; one of {}", names.join(", ")))
+    };
+    let at = format!("boards/{board}/board.toml");
+    let memory_x = profile.get("memory_x").and_then(|v| v.as_str()).unwrap_or("memory.x");
+    let target = profile.get("target").and_then(|v| v.as_str()).unwrap_or_default();
+    if profile.get("dsp").and_then(|v| v.as_bool()).is_none() {
+        fail(format!("{at}: `dsp = true` or `dsp = false` is required (does the core have the DSP extension?)"));
     }
-    let memory = root.join("boards").join(&board).join("memory.x");
+    let building = std::env::var("TARGET").unwrap_or_default();
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none") && building != target {
+        fail(format!("{at}: the board's target is {target}; this build is for {building} (use --target {target})"));
+    }
+    let memory = root.join("boards").join(&board).join(memory_x);
     println!("cargo::rerun-if-changed={}", memory.display());
     std::fs::copy(&memory, out.join("memory.x")).unwrap_or_else(|e| fail(format!("{}: {e}", memory.display())));
     println!("cargo::rustc-link-search={}", out.display());
-    let values: Vec<String> = BOARDS.iter().map(|b| format!("{b:?}")).collect();
+    let values: Vec<String> = names.iter().map(|b| format!("{b:?}")).collect();
     println!("cargo::rustc-check-cfg=cfg(lepton_board, values({}))", values.join(", "));
     println!("cargo::rustc-cfg=lepton_board={board:?}");
     if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none") {

@@ -317,6 +317,16 @@ fn field_error(path: &Path, field: &str, reason: impl Into<String>) -> LeptonErr
     LeptonError::Manifest { path: path.to_path_buf(), field: field.into(), reason: reason.into() }
 }
 
+/// Checks a detector's score and IoU thresholds (within 0..=1).
+fn detect_thresholds(d: &Detect, path: &Path) -> Result<()> {
+    for (v, name) in [(d.score_threshold, "detect.score_threshold"), (d.iou_threshold, "detect.iou_threshold")] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(field_error(path, name, "must be within 0..=1"));
+        }
+    }
+    Ok(())
+}
+
 /// A mean or std list as three per-channel values: one value applies to every channel, else one
 /// per channel of `color` (1 or 3 values when the color is not known yet).
 fn per_channel(
@@ -390,7 +400,12 @@ impl Manifest {
         if self.task == Task::Detect {
             let d =
                 self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "required for task = \"detect\""))?;
-            self.detect_config(path)?;
+            if self.image_input(path).is_ok() {
+                self.detect_config(path)?;
+            } else {
+                // Layout, size or color left to the model: `complete` reads them from it.
+                detect_thresholds(d, path)?;
+            }
             if d.format == DetectFormat::Ssd && d.background_class.is_some_and(|b| b as usize >= self.labels.len()) {
                 return Err(field_error(path, "detect.background_class", "must index into labels"));
             }
@@ -446,12 +461,8 @@ impl Manifest {
     /// Detection decoder settings.
     pub fn detect_config(&self, path: &Path) -> Result<DetectConfig> {
         let d = self.detect.as_ref().ok_or_else(|| field_error(path, "detect", "missing"))?;
+        detect_thresholds(d, path)?;
         let (_, [width, height], _) = self.image_input(path)?;
-        for (v, name) in [(d.score_threshold, "detect.score_threshold"), (d.iou_threshold, "detect.iou_threshold")] {
-            if !(0.0..=1.0).contains(&v) {
-                return Err(field_error(path, name, "must be within 0..=1"));
-            }
-        }
         Ok(DetectConfig {
             boxes: d.boxes,
             normalized: d.normalized,

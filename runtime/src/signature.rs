@@ -18,7 +18,8 @@
 //! of the SHA-256 of its 32 public key bytes, in hex.
 
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::spki::der::{pem::LineEnding, zeroize::Zeroizing};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -173,7 +174,8 @@ impl SecretKey {
         Ok(SecretKey { key: SigningKey::from_bytes(&seed) })
     }
 
-    /// Reads a private key (PKCS#8 PEM).
+    /// Reads a private key (PKCS#8 PEM, v1 as `keygen` and OpenSSL write it, or v2 with the
+    /// public key, as older versions of `keygen` wrote it).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io(path))?;
         let key = SigningKey::from_pkcs8_pem(&text)
@@ -184,6 +186,13 @@ impl SecretKey {
     /// The id of its public key.
     pub fn id(&self) -> String {
         key_id(&self.key.verifying_key())
+    }
+
+    /// The key as PKCS#8 v1 PEM (RFC 8410, without the optional public key): what OpenSSL 3.0
+    /// reads (it refuses the v2 form with the embedded public key, which ed25519-dalek writes).
+    fn to_pem(&self) -> ed25519_dalek::pkcs8::Result<Zeroizing<String>> {
+        let bytes = KeypairBytes { secret_key: self.key.to_bytes(), public_key: None };
+        bytes.to_pkcs8_pem(LineEnding::LF)
     }
 
     /// Writes `NAME.key` (mode 0600, refusing to replace an existing file) and `NAME.pub`;
@@ -197,7 +206,7 @@ impl SecretKey {
             PathBuf::from(s)
         };
         let (key_path, pub_path) = (with(".key"), with(".pub"));
-        let pem = self.key.to_pkcs8_pem(Default::default()).map_err(|e| malformed(&key_path, e))?;
+        let pem = self.to_pem().map_err(|e| malformed(&key_path, e))?;
         let public =
             self.key.verifying_key().to_public_key_pem(Default::default()).map_err(|e| malformed(&pub_path, e))?;
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).map_err(
@@ -359,6 +368,28 @@ mod tests {
         assert!(matches!(e, SignatureError::Unsigned { .. }) && e.to_string().contains("m.lpm"), "{e}");
         // A private key given where a public one belongs.
         assert!(PublicKey::read(&key_path).unwrap_err().to_string().contains("private key"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_v2_keys_of_older_versions_still_read() {
+        use ed25519_dalek::pkcs8::{spki::der::pem, PrivateKeyInfo};
+        let d = dir("v1");
+        let owner = SecretKey::generate().unwrap();
+        let (key_path, _) = owner.write(&d.join("owner")).unwrap();
+        let text = std::fs::read_to_string(&key_path).unwrap();
+        let (label, der) = pem::decode_vec(text.as_bytes()).unwrap();
+        assert_eq!(label, "PRIVATE KEY");
+        let info = PrivateKeyInfo::try_from(der.as_slice()).unwrap();
+        assert_eq!(format!("{:?}", info.version()), "V1", "OpenSSL 3.0 reads v1 only");
+        assert!(info.public_key.is_none());
+        // A v2 key (with its public key), as keygen wrote before: still read, same key.
+        let v2 = owner.key.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let (_, der) = pem::decode_vec(v2.as_bytes()).unwrap();
+        assert_eq!(format!("{:?}", PrivateKeyInfo::try_from(der.as_slice()).unwrap().version()), "V2");
+        let old = d.join("old.key");
+        std::fs::write(&old, v2.as_bytes()).unwrap();
+        assert_eq!(SecretKey::read(&old).unwrap().id(), owner.id());
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -453,6 +453,55 @@ fn http_mjpeg_streams_and_snapshot_urls_detect_like_the_image_folder() {
     assert!(msgs.iter().all(|(_, p)| !p.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())));
 }
 
+/// A camera serving an MJPEG stream whose boundary has capitals (`MyBoundary`, as Axis-style
+/// cameras send), parts with and without Content-Length, from a plain TCP server on loopback.
+/// Returns its port; it serves each connection `frames` pictures, then closes it.
+fn mixed_case_mjpeg_camera(jpeg: Vec<u8>, frames: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let jpeg = jpeg.clone();
+            std::thread::spawn(move || {
+                let mut request = vec![];
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    request.push(byte[0]);
+                }
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: Multipart/X-Mixed-Replace; Boundary=MyBoundary\r\nConnection: close\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                for k in 0..frames {
+                    let length = if k % 2 == 0 { format!("Content-Length: {}\r\n", jpeg.len()) } else { String::new() };
+                    let part = format!("--MyBoundary\r\nContent-Type: image/jpeg\r\n{length}\r\n");
+                    let sent = conn.write_all(part.as_bytes()).and_then(|()| conn.write_all(&jpeg));
+                    if sent.and_then(|()| conn.write_all(b"\r\n")).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = conn.write_all(b"--MyBoundary--\r\n");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_mjpeg_camera_whose_boundary_has_capitals_is_read() {
+    let jpeg = std::fs::read(root().join("models/detector/demo/images/frame001.jpg")).unwrap();
+    let port = mixed_case_mjpeg_camera(jpeg, 30);
+    let url = format!("http://127.0.0.1:{port}/stream");
+    let out = Command::new(bin("lepton")).args(["probe", &url, "--watch", "1"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("MJPEG stream 320x240"), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("out of step"), "{stderr}");
+}
+
 #[test]
 fn video_files_give_the_image_folders_detections_frame_by_frame() {
     let dir = scratch("cameras-video");

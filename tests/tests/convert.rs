@@ -285,6 +285,105 @@ fn a_manifest_may_leave_layout_size_and_color_to_the_model() {
 }
 
 #[test]
+fn a_detector_manifest_may_leave_layout_and_size_to_the_model() {
+    let dir = scratch("pack-infer-detector");
+    let detector = |f: &str| root().join("models/detector").join(f);
+    let shipped = std::fs::read_to_string(detector("manifest.toml")).unwrap();
+    let manifest: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("layout") && !l.starts_with("size") && !l.starts_with("color"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        !manifest.contains("layout") && !manifest.contains("size =") && manifest.contains("[detect]"),
+        "{manifest}"
+    );
+    let m = dir.join("m.toml");
+    std::fs::write(&m, &manifest).unwrap();
+    let packed = dir.join("d.onnx");
+    let out =
+        run("lepton-convert", &["pack", &s(&detector("model.raw.onnx")), "--manifest", &s(&m), "-o", &s(&packed)]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("no model to read it from"), "{stderr}");
+    assert!(stderr.contains("image input: nchw, 160x120, gray"), "{stderr}");
+    // It detects as the shipped model does, on a demo frame.
+    let frame = s(&detector("demo/images/frame001.jpg"));
+    let ours = json(&run("lepton-convert", &["run", &s(&packed), "--input", &frame, "--json"]));
+    let theirs = json(&run("lepton-convert", &["run", &s(&detector("model.onnx")), "--input", &frame, "--json"]));
+    assert!(ours["results"][0].is_object(), "{ours}");
+    assert_eq!(ours["results"], theirs["results"]);
+    // A threshold out of range is still refused before the model is read.
+    std::fs::write(&m, manifest.replace("score_threshold = 0.4", "score_threshold = 4.0")).unwrap();
+    let out =
+        run("lepton-convert", &["pack", &s(&detector("model.raw.onnx")), "--manifest", &s(&m), "-o", &s(&packed)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("detect.score_threshold"), "{}", text(&out).1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bare_lepton_convert_lists_every_verb_and_help_keeps_examples_apart() {
+    // The verbs are clap's list of its subcommands; the intro names none of them by hand.
+    let out = run("lepton-convert", &[]);
+    let (stdout, stderr) = text(&out);
+    let help = format!("{stdout}{stderr}");
+    let verbs = [
+        "inspect", "run", "bench", "optimize", "quantize", "eval", "compile", "pack", "kernels", "keygen", "sign",
+        "verify",
+    ];
+    let listed: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|v| *v != "help")
+        .collect();
+    assert_eq!(listed, verbs, "{help}");
+    let intro = help.split("Usage:").next().unwrap_or("");
+    let named: Vec<&&str> =
+        verbs.iter().filter(|v| intro.split(|c: char| !c.is_alphanumeric()).any(|w| w == **v)).collect();
+    assert!(named.is_empty(), "the intro lists verbs by hand ({named:?}): {intro}");
+    // Each example of `compile --help` on its own line.
+    let (help, _) = text(&run("lepton-convert", &["compile", "--help"]));
+    assert!(help.lines().all(|l| l.matches("lepton-convert compile ").count() <= 1), "{help}");
+    let examples = help.lines().filter(|l| l.trim_start().starts_with("lepton-convert compile model")).count();
+    assert_eq!(examples, 2, "{help}");
+}
+
+#[test]
+fn detector_eval_prints_each_class_once_with_its_meaning() {
+    let dir = scratch("eval-detector");
+    let test = root().join("models/detector/test");
+    for sub in ["images", "labels"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(test.join("images")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    for p in names.iter().take(12) {
+        std::fs::copy(p, dir.join("images").join(p.file_name().unwrap())).unwrap();
+        let label = p.with_extension("txt");
+        let label = test.join("labels").join(label.file_name().unwrap());
+        std::fs::copy(&label, dir.join("labels").join(label.file_name().unwrap())).unwrap();
+    }
+    let model = root().join("models/detector/model.int8.onnx");
+    let out = run("lepton-convert", &["eval", &s(&model), "--dataset", &s(&dir)]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("per-class AP@0.5 (class index and label, AP, objects in the dataset)"), "{stdout}");
+    // Digit classes are named by their index: "0", not "0 0".
+    for d in 0..10 {
+        assert!(!stdout.contains(&format!(" {d} {d} ")), "class {d} printed twice: {stdout}");
+    }
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("    ") && l.contains("objects)")).collect();
+    assert_eq!(rows.len(), 10, "{stdout}");
+    assert!(rows[3].trim_start().starts_with("3  ") || rows[3].trim_start().starts_with("3 "), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn messages_speak_the_users_words() {
     let dir = scratch("messages");
     // --help keeps each example on its own line.
@@ -406,6 +505,9 @@ fn quantize_judges_a_detector_by_matched_boxes_and_a_classifier_by_top1() {
     assert!(f1 >= 0.95 && r["target_met"] == true, "{r}");
     let stdout = text(&out).0;
     assert!(stdout.contains("box agreement with float") && stdout.contains("target 95.00 %, met"), "{stdout}");
+    // The judged figure once, and the method as `--method` spells it.
+    assert_eq!(stdout.matches("agreement with float").count(), 1, "{stdout}");
+    assert!(stdout.contains("method percentile,") && !stdout.contains("Percentile"), "{stdout}");
 
     let (out, r) = quantize_shipped("keywords", &dir, &[]);
     assert!(out.status.success(), "{}", text(&out).1);
@@ -413,6 +515,9 @@ fn quantize_judges_a_detector_by_matched_boxes_and_a_classifier_by_top1() {
     assert_eq!(r["boxes"], serde_json::Value::Null, "{r}");
     let a = r["agreement"].as_f64().unwrap();
     assert!(a >= 0.99 && r["target_met"] == true && r["figure"].as_f64() == Some(a), "{r}");
+    let stdout = text(&out).0;
+    assert_eq!(stdout.matches("top-1 agreement").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("output SQNR").count(), 1, "{stdout}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

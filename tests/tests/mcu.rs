@@ -29,8 +29,16 @@ fn data(path: &str) -> PathBuf {
 
 /// The QEMU command line of the cargo runner for the firmware's target (`.cargo/config.toml`).
 fn runner() -> Vec<String> {
+    runner_for(TARGET)
+}
+
+/// The QEMU command line of the cargo runner for `target` (`.cargo/config.toml`).
+fn runner_for(target: &str) -> Vec<String> {
     let config = std::fs::read_to_string(root().join(".cargo/config.toml")).expect(".cargo/config.toml");
-    let section = config.split(&format!("[target.{TARGET}]")).nth(1).expect("a [target.thumbv7em-none-eabihf] section");
+    let section = config
+        .split(&format!("[target.{target}]"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("a [target.{target}] section in .cargo/config.toml"));
     let line = section.lines().find(|l| l.trim_start().starts_with("runner")).expect("a runner for the firmware");
     let command = line.split('"').nth(1).expect("runner = \"...\"");
     let words: Vec<String> = command.split_whitespace().map(str::to_string).collect();
@@ -48,10 +56,15 @@ fn runner() -> Vec<String> {
 /// variables (the others unset), and copies the ELF to `dir`. Builds are serialized: they share
 /// one output file.
 fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<PathBuf, String> {
+    build_for(TARGET, dir, features, vars)
+}
+
+/// [`build`] for another target.
+fn build_for(target: &str, dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<PathBuf, String> {
     static LOCK: Mutex<()> = Mutex::new(());
     let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let mut cmd = lepton_e2e::cargo();
-    cmd.args(["build", "--quiet", "--release", "-p", "lepton-mcu", "--target", TARGET]).current_dir(root());
+    cmd.args(["build", "--quiet", "--release", "-p", "lepton-mcu", "--target", target]).current_dir(root());
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -69,7 +82,7 @@ fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<Path
     let exe = std::env::current_exe().expect("test binary path");
     let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps");
     let elf = dir.join("lepton-mcu.elf");
-    std::fs::copy(target_dir.join(TARGET).join("release/lepton-mcu"), &elf).expect("copying the firmware");
+    std::fs::copy(target_dir.join(target).join("release/lepton-mcu"), &elf).expect("copying the firmware");
     Ok(elf)
 }
 
@@ -81,7 +94,11 @@ struct Boot {
 }
 
 fn boot(elf: &Path) -> Boot {
-    let words = runner();
+    boot_with(runner(), elf)
+}
+
+/// [`boot`] with another QEMU command line.
+fn boot_with(words: Vec<String>, elf: &Path) -> Boot {
     let start = Instant::now();
     let mut child = Command::new(&words[0])
         .args(&words[1..])
@@ -313,6 +330,84 @@ fn the_dsp_kernel_set_is_bit_exact_with_the_reference_inside_the_firmware() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Instructions of the Cortex-M DSP extension (armv7e-m's, optional on armv8-m mainline): SIMD
+/// on halfwords and bytes, halfword multiplies, saturating arithmetic, packing.
+const DSP_MNEMONICS: &[&str] = &[
+    "smlad", "smladx", "smlsd", "smlsdx", "smuad", "smuadx", "smusd", "smusdx", "smlald", "smlaldx", "smlsld",
+    "smlsldx", "smlabb", "smlabt", "smlatb", "smlatt", "smlawb", "smlawt", "smulbb", "smulbt", "smultb", "smultt",
+    "smulwb", "smulwt", "smlalbb", "smlalbt", "smlaltb", "smlaltt", "smmla", "smmlar", "smmls", "smmlsr", "smmul",
+    "smmulr", "sxtb16", "sxtab16", "sxtab", "sxtah", "uxtb16", "uxtab16", "uxtab", "uxtah", "qadd", "qsub", "qdadd",
+    "qdsub", "qadd8", "qadd16", "qsub8", "qsub16", "qasx", "qsax", "sadd8", "sadd16", "ssub8", "ssub16", "sasx",
+    "ssax", "shadd8", "shadd16", "shsub8", "shsub16", "uadd8", "uadd16", "usub8", "usub16", "uqadd8", "uqadd16",
+    "uqsub8", "uqsub16", "uhadd8", "uhadd16", "ssat16", "usat16", "usad8", "usada8", "pkhbt", "pkhtb", "sel",
+];
+
+/// The DSP instructions in an ELF's code (llvm-objdump told that the core has DSP, so that it
+/// decodes them whatever the ELF's attributes say), with their addresses.
+fn dsp_instructions(elf: &Path) -> Vec<String> {
+    let out = Command::new("llvm-objdump")
+        .args(["-d", "--no-show-raw-insn", "--mattr=+dsp"])
+        .arg(elf)
+        .output()
+        .expect("llvm-objdump (Debian package llvm; scripts/install-deps --test installs it)");
+    assert!(out.status.success(), "llvm-objdump: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .filter(|l| {
+            // `     96a:      \tsxtb16\tr3, r1, ror #8`
+            let Some((address, insn)) = l.split_once(':') else { return false };
+            let address = address.trim();
+            if address.is_empty() || !address.chars().all(|c| c.is_ascii_hexdigit()) {
+                return false;
+            }
+            let mnemonic = insn.split_whitespace().next().unwrap_or("");
+            // Condition and width suffixes inside IT blocks (smladeq, sxtb16.w) are the same instruction.
+            let base = mnemonic.split('.').next().unwrap_or("");
+            DSP_MNEMONICS.iter().any(|m| {
+                base == *m
+                    || base.strip_prefix(m).is_some_and(|c| {
+                        ["eq", "ne", "cs", "cc", "hs", "lo", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le"]
+                            .contains(&c)
+                    })
+            })
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_cortex_m33_without_dsp_gets_no_dsp_instructions_and_runs_the_digit_classifier() {
+    const M33: &str = "thumbv8m.main-none-eabihf";
+    let dir = scratch("mcu-m33-nodsp");
+    // The board profile says its core has no DSP: the firmware builds without the DSP kernels.
+    let vars = [("LEPTON_MCU_BOARD", PathBuf::from("mps2-an505-nodsp"))];
+    let elf = build_for(M33, &dir, &[], &vars).unwrap_or_else(|e| {
+        panic!("building the firmware for {M33} (rustup target add {M33}; scripts/install-deps --test):\n{e}")
+    });
+    let found = dsp_instructions(&elf);
+    assert!(found.is_empty(), "DSP instructions in a build for a core without DSP:\n{}", found.join("\n"));
+    // The scan finds them where they are: the Cortex-M4 build runs the DSP kernels.
+    std::fs::create_dir_all(dir.join("m4")).unwrap();
+    let m4 = build(&dir.join("m4"), &[], &[]).unwrap_or_else(|e| panic!("building the firmware:\n{e}"));
+    let in_m4 = dsp_instructions(&m4);
+    assert!(in_m4.iter().any(|l| l.contains("smlad")), "no smlad in the Cortex-M4 build: {in_m4:?}");
+    // It runs on QEMU's Cortex-M33 with the DSP extension turned off (where a DSP instruction
+    // faults), and computes what the host engine does.
+    let words = runner_for(M33);
+    assert!(words.iter().any(|w| w.contains("dsp=off")), "the runner turns DSP off: {words:?}");
+    let b = boot_with(words, &elf);
+    let lpm = data("models/digits/model.lpm");
+    let files = npy_files(&data("models/digits/mcu-inputs"));
+    eprintln!(
+        "digits: {} input sets on the emulated Cortex-M33 without DSP in {:.2} s",
+        files.len(),
+        b.took.as_secs_f64()
+    );
+    let sets: Vec<Vec<(String, PathBuf)>> = files.iter().map(|f| vec![("image".to_string(), f.clone())]).collect();
+    compare_with_host(&b, &lpm, &sets, &dir);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     let dir = scratch("mcu-bad");
@@ -324,7 +419,10 @@ fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     let e = build(&dir, &[], &[("LEPTON_MCU_INPUTS", wrong)]).unwrap_err();
     assert!(e.contains("00.npy") && e.contains("[1, 1, 16, 16]") && e.contains("[1, 3, 12, 12]"), "{e}");
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "esp32".into())]).unwrap_err();
-    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, stm32f746"), "{e}");
+    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, mps2-an505-nodsp, stm32f746"), "{e}");
+    // A board for another target.
+    let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "mps2-an505-nodsp".into())]).unwrap_err();
+    assert!(e.contains("thumbv8m.main-none-eabihf") && e.contains("--target"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -157,3 +157,46 @@ fn keygen_never_replaces_a_key_and_sign_names_a_bad_key_file() {
     assert!(text(&out).1.contains("owner.pub") && text(&out).1.contains("private key"), "{}", text(&out).1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `openssl` with arguments; panics with its stderr when it fails.
+fn openssl(args: &[&str]) -> Output {
+    let out = Command::new("openssl").args(args).output().expect("openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out).1);
+    out
+}
+
+#[test]
+fn openssl_reads_our_keys_and_its_signatures_verify_with_ours() {
+    let dir = scratch("security-openssl");
+    let owner = keygen(&dir, "owner");
+    let (key, public) = (owner.with_extension("key"), owner.with_extension("pub"));
+    // `openssl pkey -in owner.key -pubout` gives our public key, as the README says.
+    let out = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    assert_eq!(text(&out).0.trim(), std::fs::read_to_string(&public).unwrap().trim());
+    // OpenSSL signs the model's SHA-256 with our key: the same signature bytes as `sign` (Ed25519
+    // is deterministic), and `verify` takes it.
+    let model = dir.join("model.lpm");
+    std::fs::copy(root().join("models/digits/model.lpm"), &model).unwrap();
+    sign(&model, &owner);
+    let sig = model.with_extension("lpm.sig");
+    let ours = std::fs::read_to_string(&sig).unwrap();
+    let digest = dir.join("digest.bin");
+    openssl(&["dgst", "-sha256", "-binary", "-out", digest.to_str().unwrap(), model.to_str().unwrap()]);
+    let raw = dir.join("sig.bin");
+    let (k, d, r) = (key.to_str().unwrap(), digest.to_str().unwrap(), raw.to_str().unwrap());
+    openssl(&["pkeyutl", "-sign", "-inkey", k, "-rawin", "-in", d, "-out", r]);
+    use base64::Engine as _;
+    let theirs = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&raw).unwrap());
+    let line = ours.lines().find(|l| l.starts_with("signature")).unwrap();
+    assert_eq!(line, format!("signature = \"{theirs}\""), "{ours}");
+    let out = convert(&["verify", model.to_str().unwrap(), "--key", public.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    // And the reverse: OpenSSL verifies what `sign` wrote with the .pub.
+    let ours_raw = dir.join("ours.bin");
+    let b64 = line.split('"').nth(1).unwrap();
+    std::fs::write(&ours_raw, base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+    let (p, o) = (public.to_str().unwrap(), ours_raw.to_str().unwrap());
+    let out = openssl(&["pkeyutl", "-verify", "-pubin", "-inkey", p, "-rawin", "-in", d, "-sigfile", o]);
+    assert!(text(&out).0.contains("Signature Verified Successfully"), "{}", text(&out).0);
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -17,7 +17,9 @@ use std::process::ExitCode;
 /// Exit codes: 0 success; 1 the work was done but missed its goal (`quantize`: the int8 model misses
 /// its agreement target); 2 error (the message names the file, field, tensor or node).
 #[derive(Parser, Debug)]
-#[command(name = "lepton-convert", version, about, long_about)]
+// `about` and `long_about` come from the doc comment above; the verbs are clap's list of the
+// `Command` variants (the package description is not used: it would be a second list to keep).
+#[command(name = "lepton-convert", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

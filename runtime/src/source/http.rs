@@ -80,31 +80,43 @@ fn get(agent: &ureq::Agent, url: &StreamUrl) -> Result<(Body, ureq::BodyReader<'
     if !status.is_success() {
         return Err(err(url, format!("HTTP {status}")));
     }
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let body = if content_type.starts_with("multipart/") {
-        let boundary = content_type
-            .split(';')
-            .filter_map(|p| p.trim().strip_prefix("boundary="))
-            .next()
-            .map(|b| b.trim_matches('"').trim_start_matches("--").to_string())
-            .ok_or_else(|| err(url, format!("`{content_type}` without a boundary")))?;
-        Body::Mjpeg(boundary)
-    } else if content_type.starts_with("image/jpeg") || content_type.is_empty() {
-        Body::Snapshot
-    } else {
-        return Err(err(url, format!("serves `{content_type}`; give an MJPEG stream or a JPEG snapshot URL")));
-    };
+    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let body = body_kind(content_type).map_err(|reason| err(url, reason))?;
     Ok((body, response.into_body().into_with_config().limit(u64::MAX).reader()))
 }
 
+/// What a `Content-Type` header value says the body is. The media type and parameter names are
+/// case-insensitive; the boundary is kept exactly as sent (boundaries are case-sensitive, RFC 2046).
+fn body_kind(content_type: &str) -> std::result::Result<Body, String> {
+    let mut fields = content_type.split(';');
+    let media = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+    if media.starts_with("multipart/") {
+        let boundary = fields
+            .filter_map(|p| p.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("boundary"))
+            .map(|(_, value)| value.trim().trim_matches('"').trim_start_matches("--").to_string())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| format!("`{content_type}` without a boundary"))?;
+        Ok(Body::Mjpeg(boundary))
+    } else if media == "image/jpeg" || media.is_empty() {
+        Ok(Body::Snapshot)
+    } else {
+        Err(format!("serves `{content_type}`; give an MJPEG stream or a JPEG snapshot URL"))
+    }
+}
+
 /// The parts of a `multipart/x-mixed-replace` body, read through a buffer of our own (a part
-/// without Content-Length ends where the next boundary starts, which is read ahead).
+/// without Content-Length ends where the next boundary starts, which is read ahead). Each search
+/// resumes where the last one stopped, so a part costs work linear in its size however it arrives.
 struct Multipart<R> {
     reader: R,
     buf: Vec<u8>,
+    /// One read's bytes (kept, so a read does not zero a fresh chunk).
+    chunk: Vec<u8>,
     start: Vec<u8>,
     delimiter: Vec<u8>,
+    /// Bytes examined by the searches so far (for the linearity test).
+    scanned: u64,
 }
 
 impl<R: Read> Multipart<R> {
@@ -112,16 +124,17 @@ impl<R: Read> Multipart<R> {
         Multipart {
             reader,
             buf: Vec::with_capacity(64 << 10),
+            chunk: vec![0; 16 << 10],
             start: format!("--{boundary}").into_bytes(),
             delimiter: format!("\r\n--{boundary}").into_bytes(),
+            scanned: 0,
         }
     }
 
     /// Reads more bytes; `false` at the end of the stream.
     fn more(&mut self, url: &StreamUrl) -> Result<bool> {
-        let mut chunk = [0u8; 16 << 10];
-        let n = self.reader.read(&mut chunk).map_err(|e| err(url, e))?;
-        self.buf.extend_from_slice(&chunk[..n]);
+        let n = self.reader.read(&mut self.chunk).map_err(|e| err(url, e))?;
+        self.buf.extend_from_slice(&self.chunk[..n]);
         if self.buf.len() > MAX_PICTURE_BYTES + (64 << 10) {
             return Err(err(url, format!("a part larger than {MAX_PICTURE_BYTES} bytes")));
         }
@@ -131,19 +144,27 @@ impl<R: Read> Multipart<R> {
     /// The next part's body into `out`; `Ok(false)` at the end of the stream.
     fn next_part(&mut self, out: &mut Vec<u8>, url: &StreamUrl) -> Result<bool> {
         // Boundary line, then headers up to a blank line.
-        let headers_end = loop {
-            if let Some(b) = find(&self.buf, &self.start) {
-                if let Some(h) = find(&self.buf[b..], b"\r\n\r\n") {
-                    break (b, b + h + 4);
-                }
-            } else if self.buf.len() > 4096 {
+        let mut from = 0;
+        let b = loop {
+            if let Some(b) = search(&self.buf, &self.start, &mut from, &mut self.scanned) {
+                break b;
+            }
+            if self.buf.len() > 4096 {
                 return Err(err(url, "MJPEG stream out of step: no part boundary"));
             }
             if !self.more(url)? {
                 return Ok(false);
             }
         };
-        let (b, body) = headers_end;
+        let mut from = b + self.start.len();
+        let body = loop {
+            if let Some(h) = search(&self.buf, b"\r\n\r\n", &mut from, &mut self.scanned) {
+                break h + 4;
+            }
+            if !self.more(url)? {
+                return Ok(false);
+            }
+        };
         let head = &self.buf[b + self.start.len()..body];
         if head.starts_with(b"--") {
             return Ok(false);
@@ -162,19 +183,37 @@ impl<R: Read> Multipart<R> {
                 }
                 n
             }
-            None => loop {
-                if let Some(at) = find(&self.buf, &self.delimiter) {
-                    break at;
+            None => {
+                let mut from = 0;
+                loop {
+                    if let Some(at) = search(&self.buf, &self.delimiter, &mut from, &mut self.scanned) {
+                        break at;
+                    }
+                    if !self.more(url)? {
+                        return Ok(false);
+                    }
                 }
-                if !self.more(url)? {
-                    return Ok(false);
-                }
-            },
+            }
         };
         out.clear();
         out.extend_from_slice(&self.buf[..end]);
         self.buf.drain(..end);
         Ok(true)
+    }
+}
+
+/// Finds `needle` in `buf` from `*from` on, adding the bytes examined to `scanned`; on a miss,
+/// moves `*from` to where a match could still start once more bytes arrive (the end minus the
+/// needle's length), so the next search resumes there instead of rescanning the buffer.
+fn search(buf: &[u8], needle: &[u8], from: &mut usize, scanned: &mut u64) -> Option<usize> {
+    let at = (*from).min(buf.len());
+    *scanned += (buf.len() - at) as u64;
+    match find(&buf[at..], needle) {
+        Some(i) => Some(at + i),
+        None => {
+            *from = buf.len().saturating_sub(needle.len().saturating_sub(1)).max(at);
+            None
+        }
     }
 }
 
@@ -322,5 +361,75 @@ mod tests {
         assert!(parts.next_part(&mut out, &url).unwrap());
         assert_eq!(out, b"qq", "the part after a length-less one");
         assert!(!parts.next_part(&mut out, &url).unwrap(), "closing boundary");
+    }
+
+    #[test]
+    fn the_boundary_keeps_its_case_and_the_media_type_and_parameter_names_do_not_matter() {
+        for header in [
+            "multipart/x-mixed-replace; boundary=MyBoundary",
+            "Multipart/X-Mixed-Replace;Boundary=\"MyBoundary\"",
+            "MULTIPART/x-mixed-replace; charset=utf-8; BOUNDARY = --MyBoundary",
+        ] {
+            match body_kind(header) {
+                Ok(Body::Mjpeg(b)) => assert_eq!(b, "MyBoundary", "{header}"),
+                other => panic!("{header}: {other:?}"),
+            }
+        }
+        assert!(matches!(body_kind("Image/JPEG"), Ok(Body::Snapshot)));
+        assert!(matches!(body_kind(""), Ok(Body::Snapshot)));
+        assert!(body_kind("multipart/x-mixed-replace").unwrap_err().contains("without a boundary"));
+        assert!(body_kind("text/html; charset=utf-8").unwrap_err().contains("text/html"));
+    }
+
+    /// Delivers its bytes `step` at a time, as a network does.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_large_part_in_small_reads_costs_work_linear_in_its_size() {
+        let url = StreamUrl::parse("http://cam/stream", &["http"], None, None).unwrap();
+        // A 1 MiB part without Content-Length (its end is found by searching for the boundary),
+        // bytes that never match the boundary, then a small part; delivered 1000 bytes per read.
+        let big: Vec<u8> = (0..1usize << 20).map(|i| b"0123456789abcdef"[i % 16]).collect();
+        let mut stream = b"--MyBoundary\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+        stream.extend_from_slice(&big);
+        stream.extend_from_slice(b"\r\n--MyBoundary\r\n\r\nsmall\r\n--MyBoundary--\r\n");
+        let mut parts = Multipart::new(Trickle { data: &stream, step: 1000 }, "MyBoundary");
+        let mut out = vec![];
+        assert!(parts.next_part(&mut out, &url).unwrap());
+        assert!(out == big, "the part, whole");
+        assert!(parts.next_part(&mut out, &url).unwrap());
+        assert_eq!(out, b"small");
+        assert!(!parts.next_part(&mut out, &url).unwrap());
+        // Each byte is looked at about once (plus a boundary's length per read where a search
+        // resumes); rescanning the buffer on every read would examine ~500 MiB here.
+        let bound = 2 * stream.len() as u64;
+        assert!(parts.scanned <= bound, "{} bytes scanned for a {} byte stream", parts.scanned, stream.len());
+    }
+
+    #[test]
+    fn a_boundary_split_across_reads_is_found() {
+        let url = StreamUrl::parse("http://cam/stream", &["http"], None, None).unwrap();
+        let stream = b"--MyBoundary\r\n\r\nfirst part\r\n--MyBoundary\r\n\r\nsecond\r\n--MyBoundary--\r\n";
+        for step in 1..12 {
+            let mut parts = Multipart::new(Trickle { data: stream, step }, "MyBoundary");
+            let mut out = vec![];
+            assert!(parts.next_part(&mut out, &url).unwrap());
+            assert_eq!(out, b"first part", "reads of {step} bytes");
+            assert!(parts.next_part(&mut out, &url).unwrap());
+            assert_eq!(out, b"second", "reads of {step} bytes");
+            assert!(!parts.next_part(&mut out, &url).unwrap());
+        }
     }
 }

@@ -23,8 +23,11 @@ use std::path::PathBuf;
 /// bands share are computed twice); results are bit for bit the same. It fails, saying the
 /// smallest arena it reached, when the model cannot get there.
 ///
-/// Example: lepton-convert compile model.int8.onnx -o model.lpm --report
-/// Example: lepton-convert compile model.int8.onnx -o model.lpm --max-arena 32768
+/// Examples:
+///
+///   lepton-convert compile model.int8.onnx -o model.lpm --report
+///
+///   lepton-convert compile model.int8.onnx -o model.lpm --max-arena 32768
 #[derive(Args, Debug)]
 pub struct CompileArgs {
     /// The quantized ONNX model (from `lepton-convert quantize`).

@@ -86,9 +86,7 @@ pub fn run(args: EvalArgs) -> Result<u8> {
                 a * 100.0
             );
         }
-        // Classes named by index (a model without a manifest) print once, not as "1 1".
-        let name =
-            |i: usize, label: &str| if label == i.to_string() { format!("{i:>3}") } else { format!("{i:>3} {label}") };
+        let name = class_name;
         let width = m.labels.iter().enumerate().map(|(i, l)| name(i, l).chars().count()).max().unwrap_or(3);
         println!("per-class recall:");
         for (i, (label, recall, support)) in m.per_class.iter().enumerate() {
@@ -110,6 +108,16 @@ pub fn run(args: EvalArgs) -> Result<u8> {
         eprintln!("error: {}", failure_line(file, e));
     }
     Ok(if m.failed.is_empty() { 0 } else { 2 })
+}
+
+/// A class as printed in tables: its index, then its label unless the label is the index itself
+/// (digit classes, or a model without a manifest), so that "1" prints once, not as "1 1".
+fn class_name(i: usize, label: &str) -> String {
+    if label == i.to_string() {
+        format!("{i:>3}")
+    } else {
+        format!("{i:>3} {label}")
+    }
 }
 
 fn progress_bar(len: usize, hidden: bool) -> indicatif::ProgressBar {
@@ -177,10 +185,12 @@ fn run_detect(args: &EvalArgs) -> Result<u8> {
                 m.exact_readings,
                 m.images
             );
-            println!("  per-class AP@0.5:");
+            println!("  per-class AP@0.5 (class index and label, AP, objects in the dataset):");
+            let width = m.per_class.iter().enumerate().map(|(i, (l, _, _))| class_name(i, l).chars().count()).max();
+            let width = width.unwrap_or(3);
             for (i, (label, ap, n)) in m.per_class.iter().enumerate() {
                 let ap = ap.map_or("   -  ".to_string(), |a| format!("{:6.2}", a * 100.0));
-                println!("    {i:>3} {label:<16} {ap} %  ({n} objects)");
+                println!("    {:<width$} {ap} %  ({n} objects)", class_name(i, label));
             }
         }
     }

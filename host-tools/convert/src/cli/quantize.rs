@@ -63,9 +63,9 @@ pub struct QuantizeArgs {
 
 fn print(r: &Report) {
     println!(
-        "{} samples, method {:?}, weights per {}",
+        "{} samples, method {}, weights per {}",
         r.samples,
-        r.method,
+        method_name(r.method),
         if r.per_channel { "channel" } else { "tensor" }
     );
     println!("layer                                     op            precision   SQNR dB   loss dB");
@@ -85,10 +85,17 @@ fn print(r: &Report) {
     } else {
         println!("kept in float (mixed precision): {}", r.float_layers.join(", "));
     }
-    match (r.criterion, r.agreement, &r.boxes) {
-        (Criterion::BoxF1, _, Some(b)) => println!(
-            "box agreement with float on the calibration set: F1 {:.2} % (recall {:.2} %, precision {:.2} %; {} of {} float boxes matched by {} int8 boxes at IoU ≥ {}, score threshold {})",
-            b.f1 * 100.0,
+    // The judged figure once, with its target; then the details and the other figures.
+    println!(
+        "{} on the calibration set: {} (target {}, {})",
+        r.criterion.describe(),
+        r.criterion.format(r.figure),
+        r.criterion.format(r.target),
+        if r.target_met { "met" } else { "missed" }
+    );
+    if let (Criterion::BoxF1, Some(b)) = (r.criterion, &r.boxes) {
+        println!(
+            "  recall {:.2} %, precision {:.2} %: {} of {} float boxes matched by {} int8 boxes at IoU ≥ {}, score threshold {}",
             b.recall * 100.0,
             b.precision * 100.0,
             b.matched,
@@ -96,18 +103,20 @@ fn print(r: &Report) {
             b.int8_boxes,
             b.iou,
             b.score_threshold
-        ),
-        (_, Some(a), _) => println!("top-1 agreement with float on the calibration set: {:.2} %", a * 100.0),
-        _ => {}
+        );
     }
-    println!("output SQNR: {:.1} dB", r.output_sqnr_db);
-    println!(
-        "{}: {} (target {}, {})",
-        r.criterion.describe(),
-        r.criterion.format(r.figure),
-        r.criterion.format(r.target),
-        if r.target_met { "met" } else { "missed" }
-    );
+    if let (false, Some(a)) = (r.criterion == Criterion::Top1, r.agreement) {
+        println!("top-1 agreement with float: {:.2} %", a * 100.0);
+    }
+    if r.criterion != Criterion::OutputSqnr {
+        println!("output SQNR: {:.1} dB", r.output_sqnr_db);
+    }
+}
+
+/// A method as its `--method` value spells it.
+fn method_name(m: Method) -> String {
+    use clap::ValueEnum;
+    m.to_possible_value().map_or_else(|| format!("{m:?}"), |v| v.get_name().to_string())
 }
 
 fn truncate(s: &str, n: usize) -> String {
