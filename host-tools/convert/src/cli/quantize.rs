@@ -85,7 +85,8 @@ fn print(r: &Report) {
     } else {
         println!("kept in float (mixed precision): {}", r.float_layers.join(", "));
     }
-    // The judged figure once, with its target; then the details and the other figures.
+    // The judged figure (the agreement, or the output SQNR) once, with its target; then the box
+    // counts behind a detector's, and the output SQNR when it is not the judged figure.
     println!(
         "{} on the calibration set: {} (target {}, {})",
         r.criterion.describe(),
@@ -104,9 +105,6 @@ fn print(r: &Report) {
             b.iou,
             b.score_threshold
         );
-    }
-    if let (false, Some(a)) = (r.criterion == Criterion::Top1, r.agreement) {
-        println!("top-1 agreement with float: {:.2} %", a * 100.0);
     }
     if r.criterion != Criterion::OutputSqnr {
         println!("output SQNR: {:.1} dB", r.output_sqnr_db);
