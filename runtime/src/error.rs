@@ -73,13 +73,15 @@ mod with_std {
     #[derive(Debug, thiserror::Error)]
     #[non_exhaustive]
     pub enum LeptonError {
-        /// A file could not be read or written.
-        #[error("{path}: {source}")]
+        /// A file could not be read or written. The OS error is part of the message, so it is not
+        /// also a [`source`](std::error::Error::source): a chain printer (anyhow's `{:#}`) would
+        /// print it twice.
+        #[error("{path}: {error}")]
         Io {
             /// The file.
             path: PathBuf,
             /// The OS error.
-            source: std::io::Error,
+            error: std::io::Error,
         },
         /// A file is not a valid ONNX model (truncated, wrong format, no graph).
         #[error("{path}: not a valid ONNX model: {reason}")]
@@ -180,25 +182,26 @@ mod with_std {
         /// The kernel set asked for (`LEPTON_KERNELS`) is unknown or this CPU cannot run it.
         #[error(transparent)]
         Kernels(#[from] crate::engine::micro::kernels::KernelsError),
-        /// An error from the no_std core, with what it was about.
-        #[error("{context}: {source}")]
+        /// An error from the no_std core, with what it was about (in the message, not also a
+        /// `source`, for the reason given at [`LeptonError::Io`]).
+        #[error("{context}: {error}")]
         Core {
             /// What was being processed (file, stage).
             context: String,
             /// The core error.
-            source: super::Error,
+            error: super::Error,
         },
     }
 
     impl LeptonError {
         /// Wraps an I/O error with the path it concerns.
         pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-            LeptonError::Io { path: path.into(), source }
+            LeptonError::Io { path: path.into(), error: source }
         }
 
         /// Wraps a core error with a description of what was being processed.
         pub fn core(context: impl Into<String>, source: super::Error) -> Self {
-            LeptonError::Core { context: context.into(), source }
+            LeptonError::Core { context: context.into(), error: source }
         }
     }
 }

@@ -50,9 +50,10 @@ pub fn alert_config(a: &AlertOutput) -> AlertConfig {
         ActiveLevelKind::High => ActiveLevel::High,
         ActiveLevelKind::Low => ActiveLevel::Low,
     };
-    let cfg = AlertConfig::new(active, (a.hold_s * 1e3).round() as u32);
+    // Both are bounded when read (a day, a minute): the products fit in u32 milliseconds.
+    let cfg = AlertConfig::new(active, (a.hold_s.get() * 1e3).round() as u32);
     match a.blink_ms {
-        Some([on, off]) => cfg.with_blink(on, off),
+        Some([on, off]) => cfg.with_blink(on.get().round() as u32, off.get().round() as u32),
         None => cfg,
     }
 }

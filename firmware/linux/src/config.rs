@@ -43,7 +43,7 @@ pub struct Web {
     pub token_file: Option<PathBuf>,
     /// Events older than this many days are deleted (default 30).
     #[serde(default = "default_retain_days")]
-    pub retain_days: f64,
+    pub retain_days: Days<3_650>,
     /// The history is kept under this many MiB, oldest events deleted first (default 100).
     #[serde(default = "default_retain_mb")]
     pub retain_mb: u64,
@@ -69,8 +69,8 @@ fn default_database() -> PathBuf {
     "lepton.db".into()
 }
 
-fn default_retain_days() -> f64 {
-    30.0
+fn default_retain_days() -> Days<3_650> {
+    Days(30.0)
 }
 
 fn default_retain_mb() -> u64 {
@@ -132,17 +132,17 @@ pub struct Device {
     pub name: Option<String>,
     /// Seconds between stats messages (default 10; 0: none).
     #[serde(default = "default_stats")]
-    pub stats_interval_s: u64,
+    pub stats_interval_s: Seconds<DAY>,
     /// Seconds without a processed frame or audio window after which a pipeline counts as stalled
     /// and the systemd watchdog is no longer fed (default 30; `boards/lepton.service`).
     #[serde(default = "default_stall")]
-    pub stall_s: f64,
+    pub stall_s: Seconds<DAY>,
     /// A board profile (`boards/<name>`) supplying camera, microphone, thread and GPIO defaults.
     pub board: Option<String>,
 }
 
-fn default_stats() -> u64 {
-    10
+fn default_stats() -> Seconds<DAY> {
+    Seconds(10.0)
 }
 
 /// Payload encoding.
@@ -175,10 +175,10 @@ pub struct Mqtt {
     /// MQTT 5: seconds after which a detection not yet delivered is dropped by the broker
     /// (default 600; 0: never).
     #[serde(default = "default_detection_expiry")]
-    pub detection_expiry_s: u32,
+    pub detection_expiry_s: Seconds<U32_MAX>,
     /// MQTT 5: seconds the broker keeps the device's session after a disconnection (default 3600).
     #[serde(default = "default_session_expiry")]
-    pub session_expiry_s: u32,
+    pub session_expiry_s: Seconds<U32_MAX>,
     /// First topic level (default `lepton`).
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
@@ -199,12 +199,12 @@ pub struct Mqtt {
     pub password_file: Option<PathBuf>,
     /// Client id (default `lepton-<device id>`).
     pub client_id: Option<String>,
-    /// Keep-alive in seconds (default 30).
+    /// Keep-alive in seconds (default 30; MQTT's limit is 65535).
     #[serde(default = "default_keepalive")]
-    pub keepalive_s: u64,
+    pub keepalive_s: Seconds<{ u16::MAX as u64 }>,
     /// Longest wait between reconnection attempts, in seconds (default 30).
     #[serde(default = "default_backoff")]
-    pub reconnect_max_s: u64,
+    pub reconnect_max_s: Seconds<HOUR>,
 }
 
 impl Mqtt {
@@ -243,9 +243,21 @@ impl Mqtt {
             (None, true) => {
                 bail!("mqtt: no broker; set host = \"NAME\" (one broker) or hosts = [\"NODE:PORT\", ...] (a cluster)")
             }
-            (Some(h), true) => check_host(h).map_err(|e| anyhow::anyhow!("mqtt.host = \"{h}\": {e}"))?,
+            (Some(h), true) => {
+                if let Some(url) = BrokerUrl::parse(h) {
+                    bail!("mqtt.host {}: a URL; write its parts as keys: {}", url.shown(h), url.suggestion(false));
+                }
+                check_host(h).map_err(|e| anyhow::anyhow!("mqtt.host = \"{h}\": {e}"))?
+            }
             (None, false) => {
                 for h in &self.hosts {
+                    if let Some(url) = BrokerUrl::parse(h) {
+                        bail!(
+                            "mqtt.hosts entry {}: a URL; write its parts as keys: {}",
+                            url.shown(h),
+                            url.suggestion(true)
+                        );
+                    }
                     let bad =
                         || anyhow::anyhow!("mqtt.hosts entry \"{h}\": write \"HOST\" or \"HOST:PORT\" (port 1-65535)");
                     let (name, port) = match h.strip_prefix('[') {
@@ -334,11 +346,11 @@ impl std::fmt::Display for ProtocolSetting {
     }
 }
 
-fn default_detection_expiry() -> u32 {
-    600
+fn default_detection_expiry() -> Seconds<U32_MAX> {
+    Seconds(600.0)
 }
-fn default_session_expiry() -> u32 {
-    3600
+fn default_session_expiry() -> Seconds<U32_MAX> {
+    Seconds(3600.0)
 }
 
 fn default_prefix() -> String {
@@ -350,11 +362,11 @@ fn default_qos() -> u8 {
 fn default_queue() -> usize {
     1000
 }
-fn default_keepalive() -> u64 {
-    30
+fn default_keepalive() -> Seconds<{ u16::MAX as u64 }> {
+    Seconds(30.0)
 }
-fn default_backoff() -> u64 {
-    30
+fn default_backoff() -> Seconds<HOUR> {
+    Seconds(30.0)
 }
 
 /// `[homeassistant]`.
@@ -392,7 +404,7 @@ pub struct Pipeline {
     pub threshold: f32,
     /// Presence events end after this long without a detection (default 2 s).
     #[serde(default = "default_hold")]
-    pub hold_s: f64,
+    pub hold_s: Seconds<DAY>,
     /// `auto` (int8 models on the integer engine), `tract` or `micro`.
     #[serde(default)]
     pub engine: EngineKind,
@@ -416,7 +428,7 @@ pub struct Snapshot {
     /// `event` (the default): at each event start, the frame that started it.
     pub on: Option<SnapshotOn>,
     /// Instead of events: one picture every this many seconds.
-    pub every_s: Option<f64>,
+    pub every_s: Option<Seconds<DAY>>,
     /// Draw each detection's box, label and score (default true).
     #[serde(default = "default_true")]
     pub annotate: bool,
@@ -456,9 +468,9 @@ pub struct AlertOutput {
     pub active: ActiveLevelKind,
     /// Seconds the output stays on after the last event start (default 2).
     #[serde(default = "default_hold")]
-    pub hold_s: f64,
+    pub hold_s: Seconds<DAY>,
     /// Blink while on: `[on_ms, off_ms]` (default: steady).
-    pub blink_ms: Option<[u32; 2]>,
+    pub blink_ms: Option<[Millis<MINUTE_MS>; 2]>,
     /// Labels whose events trigger it (default: every label).
     #[serde(default)]
     pub labels: Vec<String>,
@@ -488,8 +500,8 @@ pub enum ActiveLevelKind {
 fn default_threshold() -> f32 {
     0.5
 }
-fn default_hold() -> f64 {
-    2.0
+fn default_hold() -> Seconds<DAY> {
+    Seconds(2.0)
 }
 fn default_true() -> bool {
     true
@@ -562,7 +574,7 @@ pub enum Source {
         /// Environment variable holding the password.
         password_env: Option<String>,
         /// Seconds without video after which the stream counts as lost (default 10).
-        timeout_s: Option<f64>,
+        timeout_s: Option<Seconds<HOUR>>,
     },
     /// An HTTP camera: an MJPEG stream (`multipart/x-mixed-replace`) or a JPEG snapshot URL.
     Http {
@@ -577,7 +589,7 @@ pub enum Source {
         /// Environment variable holding the password.
         password_env: Option<String>,
         /// Seconds without data after which the connection counts as lost (default 10).
-        timeout_s: Option<f64>,
+        timeout_s: Option<Seconds<HOUR>>,
     },
     /// A video file: H.264 in MP4 or Matroska.
     Video {
@@ -598,7 +610,7 @@ pub enum Source {
         /// Sample rate (default: the board's, else the model's).
         rate: Option<u32>,
         /// Stop after this many seconds (default: never).
-        duration_s: Option<f64>,
+        duration_s: Option<Seconds<YEAR>>,
         /// Capture at `rate` and convert to the model's rate when they differ (default false).
         #[serde(default)]
         resample: bool,
@@ -642,17 +654,98 @@ pub fn read_password(file: &Path, what: &str) -> Result<String> {
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
+/// A broker written as a URL (`mqtt://user:password@host:1883`) or with credentials
+/// (`user@host`) where a host name belongs: its parts, to suggest the keys that hold them. The
+/// password is never kept, only whether there was one.
+#[derive(Debug, Clone, PartialEq)]
+struct BrokerUrl {
+    /// `mqtt`, `mqtts`, ... (lowercase), if written.
+    scheme: Option<String>,
+    /// The user name, if written.
+    username: Option<String>,
+    /// A password was written (after the user name).
+    password: bool,
+    /// The host name or address (an IPv6 address without brackets).
+    host: String,
+    /// The port as written, if any.
+    port: Option<String>,
+}
+
+impl BrokerUrl {
+    /// `None` when `text` has neither a scheme nor a user part (a plain host, or `host:port`).
+    fn parse(text: &str) -> Option<BrokerUrl> {
+        let (scheme, rest) = match text.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+            None if text.contains('@') => (None, text),
+            None => return None,
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((name, _)) => (Some(name.to_string()), true),
+                None => (Some(u.to_string()), false),
+            },
+            None => (None, false),
+        };
+        let (host, port) = match hostport.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((addr, tail)) => (addr.to_string(), tail.strip_prefix(':').map(str::to_string)),
+            None => match hostport.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p.to_string())),
+                _ => (hostport.to_string(), None),
+            },
+        };
+        let username = username.filter(|u| !u.is_empty());
+        Some(BrokerUrl { scheme, username, password, host, port: port.filter(|p| !p.is_empty()) })
+    }
+
+    /// How an error names the value: as written when it holds no credentials, else not at all.
+    fn shown(&self, text: &str) -> String {
+        if self.username.is_some() || self.password || text.contains('@') {
+            "(not shown: it holds credentials)".into()
+        } else {
+            format!("\"{text}\"")
+        }
+    }
+
+    /// The keys that say the same: host (or a hosts entry), port, username, where the password
+    /// goes, and tls_ca for a TLS scheme.
+    fn suggestion(&self, entry: bool) -> String {
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let port = self.port.as_deref().filter(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        let mut keys = vec![];
+        match (entry, port) {
+            (true, Some(p)) => keys.push(format!("\"{host}:{p}\" in hosts")),
+            (true, None) => keys.push(format!("\"{host}\" in hosts")),
+            (false, Some(p)) => keys.push(format!("host = \"{}\", port = {p}", self.host)),
+            (false, None) => keys.push(format!("host = \"{}\"", self.host)),
+        }
+        if let Some(p) = self.port.as_deref().filter(|_| port.is_none()) {
+            keys.push(format!("a port from 1 to 65535 (not `{p}`)"));
+        }
+        if let Some(u) = &self.username {
+            keys.push(format!("username = \"{u}\""));
+        }
+        if self.password || self.username.is_some() {
+            keys.push("the password in a file named by password_file = \"FILE\" (or in the LEPTON_MQTT_PASSWORD environment variable), never in the config".into());
+        }
+        if matches!(self.scheme.as_deref(), Some("mqtts" | "ssl" | "tls" | "wss" | "mqtt+ssl")) {
+            keys.push("tls_ca = \"CA.pem\" for TLS (port 8883 unless given)".into());
+        }
+        keys.join(", ")
+    }
+}
+
 /// A broker host is a name or an IP address, nothing more: no scheme, no port, no path.
 fn check_host(host: &str) -> Result<()> {
     if host.is_empty() {
         bail!("empty; give the broker's host name or IP address");
     }
-    if let Some((scheme, rest)) = host.split_once("://") {
-        let (name, port) = rest.split_once(':').unwrap_or((rest, ""));
-        let port = port.trim_end_matches('/');
-        let port = if port.is_empty() { String::new() } else { format!(" and port = {port}") };
-        let tls = if scheme.ends_with('s') { " (TLS: set tls_ca)" } else { "" };
-        bail!("a URL; give the host alone: host = \"{}\"{port}{tls}", name.trim_end_matches('/'));
+    if let Some(url) = BrokerUrl::parse(host) {
+        bail!("a URL; write its parts as keys: {}", url.suggestion(false));
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.parse::<std::net::IpAddr>().is_ok() {
@@ -670,9 +763,111 @@ fn check_host(host: &str) -> Result<()> {
     Ok(())
 }
 
-fn default_stall() -> f64 {
-    30.0
+fn default_stall() -> Seconds<DAY> {
+    Seconds(30.0)
 }
+
+/// A day in seconds: the longest hold, stall, interval or snapshot period.
+pub const DAY: u64 = 86_400;
+/// An hour in seconds: the longest reconnection wait and network timeout.
+pub const HOUR: u64 = 3_600;
+/// A year in seconds: the longest microphone capture.
+pub const YEAR: u64 = 365 * DAY;
+/// MQTT 5's longest expiry interval (a four-byte integer).
+pub const U32_MAX: u64 = u32::MAX as u64;
+/// A minute in milliseconds: the longest blink phase.
+pub const MINUTE_MS: u64 = 60_000;
+
+/// A duration key's value in seconds (`hold_s = 2`, `stall_s = 0.5`): an integer or a float,
+/// finite, from 0 to `MAX`. Checked as it is read, so an error names the key and its line, and
+/// [`Seconds::duration`] never panics (`inf` or `1e300` would in `Duration::from_secs_f64`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Seconds<const MAX: u64>(f64);
+
+/// A duration key's value in milliseconds (`blink_ms`), with the same rules as [`Seconds`].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Millis<const MAX: u64>(f64);
+
+/// A duration key's value in days (`retain_days`), with the same rules as [`Seconds`].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct Days<const MAX: u64>(f64);
+
+/// Reads a finite number from 0 to `max` (integer or float) for a key in `unit`.
+fn bounded<'de, D: serde::Deserializer<'de>>(d: D, max: u64, unit: &str) -> Result<f64, D::Error> {
+    let x = f64::deserialize(d)?;
+    if x.is_finite() && x >= 0.0 && x <= max as f64 {
+        Ok(x)
+    } else {
+        let shown = if x.is_finite() && x.abs() >= 1e9 { format!("{x:e}") } else { x.to_string() };
+        Err(serde::de::Error::custom(format!("{shown} {NOT_A_DURATION}: give {unit} from 0 to {max}")))
+    }
+}
+
+/// What a duration error says, to find its key again ([`duration_key_line`]).
+const NOT_A_DURATION: &str = "is not a duration here";
+
+/// A duration error inside a tagged table (`[pipeline.source]`) is reported by the TOML reader at
+/// the table's header: the line of the key whose value is out of bounds, found below `line` in the
+/// same table, and that line's text.
+fn duration_key_line(text: &str, line: usize, message: &str) -> Option<(usize, String)> {
+    let max: f64 = message.rsplit("from 0 to ").next()?.trim().parse().ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    for (k, l) in lines.iter().enumerate().skip(line) {
+        let l = l.trim();
+        if l.starts_with('[') {
+            return None;
+        }
+        let Some((_, value)) = l.split_once('=') else { continue };
+        let value = value.split('#').next().unwrap_or("").trim();
+        let Ok(v) = toml::from_str::<toml::Table>(&format!("v = {value}")) else { continue };
+        let x = match v.get("v") {
+            Some(toml::Value::Float(x)) => *x,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            _ => continue,
+        };
+        if !(x.is_finite() && x >= 0.0 && x <= max) {
+            return Some((k + 1, l.to_string()));
+        }
+    }
+    None
+}
+
+macro_rules! duration_unit {
+    ($t:ident, $unit:literal, $secs:expr) => {
+        impl<const MAX: u64> $t<MAX> {
+            /// The value, checked at construction to be finite and within 0..=MAX; `None` otherwise.
+            pub fn new(x: f64) -> Option<Self> {
+                (x.is_finite() && x >= 0.0 && x <= MAX as f64).then_some($t(x))
+            }
+
+            /// The number as written.
+            pub fn get(self) -> f64 {
+                self.0
+            }
+
+            /// As a `Duration` (cannot panic: the value is finite and bounded).
+            pub fn duration(self) -> std::time::Duration {
+                std::time::Duration::try_from_secs_f64(self.0 * $secs).unwrap_or(std::time::Duration::MAX)
+            }
+        }
+
+        impl<'de, const MAX: u64> Deserialize<'de> for $t<MAX> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                bounded(d, MAX, $unit).map($t)
+            }
+        }
+
+        impl<const MAX: u64> std::fmt::Display for $t<MAX> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+duration_unit!(Seconds, "seconds", 1.0);
+duration_unit!(Millis, "milliseconds", 1e-3);
+duration_unit!(Days, "days", 86_400.0);
 
 fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -687,11 +882,27 @@ impl Config {
 
     /// Parses and checks a config's text; `path` names it in errors and anchors relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
-        let mut c: Config = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), lepton_runtime::manifest::toml_error(text, &e)))?;
+        let mut c: Config = toml::from_str(text).map_err(|e| {
+            let mut message = lepton_runtime::manifest::toml_error(text, &e);
+            let table_line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let at_header = |l: &usize| text.lines().nth(l - 1).is_some_and(|t| t.trim_start().starts_with('['));
+            if let Some(line) = table_line.filter(at_header).filter(|_| e.message().contains(NOT_A_DURATION)) {
+                if let Some((k, source)) = duration_key_line(text, line, e.message()) {
+                    message = format!("line {k} (`{source}`): {}", e.message());
+                }
+            }
+            anyhow::anyhow!("{}: {message}", path.display())
+        })?;
+        // Paths are resolved against the config's folder, made absolute, so that messages show
+        // the file the daemon looked for, whatever the working directory.
         let base = path.parent().unwrap_or(Path::new("."));
-        c.resolve(base);
-        c.check(path)?;
+        let base = if base.is_relative() {
+            std::env::current_dir().map_or_else(|_| base.to_path_buf(), |cwd| cwd.join(base))
+        } else {
+            base.to_path_buf()
+        };
+        c.resolve(&base);
+        c.check_text(path, text)?;
         Ok(c)
     }
 
@@ -732,10 +943,17 @@ impl Config {
         }
     }
 
-    /// Checks values that the types cannot.
+    /// Checks values that the types cannot (errors without line numbers; [`Config::from_toml`]
+    /// gives them).
     pub fn check(&self, path: &Path) -> Result<()> {
+        self.check_text(path, "")
+    }
+
+    /// Checks values that the types cannot; `text` (the file's) gives the lines of keys. Every
+    /// pipeline is checked, and the error lists every pipeline's problems, one per line.
+    fn check_text(&self, path: &Path, text: &str) -> Result<()> {
         let f = path.display();
-        if !(self.device.stall_s > 0.0 && self.device.stall_s.is_finite()) {
+        if self.device.stall_s.get() <= 0.0 {
             bail!("{f}: device.stall_s = {}: give a number of seconds above 0", self.device.stall_s);
         }
         if self.security.require_signed && self.security.trusted_keys.is_empty() {
@@ -751,7 +969,8 @@ impl Config {
             if m.queue_capacity == 0 {
                 bail!("{f}: mqtt.queue_capacity must be > 0");
             }
-            m.check().map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
+            let line = key_line(text, "mqtt", None, if m.host.is_some() { "host" } else { "hosts" });
+            m.check().map_err(|e| anyhow::anyhow!("{f}: {}{e}", at_line(line)))?;
             if m.topic_prefix.is_empty() || m.topic_prefix.contains(['#', '+']) {
                 bail!("{f}: mqtt.topic_prefix `{}`: not empty, no `#` or `+`", m.topic_prefix);
             }
@@ -764,86 +983,140 @@ impl Config {
         if let Some(w) = &self.web {
             w.addr().map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
             w.token().map_err(|e| anyhow::anyhow!("{f}: {e:#}"))?;
-            if !(w.retain_days > 0.0 && w.retain_days.is_finite()) {
+            if w.retain_days.get() <= 0.0 {
                 bail!("{f}: web.retain_days = {}: give a number of days above 0", w.retain_days);
             }
             if w.retain_mb == 0 {
                 bail!("{f}: web.retain_mb must be > 0");
             }
         }
+        let ha = &self.homeassistant.prefix;
+        if ha.is_empty() || ha.contains(['#', '+']) || ha.starts_with('/') || ha.ends_with('/') {
+            bail!("{f}: homeassistant.prefix `{ha}`: not empty, no `#` or `+`, no leading or trailing `/`");
+        }
         if self.pipelines.is_empty() {
             bail!("{f}: no [[pipeline]]: add at least one (see README, Configuration)");
         }
         let mut names = std::collections::HashSet::new();
-        for p in &self.pipelines {
-            if !valid_id(&p.name) {
-                bail!("{f}: pipeline name `{}`: use letters, digits, `-` and `_`", p.name);
-            }
+        let mut errors = vec![];
+        for (k, p) in self.pipelines.iter().enumerate() {
             if !names.insert(&p.name) {
-                bail!("{f}: two pipelines are named `{}`", p.name);
+                errors.push(format!("{f}: two pipelines are named `{}`", p.name));
+                continue;
             }
-            for (i, a) in p.alerts.iter().enumerate() {
-                let at = format!("{f}: pipeline `{}`, alert #{}", p.name, i + 1);
-                if !(a.hold_s > 0.0 && a.hold_s <= 86_400.0) {
-                    bail!("{at}: hold_s = {}: give seconds in (0, 86400]", a.hold_s);
+            if let Err(e) = p.check(k, text) {
+                errors.push(format!("{f}: {e}"));
+            }
+        }
+        match errors.len() {
+            0 => Ok(()),
+            1 => bail!("{}", errors[0]),
+            n => bail!("{n} pipelines have errors:\n  {}", errors.join("\n  ")),
+        }
+    }
+}
+
+/// `line N: ` for an error at a key's line, or nothing when it is not known.
+fn at_line(line: Option<usize>) -> String {
+    line.map_or(String::new(), |n| format!("line {n}: "))
+}
+
+/// The line (from 1) of `key = ...` in `table` (`mqtt`, `pipeline`, `pipeline.source`) of a
+/// config's text; for `pipeline` tables, of the `nth` `[[pipeline]]` (from 0). Plain `key = value`
+/// lines under table headers, as the README writes them; `None` for other layouts.
+fn key_line(text: &str, table: &str, nth: Option<usize>, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    let mut pipeline: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            current = name.trim().to_string();
+            if current == "pipeline" {
+                pipeline = Some(pipeline.map_or(0, |n| n + 1));
+            }
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            current = name.trim().to_string();
+        } else if current == table
+            && (nth.is_none() || nth == pipeline)
+            && l.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+impl Pipeline {
+    /// Checks one `[[pipeline]]` (the `k`th, from 0) as far as the config alone can; errors name
+    /// it and, from `text`, the key's line.
+    fn check(&self, k: usize, text: &str) -> Result<()> {
+        let p = self;
+        let line = |table: &str, key: &str| at_line(key_line(text, table, Some(k), key));
+        let f = format!("pipeline `{}`", p.name);
+        if !valid_id(&p.name) {
+            bail!("{}{f}: name: use letters, digits, `-` and `_`", line("pipeline", "name"));
+        }
+        for (i, a) in p.alerts.iter().enumerate() {
+            let at = format!("{f}, alert #{}", i + 1);
+            if a.hold_s.get() < 0.001 {
+                bail!("{at}: hold_s = {}: give seconds in (0, 86400]", a.hold_s);
+            }
+            if a.blink_ms.is_some_and(|[on, off]| on.get() < 1.0 || off.get() < 1.0) {
+                bail!("{at}: blink_ms: both durations must be > 0 (omit blink_ms for a steady output)");
+            }
+        }
+        if !p.model.is_file() {
+            bail!("{}{f}: model {} does not exist", line("pipeline", "model"), p.model.display());
+        }
+        if let Some(s) = &p.snapshot {
+            let at = format!("{f}, [pipeline.snapshot]");
+            if s.on.is_some() && s.every_s.is_some() {
+                bail!("{at}: give on = \"event\" or every_s, not both");
+            }
+            if s.every_s.is_some_and(|x| x.get() < 0.001) {
+                bail!("{}{at}: every_s: give seconds in (0, 86400]", line("pipeline.snapshot", "every_s"));
+            }
+            if !(1..=100).contains(&s.quality) {
+                bail!("{at}: quality = {}: give 1 to 100", s.quality);
+            }
+            if !(16..=8192).contains(&s.max_width) {
+                bail!("{at}: max_width = {}: give 16 to 8192 pixels", s.max_width);
+            }
+            if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
+                bail!("{at}: audio pipelines have no snapshots; remove the table");
+            }
+        }
+        if !(0.0..=1.0).contains(&p.threshold) {
+            bail!("{}{f}: threshold {} must be within 0..=1", line("pipeline", "threshold"), p.threshold);
+        }
+        let src = |key: &str| line("pipeline.source", key);
+        match &p.source {
+            Source::Images { path, fps, .. } => {
+                if !path.is_dir() {
+                    bail!("{}{f}: source.path {} is not a folder", src("path"), path.display());
                 }
-                if a.blink_ms.is_some_and(|[on, off]| on == 0 || off == 0) {
-                    bail!("{at}: blink_ms: both durations must be > 0 (omit blink_ms for a steady output)");
+                if fps.is_some_and(|x| x.is_nan() || x <= 0.0) {
+                    bail!("{}{f}: source.fps must be > 0", src("fps"));
                 }
             }
-            if !p.model.is_file() {
-                bail!("{f}: pipeline `{}`: model {} does not exist", p.name, p.model.display());
+            Source::Wav { path, .. } | Source::Video { path, .. } if !path.is_file() => {
+                bail!("{}{f}: source.path {} does not exist", src("path"), path.display());
             }
-            if let Some(s) = &p.snapshot {
-                let at = format!("{f}: pipeline `{}`, [pipeline.snapshot]", p.name);
-                if s.on.is_some() && s.every_s.is_some() {
-                    bail!("{at}: give on = \"event\" or every_s, not both");
+            Source::Rtsp { .. } | Source::Http { .. } => {
+                p.source.stream_url().map_err(|e| anyhow::anyhow!("{}{f}: source: {e:#}", src("url")))?;
+                let (Source::Rtsp { timeout_s, .. } | Source::Http { timeout_s, .. }) = &p.source else {
+                    return Ok(());
+                };
+                if timeout_s.is_some_and(|t| t.get() < 0.001) {
+                    bail!("{}{f}: source.timeout_s: give seconds in (0, 3600]", src("timeout_s"));
                 }
-                if s.every_s.is_some_and(|x| !(x > 0.0 && x <= 86_400.0)) {
-                    bail!("{at}: every_s: give seconds in (0, 86400]");
-                }
-                if !(1..=100).contains(&s.quality) {
-                    bail!("{at}: quality = {}: give 1 to 100", s.quality);
-                }
-                if !(16..=8192).contains(&s.max_width) {
-                    bail!("{at}: max_width = {}: give 16 to 8192 pixels", s.max_width);
-                }
-                if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
-                    bail!("{at}: audio pipelines have no snapshots; remove the table");
-                }
-            }
-            if !(0.0..=1.0).contains(&p.threshold) {
-                bail!("{f}: pipeline `{}`: threshold {} must be within 0..=1", p.name, p.threshold);
-            }
-            if p.hold_s.is_nan() || p.hold_s < 0.0 {
-                bail!("{f}: pipeline `{}`: hold_s must be ≥ 0", p.name);
-            }
-            match &p.source {
-                Source::Images { path, fps, .. } => {
-                    if !path.is_dir() {
-                        bail!("{f}: pipeline `{}`: source.path {} is not a folder", p.name, path.display());
+                if let Source::Http { fps: Some(fps), .. } = &p.source {
+                    if !(*fps > 0.0 && *fps <= 120.0) {
+                        bail!("{}{f}: source.fps = {fps}: give polls per second in (0, 120]", src("fps"));
                     }
-                    if fps.is_some_and(|x| x.is_nan() || x <= 0.0) {
-                        bail!("{f}: pipeline `{}`: source.fps must be > 0", p.name);
-                    }
                 }
-                Source::Wav { path, .. } | Source::Video { path, .. } if !path.is_file() => {
-                    bail!("{f}: pipeline `{}`: source.path {} does not exist", p.name, path.display());
-                }
-                Source::Rtsp { .. } | Source::Http { .. } => {
-                    p.source.stream_url().map_err(|e| anyhow::anyhow!("{f}: pipeline `{}`: source: {e:#}", p.name))?;
-                    let (Source::Rtsp { timeout_s, .. } | Source::Http { timeout_s, .. }) = &p.source else { continue };
-                    if timeout_s.is_some_and(|t| !(t > 0.0 && t <= 3600.0)) {
-                        bail!("{f}: pipeline `{}`: source.timeout_s: give seconds in (0, 3600]", p.name);
-                    }
-                    if let Source::Http { fps: Some(fps), .. } = &p.source {
-                        if !(*fps > 0.0 && *fps <= 120.0) {
-                            bail!("{f}: pipeline `{}`: source.fps = {fps}: give polls per second in (0, 120]", p.name);
-                        }
-                    }
-                }
-                _ => {}
             }
+            _ => {}
         }
         Ok(())
     }
@@ -950,7 +1223,10 @@ fps = 5
             vec![("node1".into(), 1884), ("node2".into(), 1999), ("10.0.0.3".into(), 1885), ("::1".into(), 1886)]
         );
         assert_eq!(m.brokers_text(), "node1:1884, node2:1999, 10.0.0.3:1885, ::1:1886");
-        assert_eq!((m.protocol(), m.detection_expiry_s, m.session_expiry_s), (Protocol::V311, 600, 3600));
+        assert_eq!(
+            (m.protocol(), m.detection_expiry_s.get(), m.session_expiry_s.get()),
+            (Protocol::V311, 600.0, 3600.0)
+        );
         let single = with("host = \"broker.lan\"\nprotocol = 5").unwrap().mqtt.unwrap();
         assert_eq!((single.brokers(), single.protocol()), (vec![("broker.lan".into(), 1883)], Protocol::V5));
         assert_eq!(with("host = \"b\"\nprotocol = \"3.1.1\"").unwrap().mqtt.unwrap().protocol(), Protocol::V311);
@@ -975,7 +1251,7 @@ fps = 5
         }
         let e = host("mqtt://broker.lan:1884").unwrap_err().to_string();
         assert!(
-            e.contains("mqtt.host") && e.contains("a URL") && e.contains("host = \"broker.lan\" and port = 1884"),
+            e.contains("mqtt.host") && e.contains("a URL") && e.contains("host = \"broker.lan\", port = 1884"),
             "{e}"
         );
         let e = host("mqtts://broker.lan").unwrap_err().to_string();
@@ -984,5 +1260,102 @@ fps = 5
         assert!(e.contains("host = \"127.0.0.1\" and port = 18883"), "{e}");
         let e = host("my broker").unwrap_err().to_string();
         assert!(e.contains("not a host name"), "{e}");
+    }
+
+    #[test]
+    fn credentials_in_a_broker_url_are_never_echoed_and_the_keys_are_suggested() {
+        let d = dir();
+        let with = |mqtt: &str| {
+            let text = GOOD.replace("host = \"127.0.0.1\"\nport = 1883", mqtt);
+            format!("{:#}", Config::load(&write(&d, &text)).unwrap_err())
+        };
+        let e = with("host = \"mqtt://cam:secret@broker.lan:1883\"");
+        assert!(!e.contains("secret"), "{e}");
+        for want in [
+            "line 5",
+            "host = \"broker.lan\", port = 1883",
+            "username = \"cam\"",
+            "password_file",
+            "LEPTON_MQTT_PASSWORD",
+        ] {
+            assert!(e.contains(want), "`{want}` not in {e}");
+        }
+        assert!(!e.contains("host = \"cam\"") && !e.contains("port = secret"), "{e}");
+        let e = with("host = \"mqtts://cam:s3cr3t@[fd00::5]:8884/\"");
+        assert!(!e.contains("s3cr3t") && e.contains("host = \"fd00::5\", port = 8884") && e.contains("tls_ca"), "{e}");
+        let e = with("host = \"cam:hunter2@broker.lan\"");
+        assert!(!e.contains("hunter2") && e.contains("host = \"broker.lan\"") && e.contains("username"), "{e}");
+        let e = with("hosts = [\"node1:1883\", \"mqtt://cam:topsecret@node2:1884\"]");
+        assert!(!e.contains("topsecret") && e.contains("mqtt.hosts entry"), "{e}");
+        assert!(e.contains("\"node2:1884\" in hosts") && e.contains("username = \"cam\""), "{e}");
+    }
+
+    #[test]
+    fn every_duration_key_is_finite_bounded_and_named_with_its_line() {
+        let d = dir();
+        let load = |text: &str| Config::load(&write(&d, text)).map_err(|e| format!("{e:#}"));
+        // Integers and floats alike.
+        let c = load(&GOOD.replace("fps = 5", "fps = 5\n[pipeline.snapshot]\nevery_s = 60")).unwrap();
+        assert_eq!(
+            c.pipelines[0].snapshot.as_ref().unwrap().every_s.unwrap().duration(),
+            std::time::Duration::from_secs(60)
+        );
+        let c = load(&GOOD.replace("[mqtt]", "stall_s = 0.5\n[mqtt]")).unwrap();
+        assert_eq!(c.device.stall_s.duration(), std::time::Duration::from_millis(500));
+        let device = |kv: &str| GOOD.replace("[mqtt]", &format!("{kv}\n[mqtt]"));
+        let mqtt = |kv: &str| GOOD.replace("port = 1883", &format!("port = 1883\n{kv}"));
+        let pipeline = |kv: &str| GOOD.replace("model = \"m.onnx\"", &format!("model = \"m.onnx\"\n{kv}"));
+        let snapshot = |kv: &str| format!("{GOOD}[pipeline.snapshot]\n{kv}\n");
+        let alert = |kv: &str| format!("{GOOD}[[pipeline.alert]]\nline = 17\n{kv}\n");
+        let source = |kind: &str, kv: &str| {
+            GOOD.replace("kind = \"images\"\npath = \"frames\"\nfps = 5", &format!("kind = \"{kind}\"\n{kv}"))
+        };
+        let web = |kv: &str| format!("{GOOD}[web]\n{kv}\n");
+        let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+            ("stall_s", Box::new(device)),
+            ("stats_interval_s", Box::new(device)),
+            ("keepalive_s", Box::new(mqtt)),
+            ("reconnect_max_s", Box::new(mqtt)),
+            ("detection_expiry_s", Box::new(mqtt)),
+            ("session_expiry_s", Box::new(mqtt)),
+            ("hold_s", Box::new(pipeline)),
+            ("every_s", Box::new(snapshot)),
+            ("hold_s", Box::new(alert)),
+            ("timeout_s", Box::new(move |kv| source("rtsp", &format!("url = \"rtsp://cam/s\"\n{kv}")))),
+            ("timeout_s", Box::new(move |kv| source("http", &format!("url = \"http://cam/s\"\n{kv}")))),
+            ("duration_s", Box::new(move |kv| source("mic", kv))),
+            ("retain_days", Box::new(web)),
+        ];
+        for (key, place) in &cases {
+            for bad in ["inf", "-inf", "nan", "1e300", "-1", "1e10"] {
+                let text = place(&format!("{key} = {bad}"));
+                let line = text.lines().position(|l| l.starts_with(&format!("{key} ="))).unwrap() + 1;
+                let e = load(&text).expect_err(&format!("{key} = {bad} accepted"));
+                assert!(e.contains(&format!("line {line} (`{key} = {bad}`)")), "{key} = {bad}: {e}");
+            }
+            load(&place(&format!("{key} = 1"))).unwrap_or_else(|e| panic!("{key} = 1: {e}"));
+        }
+        let e = load(&alert("blink_ms = [250, 1e300]")).unwrap_err();
+        assert!(e.contains("blink_ms = [250, 1e300]") && e.contains("milliseconds"), "{e}");
+        // The largest value each allows converts without a panic.
+        let c = load(&mqtt("session_expiry_s = 4294967295\nkeepalive_s = 65535")).unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!(m.session_expiry_s.duration().as_secs(), u64::from(u32::MAX));
+        assert!(load(&mqtt("keepalive_s = 65536")).unwrap_err().contains("keepalive_s"));
+    }
+
+    #[test]
+    fn every_bad_pipeline_is_listed_with_the_resolved_path_and_the_key_line() {
+        let d = dir();
+        let second = "\n[[pipeline]]\nname = \"back\"\nmodel = \"gone/missing.onnx\"\n[pipeline.source]\nkind = \"images\"\npath = \"nowhere\"\n";
+        let text = GOOD.replace("m.onnx", "absent.onnx") + second;
+        let e = format!("{:#}", Config::load(&write(&d, &text)).unwrap_err());
+        assert!(e.contains("2 pipelines have errors"), "{e}");
+        let resolved = d.join("absent.onnx");
+        assert!(e.contains(&format!("line 9: pipeline `front`: model {} does not exist", resolved.display())), "{e}");
+        assert!(
+            e.contains(&format!("line 17: pipeline `back`: model {}", d.join("gone/missing.onnx").display())),
+            "{e}"
+        );
     }
 }

@@ -6,26 +6,57 @@ use anyhow::Result;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Runs `f` with the process's standard error sent to a scratch file, and returns what was
-/// written there: ALSA, JACK and V4L2 libraries print their probing failures straight to fd 2
-/// ("ALSA lib pcm.c: … Unknown PCM", "Cannot connect to server socket"), which would bury the
-/// listing. The captured lines are logged at debug level (`LEPTON_LOG=debug` shows them).
+/// A private scratch file for captured output: an unnamed file in the temporary folder
+/// (`O_TMPFILE`), else a new file under an unpredictable name, created exclusively (`O_EXCL`),
+/// never through a symbolic link (`O_NOFOLLOW`), mode 0600, and unlinked at once. A name planted
+/// in the temporary folder beforehand (a symlink to a file of the user's) is never opened.
+fn private_scratch() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let open = |flags: i32| {
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).mode(0o600).custom_flags(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        o
+    };
+    if let Ok(f) = open(libc::O_TMPFILE).open(&dir) {
+        return Ok(f);
+    }
+    // Filesystems without O_TMPFILE: a fresh random name, refused if anything has it.
+    let mut random = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("lepton-devices-{name}.log"));
+    let f = open(0).create_new(true).open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
+}
+
+/// Runs `f` with the process's standard error sent to a private scratch file
+/// ([`private_scratch`]), and returns what `f` returns: ALSA, JACK and V4L2 libraries print their
+/// probing failures straight to fd 2 ("ALSA lib pcm.c: … Unknown PCM", "Cannot connect to server
+/// socket"), which would bury the listing. The captured lines are logged at debug level
+/// (`LEPTON_LOG=debug` shows them).
 fn quiet_stderr<T>(f: impl FnOnce() -> T) -> T {
     use std::io::{Read, Seek};
     use std::os::fd::AsRawFd;
-    let scratch = std::env::temp_dir().join(format!("lepton-devices-{}.log", std::process::id()));
-    let Ok(mut file) = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&scratch)
-    else {
+    let Ok(mut file) = private_scratch() else {
         return f();
     };
-    let _ = std::fs::remove_file(&scratch);
-    // SAFETY: plain descriptor duplication on valid descriptors; fd 2 is restored before returning.
+    // SAFETY: dup(2) duplicates the open descriptor 2 and touches no memory; it returns -1 or a
+    // new descriptor we own.
     let saved = unsafe { libc::dup(2) };
-    if saved < 0 || unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+    if saved < 0 {
+        return f();
+    }
+    // SAFETY: both descriptors are open (the scratch file is alive for this whole function); dup2
+    // only replaces what fd 2 refers to, and it is restored below.
+    if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+        // SAFETY: `saved` is the descriptor duplicated above, closed once.
+        unsafe { libc::close(saved) };
         return f();
     }
     let out = f();
-    // SAFETY: `saved` is the descriptor duplicated above.
+    // SAFETY: `saved` is the descriptor duplicated above: fd 2 gets it back, then it is closed once.
     unsafe {
         libc::dup2(saved, 2);
         libc::close(saved);
@@ -87,8 +118,18 @@ pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     if let Some(b) = &setup.board {
         println!("  board {}: {} ({})", b.name, b.description, b.target);
     }
+    // Every pipeline is checked, and every failure listed, before the exit code says so.
+    let mut failed = vec![];
     for plan in setup.plans.iter().cloned() {
-        let c = check_plan(plan, setup.board.as_ref(), &setup.trust).map_err(at)?;
+        let name = plan.name.clone();
+        let c = match check_plan(plan, setup.board.as_ref(), &setup.trust) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", path.display());
+                failed.push(name);
+                continue;
+            }
+        };
         for ((chip, line), a) in c.lines.iter().zip(&c.plan.alerts) {
             let labels = if a.labels.is_empty() { "any label".to_string() } else { a.labels.join(", ") };
             println!("  pipeline `{}`: alert on {chip} line {line} for {labels}, {} s — ok", c.plan.name, a.hold_s);
@@ -105,6 +146,15 @@ pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
             c.manifest.labels.len(),
             kernels.map_or(String::new(), |k| format!(", {k} kernels")),
             source_name(&c.plan.source)
+        );
+    }
+    if !failed.is_empty() {
+        let list = failed.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        anyhow::bail!(
+            "{}: {} of {} pipelines failed the checks: {list}",
+            path.display(),
+            failed.len(),
+            setup.plans.len()
         );
     }
     let budget = crate::run::check_memory_budget(setup.board.as_ref()).map_err(at)?;

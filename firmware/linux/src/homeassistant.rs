@@ -1,14 +1,27 @@
-//! Home Assistant MQTT discovery: one device per Lepton device, a presence binary sensor per
-//! pipeline label (following that label's events topic, with an off delay), fps and latency
-//! sensors per pipeline, an `image` entity per vision pipeline with snapshots (its snapshot
-//! topic, raw JPEG), and an `event` entity per keyword pipeline (event types = the words; each
-//! word heard is one event that automations can trigger on), all available while the status
-//! topic says `online`. Configs are retained
-//! and published again whenever Home Assistant announces itself on `<prefix>/status`.
+//! Home Assistant MQTT discovery: one device per Lepton device (with a link to its device page
+//! when it serves one), a presence binary sensor per label of a vision pipeline (`occupancy`) or
+//! voice activity detector (`sound`), following that label's retained events topic: on at
+//! `start`, off at `end`, with no off delay (events are published at start and end only, so an
+//! off delay would turn a long presence off while it lasts); fps and latency sensors per
+//! pipeline; an `image` entity per vision pipeline with snapshots (its snapshot topic, raw JPEG);
+//! an `event` entity per keyword pipeline (event types = the words; each word heard is one event
+//! that automations can trigger on; words are not presences, so they get no binary sensor); all
+//! available while the status topic says `online`. Configs are retained and published again
+//! whenever Home Assistant announces itself on `<prefix>/status`.
+//!
+//! Removal: the device reads the retained configs under its own node id
+//! (`<prefix>/+/<device id>/+/config`) and clears (an empty retained payload, which Home Assistant
+//! takes as "remove the entity") every one it no longer publishes: the entities of a renamed or
+//! removed pipeline, of a label the model lost, of a snapshot table taken out. The broker is the
+//! record, so nothing is kept on the device, and a config published by an older version or by
+//! hand is found the same way. The subscription stays for the run, so a stale config that shows
+//! up later is cleared too.
 
 use crate::mqtt::{Link, Meta};
 use crate::topics::{topic_safe, Topics};
+use lepton_runtime::manifest::Task;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 
 /// What to announce for one pipeline.
 pub struct PipelineEntities {
@@ -17,12 +30,35 @@ pub struct PipelineEntities {
     /// Labels of its model that can produce events (`Manifest::event_labels`): background classes
     /// that never fire get no sensor.
     pub labels: Vec<String>,
-    /// Presence hold, seconds (the off delay adds a margin to it).
-    pub hold_s: f64,
     /// It publishes snapshots: an `image` entity shows the latest.
     pub snapshot: bool,
-    /// It spots keywords: an `event` entity fires per word heard.
-    pub keyword: bool,
+    /// Its model's task: presences for vision models and voice activity, an `event` entity for
+    /// keyword spotters.
+    pub task: Task,
+}
+
+/// The Home Assistant device class of a pipeline's presence sensors; `None`: it has none.
+fn presence_class(task: Task) -> Option<&'static str> {
+    match task {
+        Task::Classify | Task::Detect => Some("occupancy"),
+        Task::Vad => Some("sound"),
+        Task::Keyword | Task::Raw => None,
+    }
+}
+
+/// The device page's address as a link for Home Assistant: `http://ADDR:PORT/`, with the host's
+/// name for an unspecified address (`0.0.0.0`, `::`), which no browser can reach.
+pub fn page_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("http://{host}:{}/", addr.port())
+    } else {
+        format!("http://{addr}/")
+    }
 }
 
 /// The discovery messages: (topic, retained JSON config).
@@ -32,14 +68,18 @@ pub fn configs(
     device_name: &str,
     topics: &Topics,
     pipelines: &[PipelineEntities],
+    page: Option<&str>,
 ) -> Vec<(String, Vec<u8>)> {
-    let device = json!({
+    let mut device = json!({
         "identifiers": [format!("lepton_{device_id}")],
         "name": device_name,
         "manufacturer": "Lepton",
         "model": "lepton",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });
+    if let Some(url) = page {
+        device["configuration_url"] = json!(url);
+    }
     let availability =
         json!([{ "topic": topics.status(), "payload_available": "online", "payload_not_available": "offline" }]);
     let mut out = vec![];
@@ -49,7 +89,7 @@ pub fn configs(
         out.push((format!("{ha_prefix}/{component}/{device_id}/{object}/config"), config.to_string().into_bytes()));
     };
     for p in pipelines {
-        for label in &p.labels {
+        for label in presence_class(p.task).map_or(&[][..], |_| &p.labels[..]) {
             let object = format!("{}_{}", p.name, topic_safe(label));
             push(
                 "binary_sensor",
@@ -59,8 +99,7 @@ pub fn configs(
                     "unique_id": format!("lepton_{device_id}_{object}"),
                     "state_topic": topics.label_events(&p.name, label),
                     "value_template": "{{ 'ON' if value_json.event == 'start' else 'OFF' }}",
-                    "device_class": "occupancy",
-                    "off_delay": (p.hold_s * 2.0 + 5.0).ceil() as u64,
+                    "device_class": presence_class(p.task),
                 }),
             );
         }
@@ -77,7 +116,7 @@ pub fn configs(
                 }),
             );
         }
-        if p.keyword {
+        if p.task == Task::Keyword {
             let object = format!("{}_heard", p.name);
             push(
                 "event",
@@ -113,11 +152,21 @@ pub fn configs(
 }
 
 /// Publishes the configs now and after every reconnection, and again when Home Assistant comes
-/// online (`<prefix>/status` = `online`).
-pub fn announce(link: &Link, ha_prefix: &str, configs: Vec<(String, Vec<u8>)>) {
+/// online (`<prefix>/status` = `online`); clears the retained configs of this device's node that
+/// are not among them (entities it no longer has).
+pub fn announce(link: &Link, ha_prefix: &str, device_id: &str, configs: Vec<(String, Vec<u8>)>) {
     for (topic, payload) in &configs {
         link.publish_on_connect(topic, payload.clone(), true, Meta::JSON);
     }
+    let current: HashSet<String> = configs.iter().map(|(t, _)| t.clone()).collect();
+    let clear = link.clone();
+    link.subscribe_filter(&format!("{ha_prefix}/+/{device_id}/+/config"), move |topic, payload| {
+        // Our own configs come back, and so do the empty payloads that clear.
+        if !payload.is_empty() && !current.contains(topic) {
+            tracing::info!("Home Assistant: removing {topic}, which this device no longer has");
+            clear.publish(topic, vec![], true, Meta::JSON);
+        }
+    });
     let again = link.clone();
     link.subscribe(&format!("{ha_prefix}/status"), move |payload| {
         if payload == b"online" {

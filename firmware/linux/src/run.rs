@@ -65,8 +65,8 @@ pub struct Plan {
     pub source: SourceRef,
     /// Publication threshold.
     pub threshold: f32,
-    /// Presence hold.
-    pub hold_s: f64,
+    /// Presence hold: an event ends after this long without a detection.
+    pub hold: Duration,
     /// Engine choice.
     pub engine: EngineKind,
     /// Print results.
@@ -91,8 +91,8 @@ pub struct Setup {
     pub device: String,
     /// Device name.
     pub device_name: String,
-    /// Seconds between stats (0: none).
-    pub stats_interval_s: u64,
+    /// Time between stats messages (zero: none).
+    pub stats_interval: Duration,
     /// A pipeline without progress this long stops the systemd watchdog pings.
     pub stall: Duration,
     /// Broker.
@@ -133,7 +133,7 @@ impl WebSetup {
             database: w.database.clone(),
             token: w.token()?,
             retention: history::Retention {
-                max_age: Duration::from_secs_f64(w.retain_days * 86_400.0),
+                max_age: w.retain_days.duration(),
                 max_bytes: w.retain_mb.saturating_mul(1 << 20),
             },
         }))
@@ -180,7 +180,7 @@ impl Setup {
                 model: ModelRef::File(p.model),
                 source: SourceRef::Config(p.source),
                 threshold: p.threshold,
-                hold_s: p.hold_s,
+                hold: p.hold_s.duration(),
                 engine: p.engine,
                 print: p.print,
                 alerts: p.alerts,
@@ -190,8 +190,8 @@ impl Setup {
         Ok(Setup {
             device_name: c.device.name.clone().unwrap_or_else(|| c.device.id.clone()),
             device: c.device.id,
-            stats_interval_s: c.device.stats_interval_s,
-            stall: Duration::from_secs_f64(c.device.stall_s),
+            stats_interval: c.device.stats_interval_s.duration(),
+            stall: c.device.stall_s.duration(),
             broker: c.mqtt.map_or(Broker::Embedded, |m| Broker::External(Box::new(m))),
             homeassistant: c.homeassistant,
             plans,
@@ -329,6 +329,11 @@ pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Ch
             source_name(&plan.source)
         );
     }
+    if let SourceRef::Config(Source::Video { path, .. }) = &plan.source {
+        // The container and the codec, as the source will open them (nothing decoded): a file it
+        // would refuse is refused here, before the device goes online.
+        lepton_runtime::source::video::inspect(path).with_context(|| at.clone())?;
+    }
     if task.is_audio() {
         let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
         let (from, resample, what) = match &plan.source {
@@ -413,6 +418,9 @@ impl FrameSource for Frames {
     fn outages(&self) -> u64 {
         self.inner_ref().outages()
     }
+    fn own_timeline(&self) -> bool {
+        self.inner_ref().own_timeline()
+    }
 }
 
 /// Opens a vision pipeline's source (network sources start connecting in the background).
@@ -439,7 +447,7 @@ fn open_frames(
             let mut o = RtspOptions::new(s.stream_url()?);
             o.transport = transport;
             if let Some(t) = timeout_s {
-                o.timeout = Duration::from_secs_f64(t);
+                o.timeout = t.duration();
             }
             let src = rtsp::open(o)?;
             register(stoppers, stopping, src.stopper());
@@ -451,7 +459,7 @@ fn open_frames(
                 o.fps = f;
             }
             if let Some(t) = timeout_s {
-                o.timeout = Duration::from_secs_f64(t);
+                o.timeout = t.duration();
             }
             let src = http::open(o)?;
             register(stoppers, stopping, src.stopper());
@@ -543,7 +551,7 @@ fn run_pipeline(
             let mic = MicSource::open(&MicOptions {
                 device: device.or(mic_defaults.device),
                 rate: r.or(mic_defaults.rate).unwrap_or(rate),
-                duration_s,
+                duration_s: duration_s.map(config::Seconds::get),
             })?;
             register(&stoppers, &stopping, mic.stopper());
             Samples::Mic(mic)
@@ -596,15 +604,16 @@ fn link_options(device: &str, m: &config::Mqtt, topics: &Topics) -> Result<LinkO
             client_id: m.client_id.clone().unwrap_or_else(|| format!("lepton-{device}")),
             credentials,
             tls_ca,
-            keepalive: Duration::from_secs(m.keepalive_s),
+            keepalive: m.keepalive_s.duration(),
             protocol: m.protocol(),
-            session_expiry: Duration::from_secs(u64::from(m.session_expiry_s)),
+            session_expiry: m.session_expiry_s.duration(),
             max_packet: crate::mqtt::MAX_PACKET,
             inflight: crate::mqtt::INFLIGHT,
             will: (topics.status(), b"offline".to_vec()),
         },
-        detection_expiry_s: (m.detection_expiry_s > 0).then_some(m.detection_expiry_s),
-        reconnect_max: Duration::from_secs(m.reconnect_max_s.max(1)),
+        // Whole seconds on the wire; a fraction rounds up (never to 0, which would mean never).
+        detection_expiry_s: (m.detection_expiry_s.get() > 0.0).then(|| m.detection_expiry_s.get().ceil() as u32),
+        reconnect_max: m.reconnect_max_s.duration().max(Duration::from_secs(1)),
         qos: if m.qos == 0 { rumqttc::QoS::AtMostOnce } else { rumqttc::QoS::AtLeastOnce },
         capacity: m.queue_capacity,
         status_topic: topics.status(),
@@ -738,14 +747,16 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             .map(|(c, _)| PipelineEntities {
                 name: c.plan.name.clone(),
                 labels: c.manifest.event_labels().into_iter().map(str::to_string).collect(),
-                hold_s: c.plan.hold_s,
                 snapshot: c.plan.snapshot.is_some(),
-                keyword: c.manifest.task == lepton_runtime::manifest::Task::Keyword,
+                task: c.manifest.task,
             })
             .collect();
+        // The device page's link: the address it is bound to (the port found, for the demo).
+        let page = web.as_ref().and_then(|(l, _)| l.local_addr().ok()).map(homeassistant::page_url);
+        let ha = &setup.homeassistant.prefix;
         let configs =
-            homeassistant::configs(&setup.homeassistant.prefix, &setup.device, &setup.device_name, &topics, &entities);
-        homeassistant::announce(&link, &setup.homeassistant.prefix, configs);
+            homeassistant::configs(ha, &setup.device, &setup.device_name, &topics, &entities, page.as_deref());
+        homeassistant::announce(&link, ha, &setup.device, configs);
     }
     let mut statuses = vec![];
     let mut watched = vec![];
@@ -767,7 +778,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             model: model_name(plan),
             labels: checked.manifest.labels.clone(),
             threshold: plan.threshold,
-            hold: Duration::from_secs_f64(plan.hold_s),
+            hold: plan.hold,
             print: plan.print,
             format: if embedded { Format::Json } else { mqtt.format },
             link: Some(link.clone()),
@@ -837,10 +848,10 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     let watchdog_stop = Arc::new(AtomicBool::new(false));
     let watchdog = watchdog::start(watched, setup.stall, Arc::clone(&watchdog_stop));
     let stats_stop = Arc::new(AtomicBool::new(false));
-    let stats = (setup.stats_interval_s > 0).then(|| {
+    let stats = (!setup.stats_interval.is_zero()).then(|| {
         let (link, topics, device, stop) =
             (link.clone(), topics.clone(), setup.device.clone(), Arc::clone(&stats_stop));
-        let interval = Duration::from_secs(setup.stats_interval_s);
+        let interval = setup.stats_interval;
         std::thread::spawn(move || stats_loop(link, topics, device, statuses, interval, stop))
     });
     let mut failed = false;

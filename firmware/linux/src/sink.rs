@@ -1,6 +1,7 @@
 //! Where results go: stdout, MQTT detections and events, and the counters the stats topic reports.
-//! Presence events are debounced here: a label starts when it is detected at or above the
-//! threshold and ends after `hold` without it.
+//! Presence events are debounced here ([`Presence`]): a label starts when it is detected at or
+//! above the threshold and ends after `hold` without it, measured on the pipeline's monotonic
+//! clock (a recording's own timeline), never the wall clock.
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
@@ -9,12 +10,12 @@ use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::web::history::{Record, Writer};
 use crate::web::live::SharedLast;
-use lepton_runtime::event::{DetectionMessage, Detections, EventKind};
+use lepton_firmware::presence::{Change, Presence};
+use lepton_runtime::event::{DetectionMessage, Detections, EventKind, EventMessage};
 use lepton_runtime::pipeline::{FrameReport, LatencyStats, Sink, Stats};
 use lepton_runtime::source::latest::Health;
 use lepton_runtime::{Detection, Event, LeptonError};
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,10 +68,21 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-struct Presence {
-    started_ms: u64,
-    last_ms: u64,
-    peak: f32,
+/// This daemon's run: a random non-zero number fixed at its start and carried by every detection
+/// and event message (`run`), so that `seq`, which starts at 0 again after a restart, and `run`
+/// together name one message (the event store's key). Random rather than the start time: a
+/// board without a real-time clock can start at the same time after every boot.
+pub fn run_id() -> u32 {
+    static RUN: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *RUN.get_or_init(|| {
+        use std::io::Read;
+        let mut b = [0u8; 4];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .map(|()| u32::from_le_bytes(b));
+        // Without /dev/urandom: the start time and the process id.
+        random.unwrap_or_else(|_| (now_ms() as u32) ^ std::process::id().rotate_left(16)).max(1)
+    })
 }
 
 /// The daemon's sink for one pipeline.
@@ -80,13 +92,14 @@ pub struct DaemonSink {
     model: String,
     labels: Vec<String>,
     threshold: f32,
-    hold_ms: u64,
     print: bool,
     format: Format,
     link: Option<Link>,
     topics: Topics,
     seq: u32,
-    presence: BTreeMap<u16, Presence>,
+    run: u32,
+    presence: Presence,
+    changes: Vec<Change>,
     status: SharedStatus,
     alerts: Vec<AlertHandle>,
     snapshots: Option<Snapshotter>,
@@ -144,13 +157,14 @@ impl DaemonSink {
             model: o.model,
             labels: o.labels,
             threshold: o.threshold,
-            hold_ms: o.hold.as_millis() as u64,
             print: o.print,
             format: o.format,
             link: o.link,
             topics: o.topics,
             seq: 0,
-            presence: BTreeMap::new(),
+            run: run_id(),
+            presence: Presence::new(o.hold),
+            changes: Vec::new(),
             status: Arc::clone(&status),
             alerts: o.alerts,
             snapshots: o.snapshots,
@@ -205,7 +219,8 @@ impl DaemonSink {
                     })
                     .collect();
                 json!({
-                    "device": self.device, "pipeline": self.pipeline, "seq": seq, "ts": rfc3339(r.meta.timestamp_ms),
+                    "device": self.device, "pipeline": self.pipeline, "run": self.run, "seq": seq,
+                    "ts": rfc3339(r.meta.timestamp_ms),
                     "frame": r.meta.frame, "source": r.source, "model": self.model, "latency_ms": latency_ms,
                     "detections": dets,
                 })
@@ -217,7 +232,13 @@ impl DaemonSink {
                 for d in kept.iter().take(detections.capacity()) {
                     let _ = detections.push(*d);
                 }
-                let m = DetectionMessage { seq, meta: r.meta, latency_us: r.inference.as_micros() as u32, detections };
+                let m = DetectionMessage {
+                    seq,
+                    meta: r.meta,
+                    latency_us: r.inference.as_micros() as u32,
+                    detections,
+                    run: self.run,
+                };
                 postcard::to_stdvec(&m).unwrap_or_default()
             }
         };
@@ -235,14 +256,16 @@ impl DaemonSink {
         kept: &[Detection],
         seq: Option<u32>,
     ) -> Option<(Option<u32>, Arc<Vec<u8>>)> {
-        let starts = kept.iter().any(|d| !self.presence.contains_key(&d.class));
+        let starts = kept.iter().any(|d| !self.presence.is_present(d.class));
         let shot = self.snapshots.as_mut()?;
-        if !shot.due(r.meta.timestamp_ms, starts) {
+        // Intervals on the pipeline's monotonic clock, like the presence hold.
+        let clock_ms = r.clock.as_millis() as u64;
+        if !shot.due(clock_ms, starts) {
             return None;
         }
         let labels = &self.labels;
         let label = |c: u16| labels.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-        let Some(pic) = shot.take(r.meta.frame, r.meta.timestamp_ms, kept, label) else {
+        let Some(pic) = shot.take(r.meta.frame, clock_ms, kept, label) else {
             tracing::warn!("pipeline {}: frame {} was no longer kept for its snapshot", self.pipeline, r.meta.frame);
             return None;
         };
@@ -330,7 +353,8 @@ impl DaemonSink {
         let payload = match self.format {
             Format::Json => {
                 let mut j = json!({
-                    "device": self.device, "pipeline": self.pipeline, "ts": rfc3339(e.timestamp_ms), "label": label,
+                    "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(e.timestamp_ms),
+                    "label": label,
                     "event": e.kind.name(), "score": e.score,
                     "duration_s": duration_ms.map(|d| d as f64 / 1e3),
                 });
@@ -339,7 +363,7 @@ impl DaemonSink {
                 }
                 j.to_string().into_bytes()
             }
-            Format::Postcard => postcard::to_stdvec(e).unwrap_or_default(),
+            Format::Postcard => postcard::to_stdvec(&EventMessage { event: *e, run: self.run }).unwrap_or_default(),
         };
         if self.keyword && e.kind == EventKind::Start {
             let heard = json!({"event_type": label, "score": e.score, "ts": rfc3339(e.timestamp_ms)});
@@ -350,44 +374,28 @@ impl DaemonSink {
         link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true, meta);
     }
 
-    /// Starts presence for detected labels, ends it for labels absent longer than the hold.
+    /// Starts presence for detected labels, ends it for labels absent longer than the hold, and
+    /// publishes those events (the picture goes with the starts).
     fn update_presence(
         &mut self,
-        now_ms: u64,
+        r: &FrameReport<'_>,
         seen: &[Detection],
         snapshot_seq: Option<u32>,
         picture: Option<Arc<Vec<u8>>>,
     ) {
-        for d in seen {
-            match self.presence.get_mut(&d.class) {
-                Some(p) => {
-                    p.last_ms = now_ms;
-                    p.peak = p.peak.max(d.score);
-                }
-                None => {
-                    self.presence.insert(d.class, Presence { started_ms: now_ms, last_ms: now_ms, peak: d.score });
-                    let e = Event { class: d.class, kind: EventKind::Start, timestamp_ms: now_ms, score: d.score };
-                    self.publish_event(&e, None, snapshot_seq, picture.clone());
-                }
-            }
-        }
-        let expired: Vec<u16> = self
-            .presence
-            .iter()
-            .filter(|(_, p)| now_ms.saturating_sub(p.last_ms) > self.hold_ms)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in expired {
-            self.end_presence(c, now_ms);
-        }
+        let mut changes = std::mem::take(&mut self.changes);
+        self.presence.update(r.clock, r.meta.timestamp_ms, seen, &mut changes);
+        self.publish_changes(&mut changes, snapshot_seq, picture);
+        self.changes = changes;
     }
 
-    fn end_presence(&mut self, class: u16, now_ms: u64) {
-        if let Some(p) = self.presence.remove(&class) {
-            // An end is never stamped before the detection that kept the label present.
-            let at = now_ms.max(p.last_ms);
-            let e = Event { class, kind: EventKind::End, timestamp_ms: at, score: p.peak };
-            self.publish_event(&e, Some(at - p.started_ms), None, None);
+    fn publish_changes(&mut self, changes: &mut Vec<Change>, snapshot_seq: Option<u32>, picture: Option<Arc<Vec<u8>>>) {
+        for c in changes.drain(..) {
+            let e = Event { class: c.class, kind: c.kind, timestamp_ms: c.timestamp_ms, score: c.score };
+            match c.duration {
+                None => self.publish_event(&e, None, snapshot_seq, picture.clone()),
+                Some(d) => self.publish_event(&e, Some(d.as_millis() as u64), None, None),
+            }
         }
     }
 }
@@ -403,7 +411,7 @@ impl Sink for DaemonSink {
         for e in r.events {
             self.publish_event(e, None, None, None);
         }
-        self.update_presence(r.meta.timestamp_ms, &kept, snapshot_seq, picture);
+        self.update_presence(r, &kept, snapshot_seq, picture);
         if let Some(live) = &self.live {
             live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept);
         }
@@ -421,11 +429,12 @@ impl Sink for DaemonSink {
     }
 
     fn finish(&mut self, stats: &Stats) -> Result<(), LeptonError> {
-        // The source's own timeline (a recording's end), else the wall clock of live frames.
+        // Stamped on the source's own timeline (a recording's end), else the wall clock of live
+        // frames; the durations on the pipeline's clock.
         let now = stats.end_ms.unwrap_or_else(now_ms);
-        for c in self.presence.keys().copied().collect::<Vec<_>>() {
-            self.end_presence(c, now);
-        }
+        let mut changes = std::mem::take(&mut self.changes);
+        self.presence.finish(stats.end_clock, now, &mut changes);
+        self.publish_changes(&mut changes, None, None);
         for a in std::mem::take(&mut self.alerts) {
             a.stop();
         }

@@ -23,6 +23,7 @@ pub struct Snapshotter {
     style: Style,
     ring: FrameRing,
     rgb: Vec<u8>,
+    /// The pipeline clock of the last picture, in ms.
     last_ms: Option<u64>,
 }
 
@@ -40,7 +41,7 @@ impl Snapshotter {
     /// From a pipeline's `[pipeline.snapshot]`; frames come from `ring`.
     pub fn new(c: &config::Snapshot, ring: FrameRing) -> Self {
         let trigger = match c.every_s {
-            Some(s) => Trigger::Every((s * 1000.0).round() as u64),
+            Some(s) => Trigger::Every((s.get() * 1000.0).round() as u64),
             None => Trigger::Event,
         };
         Snapshotter {
@@ -52,12 +53,12 @@ impl Snapshotter {
         }
     }
 
-    /// Whether the frame at `ts_ms` gets a picture: it starts an event (`Event`), or the interval
-    /// has passed (`Every`).
-    pub fn due(&self, ts_ms: u64, starts_event: bool) -> bool {
+    /// Whether the frame at `clock_ms` (on the pipeline's monotonic clock) gets a picture: it
+    /// starts an event (`Event`), or the interval has passed (`Every`).
+    pub fn due(&self, clock_ms: u64, starts_event: bool) -> bool {
         match self.trigger {
             Trigger::Event => starts_event,
-            Trigger::Every(ms) => self.last_ms.is_none_or(|last| ts_ms.saturating_sub(last) >= ms),
+            Trigger::Every(ms) => self.last_ms.is_none_or(|last| clock_ms.saturating_sub(last) >= ms),
         }
     }
 
@@ -65,12 +66,12 @@ impl Snapshotter {
     pub fn take(
         &mut self,
         index: u64,
-        ts_ms: u64,
+        clock_ms: u64,
         dets: &[Detection],
         label: impl Fn(u16) -> String,
     ) -> Option<Picture> {
         let pic = render(&self.ring, index, dets, label, self.style, &mut self.rgb)?;
-        self.last_ms = Some(ts_ms);
+        self.last_ms = Some(clock_ms);
         Some(pic)
     }
 }

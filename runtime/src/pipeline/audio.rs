@@ -229,6 +229,8 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         runs.processing.record(processing);
         let report = FrameReport {
             meta,
+            // The audio consumed is this pipeline's clock: monotonic on a file and a microphone.
+            clock: std::time::Duration::from_millis(stream_ms),
             source: self.source.name(),
             detections: &detections,
             events: &events,
@@ -249,6 +251,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
     /// source's timeline.
     pub fn finish(&mut self) -> Result<&AudioStats> {
         self.stats.runs.end_ms = Some(self.stream_now_ms());
+        self.stats.runs.end_clock = std::time::Duration::from_millis(self.stream_now_ms() - self.started_ms);
         self.sink.finish(&self.stats.runs)?;
         Ok(&self.stats)
     }

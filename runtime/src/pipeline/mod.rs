@@ -49,8 +49,13 @@ pub trait Postprocess {
 /// What the pipeline reports for one processed frame.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameReport<'a> {
-    /// Frame index and capture time.
+    /// Frame index and capture time (wall clock, or a recording's own timeline): for timestamps.
     pub meta: FrameMeta,
+    /// When the frame was taken, on the pipeline's clock (from its start): for durations
+    /// (presence holds, intervals). A recording's own timeline for sources that have one
+    /// ([`FrameSource::own_timeline`]), else a monotonic clock ([`Instant`]); never the wall
+    /// clock, which steps when it is set (a board without a real-time clock at NTP sync).
+    pub clock: Duration,
     /// File name for file sources.
     pub source: Option<&'a str>,
     /// Detections (classes for a classifier, keywords heard), best first.
@@ -178,6 +183,46 @@ pub struct Stats {
     /// plus its duration); `None` when frames carry wall-clock times. Events ending at the end of
     /// a run are stamped with it, so they never precede the detections of the same source.
     pub end_ms: Option<u64>,
+    /// The pipeline's clock ([`FrameReport::clock`]) when the run ended: the end of a
+    /// recording's timeline, else the monotonic time since the pipeline started.
+    pub end_clock: Duration,
+}
+
+/// The pipeline's clock for durations ([`FrameReport::clock`]): a source's own timeline, else a
+/// monotonic clock started with the pipeline. It never goes backwards.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    started: Instant,
+    first_ms: Option<u64>,
+    last: Duration,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Clock { started: Instant::now(), first_ms: None, last: Duration::ZERO }
+    }
+
+    /// The clock of a frame just taken from a source (`own_timeline`: its timestamp is on the
+    /// source's timeline).
+    fn stamp(&mut self, own_timeline: bool, timestamp_ms: u64) -> Duration {
+        let t = if own_timeline {
+            let first = *self.first_ms.get_or_insert(timestamp_ms);
+            Duration::from_millis(timestamp_ms.saturating_sub(first))
+        } else {
+            self.started.elapsed()
+        };
+        self.last = self.last.max(t);
+        self.last
+    }
+
+    /// The clock at the end of a run: the last frame's on a source's own timeline, else now.
+    fn end(&self, own_timeline: bool) -> Duration {
+        if own_timeline {
+            self.last
+        } else {
+            self.last.max(self.started.elapsed())
+        }
+    }
 }
 
 /// A vision pipeline over a frame source, stages and a sink.
@@ -190,6 +235,7 @@ pub struct Pipeline<S, P, E, Q, K> {
     detections: Detections,
     stats: Stats,
     stop: Arc<AtomicBool>,
+    clock: Clock,
 }
 
 impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline<S, P, E, Q, K> {
@@ -204,6 +250,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             detections: Detections::new(),
             stats: Stats::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            clock: Clock::new(),
         }
     }
 
@@ -235,6 +282,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
     /// Processes one frame; `Ok(false)` when the source is exhausted.
     pub fn step(&mut self) -> Result<bool> {
         self.stats.frames_dropped = self.source.dropped();
+        let own_timeline = self.source.own_timeline();
         let frame = match self.source.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => return Ok(false),
@@ -246,6 +294,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             }
         };
         self.stats.frames_in += 1;
+        let clock = self.clock.stamp(own_timeline, frame.meta.timestamp_ms);
         let t0 = Instant::now();
         let transform = match self.engine.input_mut(0).and_then(|input| self.pre.preprocess(&frame, input)) {
             Ok(t) => t,
@@ -264,6 +313,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             &mut self.detections,
             &mut self.stats,
             meta,
+            clock,
             name,
             &transform,
         )?;
@@ -298,6 +348,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             }
         }
         self.stats.frames_dropped = self.source.dropped();
+        self.stats.end_clock = self.clock.end(self.source.own_timeline());
         self.sink.finish(&self.stats)?;
         Ok(&self.stats)
     }
@@ -313,25 +364,26 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             Ok(Prepared {
                 buffer: engine.new_buffer(0)?,
                 meta: FrameMeta { frame: 0, timestamp_ms: 0 },
+                clock: Duration::ZERO,
                 name: heapless::String::new(),
                 transform: Transform::identity(1.0, 1.0),
             })
         };
         let exchange = Exchange::new([slot(&self.engine)?, slot(&self.engine)?]);
-        let Pipeline { source, pre, engine, post, sink, detections, stats, stop } = self;
+        let Pipeline { source, pre, engine, post, sink, detections, stats, stop, clock } = self;
         let stop: &AtomicBool = stop;
         let exchange = &exchange;
         let (in0, failed0) = (stats.frames_in, stats.frames_failed);
         let dropped = std::sync::atomic::AtomicU64::new(stats.frames_dropped);
         let dropped = &dropped;
         std::thread::scope(|scope| -> Result<()> {
-            let producer = scope.spawn(move || produce(source, pre, exchange, stop, dropped));
+            let producer = scope.spawn(move || produce(source, pre, exchange, stop, dropped, clock));
             let mut result = Ok(());
             while let Some(mut p) = exchange.take_ready() {
                 stats.frames_dropped = dropped.load(Ordering::Relaxed);
                 let step = engine.swap_input(0, &mut p.buffer).and_then(|()| {
                     let name = (!p.name.is_empty()).then_some(p.name.as_str());
-                    infer(engine, post, sink, detections, stats, p.meta, name, &p.transform)
+                    infer(engine, post, sink, detections, stats, p.meta, p.clock, name, &p.transform)
                 });
                 exchange.release(p);
                 if let Err(e) = step {
@@ -378,6 +430,7 @@ fn handoff_cost() -> Duration {
 struct Prepared<B> {
     buffer: B,
     meta: FrameMeta,
+    clock: Duration,
     name: heapless::String<128>,
     transform: Transform,
 }
@@ -397,6 +450,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
     exchange: &Exchange<Prepared<B>>,
     stop: &AtomicBool,
     dropped: &std::sync::atomic::AtomicU64,
+    clock: &mut Clock,
 ) -> SourceCounts {
     let mut counts = SourceCounts::default();
     // Wait for a free buffer first, so a live source hands over its newest frame.
@@ -405,6 +459,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
             break;
         }
         dropped.store(source.dropped(), Ordering::Relaxed);
+        let own_timeline = source.own_timeline();
         let frame = match source.next_frame() {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
@@ -417,6 +472,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
             }
         };
         counts.frames_in += 1;
+        let at = clock.stamp(own_timeline, frame.meta.timestamp_ms);
         let t0 = Instant::now();
         let t = slot.buffer.view_mut().and_then(|v| pre.preprocess(&frame, v));
         counts.preprocess.record(t0.elapsed());
@@ -424,6 +480,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
             Ok(transform) => {
                 slot.transform = transform;
                 slot.meta = frame.meta;
+                slot.clock = at;
                 slot.name.clear();
                 if let Some(n) = frame.name {
                     // Names longer than 128 bytes are cut at a character boundary.
@@ -455,6 +512,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     detections: &mut Detections,
     stats: &mut Stats,
     meta: FrameMeta,
+    clock: Duration,
     source: Option<&str>,
     transform: &Transform,
 ) -> Result<()> {
@@ -473,6 +531,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     stats.processing.record(processing);
     let report = FrameReport {
         meta,
+        clock,
         source,
         detections,
         events: &[],

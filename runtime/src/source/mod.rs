@@ -56,6 +56,14 @@ pub trait FrameSource {
     fn outages(&self) -> u64 {
         0
     }
+
+    /// True when frame timestamps are on the source's own timeline (a recording: its start plus
+    /// each frame's position), which only moves forward; false (the default) when they are
+    /// wall-clock capture times, which step when the system clock is set. The pipeline measures
+    /// durations on the former, and on a monotonic clock for the latter.
+    fn own_timeline(&self) -> bool {
+        false
+    }
 }
 
 /// A stream of mono audio samples (microphone, WAV file), floats in [-1, 1).

@@ -90,6 +90,9 @@ impl<S: FrameSource> FrameSource for Retained<S> {
     fn outages(&self) -> u64 {
         self.inner.outages()
     }
+    fn own_timeline(&self) -> bool {
+        self.inner.own_timeline()
+    }
 }
 
 #[cfg(test)]

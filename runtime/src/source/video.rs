@@ -393,6 +393,19 @@ impl FrameSource for VideoSource {
     fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// The run's start plus each frame's presentation time.
+    fn own_timeline(&self) -> bool {
+        true
+    }
+}
+
+/// Opens a file's container and checks that it has an H.264 video track the source can read,
+/// without decoding anything: what `lepton check` (and the start of `lepton run`) verify before
+/// the device goes online. The same path [`VideoSource::open`] takes, so a file that passes here
+/// opens there.
+pub fn inspect(path: &Path) -> Result<VideoInfo> {
+    Demuxer::open(path).map(|(_, info)| info)
 }
 
 /// Opens a file and decodes its first picture: what `lepton probe FILE` prints.

@@ -128,8 +128,22 @@ impl State {
     }
 }
 
-/// A callback for messages on a subscribed topic.
-type Handler = Box<dyn Fn(&[u8]) + Send>;
+/// A callback for messages on a subscribed topic filter: the topic and the payload.
+type Handler = Box<dyn Fn(&str, &[u8]) + Send>;
+
+/// Whether `topic` matches an MQTT topic filter (`+`: one level, `#`: the rest).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
 
 struct Shared {
     state: Mutex<State>,
@@ -232,6 +246,13 @@ impl Link {
 
     /// Calls `handler` with every message on `topic` (subscribed after each connection).
     pub fn subscribe(&self, topic: &str, handler: impl Fn(&[u8]) + Send + 'static) {
+        self.subscribe_filter(topic, move |_, payload| handler(payload));
+    }
+
+    /// Calls `handler` with the topic and payload of every message matching `filter` (MQTT
+    /// wildcards `+` and `#`; subscribed after each connection).
+    pub fn subscribe_filter(&self, filter: &str, handler: impl Fn(&str, &[u8]) + Send + 'static) {
+        let topic = filter;
         self.shared.handlers.lock().unwrap_or_else(|p| p.into_inner()).push((topic.to_string(), Box::new(handler)));
         let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         s.subscriptions.push(topic.to_string());
@@ -466,9 +487,9 @@ fn event_loop(shared: &Shared, mut connection: Connection) {
             }
             Happening::Message { topic, payload } => {
                 let handlers = shared.handlers.lock().unwrap_or_else(|p| p.into_inner());
-                for (t, h) in handlers.iter() {
-                    if *t == topic {
-                        h(&payload);
+                for (filter, h) in handlers.iter() {
+                    if filter_matches(filter, &topic) {
+                        h(&topic, &payload);
                     }
                 }
             }
@@ -541,6 +562,17 @@ fn interruptible_sleep(shared: &Shared, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_filters_match_like_a_broker() {
+        assert!(filter_matches("homeassistant/status", "homeassistant/status"));
+        assert!(filter_matches("ha/+/cam1/+/config", "ha/binary_sensor/cam1/front_person/config"));
+        assert!(!filter_matches("ha/+/cam1/+/config", "ha/binary_sensor/cam2/front_person/config"));
+        assert!(!filter_matches("ha/+/cam1/+/config", "ha/binary_sensor/cam1/config"));
+        assert!(!filter_matches("ha/+/cam1/+/config", "ha/binary_sensor/cam1/a/config/x"));
+        assert!(filter_matches("lepton/#", "lepton/cam1/status"));
+        assert!(!filter_matches("a/b", "a/b/c"));
+    }
 
     fn state() -> State {
         let opts = ClientOptions {
