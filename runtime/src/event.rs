@@ -111,6 +111,59 @@ pub struct DetectionMessage {
     pub latency_us: u32,
     /// The detections.
     pub detections: Detections,
+    /// The sender's run: a number fixed when it started (random on Linux), so that `seq`, which
+    /// starts at 0 again after a restart, and `run` together name one message. 0: not known
+    /// (a sender from before runs). Last, so a decoder of the older layout reads the rest.
+    pub run: u32,
+}
+
+/// A debounced event as sent, with the sender's run (see [`DetectionMessage::run`]). Its postcard
+/// bytes are an [`Event`]'s followed by the run, so a decoder of a bare `Event` reads it too.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    /// The event.
+    pub event: Event,
+    /// The sender's run; 0: not known.
+    pub run: u32,
+}
+
+/// A [`DetectionMessage`] as senders from before runs encoded it (no `run`).
+#[derive(Deserialize)]
+struct DetectionMessageWithoutRun {
+    seq: u32,
+    meta: FrameMeta,
+    latency_us: u32,
+    detections: Detections,
+}
+
+/// Decodes a postcard [`DetectionMessage`], or one of the older layout without `run` (then 0):
+/// every byte must belong to the message.
+pub fn decode_detection_message(bytes: &[u8]) -> Result<DetectionMessage, Error> {
+    if let Ok((m, [])) = postcard::take_from_bytes::<DetectionMessage>(bytes) {
+        return Ok(m);
+    }
+    match postcard::take_from_bytes::<DetectionMessageWithoutRun>(bytes) {
+        Ok((m, [])) => Ok(DetectionMessage {
+            seq: m.seq,
+            meta: m.meta,
+            latency_us: m.latency_us,
+            detections: m.detections,
+            run: 0,
+        }),
+        _ => Err(Error::Encoding),
+    }
+}
+
+/// Decodes a postcard [`EventMessage`], or a bare [`Event`] (the older layout; run 0): every
+/// byte must belong to the message.
+pub fn decode_event_message(bytes: &[u8]) -> Result<EventMessage, Error> {
+    if let Ok((m, [])) = postcard::take_from_bytes::<EventMessage>(bytes) {
+        return Ok(m);
+    }
+    match postcard::take_from_bytes::<Event>(bytes) {
+        Ok((event, [])) => Ok(EventMessage { event, run: 0 }),
+        _ => Err(Error::Encoding),
+    }
 }
 
 /// Encodes `value` with postcard into `buf`, returning the used prefix.
@@ -146,6 +199,7 @@ mod tests {
             meta: FrameMeta { frame: 12, timestamp_ms: 1_700_000_000_000 },
             latency_us: 1234,
             detections: dets,
+            run: 0xDEAD_BEEF,
         };
         let mut buf = [0u8; 128];
         let bytes = encode(&msg, &mut buf).unwrap();
@@ -162,5 +216,30 @@ mod tests {
         let mut buf = [0u8; 32];
         let bytes = encode(&e, &mut buf).unwrap();
         assert_eq!(decode::<Event>(bytes).unwrap(), e);
+    }
+
+    #[test]
+    fn messages_with_a_run_and_without_one_decode_and_older_decoders_read_the_new_layout() {
+        let mut detections = Detections::new();
+        detections.push(Detection { class: 3, score: 0.5, bbox: None }).unwrap();
+        let meta = FrameMeta { frame: 9, timestamp_ms: 1_700_000_000_000 };
+        let m = DetectionMessage { seq: 4, meta, latency_us: 10, detections: detections.clone(), run: 77 };
+        let new = postcard::to_stdvec(&m).unwrap();
+        assert_eq!(decode_detection_message(&new).unwrap(), m);
+        // Before runs: the same fields without `run`.
+        let old = postcard::to_stdvec(&(4u32, meta, 10u32, detections.clone())).unwrap();
+        assert_eq!(&new[..old.len()], &old[..], "run comes last");
+        assert_eq!(decode_detection_message(&old).unwrap(), DetectionMessage { run: 0, ..m.clone() });
+        let mut longer = new.clone();
+        longer.push(0);
+        assert_eq!(decode_detection_message(&longer), Err(Error::Encoding), "no stray bytes");
+        assert_eq!(decode_detection_message(&new[..old.len() - 1]), Err(Error::Encoding));
+
+        let e = Event { class: 2, kind: EventKind::End, timestamp_ms: 5, score: 0.75 };
+        let sent = postcard::to_stdvec(&EventMessage { event: e, run: 300 }).unwrap();
+        assert_eq!(decode_event_message(&sent).unwrap(), EventMessage { event: e, run: 300 });
+        assert_eq!(decode::<Event>(&sent).unwrap(), e, "a decoder of a bare Event reads it");
+        let bare = postcard::to_stdvec(&e).unwrap();
+        assert_eq!(decode_event_message(&bare).unwrap(), EventMessage { event: e, run: 0 });
     }
 }

@@ -542,6 +542,16 @@ pub struct Postgres {
 impl Postgres {
     /// Initialises a cluster (trust authentication, loopback only) and starts the server.
     pub fn start(test: &str) -> Postgres {
+        Self::start_with(test, None)
+    }
+
+    /// Like [`Postgres::start`], with TLS from a PEM certificate chain and key: the server then
+    /// refuses TCP connections without TLS (`hostssl` only in pg_hba.conf).
+    pub fn start_tls(test: &str, cert: &Path, key: &Path) -> Postgres {
+        Self::start_with(test, Some((cert, key)))
+    }
+
+    fn start_with(test: &str, tls: Option<(&Path, &Path)>) -> Postgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's server in /usr/lib/postgresql (scripts/install-deps --test installs it)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -570,11 +580,32 @@ impl Postgres {
             .output()
             .expect("running initdb");
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let mut settings = vec![];
+        if let Some((cert, key)) = tls {
+            // The server reads its key only when the server's user owns it, mode 0600.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::copy(cert, data.join("server.crt")).expect("copying the server certificate");
+            std::fs::copy(key, data.join("server.key")).expect("copying the server key");
+            std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod of the server key");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .expect("writing pg_hba.conf");
+            if root {
+                let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data).status().expect("chown");
+                assert!(ok.success(), "chown of the PostgreSQL data folder");
+            }
+            settings.extend(["-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]);
+        }
         let port = free_port();
         let child = as_server_user(bin.join("postgres"))
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-k"])
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(&settings)
+            .arg("-k")
             .arg(&dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("server.log")).expect("server.log"))

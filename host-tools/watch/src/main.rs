@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use lepton_watch::store::{Row, Store};
-use lepton_watch::{describe, line};
+use lepton_watch::{describe, event_key, line, parse_host, Recent};
 use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as Q5;
 use std::process::ExitCode;
@@ -27,6 +27,12 @@ use std::time::Duration;
 /// messages (an MQTT 5 shared subscription, `$share/GROUP/<prefix>/...`): each message goes to
 /// one of them. With --store, detections and events are written into SQLite or PostgreSQL,
 /// each message once however often the broker delivers it (see README, "The event store").
+/// A PostgreSQL URL takes `sslmode=disable|prefer|require|verify-ca|verify-full` and
+/// `sslrootcert=FILE` (the CA's PEM certificate, or `system`) for TLS.
+///
+/// Each event is shown once (devices publish it on the events topic and as its label's retained
+/// state). A detection or event message with a field missing, of the wrong type or out of range
+/// is reported, skipped and counted; the watcher goes on.
 ///
 /// Example, one device: lepton-watch --host 192.168.1.20 --device porch-cam --snapshots ./pictures
 ///
@@ -35,7 +41,7 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "lepton-watch", version, about, long_about)]
 struct Args {
-    /// Broker host, or HOST:PORT; repeat for the nodes of a cluster, tried in order.
+    /// Broker host, or HOST:PORT (not a URL); repeat for the nodes of a cluster, tried in order.
     #[arg(long, default_value = "127.0.0.1")]
     host: Vec<String>,
     /// Broker port (of --host values without one).
@@ -47,7 +53,7 @@ struct Args {
     /// Share the messages with the other watchers of this group (MQTT 5 shared subscription).
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
-    /// Write detections and events into sqlite:FILE or postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+    /// Write detections and events into sqlite:FILE or postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…].
     #[arg(long, value_name = "DATABASE")]
     store: Option<String>,
     /// Only this device (default: all).
@@ -223,29 +229,17 @@ fn options_v5(id: &str, host: &str, port: u16) -> rumqttc::v5::MqttOptions {
     o
 }
 
-/// `HOST` or `HOST:PORT` (IPv6 in brackets) with `port` by default.
-fn host_port(h: &str, port: u16) -> Result<(String, u16)> {
-    if let Some(rest) = h.strip_prefix('[') {
-        let (addr, tail) = rest.split_once(']').with_context(|| format!("--host {h}: no closing `]`"))?;
-        let p = match tail.strip_prefix(':') {
-            Some(p) => p.parse().with_context(|| format!("--host {h}: port `{p}`"))?,
-            None => port,
-        };
-        return Ok((addr.to_string(), p));
-    }
-    match h.rsplit_once(':') {
-        Some((name, p)) if !name.contains(':') => {
-            Ok((name.to_string(), p.parse().with_context(|| format!("--host {h}: port `{p}`"))?))
-        }
-        _ => Ok((h.to_string(), port)),
-    }
+/// `s` with control characters shown as `?` (topics come from any client of the broker).
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn run(args: Args) -> Result<()> {
+    // Checked before anything else: a URL here would otherwise be retried for ever.
+    let hosts = args.host.iter().map(|h| parse_host(h, args.port)).collect::<Result<Vec<_>, _>>()?;
     if let Some(dir) = &args.snapshots {
         std::fs::create_dir_all(dir).with_context(|| format!("--snapshots {}", dir.display()))?;
     }
-    let hosts = args.host.iter().map(|h| host_port(h, args.port)).collect::<Result<Vec<_>>>()?;
     let v5 = match (args.protocol.as_deref(), &args.group) {
         (Some("3.1.1"), Some(_)) => bail!("--group needs MQTT 5 (shared subscriptions): drop --protocol 3.1.1"),
         (Some(p), _) => p == "5",
@@ -270,6 +264,7 @@ fn run(args: Args) -> Result<()> {
     let mut pending: Vec<Box<Received>> = vec![];
     let mut seen = 0u64;
     let mut warned = false;
+    let mut shown = Recent::default();
     let result = loop {
         if stop.load(Ordering::Relaxed) || args.count.is_some_and(|c| seen >= c) {
             break Ok(());
@@ -288,23 +283,47 @@ fn run(args: Args) -> Result<()> {
                 if let (Some(dir), "snapshot") = (&args.snapshots, v["kind"].as_str().unwrap_or("")) {
                     v["saved"] = save_snapshot(dir, &v, &payload);
                 }
-                match (&mut store, Row::from_message(&v)) {
-                    (Some(s), Some(row)) => {
+                let malformed = match (&mut store, Row::from_message(&v)) {
+                    (Some(s), Ok(Some(row))) => {
                         s.add(row);
                         pending.push(received);
+                        None
                     }
-                    _ => client.ack(&received),
-                }
-                if args.quiet {
-                } else if args.json {
-                    println!("{v}");
+                    (store, Err(e)) => {
+                        client.ack(&received);
+                        if let Some(s) = store {
+                            s.stats.malformed += 1;
+                        }
+                        Some(e)
+                    }
+                    (_, Ok(_)) => {
+                        client.ack(&received);
+                        None
+                    }
+                };
+                if let Some(e) = malformed {
+                    if !args.quiet {
+                        eprintln!("{}: malformed: {e}; skipped", printable(&topic));
+                        if args.json {
+                            v["malformed"] = e.to_string().into();
+                            println!("{v}");
+                        }
+                    }
+                    seen += 1;
+                } else if event_key(&v).is_some_and(|k| !shown.first(k)) {
+                    // An event arrives on its topic and as its label's retained copy: shown once.
                 } else {
-                    match v["saved"].as_str() {
-                        Some(path) => println!("{} -> {path}", line(&v)),
-                        None => println!("{}", line(&v)),
+                    if args.quiet {
+                    } else if args.json {
+                        println!("{v}");
+                    } else {
+                        match v["saved"].as_str() {
+                            Some(path) => println!("{} -> {path}", line(&v)),
+                            None => println!("{}", line(&v)),
+                        }
                     }
+                    seen += 1;
                 }
-                seen += 1;
             }
             Ok(Got::Failed(node, e)) => {
                 if !warned || hosts.len() > 1 {
@@ -346,11 +365,12 @@ fn run(args: Args) -> Result<()> {
         std::thread::sleep(Duration::from_millis(300));
         let st = s.stats;
         eprintln!(
-            "stored {} detection messages and {} events in {} ({} duplicates ignored, {} transactions)",
+            "stored {} detection messages and {} events in {} ({} duplicates ignored, {} malformed skipped, {} transactions)",
             st.messages,
             st.events,
             s.name(),
             st.duplicates,
+            st.malformed,
             st.commits
         );
     }
