@@ -87,8 +87,16 @@ fn malformed() -> Vec<(&'static str, String)> {
         (d, r#"{"seq":106,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"a\u0000b","score":0.9}]}"#.into()),
         (d, r#"{"seq":107,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"","score":0.9}]}"#.into()),
         (d, r#"{"seq":108,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9,"box":[1,2,3]}]}"#.into()),
-        (d, r#"{"seq":109,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9,"box":[1,"2",3,4]}]}"#.into()),
-        (d, r#"{"seq":110,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9,"box":[1,2,3,1e300]}]}"#.into()),
+        (
+            d,
+            r#"{"seq":109,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9,"box":[1,"2",3,4]}]}"#
+                .into(),
+        ),
+        (
+            d,
+            r#"{"seq":110,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9,"box":[1,2,3,1e300]}]}"#
+                .into(),
+        ),
         (d, r#"{"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9}]}"#.into()),
         (d, r#"{"seq":-4,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9}]}"#.into()),
         (d, r#"{"seq":1.5,"ts":"2026-12-01T10:00:01Z","detections":[{"label":"p","score":0.9}]}"#.into()),
@@ -268,7 +276,10 @@ fn an_old_store_keeps_working(store: &str, rows: impl Fn(&str) -> i64) {
     wait_until(20, "the new rows stored", || rows("SELECT count(*) FROM lepton_messages") == 5);
     let (status, _, stderr) = w.interrupt();
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("stored 3 detection messages and 0 events") && stderr.contains("(1 duplicates"), "{stderr}");
+    assert!(
+        stderr.contains("stored 3 detection messages and 0 events") && stderr.contains("(1 duplicates"),
+        "{stderr}"
+    );
     assert_eq!(rows("SELECT count(*) FROM lepton_messages WHERE run = 0"), 3);
     assert_eq!(rows("SELECT count(*) FROM lepton_messages WHERE run = 77"), 2);
     assert_eq!(rows("SELECT count(*) FROM lepton_messages WHERE consumer = 'old'"), 2);
@@ -320,8 +331,7 @@ fn each_event_is_printed_once() {
         .map(|v| v["message"].clone())
         .collect();
     assert_eq!(events.len(), published, "{stdout}\n{stderr}");
-    let mut keys: Vec<String> =
-        events.iter().map(|m| format!("{} {} {}", m["ts"], m["label"], m["event"])).collect();
+    let mut keys: Vec<String> = events.iter().map(|m| format!("{} {} {}", m["ts"], m["label"], m["event"])).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), published, "each event once: {events:?}");
@@ -389,15 +399,50 @@ fn certificates(dir: &Path) {
     };
     for ca in ["ca", "other-ca"] {
         openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &format!("/CN=Lepton test {ca}"),
-            "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"),
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=Lepton test {ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
         ]);
     }
-    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1, DNS:localhost\n").unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-extfile", "san.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
     ]);
 }
 

@@ -283,7 +283,11 @@ impl Row {
                     if !d.is_object() {
                         return Err(bad(&at, "not an object"));
                     }
-                    Ok((label(d, &at)?, score(&d["score"], &format!("{at}.score"))?, bbox(&d["box"], &format!("{at}.box"))?))
+                    Ok((
+                        label(d, &at)?,
+                        score(&d["score"], &format!("{at}.score"))?,
+                        bbox(&d["box"], &format!("{at}.box"))?,
+                    ))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Some(Row::Detections { device, pipeline, run, seq, ts_ms, frame, latency_ms, objects }));
@@ -730,10 +734,9 @@ impl PgTarget {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(e.to_string()))?;
         let tls = match (check, roots) {
-            (Check::Nothing, _) | (_, None) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoCheck(provider)))
-                .with_no_client_auth(),
+            (Check::Nothing, _) | (_, None) => {
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(NoCheck(provider))).with_no_client_auth()
+            }
             (Check::ChainAndName, Some(roots)) => builder.with_root_certificates(roots).with_no_client_auth(),
             (Check::Chain, Some(roots)) => {
                 let full = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
@@ -871,11 +874,8 @@ fn split_params(spec: &str) -> (&str, Vec<(&str, &str)>) {
     match spec[from..].find('?') {
         Some(q) => {
             let (url, query) = (&spec[..from + q], &spec[from + q + 1..]);
-            let params = query
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| p.split_once('=').unwrap_or((p, "")))
-                .collect();
+            let params =
+                query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))).collect();
             (url, params)
         }
         None => (spec, vec![]),
@@ -1166,8 +1166,14 @@ mod tests {
             (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"score":0.5}]}"#, "no label"),
             (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"class":70000,"score":0.5}]}"#, "class"),
             (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"label":"\u001b[2J","score":0.5}]}"#, "control"),
-            (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"label":"p","score":0.5,"box":[0,0,1]}]}"#, "3 numbers"),
-            (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"label":"p","score":0.5,"box":[0,0,1,1e39]}]}"#, "finite"),
+            (
+                r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"label":"p","score":0.5,"box":[0,0,1]}]}"#,
+                "3 numbers",
+            ),
+            (
+                r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{"label":"p","score":0.5,"box":[0,0,1,1e39]}]}"#,
+                "finite",
+            ),
             (r#"{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[7]}"#, "not an object"),
             (r#"{"ts":"2026-12-01T10:00:00Z","detections":[]}"#, "seq: missing"),
             (r#"{"seq":9223372036854775808,"ts":"2026-12-01T10:00:00Z","detections":[]}"#, "too large"),
@@ -1188,7 +1194,10 @@ mod tests {
             vec![r#"{"label":"p","score":0.5}"#; MAX_OBJECTS + 1].join(",")
         );
         assert!(check(d, &many).is_err());
-        let long = format!(r#"{{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{{"label":"{}","score":0.5}}]}}"#, "x".repeat(MAX_TEXT + 1));
+        let long = format!(
+            r#"{{"seq":1,"ts":"2026-12-01T10:00:00Z","detections":[{{"label":"{}","score":0.5}}]}}"#,
+            "x".repeat(MAX_TEXT + 1)
+        );
         assert!(check(d, &long).is_err());
         assert!(check("lepton//front/detections", ok).unwrap_err().to_string().contains("device"));
         assert!(check(d, "\u{1}\u{2}").unwrap_err().to_string().contains("neither JSON nor a postcard"));
