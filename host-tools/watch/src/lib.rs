@@ -24,7 +24,9 @@ pub fn timestamp(ms: u64) -> String {
 
 /// A message, understood.
 pub fn describe(topic: &str, payload: &[u8], prefix: &str) -> Value {
-    let levels: Vec<&str> = topic.strip_prefix(prefix).unwrap_or(topic).trim_start_matches('/').split('/').collect();
+    // One `/` after the prefix: an empty level (`lepton//x/detections`) stays an empty device.
+    let rest = topic.strip_prefix(prefix).unwrap_or(topic);
+    let levels: Vec<&str> = rest.strip_prefix('/').unwrap_or(rest).split('/').collect();
     let device = levels.first().copied().unwrap_or("");
     let kind = match levels.as_slice() {
         [_, "status"] => "status",

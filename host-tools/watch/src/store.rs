@@ -139,6 +139,15 @@ fn bad(what: &str, why: &str) -> Malformed {
     Malformed(format!("{what}: {why}"))
 }
 
+/// A number as a message shows it: short, in scientific notation when large.
+fn num(x: f64) -> String {
+    if x.abs() >= 1e9 {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// A device, pipeline or label: a string of 1 to [`MAX_TEXT`] bytes without control characters.
 fn text(v: &Value, what: &str) -> Result<String, Malformed> {
     let s = match v {
@@ -178,7 +187,7 @@ fn amount(v: &Value, what: &str) -> Result<Option<f64>, Malformed> {
         Value::Null => Ok(None),
         Value::Number(n) => match n.as_f64() {
             Some(x) if x.is_finite() && x >= 0.0 => Ok(Some(x)),
-            Some(x) => Err(bad(what, &format!("{x} is not a finite number from 0"))),
+            Some(x) => Err(bad(what, &format!("{} is not a finite number from 0", num(x)))),
             None => Err(bad(what, "not a number")),
         },
         _ => Err(bad(what, "not a number")),
@@ -191,7 +200,7 @@ fn score(v: &Value, what: &str) -> Result<f32, Malformed> {
         Value::Null => Err(bad(what, "missing")),
         Value::Number(n) => match n.as_f64() {
             Some(x) if (0.0..=1.001).contains(&x) => Ok(x as f32),
-            Some(x) => Err(bad(what, &format!("{x} is out of 0..1"))),
+            Some(x) => Err(bad(what, &format!("{} is out of 0..1", num(x)))),
             None => Err(bad(what, "not a number")),
         },
         _ => Err(bad(what, "not a number")),
@@ -210,7 +219,7 @@ fn bbox(v: &Value, what: &str) -> Result<Option<[f32; 4]>, Malformed> {
     for (o, x) in out.iter_mut().zip(b) {
         *o = match x.as_f64() {
             Some(x) if (x as f32).is_finite() => x as f32,
-            Some(x) => return Err(bad(what, &format!("{x} is not a finite number"))),
+            Some(x) => return Err(bad(what, &format!("{} is not a finite number", num(x)))),
             None => return Err(bad(what, "not a list of 4 numbers")),
         };
     }
