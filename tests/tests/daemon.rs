@@ -323,7 +323,7 @@ fn home_assistant_discovery_is_retained_and_announced_again() {
     assert_eq!(sensor["state_topic"], "lepton/cam1/digits/events/7");
     assert_eq!(sensor["availability"][0]["topic"], "lepton/cam1/status");
     assert_eq!(sensor["device"]["identifiers"][0], "lepton_cam1");
-    assert!(sensor["off_delay"].as_u64().unwrap() > 0);
+    assert!(sensor.get("off_delay").is_none(), "the state follows start and end: {sensor}");
     // Home Assistant restarts and says so: every config is published again.
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-t", "homeassistant/status", "-m", "online"])
@@ -792,4 +792,279 @@ fn the_systemd_watchdog_is_fed_while_the_pipeline_progresses_and_starved_while_i
     assert!(stderr.contains("pipeline voice: moving again"), "{stderr}");
     let last = notifications(&socket, Duration::from_millis(300));
     assert!(last.iter().any(|(_, m)| m.contains("STOPPING=1")), "STOPPING=1 on the way out: {last:?}");
+}
+
+/// Issue 25: every duration key (seconds, milliseconds, days) is read as a finite number within
+/// the key's bounds, integer or float: `inf` or `1e300` is an error at the key's line with exit
+/// code 2 from `lepton check`, never a config that passes and panics in `run`.
+#[test]
+fn lepton_check_refuses_infinite_or_huge_durations_at_their_line() {
+    let dir = scratch("daemon-durations");
+    let frames = frames(&dir, 1);
+    let good = digits_config(1883, &frames, "", "");
+    let rtsp = good.replace(
+        &format!("kind = \"images\"\npath = \"{}\"", frames.display()),
+        "kind = \"rtsp\"\nurl = \"rtsp://127.0.0.1:9/stream\"",
+    );
+    // (key, where it goes): each kind of duration key in each table that has one.
+    let cases: Vec<(&str, String)> = vec![
+        ("stall_s", good.replace("stats_interval_s = 1", "stats_interval_s = 1\nKV")),
+        ("stats_interval_s", good.replace("stats_interval_s = 1", "KV")),
+        ("keepalive_s", good.replace("port = 1883", "port = 1883\nKV")),
+        ("reconnect_max_s", good.replace("port = 1883", "port = 1883\nKV")),
+        ("detection_expiry_s", good.replace("port = 1883", "port = 1883\nprotocol = 5\nKV")),
+        ("session_expiry_s", good.replace("port = 1883", "port = 1883\nKV")),
+        ("hold_s", good.replace("hold_s = 0.5", "KV")),
+        ("every_s", format!("{good}[pipeline.snapshot]\nKV\n")),
+        ("hold_s", format!("{good}[[pipeline.alert]]\nline = 17\nKV\n")),
+        ("timeout_s", format!("{rtsp}KV\n")),
+        ("retain_days", format!("{good}[web]\ndatabase = \"{}\"\nKV\n", dir.join("h.db").display())),
+    ];
+    for (key, body) in &cases {
+        for value in ["inf", "1e300"] {
+            let kv = format!("{key} = {value}");
+            let text = body.replace("KV", &kv);
+            let line = text.lines().position(|l| l == kv).expect("the key's line") + 1;
+            let config = dir.join("durations.toml");
+            std::fs::write(&config, &text).unwrap();
+            let out = lepton(&["check", "--config", &config.display().to_string()], None);
+            let (stdout, stderr) = text_of(&out);
+            assert_eq!(out.status.code(), Some(2), "{kv}: {stdout}{stderr}");
+            assert!(stderr.contains(&format!("line {line} (`{kv}`)")), "{kv}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{kv}: {stderr}");
+        }
+    }
+    // Milliseconds too, and integers are durations like floats.
+    let blink = format!("{good}[[pipeline.alert]]\nline = 17\nblink_ms = [250, 1e300]\n");
+    let config = write_config(&dir, &blink);
+    let out = lepton(&["check", "--config", &config.display().to_string()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text_of(&out).1.contains("blink_ms = [250, 1e300]"), "{}", text_of(&out).1);
+    let config = write_config(&dir, &good.replace("hold_s = 0.5", "hold_s = 3"));
+    let out = lepton(&["check", "--config", &config.display().to_string()], None);
+    assert!(out.status.success(), "{}", text_of(&out).1);
+}
+
+fn text_of(out: &Output) -> (String, String) {
+    text(out)
+}
+
+/// Issue 25: a broker written as a URL with credentials is refused without repeating the
+/// password, with the keys that say the same thing.
+#[test]
+fn a_broker_url_with_a_password_is_refused_without_echoing_it() {
+    let dir = scratch("daemon-broker-url");
+    let frames = frames(&dir, 1);
+    let good = digits_config(1883, &frames, "", "");
+    for (mqtt, wants) in [
+        (
+            "host = \"mqtt://cam:secret@broker.lan:1883\"",
+            vec!["host = \"broker.lan\", port = 1883", "username = \"cam\"", "password_file", "LEPTON_MQTT_PASSWORD"],
+        ),
+        ("host = \"mqtts://cam:secret@broker.lan\"", vec!["host = \"broker.lan\"", "username = \"cam\"", "tls_ca"]),
+        (
+            "hosts = [\"node1\", \"mqtt://cam:secret@node2:1884\"]",
+            vec!["\"node2:1884\" in hosts", "username = \"cam\""],
+        ),
+    ] {
+        let config = write_config(&dir, &good.replace("host = \"127.0.0.1\"\nport = 1883", mqtt));
+        for cmd in ["check", "run"] {
+            let out = lepton(&[cmd, "--config", &config.display().to_string()], None);
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {mqtt}: {stderr}");
+            assert!(!stdout.contains("secret") && !stderr.contains("secret"), "{cmd} {mqtt}: {stdout}{stderr}");
+            assert!(!stderr.contains("host = \"cam\"") && !stderr.contains("port = secret"), "{stderr}");
+            assert!(stderr.contains("line 6"), "{cmd} {mqtt}: the key's line: {stderr}");
+            for w in &wants {
+                assert!(stderr.contains(w), "{cmd} {mqtt}: `{w}` not in {stderr}");
+            }
+        }
+    }
+}
+
+/// Issue 25: `lepton check` opens a video file's container and codec as `run` would, so a VP8
+/// WebM (made here by GStreamer) is refused at check, not after the device went online.
+#[test]
+fn lepton_check_refuses_a_video_the_source_cannot_decode() {
+    let dir = scratch("daemon-vp8");
+    let frames = frames(&dir, 8);
+    let webm = dir.join("clip.webm");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "multifilesrc"])
+        .arg(format!("location={}/f%04d.png", frames.display()))
+        .args(["index=0", "stop-index=7", "caps=image/png,framerate=10/1", "!", "pngdec", "!", "videoconvert"])
+        .args(["!", "vp8enc", "!", "webmmux", "!", "filesink"])
+        .arg(format!("location={}", webm.display()))
+        .status()
+        .expect("gst-launch-1.0 (Debian gstreamer1.0-tools and -plugins-good)");
+    assert!(status.success() && webm.is_file(), "gst-launch-1.0 could not write {}", webm.display());
+    let broker = Mosquitto::start("vp8");
+    let body = digits_config(broker.port, &frames, "", "").replace(
+        &format!("kind = \"images\"\npath = \"{}\"", frames.display()),
+        "kind = \"video\"\npath = \"clip.webm\"",
+    );
+    let config = write_config(&dir, &body);
+    let out = lepton(&["check", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("clip.webm") && stderr.contains("V_VP8") && stderr.contains("H.264"), "{stderr}");
+    assert!(!stdout.contains("config ok"), "{stdout}");
+    // `run` says the same before announcing anything: no `online`.
+    let sub = Subscriber::start(broker.port, "lepton/#", "vp8-test");
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out).1);
+    assert!(text(&out).1.contains("V_VP8"), "{}", text(&out).1);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sub.messages.lock().unwrap().clone();
+    assert!(got.iter().all(|(_, p)| p != b"online"), "announced online: {got:?}");
+}
+
+/// Issue 25: `lepton check` lists every bad pipeline (then exits 2), shows a missing relative
+/// model at its resolved path with the key's line, and an I/O error names its cause once.
+#[test]
+fn lepton_check_lists_every_error_with_resolved_paths_and_causes_once() {
+    let dir = scratch("daemon-check-all");
+    let frames = frames(&dir, 1);
+    let vad = root().join("runtime/tests/data/energy_vad.onnx");
+    let two = format!(
+        "{}\n[[pipeline]]\nname = \"second\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"images\"\npath = \"{}\"\n",
+        digits_config(1883, &frames, "", "")
+            .replace(&root().join("models/digits/model.onnx").display().to_string(), &vad.display().to_string()),
+        vad.display(),
+        frames.display()
+    );
+    let config = write_config(&dir, &two.replace("name = \"second\"", "name = \"other\""));
+    let out = lepton(&["check", "--config", &config.display().to_string()], None);
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pipeline `digits`") && stderr.contains("pipeline `other`"), "both listed: {stderr}");
+    assert!(stderr.contains("2 of 2 pipelines failed"), "{stderr}");
+    // A missing relative model: the path the daemon looked for, and the key's line.
+    let sub = dir.join("conf");
+    std::fs::create_dir_all(&sub).unwrap();
+    let rel = digits_config(1883, &frames, "", "")
+        .replace(&root().join("models/digits/model.onnx").display().to_string(), "models/missing.onnx");
+    std::fs::write(sub.join("lepton.toml"), &rel).unwrap();
+    let line = rel.lines().position(|l| l.starts_with("model =")).unwrap() + 1;
+    let out =
+        Command::new(bin("lepton")).args(["check", "--config", "conf/lepton.toml"]).current_dir(&dir).output().unwrap();
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let resolved = dir.join("conf/models/missing.onnx");
+    assert!(
+        stderr.contains(&format!("line {line}: pipeline `digits`: model {} does not exist", resolved.display())),
+        "{stderr}"
+    );
+    // An I/O error's cause once, not twice.
+    let out = lepton(&["probe", &dir.join("absent.mp4").display().to_string()], None);
+    let stderr = text(&out).1;
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
+
+/// Issue 25: the example config boards/README.md starts from passes `lepton check` (with the
+/// repository's models, a password file, and its GPIO alert left out: no chip here).
+#[test]
+fn the_example_config_of_boards_passes_lepton_check() {
+    let dir = scratch("daemon-example");
+    let example = std::fs::read_to_string(root().join("boards/lepton.example.toml")).unwrap();
+    std::fs::write(dir.join("mqtt-password"), "pw\n").unwrap();
+    let alert = example.find("[[pipeline.alert]]").expect("the example has an alert");
+    let adapted = example[..alert]
+        .replace(
+            "/var/lib/lepton/models/detector.onnx",
+            &root().join("models/detector/model.onnx").display().to_string(),
+        )
+        .replace(
+            "/var/lib/lepton/models/keywords.int8.onnx",
+            &root().join("models/keywords/model.int8.onnx").display().to_string(),
+        )
+        .replace("/etc/lepton/mqtt-password", &dir.join("mqtt-password").display().to_string());
+    // The settings, without comments (which may mention the board's paths).
+    let settings: Vec<&str> = adapted.lines().map(|l| l.split('#').next().unwrap_or("")).collect();
+    assert!(settings.iter().all(|l| !l.contains("/var/lib") && !l.contains("/etc/lepton")), "{adapted}");
+    let config = write_config(&dir, &adapted);
+    let out = lepton(&["check", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("device `meter-pi`") && stdout.contains("config ok"), "{stdout}");
+}
+
+/// Issue 25: Home Assistant's entities follow what the device has: stale configs under its node
+/// (a removed pipeline, a renamed one) are cleared, another device's are not; a presence's sensor
+/// has no off delay (it would go off while a presence lasts), so its state is the retained events
+/// topic over the whole presence; keyword words get no presence sensor; the device links its page.
+#[test]
+fn home_assistant_entities_follow_the_device_and_long_presences() {
+    let dir = scratch("daemon-ha-cleanup");
+    let broker = Mosquitto::start("ha-cleanup");
+    let pb = |topic: &str, payload: &str| {
+        let s = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-r", "-q", "1", "-t", topic, "-m", payload])
+            .status()
+            .unwrap();
+        assert!(s.success());
+    };
+    let stale = ["homeassistant/binary_sensor/cam1/oldpipe_7/config", "homeassistant/sensor/cam1/renamed_fps/config"];
+    for t in stale {
+        pb(t, "{\"name\":\"stale\"}");
+    }
+    let other = "homeassistant/binary_sensor/cam2/digits_7/config";
+    pb(other, "{\"name\":\"another device\"}");
+    // One digit, 60 frames at 5 fps: one presence of 12 s, longer than the old off delay
+    // (2 × hold + 5 s = 6 s).
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let six = root().join("models/digits/samples/frame-00-digit-6.png");
+    for i in 0..60 {
+        std::fs::copy(&six, frames.join(format!("f{i:04}.png"))).unwrap();
+    }
+    let port = lepton_e2e::free_port();
+    let config = digits_config(broker.port, &frames, "", "fps = 5")
+        + &format!(
+            "\n[[pipeline]]\nname = \"words\"\nmodel = \"{}\"\nprint = false\n[pipeline.source]\nkind = \"wav\"\npath = \"{}\"\n",
+            root().join("models/keywords/model.int8.onnx").display(),
+            root().join("models/keywords/demo.wav").display()
+        )
+        + &format!(
+            "\n[homeassistant]\ndiscovery = true\n[web]\nlisten = \"0.0.0.0:{port}\"\ndatabase = \"{}\"\n",
+            dir.join("history.db").display()
+        );
+    let config = write_config(&dir, &config);
+    let states = Subscriber::start(broker.port, "lepton/cam1/digits/events/#", "ha-states");
+    let mut daemon = spawn_lepton(&config, None);
+    std::thread::sleep(Duration::from_secs(4));
+    let sub = Subscriber::start(broker.port, "homeassistant/#", "ha-cleanup-test");
+    let retained = sub.wait_for(Duration::from_secs(5), |m| json_messages(m, "/config").len() >= 16);
+    let topics: Vec<&str> = retained.iter().filter(|(_, p)| !p.is_empty()).map(|(t, _)| t.as_str()).collect();
+    for t in stale {
+        assert!(!topics.contains(&t), "stale {t} still retained: {topics:?}");
+    }
+    assert!(topics.contains(&other), "another device's config was cleared: {topics:?}");
+    let configs = json_messages(&retained, "/config");
+    let sensor = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_digits_6").expect("a sensor for 6");
+    assert!(sensor.get("off_delay").is_none(), "an off delay turns a long presence off: {sensor}");
+    assert_eq!(sensor["device_class"], "occupancy");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(sensor["device"]["configuration_url"], format!("http://{}:{port}/", host.trim()));
+    assert!(
+        configs.iter().all(|c| !(c["unique_id"].as_str().unwrap_or("").starts_with("lepton_cam1_words_")
+            && c.get("device_class").is_some_and(|d| d == "occupancy"))),
+        "keyword words have no presence sensor"
+    );
+    let words = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_words_heard").expect("an event entity");
+    assert!(words["event_types"].as_array().unwrap().iter().any(|w| w == "go"), "{words}");
+    // Within the presence (about 7 s in): on; after it: off, once.
+    std::thread::sleep(Duration::from_secs(3));
+    let mid = states.messages.lock().unwrap().clone();
+    let six_states: Vec<Value> = json_messages(&mid, "/events/6");
+    assert_eq!(six_states.len(), 1, "one start, no end within the presence: {six_states:?}");
+    assert_eq!(six_states[0]["event"], "start");
+    let done = states.wait_for(Duration::from_secs(20), |m| json_messages(m, "/events/6").len() >= 2);
+    let six_states = json_messages(&done, "/events/6");
+    assert_eq!(six_states.len(), 2, "{six_states:?}");
+    assert_eq!(six_states[1]["event"], "end", "{six_states:?}");
+    assert!(six_states[1]["duration_s"].as_f64().unwrap() >= 10.0, "{six_states:?}");
+    let _ = Command::new("kill").args(["-INT", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
 }

@@ -158,6 +158,33 @@ fn keygen_never_replaces_a_key_and_sign_names_a_bad_key_file() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Issue 25: `lepton devices` captures the audio libraries' chatter in a private scratch file. A
+/// symlink planted where the old, predictable name was (`$TMPDIR/lepton-devices-PID.log`, the
+/// PID known in advance: the shell's own, kept by `exec`) is neither followed nor clobbered, and
+/// nothing is left in the temporary folder.
+#[test]
+fn lepton_devices_never_follows_a_planted_symlink() {
+    let dir = scratch("security-devices");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let precious = dir.join("precious.txt");
+    std::fs::write(&precious, "the user's file\n").unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ln -s \"$1\" \"$TMPDIR/lepton-devices-$$.log\" && exec \"$2\" devices")
+        .args(["sh", precious.to_str().unwrap(), bin("lepton").to_str().unwrap()])
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("running lepton devices");
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("cameras") && text(&out).0.contains("microphones"), "{}", text(&out).0);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "the user's file\n", "followed and clobbered");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "only the planted link is left: {left:?}");
+    assert!(std::fs::symlink_metadata(tmp.join(&left[0])).unwrap().file_type().is_symlink());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Runs `openssl` with arguments; panics with its stderr when it fails.
 fn openssl(args: &[&str]) -> Output {
     let out = Command::new("openssl").args(args).output().expect("openssl (Debian package openssl)");
