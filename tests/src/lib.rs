@@ -614,7 +614,20 @@ impl Postgres {
         wait_for_port(port, 30, "PostgreSQL");
         let mut stop = as_server_user(bin.join("pg_ctl"));
         stop.args(["stop", "-m", "fast", "-D"]).arg(&data).stdout(std::process::Stdio::null());
-        Postgres { port, dir, child, stop }
+        let pg = Postgres { port, dir, child, stop };
+        // The port opens before the server takes queries ("the database system is starting up").
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let ready = Command::new("psql")
+                .args(["-X", "-q", "-A", "-t", "-d", &pg.url(), "-c", "SELECT 1"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready {
+                break pg;
+            }
+            assert!(std::time::Instant::now() < deadline, "PostgreSQL took no query within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The connection string of its `postgres` database.
