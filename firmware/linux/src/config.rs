@@ -1311,7 +1311,8 @@ fps = 5
             GOOD.replace("kind = \"images\"\npath = \"frames\"\nfps = 5", &format!("kind = \"{kind}\"\n{kv}"))
         };
         let web = |kv: &str| format!("{GOOD}[web]\n{kv}\n");
-        let cases: Vec<(&str, Box<dyn Fn(&str) -> String>)> = vec![
+        type Place = Box<dyn Fn(&str) -> String>;
+        let cases: Vec<(&str, Place)> = vec![
             ("stall_s", Box::new(device)),
             ("stats_interval_s", Box::new(device)),
             ("keepalive_s", Box::new(mqtt)),

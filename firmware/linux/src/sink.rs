@@ -77,9 +77,8 @@ pub fn run_id() -> u32 {
     *RUN.get_or_init(|| {
         use std::io::Read;
         let mut b = [0u8; 4];
-        let random = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .map(|()| u32::from_le_bytes(b));
+        let random =
+            std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map(|()| u32::from_le_bytes(b));
         // Without /dev/urandom: the start time and the process id.
         random.unwrap_or_else(|_| (now_ms() as u32) ^ std::process::id().rotate_left(16)).max(1)
     })
