@@ -1,7 +1,9 @@
 //! The device page: its JSON API, `/metrics` and `/healthz` over real HTTP against the running
 //! daemon (the bundled demo, and a config with a token), and the page itself in Debian's headless
 //! Chromium driven through ChromeDriver (live view with drawn boxes, event list, label filter,
-//! login, history kept across a restart). The screenshot is saved in target/tmp/artefacts/.
+//! login and logout, history kept across a restart, outside strings shown as text, the keyword
+//! timeline's layout); sessions and failed logins over HTTP; models whose labels hold markup
+//! refused at load. The screenshots are saved in target/tmp/artefacts/.
 
 use lepton_e2e::{bin, free_port, get_json, http, root, scratch, Running};
 use serde_json::{json, Value};
@@ -378,11 +380,14 @@ path = "{r}/models/keywords/demo.wav"
     let (daemon, url) = daemon_with_page(&dir, &config);
 
     // The token: nothing but /healthz without it; the bearer header or the login cookie with it.
+    // (A wrong token counts as a failed login: two here, one in the browser, under the limit.)
     let bearer = format!("Bearer {token}");
     for path in ["/", "/api/status", "/api/pipelines", "/api/events", "/metrics", "/api/snapshot/meter.jpg"] {
         let (code, headers, _) = http("GET", &format!("{url}{path}"), &[], b"");
         assert_eq!(code, 401, "{path} without the token");
         assert!(headers.iter().any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer")));
+    }
+    for path in ["/", "/api/events"] {
         let (code, _, _) =
             http("GET", &format!("{url}{path}"), &[("Authorization", "Bearer wrong-token-0123456789")], b"");
         assert_eq!(code, 401, "{path} with a wrong token");
@@ -464,7 +469,8 @@ path = "{r}/models/keywords/demo.wav"
         "return document.querySelectorAll('section[data-pipeline=keywords] .timeline rect').length >= 3",
     );
 
-    // A restart keeps the history: the first run's newest event is still listed after it.
+    // A restart keeps the history: the first run's newest event is still listed after it. It
+    // ends the sessions (they are held in memory): the browser logs in again.
     let events = get_json(&format!("{url}/api/events?limit=1"), &[("Authorization", &bearer)]);
     let first_run_newest = events["events"][0]["id"].as_i64().unwrap();
     let (status, stdout, stderr) = daemon.interrupt();
@@ -472,14 +478,20 @@ path = "{r}/models/keywords/demo.wav"
     assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
     let (daemon, url) = daemon_with_page(&dir, &config);
     browser.go(&format!("{url}/"));
-    browser.until(
-        "the page again, logged in by its cookie",
-        "return document.querySelector('#device')?.textContent.includes('Bench camera')",
-    );
+    browser.until("the login form after a restart", "return !!document.querySelector('input[name=token]')");
+    browser.type_into("input[name=token]", token);
+    browser.click("button[type=submit]");
+    browser.until("the page again", "return document.querySelector('#device')?.textContent.includes('Bench camera')");
     browser.until(
         "the first run's events",
         &format!("return !!document.querySelector('#events tbody tr[data-id=\"{first_run_newest}\"]')"),
     );
+    // Log out: the button ends the session; the page asks for the token again.
+    browser.until("the log out button", "return !document.querySelector('#logout').hidden");
+    browser.click("#logout button");
+    browser.until("the login form after logging out", "return !!document.querySelector('input[name=token]')");
+    browser.go(&format!("{url}/"));
+    browser.until("still logged out", "return !!document.querySelector('input[name=token]')");
     let (status, stdout, stderr) = daemon.interrupt();
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
@@ -534,4 +546,335 @@ loop = true
     let (status, stdout, stderr) = daemon.interrupt();
     assert!(status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("pipeline slow: nothing processed for"), "logged by name: {stderr}");
+}
+
+/// `onnx` with `manifest` embedded as its `lepton.manifest` metadata, written the way any ONNX
+/// tool writes it (`ModelProto.metadata_props`, field 14, appended): a model file made without
+/// lepton-convert's checks. `onnx` must have no manifest yet.
+fn with_manifest(onnx: &[u8], manifest: &str) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+        varint(out, (number << 3) | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut entry = vec![];
+    field(&mut entry, 1, b"lepton.manifest");
+    field(&mut entry, 2, manifest.as_bytes());
+    let mut out = onnx.to_vec();
+    field(&mut out, 14, &entry);
+    out
+}
+
+#[test]
+fn a_model_whose_labels_hold_markup_is_refused_at_load_naming_the_file_and_the_label() {
+    let dir = scratch("web-evil-labels");
+    let r = root();
+    // The detector with a label that would be script in a page that put labels into HTML.
+    let manifest = std::fs::read_to_string(r.join("models/detector/manifest.toml")).unwrap();
+    let evil = "<img src=x onerror=alert(document.cookie)>";
+    let manifest = manifest.replace("\"1\",", &format!("\"{evil}\","));
+    assert!(manifest.contains(evil));
+    let raw = std::fs::read(r.join("models/detector/model.raw.onnx")).unwrap();
+    let model = dir.join("evil.onnx");
+    std::fs::write(&model, with_manifest(&raw, &manifest)).unwrap();
+    let config = dir.join("lepton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[device]\nid = \"cam\"\n\n[web]\nlisten = \"127.0.0.1:0\"\ndatabase = \"history.db\"\n\n[[pipeline]]\nname = \"meter\"\nmodel = \"{}\"\n[pipeline.source]\nkind = \"images\"\npath = \"{}/models/detector/demo/images\"\n",
+            model.display(),
+            r.display()
+        ),
+    )
+    .unwrap();
+    // The daemon (check and run) refuses it, naming the file, the label's index and the character
+    // at fault.
+    for (exe, args) in [
+        ("lepton", vec!["check", "--config", config.to_str().unwrap()]),
+        ("lepton", vec!["run", "--config", config.to_str().unwrap()]),
+    ] {
+        let out = Command::new(bin(exe)).args(&args).current_dir(&dir).output().unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{exe} {args:?} accepted it:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("evil.onnx") && stderr.contains("labels[1]") && stderr.contains("'<'"),
+            "{exe} {args:?}: the error names the file, the label and the character:\n{stderr}"
+        );
+        assert!(!stdout.contains("device page on"), "{exe}: no page served:\n{stdout}");
+    }
+    // And pack refuses to embed it.
+    std::fs::write(dir.join("evil.toml"), &manifest).unwrap();
+    let out = Command::new(bin("lepton-convert"))
+        .args(["pack", r.join("models/detector/model.raw.onnx").to_str().unwrap(), "--manifest"])
+        .arg(dir.join("evil.toml"))
+        .arg("-o")
+        .arg(dir.join("packed.onnx"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("evil.toml") && stderr.contains("labels[1]"), "{stderr}");
+    assert!(!dir.join("packed.onnx").exists());
+}
+
+/// The schema of the daemon's event history (web/history.rs), to write what an older version
+/// stored into it.
+const HISTORY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS pictures (id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
+     CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, pipeline TEXT NOT NULL,
+         label TEXT NOT NULL, event TEXT NOT NULL, score REAL NOT NULL, duration_s REAL,
+         picture INTEGER REFERENCES pictures(id));";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn the_page_shows_outside_strings_as_text_and_fits_the_keyword_timeline() {
+    let dir = scratch("web-text");
+    let r = root();
+    // Strings from outside the code that reach the page: a recording's file name, and an event
+    // label an older version stored in the history (labels are checked at load now, but a
+    // history outlives versions). Each would run script if the page made HTML of it.
+    let file = "<img src=x onerror=window.pwnedByFile=1>.wav";
+    let label = "<img src=x onerror=window.pwnedByLabel=1>";
+    std::fs::copy(r.join("models/keywords/demo.wav"), dir.join(file)).unwrap();
+    let db = rusqlite::Connection::open(dir.join("history.db")).unwrap();
+    db.execute_batch(HISTORY_SCHEMA).unwrap();
+    let t = now_ms() - 1500;
+    for (ts, event, duration) in [(t, "start", None), (t + 700, "end", Some(0.7))] {
+        db.execute(
+            "INSERT INTO events (ts_ms, pipeline, label, event, score, duration_s) VALUES (?1, 'keywords', ?2, ?3, 0.9, ?4)",
+            rusqlite::params![ts, label, event, duration],
+        )
+        .unwrap();
+    }
+    drop(db);
+    // A camera URL with credentials and a password in its query: the page shows neither. (Nothing
+    // listens there: the pipeline waits for its camera.)
+    let cam_port = free_port();
+    let cam = format!("http://viewer:hunter2@127.0.0.1:{cam_port}/snapshot.cgi?user=viewer&pwd=hunter3");
+    let config = dir.join("lepton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[device]
+id = "text-cam"
+name = "Bench <b>camera</b> & co"
+
+[web]
+listen = "127.0.0.1:0"
+database = "history.db"
+
+[[pipeline]]
+name = "keywords"
+model = "{r}/models/keywords/model.int8.onnx"
+[pipeline.source]
+kind = "wav"
+path = "{file}"
+
+[[pipeline]]
+name = "door"
+model = "{r}/models/detector/model.int8.onnx"
+[pipeline.source]
+kind = "http"
+url = "{cam}"
+"#,
+            r = r.display()
+        ),
+    )
+    .unwrap();
+    let (daemon, url) = daemon_with_page(&dir, &config);
+    let pipelines = get_json(&format!("{url}/api/pipelines"), &[]);
+    let text = pipelines.to_string();
+    assert!(!text.contains("hunter2") && !text.contains("hunter3"), "no credentials in the API: {text}");
+    let source = |name: &str| {
+        pipelines.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(source("keywords"), format!("wav {file}"));
+    assert_eq!(source("door"), format!("http://127.0.0.1:{cam_port}/snapshot.cgi?…"));
+
+    let browser = Browser::start(&dir.join("chromium"));
+    browser.go(&format!("{url}/"));
+    browser.until(
+        "the words and the old label on the timeline",
+        "const s = document.querySelector('section[data-pipeline=keywords] .timeline svg'); return s && s.querySelectorAll('rect').length >= 4",
+    );
+    // Let the event list, the label filter and the timeline refresh with everything.
+    browser
+        .until("the old label in the event list", "return document.querySelectorAll('#events tbody tr').length >= 4");
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = browser.js(
+        r#"const card = (n) => document.querySelector(`section[data-pipeline=${n}]`);
+        return {
+          pwned: [window.pwnedByFile, window.pwnedByLabel].filter((v) => v !== undefined).length,
+          images: document.querySelectorAll('img[src="x"]').length,
+          device: document.querySelector('#device').textContent,
+          bold: document.querySelectorAll('header b').length,
+          keywords: card('keywords').querySelector('h2 small').textContent,
+          door: card('door').querySelector('h2 small').textContent,
+          timeline: [...card('keywords').querySelectorAll('.timeline text, .timeline title')].map((t) => t.textContent).join('\n'),
+          list: [...document.querySelectorAll('#events tbody tr')].map((r) => r.dataset.label),
+          options: [...document.querySelectorAll('#label option')].map((o) => o.value),
+          page: document.body.innerText,
+        }"#,
+    );
+    assert_eq!(seen["pwned"], 0, "no script ran: {seen}");
+    assert_eq!(seen["images"], 0, "no element was made of data: {seen}");
+    assert_eq!(seen["bold"], 0, "{seen}");
+    assert_eq!(seen["device"], "Bench <b>camera</b> & co (text-cam)", "{seen}");
+    assert_eq!(seen["keywords"], format!("keyword · wav {file}"), "{seen}");
+    assert_eq!(seen["door"], format!("detect · http://127.0.0.1:{cam_port}/snapshot.cgi?…"), "{seen}");
+    assert!(seen["timeline"].as_str().unwrap().contains(label), "the label as text on the timeline: {seen}");
+    assert!(seen["list"].as_array().unwrap().iter().any(|l| l == label), "{seen}");
+    assert!(seen["options"].as_array().unwrap().iter().any(|l| l == label), "{seen}");
+    let page = seen["page"].as_str().unwrap();
+    assert!(page.contains(file) && page.contains(label), "{page}");
+    assert!(!page.contains("hunter2") && !page.contains("hunter3"), "{page}");
+
+    // The timeline: its bars span the width (the axis fits the words' time span), no bar, word
+    // or axis label covers another, and none is cut off at an edge.
+    let layout = browser.js(
+        r#"const svg = document.querySelector('section[data-pipeline=keywords] .timeline svg');
+        const W = svg.viewBox.baseVal.width;
+        const boxes = [...svg.querySelectorAll('rect, text')].map((e) => { const b = e.getBBox(); return [b.x, b.y, b.x + b.width, b.y + b.height, e.tagName + ' ' + e.textContent]; });
+        const bars = boxes.filter((b) => b[4].startsWith('rect'));
+        const lo = Math.min(...bars.map((b) => b[0])), hi = Math.max(...bars.map((b) => b[2]));
+        const hits = [];
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+          const [a, b] = [boxes[i], boxes[j]];
+          if (a[0] < b[2] - 0.5 && b[0] < a[2] - 0.5 && a[1] < b[3] - 0.5 && b[1] < a[3] - 0.5) hits.push(a[4] + ' / ' + b[4]);
+        }
+        const out = boxes.filter((b) => b[0] < -0.5 || b[2] > W + 0.5).map((b) => b[4]);
+        return { fill: (hi - lo) / W, hits, out, n: bars.length };"#,
+    );
+    let artefacts = root().join("target/tmp/artefacts");
+    std::fs::create_dir_all(&artefacts).unwrap();
+    browser.screenshot().save(artefacts.join("device-page-text.png")).unwrap();
+    assert!(layout["fill"].as_f64().unwrap() > 0.8, "the words span the timeline: {layout}");
+    assert_eq!(layout["hits"], json!([]), "nothing on the timeline covers anything else: {layout}");
+    assert_eq!(layout["out"], json!([]), "everything on the timeline is inside it: {layout}");
+    let (status, stdout, stderr) = daemon.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "{stderr}");
+}
+
+/// The session cookie a response sets: its value and attributes.
+fn set_cookie(headers: &[(String, String)]) -> (String, String) {
+    let c = headers.iter().find(|(k, _)| k == "set-cookie").map(|(_, v)| v.clone()).unwrap_or_default();
+    let value = c.strip_prefix("lepton_session=").and_then(|v| v.split(';').next()).unwrap_or("").to_string();
+    (value, c)
+}
+
+#[test]
+fn login_sessions_rotate_expire_end_at_logout_and_failed_logins_are_limited() {
+    let dir = scratch("web-sessions");
+    let token = "c0ffee-lepton-session-token-0123456789";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    let r = root();
+    // Sessions of 0.00005 days (4.3 s), the cookie marked Secure (TLS by a reverse proxy).
+    let config = dir.join("lepton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[device]
+id = "session-cam"
+
+[web]
+listen = "127.0.0.1:0"
+database = "history.db"
+token_file = "token"
+session_days = 0.00005
+secure_cookie = true
+
+[[pipeline]]
+name = "keywords"
+model = "{r}/models/keywords/model.int8.onnx"
+[pipeline.source]
+kind = "wav"
+path = "{r}/models/keywords/demo.wav"
+"#,
+            r = r.display()
+        ),
+    )
+    .unwrap();
+    let (daemon, url) = daemon_with_page(&dir, &config);
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let login = |t: &str, extra: &[(&str, &str)]| {
+        let mut h = form.to_vec();
+        h.extend_from_slice(extra);
+        http("POST", &format!("{url}/login"), &h, format!("token={t}").as_bytes())
+    };
+    let status_with = |cookie: &str| {
+        http("GET", &format!("{url}/api/status"), &[("Cookie", &format!("lepton_session={cookie}"))], b"").0
+    };
+
+    // A login sets a random session id (not derived from the token), HttpOnly, SameSite=Strict,
+    // Secure, expiring with the session.
+    let (code, headers, _) = login(token, &[]);
+    assert_eq!(code, 303);
+    let (a, attrs) = set_cookie(&headers);
+    assert!(a.len() == 64 && a.chars().all(|c| c.is_ascii_hexdigit()), "{attrs}");
+    for want in ["HttpOnly", "SameSite=Strict", "Secure", "Max-Age=4", "Path=/"] {
+        assert!(attrs.split("; ").any(|p| p == want), "{want} in {attrs}");
+    }
+    assert_eq!(status_with(&a), 200);
+    assert_eq!(status_with("0000000000000000000000000000000000000000000000000000000000000000"), 401);
+    // Logging in again rotates: a new id, and the one the browser held ends.
+    let (_, headers, _) = login(token, &[("Cookie", &format!("lepton_session={a}"))]);
+    let (b, _) = set_cookie(&headers);
+    assert_ne!(a, b, "a new session id at each login");
+    assert_eq!(status_with(&b), 200);
+    assert_eq!(status_with(&a), 401, "the previous session ended");
+    // Log out ends the session and clears the cookie.
+    let (code, headers, _) = http("POST", &format!("{url}/logout"), &[("Cookie", &format!("lepton_session={b}"))], b"");
+    assert_eq!(code, 303);
+    let (cleared, attrs) = set_cookie(&headers);
+    assert!(cleared.is_empty() && attrs.contains("Max-Age=0"), "{attrs}");
+    assert_eq!(status_with(&b), 401, "logged out");
+    // A session expires.
+    let (_, headers, _) = login(token, &[]);
+    let (c, _) = set_cookie(&headers);
+    assert_eq!(status_with(&c), 200);
+    std::thread::sleep(Duration::from_millis(4600));
+    assert_eq!(status_with(&c), 401, "expired after session_days");
+
+    // Failed logins: 5 per client per minute, then 429 with Retry-After, for the form and the
+    // bearer token alike, even with the right token; other clients are not held up.
+    for k in 0..5 {
+        let (code, _, body) = login("wrong-token-0123456789", &[]);
+        assert_eq!(code, 401, "failure {k}: {}", String::from_utf8_lossy(&body));
+    }
+    for (what, (code, headers, body)) in [
+        ("wrong", login("wrong-token-0123456789", &[])),
+        ("right", login(token, &[])),
+        ("bearer", http("GET", &format!("{url}/api/status"), &[("Authorization", &format!("Bearer {token}"))], b"")),
+    ] {
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(code, 429, "{what}: {body}");
+        let wait: u64 = headers.iter().find(|(k, _)| k == "retry-after").map(|(_, v)| v.parse().unwrap()).unwrap();
+        assert!((1..=60).contains(&wait), "{what}: Retry-After {wait}");
+        assert!(body.contains("Too many failed logins"), "{what}: {body}");
+        assert!(set_cookie(&headers).0.is_empty(), "{what}: no session");
+    }
+    // Behind a reverse proxy on this machine, the client is the forwarded address.
+    let (code, headers, _) = login(token, &[("X-Forwarded-For", "203.0.113.7")]);
+    assert_eq!(code, 303, "another client logs in");
+    assert_eq!(status_with(&set_cookie(&headers).0), 200);
+    let (status, stdout, stderr) = daemon.interrupt();
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
+    assert!(stderr.contains("a login from 127.0.0.1 with a wrong token"), "{stderr}");
 }

@@ -47,6 +47,13 @@ pub struct Web {
     /// The history is kept under this many MiB, oldest events deleted first (default 100).
     #[serde(default = "default_retain_mb")]
     pub retain_mb: u64,
+    /// A login lasts this many days (default 1); a restart or the page's log out ends it sooner.
+    #[serde(default = "default_session_days")]
+    pub session_days: Days<365>,
+    /// Mark the login cookie `Secure`, so a browser sends it over HTTPS only (default false; set
+    /// it when the page is reached through a reverse proxy that terminates TLS).
+    #[serde(default)]
+    pub secure_cookie: bool,
 }
 
 impl Default for Web {
@@ -57,8 +64,14 @@ impl Default for Web {
             token_file: None,
             retain_days: default_retain_days(),
             retain_mb: default_retain_mb(),
+            session_days: default_session_days(),
+            secure_cookie: false,
         }
     }
+}
+
+fn default_session_days() -> Days<365> {
+    Days(1.0)
 }
 
 fn default_listen() -> String {
@@ -989,6 +1002,9 @@ impl Config {
             if w.retain_mb == 0 {
                 bail!("{f}: web.retain_mb must be > 0");
             }
+            if w.session_days.duration() < std::time::Duration::from_secs(1) {
+                bail!("{f}: web.session_days = {}: give a number of days above 0", w.session_days);
+            }
         }
         let ha = &self.homeassistant.prefix;
         if ha.is_empty() || ha.contains(['#', '+']) || ha.starts_with('/') || ha.ends_with('/') {
@@ -1176,6 +1192,14 @@ fps = 5
         let e = err("token_file = \"short\"");
         assert!(e.contains("at least 16 characters") && !e.contains("abc"), "{e}");
         assert!(err("retain_days = 0").contains("web.retain_days"));
+        assert!(err("session_days = 0").contains("web.session_days"));
+        assert!(err("session_days = inf").contains("session_days"));
+        let w = Config::load(&write(&d, &format!("{GOOD}\n[web]\nsession_days = 0.5\nsecure_cookie = true\n")))
+            .unwrap()
+            .web
+            .unwrap();
+        assert_eq!((w.session_days.duration().as_secs(), w.secure_cookie), (43_200, true));
+        assert_eq!((Web::default().session_days.duration().as_secs(), Web::default().secure_cookie), (86_400, false));
         assert!(err("colour = 1").contains("colour"));
     }
 

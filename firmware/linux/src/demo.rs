@@ -70,6 +70,8 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
             search: true,
             database: database(),
             token: None,
+            session: crate::web::Access::open().session,
+            secure_cookie: false,
             retention: crate::web::history::Retention {
                 max_age: std::time::Duration::from_secs(30 * 86_400),
                 max_bytes: 100 << 20,

@@ -119,6 +119,10 @@ pub struct WebSetup {
     pub database: PathBuf,
     /// Access token, if one is required.
     pub token: Option<String>,
+    /// How long a login lasts.
+    pub session: std::time::Duration,
+    /// Mark the login cookie `Secure` (TLS by a reverse proxy).
+    pub secure_cookie: bool,
     /// How much history to keep.
     pub retention: history::Retention,
 }
@@ -132,6 +136,8 @@ impl WebSetup {
             search: false,
             database: w.database.clone(),
             token: w.token()?,
+            session: w.session_days.duration(),
+            secure_cookie: w.secure_cookie,
             retention: history::Retention {
                 max_age: w.retain_days.duration(),
                 max_bytes: w.retain_mb.saturating_mul(1 << 20),
@@ -798,7 +804,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 engine: engine.to_string(),
                 kernels: kernels.map(|k| k.name().to_string()),
                 manifest: checked.manifest.clone(),
-                source: source_name(&plan.source).to_string(),
+                source: web::source_text(&plan.source),
                 threshold: plan.threshold,
                 status: Arc::clone(&status),
                 last: Arc::clone(&last),
@@ -830,7 +836,8 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 broker: mqtt.brokers_text(),
                 topics: format!("{}/{}/", mqtt.topic_prefix, setup.device),
             };
-            let state = web::State::new(device, pages, link.clone(), Arc::clone(&history), w.token.clone());
+            let access = web::Access { token: w.token.clone(), session: w.session, secure_cookie: w.secure_cookie };
+            let state = web::State::new(device, pages, link.clone(), Arc::clone(&history), access);
             let server = web::start(listener, Arc::new(state))?;
             let open = if w.token.is_some() { "token required" } else { "open, no token" };
             println!("device page on http://{} ({open}; event history in {})", server.addr, w.database.display());

@@ -2,7 +2,8 @@
 //! vision pipeline, the event history (SQLite), stats with a chart of the last minutes, device
 //! and model information, the JSON API behind the page, Prometheus `/metrics` and `/healthz`.
 //! The page's assets are built into the binary (no CDN); access takes a bearer token or the login
-//! form's cookie when `[web] token_file` is set. TLS is left to a reverse proxy.
+//! form's session cookie when `[web] token_file` is set (see [`Access`]). TLS is left to a
+//! reverse proxy. The page builds every element from data as DOM nodes and text, never as HTML.
 
 pub mod history;
 pub mod live;
@@ -11,11 +12,11 @@ mod metrics;
 use crate::mqtt::Link;
 use crate::sink::{rfc3339, SharedStatus};
 use anyhow::{Context, Result};
-use axum::extract::{Path as UrlPath, Query as UrlQuery, Request, State as AxState};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query as UrlQuery, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use history::{History, Query};
 use live::{Live, SharedLast};
@@ -23,7 +24,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,6 +40,185 @@ const SAMPLE_S: u64 = 2;
 const POINTS: usize = 300;
 /// The login cookie's name.
 const COOKIE: &str = "lepton_session";
+/// Failed logins (form or bearer token) a client may make within [`FAILURE_WINDOW`]; the next
+/// attempts get 429 until the oldest failure is older than the window.
+pub const MAX_FAILURES: usize = 5;
+/// The window failed logins are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Sessions held at once; a login beyond it ends the session that would expire first.
+const MAX_SESSIONS: usize = 256;
+/// Clients whose failures are remembered at once; beyond it, the stalest are forgotten.
+const MAX_CLIENTS: usize = 4096;
+
+/// Who may see the page, and how a login lasts.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The token (`[web] token_file`), if one is required.
+    pub token: Option<String>,
+    /// How long a login's session lasts (`[web] session_days`).
+    pub session: Duration,
+    /// Mark the session cookie `Secure` (`[web] secure_cookie`: the page is reached over TLS
+    /// through a reverse proxy).
+    pub secure_cookie: bool,
+}
+
+impl Access {
+    /// Open to whoever reaches the page (no token).
+    pub fn open() -> Self {
+        Access { token: None, session: Duration::from_secs(86_400), secure_cookie: false }
+    }
+}
+
+/// The login sessions: random ids (only their SHA-256 is kept, so a lookup's timing tells
+/// nothing of an id) and when each expires. Held in memory: a restart ends every session.
+#[derive(Default)]
+struct Sessions {
+    live: HashMap<[u8; 32], Instant>,
+}
+
+impl Sessions {
+    fn key(id: &str) -> [u8; 32] {
+        Sha256::digest(id.as_bytes()).into()
+    }
+
+    /// A new session lasting `life`; its id (64 hex digits from the OS's random source).
+    fn open(&mut self, life: Duration, now: Instant) -> Result<String> {
+        let mut raw = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut raw))
+            .context("reading /dev/urandom for a session id")?;
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        self.live.retain(|_, until| *until > now);
+        if self.live.len() >= MAX_SESSIONS {
+            if let Some(k) = self.live.iter().min_by_key(|(_, until)| **until).map(|(k, _)| *k) {
+                self.live.remove(&k);
+            }
+        }
+        self.live.insert(Self::key(&id), now.checked_add(life).unwrap_or(now + Duration::from_secs(365 * 86_400)));
+        Ok(id)
+    }
+
+    /// Whether `id` is a session that has not expired (an expired one is forgotten).
+    fn valid(&mut self, id: &str, now: Instant) -> bool {
+        let k = Self::key(id);
+        match self.live.get(&k) {
+            Some(until) if *until > now => true,
+            Some(_) => {
+                self.live.remove(&k);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends session `id`.
+    fn revoke(&mut self, id: &str) {
+        self.live.remove(&Self::key(id));
+    }
+}
+
+/// Failed logins per client address, within [`FAILURE_WINDOW`].
+#[derive(Default)]
+struct Failures {
+    by_client: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl Failures {
+    /// How long `client` must wait before its next attempt, if it has used up its failures.
+    fn wait(&mut self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let q = self.by_client.get_mut(&client)?;
+        while q.front().is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW) {
+            q.pop_front();
+        }
+        if q.is_empty() {
+            self.by_client.remove(&client);
+            return None;
+        }
+        (q.len() >= MAX_FAILURES).then(|| FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(q[0])))
+    }
+
+    /// Counts a failed login of `client`.
+    fn fail(&mut self, client: IpAddr, now: Instant) {
+        if self.by_client.len() >= MAX_CLIENTS && !self.by_client.contains_key(&client) {
+            self.by_client.retain(|_, q| q.back().is_some_and(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW));
+            if self.by_client.len() >= MAX_CLIENTS {
+                let stalest = self.by_client.iter().min_by_key(|(_, q)| q.back().copied()).map(|(k, _)| *k);
+                if let Some(k) = stalest {
+                    self.by_client.remove(&k);
+                }
+            }
+        }
+        let q = self.by_client.entry(client).or_default();
+        q.push_back(now);
+        while q.len() > MAX_FAILURES {
+            q.pop_front();
+        }
+    }
+}
+
+/// The client a request comes from: the peer's address or, when the peer is on this machine
+/// (a reverse proxy) and says so, the last address of its `X-Forwarded-For`.
+fn client_of(peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    if !peer.is_loopback() {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or(peer)
+}
+
+/// The values of the session cookie a request carries.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|c| c.strip_prefix('=')))
+}
+
+/// What a page's source is, for people: the file's name, the camera, or the URL without
+/// credentials and without its query (which may hold a password).
+pub fn source_text(s: &crate::run::SourceRef) -> String {
+    use crate::config::Source;
+    use crate::run::SourceRef;
+    let file = |p: &std::path::Path| {
+        p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    match s {
+        SourceRef::Pictures(_) => "bundled pictures".into(),
+        SourceRef::Recording(_, name) => format!("{name} (bundled)"),
+        SourceRef::Config(Source::Images { path, .. }) => format!("images in {}", file(path)),
+        SourceRef::Config(Source::Wav { path, .. }) => format!("wav {}", file(path)),
+        SourceRef::Config(Source::Video { path, .. }) => format!("video {}", file(path)),
+        SourceRef::Config(Source::Camera { index, .. }) => match index {
+            Some(i) => format!("camera /dev/video{i}"),
+            None => "camera (the board's)".into(),
+        },
+        SourceRef::Config(Source::Mic { device, .. }) => match device {
+            Some(d) => format!("microphone {d}"),
+            None => "microphone (default input)".into(),
+        },
+        SourceRef::Config(Source::Rtsp { url, .. } | Source::Http { url, .. }) => shown_url(url),
+    }
+}
+
+/// `url` without user, password and query (`?…` stands for a query).
+fn shown_url(url: &str) -> String {
+    use lepton_runtime::source::stream_url::{redact, StreamUrl};
+    let clean =
+        StreamUrl::parse(url, &["rtsp", "http", "https"], None, None).map_or_else(|_| redact(url), |u| u.to_string());
+    match clean.split_once(['?', '#']) {
+        Some((head, _)) => format!("{head}?…"),
+        None => clean,
+    }
+}
 
 /// What the page shows of one pipeline.
 pub struct PipelineInfo {
@@ -87,27 +268,62 @@ pub struct State {
     pub link: Link,
     /// The event history.
     pub history: Arc<History>,
-    /// The access token, if one is required.
-    pub token: Option<String>,
+    /// Who may see the page.
+    pub access: Access,
     started: Instant,
     series: Mutex<Vec<VecDeque<Point>>>,
+    sessions: Mutex<Sessions>,
+    failures: Mutex<Failures>,
 }
 
 impl State {
-    /// The server's state; `token` from `[web] token_file`.
+    /// The server's state; `access` from `[web]`.
     pub fn new(
         device: DeviceInfo,
         pipelines: Vec<PipelineInfo>,
         link: Link,
         history: Arc<History>,
-        token: Option<String>,
+        access: Access,
     ) -> Self {
         let series = Mutex::new(pipelines.iter().map(|_| VecDeque::with_capacity(POINTS)).collect());
-        State { device, pipelines, link, history, token, started: Instant::now(), series }
+        State {
+            device,
+            pipelines,
+            link,
+            history,
+            access,
+            started: Instant::now(),
+            series,
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+        }
     }
 
-    fn session(&self) -> Option<String> {
-        self.token.as_ref().map(|t| session_for(t))
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the request carries a live session cookie.
+    fn has_session(&self, headers: &HeaderMap) -> bool {
+        let now = Instant::now();
+        let mut s = self.sessions();
+        cookies(headers).any(|id| s.valid(id, now))
+    }
+
+    /// The `Set-Cookie` value for session `id` (`None`: the cookie that ends it).
+    fn cookie(&self, id: Option<&str>) -> String {
+        let secure = if self.access.secure_cookie { "; Secure" } else { "" };
+        match id {
+            Some(id) => format!(
+                "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                self.access.session.as_secs().max(1)
+            ),
+            None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        }
     }
 }
 
@@ -117,12 +333,6 @@ struct Point {
     t_ms: u64,
     fps: f64,
     latency_ms: f64,
-}
-
-/// The cookie value the login form sets: derived from the token, never the token itself.
-fn session_for(token: &str) -> String {
-    let d = Sha256::digest(format!("lepton-session\0{token}").as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Equal, in time independent of where they differ.
@@ -184,7 +394,7 @@ pub fn start(listener: TcpListener, state: Arc<State>) -> Result<Server> {
                     }
                 };
                 tokio::spawn(sample(Arc::clone(&state)));
-                let app = router(state);
+                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
                 let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                     let _ = stopped.await;
                 });
@@ -210,33 +420,61 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
         .merge(guarded)
         .with_state(state)
 }
 
-/// Lets a request through with the bearer token or the login cookie, when a token is required.
+/// The login form, with `error` (static text) above the field.
+fn login_page(code: StatusCode, error: &str) -> Response {
+    let error = if error.is_empty() { String::new() } else { format!("<p class=error>{error}</p>") };
+    let mut r = (code, Html(LOGIN.replace("{error}", &error))).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 429 for a client that used up its failed logins: `Retry-After` in whole seconds.
+fn too_many(wait: Duration, form: bool) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let msg = format!("Too many failed logins from your address: try again in {secs} s.");
+    let mut r = if form {
+        login_page(StatusCode::TOO_MANY_REQUESTS, &msg)
+    } else {
+        (StatusCode::TOO_MANY_REQUESTS, format!("{msg}\n")).into_response()
+    };
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
+/// Lets a request through with the bearer token or a live session cookie, when a token is
+/// required. A wrong bearer token counts as a failed login; a client that has used up its
+/// failures gets 429 for any token until they age out of the window.
 async fn authorize(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -> Response {
-    let (Some(token), Some(session)) = (st.token.as_deref(), st.session()) else {
+    let Some(token) = st.access.token.as_deref() else {
         return next.run(req).await;
     };
     let headers = req.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), token.as_bytes()));
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|c| c.strip_prefix('=')))
-        .any(|v| same(v.as_bytes(), session.as_bytes()));
-    if bearer || cookie {
+    if st.has_session(headers) {
         return next.run(req).await;
     }
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(given) = bearer {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let client = client_of(peer, headers);
+        let now = Instant::now();
+        let wait = st.failures().wait(client, now);
+        if let Some(wait) = wait {
+            return too_many(wait, false);
+        }
+        if same(given.trim().as_bytes(), token.as_bytes()) {
+            return next.run(req).await;
+        }
+        st.failures().fail(client, now);
+        tracing::warn!("device page: a request from {client} with a wrong token");
+    }
     let mut r = if req.uri().path() == "/" {
-        (StatusCode::UNAUTHORIZED, Html(LOGIN.replace("{error}", ""))).into_response()
+        login_page(StatusCode::UNAUTHORIZED, "")
     } else {
         (StatusCode::UNAUTHORIZED, "a token is required: send `Authorization: Bearer TOKEN` or log in at /login\n")
             .into_response()
@@ -245,8 +483,8 @@ async fn authorize(AxState(st): AxState<Arc<State>>, req: Request, next: Next) -
     r
 }
 
-async fn login_form() -> Html<String> {
-    Html(LOGIN.replace("{error}", ""))
+async fn login_form() -> Response {
+    login_page(StatusCode::OK, "")
 }
 
 #[derive(Deserialize)]
@@ -254,18 +492,59 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(AxState(st): AxState<Arc<State>>, Form(f): Form<LoginForm>) -> Response {
-    let (Some(token), Some(session)) = (st.token.as_deref(), st.session()) else {
+/// Checks the form's token: a new session (the one the request carried, if any, ends), or a
+/// counted failure; 429 once the client has used up its failures.
+async fn login(
+    AxState(st): AxState<Arc<State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let Some(token) = st.access.token.as_deref() else {
         return Redirect::to("/").into_response();
     };
-    if !same(f.token.trim().as_bytes(), token.as_bytes()) {
-        tracing::warn!("device page: a login with a wrong token");
-        let body = LOGIN.replace("{error}", "<p class=error>That token is not this device's.</p>");
-        return (StatusCode::UNAUTHORIZED, Html(body)).into_response();
+    let client = client_of(Some(peer), &headers);
+    let now = Instant::now();
+    let wait = st.failures().wait(client, now);
+    if let Some(wait) = wait {
+        return too_many(wait, true);
     }
-    let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000");
+    if !same(f.token.trim().as_bytes(), token.as_bytes()) {
+        st.failures().fail(client, now);
+        tracing::warn!("device page: a login from {client} with a wrong token");
+        return login_page(StatusCode::UNAUTHORIZED, "That token is not this device\u{2019}s.");
+    }
+    let id = {
+        let mut s = st.sessions();
+        for old in cookies(&headers) {
+            s.revoke(old);
+        }
+        s.open(st.access.session, now)
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("device page: {e:#}");
+            return login_page(StatusCode::INTERNAL_SERVER_ERROR, "The device could not start a session.");
+        }
+    };
     let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(&st.cookie(Some(&id))) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// Ends the request's session and clears its cookie.
+async fn logout(AxState(st): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    {
+        let mut s = st.sessions();
+        for id in cookies(&headers) {
+            s.revoke(id);
+        }
+    }
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&st.cookie(None)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -336,7 +615,7 @@ async fn status(AxState(st): AxState<Arc<State>>) -> Response {
         "mqtt": {"broker": d.broker, "topics": d.topics, "connected": l.connected, "queue_depth": l.queue_depth,
                  "delivered": l.delivered, "dropped": l.dropped, "connections": l.connections},
         "history": summary,
-        "auth": st.token.is_some(),
+        "auth": st.access.token.is_some(),
         "pipelines": st.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
         "labels": all_labels,
     }))
@@ -518,14 +797,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_whole_and_sessions_are_not_the_token() {
+    fn tokens_compare_whole_and_sessions_are_random_expire_and_end() {
         assert!(same(b"abcdef0123456789", b"abcdef0123456789"));
         assert!(!same(b"abcdef0123456789", b"abcdef012345678"));
         assert!(!same(b"abcdef0123456789", b"abcdef0123456780"));
-        let s = session_for("abcdef0123456789");
-        assert_eq!(s.len(), 64);
-        assert!(!s.contains("abcdef0123456789"));
-        assert_ne!(s, session_for("abcdef0123456780"));
+        let mut s = Sessions::default();
+        let t0 = Instant::now();
+        let a = s.open(Duration::from_secs(10), t0).unwrap();
+        let b = s.open(Duration::from_secs(10), t0).unwrap();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b, "a new id per login");
+        assert!(s.valid(&a, t0 + Duration::from_secs(9)));
+        assert!(!s.valid(&a, t0 + Duration::from_secs(10)), "expired");
+        assert!(!s.valid(&a, t0), "and forgotten");
+        s.revoke(&b);
+        assert!(!s.valid(&b, t0));
+        assert!(!s.valid("", t0));
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_client_within_the_window() {
+        let mut f = Failures::default();
+        let (a, b): (IpAddr, IpAddr) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+        let t0 = Instant::now();
+        for k in 0..MAX_FAILURES as u64 {
+            assert_eq!(f.wait(a, t0 + Duration::from_secs(k)), None);
+            f.fail(a, t0 + Duration::from_secs(k));
+        }
+        assert_eq!(f.wait(a, t0 + Duration::from_secs(10)), Some(FAILURE_WINDOW - Duration::from_secs(10)));
+        assert_eq!(f.wait(b, t0 + Duration::from_secs(10)), None, "per client");
+        assert_eq!(f.wait(a, t0 + FAILURE_WINDOW), None, "the oldest failure aged out");
+        assert_eq!(f.wait(a, t0 + FAILURE_WINDOW + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn the_client_is_the_peer_or_what_a_local_proxy_forwards() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7"));
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.5:5000".parse().unwrap();
+        assert_eq!(client_of(Some(local), &h), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_of(Some(remote), &h), remote.ip(), "a remote peer cannot choose its address");
+        assert_eq!(client_of(Some(local), &HeaderMap::new()), local.ip());
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(shown_url("rtsp://admin:hunter2@cam.lan:554/stream1"), "rtsp://cam.lan:554/stream1");
+        assert_eq!(shown_url("http://cam.lan/snap.cgi?user=admin&pwd=hunter2"), "http://cam.lan/snap.cgi?…");
+        assert!(!shown_url("rtsp//admin:hunter2@cam").contains("hunter2"));
     }
 
     #[test]
