@@ -34,16 +34,21 @@ fn note() {
     }
 }
 
+// SAFETY: every call is forwarded unchanged to the system allocator, which meets GlobalAlloc's
+// contract; counting touches only atomics and a thread-local flag, never allocating.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note();
+        // SAFETY: the caller's layout contract is passed on as it came.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc`/`realloc` above, i.e. from `System`, with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note();
+        // SAFETY: as in `dealloc`; the caller's size contract is passed on as it came.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

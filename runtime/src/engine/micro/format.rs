@@ -143,9 +143,10 @@ impl TensorDesc<'_> {
         }
     }
 
-    /// Elements (= bytes).
+    /// Elements (= bytes); `usize::MAX` when the dimensions' product overflows (no slice is that
+    /// long, so a size check against it fails instead of passing on a wrapped product).
     pub fn len(&self) -> usize {
-        self.shape.iter().map(|&d| d as usize).product()
+        self.checked_len().unwrap_or(usize::MAX)
     }
 
     /// True for an empty tensor.
@@ -153,9 +154,9 @@ impl TensorDesc<'_> {
         self.len() == 0
     }
 
-    /// The arena byte range.
+    /// The arena byte range (its end saturates at `usize::MAX`, past any arena).
     pub fn range(&self) -> core::ops::Range<usize> {
-        self.offset as usize..self.offset as usize + self.len()
+        self.offset as usize..(self.offset as usize).saturating_add(self.len())
     }
 
     /// Its shape in ONNX order (the `.lpm` stores N, H, W, C): the dims buffer and how many of them
@@ -391,4 +392,38 @@ pub fn requant_at(table: &[u8], i: usize) -> Requant {
 pub fn i32_at(table: &[u8], i: usize) -> i32 {
     let b = &table[i * 4..i * 4 + 4];
     i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(shape: [u32; 4], offset: u32) -> TensorDesc<'static> {
+        TensorDesc {
+            name: "t",
+            shape,
+            rank: 4,
+            layout: Layout::Plain,
+            scale: 1.0,
+            zero_point: 0,
+            channels: &[],
+            offset,
+        }
+    }
+
+    #[test]
+    fn len_of_a_shape_whose_product_overflows_saturates_instead_of_wrapping() {
+        let t = desc([u32::MAX; 4], 16);
+        assert_eq!(t.checked_len(), None);
+        assert_eq!(t.len(), usize::MAX);
+        assert_eq!(t.range(), 16..usize::MAX);
+        assert!(t.validate(1 << 20).is_err());
+    }
+
+    #[test]
+    fn len_of_a_valid_shape_is_its_product() {
+        let t = desc([1, 4, 4, 8], 32);
+        assert_eq!(t.len(), 128);
+        assert_eq!(t.range(), 32..160);
+    }
 }

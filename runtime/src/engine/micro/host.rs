@@ -163,7 +163,7 @@ impl MicroEngine {
 
     /// The kernel set in use.
     pub fn isa(&self) -> Isa {
-        self.kernels.isa
+        self.kernels.isa()
     }
 
     /// Arena size in bytes.

@@ -18,14 +18,19 @@ use core::arch::asm;
 const LAYOUT: GemmLayout = GemmLayout { block: 16, group: 4, unsigned: false, wide: false };
 
 /// The set's table.
-pub(super) static KERNELS: Kernels = Kernels {
-    isa: Isa::NeonDot,
-    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
-    depthwise: Some(DEPTHWISE),
-    lut: Some(lut),
-    binary: Some(binary),
-    global_average: Some(global_average),
-    max_pool: Some(max_pool),
+// SAFETY: every function here is an `unsafe fn` of this file meeting its type's contract (its
+// own assertions re-check the sizes) on a CPU that has this set's extensions, which
+// `Isa::kernels` checks before handing the table out.
+pub(super) static KERNELS: Kernels = unsafe {
+    Kernels::new(
+        Isa::NeonDot,
+        Some(GemmKernel::new(LAYOUT, gemm)),
+        Some(DEPTHWISE),
+        Some(lut),
+        Some(binary),
+        Some(global_average),
+        Some(max_pool),
+    )
 };
 
 /// `acc += w · broadcast(a[0..4])` per lane: four products of int8 per 32-bit lane.
@@ -48,10 +53,10 @@ unsafe fn sdot(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
 }
 
 /// `out[p][n]` for `rows` rows of `a` (`kp` int8 each); see [`Gemm`].
-fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
-    let blocks = g.n.div_ceil(16);
-    assert!(g.layout == LAYOUT && g.kp.is_multiple_of(4) && g.epilogue.acc_init.len() >= blocks * 16);
-    assert!(a.len() >= rows * g.kp && out.len() >= rows * g.n && g.packed.len() >= blocks * g.kp * 16);
+unsafe fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    let blocks = g.n().div_ceil(16);
+    assert!(g.layout() == LAYOUT && g.kp().is_multiple_of(4) && g.epilogue().acc_init().len() >= blocks * 16);
+    assert!(a.len() >= rows * g.kp() && out.len() >= rows * g.n() && g.packed().len() >= blocks * g.kp() * 16);
     // SAFETY: reachable only through `KERNELS`, handed out after `dotprod` was detected; the
     // assertions bound every access of the tiles.
     unsafe {
@@ -73,12 +78,15 @@ fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn tile<const R: usize>(a: &[u8], p: usize, b: usize, g: &Gemm, out: &mut [u8]) {
-    let groups = g.kp / 4;
+    let groups = g.kp() / 4;
+    // SAFETY: `gemm` asserted `a` holds `rows·kp` bytes, `out` `rows·n` and the packed weights and
+    // epilogue whole blocks, so rows `p..p + R` and block `b` are in bounds; the table is handed
+    // out only after `dotprod` was detected.
     unsafe {
-        let init = g.epilogue.acc_init.as_ptr().add(b * 16);
+        let init = g.epilogue().acc_init().as_ptr().add(b * 16);
         let start = [vld1q_s32(init), vld1q_s32(init.add(4)), vld1q_s32(init.add(8)), vld1q_s32(init.add(12))];
         let mut acc = [start; R];
-        let w = g.packed.as_ptr().add(b * groups * 64) as *const i8;
+        let w = g.packed().as_ptr().add(b * groups * 64) as *const i8;
         let x = a.as_ptr();
         for kk in 0..groups {
             let wv = [
@@ -88,7 +96,7 @@ unsafe fn tile<const R: usize>(a: &[u8], p: usize, b: usize, g: &Gemm, out: &mut
                 vld1q_s8(w.add(kk * 64 + 48)),
             ];
             for (r, row) in acc.iter_mut().enumerate() {
-                let quad = (x.add((p + r) * g.kp + kk * 4) as *const i32).read_unaligned();
+                let quad = (x.add((p + r) * g.kp() + kk * 4) as *const i32).read_unaligned();
                 let xv = vreinterpretq_s8_s32(vdupq_n_s32(quad));
                 for (j, acc) in row.iter_mut().enumerate() {
                     *acc = sdot(*acc, wv[j], xv);
@@ -99,9 +107,9 @@ unsafe fn tile<const R: usize>(a: &[u8], p: usize, b: usize, g: &Gemm, out: &mut
         for (r, row) in acc.iter().enumerate() {
             for (j, acc) in row.iter().enumerate() {
                 let cj = c + 4 * j;
-                if cj < g.n {
-                    let v = requantize4(*acc, &g.epilogue, cj);
-                    store4(out.as_mut_ptr().add((p + r) * g.n + cj), v, g.n - cj);
+                if cj < g.n() {
+                    let v = requantize4(*acc, g.epilogue(), cj);
+                    store4(out.as_mut_ptr().add((p + r) * g.n() + cj), v, g.n() - cj);
                 }
             }
         }

@@ -34,14 +34,19 @@ const LAYOUT: GemmLayout = GemmLayout { block: 4, group: 16, unsigned: false, wi
 const DW: usize = 8;
 
 /// The set's table.
-pub(super) static KERNELS: Kernels = Kernels {
-    isa: Isa::Armv7Neon,
-    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
-    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
-    lut: None,
-    binary: Some(binary),
-    global_average: None,
-    max_pool: None,
+// SAFETY: every function here is an `unsafe fn` of this file meeting its type's contract (its
+// own assertions re-check the sizes) on a CPU that has this set's extensions, which
+// `Isa::kernels` checks before handing the table out.
+pub(super) static KERNELS: Kernels = unsafe {
+    Kernels::new(
+        Isa::Armv7Neon,
+        Some(GemmKernel::new(LAYOUT, gemm)),
+        Some(DepthwiseKernel::new(64, DW, pack_depthwise, depthwise)),
+        None,
+        Some(binary),
+        None,
+        None,
+    )
 };
 
 /// Whether the CPU has NEON: bit 12 (`HWCAP_NEON`) of `AT_HWCAP` (16) in `/proc/self/auxv`.
@@ -63,8 +68,8 @@ pub(super) fn detected() -> bool {
 #[inline]
 unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
     let packed: u32;
-    let clamp = (e.clamp[0] as u8 as u32) | ((e.clamp[1] as u8 as u32) << 8);
-    if e.q31 {
+    let clamp = (e.clamp()[0] as u8 as u32) | ((e.clamp()[1] as u8 as u32) << 8);
+    if e.q31() {
         // Every shift ≥ 32: the doubling high multiply and a rounding shift, in 32 bits.
         // SAFETY (caller): NEON present; every pointer reads four lanes inside its vector.
         unsafe {
@@ -88,10 +93,10 @@ unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
                 "vmin.s8 d8, d8, d1",
                 "vmov.32 {packed}, d8[0]",
                 acc = in(reg) acc.as_ptr(),
-                init = in(reg) e.acc_init.as_ptr().add(c),
-                mult = in(reg) e.mult32.as_ptr().add(c),
-                shift = in(reg) e.q31_shift.as_ptr().add(c),
-                zp = in(reg) e.zero_point,
+                init = in(reg) e.acc_init().as_ptr().add(c),
+                mult = in(reg) e.mult32().as_ptr().add(c),
+                shift = in(reg) e.q31_shift().as_ptr().add(c),
+                zp = in(reg) e.zero_point(),
                 clamp = inout(reg) clamp => _,
                 packed = lateout(reg) packed,
                 out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d8") _, out("d9") _,
@@ -131,10 +136,10 @@ unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
             "vmin.s8 d8, d8, d1",
             "vmov.32 {packed}, d8[0]",
             acc = in(reg) acc.as_ptr(),
-            init = in(reg) e.acc_init.as_ptr().add(c),
-            mult = in(reg) e.mult32.as_ptr().add(c),
-            shift = in(reg) e.shift.as_ptr().add(c),
-            zp = in(reg) e.zero_point,
+            init = in(reg) e.acc_init().as_ptr().add(c),
+            mult = in(reg) e.mult32().as_ptr().add(c),
+            shift = in(reg) e.shift().as_ptr().add(c),
+            zp = in(reg) e.zero_point(),
             clamp = inout(reg) clamp => _,
             packed = lateout(reg) packed,
             out("d0") _, out("d1") _, out("d2") _, out("d3") _, out("d8") _, out("d9") _,
@@ -146,24 +151,26 @@ unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
 }
 
 /// `out[p][n]` for `rows` rows of `a` (`kp` int8 each); see [`Gemm`].
-fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
-    let blocks = g.n.div_ceil(4);
-    let groups = g.kp / 16;
-    assert!(g.layout == LAYOUT && g.kp.is_multiple_of(16) && groups > 0 && g.epilogue.acc_init.len() >= blocks * 4);
-    assert!(g.epilogue.mult32.len() >= blocks * 4 && g.epilogue.shift.len() >= blocks * 4);
-    assert!(g.epilogue.q31_shift.len() >= blocks * 4);
-    assert!(a.len() >= rows * g.kp && out.len() >= rows * g.n && g.packed.len() >= blocks * g.kp * 4);
+unsafe fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    let blocks = g.n().div_ceil(4);
+    let groups = g.kp() / 16;
+    assert!(
+        g.layout() == LAYOUT && g.kp().is_multiple_of(16) && groups > 0 && g.epilogue().acc_init().len() >= blocks * 4
+    );
+    assert!(g.epilogue().mult32().len() >= blocks * 4 && g.epilogue().shift().len() >= blocks * 4);
+    assert!(g.epilogue().q31_shift().len() >= blocks * 4);
+    assert!(a.len() >= rows * g.kp() && out.len() >= rows * g.n() && g.packed().len() >= blocks * g.kp() * 4);
     for b in 0..blocks {
         let c = b * 4;
-        let count = (g.n - c).min(4);
+        let count = (g.n() - c).min(4);
         for p in 0..rows {
             // SAFETY: KERNELS is reached only after NEON was detected; the assertions bound the
             // `groups` 16-byte row loads, the 64-byte weight groups and the epilogue lanes.
             let bytes = unsafe {
-                let acc = dot4(a.as_ptr().add(p * g.kp), g.packed.as_ptr().add(b * groups * 64), groups);
-                requantize4(&acc, &g.epilogue, c)
+                let acc = dot4(a.as_ptr().add(p * g.kp()), g.packed().as_ptr().add(b * groups * 64), groups);
+                requantize4(&acc, g.epilogue(), c)
             };
-            out[p * g.n + c..p * g.n + c + count].copy_from_slice(&bytes[..count]);
+            out[p * g.n() + c..p * g.n() + c + count].copy_from_slice(&bytes[..count]);
         }
     }
 }
@@ -233,26 +240,33 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
             packed[((c / DW) * 2 * pairs + t) * DW + c % DW] = weights[c * taps + t] as i8 as i16;
         }
     }
-    let mut e = Epilogue::new(blocks * DW, base.zero_point, base.clamp);
+    let mut e = Epilogue::new(blocks * DW, base.zero_point(), base.clamp());
     for c in 0..channels {
         e.copy_lane(c, base, c);
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked::new(packed, pairs, channels, taps, e)
 }
 
 /// Depthwise convolution on NHWC, 8 channels per block: the taps inside the image, centred on
 /// the zero point, accumulated from the bias (`acc_init`); taps in the padding add nothing
 /// and are skipped.
-fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+unsafe fn depthwise(
+    c: &Conv<'_>,
+    ti: &TensorDesc<'_>,
+    to: &TensorDesc<'_>,
+    x: &[u8],
+    y: &mut [u8],
+    p: &DepthwisePacked,
+) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     let taps = c.kernel[0] as usize * c.kernel[1] as usize;
-    let stride = 2 * p.pairs * DW;
-    let e = &p.epilogue;
+    let stride = 2 * p.pairs() * DW;
+    let e = p.epilogue();
     assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch && (1..=64).contains(&taps));
-    assert!(p.weights.len() >= ch.div_ceil(DW) * stride && p.pairs * 2 >= taps);
-    assert!(e.acc_init.len() >= ch.div_ceil(DW) * DW && e.mult32.len() >= e.acc_init.len());
-    assert!(e.shift.len() >= e.acc_init.len() && e.q31_shift.len() >= e.acc_init.len());
+    assert!(p.weights().len() >= ch.div_ceil(DW) * stride && p.pairs() * 2 >= taps);
+    assert!(e.acc_init().len() >= ch.div_ceil(DW) * DW && e.mult32().len() >= e.acc_init().len());
+    assert!(e.shift().len() >= e.acc_init().len() && e.q31_shift().len() >= e.acc_init().len());
     let zx = ti.zero_point;
     let full = ch / DW * DW;
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
@@ -272,7 +286,7 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
                         // plus `cb + 8` is within `x` (Taps lists taps inside the image), its
                         // weights row of 8 i16 within the block (tap < taps ≤ 2·pairs).
                         unsafe {
-                            taps8(x.as_ptr().add(cb), p.weights.as_ptr().add(cb / DW * stride), inside, zx, &mut acc)
+                            taps8(x.as_ptr().add(cb), p.weights().as_ptr().add(cb / DW * stride), inside, zx, &mut acc)
                         };
                     }
                     // SAFETY: NEON detected; the epilogue has lanes `cb..cb+8` (asserted).
@@ -287,13 +301,13 @@ fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y
                 }
                 // The last channels (fewer than a block): the same arithmetic, one at a time.
                 for ci in full..ch {
-                    let wb = &p.weights[ci / DW * stride + ci % DW..];
-                    let mut acc = e.acc_init[ci];
+                    let wb = p.weights()[ci / DW * stride + ci % DW..];
+                    let mut acc = e.acc_init()[ci];
                     for &[t, off] in inside {
                         acc = acc.wrapping_add((x[off + ci] as i8 as i32 - zx) * wb[t * DW] as i32);
                     }
-                    let r = round_shift(acc as i64 * e.mult[ci], e.shift[ci] as u8);
-                    y[at + ci] = saturate(r, e.zero_point, e.clamp[0], e.clamp[1]) as u8;
+                    let r = round_shift(acc as i64 * e.mult()[ci], e.shift()[ci] as u8);
+                    y[at + ci] = saturate(r, e.zero_point(), e.clamp()[0], e.clamp()[1]) as u8;
                 }
             }
         }
@@ -347,7 +361,7 @@ unsafe fn taps8(x: *const u8, w: *const i16, inside: &[[usize; 2]], zx: i32, acc
 /// reference's requantization in 32 bits (`vqdmulh.s32` and a rounding shift, exact for such
 /// shifts). Adds, and multiplies with a smaller shift, run the reference kernel.
 #[allow(clippy::too_many_arguments)]
-fn binary(
+unsafe fn binary(
     mul: bool,
     op: &Binary,
     ta: &TensorDesc<'_>,

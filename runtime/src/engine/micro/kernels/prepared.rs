@@ -11,36 +11,24 @@ use crate::engine::micro::format::{i32_at, requant_at, Conv, Op, TensorDesc};
 use crate::engine::micro::ops;
 
 pub use super::taps::Taps;
-pub use super::Isa;
 
 /// Per-output-channel constants of a GEMM-shaped op, padded to whole blocks of channels.
+///
+/// Every per-lane array has [`lanes`](Self::lanes) entries: the fields are private and only
+/// [`new`](Self::new) sizes them, so a kernel that checked `lanes` may read any array up to it.
 #[derive(Debug, Clone)]
 pub struct Epilogue {
-    /// Accumulator start: bias minus the zero-point correction of the set's activation form.
-    pub acc_init: Vec<i32>,
-    /// Requantization multipliers (i64 lanes).
-    pub mult: Vec<i64>,
-    /// Rounding terms `1 << (shift - 1)`.
-    pub round: Vec<i64>,
-    /// Shifts.
-    pub shift: Vec<i64>,
-    /// Multipliers as i32 (for 32×32→64 multiplies on 32-bit lanes).
-    pub mult32: Vec<i32>,
-    /// Shifts minus one, as i32 (`(x + 2^(s-1)) >> s = ((x >> (s-1)) + 1) >> 1`).
-    pub shift_m1: Vec<i32>,
-    /// Every lane's result fits 32 bits before the zero point (every shift ≥ 31, or a zero
-    /// multiplier): kernels may skip their 64-bit clamps.
-    pub narrow: bool,
-    /// Right shifts after a doubling high multiply, negated (`31 - shift`; 0 for a zero
-    /// multiplier): with shift ≥ 32, `(acc·m + 2^(s-1)) >> s` equals a rounding shift by `s - 31`
-    /// of `(2·acc·m) >> 32` (`sqdmulh`), so 32-bit lanes compute the reference exactly.
-    pub q31_shift: Vec<i32>,
-    /// Every lane has shift ≥ 32 or a zero multiplier: kernels may use `q31_shift`.
-    pub q31: bool,
-    /// Output zero point.
-    pub zero_point: i32,
-    /// Output clamp.
-    pub clamp: [i8; 2],
+    acc_init: Vec<i32>,
+    mult: Vec<i64>,
+    round: Vec<i64>,
+    shift: Vec<i64>,
+    mult32: Vec<i32>,
+    shift_m1: Vec<i32>,
+    narrow: bool,
+    q31_shift: Vec<i32>,
+    q31: bool,
+    zero_point: i32,
+    clamp: [i8; 2],
 }
 
 impl Epilogue {
@@ -61,8 +49,9 @@ impl Epilogue {
         }
     }
 
-    /// Sets lane `i`: accumulator start, multiplier and shift (1..=62).
+    /// Sets lane `i` (< [`lanes`](Self::lanes)): accumulator start, multiplier and shift (1..=62).
     pub fn set(&mut self, i: usize, acc_init: i32, multiplier: i32, shift: u8) {
+        assert!((1..=62).contains(&shift), "requantization shift {shift} outside 1..=62");
         self.acc_init[i] = acc_init;
         self.mult[i] = multiplier as i64;
         self.shift[i] = shift as i64;
@@ -77,6 +66,71 @@ impl Epilogue {
     /// Copies lane `from` of `other` into lane `i` (permuted layouts).
     pub fn copy_lane(&mut self, i: usize, other: &Epilogue, from: usize) {
         self.set(i, other.acc_init[from], other.mult32[from], other.shift[from] as u8);
+    }
+
+    /// Lanes: the length of every per-lane array.
+    pub fn lanes(&self) -> usize {
+        self.acc_init.len()
+    }
+
+    /// Accumulator start: bias minus the zero-point correction of the set's activation form.
+    pub fn acc_init(&self) -> &[i32] {
+        &self.acc_init
+    }
+
+    /// Requantization multipliers (i64 lanes).
+    pub fn mult(&self) -> &[i64] {
+        &self.mult
+    }
+
+    /// Rounding terms `1 << (shift - 1)`.
+    pub fn round(&self) -> &[i64] {
+        &self.round
+    }
+
+    /// Shifts.
+    pub fn shift(&self) -> &[i64] {
+        &self.shift
+    }
+
+    /// Multipliers as i32 (for 32×32→64 multiplies on 32-bit lanes).
+    pub fn mult32(&self) -> &[i32] {
+        &self.mult32
+    }
+
+    /// Shifts minus one, as i32 (`(x + 2^(s-1)) >> s = ((x >> (s-1)) + 1) >> 1`).
+    pub fn shift_m1(&self) -> &[i32] {
+        &self.shift_m1
+    }
+
+    /// Every lane's result fits 32 bits before the zero point (every shift ≥ 31, or a zero
+    /// multiplier): kernels may skip their 64-bit clamps.
+    pub fn narrow(&self) -> bool {
+        self.narrow
+    }
+
+    /// Right shifts after a doubling high multiply, negated (`31 - shift`; 0 for a zero
+    /// multiplier): with shift ≥ 32, `(acc·m + 2^(s-1)) >> s` equals a rounding shift by `s - 31`
+    /// of `(2·acc·m) >> 32` (`sqdmulh`), so 32-bit lanes compute the reference exactly.
+    #[cfg_attr(not(any(target_arch = "aarch64", target_arch = "arm")), allow(dead_code))]
+    pub fn q31_shift(&self) -> &[i32] {
+        &self.q31_shift
+    }
+
+    /// Every lane has shift ≥ 32 or a zero multiplier: kernels may use [`q31_shift`](Self::q31_shift).
+    #[cfg_attr(not(any(target_arch = "aarch64", target_arch = "arm")), allow(dead_code))]
+    pub fn q31(&self) -> bool {
+        self.q31
+    }
+
+    /// Output zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+
+    /// Output clamp.
+    pub fn clamp(&self) -> [i8; 2] {
+        self.clamp
     }
 }
 
@@ -104,39 +158,149 @@ impl GemmLayout {
     }
 
     /// `k` rounded up to whole groups.
+    #[allow(dead_code)]
     pub fn padded(&self, k: usize) -> usize {
         k.div_ceil(self.group) * self.group
     }
 }
 
 /// A GEMM: `out[p][n] = requant(acc_init[n] + Σ_k a[p][k] · w[n][k])`, operands in the layout of
-/// the set that packed it (`layout`); the input zero point (and the unsigned offset) are folded
-/// into `acc_init`.
+/// the set that packed it ([`layout`](Self::layout)); the input zero point (and the unsigned
+/// offset) are folded into `acc_init`.
+///
+/// Built only by [`Gemm::pack`], which sizes every part from `n`, `k` and the layout: `packed`
+/// holds `⌈n/block⌉·kp·block` elements, the epilogue `⌈n/block⌉·block` lanes, and `kp` is a
+/// multiple of the layout's group. Kernels rely on that and on nothing a caller can change.
 #[derive(Debug, Clone)]
 pub struct Gemm {
-    /// Output channels.
-    pub n: usize,
-    /// Reduction length.
-    pub k: usize,
-    /// `k` rounded up to the layout's group.
-    pub kp: usize,
-    /// The operand layout.
-    pub layout: GemmLayout,
-    /// Weights `[n/block][kp/group][block][group]`, `layout.elem_bytes()` bytes each.
-    pub packed: Vec<u8>,
-    /// Epilogue constants, `n` rounded up to whole blocks.
-    pub epilogue: Epilogue,
+    n: usize,
+    k: usize,
+    kp: usize,
+    layout: GemmLayout,
+    packed: Vec<u8>,
+    epilogue: Epilogue,
 }
 
-/// Depthwise weights and constants in a set's own layout (see its kernel).
+impl Gemm {
+    /// Packs a GEMM's weights `[n][k]` (int8) and constants for `layout`: per output channel, a
+    /// bias (i32 LE in `bias`) and requantization constants (`requant`), input zero point `zx`,
+    /// output zero point `zy`. `None` when the sizes overflow or the slices are too short.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pack(
+        layout: GemmLayout,
+        weights: &[u8],
+        n: usize,
+        k: usize,
+        bias: &[u8],
+        requant: &[u8],
+        zx: i32,
+        zy: i32,
+        clamp: [i8; 2],
+    ) -> Option<Gemm> {
+        let (block, group, eb) = (layout.block, layout.group, layout.elem_bytes());
+        if block == 0 || group == 0 || n == 0 || k == 0 {
+            return None;
+        }
+        let kp = k.checked_next_multiple_of(group)?;
+        let nb = n.div_ceil(block);
+        let bytes = nb.checked_mul(kp)?.checked_mul(block)?.checked_mul(eb)?;
+        if weights.len() < n.checked_mul(k)? || bias.len() < n.checked_mul(4)? || requant.len() < n.checked_mul(5)? {
+            return None;
+        }
+        let mut packed = vec![0u8; bytes];
+        for co in 0..n {
+            for kk in 0..k {
+                let (b, lane) = (co / block, co % block);
+                let at = ((b * (kp / group) + kk / group) * block + lane) * group + kk % group;
+                let w = weights[co * k + kk] as i8;
+                if layout.wide {
+                    packed[2 * at..2 * at + 2].copy_from_slice(&(w as i16).to_le_bytes());
+                } else {
+                    packed[at] = w as u8;
+                }
+            }
+        }
+        // Σ (a - zx)·w = Σ a'·w - (offset + zx)·Σ w, with a' = a + offset (128 for unsigned rows).
+        let offset = if layout.unsigned { 128 } else { 0 };
+        let wsum = |co: usize| (0..k).map(|kk| weights[co * k + kk] as i8 as i64).sum::<i64>();
+        let acc_init = |c: usize| i32_at(bias, c) as i64 - (offset + zx as i64) * wsum(c);
+        let epilogue = epilogue(acc_init, requant, n, nb * block, zy, clamp);
+        Some(Gemm { n, k, kp, layout, packed, epilogue })
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Reduction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `k` rounded up to the layout's group.
+    pub fn kp(&self) -> usize {
+        self.kp
+    }
+
+    /// The operand layout.
+    pub fn layout(&self) -> GemmLayout {
+        self.layout
+    }
+
+    /// Weights `[n/block][kp/group][block][group]`, `layout.elem_bytes()` bytes each.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    /// Epilogue constants, `n` rounded up to whole blocks.
+    pub fn epilogue(&self) -> &Epilogue {
+        &self.epilogue
+    }
+
+    /// Bytes of packed activation rows `rows` rows need, `None` on overflow.
+    pub fn row_bytes(&self, rows: usize) -> Option<usize> {
+        rows.checked_mul(self.kp)?.checked_mul(self.layout.elem_bytes())
+    }
+}
+
+/// Depthwise weights and constants in a set's own layout (see its kernel), with what they were
+/// packed for: the set's [`DepthwiseKernel`] checks channels and taps against the convolution
+/// before its kernel reads them.
 #[derive(Debug, Clone)]
 pub struct DepthwisePacked {
+    weights: Vec<i16>,
+    pairs: usize,
+    channels: usize,
+    taps: usize,
+    epilogue: Epilogue,
+}
+
+impl DepthwisePacked {
+    /// Packed weights and epilogue for `channels` channels of `taps` taps.
+    pub(super) fn new(weights: Vec<i16>, pairs: usize, channels: usize, taps: usize, epilogue: Epilogue) -> Self {
+        DepthwisePacked { weights, pairs, channels, taps, epilogue }
+    }
+
     /// Weights, widened to i16, in the set's order.
-    pub weights: Vec<i16>,
+    pub fn weights(&self) -> &[i16] {
+        &self.weights
+    }
+
     /// Tap pairs (taps rounded up to even).
-    pub pairs: usize,
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
     /// Epilogue, channels in the set's order, `acc_init = bias` (kernels accumulate `x - zx`).
-    pub epilogue: Epilogue,
+    pub fn epilogue(&self) -> &Epilogue {
+        &self.epilogue
+    }
+
+    /// The channels and taps the weights were packed for.
+    pub fn packed_for(&self) -> (usize, usize) {
+        (self.channels, self.taps)
+    }
 }
 
 /// How a convolution feeds its kernel.
@@ -204,43 +368,6 @@ pub fn epilogue(
     e
 }
 
-/// Packs a GEMM's weights `[n][k]` (int8) and constants for `layout`.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    layout: GemmLayout,
-    weights: &[u8],
-    n: usize,
-    k: usize,
-    bias: &[u8],
-    requant: &[u8],
-    zx: i32,
-    zy: i32,
-    clamp: [i8; 2],
-) -> Gemm {
-    let (block, group, eb) = (layout.block, layout.group, layout.elem_bytes());
-    let kp = layout.padded(k);
-    let nb = n.div_ceil(block);
-    let mut packed = vec![0u8; nb * kp * block * eb];
-    for co in 0..n {
-        for kk in 0..k {
-            let (b, lane) = (co / block, co % block);
-            let at = ((b * (kp / group) + kk / group) * block + lane) * group + kk % group;
-            let w = weights[co * k + kk] as i8;
-            if layout.wide {
-                packed[2 * at..2 * at + 2].copy_from_slice(&(w as i16).to_le_bytes());
-            } else {
-                packed[at] = w as u8;
-            }
-        }
-    }
-    // Σ (a - zx)·w = Σ a'·w - (offset + zx)·Σ w, with a' = a + offset (128 for unsigned rows).
-    let offset = if layout.unsigned { 128 } else { 0 };
-    let wsum = |co: usize| (0..k).map(|kk| weights[co * k + kk] as i8 as i64).sum::<i64>();
-    let acc_init = |c: usize| i32_at(bias, c) as i64 - (offset + zx as i64) * wsum(c);
-    let epilogue = epilogue(acc_init, requant, n, nb * block, zy, clamp);
-    Gemm { n, k, kp, layout, packed, epilogue }
-}
-
 /// Plans every op of a model for a kernel set.
 pub fn prepare<'m>(
     ops_iter: impl Iterator<Item = Op<'m>>,
@@ -256,6 +383,7 @@ pub fn prepare<'m>(
 }
 
 fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
+    let [lut, binary, global_average, max_pool] = k.has();
     match op {
         Op::Conv(c) => {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
@@ -263,20 +391,20 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
             let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
             let depthwise = c.groups as usize == cin && cin == cout && c.groups > 1;
             if depthwise {
-                return match &k.depthwise {
-                    Some(d) if kh * kw <= d.max_taps => {
+                return match k.depthwise() {
+                    Some(d) if kh * kw <= d.max_taps() => {
                         // Depthwise kernels accumulate `x - zx` over the taps inside the image
                         // (padding adds nothing), so they start from the bias itself.
                         let base =
                             epilogue(|ch| i32_at(c.bias, ch) as i64, c.requant, cout, cout, to.zero_point, c.clamp);
-                        Step::Conv(ConvPlan::Depthwise((d.pack)(c.weights, kh * kw, cout, &base)))
+                        Step::Conv(ConvPlan::Depthwise(d.pack(c.weights, kh * kw, cout, &base)))
                     }
                     _ => Step::Reference,
                 };
             }
-            let Some(g) = k.gemm.as_ref().filter(|_| c.groups == 1) else { return Step::Reference };
-            let gm = gemm(
-                g.layout,
+            let Some(g) = k.gemm().filter(|_| c.groups == 1) else { return Step::Reference };
+            let Some(gm) = Gemm::pack(
+                g.layout(),
                 c.weights,
                 cout,
                 kh * kw * cin,
@@ -285,19 +413,22 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
                 ti.zero_point,
                 to.zero_point,
                 c.clamp,
-            );
+            ) else {
+                return Step::Reference;
+            };
             let pointwise = kh == 1 && kw == 1 && c.stride == [1, 1] && c.pad == [0; 4];
             Step::Conv(if pointwise { ConvPlan::Pointwise(gm) } else { ConvPlan::Im2col(gm) })
         }
         Op::FullyConnected(f) => {
-            let Some(g) = &k.gemm else { return Step::Reference };
+            let Some(g) = k.gemm() else { return Step::Reference };
             let (ti, to) = (&t[f.input as usize], &t[f.output as usize]);
             let n = ti.shape[0] as usize;
             let (cin, cout) = (ti.len() / n, to.len() / n);
-            Step::Fc(gemm(g.layout, f.weights, cout, cin, f.bias, f.requant, ti.zero_point, to.zero_point, f.clamp))
+            Gemm::pack(g.layout(), f.weights, cout, cin, f.bias, f.requant, ti.zero_point, to.zero_point, f.clamp)
+                .map_or(Step::Reference, Step::Fc)
         }
-        Op::Lut { .. } if k.lut.is_some() => Step::Lut,
-        Op::Add(b) | Op::Mul(b) if k.binary.is_some() => {
+        Op::Lut { .. } if lut => Step::Lut,
+        Op::Add(b) | Op::Mul(b) if binary => {
             let (ta, tb) = (&t[b.a as usize], &t[b.b as usize]);
             if tb.shape == ta.shape {
                 Step::Binary { per_channel: false }
@@ -307,8 +438,8 @@ fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
                 Step::Reference
             }
         }
-        Op::GlobalAvgPool { .. } if k.global_average.is_some() => Step::GlobalAverage,
-        Op::MaxPool(_) if k.max_pool.is_some() => Step::MaxPool,
+        Op::GlobalAvgPool { .. } if global_average => Step::GlobalAverage,
+        Op::MaxPool(_) if max_pool => Step::MaxPool,
         _ => Step::Reference,
     }
 }
@@ -320,10 +451,11 @@ pub fn scratch_bytes(steps: &[(Op<'_>, Step)], t: &[TensorDesc<'_>]) -> usize {
         .map(|(op, s)| match (op, s) {
             (Op::Conv(c), Step::Conv(ConvPlan::Pointwise(g) | ConvPlan::Im2col(g))) => {
                 let to = &t[c.output as usize];
-                (to.shape[0] * to.shape[1] * to.shape[2]) as usize * g.kp * g.layout.elem_bytes() + 64
+                let rows = (to.shape[0] as usize).saturating_mul(to.shape[1] as usize * to.shape[2] as usize);
+                g.row_bytes(rows).map_or(usize::MAX, |b| b.saturating_add(64))
             }
             (Op::FullyConnected(f), Step::Fc(g)) => {
-                t[f.input as usize].shape[0] as usize * g.kp * g.layout.elem_bytes() + 64
+                g.row_bytes(t[f.input as usize].shape[0] as usize).map_or(usize::MAX, |b| b.saturating_add(64))
             }
             _ => 0,
         })
@@ -332,8 +464,15 @@ pub fn scratch_bytes(steps: &[(Op<'_>, Step)], t: &[TensorDesc<'_>]) -> usize {
 }
 
 /// Runs one prepared op with the kernels it was planned for (`kernels` must be the set
-/// [`prepare`] was given).
-pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scratch: &mut [u8], kernels: &Kernels) {
+/// [`prepare`] was given; a step planned for another set panics, it never runs).
+pub(crate) fn run(
+    op: &Op<'_>,
+    step: &Step,
+    t: &[TensorDesc<'_>],
+    arena: &mut [u8],
+    scratch: &mut [u8],
+    kernels: &Kernels,
+) {
     match (op, step) {
         (Op::Conv(c), Step::Conv(plan)) => {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
@@ -361,46 +500,33 @@ pub fn run(op: &Op<'_>, step: &Step, t: &[TensorDesc<'_>], arena: &mut [u8], scr
         }
         (Op::Lut { input, output, table }, Step::Lut) => {
             let ([x], y) = ops::io(arena, [t[*input as usize].range()], t[*output as usize].range());
-            match kernels.lut {
-                Some(lut) => lut(table, x, y),
-                None => ops::lut::reference(table, x, y),
-            }
+            kernels.lut(table, x, y);
         }
         (Op::Add(b) | Op::Mul(b), Step::Binary { per_channel }) => {
             let (ta, tb, to) = (&t[b.a as usize], &t[b.b as usize], &t[b.output as usize]);
             let ([xa, xb], y) = ops::io(arena, [ta.range(), tb.range()], to.range());
-            let mul = matches!(op, Op::Mul(_));
-            match kernels.binary {
-                Some(binary) => binary(mul, b, ta, xa, tb, xb, to, y, *per_channel),
-                None => ops::binary::reference(mul, b, (ta, xa), (tb, xb), (to, y)),
-            }
+            kernels.binary(matches!(op, Op::Mul(_)), b, (ta, xa), (tb, xb), (to, y), *per_channel);
         }
         (Op::GlobalAvgPool { input, output, requant }, Step::GlobalAverage) => {
             let (ti, to) = (&t[*input as usize], &t[*output as usize]);
             let ([x], y) = ops::io(arena, [ti.range()], to.range());
-            match kernels.global_average {
-                Some(gap) => gap(requant, ti, x, to, y),
-                None => ops::pool::global_average(requant, ti, x, to, y),
-            }
+            kernels.global_average(requant, (ti, x), (to, y));
         }
         (Op::MaxPool(p), Step::MaxPool) => {
             let (ti, to) = (&t[p.input as usize], &t[p.output as usize]);
             let ([x], y) = ops::io(arena, [ti.range()], to.range());
-            match kernels.max_pool {
-                Some(max_pool) => max_pool(p, ti, x, to, y),
-                None => ops::pool::reference(true, p, ti, x, to, y),
-            }
+            kernels.max_pool(p, (ti, x), (to, y));
         }
         _ => ops::run(op, t, arena),
     }
 }
 
 fn gemm_kernel(k: &Kernels) -> &GemmKernel {
-    k.gemm.as_ref().expect("a GEMM step is planned only for a set with a GEMM kernel")
+    k.gemm().expect("a GEMM step is planned only for a set with a GEMM kernel")
 }
 
 fn depthwise_kernel(k: &Kernels) -> &DepthwiseKernel {
-    k.depthwise.as_ref().expect("a depthwise step is planned only for a set with a depthwise kernel")
+    k.depthwise().expect("a depthwise step is planned only for a set with a depthwise kernel")
 }
 
 /// One form of GEMM operand elements: how a signed activation byte is stored.
@@ -471,8 +597,8 @@ fn fill<F: Form>(dst: &mut [u8], at: usize, count: usize, v: u8) {
 /// Rows of `g.k` int8 values → rows of `g.kp` operand elements in the GEMM's layout, the padding
 /// zero (its weights are zero). Signed rows without padding are the input itself: no copy.
 fn pack_rows<'s>(x: &'s [u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
-    match (g.layout.wide, g.layout.unsigned) {
-        (false, false) if g.k == g.kp => &x[..rows * g.k],
+    match (g.layout().wide, g.layout().unsigned) {
+        (false, false) if g.k() == g.kp() => &x[..rows * g.k()],
         (true, _) => pack_rows_as::<Wide>(x, rows, g, scratch),
         (false, true) => pack_rows_as::<Unsigned>(x, rows, g, scratch),
         (false, false) => pack_rows_as::<Signed>(x, rows, g, scratch),
@@ -480,7 +606,7 @@ fn pack_rows<'s>(x: &'s [u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &
 }
 
 fn pack_rows_as<'s, F: Form>(x: &[u8], rows: usize, g: &Gemm, scratch: &'s mut [u8]) -> &'s [u8] {
-    let (k, kp) = (g.k, g.kp);
+    let (k, kp) = (g.k(), g.kp());
     let a = &mut scratch[..rows * kp * F::BYTES];
     for (r, dst) in a.chunks_exact_mut(kp * F::BYTES).enumerate() {
         copy_in::<F>(dst, 0, &x[r * k..(r + 1) * k]);
@@ -498,7 +624,7 @@ fn im2col<'s>(
     g: &Gemm,
     scratch: &'s mut [u8],
 ) -> &'s [u8] {
-    match (g.layout.wide, g.layout.unsigned) {
+    match (g.layout().wide, g.layout().unsigned) {
         (true, _) => im2col_as::<Wide>(c, ti, to, x, g, scratch),
         (false, true) => im2col_as::<Unsigned>(c, ti, to, x, g, scratch),
         (false, false) => im2col_as::<Signed>(c, ti, to, x, g, scratch),
@@ -519,7 +645,7 @@ fn im2col_as<'s, F: Form>(
     let (sy, sx) = (c.stride[0] as usize, c.stride[1] as usize);
     let (dy, dx) = (c.dilation[0] as usize, c.dilation[1] as usize);
     let (pt, pl) = (c.pad[0] as isize, c.pad[1] as isize);
-    let kp = g.kp;
+    let kp = g.kp();
     let pad = ti.zero_point as i8 as u8;
     let a = &mut scratch[..n * oh * ow * kp * F::BYTES];
     let mut rows = a.chunks_exact_mut(kp * F::BYTES);

@@ -4,12 +4,4 @@
 
 #[cfg(feature = "host")]
 /// The reference set's table: no optimized kernel.
-pub(crate) static KERNELS: super::Kernels = super::Kernels {
-    isa: super::Isa::Reference,
-    gemm: None,
-    depthwise: None,
-    lut: None,
-    binary: None,
-    global_average: None,
-    max_pool: None,
-};
+pub(crate) static KERNELS: super::Kernels = super::Kernels::reference();

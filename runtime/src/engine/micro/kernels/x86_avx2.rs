@@ -22,14 +22,19 @@ use core::arch::x86_64::*;
 const LAYOUT: GemmLayout = GemmLayout { block: 8, group: 2, unsigned: false, wide: true };
 
 /// The set's table.
-pub(super) static KERNELS: Kernels = Kernels {
-    isa: Isa::Avx2,
-    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
-    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
-    lut: Some(lut),
-    binary: Some(binary),
-    global_average: Some(global_average),
-    max_pool: Some(max_pool),
+// SAFETY: every function here is an `unsafe fn` of this file meeting its type's contract (its
+// own assertions re-check the sizes) on a CPU that has this set's extensions, which
+// `Isa::kernels` checks before handing the table out.
+pub(super) static KERNELS: Kernels = unsafe {
+    Kernels::new(
+        Isa::Avx2,
+        Some(GemmKernel::new(LAYOUT, gemm)),
+        Some(DepthwiseKernel::new(64, 16, pack_depthwise, depthwise)),
+        Some(lut),
+        Some(binary),
+        Some(global_average),
+        Some(max_pool),
+    )
 };
 
 /// `(x + round) >> shift` (arithmetic) on four i64 lanes.
@@ -76,12 +81,14 @@ fn narrow(v: __m256i, zero_point: i32, clamp: [i8; 2]) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn requantize(acc: __m256i, e: &Epilogue, c: usize) -> __m128i {
-    if e.narrow {
+    if e.narrow() {
         // Every result fits 32 bits: products on even and odd lanes in place, no 64-bit clamps.
+        // SAFETY: `mult32` and `shift_m1` have the epilogue's lanes, and the GEMM and depthwise kernels
+        // call this only for a block `c..c + 8` below it (asserted on entry).
         let (m, s) = unsafe {
             (
-                _mm256_loadu_si256(e.mult32.as_ptr().add(c) as *const __m256i),
-                _mm256_loadu_si256(e.shift_m1.as_ptr().add(c) as *const __m256i),
+                _mm256_loadu_si256(e.mult32().as_ptr().add(c) as *const __m256i),
+                _mm256_loadu_si256(e.shift_m1().as_ptr().add(c) as *const __m256i),
             )
         };
         let low = _mm256_set1_epi64x(0xffff_ffff);
@@ -91,14 +98,15 @@ unsafe fn requantize(acc: __m256i, e: &Epilogue, c: usize) -> __m128i {
             _mm256_srli_epi64::<32>(s),
         );
         let v = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
-        return narrow_fits(v, e.zero_point, e.clamp);
+        return narrow_fits(v, e.zero_point(), e.clamp());
     }
+    // SAFETY: as above: `mult`, `round` and `shift` hold lanes `c..c + 8`.
     let load = |v: &[i64], i: usize| unsafe { _mm256_loadu_si256(v.as_ptr().add(i) as *const __m256i) };
     let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
     let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(acc));
-    let lo = round_shift(_mm256_mul_epi32(lo, load(&e.mult, c)), load(&e.round, c), load(&e.shift, c));
-    let hi = round_shift(_mm256_mul_epi32(hi, load(&e.mult, c + 4)), load(&e.round, c + 4), load(&e.shift, c + 4));
-    narrow(join(lo, hi), e.zero_point, e.clamp)
+    let lo = round_shift(_mm256_mul_epi32(lo, load(e.mult(), c)), load(e.round(), c), load(e.shift(), c));
+    let hi = round_shift(_mm256_mul_epi32(hi, load(e.mult(), c + 4)), load(e.round(), c + 4), load(e.shift(), c + 4));
+    narrow(join(lo, hi), e.zero_point(), e.clamp())
 }
 
 /// `(x + 2^(s-1)) >> s` on four i64 lanes given `s - 1`, computed as `((x >> (s-1)) + 1) >> 1`;
@@ -142,6 +150,8 @@ fn requantize_uniform(v: __m256i, rq: Requant, zero_point: i32, clamp: [i8; 2]) 
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn store8(out: *mut u8, v: __m128i, count: usize) {
+    // SAFETY: `out..out + count` is writable (the callers' assertions); the 8-byte store is taken
+    // only when `count >= 8`, else a stack copy.
     unsafe {
         if count >= 8 {
             _mm_storel_epi64(out as *mut __m128i, v);
@@ -157,6 +167,8 @@ unsafe fn store8(out: *mut u8, v: __m128i, count: usize) {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn load8(src: *const u8, count: usize, fill: u8) -> __m256i {
+    // SAFETY: `src..src + count` is readable (the callers' assertions); the 8-byte load is taken only
+    // when `count >= 8`, else a stack copy.
     unsafe {
         let v = if count >= 8 {
             _mm_loadl_epi64(src as *const __m128i)
@@ -170,10 +182,10 @@ unsafe fn load8(src: *const u8, count: usize, fill: u8) -> __m256i {
 }
 
 /// `out[p][n]` for `rows` rows of `a` (`kp` i16 each); see [`Gemm`].
-fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
-    let blocks = g.n.div_ceil(8);
-    assert!(g.layout == LAYOUT && g.kp.is_multiple_of(2) && g.epilogue.acc_init.len() >= blocks * 8);
-    assert!(a.len() >= rows * g.kp * 2 && out.len() >= rows * g.n && g.packed.len() >= blocks * g.kp * 16);
+unsafe fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    let blocks = g.n().div_ceil(8);
+    assert!(g.layout() == LAYOUT && g.kp().is_multiple_of(2) && g.epilogue().acc_init().len() >= blocks * 8);
+    assert!(a.len() >= rows * g.kp() * 2 && out.len() >= rows * g.n() && g.packed().len() >= blocks * g.kp() * 16);
     // SAFETY: reachable only through `KERNELS`, handed out after AVX2 was detected; the
     // assertions bound every access of the tiles.
     unsafe {
@@ -206,16 +218,19 @@ fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn tile<const R: usize, const B: usize>(a: &[u8], p: usize, b: usize, g: &Gemm, out: &mut [u8]) {
-    let pairs = g.kp / 2;
+    let pairs = g.kp() / 2;
+    // SAFETY: `gemm` asserted `a` holds `rows·kp` i16, `out` `rows·n` bytes and the packed weights
+    // and epilogue whole blocks, so rows `p..p + R` and blocks `b..b + B` are in bounds; AVX2
+    // detected.
     unsafe {
         let mut acc = [[_mm256_setzero_si256(); B]; R];
         for (j, init) in acc[0].iter_mut().enumerate() {
-            *init = _mm256_loadu_si256(g.epilogue.acc_init.as_ptr().add((b + j) * 8) as *const __m256i);
+            *init = _mm256_loadu_si256(g.epilogue().acc_init().as_ptr().add((b + j) * 8) as *const __m256i);
         }
         for r in 1..R {
             acc[r] = acc[0];
         }
-        let w = g.packed.as_ptr() as *const i16;
+        let w = g.packed().as_ptr() as *const i16;
         let x = a.as_ptr() as *const i16;
         for kk in 0..pairs {
             let mut wv = [_mm256_setzero_si256(); B];
@@ -223,7 +238,7 @@ unsafe fn tile<const R: usize, const B: usize>(a: &[u8], p: usize, b: usize, g: 
                 *v = _mm256_loadu_si256(w.add(((b + j) * pairs + kk) * 16) as *const __m256i);
             }
             for (r, row) in acc.iter_mut().enumerate() {
-                let xv = _mm256_set1_epi32((x.add((p + r) * g.kp + 2 * kk) as *const i32).read_unaligned());
+                let xv = _mm256_set1_epi32((x.add((p + r) * g.kp() + 2 * kk) as *const i32).read_unaligned());
                 for (j, acc) in row.iter_mut().enumerate() {
                     *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv[j]));
                 }
@@ -232,8 +247,8 @@ unsafe fn tile<const R: usize, const B: usize>(a: &[u8], p: usize, b: usize, g: 
         for (r, row) in acc.iter().enumerate() {
             for (j, acc) in row.iter().enumerate() {
                 let c = (b + j) * 8;
-                let v = requantize(*acc, &g.epilogue, c);
-                store8(out.as_mut_ptr().add((p + r) * g.n + c), v, (g.n - c).min(8));
+                let v = requantize(*acc, g.epilogue(), c);
+                store8(out.as_mut_ptr().add((p + r) * g.n() + c), v, (g.n() - c).min(8));
             }
         }
     }
@@ -253,7 +268,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
     let w = |c: usize, t: usize| if c < channels && t < taps { weights[c * taps + t] as i8 as i16 } else { 0 };
     let mut packed = vec![0i16; blocks * pairs * 32];
     let n = blocks * 16;
-    let mut e = Epilogue::new(n, base.zero_point, base.clamp);
+    let mut e = Epilogue::new(n, base.zero_point(), base.clamp());
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..8 {
@@ -270,21 +285,28 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked::new(packed, pairs, channels, taps, e)
 }
 
 /// Depthwise convolution on NHWC, 16 channels per block, two taps per `vpmaddwd` on inputs
 /// centred on the zero point, from the bias (`acc_init`): taps in the padding add nothing,
 /// and a pair of them is skipped.
-fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+unsafe fn depthwise(
+    c: &Conv<'_>,
+    ti: &TensorDesc<'_>,
+    to: &TensorDesc<'_>,
+    x: &[u8],
+    y: &mut [u8],
+    p: &DepthwisePacked,
+) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     let taps = c.kernel[0] as usize * c.kernel[1] as usize;
     assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch && taps <= 64);
     assert!(
-        p.weights.len() >= ch.div_ceil(16) * p.pairs * 32
-            && p.pairs * 2 >= taps
-            && p.epilogue.acc_init.len() >= ch.div_ceil(16) * 16
+        p.weights().len() >= ch.div_ceil(16) * p.pairs() * 32
+            && p.pairs() * 2 >= taps
+            && p.epilogue().acc_init().len() >= ch.div_ceil(16) * 16
     );
     // SAFETY: reachable only through `KERNELS` (AVX2 detected); loads and stores are of whole
     // 16-byte blocks inside the tensors or go through stack buffers, bounded by the assertions.
@@ -311,16 +333,18 @@ unsafe fn depthwise_avx2(
     // each tap or usize::MAX).
     let mut pairs = [(0usize, 0usize, 0usize); 32];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
-    let e = &p.epilogue;
+    let e = p.epilogue();
+    // SAFETY: the CPU has AVX2 (this file's kernels run only from the table `Isa::kernels` hands out
+    // after detection) and the callers in this file keep every pointer and count in bounds.
     unsafe {
         // From the bias: taps in the padding add nothing.
-        let start = |lane: usize| _mm256_loadu_si256(e.acc_init.as_ptr().add(lane) as *const __m256i);
+        let start = |lane: usize| _mm256_loadu_si256(e.acc_init().as_ptr().add(lane) as *const __m256i);
         for b in 0..n {
             for oy in 0..oh {
                 for ox in 0..ow {
                     taps_at.offsets([b, oy, ox], &mut offsets);
                     let mut count_pairs = 0;
-                    for pair in 0..p.pairs {
+                    for pair in 0..p.pairs() {
                         let tap = |t: usize| if t < taps { offsets[t] } else { usize::MAX };
                         let (a, b) = (tap(2 * pair), tap(2 * pair + 1));
                         if a != usize::MAX || b != usize::MAX {
@@ -332,7 +356,7 @@ unsafe fn depthwise_avx2(
                     let out = y.as_mut_ptr().add(((b * oh + oy) * ow + ox) * ch);
                     for (blk, cb) in (0..ch).step_by(16).enumerate() {
                         let count = (ch - cb).min(16);
-                        let wb = p.weights.as_ptr().add(blk * p.pairs * 32);
+                        let wb = p.weights().as_ptr().add(blk * p.pairs() * 32);
                         let acc = (start(blk * 16), start(blk * 16 + 8));
                         let (lo, hi) = match count {
                             16 => pairs16::<false>(x.as_ptr().add(cb), zrow.as_ptr(), wb, pairs, zx16, acc),
@@ -390,6 +414,9 @@ unsafe fn pairs16<const HALF: bool>(
     zx16: __m256i,
     (mut lo, mut hi): (__m256i, __m256i),
 ) -> (__m256i, __m256i) {
+    // SAFETY: `depthwise_avx2` passes offsets of taps inside the image (or `zrow`, 32 bytes), each
+    // read 16 (or 8) bytes within the input's channels, and weight pairs below `pairs`; AVX2
+    // detected.
     unsafe {
         let load = |off: usize| {
             let src = if off == usize::MAX { zrow } else { x.add(off) } as *const __m128i;
@@ -408,7 +435,7 @@ unsafe fn pairs16<const HALF: bool>(
 }
 
 /// `y[i] = table[x[i] + 128]`, 8 bytes per gather.
-fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+unsafe fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
     assert!(table.len() == 256 && y.len() >= x.len());
     // The gather reads four bytes at each index: the table with three bytes of slack.
     let mut padded = [0u8; 260];
@@ -421,6 +448,8 @@ fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
 
 #[target_feature(enable = "avx2")]
 unsafe fn lut_avx2(table: &[u8; 260], x: &[u8], y: &mut [u8]) {
+    // SAFETY: the CPU has AVX2 (this file's kernels run only from the table `Isa::kernels` hands out
+    // after detection) and the callers in this file keep every pointer and count in bounds.
     unsafe {
         let look = |v: __m128i| {
             // x + 128 as unsigned: flip the sign bit, then zero-extend to 32-bit indices.
@@ -449,7 +478,7 @@ unsafe fn lut_avx2(table: &[u8; 260], x: &[u8], y: &mut [u8]) {
 
 /// Elementwise add or multiply where `b` is shaped like `a` or one value per channel.
 #[allow(clippy::too_many_arguments)]
-fn binary(
+unsafe fn binary(
     mul: bool,
     op: &Binary,
     ta: &TensorDesc<'_>,
@@ -485,6 +514,8 @@ unsafe fn binary_avx2(
     let (zav, zbv) = (_mm256_set1_epi32(za), _mm256_set1_epi32(zb));
     let (ma, mb) = (_mm256_set1_epi64x(op.ma.multiplier as i64), _mm256_set1_epi64x(op.mb.multiplier as i64));
     let (round, shift) = (_mm256_set1_epi64x(1i64 << (op.ma.shift - 1)), _mm256_set1_epi64x(op.ma.shift as i64));
+    // SAFETY: the CPU has AVX2 (this file's kernels run only from the table `Isa::kernels` hands out
+    // after detection) and the callers in this file keep every pointer and count in bounds.
     unsafe {
         let mut p = 0;
         while p < len {
@@ -513,7 +544,7 @@ unsafe fn binary_avx2(
 }
 
 /// Mean over H and W per channel, 8 channels per vector.
-fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+unsafe fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * c);
     // SAFETY: reachable only through `KERNELS` (AVX2 detected); bounded by the assertion.
@@ -522,6 +553,8 @@ fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'
 
 #[target_feature(enable = "avx2")]
 unsafe fn gap_avx2(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+    // SAFETY: the CPU has AVX2 (this file's kernels run only from the table `Isa::kernels` hands out
+    // after detection) and the callers in this file keep every pointer and count in bounds.
     unsafe {
         for b in 0..n {
             for cb in (0..c).step_by(8) {
@@ -539,7 +572,7 @@ unsafe fn gap_avx2(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy: 
 }
 
 /// Max pooling, 8 channels per vector; the window max is then requantized like the reference.
-fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+unsafe fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);
@@ -557,6 +590,8 @@ unsafe fn max_pool_avx2(
     zy: i32,
     y: &mut [u8],
 ) {
+    // SAFETY: the CPU has AVX2 (this file's kernels run only from the table `Isa::kernels` hands out
+    // after detection) and the callers in this file keep every pointer and count in bounds.
     unsafe {
         for b in 0..n {
             for oy in 0..oh {

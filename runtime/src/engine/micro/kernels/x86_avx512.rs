@@ -16,45 +16,52 @@ use core::arch::x86_64::*;
 const LAYOUT: GemmLayout = GemmLayout { block: 16, group: 4, unsigned: true, wide: false };
 
 /// With VBMI (byte permutes): the table lookup too.
-static WITH_VBMI: Kernels = Kernels {
-    isa: Isa::Avx512Vnni,
-    gemm: Some(GemmKernel { layout: LAYOUT, run: gemm }),
-    depthwise: Some(DepthwiseKernel { max_taps: 64, pack: pack_depthwise, run: depthwise }),
-    lut: Some(lut),
-    binary: Some(binary),
-    global_average: Some(global_average),
-    max_pool: Some(max_pool),
+// SAFETY: every function here is an `unsafe fn` of this file meeting its type's contract (its
+// own assertions re-check the sizes) on a CPU that has this set's extensions, which
+// `Isa::kernels` checks before handing the table out.
+const WITH_VBMI: Kernels = unsafe {
+    Kernels::new(
+        Isa::Avx512Vnni,
+        Some(GemmKernel::new(LAYOUT, gemm)),
+        Some(DepthwiseKernel::new(64, 32, pack_depthwise, depthwise)),
+        Some(lut),
+        Some(binary),
+        Some(global_average),
+        Some(max_pool),
+    )
 };
 
 /// Without VBMI (Cascade Lake): tables run the reference.
-static WITHOUT_VBMI: Kernels = Kernels { lut: None, ..WITH_VBMI };
+const WITHOUT_VBMI: Kernels = WITH_VBMI.without_lut();
 
-/// The set's table; the caller has checked AVX-512 F/BW/DQ/VL and VNNI.
-pub(super) fn kernels() -> &'static Kernels {
-    if std::is_x86_feature_detected!("avx512vbmi") {
-        &WITH_VBMI
-    } else {
-        &WITHOUT_VBMI
+/// The set's table, if this CPU has AVX-512 F/BW/DQ/VL and VNNI (checked here too, so that no
+/// caller can get it without).
+pub(super) fn kernels() -> Option<&'static Kernels> {
+    if !Isa::Avx512Vnni.supported() {
+        return None;
     }
+    Some(if std::is_x86_feature_detected!("avx512vbmi") { &WITH_VBMI } else { &WITHOUT_VBMI })
 }
 
 /// Requantizes 16 accumulators with per-lane constants at `c` in the epilogue arrays: int8 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn requantize(acc: __m512i, e: &Epilogue, c: usize) -> __m128i {
+    // SAFETY: `mult`, `round` and `shift` have the epilogue's lanes, and the callers pass a block
+    // `c..c + 16` below it (asserted on entry); AVX-512 detected.
     unsafe {
         let load = |v: &[i64], i: usize| _mm512_loadu_si512(v.as_ptr().add(i) as *const _);
         let lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(acc));
         let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(acc));
         let lo = _mm512_srav_epi64(
-            _mm512_add_epi64(_mm512_mullo_epi64(lo, load(&e.mult, c)), load(&e.round, c)),
-            load(&e.shift, c),
+            _mm512_add_epi64(_mm512_mullo_epi64(lo, load(e.mult(), c)), load(e.round(), c)),
+            load(e.shift(), c),
         );
         let hi = _mm512_srav_epi64(
-            _mm512_add_epi64(_mm512_mullo_epi64(hi, load(&e.mult, c + 8)), load(&e.round, c + 8)),
-            load(&e.shift, c + 8),
+            _mm512_add_epi64(_mm512_mullo_epi64(hi, load(e.mult(), c + 8)), load(e.round(), c + 8)),
+            load(e.shift(), c + 8),
         );
-        narrow(lo, hi, e.zero_point, e.clamp)
+        narrow(lo, hi, e.zero_point(), e.clamp())
     }
 }
 
@@ -86,6 +93,7 @@ unsafe fn requantize_uniform(v: __m512i, rq: Requant, zero_point: i32, clamp: [i
     let hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(v));
     let lo = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(lo, m), r), s);
     let hi = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mullo_epi64(hi, m), r), s);
+    // SAFETY: a register-only helper of this file; AVX-512 detected.
     unsafe { narrow(lo, hi, zero_point, clamp) }
 }
 
@@ -102,6 +110,8 @@ fn mask16(count: usize) -> __mmask16 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn store_requantized(acc: __m512i, e: &Epilogue, c: usize, out: *mut u8, count: usize) {
+    // SAFETY: `e` holds lanes `c..c + 16` and `out..out + count` is writable (the callers'
+    // assertions); the store is masked to `count` lanes.
     unsafe {
         let b = requantize(acc, e, c);
         _mm_mask_storeu_epi8(out as *mut i8, mask16(count), b);
@@ -109,9 +119,11 @@ unsafe fn store_requantized(acc: __m512i, e: &Epilogue, c: usize, out: *mut u8, 
 }
 
 /// `out[p][n]` for `rows` rows of `a` (`kp` unsigned bytes each); see [`Gemm`].
-fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
-    assert!(g.layout == LAYOUT && g.epilogue.acc_init.len() >= g.n.div_ceil(16) * 16);
-    assert!(a.len() >= rows * g.kp && out.len() >= rows * g.n && g.packed.len() >= g.n.div_ceil(16) * g.kp * 16);
+unsafe fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
+    assert!(g.layout() == LAYOUT && g.epilogue().acc_init().len() >= g.n().div_ceil(16) * 16);
+    assert!(
+        a.len() >= rows * g.kp() && out.len() >= rows * g.n() && g.packed().len() >= g.n().div_ceil(16) * g.kp() * 16
+    );
     // SAFETY: reachable only through the table `kernels` hands out after detecting AVX-512
     // F/BW/DQ/VL and VNNI; the assertions above bound every access below.
     unsafe { gemm_vnni(a, rows, g, out) }
@@ -120,38 +132,41 @@ fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
 unsafe fn gemm_vnni(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
     const R: usize = 8;
-    let k4 = g.kp / 4;
+    let k4 = g.kp() / 4;
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
-        for nb in 0..g.n.div_ceil(16) {
+        for nb in 0..g.n().div_ceil(16) {
             let c = nb * 16;
-            let count = (g.n - c).min(16);
-            let w = g.packed.as_ptr().add(nb * k4 * 64);
-            let init = _mm512_loadu_si512(g.epilogue.acc_init.as_ptr().add(c) as *const _);
+            let count = (g.n() - c).min(16);
+            let w = g.packed().as_ptr().add(nb * k4 * 64);
+            let init = _mm512_loadu_si512(g.epilogue().acc_init().as_ptr().add(c) as *const _);
             let mut p = 0;
             while p + R <= rows {
                 let mut acc = [init; R];
-                let base = a.as_ptr().add(p * g.kp);
+                let base = a.as_ptr().add(p * g.kp());
                 for kk in 0..k4 {
                     let wv = _mm512_loadu_si512(w.add(kk * 64) as *const _);
                     for (r, acc) in acc.iter_mut().enumerate() {
-                        let x = (base.add(r * g.kp + kk * 4) as *const i32).read_unaligned();
+                        let x = (base.add(r * g.kp() + kk * 4) as *const i32).read_unaligned();
                         *acc = _mm512_dpbusd_epi32(*acc, _mm512_set1_epi32(x), wv);
                     }
                 }
                 for (r, acc) in acc.iter().enumerate() {
-                    store_requantized(*acc, &g.epilogue, c, out.as_mut_ptr().add((p + r) * g.n + c), count);
+                    store_requantized(*acc, g.epilogue(), c, out.as_mut_ptr().add((p + r) * g.n() + c), count);
                 }
                 p += R;
             }
             while p < rows {
                 let mut acc = init;
-                let base = a.as_ptr().add(p * g.kp);
+                let base = a.as_ptr().add(p * g.kp());
                 for kk in 0..k4 {
                     let wv = _mm512_loadu_si512(w.add(kk * 64) as *const _);
                     let x = (base.add(kk * 4) as *const i32).read_unaligned();
                     acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(x), wv);
                 }
-                store_requantized(acc, &g.epilogue, c, out.as_mut_ptr().add(p * g.n + c), count);
+                store_requantized(acc, g.epilogue(), c, out.as_mut_ptr().add(p * g.n() + c), count);
                 p += 1;
             }
         }
@@ -187,7 +202,7 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
         }
     }
     let n = blocks * 32;
-    let mut e = Epilogue::new(n, base.zero_point, base.clamp);
+    let mut e = Epilogue::new(n, base.zero_point(), base.clamp());
     for b in 0..blocks {
         for (half, hi) in [(0, false), (1, true)] {
             for lane in 0..16 {
@@ -199,21 +214,28 @@ fn pack_depthwise(weights: &[u8], taps: usize, channels: usize, base: &Epilogue)
             }
         }
     }
-    DepthwisePacked { weights: packed, pairs, epilogue: e }
+    DepthwisePacked::new(packed, pairs, channels, taps, e)
 }
 
 /// Depthwise convolution on NHWC: 32 channels per block, two taps per `vpdpwssd` on inputs
 /// centred on the zero point, from the bias (`acc_init`): taps in the padding add nothing,
 /// and a pair of them is skipped.
-fn depthwise(c: &Conv<'_>, ti: &TensorDesc<'_>, to: &TensorDesc<'_>, x: &[u8], y: &mut [u8], p: &DepthwisePacked) {
+unsafe fn depthwise(
+    c: &Conv<'_>,
+    ti: &TensorDesc<'_>,
+    to: &TensorDesc<'_>,
+    x: &[u8],
+    y: &mut [u8],
+    p: &DepthwisePacked,
+) {
     let [n, h, w, ch] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * ch && y.len() >= n * oh * ow * ch);
     assert!(
-        p.weights.len() >= ch.div_ceil(32) * p.pairs * 64
-            && p.pairs * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
+        p.weights().len() >= ch.div_ceil(32) * p.pairs() * 64
+            && p.pairs() * 2 >= c.kernel[0] as usize * c.kernel[1] as usize
             && c.kernel[0] as usize * c.kernel[1] as usize <= 64
-            && p.epilogue.acc_init.len() >= ch.div_ceil(32) * 32
+            && p.epilogue().acc_init().len() >= ch.div_ceil(32) * 32
     );
     // SAFETY: AVX-512 F/BW/DQ/VL and VNNI detected by the caller; loads and stores are masked to
     // the channel count and bounded by the assertions.
@@ -236,6 +258,9 @@ unsafe fn depthwise_vnni(
     let zx16 = _mm512_set1_epi16(zx as i16);
     let mut offsets = [usize::MAX; 64];
     let taps_at = super::prepared::Taps::new(c, [n, h, w, ch]);
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
         for b in 0..n {
             for oy in 0..oh {
@@ -253,13 +278,13 @@ unsafe fn depthwise_vnni(
                                 _mm512_sub_epi16(_mm512_cvtepi8_epi16(v), zx16)
                             }
                         };
-                        let e = &p.epilogue;
+                        let e = p.epilogue();
                         // From the bias: taps in the padding add nothing.
-                        let start = |lane: usize| _mm512_loadu_si512(e.acc_init.as_ptr().add(lane) as *const _);
+                        let start = |lane: usize| _mm512_loadu_si512(e.acc_init().as_ptr().add(lane) as *const _);
                         let mut lo = start(blk * 32);
                         let mut hi = start(blk * 32 + 16);
-                        let wb = p.weights.as_ptr().add(blk * p.pairs * 64);
-                        for pair in 0..p.pairs {
+                        let wb = p.weights().as_ptr().add(blk * p.pairs() * 64);
+                        for pair in 0..p.pairs() {
                             let outside = |t: usize| t >= taps || offsets[t] == usize::MAX;
                             if outside(2 * pair) && outside(2 * pair + 1) {
                                 continue;
@@ -284,7 +309,7 @@ unsafe fn depthwise_vnni(
 }
 
 /// `y[i] = table[x[i] + 128]`, 64 bytes per step.
-fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
+unsafe fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
     assert!(table.len() == 256 && y.len() >= x.len());
     // SAFETY: in the table only when AVX-512 BW and VBMI were detected; masked tail, bounded by
     // the assertion.
@@ -293,6 +318,9 @@ fn lut(table: &[u8], x: &[u8], y: &mut [u8]) {
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 unsafe fn lut_vbmi(table: &[u8], x: &[u8], y: &mut [u8]) {
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
         let t = |i: usize| _mm512_loadu_si512(table.as_ptr().add(64 * i) as *const _);
         let (t0, t1, t2, t3) = (t(0), t(1), t(2), t(3));
@@ -314,7 +342,7 @@ unsafe fn lut_vbmi(table: &[u8], x: &[u8], y: &mut [u8]) {
 /// Elementwise add or multiply where `b` is either shaped like `a` (`b_stride_c` = channels) or
 /// one value per channel broadcast over N, H, W (`per_channel`).
 #[allow(clippy::too_many_arguments)]
-fn binary(
+unsafe fn binary(
     mul: bool,
     op: &Binary,
     ta: &TensorDesc<'_>,
@@ -348,6 +376,9 @@ unsafe fn binary_avx512(
     let (zav, zbv) = (_mm512_set1_epi32(za), _mm512_set1_epi32(zb));
     let (ma, mb) = (_mm512_set1_epi64(op.ma.multiplier as i64), _mm512_set1_epi64(op.mb.multiplier as i64));
     let (round, shift) = (_mm512_set1_epi64(1i64 << (op.ma.shift - 1)), _mm512_set1_epi64(op.ma.shift as i64));
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
         let mut p = 0;
         while p < len {
@@ -388,7 +419,7 @@ unsafe fn binary_avx512(
 }
 
 /// Mean over H and W per channel, 16 channels per vector.
-fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+unsafe fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * c);
     // SAFETY: AVX-512 detected by the caller; masked, bounded by the assertion.
@@ -397,6 +428,9 @@ fn global_average(rq: &Requant, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'
 
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
 unsafe fn gap_avx512(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy: i32, y: &mut [u8]) {
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
         for b in 0..n {
             for cb in (0..c).step_by(16) {
@@ -420,7 +454,7 @@ unsafe fn gap_avx512(rq: &Requant, [n, hw, c]: [usize; 3], zx: i32, x: &[u8], zy
 }
 
 /// Max pooling, 16 channels per vector; the window max is then requantized like the reference.
-fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
+unsafe fn max_pool(p: &Pool, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) {
     let [n, h, w, c] = ti.shape.map(|d| d as usize);
     let [_, oh, ow, _] = to.shape.map(|d| d as usize);
     assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c);
@@ -438,6 +472,9 @@ unsafe fn max_pool_avx512(
     zy: i32,
     y: &mut [u8],
 ) {
+    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL and VNNI (this file's kernels run only from the table
+    // `kernels()` hands out after detection) and the callers in this file keep every pointer and
+    // count in bounds.
     unsafe {
         for b in 0..n {
             for oy in 0..oh {

@@ -200,6 +200,8 @@ pub(super) fn narrow16(r: [int32x4_t; 4]) -> int8x16_t {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn store16(out: *mut u8, v: int8x16_t, count: usize) {
+    // SAFETY: `out..out + count` is writable (the callers' assertions); NEON is part of every aarch64
+    // CPU.
     unsafe {
         if count == 16 {
             vst1q_s8(out as *mut i8, v);
@@ -215,6 +217,8 @@ unsafe fn store16(out: *mut u8, v: int8x16_t, count: usize) {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn load16(src: *const u8, count: usize, fill: i8) -> int8x16_t {
+    // SAFETY: `src..src + count` is readable (the callers' assertions); NEON is part of every aarch64
+    // CPU.
     unsafe {
         if count == 16 {
             vld1q_s8(src as *const i8)
