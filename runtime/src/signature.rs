@@ -36,12 +36,14 @@ pub const FORMAT: &str = "lepton-signature-v1";
 #[derive(Debug, thiserror::Error)]
 pub enum SignatureError {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// The OS error is part of the message, so it is not also a `source`: a chain printer
+    /// (anyhow's `{:#}`) would print it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A key or `.sig` file is not what it should be.
     #[error("{}: {reason}", path.display())]
@@ -95,7 +97,7 @@ pub enum SignatureError {
 pub type Result<T> = core::result::Result<T, SignatureError>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignatureError + '_ {
-    move |source| SignatureError::Io { path: path.to_path_buf(), source }
+    move |error| SignatureError::Io { path: path.to_path_buf(), error }
 }
 
 fn malformed(path: &Path, reason: impl ToString) -> SignatureError {
@@ -215,7 +217,7 @@ impl SecretKey {
                     &key_path,
                     "already exists: a key is never replaced (pick another name, or delete it first)",
                 ),
-                _ => SignatureError::Io { path: key_path.clone(), source: e },
+                _ => SignatureError::Io { path: key_path.clone(), error: e },
             },
         )?;
         f.write_all(pem.as_bytes()).map_err(io(&key_path))?;

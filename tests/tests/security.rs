@@ -227,3 +227,18 @@ fn openssl_reads_our_keys_and_its_signatures_verify_with_ours() {
     assert!(text(&out).0.contains("Signature Verified Successfully"), "{}", text(&out).0);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Issue 25: a trusted key file that cannot be read is named with its OS error once (the error
+/// type displayed its cause and also gave it as its source, so `{:#}` printed it twice).
+#[test]
+fn a_missing_trusted_key_names_its_cause_once() {
+    let dir = scratch("security-missing-key");
+    std::fs::copy(root().join("models/digits/model.onnx"), dir.join("model.onnx")).unwrap();
+    let config = config(&dir, 1883, "trusted_keys = [\"keys/absent.pub\"]");
+    let out = lepton(&["check", "--config", config.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("absent.pub"), "{stderr}");
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
