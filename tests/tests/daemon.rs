@@ -601,7 +601,7 @@ fn a_run_that_cannot_start_exits_2_before_announcing_anything() {
             "broker given as a URL",
             one_pipeline(port, digits, &images, "", "")
                 .replace("host = \"127.0.0.1\"", &format!("host = \"mqtt://127.0.0.1:{port}\"")),
-            vec!["mqtt.host".into(), format!("host = \"127.0.0.1\" and port = {port}")],
+            vec!["mqtt.host".into(), format!("host = \"127.0.0.1\", port = {port}")],
         ),
         (
             "host and port in one",
@@ -679,10 +679,15 @@ fn a_recording_at_another_rate_is_heard_once_resampled_and_its_events_never_end_
         }
     }
     assert!(open.is_empty(), "events left open: {open:?}");
-    // Home Assistant gets a sensor per word, none for the background classes that never fire.
+    // Home Assistant gets an event entity whose types are the words, none of the background
+    // classes that never fire, and no presence sensor per word (words are not presences).
     let configs: Vec<String> = msgs.iter().filter(|(t, _)| t.ends_with("/config")).map(|(t, _)| t.clone()).collect();
-    assert!(configs.iter().any(|t| t.contains("/spk/p_yes/")), "{configs:?}");
-    assert!(!configs.iter().any(|t| t.contains("_silence_") || t.contains("_unknown_")), "{configs:?}");
+    assert!(configs.iter().any(|t| t.contains("/event/spk/p_heard/")), "{configs:?}");
+    assert!(!configs.iter().any(|t| t.contains("binary_sensor")), "{configs:?}");
+    let heard = json_messages(&msgs, "/p_heard/config");
+    let words = heard[0]["event_types"].as_array().unwrap();
+    assert!(words.iter().any(|w| w == "yes"), "{words:?}");
+    assert!(!words.iter().any(|w| w == "_silence_" || w == "_unknown_"), "{words:?}");
 }
 
 #[test]
