@@ -301,7 +301,7 @@ unsafe fn depthwise(
                 }
                 // The last channels (fewer than a block): the same arithmetic, one at a time.
                 for ci in full..ch {
-                    let wb = p.weights()[ci / DW * stride + ci % DW..];
+                    let wb = &p.weights()[ci / DW * stride + ci % DW..];
                     let mut acc = e.acc_init()[ci];
                     for &[t, off] in inside {
                         acc = acc.wrapping_add((x[off + ci] as i8 as i32 - zx) * wb[t * DW] as i32);

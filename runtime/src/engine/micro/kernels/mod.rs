@@ -328,6 +328,7 @@ mod table {
         }
 
         /// The same table without the table-lookup kernel (it runs the reference).
+        #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
         pub(super) const fn without_lut(&self) -> Self {
             Kernels { lut: None, ..*self }
         }

@@ -79,11 +79,13 @@ impl Epilogue {
     }
 
     /// Requantization multipliers (i64 lanes).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn mult(&self) -> &[i64] {
         &self.mult
     }
 
     /// Rounding terms `1 << (shift - 1)`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn round(&self) -> &[i64] {
         &self.round
     }
@@ -99,12 +101,14 @@ impl Epilogue {
     }
 
     /// Shifts minus one, as i32 (`(x + 2^(s-1)) >> s = ((x >> (s-1)) + 1) >> 1`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn shift_m1(&self) -> &[i32] {
         &self.shift_m1
     }
 
     /// Every lane's result fits 32 bits before the zero point (every shift ≥ 31, or a zero
     /// multiplier): kernels may skip their 64-bit clamps.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn narrow(&self) -> bool {
         self.narrow
     }
