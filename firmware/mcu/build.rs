@@ -23,10 +23,9 @@
 //! Everything is checked here with the runtime's own code (model validation, quantization, audio
 //! settings), so a bad model or input fails the build with a message instead of the device.
 
-use lepton_runtime::audio::{FrontendConfig, KeywordConfig, KeywordSpotter, Vad, VadConfig};
-use lepton_runtime::engine::micro::format::TensorDesc;
-use lepton_runtime::engine::micro::Interpreter;
-use lepton_runtime::signature;
+use lepton_core::audio::{FrontendConfig, KeywordConfig, KeywordSpotter, Vad, VadConfig};
+use lepton_core::engine::micro::format::TensorDesc;
+use lepton_core::engine::micro::Interpreter;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -83,10 +82,11 @@ fn main() {
         for p in &paths {
             println!("cargo::rerun-if-changed={}", p.display());
         }
-        let sig = signature::sig_path(&model_path);
+        let sig = lepton_signature::sig_path(&model_path);
         println!("cargo::rerun-if-changed={}", sig.display());
-        let trusted = signature::read_keys(&paths).unwrap_or_else(|e| fail(format!("LEPTON_MCU_TRUSTED_KEYS: {e}")));
-        signature::verify(&bytes, &model_path, &trusted)
+        let trusted =
+            lepton_signature::read_keys(&paths).unwrap_or_else(|e| fail(format!("LEPTON_MCU_TRUSTED_KEYS: {e}")));
+        lepton_signature::verify(&bytes, &model_path, &trusted)
             .unwrap_or_else(|e| fail(format!("LEPTON_MCU_MODEL refused: {e}")));
     }
     let model: Interpreter<'_, MAX_TENSORS> =
@@ -225,7 +225,7 @@ fn read_input(path: &Path, input: &TensorDesc<'_>) -> Vec<u8> {
                 }
                 (c, n) => bad(format!("element type {c:?} of {n:?} bytes is not supported")),
             };
-            values.iter().map(|&v| lepton_runtime::tensor::quantize_i8(v, input.scale, input.zero_point)).collect()
+            values.iter().map(|&v| lepton_core::tensor::quantize_i8(v, input.scale, input.zero_point)).collect()
         }
     };
     let quantized = if fortran { fortran_to_c(&quantized, &shape) } else { quantized };
@@ -322,7 +322,7 @@ fn table<'t>(m: &'t toml::Table, key: &str) -> Option<&'t toml::Table> {
 }
 
 /// Speaker mode: the audio as raw little-endian i16 and the frontend, window and decision settings
-/// from the model's manifest (the defaults of `lepton_runtime::manifest`).
+/// from the model's manifest (the defaults of `lepton_core::manifest`).
 fn speaker_mode(
     model: &Interpreter<'_, MAX_TENSORS>,
     model_path: &Path,
@@ -398,7 +398,7 @@ fn speaker_mode(
             KeywordSpotter::<64, 32>::new(cfg, classes)
                 .unwrap_or_else(|e| fail(format!("{at}: keyword settings: {e}")));
             let text = format!(
-                "Decision::Keyword(lepton_runtime::audio::KeywordConfig {{ threshold: {:?}f32, smoothing: {}, refractory_ms: {}, background: {:#x} }})",
+                "Decision::Keyword(lepton_core::audio::KeywordConfig {{ threshold: {:?}f32, smoothing: {}, refractory_ms: {}, background: {:#x} }})",
                 cfg.threshold, cfg.smoothing, cfg.refractory_ms, cfg.background
             );
             (text, smoothing)
@@ -418,7 +418,7 @@ fn speaker_mode(
                 fail(format!("{at}: speech class {class} but the output has {classes} values"));
             }
             let text = format!(
-                "Decision::Vad(lepton_runtime::audio::VadConfig {{ on_threshold: {:?}f32, off_threshold: {:?}f32, min_speech: {}, hangover: {}, class: {} }})",
+                "Decision::Vad(lepton_core::audio::VadConfig {{ on_threshold: {:?}f32, off_threshold: {:?}f32, min_speech: {}, hangover: {}, class: {} }})",
                 cfg.on_threshold, cfg.off_threshold, cfg.min_speech, cfg.hangover, cfg.class
             );
             (text, 1)

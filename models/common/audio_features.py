@@ -1,4 +1,4 @@
-"""The Lepton audio frontend in numpy, identical to runtime/src/audio/frontend.rs.
+"""The Lepton audio frontend in numpy, identical to runtime/core/src/audio/frontend.rs.
 
 Training code computes features with `features()`, so a model sees on the device exactly what it
 saw in training. `make_frontend_vectors.py` writes test vectors that a Rust test checks.

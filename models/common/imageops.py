@@ -1,6 +1,6 @@
 """Image operations that mirror the Lepton runtime's preprocessing bit for bit (up to float rounding).
 
-The runtime (runtime/src/vision/preprocess.rs) resizes with half-pixel-centred bilinear sampling and
+The runtime (runtime/core/src/vision/preprocess.rs) resizes with half-pixel-centred bilinear sampling and
 clamps at the borders; training code must see exactly what the device will compute, so models are
 trained on images passed through these same functions.
 """

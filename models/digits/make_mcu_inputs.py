@@ -3,7 +3,7 @@ sample picture, exactly what the device feeds the micro engine.
 
 Each picture in samples/ goes through the runtime's preprocessing for this model's manifest
 (gray, 16x16 stretch with half-pixel-centred bilinear sampling, (p / 255 - mean) / std) in float32
-and in the runtime's order of operations (runtime/src/vision/preprocess.rs), then is quantized with
+and in the runtime's order of operations (runtime/core/src/vision/preprocess.rs), then is quantized with
 the scale and zero point of the model's input QuantizeLinear (the .lpm input tensor keeps them),
 rounding half away from zero and saturating, as `lepton_runtime::tensor::quantize_i8`. Shape
 [1, 1, 16, 16] (NCHW, as the model's input `image`). tests/tests/mcu.rs checks these files equal

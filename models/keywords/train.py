@@ -19,7 +19,7 @@ of ~45 other words (including near-misses such as "yet", "town", "lift", "top", 
 
 The model sees the runtime's own features (../common/audio_features.py, batched in
 ../common/audio_batch.py): 98 frames x 40 log-mel bands of a 1 s clip, laid out [1, 1, 98, 40]
-(frames x features, oldest frame first, as runtime/src/audio/frontend.rs FeatureWindow copies them).
+(frames x features, oldest frame first, as runtime/core/src/audio/frontend.rs FeatureWindow copies them).
 
 Outputs (next to this script):
   model.raw.onnx          float model, no manifest (pack it: see README.md)

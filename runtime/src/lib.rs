@@ -1,60 +1,39 @@
-//! Lepton runtime: everything between a sensor and an event.
+//! Lepton runtime: everything between a sensor and an event, as one API over the crates that hold
+//! each stage.
 //!
-//! Without features the crate is `#![no_std]` and never allocates: tensors, quantization arithmetic,
-//! vision pre/post-processing, the audio frontend, keyword/VAD postprocessing and event types all work
-//! on caller-owned buffers and const-generic capacities, so the same code runs on a Cortex-M part and on
-//! a Linux board. The `std` feature adds the tract engine, model loading with the embedded manifest,
-//! file sources (image folders, WAV) and the pipeline that ties the stages together.
+//! This crate owns what ties the stages together: a model file with its manifest ([`manifest`],
+//! [`model`]) on the right engine ([`engine::AnyEngine`]), the pipeline that runs a source through
+//! preprocessing, the engine and postprocessing to a sink ([`pipeline`]), and boxes drawn on
+//! pictures ([`draw`]). It re-exports the crates below it under the paths their users know:
 //!
-//! The data path, left to right, and where each stage lives:
-//!
-//! | stage        | module |
+//! | stage        | crate (re-exported as) |
 //! |--------------|--------|
-//! | source       | [`source`] (std): image folders, WAV files |
-//! | preprocess   | [`vision::preprocess`], [`audio::frontend`] |
-//! | engine       | [`engine`] (std): the [`engine::Engine`] trait and the tract engine |
-//! | postprocess  | [`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`] |
-//! | sink         | [`pipeline::Sink`] (std) consumes [`event`] values; [`alert`] drives a GPIO from events |
-#![cfg_attr(not(feature = "host"), no_std)]
+//! | source       | `lepton-sources` ([`source`], [`image`]): image folders, WAV, cameras, streams, video, mic |
+//! | preprocess   | `lepton-core` ([`vision::preprocess`], [`audio::frontend`]) |
+//! | engine       | `lepton-core` ([`engine::micro`]: int8), `lepton-tract` ([`engine::tract`]: float), `lepton-compile` ([`compile`]: ONNX → `.lpm`) |
+//! | postprocess  | `lepton-core` ([`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`]) |
+//! | sink         | [`pipeline::Sink`] consumes [`event`] values; [`alert`] drives a GPIO from events |
+//!
+//! `ARCHITECTURE.md` at the repository's root draws the crates and the data path.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-#[cfg(feature = "host")]
-extern crate std;
-
-pub mod alert;
-pub mod audio;
-pub mod engine;
-pub mod error;
-pub mod event;
-pub mod quant;
-pub mod tensor;
-pub mod vision;
-
-#[cfg(feature = "std")]
 pub mod draw;
-#[cfg(feature = "std")]
-pub mod image;
-#[cfg(feature = "std")]
+pub mod engine;
 pub mod manifest;
-#[cfg(feature = "std")]
 pub mod model;
-#[cfg(feature = "std")]
 pub mod onnx;
-#[cfg(feature = "std")]
 pub mod pipeline;
+
+pub use lepton_compile as compile;
+pub use lepton_core::{alert, audio, error, event, quant, tensor, vision};
 #[cfg(feature = "signature")]
-pub mod signature;
-#[cfg(feature = "std")]
-pub mod source;
+pub use lepton_signature as signature;
+pub use lepton_sources as source;
+pub use lepton_sources::image;
 
-pub use error::Error;
+pub use error::{Error, LeptonError};
 pub use event::{BBox, Detection, Event, EventKind, FrameMeta};
-pub use tensor::{DType, Quantization, Shape, TensorView, TensorViewMut};
-
-#[cfg(feature = "host")]
-pub use error::LeptonError;
-#[cfg(feature = "std")]
 pub use manifest::Manifest;
-#[cfg(feature = "std")]
 pub use model::{Model, Prediction};
+pub use tensor::{DType, Quantization, Shape, TensorView, TensorViewMut};

@@ -1,5 +1,5 @@
 //! The model manifest: how to feed a model and read its outputs, as TOML text embedded in the ONNX
-//! file (see [`crate::onnx::MANIFEST_KEY`]), so a model file alone is enough to run it.
+//! file (see [`lepton_tract::onnx::MANIFEST_KEY`]), so a model file alone is enough to run it.
 //!
 //! ```toml
 //! task = "classify"            # classify | detect | keyword | vad | raw
@@ -19,10 +19,10 @@
 
 use crate::audio::{FrontendConfig, KeywordConfig, VadConfig};
 use crate::error::{LeptonError, Result};
-use crate::onnx::{Dim, TensorSpec};
 use crate::vision::classify::Scores;
 use crate::vision::detect::{BoxEncoding, DetectConfig, DetectFormat};
 use crate::vision::{ColorOrder, Layout, PreprocessConfig, ResizeMode};
+use lepton_tract::onnx::{Dim, TensorSpec};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

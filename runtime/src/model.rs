@@ -142,7 +142,8 @@ impl Model {
         let manifest = if text.is_empty() {
             None
         } else {
-            let specs = |infos: &[crate::engine::TensorInfo]| infos.iter().map(|i| i.spec()).collect::<Vec<_>>();
+            let specs =
+                |infos: &[crate::engine::TensorInfo]| infos.iter().map(crate::onnx::spec_of).collect::<Vec<_>>();
             Some(Manifest::from_toml(text, path)?.resolve(&specs(engine.inputs()), &specs(engine.outputs()), path)?)
         };
         let mut model = Model { path: path.to_path_buf(), manifest: manifest.clone(), stages: None, engine: None };

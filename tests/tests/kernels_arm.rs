@@ -1,4 +1,4 @@
-//! The kernel sets' conformance suite (runtime/tests/kernel_conformance.rs and the named cases of
+//! The kernel sets' conformance suite (runtime/core/tests/kernel_conformance.rs and the named cases of
 //! micro_kernels.rs) on the boards' CPUs, under qemu-user: aarch64 as a Cortex-A72 (Pi 4: the NEON
 //! set; the dot-product set cannot run there and is reported skipped) and as QEMU's `max` CPU (the
 //! dot-product set too), armv7 as a Cortex-A7 (32-bit Raspberry Pi OS: the armv7 NEON set, on a
@@ -12,7 +12,7 @@ use std::process::Command;
 /// Builds the runtime's kernel tests for `target` and returns their executables.
 fn build(target: &str) -> Vec<PathBuf> {
     let out = lepton_e2e::cargo()
-        .args(["test", "-p", "lepton-runtime", "--no-default-features", "--features", "host", "--target", target])
+        .args(["test", "-p", "lepton-core", "--features", "host", "--target", target])
         .args(["--test", "kernel_conformance", "--test", "micro_kernels", "--no-run", "--message-format=json"])
         .current_dir(root())
         .output()

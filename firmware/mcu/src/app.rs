@@ -1,7 +1,7 @@
 //! What both modes share: the error type and the model check done before a run.
 
 use core::fmt;
-use lepton_runtime::engine::micro::{Interpreter, MicroError};
+use lepton_core::engine::micro::{Interpreter, MicroError};
 
 /// Why the firmware stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,7 +9,7 @@ pub enum AppError {
     /// The model could not be loaded or run.
     Model(MicroError),
     /// A runtime stage rejected its settings or data.
-    Core(lepton_runtime::Error),
+    Core(lepton_core::Error),
     /// The embedded inputs do not cover the model's inputs (classifier mode).
     #[cfg_attr(feature = "speaker", allow(dead_code))]
     Inputs,
@@ -45,8 +45,8 @@ impl From<MicroError> for AppError {
     }
 }
 
-impl From<lepton_runtime::Error> for AppError {
-    fn from(e: lepton_runtime::Error) -> Self {
+impl From<lepton_core::Error> for AppError {
+    fn from(e: lepton_core::Error) -> Self {
         AppError::Core(e)
     }
 }

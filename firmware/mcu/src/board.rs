@@ -10,7 +10,7 @@
 
 use core::cell::{Cell, RefCell};
 use core::fmt::Write;
-use lepton_runtime::alert::{ActiveLevel, AlertConfig};
+use lepton_core::alert::{ActiveLevel, AlertConfig};
 
 /// The alert: on (blinking 250 ms on, 250 ms off) for 1.5 s after the last keyword, at the
 /// logical line `ALERT`.

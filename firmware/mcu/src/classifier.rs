@@ -3,7 +3,7 @@
 
 use crate::app::{write_name, AppError, Stats};
 use core::fmt::Write;
-use lepton_runtime::engine::micro::Interpreter;
+use lepton_core::engine::micro::Interpreter;
 
 /// Runs the model on `runs` input sets laid out back to back in `data` (each set: every model
 /// input in model order, int8 as stored) and writes the output lines to `out`. `cycles` reads the

@@ -8,10 +8,10 @@
 
 use crate::app::AppError;
 use core::fmt::Write;
-use lepton_runtime::engine::micro::format::{Conv, FullyConnected, Layout, TensorDesc};
-use lepton_runtime::engine::micro::kernels::{cortex_m_dsp as dsp, Isa};
-use lepton_runtime::engine::micro::ops::{conv, fully_connected};
-use lepton_runtime::engine::micro::Interpreter;
+use lepton_core::engine::micro::format::{Conv, FullyConnected, Layout, TensorDesc};
+use lepton_core::engine::micro::kernels::{cortex_m_dsp as dsp, Isa};
+use lepton_core::engine::micro::ops::{conv, fully_connected};
+use lepton_core::engine::micro::Interpreter;
 
 /// Cases per kernel.
 const CASES: usize = 1000;

@@ -6,7 +6,7 @@
 //!   elements as stored, comma-separated; then exit code 0.
 //! - Speaker mode (feature `speaker`): embedded audio → audio frontend → keyword (or VAD) model →
 //!   keyword spotting → one `event <hex>` line per event (the postcard bytes of
-//!   `lepton_runtime::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
+//!   `lepton_core::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
 //!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
 //! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set
 //!   against the reference kernels on randomized cases and on the embedded model and inputs;

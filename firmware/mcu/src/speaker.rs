@@ -6,33 +6,24 @@
 //! decisions, and stream time (`samples × 1000 / sample_rate`) as the clock of events and the alert.
 
 use crate::app::{AppError, Stats};
-use crate::embedded::{CLASSES, DECISION, FEATURES, FRAMES, FRONTEND, MAX_FFT, MAX_MELS, SCORES, SMOOTHING, STRIDE};
+use crate::embedded::{
+    Decision, CLASSES, DECISION, FEATURES, FRAMES, FRONTEND, MAX_FFT, MAX_MELS, SCORES, SMOOTHING, STRIDE,
+};
 use core::cell::{Cell, RefCell};
 use core::fmt::Write;
 use embedded_hal::digital::OutputPin;
-use lepton_runtime::alert::Alert;
-use lepton_runtime::audio::frontend::LOG_FLOOR;
-use lepton_runtime::audio::{FeatureWindow, Frontend, KeywordConfig, KeywordSpotter, Vad, VadConfig};
-use lepton_runtime::engine::micro::Interpreter;
-use lepton_runtime::event::{encode, Event, EventKind};
-use lepton_runtime::tensor::{Quantization, TensorData, TensorDataMut, TensorView, TensorViewMut};
-use lepton_runtime::vision::classify::to_probabilities;
+use lepton_core::alert::Alert;
+use lepton_core::audio::frontend::LOG_FLOOR;
+use lepton_core::audio::{FeatureWindow, Frontend, KeywordSpotter, Vad};
+use lepton_core::engine::micro::Interpreter;
+use lepton_core::event::{encode, Event, EventKind};
+use lepton_core::tensor::{Quantization, TensorData, TensorDataMut, TensorView, TensorViewMut};
+use lepton_core::vision::classify::to_probabilities;
 
 /// Floats in one model input.
 const WINDOW: usize = FRAMES * FEATURES;
 /// Most transitions the alert may still make after the audio ends (a bound on the drain loop).
 const MAX_DRAIN_STEPS: usize = 100_000;
-
-/// What turns posteriors into events (from the model's manifest).
-#[derive(Debug, Clone, Copy, PartialEq)]
-// Each build embeds one model, so one variant is never constructed.
-#[allow(dead_code)]
-pub enum Decision {
-    /// Keyword spotting: a keyword that fires is a `Start` event and triggers the alert.
-    Keyword(KeywordConfig),
-    /// Voice activity: speech start and end events; the alert is on while speech lasts.
-    Vad(VadConfig),
-}
 
 /// Figures of a speaker run, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -199,7 +190,7 @@ mod tests {
     use super::*;
     use crate::board::{ConsolePin, ALERT};
     use crate::embedded::{ARENA_BYTES, AUDIO, MODEL};
-    use lepton_runtime::event::decode;
+    use lepton_core::event::decode;
 
     #[test]
     fn events_decode_and_the_alert_follows_them() {

@@ -127,7 +127,7 @@ mod mode {
     use super::Console;
     use crate::app::{AppError, Stats};
     use crate::embedded::{ARENA_BYTES, INPUT_DATA, INPUT_RUNS, TENSORS};
-    use lepton_runtime::engine::micro::Interpreter;
+    use lepton_core::engine::micro::Interpreter;
 
     /// Conformance mode: the suite, then the embedded model with both kernel sets.
     pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
@@ -144,7 +144,7 @@ mod mode {
     use super::{cycles, Console};
     use crate::app::{AppError, Stats};
     use crate::embedded::{INPUT_DATA, INPUT_FILES, INPUT_RUNS, TENSORS};
-    use lepton_runtime::engine::micro::Interpreter;
+    use lepton_core::engine::micro::Interpreter;
 
     /// Classifier mode on the embedded inputs.
     pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
@@ -162,9 +162,9 @@ mod mode {
     use crate::speaker::Hooks;
     use core::cell::{Cell, RefCell};
     use core::fmt::Write;
-    use lepton_runtime::alert::Alert;
-    use lepton_runtime::engine::micro::Interpreter;
-    use lepton_runtime::event::{Event, EventKind};
+    use lepton_core::alert::Alert;
+    use lepton_core::engine::micro::Interpreter;
+    use lepton_core::event::{Event, EventKind};
 
     fn log(e: &Event) {
         let label = LABELS.get(usize::from(e.class)).copied().unwrap_or("?");

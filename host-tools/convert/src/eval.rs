@@ -165,7 +165,7 @@ impl Classifier {
             TensorRunner::Micro(engine) => {
                 let engine =
                     engine.as_mut().context("a micro model with a manifest classifies pictures or recordings")?;
-                let spec = engine.inputs().first().context("the model has no input")?.spec();
+                let spec = lepton_runtime::onnx::spec_of(engine.inputs().first().context("the model has no input")?);
                 crate::inputs::check_shape(&spec, t.shape(), file)?;
                 let v: Vec<f32> = t.cast_to::<f32>()?.to_plain_array_view::<f32>()?.iter().copied().collect();
                 engine.input_mut(0)?.quantize_from(&v).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;

@@ -5,7 +5,7 @@
 
 pub mod store;
 
-use lepton_runtime::event::{decode_detection_message, decode_event_message, EventKind};
+use lepton_core::event::{decode_detection_message, decode_event_message, EventKind};
 use serde_json::{json, Value};
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, UNIX_EPOCH};
