@@ -7,7 +7,8 @@ use serde::Serialize;
 pub const BINS: usize = 2048;
 
 /// How to choose an activation range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// The observed minimum and maximum.

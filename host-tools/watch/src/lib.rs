@@ -1,8 +1,10 @@
 //! What `lepton-watch` understands of a message: topic levels, JSON or postcard payloads, and the
 //! line it prints; and what it understands of its `--host` values. Payloads come from any client
 //! of the broker, so nothing here trusts them: an undecodable payload or an impossible value is
-//! shown as such, never a panic.
+//! shown as such, never a panic. The event store (module `store`, feature `store`) and the command
+//! (feature `cli`) come with the default features; without them this is the decoding alone.
 
+#[cfg(feature = "store")]
 pub mod store;
 
 use lepton_core::event::{decode_detection_message, decode_event_message, EventKind};
