@@ -75,7 +75,7 @@ impl Mqtt {
         self.port.unwrap_or(if self.tls_ca.is_some() { 8883 } else { 1883 })
     }
 
-    /// The broker nodes, in the order they are tried (checked by [`Config::check`]).
+    /// The broker nodes, in the order they are tried (checked by [`Config::check`](crate::Config::check)).
     pub fn brokers(&self) -> Vec<(String, u16)> {
         match &self.host {
             Some(h) => vec![(h.clone(), self.port())],
@@ -88,7 +88,7 @@ impl Mqtt {
         self.brokers().iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", ")
     }
 
-    /// The protocol version (checked by [`Config::check`]).
+    /// The protocol version (checked by [`Config::check`](crate::Config::check)).
     pub fn protocol(&self) -> Protocol {
         match &self.protocol {
             ProtocolSetting::Number(5) => Protocol::V5,
