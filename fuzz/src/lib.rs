@@ -203,7 +203,7 @@ pub fn manifest(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let name = "fuzz-config.toml";
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Err(e) = lepton_firmware::config::Config::from_toml(text, Path::new(name)) {
+    if let Err(e) = lepton_config::Config::from_toml(text, Path::new(name)) {
         names(name, format!("{e:#}"));
     }
 }

@@ -1,6 +1,5 @@
 //! `lepton devices` and `lepton check`.
 
-use crate::config::Config;
 use crate::run::{check_plan, source_name, ModelRef, Setup};
 use anyhow::Result;
 use std::path::Path;
@@ -108,7 +107,7 @@ pub fn run() -> Result<ExitCode> {
 /// GPIO lines. The same checks as the start of `lepton run` (`run::check_plan`).
 pub fn check(path: &Path, board: Option<&str>) -> Result<ExitCode> {
     let at = |e: anyhow::Error| anyhow::anyhow!("{}: {e:#}", path.display());
-    let config = Config::load(path)?;
+    let config = crate::check::load(path)?;
     let broker = match &config.mqtt {
         Some(m) => m.brokers_text(),
         None => "embedded broker".into(),

@@ -3,6 +3,7 @@
 mod alert;
 mod board;
 mod broker;
+mod check;
 mod demo;
 mod devices;
 mod homeassistant;
@@ -10,6 +11,7 @@ mod mqtt;
 mod run;
 mod sink;
 mod snapshot;
+mod status;
 mod topics;
 mod watchdog;
 mod web;
@@ -121,7 +123,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config: None, board } => demo::run(board.as_deref()),
         Command::Run { config: Some(path), board } => {
-            config::Config::load(&path).and_then(|c| run::Setup::from_config(c, board.as_deref())).and_then(run::run)
+            check::load(&path).and_then(|c| run::Setup::from_config(c, board.as_deref())).and_then(run::run)
         }
         Command::Devices => devices::run(),
         Command::Boards => board::list(),

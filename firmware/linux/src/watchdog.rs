@@ -10,7 +10,7 @@
 //! still logged and marked in the pipeline's status, which the device page's `/healthz` answers
 //! with 503.
 
-use crate::sink::SharedStatus;
+use crate::status::SharedStatus;
 use sd_notify::NotifyState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

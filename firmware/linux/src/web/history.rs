@@ -325,7 +325,7 @@ fn insert(c: &mut Connection, batch: &[Record], last: &mut Option<(Arc<Vec<u8>>,
 /// Deletes events past the age limit, then the oldest tenth until the size is under the limit,
 /// and the pictures no event refers to any more.
 fn prune(c: &Connection, r: Retention) -> rusqlite::Result<()> {
-    let cutoff = crate::sink::now_ms().saturating_sub(r.max_age.as_millis() as u64) as i64;
+    let cutoff = crate::status::now_ms().saturating_sub(r.max_age.as_millis() as u64) as i64;
     let mut deleted = c.execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff])?;
     deleted += orphans(c)?;
     while used_bytes(c)? as u64 > r.max_bytes {
@@ -382,7 +382,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("h.db");
         let keep = Retention { max_age: Duration::from_secs(86_400), max_bytes: 100 << 20 };
-        let now = crate::sink::now_ms();
+        let now = crate::status::now_ms();
         let h = History::open(&path, keep).unwrap();
         let w = h.writer().unwrap();
         let pic = Arc::new(vec![0xFF, 0xD8, 1, 2, 3]);
@@ -412,7 +412,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lepton-retention-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("h.db");
-        let now = crate::sink::now_ms();
+        let now = crate::status::now_ms();
         let big = Retention { max_age: Duration::from_secs(3600), max_bytes: 1 << 30 };
         let h = History::open(&path, big).unwrap();
         let w = h.writer().unwrap();

@@ -1,7 +1,7 @@
 //! `/metrics`: the daemon's counters in Prometheus' text exposition format (version 0.0.4).
 
 use super::State;
-use crate::sink::LATENCY_BUCKETS;
+use crate::status::LATENCY_BUCKETS;
 use axum::extract::State as AxState;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};

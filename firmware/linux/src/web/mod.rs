@@ -10,7 +10,7 @@ pub mod live;
 mod metrics;
 
 use crate::mqtt::Link;
-use crate::sink::{rfc3339, SharedStatus};
+use crate::status::{rfc3339, SharedStatus};
 use anyhow::{Context, Result};
 use axum::extract::{ConnectInfo, Path as UrlPath, Query as UrlQuery, Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -181,43 +181,6 @@ fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|c| c.strip_prefix('=')))
-}
-
-/// What a page's source is, for people: the file's name, the camera, or the URL without
-/// credentials and without its query (which may hold a password).
-pub fn source_text(s: &crate::run::SourceRef) -> String {
-    use crate::config::Source;
-    use crate::run::SourceRef;
-    let file = |p: &std::path::Path| {
-        p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
-    };
-    match s {
-        SourceRef::Pictures(_) => "bundled pictures".into(),
-        SourceRef::Recording(_, name) => format!("{name} (bundled)"),
-        SourceRef::Config(Source::Images { path, .. }) => format!("images in {}", file(path)),
-        SourceRef::Config(Source::Wav { path, .. }) => format!("wav {}", file(path)),
-        SourceRef::Config(Source::Video { path, .. }) => format!("video {}", file(path)),
-        SourceRef::Config(Source::Camera { index, .. }) => match index {
-            Some(i) => format!("camera /dev/video{i}"),
-            None => "camera (the board's)".into(),
-        },
-        SourceRef::Config(Source::Mic { device, .. }) => match device {
-            Some(d) => format!("microphone {d}"),
-            None => "microphone (default input)".into(),
-        },
-        SourceRef::Config(Source::Rtsp { url, .. } | Source::Http { url, .. }) => shown_url(url),
-    }
-}
-
-/// `url` without user, password and query (`?…` stands for a query).
-fn shown_url(url: &str) -> String {
-    use lepton_runtime::source::stream_url::{redact, StreamUrl};
-    let clean =
-        StreamUrl::parse(url, &["rtsp", "http", "https"], None, None).map_or_else(|_| redact(url), |u| u.to_string());
-    match clean.split_once(['?', '#']) {
-        Some((head, _)) => format!("{head}?…"),
-        None => clean,
-    }
 }
 
 /// What the page shows of one pipeline.
@@ -565,7 +528,7 @@ async fn sample(st: Arc<State>) {
         tick.tick().await;
         let dt = at.elapsed().as_secs_f64().max(1e-3);
         at = Instant::now();
-        let now = crate::sink::now_ms();
+        let now = crate::status::now_ms();
         let mut series = st.series.lock().unwrap_or_else(|p| p.into_inner());
         for (k, p) in st.pipelines.iter().enumerate() {
             let (processed, total, count) = {
@@ -609,7 +572,7 @@ async fn status(AxState(st): AxState<Arc<State>>) -> Response {
     let d = &st.device;
     Json(json!({
         "device": d.id, "name": d.name, "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": st.started.elapsed().as_secs(), "time": rfc3339(crate::sink::now_ms()),
+        "uptime_s": st.started.elapsed().as_secs(), "time": rfc3339(crate::status::now_ms()),
         "board": d.board.as_ref().map(|(n, desc)| json!({"name": n, "description": desc})),
         "kernels": lepton_runtime::engine::micro::kernels::Isa::selected().map_or_else(|e| e.to_string(), |i| i.name().to_string()),
         "mqtt": {"broker": d.broker, "topics": d.topics, "connected": l.connected, "queue_depth": l.queue_depth,
@@ -839,13 +802,6 @@ mod tests {
         assert_eq!(client_of(Some(local), &h), "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(client_of(Some(remote), &h), remote.ip(), "a remote peer cannot choose its address");
         assert_eq!(client_of(Some(local), &HeaderMap::new()), local.ip());
-    }
-
-    #[test]
-    fn urls_are_shown_without_credentials_or_query() {
-        assert_eq!(shown_url("rtsp://admin:hunter2@cam.lan:554/stream1"), "rtsp://cam.lan:554/stream1");
-        assert_eq!(shown_url("http://cam.lan/snap.cgi?user=admin&pwd=hunter2"), "http://cam.lan/snap.cgi?…");
-        assert!(!shown_url("rtsp//admin:hunter2@cam").contains("hunter2"));
     }
 
     #[test]
