@@ -18,12 +18,6 @@ mod server;
 
 pub use auth::Access;
 pub use server::{bind, start};
-// Part of the module's public API, which the binary itself does not name.
-#[allow(unused_imports)]
-pub use {
-    auth::{FAILURE_WINDOW, MAX_FAILURES},
-    server::Server,
-};
 
 use crate::mqtt::Link;
 use crate::status::SharedStatus;
