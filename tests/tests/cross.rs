@@ -1,7 +1,8 @@
-//! Raspberry Pi class boards under emulation: `lepton` and `lepton-convert` cross-built in release
-//! for aarch64 (Pi 5/4) and armv7 (Pi Zero 2 W / Pi 3), run under qemu-user on this machine.
+//! Raspberry Pi class boards under emulation: `lepton` and `lepton-convert` cross-built for aarch64
+//! (Pi 5/4) and armv7 (Pi Zero 2 W / Pi 3), run under qemu-user on this machine. The build is the
+//! `cross` profile: release settings at -O1 but for the kernels (Cargo.toml says why).
 //!
-//! One release build per target (both binaries, both targets in one cargo call) serves every test
+//! One build per target (both binaries, both targets in one cargo call) serves every test
 //! here. The emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
 //! compared with the native build's on the same frames and the same recording.
 
@@ -36,7 +37,7 @@ const ARMV7: Arm = Arm {
     multiarch: "/usr/lib/arm-linux-gnueabihf",
 };
 
-/// The release build of `name` for `arm`. The first call builds `lepton` and `lepton-convert` for
+/// The `cross` profile build of `name` for `arm`. The first call builds `lepton` and `lepton-convert` for
 /// both boards' targets in one cargo call (host build scripts and proc macros compiled once, both
 /// targets' crates scheduled together); later calls reuse it.
 fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
@@ -47,7 +48,7 @@ fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
     let target_dir = exe.ancestors().nth(3).expect("test binary under target/<profile>/deps").to_path_buf();
     if !*built {
         let mut cmd = lepton_e2e::cargo();
-        cmd.args(["build", "--quiet", "--release", "-p", "lepton-firmware", "-p", "lepton-convert"]);
+        cmd.args(["build", "--quiet", "--profile", "cross", "-p", "lepton-firmware", "-p", "lepton-convert"]);
         for a in [&AARCH64, &ARMV7] {
             cmd.args(["--target", a.triple]);
         }
@@ -61,7 +62,7 @@ fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
         );
         *built = true;
     }
-    target_dir.join(arm.triple).join("release").join(name)
+    target_dir.join(arm.triple).join("cross").join(name)
 }
 
 /// `name` of the cross build, under qemu-user.

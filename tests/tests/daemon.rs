@@ -259,7 +259,9 @@ fn the_microphone_path_runs_through_real_alsa() {
 fn a_microphone_that_outruns_the_pipeline_has_its_lost_samples_counted() {
     // ALSA's file plugin over the null device (an asoundrc pointing at a raw PCM file) is not paced by
     // a clock: it delivers hundreds of seconds of audio per second. The ring overruns, and the daemon
-    // says how much it lost instead of losing it silently.
+    // says how much it lost instead of losing it silently. Twenty seconds of audio keep the race
+    // one-sided on a loaded machine too: the VAD's work per sample dwarfs the plugin's copy, so the
+    // flood fills the 4-second ring long before the daemon has read its twenty.
     let dir = scratch("daemon-mic-flood");
     let wav = std::fs::read(root().join("runtime/tests/data/speech_gap.wav")).unwrap();
     std::fs::write(dir.join("speech.raw"), &wav[44..]).unwrap();
@@ -269,7 +271,7 @@ fn a_microphone_that_outruns_the_pipeline_has_its_lost_samples_counted() {
     )
     .unwrap();
     let broker = Mosquitto::start("mic-flood");
-    let config = write_config(&dir, &vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 2"));
+    let config = write_config(&dir, &vad_config(broker.port, "kind = \"mic\"\nrate = 16000\nduration_s = 20"));
     let out = lepton(&["run", "--config", &config.display().to_string()], Some(&dir));
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
