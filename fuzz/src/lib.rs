@@ -53,6 +53,33 @@ pub fn lpm(data: &[u8]) {
     model_bytes(data, "fuzz.lpm");
 }
 
+/// A TFLite model: the reader's verification and checks, every tensor and operator of what it
+/// accepts walked, then `inspect`'s report and the loaders, which must refuse it by name.
+pub fn tflite(data: &[u8]) {
+    let name = "fuzz.tflite";
+    match lepton_tflite::TfliteModel::read(data, Path::new(name)) {
+        Ok(m) => {
+            for g in &m.subgraphs {
+                for t in &g.tensors {
+                    assert!(t.elements() <= lepton_tflite::MAX_ELEMENTS);
+                    if let (Some(d), Some(n)) = (t.data, t.element.bytes_for(t.elements())) {
+                        assert!(t.sparse || d.len() as u64 == n, "{}: data length unchecked", t.name);
+                    }
+                }
+                for op in &g.operators {
+                    let _ = op.kind.name();
+                    assert!(op.inputs.iter().flatten().chain(&op.outputs).all(|&i| i < g.tensors.len()));
+                }
+            }
+            if let Err(e) = lepton_convert::inspect::tflite::inspect(Path::new(name), data) {
+                names(name, e.to_string());
+            }
+        }
+        Err(e) => names(name, e.to_string()),
+    }
+    model_bytes(data, name);
+}
+
 /// An ONNX model (with or without an embedded manifest): decoding, manifest checks, lowering to the
 /// micro engine, tract's load and optimization, and one run.
 pub fn model(data: &[u8]) {

@@ -83,3 +83,8 @@ fn the_model_seeds_load_and_run() {
         }
     }
 }
+
+#[test]
+fn tflite() {
+    each("tflite", lepton_fuzz::tflite);
+}

@@ -288,3 +288,69 @@ fn bad_inputs_to_the_verbs_are_named_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("quantize"), "{}", text(&out).1);
 }
+
+/// What LiteRT (its interpreter, reference kernels) says of a `.tflite` file.
+fn litert_details(model: &Path) -> serde_json::Value {
+    let out = python(&["tests/fixtures/litert_details.py", &s(model)]);
+    serde_json::from_slice(&out.stdout).expect("litert_details.py prints JSON")
+}
+
+/// `inspect` of TFLite files from the registries (microWakeWord's streaming int8 "okay nabu" and
+/// MediaPipe's float BlazeFace) agrees with LiteRT on every input and output (TFLite name, shape,
+/// type, scale and zero point) and on the entry subgraph's operators; the run verbs and the daemon
+/// refuse the file by name and say what takes it.
+#[test]
+fn inspect_reads_tflite_files_as_litert_does_and_the_engines_refuse_them_by_name() {
+    for name in ["okay_nabu.tflite", "face_detection_short_range.tflite"] {
+        let model = test_model(name);
+        let oracle = litert_details(&model);
+        let out = run("lepton-convert", &["inspect", &s(&model), "--json"]);
+        assert_eq!(out.status.code(), Some(2), "described, but not run by the engines: {}", text(&out).1);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for side in ["inputs", "outputs"] {
+            let (ours, theirs) = (r[side].as_array().unwrap(), oracle[side].as_array().unwrap());
+            assert_eq!(ours.len(), theirs.len(), "{name} {side}");
+            for (o, t) in ours.iter().zip(theirs) {
+                assert_eq!(o["name"], t["name"], "{name}");
+                assert_eq!(o["shape"], t["shape"], "{name} {}", t["name"]);
+                let elem = o["elem_type"].as_str().unwrap();
+                assert!(elem.starts_with(t["type"].as_str().unwrap()), "{name}: {elem} vs {}", t["type"]);
+                if t["scale"].as_f64().unwrap() > 0.0 {
+                    let field = |k: &str| elem.split(k).nth(1).and_then(|v| v.split([',', ')']).next()).unwrap();
+                    let scale: f32 = field("scale ").parse().unwrap();
+                    assert_eq!(scale, t["scale"].as_f64().unwrap() as f32, "{name}: {elem}");
+                    assert_eq!(field("zero point ").parse::<i64>().unwrap(), t["zero_point"].as_i64().unwrap());
+                }
+            }
+        }
+        let main_ops = &r["subgraphs"][0][1];
+        assert_eq!(main_ops, &oracle["ops"], "{name}: the entry subgraph's operators");
+    }
+    let nabu = json_of(&test_model("okay_nabu.tflite"));
+    assert_eq!(nabu["quantization"]["format"], "int8", "{nabu}");
+    assert_eq!(nabu["subgraphs"].as_array().unwrap().len(), 2, "CALL_ONCE's initializer is a subgraph of its own");
+    let face = json_of(&test_model("face_detection_short_range.tflite"));
+    assert_eq!(face["quantization"]["format"], "float (float16 weights)");
+    assert!(face["macs"].as_u64().unwrap() > 10_000_000, "{}", face["macs"]);
+
+    // Every verb that runs a model names the file and says what it is.
+    let model = test_model("okay_nabu.tflite");
+    let verbs: [&[&str]; 4] = [
+        &["run", &s(&model), "--input", "x=x.npy"],
+        &["bench", &s(&model)],
+        &["compile", &s(&model), "-o", "/dev/null"],
+        &["eval", &s(&model), "--dataset", "models/keywords/test"],
+    ];
+    for verb in verbs {
+        let out = run("lepton-convert", verb);
+        let err = text(&out).1;
+        assert_eq!(out.status.code(), Some(2), "{verb:?}: {err}");
+        assert!(err.contains("okay_nabu.tflite") && err.contains("TFLite model"), "{verb:?}: {err}");
+    }
+}
+
+/// `inspect --json` of a file whose engines refuse it (exit code 2) as JSON.
+fn json_of(model: &Path) -> serde_json::Value {
+    let out = run("lepton-convert", &["inspect", &s(model), "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out).1))
+}

@@ -86,6 +86,12 @@ mod with_std {
             /// The OS error.
             error: std::io::Error,
         },
+        /// A TFLite file where the engines need an ONNX or `.lpm` model.
+        #[error("{path}: a TFLite model; Lepton's engines take ONNX and .lpm models (`lepton-convert inspect` describes TFLite files)")]
+        Tflite {
+            /// The file.
+            path: PathBuf,
+        },
         /// A file is not a valid ONNX model (truncated, wrong format, no graph).
         #[error("{path}: not a valid ONNX model: {reason}")]
         NotOnnx {

@@ -24,6 +24,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
+    if bytes.get(4..8) == Some(b"TFL3") {
+        return Err(LeptonError::Tflite { path: path.to_path_buf() });
+    }
     let proto = ModelProto::decode(bytes).map_err(|e| not_onnx(format!("{e} (truncated or not an ONNX protobuf)")))?;
     match &proto.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => {}

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 /// Show what a model is: inputs and outputs, operators, size, MACs, manifest, quantization, and
 /// how this host runs it (engine, and the micro engine's kernel set).
 ///
-/// MODEL is an ONNX file or a micro model (.lpm). Shapes print with their symbolic dimensions (`batchx3xheightxwidth`). MACs are estimated for the
+/// MODEL is an ONNX file, a micro model (.lpm) or a TFLite file (.tflite: tensors keep their
+/// TFLite names and types, with their quantization; the engines do not run TFLite files yet). Shapes print with their symbolic dimensions (`batchx3xheightxwidth`). MACs are estimated for the
 /// manifest's input size, or the declared shapes with a symbolic batch taken as 1. A model the
 /// engine cannot load is still described from the file, with the reason it does not load; the
 /// exit code is then 2.
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 /// Example: lepton-convert inspect models/digits/model.onnx
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The model: ONNX or .lpm.
+    /// The model: ONNX, .lpm or .tflite (told apart by content).
     model: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
@@ -74,6 +75,12 @@ fn print(r: &Report) {
     let ops: Vec<String> = r.ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
     let what = if r.quantization.format == "lpm" { "ops" } else { "nodes" };
     println!("operators ({} {what}): {}", r.nodes, ops.join(" "));
+    if r.subgraphs.len() > 1 {
+        for (name, ops) in &r.subgraphs {
+            let ops: Vec<String> = ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+            println!("  subgraph {name}: {}", ops.join(" "));
+        }
+    }
     match &r.manifest {
         Some(m) => {
             println!("manifest:");
@@ -88,6 +95,9 @@ fn print(r: &Report) {
     }
     if let Some(e) = &r.load_error {
         println!("does not load: {e}");
+        if r.engine == "none" {
+            return;
+        }
         println!("  hint: `lepton-convert optimize MODEL -o OUT --fix NAME=VALUE --shape NAME=DIMS` freezes inputs, fixes shapes and folds control flow");
     }
 }

@@ -1,6 +1,8 @@
 //! `inspect`: what a model is — inputs and outputs, operators, parameters, estimated MACs, the
 //! embedded manifest, and how this host runs it: which engine, and for the int8 micro engine
-//! which kernel set. ONNX files and micro models (`.lpm`) alike.
+//! which kernel set. ONNX files, micro models (`.lpm`) and TFLite files (`tflite`) alike.
+
+pub mod tflite;
 
 use crate::graph;
 use anyhow::Result;
@@ -49,6 +51,10 @@ pub struct Report {
     pub outputs: Vec<TensorReport>,
     /// Operator histogram, subgraphs included.
     pub ops: BTreeMap<String, usize>,
+    /// Each subgraph's name and operator histogram, where the format has several (TFLite: the
+    /// entry subgraph first, then e.g. CALL_ONCE's initializer); empty for ONNX and `.lpm`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subgraphs: Vec<(String, BTreeMap<String, usize>)>,
     /// Total nodes, subgraphs included.
     pub nodes: usize,
     /// Parameters (elements of initializers and constant tensors).
@@ -69,7 +75,7 @@ pub struct Report {
     pub unsupported: Vec<(String, String)>,
     /// Why the engine could not load or analyse the model, if it could not.
     pub load_error: Option<String>,
-    /// The engine this host runs it on by default: `tract` or `micro`.
+    /// The engine this host runs it on by default: `tract`, `micro`, or `none` (TFLite files).
     pub engine: String,
     /// The micro engine's kernel set on this host (`LEPTON_KERNELS` forces one).
     pub kernels: Option<String>,
@@ -84,6 +90,9 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let bytes = std::fs::read(path).map_err(|e| lepton_runtime::LeptonError::io(path, e))?;
     if bytes.starts_with(&lepton_runtime::engine::micro::format::MAGIC) {
         return inspect_lpm(path, &bytes);
+    }
+    if lepton_tflite::is_tflite(&bytes) {
+        return tflite::inspect(path, &bytes);
     }
     let model = onnx::decode(&bytes, path)?;
     let file_bytes = bytes.len() as u64;
@@ -177,6 +186,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         unsupported,
         load_error,
         ops,
+        subgraphs: vec![],
         engine: engine.into(),
         kernels: kernels.map(|k| k.name().to_string()),
     })
@@ -256,6 +266,7 @@ fn inspect_lpm(path: &Path, bytes: &[u8]) -> Result<Report> {
         },
         unsupported: vec![],
         load_error: None,
+        subgraphs: vec![],
         engine: "micro".into(),
         kernels: Some(kernels.name().to_string()),
     })
