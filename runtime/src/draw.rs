@@ -130,7 +130,7 @@ fn place(placed: &[Rect], (x0, y0, y1): (u32, u32, u32), width: u32, (w, h): (u3
 
 /// Draws each detection's box (in the picture's pixels after multiplying by `scale`) with
 /// `label score` next to it: above the box, else inside it at the top, else where it overlaps
-/// no label placed before it (see [`place`]); boxes are drawn first, so no outline crosses a
+/// no label placed before it (see `place`); boxes are drawn first, so no outline crosses a
 /// label. Detections without a box (classifiers) are listed in the top-left corner. Returns
 /// where the labels went, in the order of `dets`.
 pub fn detections(img: &mut RgbImage, dets: &[Detection], label: impl Fn(u16) -> String, scale: f32) -> Vec<Rect> {

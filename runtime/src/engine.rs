@@ -4,7 +4,7 @@
 pub use lepton_core::engine::{Engine, StagingBuffer, TensorInfo};
 
 /// The int8 micro engine (`lepton-core`), with the compiler that lowers ONNX to it
-/// ([`lower`](micro::lower), from `lepton-compile`).
+/// ([`lower`](mod@micro::lower), from `lepton-compile`).
 pub mod micro {
     pub use lepton_compile::lower;
     pub use lepton_core::engine::micro::*;

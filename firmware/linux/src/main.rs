@@ -86,7 +86,7 @@ enum Command {
     ///
     /// A profile gives a board's default camera and microphone settings, inference threads,
     /// memory budget and named GPIO lines; `lepton run --board NAME` or `board = "NAME"` in the
-    /// config's [device] applies it, and every key the config sets wins over the profile.
+    /// config's `[device]` applies it, and every key the config sets wins over the profile.
     Boards,
     /// Validate a config, its models and manifests without starting anything.
     ///

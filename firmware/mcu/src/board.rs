@@ -2,7 +2,7 @@
 //!
 //! - `mps2-an386` (QEMU) and host builds: the board has no LED QEMU shows, so the alert drives
 //!   [`ConsolePin`], a stand-in that prints each transition (`pin high at <ms>`).
-//! - `stm32f746` (STM32F746G-DISCO): the user LED LD1 on PI1, active high ([`Pi1`]).
+//! - `stm32f746` (STM32F746G-DISCO): the user LED LD1 on PI1, active high (`Pi1`).
 
 // The alert serves speaker mode, and the stand-in pin boards without a visible GPIO: classifier
 // builds and STM32F746 builds compile them unused (the host tests still run them).

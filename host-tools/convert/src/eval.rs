@@ -223,7 +223,7 @@ pub struct Metrics {
     pub accuracy: f64,
     /// Per class: (label, recall, support).
     pub per_class: Vec<(String, Option<f64>, usize)>,
-    /// confusion[true][predicted].
+    /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
     /// Top-1 agreement with the reference model, if one was given.
     pub agreement: Option<f64>,

@@ -1,4 +1,4 @@
-//! The micro engine: runs a Lepton micro model (`.lpm`, see [`format`]) with integer arithmetic
+//! The micro engine: runs a Lepton micro model (`.lpm`, see [`format`](mod@format)) with integer arithmetic
 //! on a caller-provided arena, with no heap. The same code runs on a Cortex-M and on a Linux
 //! board, bit for bit; on x86 with AVX-512 VNNI the matrix kernels are vectorized, with the same
 //! results.

@@ -254,7 +254,7 @@ mod table {
     use crate::engine::micro::ops;
     use crate::quant::Requant;
 
-    /// One kernel set's kernels, what [`super::prepared`] calls for each kind of op; `None` runs
+    /// One kernel set's kernels, what the prepared ops (`prepared.rs`) call for each kind of op; `None` runs
     /// that op with the reference kernel. Only [`Isa::kernels`] hands a table out, after
     /// checking the CPU: holding one is the proof its functions may run.
     #[derive(Debug, Clone, Copy)]
