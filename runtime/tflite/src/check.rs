@@ -53,8 +53,12 @@ pub(crate) fn read<'a>(bytes: &'a [u8], path: &Path) -> Result<TfliteModel<'a>, 
     };
     let mut subgraphs = Vec::with_capacity(raw_subgraphs.len());
     for (s, g) in raw_subgraphs.iter().enumerate() {
-        let where_ =
-            |what: String| format!("subgraph {s}{}: {what}", g.name().map(|n| format!(" (`{n}`)")).unwrap_or_default());
+        let where_ = |what: String| {
+            format!(
+                "subgraph {s}{}: {what}",
+                g.name().map(|n| format!(" (`{}`)", n.escape_debug())).unwrap_or_default()
+            )
+        };
         let raw_tensors = g.tensors().map(|t| t.iter().collect::<Vec<_>>()).unwrap_or_default();
         if raw_tensors.len() > MAX_TENSORS {
             return Err(fail(where_(format!("{} tensors, more than the {MAX_TENSORS} accepted", raw_tensors.len()))));
@@ -62,7 +66,7 @@ pub(crate) fn read<'a>(bytes: &'a [u8], path: &Path) -> Result<TfliteModel<'a>, 
         let mut tensors = Vec::with_capacity(raw_tensors.len());
         for (i, t) in raw_tensors.iter().enumerate() {
             let name = t.name().unwrap_or("");
-            let at = || where_(format!("tensor {i} (`{name}`)"));
+            let at = || where_(format!("tensor {i} (`{}`)", name.escape_debug()));
             let data = buffer_data(t.buffer(), &at)?;
             tensors.push(tensor(t, data).map_err(|r| fail(format!("{}: {r}", at())))?);
         }
@@ -95,7 +99,7 @@ pub(crate) fn read<'a>(bytes: &'a [u8], path: &Path) -> Result<TfliteModel<'a>, 
                 )))
             })?;
             let kind = op_kind(code);
-            let at = |r: String| fail(where_(format!("operator {k} ({}): {r}", kind.name())));
+            let at = |r: String| fail(where_(format!("operator {k} ({}): {r}", kind.name().escape_debug())));
             let inputs = op
                 .inputs()
                 .map(|v| v.iter().collect::<Vec<_>>())
@@ -119,7 +123,7 @@ pub(crate) fn read<'a>(bytes: &'a [u8], path: &Path) -> Result<TfliteModel<'a>, 
     let mut metadata = Vec::new();
     for (m, entry) in model.metadata().into_iter().flatten().enumerate() {
         let name = entry.name().unwrap_or("");
-        let data = buffer_data(entry.buffer(), &|| format!("metadata {m} (`{name}`)"))?;
+        let data = buffer_data(entry.buffer(), &|| format!("metadata {m} (`{}`)", name.escape_debug()))?;
         metadata.push((name, data.unwrap_or(&[])));
     }
     Ok(TfliteModel {

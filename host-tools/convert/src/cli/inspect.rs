@@ -33,21 +33,26 @@ fn human(n: u64) -> String {
     }
 }
 
+/// A name from the model file, with control characters escaped (a file cannot drive the terminal).
+fn shown(name: &str) -> String {
+    name.escape_debug().to_string()
+}
+
 fn print(r: &Report) {
     let opset = if r.opset > 0 { format!(", opset {}", r.opset) } else { String::new() };
     println!(
         "{} ({} bytes, {}{opset})",
         r.file,
         r.file_bytes,
-        if r.producer.is_empty() { "unknown producer" } else { &r.producer },
+        if r.producer.is_empty() { "unknown producer".to_string() } else { shown(&r.producer) },
     );
     println!("inputs:");
     for t in &r.inputs {
-        println!("  {:<24} {:<8} {}", t.name, t.elem_type, t.shape);
+        println!("  {:<24} {:<8} {}", shown(&t.name), t.elem_type, t.shape);
     }
     println!("outputs:");
     for t in &r.outputs {
-        println!("  {:<24} {:<8} {}", t.name, t.elem_type, t.shape);
+        println!("  {:<24} {:<8} {}", shown(&t.name), t.elem_type, t.shape);
     }
     println!("parameters: {} ({}B)", human(r.parameters), human(r.parameter_bytes));
     match r.macs {
@@ -72,13 +77,13 @@ fn print(r: &Report) {
         ),
         None => println!("engine on this host: {}", r.engine),
     }
-    let ops: Vec<String> = r.ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+    let ops: Vec<String> = r.ops.iter().map(|(k, v)| format!("{}×{v}", shown(k))).collect();
     let what = if r.quantization.format == "lpm" { "ops" } else { "nodes" };
     println!("operators ({} {what}): {}", r.nodes, ops.join(" "));
     if r.subgraphs.len() > 1 {
         for (name, ops) in &r.subgraphs {
-            let ops: Vec<String> = ops.iter().map(|(k, v)| format!("{k}×{v}")).collect();
-            println!("  subgraph {name}: {}", ops.join(" "));
+            let ops: Vec<String> = ops.iter().map(|(k, v)| format!("{}×{v}", shown(k))).collect();
+            println!("  subgraph {}: {}", shown(name), ops.join(" "));
         }
     }
     match &r.manifest {
@@ -91,7 +96,7 @@ fn print(r: &Report) {
         None => println!("manifest: none (embed one with `lepton-convert pack`)"),
     }
     for (node, op) in &r.unsupported {
-        println!("unsupported: node `{node}` uses `{op}`");
+        println!("unsupported: node `{}` uses `{}`", shown(node), shown(op));
     }
     if let Some(e) = &r.load_error {
         println!("does not load: {e}");
