@@ -423,6 +423,61 @@ fn lepton_watch_prints_what_the_daemon_publishes() {
     assert_eq!(dets[0]["message"]["detections"][0]["label"], "6");
 }
 
+/// Whether process `pid` ignores SIGPIPE (bit 13 of `SigIgn` in /proc/PID/status).
+fn ignores_sigpipe(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).expect("SigIgn line");
+    u64::from_str_radix(mask.trim(), 16).unwrap() & (1 << (13 - 1)) != 0
+}
+
+#[test]
+fn a_reader_that_goes_away_or_a_reset_connection_never_kills_the_daemon_or_the_store() {
+    let dir = scratch("daemon-sigpipe");
+    let broker = Mosquitto::start("sigpipe");
+    let sub = Subscriber::start(broker.port, "lepton/cam1/digits/detections", "sigpipe-test");
+    let frames = frames(&dir, 10);
+    let body =
+        digits_config(broker.port, &frames, "", "fps = 20\nloop = true").replace("print = false", "print = true");
+    let config = write_config(&dir, &body);
+    let mut daemon = spawn_lepton(&config, None);
+    // The reader of the daemon's lines goes away at once (`lepton run | head -0`).
+    drop(daemon.stdout.take());
+    std::thread::sleep(Duration::from_millis(300));
+    // A broker that resets the connection makes a write fail with EPIPE: with SIGPIPE at its
+    // default, that write would kill the process (it did, in CI, during a broker fail-over).
+    assert!(ignores_sigpipe(daemon.id()), "lepton run must ignore SIGPIPE");
+    let msgs = sub.wait_for(Duration::from_secs(20), |m| json_messages(m, "detections").len() >= 30);
+    assert!(json_messages(&msgs, "detections").len() >= 30, "the detections go on after stdout closed");
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon still runs");
+    Command::new("kill").args(["-INT", &daemon.id().to_string()]).status().unwrap();
+    let out = daemon.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{}\n{stderr}", out.status);
+    assert_eq!(stderr.matches("standard output: ").count(), 1, "one warning: {stderr}");
+
+    // lepton-watch: also ignores SIGPIPE; a reader that goes away ends it quietly (exit 0).
+    let mut watch = Command::new(bin("lepton-watch"))
+        .args(["--port", &broker.port.to_string(), "--device", "cam1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(watch.stdout.take());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ignores_sigpipe(watch.id()), "lepton-watch must ignore SIGPIPE");
+    // The retained status arrives at once: its line fails, and lepton-watch ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while watch.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("lepton-watch still runs 30 s after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with openssl in `dir`.
 fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| {

@@ -3,6 +3,7 @@
 
 use crate::board::Board;
 use crate::config::{EngineKind, HomeAssistant};
+use crate::console::say;
 use crate::run::{self, Broker, ModelRef, Plan, Setup, SourceRef};
 use anyhow::{Context, Result};
 use lepton_runtime::image::Image;
@@ -20,7 +21,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
         .map(|(name, bytes)| Image::decode(bytes, name))
         .collect::<Result<Vec<_>, _>>()
         .context("decoding the bundled frames")?;
-    println!(
+    say!(
         "lepton demo: meter-digit detector (models/detector) on {} bundled frames, keyword spotter (models/keywords) on a bundled recording",
         frames.len()
     );

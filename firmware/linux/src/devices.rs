@@ -182,7 +182,13 @@ pub fn probe(
         let info = video::probe(Path::new(target))?;
         let frames = info.frames.map_or(String::new(), |n| format!(", {n} frames"));
         let fps = info.fps.map_or("unknown rate".into(), |f| format!("{f:.2} fps"));
-        println!("{target}: {} {} {}x{}, {fps}{frames}", info.container, info.codec, info.width, info.height);
+        crate::console::say!(
+            "{target}: {} {} {}x{}, {fps}{frames}",
+            info.container,
+            info.codec,
+            info.width,
+            info.height
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let password = match password_file {
@@ -197,11 +203,11 @@ pub fn probe(
             other => bail!("--transport {other}: use tcp or udp"),
         };
         let info = rtsp::probe(&url, transport, watch)?;
-        println!("{url}: {}", rtsp::describe(&info));
+        crate::console::say!("{url}: {}", rtsp::describe(&info));
     } else {
         let info = http::probe(&url, watch)?;
         let fps = info.fps.map_or(String::new(), |f| format!(", {f:.2} fps (measured)"));
-        println!("{url}: {} {}x{}{fps}", info.kind, info.width, info.height);
+        crate::console::say!("{url}: {} {}x{}{fps}", info.kind, info.width, info.height);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ mod alert;
 mod board;
 mod broker;
 mod check;
+mod console;
 mod demo;
 mod devices;
 mod homeassistant;
@@ -102,6 +103,10 @@ enum Command {
     },
 }
 
+/// The one-shot commands end quietly when their output is piped into a program that stops
+/// reading (`lepton devices | head`), like other Unix tools. `lepton run` and `lepton probe`
+/// keep Rust's default (SIGPIPE ignored): a write to a connection the broker or camera reset is
+/// an error they handle, never a signal that kills the device; see `console`.
 fn restore_sigpipe() {
     // SAFETY: sets the default disposition of one signal, before any other thread exists.
     unsafe {
@@ -110,7 +115,10 @@ fn restore_sigpipe() {
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. } | Command::Probe { .. }) {
+        restore_sigpipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEPTON_LOG")
@@ -119,7 +127,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config: None, board } => demo::run(board.as_deref()),
         Command::Run { config: Some(path), board } => {

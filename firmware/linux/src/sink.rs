@@ -5,6 +5,7 @@
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
+use crate::console::say;
 use crate::mqtt::{Link, Meta};
 use crate::snapshot::Snapshotter;
 use crate::status::{now_ms, rfc3339, SharedStatus, LATENCY_BUCKETS};
@@ -239,7 +240,7 @@ impl DaemonSink {
         shown.sort();
         shown.dedup();
         if self.print {
-            println!(
+            say!(
                 "{} snapshot of frame {} ({}x{}, {} bytes{}{})",
                 self.pipeline,
                 r.meta.frame,
@@ -298,7 +299,7 @@ impl DaemonSink {
             }
         }
         if self.print {
-            println!("{} event {} {label} {:.3} at {}", self.pipeline, e.kind.name(), e.score, rfc3339(e.timestamp_ms));
+            say!("{} event {} {label} {:.3} at {}", self.pipeline, e.kind.name(), e.score, rfc3339(e.timestamp_ms));
         }
         let Some(link) = &self.link else { return };
         let payload = match self.format {
@@ -395,9 +396,9 @@ impl Sink for DaemonSink {
         s.failed = s.failed.max(stats.frames_failed);
         let mut inference = stats.inference.clone();
         if let Some(h) = &s.source {
-            println!("{}: source outages: {}", self.pipeline, h.outages());
+            say!("{}: source outages: {}", self.pipeline, h.outages());
         }
-        println!(
+        say!(
             "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
             self.pipeline,
             stats.frames_processed,

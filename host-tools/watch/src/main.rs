@@ -76,17 +76,28 @@ struct Args {
     snapshots: Option<std::path::PathBuf>,
 }
 
-/// Output piped into a program that stops reading (`| head`) ends this one quietly, like other
-/// Unix tools, instead of a panic on the failed write.
-fn restore_sigpipe() {
-    // SAFETY: sets the default disposition of one signal, before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Standard output: the lines shown. SIGPIPE stays ignored (Rust's default), so a broker that
+/// resets the connection is an error the connection thread handles, not a signal that kills the
+/// store; a reader that goes away (`| head`) is seen here instead.
+#[derive(Default)]
+struct Shown {
+    /// Standard output failed (its reader is gone): nothing more is written.
+    closed: bool,
+}
+
+impl Shown {
+    /// Writes one line; false once standard output has failed.
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> bool {
+        use std::io::Write;
+        if !self.closed {
+            let mut out = std::io::stdout().lock();
+            self.closed = out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()).is_err();
+        }
+        !self.closed
     }
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -265,6 +276,8 @@ fn run(args: Args) -> Result<()> {
     let mut seen = 0u64;
     let mut warned = false;
     let mut shown = Recent::default();
+    let mut out = Shown::default();
+    let mut stdout_gone = false;
     let result = loop {
         if stop.load(Ordering::Relaxed) || args.count.is_some_and(|c| seen >= c) {
             break Ok(());
@@ -306,7 +319,7 @@ fn run(args: Args) -> Result<()> {
                         eprintln!("{}: malformed: {e}; skipped", printable(&topic));
                         if args.json {
                             v["malformed"] = e.to_string().into();
-                            println!("{v}");
+                            out.line(format_args!("{v}"));
                         }
                     }
                     seen += 1;
@@ -315,14 +328,22 @@ fn run(args: Args) -> Result<()> {
                 } else {
                     if args.quiet {
                     } else if args.json {
-                        println!("{v}");
+                        out.line(format_args!("{v}"));
                     } else {
                         match v["saved"].as_str() {
-                            Some(path) => println!("{} -> {path}", line(&v)),
-                            None => println!("{}", line(&v)),
-                        }
+                            Some(path) => out.line(format_args!("{} -> {path}", line(&v))),
+                            None => out.line(format_args!("{}", line(&v))),
+                        };
                     }
                     seen += 1;
+                }
+                if out.closed && !stdout_gone {
+                    stdout_gone = true;
+                    if store.is_none() {
+                        // Like other Unix tools piped into one that stopped reading: done.
+                        break Ok(());
+                    }
+                    eprintln!("standard output closed: no more lines are shown; storing goes on");
                 }
             }
             Ok(Got::Failed(node, e)) => {

@@ -18,6 +18,7 @@ pub use setup::{source_name, source_text, Broker, ModelRef, Plan, Setup, SourceR
 use crate::alert;
 use crate::broker;
 use crate::config::{self, Format};
+use crate::console::say;
 use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::Link;
 use crate::sink::{DaemonSink, SinkOptions};
@@ -72,7 +73,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         Broker::External(m) => (*m, false),
         Broker::Embedded => {
             let port = broker::start()?;
-            println!("embedded MQTT broker on 127.0.0.1:{port} (watch with: lepton-watch --port {port})");
+            say!("embedded MQTT broker on 127.0.0.1:{port} (watch with: lepton-watch --port {port})");
             let m: config::Mqtt =
                 toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}")).context("embedded broker settings")?;
             (m, true)
@@ -199,7 +200,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             let state = web::State::new(device, pages, link.clone(), Arc::clone(&history), access);
             let server = web::start(listener, Arc::new(state))?;
             let open = if w.token.is_some() { "token required" } else { "open, no token" };
-            println!("device page on http://{} ({open}; event history in {})", server.addr, w.database.display());
+            say!("device page on http://{} ({open}; event history in {})", server.addr, w.database.display());
             if w.token.is_none() && !server.addr.ip().is_loopback() {
                 tracing::warn!(
                     "web.listen {}: the device page is reachable from the network without a token; set [web] token_file",
@@ -236,7 +237,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     }
     if let Some((server, _)) = &server {
         if !stopping.load(Ordering::Relaxed) {
-            println!(
+            say!(
                 "the pipelines have ended; the device page stays up on http://{} until Ctrl-C (SIGINT or SIGTERM)",
                 server.addr
             );
@@ -258,10 +259,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
     }
     let left = link.flush(Duration::from_secs(10));
     let s = link.stats();
-    println!(
-        "MQTT: {} messages delivered, {} dropped (queue full), {} undelivered at exit",
-        s.delivered, s.dropped, left
-    );
+    say!("MQTT: {} messages delivered, {} dropped (queue full), {} undelivered at exit", s.delivered, s.dropped, left);
     link.close();
     if failed {
         return Ok(ExitCode::from(2));

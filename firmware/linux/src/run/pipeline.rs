@@ -7,6 +7,7 @@ use super::setup::{source_name, SourceRef};
 use super::stop::{register, Stoppers};
 use crate::board::Board;
 use crate::config::{self, Source};
+use crate::console::say;
 use crate::sink::DaemonSink;
 use anyhow::{bail, Result};
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
@@ -70,7 +71,7 @@ pub(super) fn run_pipeline(
     register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
     let lost = p.run()?.samples_lost;
     if lost > 0 {
-        println!(
+        say!(
             "{}: {lost} audio samples lost ({:.2} s): the source delivered faster than the pipeline consumed",
             plan.name,
             lost as f64 / f64::from(rate)
