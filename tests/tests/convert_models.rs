@@ -1,9 +1,10 @@
 //! `lepton-convert` on real pretrained models from the package registry (fetched by
 //! `scripts/fetch-test-models`): PaddleOCR's text-direction classifier (a MobileNetV3 with
-//! hard-sigmoid and squeeze-excite blocks) and Silero VAD (LSTMs behind `If` nodes). Outputs are
-//! checked against onnxruntime.
+//! hard-sigmoid and squeeze-excite blocks), Silero VAD (LSTMs behind `If` nodes), and TFLite files
+//! (microWakeWord, MediaPipe BlazeFace). Outputs are checked against onnxruntime, TFLite files
+//! against LiteRT's reference kernels.
 
-use lepton_e2e::{json, python, root, run, scratch, text};
+use lepton_e2e::{json, python, read_npy, root, run, scratch, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -297,15 +298,16 @@ fn litert_details(model: &Path) -> serde_json::Value {
 
 /// `inspect` of TFLite files from the registries (microWakeWord's streaming int8 "okay nabu" and
 /// MediaPipe's float BlazeFace) agrees with LiteRT on every input and output (TFLite name, shape,
-/// type, scale and zero point) and on the entry subgraph's operators; the run verbs and the daemon
-/// refuse the file by name and say what takes it.
+/// type, scale and zero point) and on the entry subgraph's operators. BlazeFace is taken by the
+/// engines (translated to ONNX on load); "okay nabu" is refused by every verb, naming the file and
+/// the part not translated yet (its variables).
 #[test]
-fn inspect_reads_tflite_files_as_litert_does_and_the_engines_refuse_them_by_name() {
-    for name in ["okay_nabu.tflite", "face_detection_short_range.tflite"] {
+fn inspect_reads_tflite_files_as_litert_does_and_what_is_not_translated_is_refused_by_name() {
+    for (name, code) in [("okay_nabu.tflite", 2), ("face_detection_short_range.tflite", 0)] {
         let model = test_model(name);
         let oracle = litert_details(&model);
         let out = run("lepton-convert", &["inspect", &s(&model), "--json"]);
-        assert_eq!(out.status.code(), Some(2), "described, but not run by the engines: {}", text(&out).1);
+        assert_eq!(out.status.code(), Some(code), "{name}: {}", text(&out).1);
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         for side in ["inputs", "outputs"] {
             let (ours, theirs) = (r[side].as_array().unwrap(), oracle[side].as_array().unwrap());
@@ -328,25 +330,91 @@ fn inspect_reads_tflite_files_as_litert_does_and_the_engines_refuse_them_by_name
     }
     let nabu = json_of(&test_model("okay_nabu.tflite"));
     assert_eq!(nabu["quantization"]["format"], "int8", "{nabu}");
+    assert_eq!(nabu["engine"], "none", "{nabu}");
+    assert!(nabu["load_error"].as_str().unwrap().contains("variable"), "{nabu}");
     assert_eq!(nabu["subgraphs"].as_array().unwrap().len(), 2, "CALL_ONCE's initializer is a subgraph of its own");
     let face = json_of(&test_model("face_detection_short_range.tflite"));
     assert_eq!(face["quantization"]["format"], "float (float16 weights)");
+    assert_eq!(face["engine"], "tract", "{face}");
+    assert!(face["load_error"].is_null(), "{face}");
     assert!(face["macs"].as_u64().unwrap() > 10_000_000, "{}", face["macs"]);
 
-    // Every verb that runs a model names the file and says what it is.
+    // Every verb that runs a model names the file and what is not translated.
     let model = test_model("okay_nabu.tflite");
-    let verbs: [&[&str]; 4] = [
+    let verbs: [&[&str]; 5] = [
         &["run", &s(&model), "--input", "x=x.npy"],
         &["bench", &s(&model)],
         &["compile", &s(&model), "-o", "/dev/null"],
         &["eval", &s(&model), "--dataset", "models/keywords/test"],
+        &["import", &s(&model), "-o", "/dev/null"],
     ];
     for verb in verbs {
         let out = run("lepton-convert", verb);
         let err = text(&out).1;
         assert_eq!(out.status.code(), Some(2), "{verb:?}: {err}");
-        assert!(err.contains("okay_nabu.tflite") && err.contains("TFLite model"), "{verb:?}: {err}");
+        assert!(
+            err.contains("okay_nabu.tflite") && err.contains("TFLite model") && err.contains("`stream"),
+            "{verb:?}: the file, the format and the tensor at fault: {err}"
+        );
     }
+    let out = run("lepton-convert", &["import", "models/digits/model.onnx", "-o", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("not a TFLite file"), "{}", text(&out).1);
+}
+
+/// MediaPipe's BlazeFace (float, float16 weights behind DEQUANTIZE) on a real photo (scikit-image's
+/// `astronaut.png`, NASA, public domain): `lepton-convert run` of the `.tflite` file (translated on
+/// load, run by tract) and onnxruntime on what `lepton-convert import` wrote both compute what
+/// LiteRT's reference kernels compute, every output within 1e-5 of its range; the face is found
+/// (the same anchors score above 0.5).
+#[test]
+fn a_float_tflite_model_runs_and_imports_as_litert_computes_it() {
+    let dir = scratch("tflite-float");
+    let model = test_model("face_detection_short_range.tflite");
+    // The photo as BlazeFace takes it: 128x128 RGB, (x / 127.5 - 1), NHWC float32.
+    let input = dir.join("astronaut.npy");
+    python(&[
+        "-c",
+        "import numpy as np, sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB').resize((128, 128), Image.BILINEAR); np.save(sys.argv[2], (np.asarray(im, dtype=np.float32) / 127.5 - 1.0)[None])",
+        &s(&test_model("astronaut.png")),
+        &s(&input),
+    ]);
+    let feed = format!("input={}", s(&input));
+    let reference = dir.join("litert");
+    python(&["tests/fixtures/litert_run.py", &s(&model), &s(&reference), &feed]);
+
+    let ours = dir.join("lepton");
+    let out = run("lepton-convert", &["run", &s(&model), "--input", &feed, "--output-dir", &s(&ours)]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let onnx = dir.join("face.onnx");
+    let out = run("lepton-convert", &["import", &s(&model), "-o", &s(&onnx)]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).1.contains("164 TFLite operators"), "{}", text(&out).1);
+    let ort = dir.join("onnxruntime");
+    std::fs::create_dir_all(&ort).unwrap();
+    python(&[
+        "-c",
+        "import numpy as np, onnxruntime as ort, sys; o = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); [np.save(f'{sys.argv[3]}/{v.name}.npy', r) for v, r in zip(o.get_outputs(), o.run(None, {'input': np.load(sys.argv[2])}))]",
+        &s(&onnx),
+        &s(&input),
+        &s(&ort),
+    ]);
+    for output in ["regressors", "classificators"] {
+        let want = reference.join(format!("{output}.npy"));
+        let (_, values) = read_npy(&want);
+        let range = values.iter().fold(f32::MIN, |a, &b| a.max(b)) - values.iter().fold(f32::MAX, |a, &b| a.min(b));
+        for side in [&ours, &ort] {
+            let d = max_diff(&want, &side.join(format!("{output}.npy")));
+            assert!(d <= 1e-5 * range as f64, "{output} from {}: {d} off LiteRT (range {range})", side.display());
+        }
+    }
+    let faces = |dir: &Path| -> Vec<usize> {
+        let (_, logits) = read_npy(&dir.join("classificators.npy"));
+        logits.iter().enumerate().filter(|(_, &l)| l > 0.0).map(|(i, _)| i).collect()
+    };
+    let found = faces(&reference);
+    assert!(!found.is_empty(), "LiteRT finds the astronaut's face");
+    assert_eq!(faces(&ours), found, "the same anchors score above 0.5");
 }
 
 /// `inspect --json` of a file whose engines refuse it (exit code 2) as JSON.

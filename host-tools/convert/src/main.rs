@@ -6,9 +6,10 @@ mod cli;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Make ONNX models ready for Lepton devices.
+/// Make ONNX and TFLite models ready for Lepton devices.
 ///
-/// A typical flow: export ONNX from your framework; `inspect` it; `optimize` it if it has dynamic
+/// A typical flow: export ONNX from your framework (or take a `.tflite`: every verb reads it, and
+/// `import` writes it as ONNX); `inspect` it; `optimize` it if it has dynamic
 /// shapes or control flow; `pack` a manifest that tells devices how to pre- and post-process;
 /// `quantize` it with calibration data; `eval` float and int8 on a labelled folder; `bench` both;
 /// copy the model file to the device (Linux boards run int8 models on the integer engine), or
@@ -28,6 +29,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Inspect(cli::inspect::InspectArgs),
+    Import(cli::import::ImportArgs),
     Run(cli::run::RunArgs),
     Bench(cli::bench::BenchArgs),
     Optimize(cli::optimize::OptimizeArgs),
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Import(args) => cli::import::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Optimize(args) => cli::optimize::run(args),

@@ -86,11 +86,13 @@ mod with_std {
             /// The OS error.
             error: std::io::Error,
         },
-        /// A TFLite file where the engines need an ONNX or `.lpm` model.
-        #[error("{path}: a TFLite model; Lepton's engines take ONNX and .lpm models (`lepton-convert inspect` describes TFLite files)")]
+        /// A TFLite file that cannot be read or translated for the engines.
+        #[error("{path}: TFLite model not usable: {reason} (`lepton-convert inspect` describes TFLite files)")]
         Tflite {
             /// The file.
             path: PathBuf,
+            /// What is wrong or not translated, naming the operator or tensor.
+            reason: String,
         },
         /// A file is not a valid ONNX model (truncated, wrong format, no graph).
         #[error("{path}: not a valid ONNX model: {reason}")]

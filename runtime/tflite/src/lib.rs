@@ -9,6 +9,7 @@
 //! Every error names the file and, below it, the subgraph, operator or tensor at fault.
 
 mod check;
+pub mod import;
 mod types;
 
 pub use check::TfliteError;

@@ -193,3 +193,11 @@ fn bytes_that_are_not_a_tflite_model_are_refused() {
     let err = TfliteModel::read(&bytes, Path::new("cut.tflite")).unwrap_err().to_string();
     assert!(err.contains("cut.tflite: the FlatBuffer is malformed"), "{err}");
 }
+
+#[test]
+fn a_quantized_model_is_not_translated_to_onnx_and_the_error_says_why() {
+    let bytes = build(&Spec::default());
+    let err = lepton_tflite::import::to_onnx(&bytes, Path::new("dense.tflite")).expect_err("refused").to_string();
+    assert!(err.starts_with("dense.tflite: "), "names the file: {err}");
+    assert!(err.contains("input `input` is INT8") && err.contains("only float models"), "{err}");
+}

@@ -1,4 +1,4 @@
-//! ONNX files as protobuf: read with clear errors, read and write the embedded manifest
+//! ONNX files as protobuf (and TFLite files, translated to ONNX on read): read with clear errors, read and write the embedded manifest
 //! (`metadata_props["lepton.manifest"]`), list declared inputs and outputs with their symbolic
 //! dimensions, and find operators the engine cannot run before trying to run them.
 
@@ -24,10 +24,13 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto> {
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    if bytes.get(4..8) == Some(b"TFL3") {
-        return Err(LeptonError::Tflite { path: path.to_path_buf() });
-    }
-    let proto = ModelProto::decode(bytes).map_err(|e| not_onnx(format!("{e} (truncated or not an ONNX protobuf)")))?;
+    let proto = if lepton_tflite::is_tflite(bytes) {
+        // A TFLite model is taken wherever an ONNX one is: translated to ONNX here, once.
+        lepton_tflite::import::to_onnx(bytes, path)
+            .map_err(|e| LeptonError::Tflite { path: path.to_path_buf(), reason: e.reason })?
+    } else {
+        ModelProto::decode(bytes).map_err(|e| not_onnx(format!("{e} (truncated or not an ONNX protobuf)")))?
+    };
     match &proto.graph {
         Some(g) if !g.node.is_empty() || !g.output.is_empty() => {}
         _ => return Err(not_onnx("it holds no graph".into())),

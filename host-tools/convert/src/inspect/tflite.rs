@@ -7,9 +7,9 @@ use lepton_tflite::{ElementType, OpKind, Subgraph, Tensor, TfliteModel};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Why the engines do not take the file yet (said by `inspect` and, shorter, by every loader).
-pub const NOT_RUN: &str =
-    "Lepton's engines take ONNX and .lpm models; TFLite files are read and described here, not run yet";
+/// How the engines take a TFLite file: translated to ONNX on read (`lepton_tflite::import`).
+const TRANSLATED: &str =
+    "translated to ONNX on load (float operators on tract); `lepton-convert import` writes the ONNX";
 
 /// A tensor's type as `inspect` prints it: `INT8 (scale 0.1, zero point -128)`.
 fn elem_type(t: &Tensor<'_>) -> String {
@@ -53,7 +53,7 @@ fn macs(g: &Subgraph<'_>) -> u64 {
 
 /// How the model is quantized: int8 or uint8 integer tensors between the ops, or float with
 /// weights stored as float16 or int8 (dequantized on load), or plain float.
-fn quantization(model: &TfliteModel<'_>) -> Quantization {
+fn quantization(model: &TfliteModel<'_>, execution: String) -> Quantization {
     let g = model.main();
     let weighted =
         |kind: &OpKind<'_>| matches!(kind.name().as_ref(), "CONV_2D" | "DEPTHWISE_CONV_2D" | "FULLY_CONNECTED");
@@ -74,7 +74,7 @@ fn quantization(model: &TfliteModel<'_>) -> Quantization {
     } else {
         "float".into()
     };
-    Quantization { format, quantized_nodes: integer, execution: NOT_RUN.into() }
+    Quantization { format, quantized_nodes: integer, execution }
 }
 
 /// The report of a TFLite file (every subgraph's operators counted; inputs, outputs, MACs of the
@@ -111,6 +111,14 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Report> {
     if let Some(r) = runtime.filter(|r| !r.is_empty()) {
         producer += &format!(", needs TFLite {r}");
     }
+    // What the engines make of it: the translation to ONNX, then the operators tract lacks.
+    let load_error = match lepton_tflite::import::translate(&model) {
+        Ok(proto) => lepton_runtime::onnx::unsupported_ops(&proto)
+            .first()
+            .map(|(node, op)| format!("translated, but node `{node}` uses `{op}`, which the engine does not support")),
+        Err(reason) => Some(format!("not translated for the engines: {reason}")),
+    };
+    let execution = load_error.clone().unwrap_or_else(|| TRANSLATED.into());
     Ok(Report {
         file: path.display().to_string(),
         file_bytes: bytes.len() as u64,
@@ -126,11 +134,11 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Report> {
         macs_note: None,
         macs_shapes: g.inputs.iter().map(|&i| (g.tensors[i].name.to_string(), g.tensors[i].shape.clone())).collect(),
         manifest: None,
-        quantization: quantization(&model),
+        quantization: quantization(&model, execution),
         unsupported: vec![],
-        load_error: Some(NOT_RUN.into()),
+        engine: if load_error.is_none() { "tract" } else { "none" }.into(),
+        load_error,
         subgraphs,
-        engine: "none".into(),
         kernels: None,
     })
 }
