@@ -2,8 +2,11 @@
 //! (Pi 5/4) and armv7 (Pi Zero 2 W / Pi 3), run under qemu-user on this machine. The build is the
 //! `cross` profile: release settings at -O1 but for the kernels (Cargo.toml says why).
 //!
-//! One build per target (both binaries, both targets in one cargo call) serves every test
-//! here. The emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
+//! One build per target (both binaries, every selected target in one cargo call) serves every test
+//! here. The aarch64 build runs by default; the armv7 one (another ~10 minutes of a 2-core
+//! machine, a whole second tract) when `LEPTON_CROSS=all` (or `aarch64,armv7`): the test command
+//! names it as skipped otherwise. The armv7 kernels are tested under qemu-arm either way
+//! (`kernels_arm.rs`). The emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
 //! compared with the native build's on the same frames and the same recording.
 
 use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
@@ -37,8 +40,29 @@ const ARMV7: Arm = Arm {
     multiarch: "/usr/lib/arm-linux-gnueabihf",
 };
 
+/// Whether `arm` is built and tested in this run (`LEPTON_CROSS`: unset → aarch64; `all`; or a
+/// comma list of `aarch64`, `armv7`); a target left out is recorded as skipped.
+fn selected(arm: &Arm) -> bool {
+    let on = wanted(arm);
+    if !on {
+        let short = arm.triple.split('-').next().unwrap_or(arm.triple);
+        lepton_e2e::skipped(
+            &format!("{short} board build (lepton and lepton-convert under qemu)"),
+            "not built by default (a second cross build of everything, ~10 min on 2 cores): LEPTON_CROSS=all adds it; its kernels are tested under qemu-arm by kernels_arm",
+        );
+    }
+    on
+}
+
+/// Whether `LEPTON_CROSS` selects `arm` (see [`selected`]).
+fn wanted(arm: &Arm) -> bool {
+    let short = arm.triple.split('-').next().unwrap_or(arm.triple);
+    let list = std::env::var("LEPTON_CROSS").unwrap_or_else(|_| "aarch64".into());
+    list == "all" || list.split(',').any(|w| w.trim() == short)
+}
+
 /// The `cross` profile build of `name` for `arm`. The first call builds `lepton` and `lepton-convert` for
-/// both boards' targets in one cargo call (host build scripts and proc macros compiled once, both
+/// every selected target in one cargo call (host build scripts and proc macros compiled once, both
 /// targets' crates scheduled together); later calls reuse it.
 fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
     static BUILT: Mutex<bool> = Mutex::new(false);
@@ -49,15 +73,16 @@ fn cross_bin(arm: &Arm, name: &str) -> PathBuf {
     if !*built {
         let mut cmd = lepton_e2e::cargo();
         cmd.args(["build", "--quiet", "--profile", "cross", "-p", "lepton-firmware", "-p", "lepton-convert"]);
-        for a in [&AARCH64, &ARMV7] {
-            cmd.args(["--target", a.triple]);
+        let targets: Vec<&str> =
+            [&AARCH64, &ARMV7].into_iter().filter(|a| wanted(a) || a.triple == arm.triple).map(|a| a.triple).collect();
+        for t in &targets {
+            cmd.args(["--target", t]);
         }
         let out = cmd.current_dir(root()).output().expect("running cargo build");
         assert!(
             out.status.success(),
-            "cross build for {} and {} failed (scripts/install-deps --test installs the linkers and libraries):\n{}",
-            AARCH64.triple,
-            ARMV7.triple,
+            "cross build for {} failed (scripts/install-deps --test installs the linkers and libraries):\n{}",
+            targets.join(" and "),
             String::from_utf8_lossy(&out.stderr)
         );
         *built = true;
@@ -184,6 +209,9 @@ fn same_detections(native: &[(String, Vec<Found>)], arm: &[(String, Vec<Found>)]
 /// The emulated daemon against the native one, float then int8, on the demo media; the emulated
 /// one publishes to a real mosquitto.
 fn daemon_matches_native(arm: &Arm) {
+    if !selected(arm) {
+        return;
+    }
     let dir = scratch(&format!("cross-daemon-{}", arm.triple));
     let broker = Mosquitto::start(&format!("cross-{}", arm.triple));
     for (kind, det, kws) in [("float", "model.onnx", "model.onnx"), ("int8", "model.int8.onnx", "model.int8.onnx")] {
@@ -247,6 +275,9 @@ fn daemon_matches_native(arm: &Arm) {
 /// 0.001 for the detector's mAP (int8 convolutions with a float decode tail on tract, whose float
 /// kernels differ by architecture in the last bits, which can reorder near-equal scores).
 fn convert_matches_native(arm: &Arm) {
+    if !selected(arm) {
+        return;
+    }
     let runs: [(&[&str], &str, f64); 3] = [
         (&["eval", "models/digits/model.onnx", "--dataset", "models/digits/test", "--json"], "/correct", 0.0),
         (
@@ -329,6 +360,9 @@ fn demo_clip(dir: &Path) -> PathBuf {
 /// The board build decodes an H.264 file (OpenH264 cross-compiled, its NEON code under
 /// emulation) to the same pictures as the native build: the same detections, line for line.
 fn video_matches_native(arm: &Arm) {
+    if !selected(arm) {
+        return;
+    }
     let dir = scratch(&format!("cross-video-{}", arm.triple));
     let clip = demo_clip(&dir);
     let config = dir.join("video.toml");
