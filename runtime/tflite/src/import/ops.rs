@@ -1,6 +1,7 @@
 //! One TFLite operator as ONNX nodes: the float operators of the image models (convolutions,
-//! pools, element-wise arithmetic and activations, padding, reshapes, concatenation, fully
-//! connected layers, softmax, mean) and DEQUANTIZE of constant weights, folded. Anything else is
+//! pools, element-wise arithmetic and activations, padding, reshapes, transposes, resizes,
+//! concatenation and splits, fully connected layers, softmax, mean) and DEQUANTIZE of constant
+//! weights, folded. Anything else is
 //! refused by name.
 
 use super::Builder;
@@ -164,6 +165,103 @@ pub(super) fn translate(b: &mut Builder<'_, '_>, op: &Operator<'_>) -> Result<()
                 }
             };
             activation(b, x, output(0)?, act)
+        }
+        B::PRELU => {
+            let (x, alpha) = (b.input(input(0)?)?, b.input(input(1)?)?);
+            let y = b.names[output(0)?].clone();
+            b.node("PRelu", vec![x, alpha], vec![y], vec![]);
+            Ok(())
+        }
+        B::LEAKY_RELU => {
+            let alpha = raw.builtin_options_as_leaky_relu_options().map_or(0.2, |o| o.alpha());
+            let x = b.input(input(0)?)?;
+            let y = b.names[output(0)?].clone();
+            b.node("LeakyRelu", vec![x], vec![y], vec![float("alpha", alpha)]);
+            Ok(())
+        }
+        B::HARD_SWISH => {
+            // x · relu6(x + 3) / 6, as x · HardSigmoid(x) with slope 1/6 and offset 1/2 (opset 13
+            // has no HardSwish).
+            let x = b.input(input(0)?)?;
+            let gate = b.fresh("gate");
+            b.node("HardSigmoid", vec![x.clone()], vec![gate.clone()], vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]);
+            let y = b.names[output(0)?].clone();
+            b.node("Mul", vec![x, gate], vec![y], vec![]);
+            Ok(())
+        }
+        B::TRANSPOSE => {
+            let x = input(0)?;
+            let perm = b.constant_ints(input(1)?)?.ok_or("the permutation is not a constant")?;
+            let rank = b.tensor(x).shape.len();
+            let mut seen = vec![false; rank];
+            for &p in &perm {
+                match seen.get_mut(usize::try_from(p).unwrap_or(usize::MAX)) {
+                    Some(s) if !*s => *s = true,
+                    _ => return Err(format!("permutation {perm:?} of a rank-{rank} tensor")),
+                }
+            }
+            if perm.len() != rank {
+                return Err(format!("permutation {perm:?} of a rank-{rank} tensor"));
+            }
+            let xs = b.input(x)?;
+            let y = b.names[output(0)?].clone();
+            b.node("Transpose", vec![xs], vec![y], vec![ints("perm", perm)]);
+            Ok(())
+        }
+        B::RESIZE_BILINEAR | B::RESIZE_NEAREST_NEIGHBOR => {
+            let (x, y) = (input(0)?, output(0)?);
+            let (align, half) = if code == B::RESIZE_BILINEAR {
+                let o = raw.builtin_options_as_resize_bilinear_options();
+                (o.is_some_and(|o| o.align_corners()), o.is_some_and(|o| o.half_pixel_centers()))
+            } else {
+                let o = raw.builtin_options_as_resize_nearest_neighbor_options();
+                (o.is_some_and(|o| o.align_corners()), o.is_some_and(|o| o.half_pixel_centers()))
+            };
+            if b.tensor(x).shape.len() != 4 || b.tensor(y).shape.len() != 4 {
+                return Err("input or output is not NHWC".into());
+            }
+            // The output's declared shape is the size input's value (checked by the converter);
+            // ONNX resizes all four dimensions, N and C by 1.
+            let sizes = b.tensor(y).shape.iter().map(|&d| d as i64).collect();
+            let (mode, coordinates, nearest) = match (code == B::RESIZE_BILINEAR, align, half) {
+                (_, true, true) => return Err("align_corners with half_pixel_centers".into()),
+                (true, true, false) => ("linear", "align_corners", "floor"),
+                (true, false, true) => ("linear", "half_pixel", "floor"),
+                (true, false, false) => ("linear", "asymmetric", "floor"),
+                (false, true, false) => ("nearest", "align_corners", "round_prefer_ceil"),
+                (false, false, true) => ("nearest", "tf_half_pixel_for_nn", "floor"),
+                (false, false, false) => ("nearest", "asymmetric", "floor"),
+            };
+            let xs = b.input(x)?;
+            let sizes = b.const_i64("sizes", sizes);
+            let out = b.names[y].clone();
+            b.node(
+                "Resize",
+                vec![xs, String::new(), String::new(), sizes],
+                vec![out],
+                vec![text("mode", mode), text("coordinate_transformation_mode", coordinates), text("nearest_mode", nearest)],
+            );
+            Ok(())
+        }
+        B::SPLIT | B::SPLIT_V => {
+            // SPLIT: (axis, input), equal parts; SPLIT_V: (input, sizes, axis).
+            let (x, axis_at) = if code == B::SPLIT { (input(1)?, input(0)?) } else { (input(0)?, input(2)?) };
+            let rank = b.tensor(x).shape.len() as i64;
+            let axis = *b.constant_ints(axis_at)?.ok_or("the axis is not a constant")?.first().ok_or("no axis")?;
+            let axis = if axis < 0 { axis + rank } else { axis };
+            if !(0..rank).contains(&axis) {
+                return Err(format!("axis {axis} of a rank-{rank} tensor"));
+            }
+            // The parts' sizes are the outputs' declared sizes along the axis.
+            let parts: Vec<i64> = op.outputs.iter().map(|&o| b.tensor(o).shape.get(axis as usize).map_or(0, |&d| d as i64)).collect();
+            if parts.iter().sum::<i64>() != b.tensor(x).shape[axis as usize] as i64 {
+                return Err(format!("parts {parts:?} do not add up to the axis' {}", b.tensor(x).shape[axis as usize]));
+            }
+            let xs = b.input(x)?;
+            let split = b.const_i64("split", parts);
+            let outs = op.outputs.iter().map(|&o| b.names[o].clone()).collect();
+            b.node("Split", vec![xs, split], outs, vec![int("axis", axis)]);
+            Ok(())
         }
         B::PAD | B::PADV2 => {
             let x = input(0)?;
@@ -373,6 +471,26 @@ fn ints(name: &str, values: Vec<i64>) -> pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
         ints: values,
+        ..Default::default()
+    }
+}
+
+/// A float attribute.
+fn float(name: &str, value: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
+}
+
+/// A string attribute.
+fn text(name: &str, value: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
         ..Default::default()
     }
 }

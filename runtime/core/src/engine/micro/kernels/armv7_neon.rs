@@ -71,7 +71,7 @@ unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
     let clamp = (e.clamp()[0] as u8 as u32) | ((e.clamp()[1] as u8 as u32) << 8);
     if e.q31() {
         // Every shift ≥ 32: the doubling high multiply and a rounding shift, in 32 bits.
-        // SAFETY (caller): NEON present; every pointer reads four lanes inside its vector.
+        // SAFETY: the caller guarantees NEON; every pointer reads four lanes inside its vector.
         unsafe {
             asm!(
                 ".fpu neon",
@@ -105,7 +105,7 @@ unsafe fn requantize4(acc: &[i32; 4], e: &Epilogue, c: usize) -> [u8; 4] {
         }
         return packed.to_le_bytes();
     }
-    // SAFETY (caller): NEON present; every pointer reads four lanes inside its vector.
+    // SAFETY: the caller guarantees NEON; every pointer reads four lanes inside its vector.
     unsafe {
         asm!(
             ".fpu neon",
@@ -183,7 +183,7 @@ unsafe fn gemm(a: &[u8], rows: usize, g: &Gemm, out: &mut [u8]) {
 #[inline]
 unsafe fn dot4(x: *const u8, w: *const u8, groups: usize) -> [i32; 4] {
     let mut acc = [0i32; 4];
-    // SAFETY (caller).
+    // SAFETY: the caller guarantees what the `# Safety` section above asks.
     unsafe {
         asm!(
             ".fpu neon",
@@ -321,7 +321,7 @@ unsafe fn depthwise(
 /// The CPU has NEON, `inside` is not empty, and every pair's reads are in bounds.
 #[inline]
 unsafe fn taps8(x: *const u8, w: *const i16, inside: &[[usize; 2]], zx: i32, acc: &mut [i32; 8]) {
-    // SAFETY (caller).
+    // SAFETY: the caller guarantees what the `# Safety` section above asks.
     unsafe {
         asm!(
             ".fpu neon",
@@ -422,7 +422,7 @@ struct MulConsts {
 /// The CPU has NEON, `steps` ≥ 1, and `steps`·8 bytes at `a`, `b` and `y` are in bounds.
 #[inline]
 unsafe fn mul8(a: *const u8, b: *const u8, y: *mut u8, steps: usize, k: &MulConsts) {
-    // SAFETY (caller).
+    // SAFETY: the caller guarantees what the `# Safety` section above asks.
     unsafe {
         asm!(
             ".fpu neon",
