@@ -184,7 +184,12 @@ pub(super) fn translate(b: &mut Builder<'_, '_>, op: &Operator<'_>) -> Result<()
             // has no HardSwish).
             let x = b.input(input(0)?)?;
             let gate = b.fresh("gate");
-            b.node("HardSigmoid", vec![x.clone()], vec![gate.clone()], vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)]);
+            b.node(
+                "HardSigmoid",
+                vec![x.clone()],
+                vec![gate.clone()],
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            );
             let y = b.names[output(0)?].clone();
             b.node("Mul", vec![x, gate], vec![y], vec![]);
             Ok(())
@@ -239,7 +244,11 @@ pub(super) fn translate(b: &mut Builder<'_, '_>, op: &Operator<'_>) -> Result<()
                 "Resize",
                 vec![xs, String::new(), String::new(), sizes],
                 vec![out],
-                vec![text("mode", mode), text("coordinate_transformation_mode", coordinates), text("nearest_mode", nearest)],
+                vec![
+                    text("mode", mode),
+                    text("coordinate_transformation_mode", coordinates),
+                    text("nearest_mode", nearest),
+                ],
             );
             Ok(())
         }
@@ -253,7 +262,8 @@ pub(super) fn translate(b: &mut Builder<'_, '_>, op: &Operator<'_>) -> Result<()
                 return Err(format!("axis {axis} of a rank-{rank} tensor"));
             }
             // The parts' sizes are the outputs' declared sizes along the axis.
-            let parts: Vec<i64> = op.outputs.iter().map(|&o| b.tensor(o).shape.get(axis as usize).map_or(0, |&d| d as i64)).collect();
+            let parts: Vec<i64> =
+                op.outputs.iter().map(|&o| b.tensor(o).shape.get(axis as usize).map_or(0, |&d| d as i64)).collect();
             if parts.iter().sum::<i64>() != b.tensor(x).shape[axis as usize] as i64 {
                 return Err(format!("parts {parts:?} do not add up to the axis' {}", b.tensor(x).shape[axis as usize]));
             }
