@@ -329,8 +329,8 @@ fn bare_lepton_convert_lists_every_verb_and_help_keeps_examples_apart() {
     let (stdout, stderr) = text(&out);
     let help = format!("{stdout}{stderr}");
     let verbs = [
-        "inspect", "run", "bench", "optimize", "quantize", "eval", "compile", "pack", "kernels", "keygen", "sign",
-        "verify",
+        "inspect", "import", "run", "bench", "optimize", "quantize", "eval", "compile", "pack", "kernels", "keygen",
+        "sign", "verify",
     ];
     let listed: Vec<&str> = help
         .lines()
