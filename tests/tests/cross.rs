@@ -206,67 +206,67 @@ fn same_detections(native: &[(String, Vec<Found>)], arm: &[(String, Vec<Found>)]
     }
 }
 
-/// The emulated daemon against the native one, float then int8, on the demo media; the emulated
-/// one publishes to a real mosquitto.
-fn daemon_matches_native(arm: &Arm) {
+/// The emulated daemon against the native one, on the demo media with the `kind` (float or int8)
+/// models (one test each, so the two emulations run side by side); the emulated one publishes to
+/// a real mosquitto.
+fn daemon_matches_native(arm: &Arm, kind: &str) {
     if !selected(arm) {
         return;
     }
-    let dir = scratch(&format!("cross-daemon-{}", arm.triple));
-    let broker = Mosquitto::start(&format!("cross-{}", arm.triple));
-    for (kind, det, kws) in [("float", "model.onnx", "model.onnx"), ("int8", "model.int8.onnx", "model.int8.onnx")] {
-        let device = format!("board-{kind}");
-        let sub =
-            Subscriber::start(broker.port, &format!("lepton/{device}/#"), &format!("cross-{}-{kind}", arm.triple));
-        let native_cfg = config(&dir, &format!("host-{kind}"), broker.port, det, kws);
-        let board_cfg = config(&dir, &device, broker.port, det, kws);
-        let mut n = native("lepton");
-        n.args(["run", "--config"]).arg(&native_cfg);
-        let n = output(n);
-        let (n_out, n_err) = text(&n);
-        assert!(n.status.success(), "native {kind}: {n_out}\n{n_err}");
-        let mut a = emulated(arm, "lepton");
-        a.args(["run", "--board", if arm.triple.starts_with("aarch64") { "rpi4" } else { "rpizero2w" }, "--config"])
-            .arg(&board_cfg);
-        let a = output(a);
-        let (a_out, a_err) = text(&a);
-        assert!(a.status.success(), "{} {kind}: {a_out}\n{a_err}", arm.triple);
+    let dir = scratch(&format!("cross-daemon-{}-{kind}", arm.triple));
+    let broker = Mosquitto::start(&format!("cross-{}-{kind}", arm.triple));
+    let (det, kws) =
+        if kind == "float" { ("model.onnx", "model.onnx") } else { ("model.int8.onnx", "model.int8.onnx") };
+    let device = format!("board-{kind}");
+    let sub = Subscriber::start(broker.port, &format!("lepton/{device}/#"), &format!("cross-{}-{kind}", arm.triple));
+    let native_cfg = config(&dir, &format!("host-{kind}"), broker.port, det, kws);
+    let board_cfg = config(&dir, &device, broker.port, det, kws);
+    let mut n = native("lepton");
+    n.args(["run", "--config"]).arg(&native_cfg);
+    let n = output(n);
+    let (n_out, n_err) = text(&n);
+    assert!(n.status.success(), "native {kind}: {n_out}\n{n_err}");
+    let mut a = emulated(arm, "lepton");
+    a.args(["run", "--board", if arm.triple.starts_with("aarch64") { "rpi4" } else { "rpizero2w" }, "--config"])
+        .arg(&board_cfg);
+    let a = output(a);
+    let (a_out, a_err) = text(&a);
+    assert!(a.status.success(), "{} {kind}: {a_out}\n{a_err}", arm.triple);
 
-        let what = format!("{} {kind}", arm.triple);
-        let (nm, am) = (results(&n_out, "meter"), results(&a_out, "meter"));
-        assert!(!nm.is_empty(), "{what}: the native build found nothing: {n_out}");
-        same_detections(&nm, &am, &format!("{what} detector"));
-        let (nk, ak) = (keyword_events(&n_out), keyword_events(&a_out));
-        assert!(!nk.is_empty(), "{what}: no keyword heard natively: {n_out}");
-        assert_eq!(nk, ak, "{what}: keyword events");
-        assert!(a_out.contains("0 undelivered at exit"), "{what}: {a_out}");
+    let what = format!("{} {kind}", arm.triple);
+    let (nm, am) = (results(&n_out, "meter"), results(&a_out, "meter"));
+    assert!(!nm.is_empty(), "{what}: the native build found nothing: {n_out}");
+    same_detections(&nm, &am, &format!("{what} detector"));
+    let (nk, ak) = (keyword_events(&n_out), keyword_events(&a_out));
+    assert!(!nk.is_empty(), "{what}: no keyword heard natively: {n_out}");
+    assert_eq!(nk, ak, "{what}: keyword events");
+    assert!(a_out.contains("0 undelivered at exit"), "{what}: {a_out}");
 
-        // What the emulated daemon published reached the subscriber: one detections message per
-        // frame with detections, one event per keyword.
-        let topic = |t: &str| format!("lepton/{device}/{t}");
-        let msgs = sub.wait_for(Duration::from_secs(20), |m| {
-            m.iter().filter(|(t, _)| *t == topic("meter/detections")).count() >= am.len()
-        });
-        let published: Vec<Value> = msgs
-            .iter()
-            .filter(|(t, _)| *t == topic("meter/detections"))
-            .map(|(_, p)| serde_json::from_slice(p).expect("JSON detections"))
-            .collect();
-        assert_eq!(published.len(), am.len(), "{what}: detections messages on the broker");
-        let labels: Vec<String> = published[0]["detections"]
-            .as_array()
-            .expect("detections array")
-            .iter()
-            .map(|d| d["label"].as_str().unwrap_or("").to_string())
-            .collect();
-        let mut printed: Vec<String> = am[0].1.iter().map(|f| f.label.clone()).collect();
-        let mut sorted = labels.clone();
-        sorted.sort();
-        printed.sort();
-        assert_eq!(sorted, printed, "{what}: first message {:?}", published[0]);
-        let heard = msgs.iter().filter(|(t, _)| *t == topic("keywords/events")).count();
-        assert!(heard >= ak.len(), "{what}: {heard} keyword events on the broker, {} printed", ak.len());
-    }
+    // What the emulated daemon published reached the subscriber: one detections message per
+    // frame with detections, one event per keyword.
+    let topic = |t: &str| format!("lepton/{device}/{t}");
+    let msgs = sub.wait_for(Duration::from_secs(20), |m| {
+        m.iter().filter(|(t, _)| *t == topic("meter/detections")).count() >= am.len()
+    });
+    let published: Vec<Value> = msgs
+        .iter()
+        .filter(|(t, _)| *t == topic("meter/detections"))
+        .map(|(_, p)| serde_json::from_slice(p).expect("JSON detections"))
+        .collect();
+    assert_eq!(published.len(), am.len(), "{what}: detections messages on the broker");
+    let labels: Vec<String> = published[0]["detections"]
+        .as_array()
+        .expect("detections array")
+        .iter()
+        .map(|d| d["label"].as_str().unwrap_or("").to_string())
+        .collect();
+    let mut printed: Vec<String> = am[0].1.iter().map(|f| f.label.clone()).collect();
+    let mut sorted = labels.clone();
+    sorted.sort();
+    printed.sort();
+    assert_eq!(sorted, printed, "{what}: first message {:?}", published[0]);
+    let heard = msgs.iter().filter(|(t, _)| *t == topic("keywords/events")).count();
+    assert!(heard >= ak.len(), "{what}: {heard} keyword events on the broker, {} printed", ak.len());
 }
 
 /// `lepton-convert eval` of the emulated build gives the native figures: exactly for the digit
@@ -322,13 +322,23 @@ fn convert_matches_native(arm: &Arm) {
 }
 
 #[test]
-fn aarch64_daemon_detects_and_publishes_like_the_native_build() {
-    daemon_matches_native(&AARCH64);
+fn aarch64_daemon_detects_and_publishes_like_the_native_build_float() {
+    daemon_matches_native(&AARCH64, "float");
 }
 
 #[test]
-fn armv7_daemon_detects_and_publishes_like_the_native_build() {
-    daemon_matches_native(&ARMV7);
+fn aarch64_daemon_detects_and_publishes_like_the_native_build_int8() {
+    daemon_matches_native(&AARCH64, "int8");
+}
+
+#[test]
+fn armv7_daemon_detects_and_publishes_like_the_native_build_float() {
+    daemon_matches_native(&ARMV7, "float");
+}
+
+#[test]
+fn armv7_daemon_detects_and_publishes_like_the_native_build_int8() {
+    daemon_matches_native(&ARMV7, "int8");
 }
 
 #[test]
