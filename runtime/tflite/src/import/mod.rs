@@ -3,7 +3,7 @@
 //! The graph keeps TFLite's layout (NHWC) and names: its inputs and outputs are the TFLite ones,
 //! with their shapes; convolutions and pools, which ONNX defines on NCHW, are wrapped in a pair
 //! of transposes. Weights stored as float16, or as int8 behind a DEQUANTIZE, become float32
-//! initializers (what LiteRT computes with). Each operator is translated by [`ops`], which refuses
+//! initializers (what LiteRT computes with). Each operator is translated by `ops`, which refuses
 //! by name what it does not translate: never a guess.
 //!
 //! Float models only, for now: a model whose activations are quantized (int8 or uint8 tensors
