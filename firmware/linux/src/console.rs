@@ -22,7 +22,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// `println!` for the daemon: see [`line`].
+/// `println!` for the daemon: see [`line()`].
 macro_rules! say {
     ($($arg:tt)*) => {
         $crate::console::line(format_args!($($arg)*))
