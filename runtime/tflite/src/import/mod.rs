@@ -39,28 +39,14 @@ pub fn translate(model: &TfliteModel<'_>) -> Result<pb::ModelProto, String> {
         }
     }
     for &i in &g.inputs {
-        let t = &g.tensors[i];
-        if t.element != ElementType::Float32 {
-            return Err(format!(
-                "input `{}` is {}: only float models are translated yet (quantized models come next)",
-                t.name.escape_debug(),
-                t.element.name()
-            ));
-        }
+        let t = float_only(&g.tensors[i], "input")?;
         b.graph.input.push(value_info(&b.names[i], t));
     }
     for (k, op) in g.operators.iter().enumerate() {
         ops::translate(&mut b, op).map_err(|e| format!("operator {k} ({}): {e}", op.kind.name()))?;
     }
     for &i in &g.outputs {
-        let t = &g.tensors[i];
-        if t.element != ElementType::Float32 {
-            return Err(format!(
-                "output `{}` is {}: only float models are translated yet",
-                t.name.escape_debug(),
-                t.element.name()
-            ));
-        }
+        let t = float_only(&g.tensors[i], "output")?;
         b.graph.output.push(value_info(&b.names[i], t));
     }
     b.graph.name = if g.name.is_empty() { "tflite".into() } else { g.name.to_string() };
@@ -73,6 +59,18 @@ pub fn translate(model: &TfliteModel<'_>) -> Result<pb::ModelProto, String> {
         graph: Some(b.graph),
         ..Default::default()
     })
+}
+
+/// `t`, a graph input or output (`what`), if it is float32: only float models are translated yet.
+fn float_only<'t, 'a>(t: &'t Tensor<'a>, what: &str) -> Result<&'t Tensor<'a>, String> {
+    if t.element == ElementType::Float32 {
+        return Ok(t);
+    }
+    Err(format!(
+        "{what} `{}` is {}: only float models are translated yet (quantized models come next)",
+        t.name.escape_debug(),
+        t.element.name()
+    ))
 }
 
 /// The graph being written, and the ONNX name of each TFLite tensor.

@@ -475,42 +475,33 @@ fn activation(b: &mut Builder<'_, '_>, x: String, y: usize, act: ActivationFunct
     Ok(())
 }
 
+/// An attribute of type `kind`, its value set by `set`.
+fn attribute(
+    name: &str,
+    kind: pb::attribute_proto::AttributeType,
+    set: impl FnOnce(&mut pb::AttributeProto),
+) -> pb::AttributeProto {
+    let mut a = pb::AttributeProto { name: name.into(), r#type: kind as i32, ..Default::default() };
+    set(&mut a);
+    a
+}
+
 /// An integer-list attribute.
 fn ints(name: &str, values: Vec<i64>) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: values,
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Ints, |a| a.ints = values)
 }
 
 /// A float attribute.
 fn float(name: &str, value: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f: value,
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Float, |a| a.f = value)
 }
 
 /// A string attribute.
 fn text(name: &str, value: &str) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::String as i32,
-        s: value.as_bytes().to_vec(),
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::String, |a| a.s = value.as_bytes().to_vec())
 }
 
 /// An integer attribute.
 fn int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: value,
-        ..Default::default()
-    }
+    attribute(name, pb::attribute_proto::AttributeType::Int, |a| a.i = value)
 }
