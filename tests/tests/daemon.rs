@@ -126,6 +126,47 @@ fn every_frame_is_published_with_the_contract_fields_status_events_and_stats() {
     assert_eq!(status.last(), Some(&&b"offline"[..]));
 }
 
+/// A still camera: each of the first `pictures` digit pictures `repeat` times in a row.
+fn still_frames(dir: &Path, pictures: usize, repeat: usize) -> PathBuf {
+    let out = dir.join("still");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut samples: Vec<_> =
+        std::fs::read_dir(root().join("models/digits/samples")).unwrap().map(|e| e.unwrap().path()).collect();
+    samples.sort();
+    for i in 0..pictures * repeat {
+        std::fs::copy(&samples[i / repeat], out.join(format!("f{i:04}.png"))).unwrap();
+    }
+    out
+}
+
+#[test]
+fn the_motion_gate_runs_the_model_only_when_the_picture_changes_and_still_frames_keep_its_detections() {
+    let dir = scratch("daemon-motion");
+    let broker = Mosquitto::start("motion");
+    let sub = Subscriber::start(broker.port, "lepton/#", "motion-test");
+    let frames = still_frames(&dir, 4, 5);
+    let body = digits_config(broker.port, &frames, "", "fps = 10")
+        + "[pipeline.motion]\nrefresh_s = 60\n[[pipeline.mask]]\npoints = [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]]\n";
+    let config = write_config(&dir, &body);
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("digits: 20 processed (4 through the model)"), "{stdout}");
+    let msgs =
+        sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|(t, p)| t == "lepton/cam1/status" && p == b"offline"));
+    let dets = json_messages(&msgs, "/digits/detections");
+    assert_eq!(dets.len(), 20, "still frames are published with the last detections: {stdout}");
+    for (i, d) in dets.iter().enumerate() {
+        // The samples' digits in name order are 6 4 0 2.
+        let truth = ["6", "4", "0", "2"][i / 5];
+        assert_eq!(d["detections"][0]["label"], truth, "frame {i}: {d}");
+    }
+    let stats = json_messages(&msgs, "/cam1/stats");
+    let s = &stats.last().expect("stats every second")["pipelines"]["digits"];
+    let (processed, inferred) = (s["processed"].as_u64().unwrap(), s["inferred"].as_u64().unwrap());
+    assert!((1..=4).contains(&inferred) && inferred < processed, "{s}");
+}
+
 #[test]
 fn a_broker_outage_loses_no_detection_and_order_is_kept() {
     let dir = scratch("daemon-outage");

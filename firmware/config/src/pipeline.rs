@@ -4,6 +4,7 @@
 use crate::alert::AlertOutput;
 use crate::duration::{Seconds, DAY};
 use crate::lines::{at_line, key_line};
+use crate::motion::{Mask, Motion};
 use crate::snapshot::Snapshot;
 use crate::source::Source;
 use crate::valid_id;
@@ -38,6 +39,11 @@ pub struct Pipeline {
     pub alerts: Vec<AlertOutput>,
     /// JPEG snapshots over MQTT (`[pipeline.snapshot]`; vision pipelines).
     pub snapshot: Option<Snapshot>,
+    /// The motion gate (`[pipeline.motion]`; vision pipelines): off without the table.
+    pub motion: Option<Motion>,
+    /// Regions the motion gate ignores (`[[pipeline.mask]]`).
+    #[serde(default, rename = "mask")]
+    pub masks: Vec<Mask>,
 }
 
 fn default_threshold() -> f32 {
@@ -102,6 +108,18 @@ impl Pipeline {
             if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
                 bail!("{at}: audio pipelines have no snapshots; remove the table");
             }
+        }
+        match &p.motion {
+            Some(m) => {
+                if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
+                    bail!("{f}, [pipeline.motion]: audio pipelines have no motion gate; remove the table");
+                }
+                m.check(&p.masks, &f)?;
+            }
+            None if !p.masks.is_empty() => {
+                bail!("{f}: [[pipeline.mask]] is for the motion gate: add [pipeline.motion] (or remove the masks)");
+            }
+            None => {}
         }
         if !(0.0..=1.0).contains(&p.threshold) {
             bail!("{}{f}: threshold {} must be within 0..=1", line("pipeline", "threshold"), p.threshold);

@@ -50,6 +50,8 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                     quality: 80,
                     max_width: 1280,
                 }),
+                motion: None,
+                masks: Vec::new(),
             },
             Plan {
                 name: "keywords".into(),
@@ -61,6 +63,8 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 print: true,
                 alerts: vec![],
                 snapshot: None,
+                motion: None,
+                masks: Vec::new(),
             },
         ],
         board,

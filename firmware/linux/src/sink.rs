@@ -372,10 +372,13 @@ impl Sink for DaemonSink {
         s.dropped = r.dropped;
         s.failed = r.failed;
         s.messages += u64::from(!kept.is_empty());
-        s.inference.record(r.inference);
-        let secs = r.inference.as_secs_f64();
-        if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
-            s.histogram[b] += 1;
+        if r.inferred {
+            s.inferred += 1;
+            s.inference.record(r.inference);
+            let secs = r.inference.as_secs_f64();
+            if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
+                s.histogram[b] += 1;
+            }
         }
         Ok(())
     }
@@ -399,9 +402,10 @@ impl Sink for DaemonSink {
             say!("{}: source outages: {}", self.pipeline, h.outages());
         }
         say!(
-            "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
+            "{}: {} processed ({} through the model), {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
             self.pipeline,
             stats.frames_processed,
+            stats.frames_inferred,
             stats.frames_dropped,
             stats.frames_failed,
             s.messages,

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct Status {
     /// Frames (or audio windows) processed.
     pub processed: u64,
+    /// Frames the model ran on (fewer than `processed` behind a motion gate).
+    pub inferred: u64,
     /// Frames the source dropped (vision) or samples lost (audio).
     pub dropped: u64,
     /// Messages published on the detections topic.

@@ -10,6 +10,7 @@
 //!
 //! | stage        | module |
 //! |--------------|--------|
+//! | motion gate  | [`vision::motion`] (masks: [`vision::region`]) |
 //! | preprocess   | [`vision::preprocess`], [`audio::frontend`] |
 //! | engine       | [`engine::micro`]: format, interpreter, ops, kernel sets |
 //! | postprocess  | [`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`] |

@@ -225,6 +225,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         let meta = FrameMeta { frame: runs.frames_processed, timestamp_ms: self.started_ms + stream_ms };
         runs.frames_in += 1;
         runs.frames_processed += 1;
+        runs.frames_inferred += 1;
         runs.inference.record(inference);
         runs.processing.record(processing);
         let report = FrameReport {
@@ -234,6 +235,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             source: self.source.name(),
             detections: &detections,
             events: &events,
+            inferred: true,
             inference,
             processing,
             dropped: self.stats.samples_lost,

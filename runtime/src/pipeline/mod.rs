@@ -8,6 +8,11 @@
 //! and the per-frame time is close to the engine's alone. [`Pipeline::step`] does the same work
 //! sequentially on the caller's thread.
 //!
+//! Motion gate ([`Pipeline::with_motion`]): before preprocessing, a frame is compared with the
+//! scene's background ([`crate::vision::motion`]); a still frame skips preprocessing and the
+//! engine, and is reported with the detections of the last frame the model saw
+//! ([`FrameReport::inferred`] false). [`Stats::frames_inferred`] counts the frames the model ran on.
+//!
 //! Drop policy: a live source hands over only its newest frame when inference lags, and counts the
 //! ones it skipped ([`FrameSource::dropped`]); they appear in [`Stats::frames_dropped`]. A frame
 //! that fails to decode is logged, counted in [`Stats::frames_failed`], and the run continues.
@@ -21,6 +26,7 @@ use crate::error::Result;
 use crate::event::{Detection, Detections, Event, FrameMeta};
 use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
+use crate::vision::motion::{MotionGate, Wake};
 use crate::vision::Transform;
 use exchange::Exchange;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +68,10 @@ pub struct FrameReport<'a> {
     pub detections: &'a [Detection],
     /// Debounced events that happened on this frame (speech start/end).
     pub events: &'a [Event],
-    /// Engine run time.
+    /// Whether the model ran on this frame; false for a still frame the motion gate held back,
+    /// whose detections are those of the last frame the model saw.
+    pub inferred: bool,
+    /// Engine run time (zero when the model did not run).
     pub inference: Duration,
     /// Engine run + postprocessing time (preprocessing runs ahead, on its own thread in
     /// [`Pipeline::run`]).
@@ -164,8 +173,11 @@ impl LatencyStats {
 pub struct Stats {
     /// Frames received from the source.
     pub frames_in: u64,
-    /// Frames processed end to end.
+    /// Frames processed end to end (reported to the sink), still frames included.
     pub frames_processed: u64,
+    /// Frames the model ran on: all processed frames without a motion gate; with one, those with
+    /// motion, the first and the refreshes.
+    pub frames_inferred: u64,
     /// Frames the source skipped because processing lagged (newest frame wins).
     pub frames_dropped: u64,
     /// Frames that failed to decode or preprocess (logged, skipped).
@@ -236,6 +248,7 @@ pub struct Pipeline<S, P, E, Q, K> {
     stats: Stats,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    motion: Option<Box<MotionGate>>,
 }
 
 impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline<S, P, E, Q, K> {
@@ -251,7 +264,14 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             stats: Stats::default(),
             stop: Arc::new(AtomicBool::new(false)),
             clock: Clock::new(),
+            motion: None,
         }
+    }
+
+    /// Runs the model only on frames the motion gate admits (see the module's documentation).
+    pub fn with_motion(mut self, gate: MotionGate) -> Self {
+        self.motion = Some(Box::new(gate));
+        self
     }
 
     /// A flag that stops [`run`](Self::run) after the current frame when set (signal handlers).
@@ -295,6 +315,10 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         };
         self.stats.frames_in += 1;
         let clock = self.clock.stamp(own_timeline, frame.meta.timestamp_ms);
+        if admit(self.motion.as_deref_mut(), &frame, clock).is_none() {
+            let (meta, name) = (frame.meta, frame.name);
+            return still(&mut self.sink, &self.detections, &mut self.stats, meta, clock, name).map(|()| true);
+        }
         let t0 = Instant::now();
         let transform = match self.engine.input_mut(0).and_then(|input| self.pre.preprocess(&frame, input)) {
             Ok(t) => t,
@@ -367,24 +391,30 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
                 clock: Duration::ZERO,
                 name: heapless::String::new(),
                 transform: Transform::identity(1.0, 1.0),
+                still: false,
             })
         };
         let exchange = Exchange::new([slot(&self.engine)?, slot(&self.engine)?]);
-        let Pipeline { source, pre, engine, post, sink, detections, stats, stop, clock } = self;
+        let Pipeline { source, pre, engine, post, sink, detections, stats, stop, clock, motion } = self;
+        let motion = motion.as_deref_mut();
         let stop: &AtomicBool = stop;
         let exchange = &exchange;
         let (in0, failed0) = (stats.frames_in, stats.frames_failed);
         let dropped = std::sync::atomic::AtomicU64::new(stats.frames_dropped);
         let dropped = &dropped;
         std::thread::scope(|scope| -> Result<()> {
-            let producer = scope.spawn(move || produce(source, pre, exchange, stop, dropped, clock));
+            let producer = scope.spawn(move || produce(source, pre, exchange, stop, dropped, clock, motion));
             let mut result = Ok(());
             while let Some(mut p) = exchange.take_ready() {
                 stats.frames_dropped = dropped.load(Ordering::Relaxed);
-                let step = engine.swap_input(0, &mut p.buffer).and_then(|()| {
-                    let name = (!p.name.is_empty()).then_some(p.name.as_str());
-                    infer(engine, post, sink, detections, stats, p.meta, p.clock, name, &p.transform)
-                });
+                let name = (!p.name.is_empty()).then_some(p.name.as_str());
+                let step = if p.still {
+                    still(sink, detections, stats, p.meta, p.clock, name)
+                } else {
+                    engine.swap_input(0, &mut p.buffer).and_then(|()| {
+                        infer(engine, post, sink, detections, stats, p.meta, p.clock, name, &p.transform)
+                    })
+                };
                 exchange.release(p);
                 if let Err(e) = step {
                     result = Err(e);
@@ -433,6 +463,8 @@ struct Prepared<B> {
     clock: Duration,
     name: heapless::String<128>,
     transform: Transform,
+    /// Held back by the motion gate: no preprocessing, no engine run.
+    still: bool,
 }
 
 /// Frame counters kept by the preprocessing thread.
@@ -451,6 +483,7 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
     stop: &AtomicBool,
     dropped: &std::sync::atomic::AtomicU64,
     clock: &mut Clock,
+    mut motion: Option<&mut MotionGate>,
 ) -> SourceCounts {
     let mut counts = SourceCounts::default();
     // Wait for a free buffer first, so a live source hands over its newest frame.
@@ -473,23 +506,28 @@ fn produce<S: FrameSource, P: Preprocess, B: StagingBuffer>(
         };
         counts.frames_in += 1;
         let at = clock.stamp(own_timeline, frame.meta.timestamp_ms);
+        slot.meta = frame.meta;
+        slot.clock = at;
+        slot.name.clear();
+        if let Some(n) = frame.name {
+            // Names longer than 128 bytes are cut at a character boundary.
+            for ch in n.chars() {
+                if slot.name.push(ch).is_err() {
+                    break;
+                }
+            }
+        }
+        slot.still = admit(motion.as_deref_mut(), &frame, at).is_none();
+        if slot.still {
+            exchange.put_ready(slot);
+            continue;
+        }
         let t0 = Instant::now();
         let t = slot.buffer.view_mut().and_then(|v| pre.preprocess(&frame, v));
         counts.preprocess.record(t0.elapsed());
         match t {
             Ok(transform) => {
                 slot.transform = transform;
-                slot.meta = frame.meta;
-                slot.clock = at;
-                slot.name.clear();
-                if let Some(n) = frame.name {
-                    // Names longer than 128 bytes are cut at a character boundary.
-                    for ch in n.chars() {
-                        if slot.name.push(ch).is_err() {
-                            break;
-                        }
-                    }
-                }
                 exchange.put_ready(slot);
             }
             Err(e) => {
@@ -527,6 +565,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     post.postprocess(&outputs, transform, detections)?;
     let processing = t.elapsed();
     stats.frames_processed += 1;
+    stats.frames_inferred += 1;
     stats.inference.record(inference);
     stats.processing.record(processing);
     let report = FrameReport {
@@ -535,10 +574,43 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         source,
         detections,
         events: &[],
+        inferred: true,
         inference,
         processing,
         dropped: stats.frames_dropped,
         failed: stats.frames_failed,
     };
     sink.frame(&report)
+}
+
+/// Asks the motion gate, when there is one, whether `frame` goes to the model.
+fn admit(gate: Option<&mut MotionGate>, frame: &Frame<'_>, clock: Duration) -> Option<Wake> {
+    match gate {
+        Some(g) => g.admit(&frame.image, clock.as_millis() as u64),
+        None => Some(Wake::Motion),
+    }
+}
+
+/// Reports a still frame: the detections of the last frame the model saw stand.
+fn still<K: Sink>(
+    sink: &mut K,
+    detections: &Detections,
+    stats: &mut Stats,
+    meta: FrameMeta,
+    clock: Duration,
+    source: Option<&str>,
+) -> Result<()> {
+    stats.frames_processed += 1;
+    sink.frame(&FrameReport {
+        meta,
+        clock,
+        source,
+        detections,
+        events: &[],
+        inferred: false,
+        inference: Duration::ZERO,
+        processing: Duration::ZERO,
+        dropped: stats.frames_dropped,
+        failed: stats.frames_failed,
+    })
 }

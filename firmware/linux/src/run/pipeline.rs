@@ -38,6 +38,9 @@ pub(super) fn run_pipeline(
         // With snapshots, the frames are also kept for the sink to picture.
         let frames = Retained::new(frames, ring);
         let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
+        if let Some(m) = &plan.motion {
+            p = p.with_motion(m.gate(&plan.masks)?);
+        }
         let flag = p.stop_flag();
         register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));
         p.run()?;

@@ -53,6 +53,10 @@ pub struct Plan {
     pub alerts: Vec<config::AlertOutput>,
     /// JPEG snapshots (vision pipelines).
     pub snapshot: Option<config::Snapshot>,
+    /// The motion gate (vision pipelines), if enabled.
+    pub motion: Option<config::Motion>,
+    /// Regions the motion gate ignores.
+    pub masks: Vec<config::Mask>,
 }
 
 /// Where to publish.
@@ -169,6 +173,8 @@ impl Setup {
                 print: p.print,
                 alerts: p.alerts,
                 snapshot: p.snapshot,
+                motion: p.motion.filter(|m| m.enabled),
+                masks: p.masks,
             })
             .collect();
         Ok(Setup {

@@ -35,7 +35,7 @@ pub(super) fn stats_loop(
             prev[k] = s.processed;
             let (p50, p99) = (s.inference.percentile(50.0), s.inference.percentile(99.0));
             let mut entry = json!({"fps": (fps * 100.0).round() / 100.0, "inference_p50_ms": p50.as_secs_f64() * 1e3, "inference_p99_ms": p99.as_secs_f64() * 1e3,
-                       "processed": s.processed, "dropped": s.dropped, "published": s.messages, "finished": s.finished});
+                       "processed": s.processed, "inferred": s.inferred, "dropped": s.dropped, "published": s.messages, "finished": s.finished});
             if s.snapshots > 0 || s.snapshots_dropped > 0 {
                 entry["snapshots"] = json!(s.snapshots);
                 entry["snapshots_dropped"] = json!(s.snapshots_dropped);

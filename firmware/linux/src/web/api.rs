@@ -82,7 +82,7 @@ pub(super) async fn pipelines(AxState(st): AxState<Arc<State>>) -> Json<Value> {
             let mut v = json!({
                 "name": p.name, "task": p.manifest.task.name(), "model": p.model, "engine": p.engine, "kernels": p.kernels,
                 "source": p.source, "threshold": p.threshold, "labels": labels, "manifest": p.manifest,
-                "processed": s.processed, "dropped": s.dropped, "failed": s.failed, "published": s.messages,
+                "processed": s.processed, "inferred": s.inferred, "dropped": s.dropped, "failed": s.failed, "published": s.messages,
                 "snapshots": s.snapshots, "snapshots_dropped": s.snapshots_dropped,
                 "history": s.history, "history_dropped": s.history_dropped,
                 "fps": series.back().map_or(0.0, |p| p.fps),

@@ -27,6 +27,7 @@ pub fn render(st: &State) -> String {
     let mut out = String::with_capacity(4096);
     let series = st.series.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut processed = vec![];
+    let mut inferred = vec![];
     let mut dropped = vec![];
     let mut failed = vec![];
     let mut published = vec![];
@@ -40,6 +41,7 @@ pub fn render(st: &State) -> String {
         let l = format!("{{pipeline=\"{}\"}}", escape(&p.name));
         let s_ = p.status.lock().unwrap_or_else(|p| p.into_inner());
         processed.push((l.clone(), s_.processed as f64));
+        inferred.push((l.clone(), s_.inferred as f64));
         dropped.push((l.clone(), s_.dropped as f64));
         failed.push((l.clone(), s_.failed as f64));
         published.push((l.clone(), s_.messages as f64));
@@ -66,6 +68,13 @@ pub fn render(st: &State) -> String {
         let _ = writeln!(hist, "lepton_inference_seconds_count{{pipeline=\"{name}\"}} {count}");
     }
     family(&mut out, "lepton_frames_processed_total", "counter", "Frames (or audio windows) processed.", &processed);
+    family(
+        &mut out,
+        "lepton_frames_inferred_total",
+        "counter",
+        "Frames (or audio windows) the model ran on (fewer than processed behind a motion gate).",
+        &inferred,
+    );
     family(
         &mut out,
         "lepton_frames_dropped_total",
