@@ -3,10 +3,12 @@
 //! `cross` profile: release settings at -O1 but for the kernels (Cargo.toml says why).
 //!
 //! One build per target (both binaries, every selected target in one cargo call) serves every test
-//! here. The aarch64 build runs by default; the armv7 one (another ~10 minutes of a 2-core
-//! machine, a whole second tract) when `LEPTON_CROSS=all` (or `aarch64,armv7`): the test command
-//! names it as skipped otherwise. The armv7 kernels are tested under qemu-arm either way
-//! (`kernels_arm.rs`). The emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
+//! here. Both targets by default; `LEPTON_CROSS=aarch64` (or `armv7`) keeps one, and the test
+//! command names the other as skipped. The test command starts the same build in the background
+//! once the test binaries are built and runs these tests last, so the build fills the cores the
+//! other tests leave idle; the first test here then finds it done. Every test's name ends in
+//! `like_the_native_build`, which is how the test command leaves them out of its first pass. The
+//! emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
 //! compared with the native build's on the same frames and the same recording.
 
 use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
@@ -40,7 +42,7 @@ const ARMV7: Arm = Arm {
     multiarch: "/usr/lib/arm-linux-gnueabihf",
 };
 
-/// Whether `arm` is built and tested in this run (`LEPTON_CROSS`: unset → aarch64; `all`; or a
+/// Whether `arm` is built and tested in this run (`LEPTON_CROSS`: unset or `all` → both; or a
 /// comma list of `aarch64`, `armv7`); a target left out is recorded as skipped.
 fn selected(arm: &Arm) -> bool {
     let on = wanted(arm);
@@ -48,7 +50,7 @@ fn selected(arm: &Arm) -> bool {
         let short = arm.triple.split('-').next().unwrap_or(arm.triple);
         lepton_e2e::skipped(
             &format!("{short} board build (lepton and lepton-convert under qemu)"),
-            "not built by default (a second cross build of everything, ~10 min on 2 cores): LEPTON_CROSS=all adds it; its kernels are tested under qemu-arm by kernels_arm",
+            "left out by LEPTON_CROSS (unset or `all`: both targets); its kernels are tested under qemu by kernels_arm either way",
         );
     }
     on
@@ -57,7 +59,7 @@ fn selected(arm: &Arm) -> bool {
 /// Whether `LEPTON_CROSS` selects `arm` (see [`selected`]).
 fn wanted(arm: &Arm) -> bool {
     let short = arm.triple.split('-').next().unwrap_or(arm.triple);
-    let list = std::env::var("LEPTON_CROSS").unwrap_or_else(|_| "aarch64".into());
+    let list = std::env::var("LEPTON_CROSS").unwrap_or_else(|_| "all".into());
     list == "all" || list.split(',').any(|w| w.trim() == short)
 }
 
@@ -322,22 +324,22 @@ fn convert_matches_native(arm: &Arm) {
 }
 
 #[test]
-fn aarch64_daemon_detects_and_publishes_like_the_native_build_float() {
+fn aarch64_float_daemon_detects_and_publishes_like_the_native_build() {
     daemon_matches_native(&AARCH64, "float");
 }
 
 #[test]
-fn aarch64_daemon_detects_and_publishes_like_the_native_build_int8() {
+fn aarch64_int8_daemon_detects_and_publishes_like_the_native_build() {
     daemon_matches_native(&AARCH64, "int8");
 }
 
 #[test]
-fn armv7_daemon_detects_and_publishes_like_the_native_build_float() {
+fn armv7_float_daemon_detects_and_publishes_like_the_native_build() {
     daemon_matches_native(&ARMV7, "float");
 }
 
 #[test]
-fn armv7_daemon_detects_and_publishes_like_the_native_build_int8() {
+fn armv7_int8_daemon_detects_and_publishes_like_the_native_build() {
     daemon_matches_native(&ARMV7, "int8");
 }
 
