@@ -9,9 +9,11 @@
 //! | stage        | crate (re-exported as) |
 //! |--------------|--------|
 //! | source       | `lepton-sources` ([`source`], [`image`]): image folders, WAV, cameras, streams, video, mic |
+//! | motion gate  | `lepton-core` ([`vision::motion`]): which frames reach the model |
 //! | preprocess   | `lepton-core` ([`vision::preprocess`], [`audio::frontend`]) |
 //! | engine       | `lepton-core` ([`engine::micro`]: int8), `lepton-tract` ([`engine::tract`]: float), `lepton-compile` ([`compile`]: ONNX → `.lpm`) |
 //! | postprocess  | `lepton-core` ([`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`]) |
+//! | track        | `lepton-core` ([`vision::track`]): identities of detected objects across frames |
 //! | sink         | [`pipeline::Sink`] consumes [`event`] values; [`alert`] drives a GPIO from events |
 //!
 //! `ARCHITECTURE.md` at the repository's root draws the crates and the data path.

@@ -151,7 +151,8 @@ fn the_motion_gate_runs_the_model_only_when_the_picture_changes_and_still_frames
     let out = lepton(&["run", "--config", &config.display().to_string()], None);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("digits: 20 processed (4 through the model)"), "{stdout}");
+    let summary = stdout.lines().find(|l| l.starts_with("digits: 20 processed")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(summary.ends_with("; 4 through the model (motion gate)"), "{summary}");
     let msgs =
         sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|(t, p)| t == "lepton/cam1/status" && p == b"offline"));
     let dets = json_messages(&msgs, "/digits/detections");
@@ -165,6 +166,89 @@ fn the_motion_gate_runs_the_model_only_when_the_picture_changes_and_still_frames
     let s = &stats.last().expect("stats every second")["pipelines"]["digits"];
     let (processed, inferred) = (s["processed"].as_u64().unwrap(), s["inferred"].as_u64().unwrap());
     assert!((1..=4).contains(&inferred) && inferred < processed, "{s}");
+}
+
+/// The detector's first demo frame slid sideways, `step` pixels a frame from `-reach` to `reach`
+/// (the uncovered edge repeats the border), as PNG files: the digits move together, each one
+/// an object with a known place in the row.
+fn sliding_frames(dir: &Path, step: i32, reach: i32) -> PathBuf {
+    let out = dir.join("sliding");
+    std::fs::create_dir_all(&out).unwrap();
+    let src = image::open(root().join("models/detector/demo/images/frame000.jpg")).unwrap().to_rgb8();
+    let (w, h) = src.dimensions();
+    for (k, dx) in (-reach..=reach).step_by(step as usize).enumerate() {
+        let frame = image::RgbImage::from_fn(w, h, |x, y| {
+            let sx = (x as i32 - dx).clamp(0, w as i32 - 1) as u32;
+            *src.get_pixel(sx, y)
+        });
+        frame.save(out.join(format!("f{k:04}.png"))).unwrap();
+    }
+    out
+}
+
+#[test]
+fn moving_objects_keep_their_track_ids_from_frame_to_frame() {
+    let dir = scratch("daemon-track");
+    let broker = Mosquitto::start("track");
+    let sub = Subscriber::start(broker.port, "lepton/#", "track-test");
+    let frames = sliding_frames(&dir, 4, 40);
+    let body = format!(
+        r#"
+[device]
+id = "cam1"
+stats_interval_s = 0
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[[pipeline]]
+name = "meter"
+model = "{model}"
+threshold = 0.4
+print = false
+[pipeline.source]
+kind = "images"
+path = "{frames}"
+fps = 10
+"#,
+        port = broker.port,
+        model = root().join("models/detector/model.int8.onnx").display(),
+        frames = frames.display()
+    );
+    let config = write_config(&dir, &body);
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let msgs =
+        sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|(t, p)| t == "lepton/cam1/status" && p == b"offline"));
+    let dets = json_messages(&msgs, "/meter/detections");
+    assert_eq!(dets.len(), 21, "{stdout}");
+    // Per frame, the boxes left to right with their ids; from the third frame every box is tracked.
+    let mut rows: Vec<Vec<(String, u64)>> = Vec::new();
+    for (k, m) in dets.iter().enumerate() {
+        let mut boxes: Vec<&Value> = m["detections"].as_array().unwrap().iter().collect();
+        boxes.sort_by(|a, b| a["box"][0].as_f64().unwrap().total_cmp(&b["box"][0].as_f64().unwrap()));
+        if k < 2 {
+            assert!(boxes.iter().all(|d| d.get("track").is_none()), "frame {k}: not confirmed yet: {m}");
+            continue;
+        }
+        let row: Vec<(String, u64)> = boxes
+            .iter()
+            .map(|d| {
+                let id = d["track"].as_u64().unwrap_or_else(|| panic!("frame {k}: an untracked box: {m}"));
+                assert_eq!(d["stationary"], false, "frame {k}: moving: {m}");
+                (d["label"].as_str().unwrap().to_string(), id)
+            })
+            .collect();
+        rows.push(row);
+    }
+    let first = &rows[0];
+    assert!(first.len() >= 3, "the frame's digits: {first:?}");
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row, first, "frame {}: the same objects, the same ids, in the same order", k + 2);
+    }
+    let mut ids: Vec<u64> = first.iter().map(|(_, id)| *id).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=first.len() as u64).collect::<Vec<_>>(), "one id an object, from 1");
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod security;
 pub mod snapshot;
 pub mod source;
+pub mod track;
 pub mod web;
 
 pub use alert::{ActiveLevelKind, AlertOutput, GpioLine};
@@ -29,6 +30,7 @@ pub use pipeline::{EngineKind, Pipeline};
 pub use security::Security;
 pub use snapshot::{Snapshot, SnapshotOn};
 pub use source::{read_password, Source};
+pub use track::Track;
 pub use web::Web;
 
 use anyhow::{bail, Context, Result};

@@ -7,6 +7,7 @@ use crate::lines::{at_line, key_line};
 use crate::motion::{Mask, Motion};
 use crate::snapshot::Snapshot;
 use crate::source::Source;
+use crate::track::Track;
 use crate::valid_id;
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -44,6 +45,9 @@ pub struct Pipeline {
     /// Regions the motion gate ignores (`[[pipeline.mask]]`).
     #[serde(default, rename = "mask")]
     pub masks: Vec<Mask>,
+    /// Object tracking of detectors' boxes (`[pipeline.track]`; on by default).
+    #[serde(default)]
+    pub track: Track,
 }
 
 fn default_threshold() -> f32 {
@@ -121,6 +125,7 @@ impl Pipeline {
             }
             None => {}
         }
+        p.track.check(&f)?;
         if !(0.0..=1.0).contains(&p.threshold) {
             bail!("{}{f}: threshold {} must be within 0..=1", line("pipeline", "threshold"), p.threshold);
         }

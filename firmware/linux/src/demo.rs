@@ -52,6 +52,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 }),
                 motion: None,
                 masks: Vec::new(),
+                track: Default::default(),
             },
             Plan {
                 name: "keywords".into(),
@@ -65,6 +66,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 snapshot: None,
                 motion: None,
                 masks: Vec::new(),
+                track: Default::default(),
             },
         ],
         board,

@@ -15,6 +15,7 @@ use crate::web::live::SharedLast;
 use lepton_firmware::presence::{Change, Presence};
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind, EventMessage};
 use lepton_runtime::pipeline::{FrameReport, Sink, Stats};
+use lepton_runtime::vision::track::TrackTag;
 use lepton_runtime::{Detection, Event, LeptonError};
 use serde_json::json;
 use std::io::Write;
@@ -139,7 +140,7 @@ impl DaemonSink {
     }
 
     /// Publishes one frame's detections; returns the message's `seq`.
-    fn publish_detections(&mut self, r: &FrameReport<'_>, kept: &[Detection]) -> u32 {
+    fn publish_detections(&mut self, r: &FrameReport<'_>, kept: &[Detection], tracks: &[Option<TrackTag>]) -> u32 {
         let seq = self.seq;
         self.seq += 1;
         let latency_ms = r.inference.as_secs_f64() * 1e3;
@@ -163,11 +164,18 @@ impl DaemonSink {
             Format::Json => {
                 let dets: Vec<_> = kept
                     .iter()
-                    .map(|d| match d.bbox {
-                        Some(b) => {
-                            json!({"label": self.label(d.class), "score": d.score, "box": [b.x0, b.y0, b.x1, b.y1]})
+                    .zip(tracks.iter().chain(std::iter::repeat(&None)))
+                    .map(|(d, t)| {
+                        let mut j = json!({"label": self.label(d.class), "score": d.score});
+                        if let Some(b) = d.bbox {
+                            j["box"] = json!([b.x0, b.y0, b.x1, b.y1]);
                         }
-                        None => json!({"label": self.label(d.class), "score": d.score}),
+                        // A confirmed track's id, and whether the object has stayed in place.
+                        if let Some(TrackTag { id: Some(id), stationary }) = t {
+                            j["track"] = json!(id);
+                            j["stationary"] = json!(stationary);
+                        }
+                        j
                     })
                     .collect();
                 json!({
@@ -356,7 +364,15 @@ impl Sink for DaemonSink {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
         let kept: heapless::Vec<Detection, 32> =
             r.detections.iter().filter(|d| d.score >= self.threshold).copied().collect();
-        let seq = (!kept.is_empty()).then(|| self.publish_detections(r, &kept));
+        // Each kept detection's track (none without tracking).
+        let tracks: heapless::Vec<Option<TrackTag>, 32> = r
+            .detections
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.score >= self.threshold)
+            .map(|(i, _)| r.tracks.get(i).copied())
+            .collect();
+        let seq = (!kept.is_empty()).then(|| self.publish_detections(r, &kept, &tracks));
         // The picture goes out before the events it illustrates, so it is there when they arrive.
         let (snapshot_seq, picture) = self.snapshot(r, &kept, seq).map_or((None, None), |(s, p)| (s, Some(p)));
         // Model-made events (speech start/end) go out as they are.
@@ -401,11 +417,16 @@ impl Sink for DaemonSink {
         if let Some(h) = &s.source {
             say!("{}: source outages: {}", self.pipeline, h.outages());
         }
+        // Behind a motion gate, the frames the model ran on too.
+        let gated = if stats.frames_inferred < stats.frames_processed {
+            format!("; {} through the model (motion gate)", stats.frames_inferred)
+        } else {
+            String::new()
+        };
         say!(
-            "{}: {} processed ({} through the model), {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms",
+            "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms{gated}",
             self.pipeline,
             stats.frames_processed,
-            stats.frames_inferred,
             stats.frames_dropped,
             stats.frames_failed,
             s.messages,

@@ -235,6 +235,8 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             source: self.source.name(),
             detections: &detections,
             events: &events,
+            tracks: &[],
+            track_events: &[],
             inferred: true,
             inference,
             processing,

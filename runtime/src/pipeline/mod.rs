@@ -13,6 +13,10 @@
 //! engine, and is reported with the detections of the last frame the model saw
 //! ([`FrameReport::inferred`] false). [`Stats::frames_inferred`] counts the frames the model ran on.
 //!
+//! Tracking ([`Pipeline::with_tracking`]): after postprocessing, a detector's boxes go through
+//! the tracker ([`crate::vision::track`]); each detection's track is reported beside it
+//! ([`FrameReport::tracks`]), with what happened to tracks on that frame.
+//!
 //! Drop policy: a live source hands over only its newest frame when inference lags, and counts the
 //! ones it skipped ([`FrameSource::dropped`]); they appear in [`Stats::frames_dropped`]. A frame
 //! that fails to decode is logged, counted in [`Stats::frames_failed`], and the run continues.
@@ -27,6 +31,7 @@ use crate::event::{Detection, Detections, Event, FrameMeta};
 use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
 use crate::vision::motion::{MotionGate, Wake};
+use crate::vision::track::{TrackConfig, TrackEvent, TrackTag, Tracker, MAX_TRACKS};
 use crate::vision::Transform;
 use exchange::Exchange;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +73,10 @@ pub struct FrameReport<'a> {
     pub detections: &'a [Detection],
     /// Debounced events that happened on this frame (speech start/end).
     pub events: &'a [Event],
+    /// Each detection's track, in the order of `detections`; empty without tracking.
+    pub tracks: &'a [TrackTag],
+    /// Tracks confirmed, lost, stopped or moving again on this frame (none on a still frame).
+    pub track_events: &'a [TrackEvent],
     /// Whether the model ran on this frame; false for a still frame the motion gate held back,
     /// whose detections are those of the last frame the model saw.
     pub inferred: bool,
@@ -249,6 +258,15 @@ pub struct Pipeline<S, P, E, Q, K> {
     stop: Arc<AtomicBool>,
     clock: Clock,
     motion: Option<Box<MotionGate>>,
+    tracking: Option<Box<Tracking>>,
+}
+
+/// The tracker of a pipeline and what it reported on the last frame the model saw.
+struct Tracking {
+    tracker: Tracker,
+    high: f32,
+    tags: heapless::Vec<TrackTag, { crate::event::MAX_DETECTIONS }>,
+    events: heapless::Vec<TrackEvent, MAX_TRACKS>,
 }
 
 impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline<S, P, E, Q, K> {
@@ -265,7 +283,20 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             stop: Arc::new(AtomicBool::new(false)),
             clock: Clock::new(),
             motion: None,
+            tracking: None,
         }
+    }
+
+    /// Tracks the detections' boxes (detectors); `high`: the score that may start a track (the
+    /// publication threshold).
+    pub fn with_tracking(mut self, config: TrackConfig, high: f32) -> Self {
+        self.tracking = Some(Box::new(Tracking {
+            tracker: Tracker::new(config),
+            high,
+            tags: heapless::Vec::new(),
+            events: heapless::Vec::new(),
+        }));
+        self
     }
 
     /// Runs the model only on frames the motion gate admits (see the module's documentation).
@@ -317,7 +348,8 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         let clock = self.clock.stamp(own_timeline, frame.meta.timestamp_ms);
         if admit(self.motion.as_deref_mut(), &frame, clock).is_none() {
             let (meta, name) = (frame.meta, frame.name);
-            return still(&mut self.sink, &self.detections, &mut self.stats, meta, clock, name).map(|()| true);
+            let tracks = self.tracking.as_deref().map_or(&[][..], |t| &t.tags[..]);
+            return still(&mut self.sink, &self.detections, tracks, &mut self.stats, meta, clock, name).map(|()| true);
         }
         let t0 = Instant::now();
         let transform = match self.engine.input_mut(0).and_then(|input| self.pre.preprocess(&frame, input)) {
@@ -335,6 +367,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             &mut self.post,
             &mut self.sink,
             &mut self.detections,
+            self.tracking.as_deref_mut(),
             &mut self.stats,
             meta,
             clock,
@@ -395,7 +428,7 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             })
         };
         let exchange = Exchange::new([slot(&self.engine)?, slot(&self.engine)?]);
-        let Pipeline { source, pre, engine, post, sink, detections, stats, stop, clock, motion } = self;
+        let Pipeline { source, pre, engine, post, sink, detections, stats, stop, clock, motion, tracking } = self;
         let motion = motion.as_deref_mut();
         let stop: &AtomicBool = stop;
         let exchange = &exchange;
@@ -409,10 +442,12 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
                 stats.frames_dropped = dropped.load(Ordering::Relaxed);
                 let name = (!p.name.is_empty()).then_some(p.name.as_str());
                 let step = if p.still {
-                    still(sink, detections, stats, p.meta, p.clock, name)
+                    let tracks = tracking.as_deref().map_or(&[][..], |t| &t.tags[..]);
+                    still(sink, detections, tracks, stats, p.meta, p.clock, name)
                 } else {
                     engine.swap_input(0, &mut p.buffer).and_then(|()| {
-                        infer(engine, post, sink, detections, stats, p.meta, p.clock, name, &p.transform)
+                        let tracking = tracking.as_deref_mut();
+                        infer(engine, post, sink, detections, tracking, stats, p.meta, p.clock, name, &p.transform)
                     })
                 };
                 exchange.release(p);
@@ -548,6 +583,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
     post: &mut Q,
     sink: &mut K,
     detections: &mut Detections,
+    tracking: Option<&mut Tracking>,
     stats: &mut Stats,
     meta: FrameMeta,
     clock: Duration,
@@ -563,6 +599,14 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         let _ = outputs.push(engine.output(i)?);
     }
     post.postprocess(&outputs, transform, detections)?;
+    let (tracks, track_events): (&[TrackTag], &[TrackEvent]) = match tracking {
+        Some(tr) => {
+            tr.events.clear();
+            tr.tracker.update(clock.as_millis() as u64, detections, tr.high, &mut tr.tags, &mut tr.events);
+            (&tr.tags, &tr.events)
+        }
+        None => (&[], &[]),
+    };
     let processing = t.elapsed();
     stats.frames_processed += 1;
     stats.frames_inferred += 1;
@@ -574,6 +618,8 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         source,
         detections,
         events: &[],
+        tracks,
+        track_events,
         inferred: true,
         inference,
         processing,
@@ -595,6 +641,7 @@ fn admit(gate: Option<&mut MotionGate>, frame: &Frame<'_>, clock: Duration) -> O
 fn still<K: Sink>(
     sink: &mut K,
     detections: &Detections,
+    tracks: &[TrackTag],
     stats: &mut Stats,
     meta: FrameMeta,
     clock: Duration,
@@ -607,6 +654,8 @@ fn still<K: Sink>(
         source,
         detections,
         events: &[],
+        tracks,
+        track_events: &[],
         inferred: false,
         inference: Duration::ZERO,
         processing: Duration::ZERO,

@@ -10,6 +10,7 @@ use crate::config::{self, Source};
 use crate::console::say;
 use crate::sink::DaemonSink;
 use anyhow::{bail, Result};
+use lepton_runtime::manifest::Task;
 use lepton_runtime::pipeline::{AudioPipeline, Pipeline};
 use lepton_runtime::source::mic::{MicOptions, MicSource};
 use lepton_runtime::source::retain::{FrameRing, Retained};
@@ -40,6 +41,9 @@ pub(super) fn run_pipeline(
         let mut p = Pipeline::new(frames, stages.pre, stages.engine, stages.post, sink);
         if let Some(m) = &plan.motion {
             p = p.with_motion(m.gate(&plan.masks)?);
+        }
+        if manifest.task == Task::Detect && plan.track.enabled {
+            p = p.with_tracking(plan.track.config(), plan.threshold);
         }
         let flag = p.stop_flag();
         register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));

@@ -57,6 +57,8 @@ pub struct Plan {
     pub motion: Option<config::Motion>,
     /// Regions the motion gate ignores.
     pub masks: Vec<config::Mask>,
+    /// Object tracking (detectors).
+    pub track: config::Track,
 }
 
 /// Where to publish.
@@ -175,6 +177,7 @@ impl Setup {
                 snapshot: p.snapshot,
                 motion: p.motion.filter(|m| m.enabled),
                 masks: p.masks,
+                track: p.track,
             })
             .collect();
         Ok(Setup {
