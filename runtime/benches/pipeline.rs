@@ -2,6 +2,9 @@
 //! tract → postprocess → sink, `Pipeline::run`) against raw tract inference on the same input, and
 //! allocations per frame inside and outside the engine.
 //!
+//! Then the motion gate: CPU time per frame of the detector on a mostly still 640x480 stream, with
+//! and without `[pipeline.motion]`.
+//!
 //! Run: `cargo bench -p lepton-runtime --bench pipeline` (release build). Prints one block per
 //! model; nothing is asserted.
 
@@ -10,6 +13,7 @@ use lepton_runtime::image::{load_dir, Image};
 use lepton_runtime::pipeline::{FrameReport, Pipeline, Sink};
 use lepton_runtime::source::{ImageSource, ImageSourceOptions};
 use lepton_runtime::tensor::{TensorView, TensorViewMut};
+use lepton_runtime::vision::motion::{MotionConfig, MotionGate};
 use lepton_runtime::vision::PixelFormat;
 use lepton_runtime::{LeptonError, Model};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -190,6 +194,76 @@ fn bench(name: &str, model: &Path, frames: Vec<Image>, n: u64) {
     );
 }
 
+/// CPU time of this process so far (user + system; `/proc/self/stat`, in clock ticks of 10 ms:
+/// measure over seconds).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// Counts frames and those the model ran on.
+#[derive(Default)]
+struct Gated {
+    frames: u64,
+    inferred: u64,
+}
+
+impl Sink for Gated {
+    fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
+        std::hint::black_box(r.detections.len());
+        self.frames += 1;
+        self.inferred += u64::from(r.inferred);
+        Ok(())
+    }
+}
+
+/// The detector on a mostly still 640x480 stream (the scene held for 19 frames, then one frame
+/// of it shifted by 16 px: two changes every 20 frames), one thread (`step`), with and without
+/// the gate.
+fn motion_gate(n: u64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/detector");
+    let scene = upscale(&load_dir(root.join("demo/images")).expect("frames").remove(0), 640, 480);
+    let mut moved = scene.clone();
+    for y in 0..480 {
+        for x in (16..640).rev() {
+            for k in 0..3 {
+                moved.data[(y * 640 + x) * 3 + k] = scene.data[(y * 640 + x - 16) * 3 + k];
+            }
+        }
+    }
+    let frames: Vec<Image> = (0..20).map(|k| if k == 19 { moved.clone() } else { scene.clone() }).collect();
+    println!("motion gate: detector on 640x480 frames, 2 changes every 20 frames, {n} frames, one thread");
+    for gate in [false, true] {
+        let stages = Model::load(root.join("model.int8.onnx")).expect("model").into_vision_stages().expect("stages");
+        let source =
+            ImageSource::from_images(frames.clone(), ImageSourceOptions { looping: true, ..Default::default() });
+        let mut p = Pipeline::new(source, stages.pre, stages.engine, stages.post, Gated::default());
+        if gate {
+            p = p.with_motion(MotionGate::new(MotionConfig::default(), 10_000));
+        }
+        for _ in 0..40 {
+            p.step().expect("step");
+        }
+        let (c0, t0) = (cpu_time(), Instant::now());
+        for _ in 0..n {
+            p.step().expect("step");
+        }
+        let (cpu, wall) = (cpu_time() - c0, t0.elapsed());
+        let inferred = p.sink().inferred;
+        println!(
+            "  {:<14} CPU {:.3} ms per frame, wall {:.3} ms per frame, model ran on {} of {} frames",
+            if gate { "with the gate" } else { "without" },
+            ms(cpu) / n as f64,
+            ms(wall) / n as f64,
+            inferred,
+            p.sink().frames
+        );
+    }
+}
+
 fn main() {
     // Overlapped preprocessing competes with tract for the machine (on 2 vCPUs that may be
     // hyperthread siblings), so each model is measured three times; compare the rows.
@@ -197,6 +271,7 @@ fn main() {
         println!("--- round {round}");
         rounds();
     }
+    motion_gate(2_000);
 }
 
 fn rounds() {

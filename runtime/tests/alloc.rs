@@ -11,7 +11,9 @@ use lepton_runtime::pipeline::{FrameReport, Pipeline, Sink};
 use lepton_runtime::source::{ImageSource, ImageSourceOptions};
 use lepton_runtime::tensor::{TensorView, TensorViewMut};
 use lepton_runtime::vision::motion::{MotionConfig, MotionGate};
+use lepton_runtime::vision::region::Region;
 use lepton_runtime::vision::track::TrackConfig;
+use lepton_runtime::vision::zone::{Zone, Zones};
 use lepton_runtime::vision::PixelFormat;
 use lepton_runtime::{LeptonError, Model};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -206,6 +208,7 @@ struct Tracked {
     frames: u64,
     with_ids: u64,
     inferred: u64,
+    zone_events: u64,
 }
 
 impl Sink for Tracked {
@@ -213,8 +216,17 @@ impl Sink for Tracked {
         self.frames += 1;
         self.inferred += u64::from(r.inferred);
         self.with_ids += u64::from(r.tracks.iter().any(|t| t.id.is_some()));
+        self.zone_events += r.zone_events.len() as u64;
         Ok(())
     }
+}
+
+/// One zone: the right half of the frame, every class.
+fn right_half() -> Zones {
+    let mut zones = Zones::new();
+    let region = Region::new(&[(0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)]).unwrap();
+    zones.add(Zone { region, classes: Default::default(), min_frames: 2 }).unwrap();
+    zones
 }
 
 fn the_motion_gate_and_the_tracker_allocate_nothing_per_frame() {
@@ -238,10 +250,12 @@ fn the_motion_gate_and_the_tracker_allocate_nothing_per_frame() {
         (0..40).map(|k| if k < 20 { k } else { 40 - k }).flat_map(|k| [shifted(4 * k), shifted(4 * k)]).collect();
     let stages = Model::load(detector.join("model.onnx")).unwrap().into_vision_stages().unwrap();
     let source = ImageSource::from_images(frames, ImageSourceOptions { looping: true, ..Default::default() });
-    let sink = Tracked { frames: 0, with_ids: 0, inferred: 0 };
+    let sink = Tracked { frames: 0, with_ids: 0, inferred: 0, zone_events: 0 };
     let mut p = Pipeline::new(source, stages.pre, Attributed(stages.engine), stages.post, sink)
         .with_motion(MotionGate::new(MotionConfig::default(), 60_000))
-        .with_tracking(TrackConfig::default(), 0.4);
+        .with_tracking(TrackConfig::default(), 0.4)
+        .with_zones(right_half())
+        .unwrap();
     for _ in 0..10 {
         assert!(p.step().unwrap());
     }
@@ -253,13 +267,14 @@ fn the_motion_gate_and_the_tracker_allocate_nothing_per_frame() {
     });
     let seen = p.sink();
     eprintln!(
-        "motion gate and tracker over {FRAMES} frames: {outside} allocations outside the engine, {engine} inside tract; {} of {} frames through the model, {} with track ids",
-        seen.inferred, seen.frames, seen.with_ids
+        "motion gate, tracker and zones over {FRAMES} frames: {outside} allocations outside the engine, {engine} inside tract; {} of {} frames through the model, {} with track ids, {} zone events",
+        seen.inferred, seen.frames, seen.with_ids, seen.zone_events
     );
     // The gate and the tracker really worked: still frames held back, objects tracked.
     assert!(seen.inferred < seen.frames * 3 / 4, "{} of {}", seen.inferred, seen.frames);
     assert!(seen.with_ids > seen.frames / 2, "{} of {}", seen.with_ids, seen.frames);
-    assert_eq!(outside, 0, "the motion gate and the tracker must not allocate per frame");
+    assert!(seen.zone_events > 0, "digits crossed the middle of the frame");
+    assert_eq!(outside, 0, "the motion gate, the tracker and the zones must not allocate per frame");
 }
 
 fn main() {

@@ -168,31 +168,26 @@ fn the_motion_gate_runs_the_model_only_when_the_picture_changes_and_still_frames
     assert!((1..=4).contains(&inferred) && inferred < processed, "{s}");
 }
 
-/// The detector's first demo frame slid sideways, `step` pixels a frame from `-reach` to `reach`
-/// (the uncovered edge repeats the border), as PNG files: the digits move together, each one
-/// an object with a known place in the row.
-fn sliding_frames(dir: &Path, step: i32, reach: i32) -> PathBuf {
-    let out = dir.join("sliding");
+/// The detector's first demo frame slid right by each of `offsets` pixels in turn (the uncovered
+/// edge repeats the border), as PNG files in `dir`/`name`: the digits move together, each one an
+/// object with a known place in the row.
+fn slid_frames(dir: &Path, name: &str, offsets: impl IntoIterator<Item = i32>) -> PathBuf {
+    let out = dir.join(name);
     std::fs::create_dir_all(&out).unwrap();
     let src = image::open(root().join("models/detector/demo/images/frame000.jpg")).unwrap().to_rgb8();
     let (w, h) = src.dimensions();
-    for (k, dx) in (-reach..=reach).step_by(step as usize).enumerate() {
-        let frame = image::RgbImage::from_fn(w, h, |x, y| {
-            let sx = (x as i32 - dx).clamp(0, w as i32 - 1) as u32;
-            *src.get_pixel(sx, y)
-        });
+    for (k, dx) in offsets.into_iter().enumerate() {
+        let frame =
+            image::RgbImage::from_fn(w, h, |x, y| *src.get_pixel((x as i32 - dx).clamp(0, w as i32 - 1) as u32, y));
         frame.save(out.join(format!("f{k:04}.png"))).unwrap();
     }
     out
 }
 
-#[test]
-fn moving_objects_keep_their_track_ids_from_frame_to_frame() {
-    let dir = scratch("daemon-track");
-    let broker = Mosquitto::start("track");
-    let sub = Subscriber::start(broker.port, "lepton/#", "track-test");
-    let frames = sliding_frames(&dir, 4, 40);
-    let body = format!(
+/// A config running the int8 detector as pipeline `meter` on `frames` at 10 fps, threshold 0.4,
+/// then `extra` (device tables before the pipeline's go in `device_extra`).
+fn meter_config(port: u16, frames: &Path, device_extra: &str, extra: &str) -> String {
+    format!(
         r#"
 [device]
 id = "cam1"
@@ -200,26 +195,42 @@ stats_interval_s = 0
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+{device_extra}
 [[pipeline]]
 name = "meter"
 model = "{model}"
 threshold = 0.4
-print = false
+print = true
 [pipeline.source]
 kind = "images"
 path = "{frames}"
 fps = 10
+{extra}
 "#,
-        port = broker.port,
         model = root().join("models/detector/model.int8.onnx").display(),
         frames = frames.display()
-    );
-    let config = write_config(&dir, &body);
+    )
+}
+
+/// Runs `lepton run` on the config `body` (device `cam1`) to its end; returns its stdout and what
+/// `sub` received up to the device's `offline`.
+fn run_to_the_end(dir: &Path, body: &str, sub: &Subscriber) -> (String, Vec<(String, Vec<u8>)>) {
+    let config = write_config(dir, body);
     let out = lepton(&["run", "--config", &config.display().to_string()], None);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let msgs =
         sub.wait_for(Duration::from_secs(5), |m| m.iter().any(|(t, p)| t == "lepton/cam1/status" && p == b"offline"));
+    (stdout, msgs)
+}
+
+#[test]
+fn moving_objects_keep_their_track_ids_from_frame_to_frame() {
+    let dir = scratch("daemon-track");
+    let broker = Mosquitto::start("track");
+    let sub = Subscriber::start(broker.port, "lepton/#", "track-test");
+    let frames = slid_frames(&dir, "sliding", (-40..=40).step_by(4));
+    let (stdout, msgs) = run_to_the_end(&dir, &meter_config(broker.port, &frames, "", ""), &sub);
     let dets = json_messages(&msgs, "/meter/detections");
     assert_eq!(dets.len(), 21, "{stdout}");
     // Per frame, the boxes left to right with their ids; from the third frame every box is tracked.
@@ -249,6 +260,79 @@ fps = 10
     let mut ids: Vec<u64> = first.iter().map(|(_, id)| *id).collect();
     ids.sort();
     assert_eq!(ids, (1..=first.len() as u64).collect::<Vec<_>>(), "one id an object, from 1");
+}
+
+#[test]
+fn objects_entering_and_leaving_a_zone_are_counted_and_home_assistant_gets_its_sensors() {
+    let dir = scratch("daemon-zone");
+    let broker = Mosquitto::start("zone");
+    let sub = Subscriber::start(broker.port, "#", "zone-test");
+    // The meter's digits (0 4 7 1 9 at 31 %, 40 %, 50 %, 61 % and 70 % of the width) slide by
+    // -30 % to +22.5 % of the width and back, 2.5 % a frame (the 9 stays whole in the frame):
+    // the 4, 7, 1 and 9 cross the middle clearly, the 9 first; the zone is the right half, for
+    // those four labels (the 0 is not counted).
+    let there: Vec<i32> = (-96..=72).step_by(8).collect();
+    let back = there.iter().rev().skip(1).copied();
+    let frames = slid_frames(&dir, "there-and-back", there.iter().copied().chain(back));
+    let zone = r#"
+[[pipeline.zone]]
+name = "right"
+points = [[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]]
+labels = ["1", "4", "7", "9"]
+min_frames = 2
+"#;
+    let body = meter_config(broker.port, &frames, "[homeassistant]\ndiscovery = true", zone);
+    let (stdout, msgs) = run_to_the_end(&dir, &body, &sub);
+    // Entries and exits: each of the four digits enters once and leaves once, the 9 (rightmost)
+    // first in and last out, the 4 last in and first out; the same track in and out.
+    let events = json_messages(&msgs, "/meter/zone/right");
+    let seq: Vec<(String, String, u64)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!((e["zone"].as_str(), e["device"].as_str()), (Some("right"), Some("cam1")), "{e}");
+            assert!(e["score"].as_f64().unwrap() >= 0.4 && e["ts"].is_string(), "{e}");
+            (e["event"].as_str().unwrap().into(), e["label"].as_str().unwrap().into(), e["track"].as_u64().unwrap())
+        })
+        .collect();
+    let labels = |kind: &str| -> Vec<&str> { seq.iter().filter(|e| e.0 == kind).map(|e| e.1.as_str()).collect() };
+    let objects = json_messages(&msgs, "/meter/objects");
+    let lives: Vec<String> = objects.iter().map(|o| format!("{} {} {}", o["track"], o["label"], o["event"])).collect();
+    assert_eq!(labels("enter"), ["9", "1", "7", "4"], "{seq:?}\nobjects: {lives:?}\n{stdout}");
+    assert_eq!(labels("leave"), ["4", "7", "1", "9"], "{seq:?}\n{stdout}");
+    for (_, label, track) in seq.iter().filter(|e| e.0 == "enter") {
+        assert!(
+            seq.iter().any(|e| e.0 == "leave" && e.1 == *label && e.2 == *track),
+            "{label} leaves as track {track}: {seq:?}"
+        );
+    }
+    // Counts, retained, after each change: 0 to 4 and back to 0, per label.
+    let counts = json_messages(&msgs, "/meter/zone/right/count");
+    let total = |c: &Value| c.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
+    assert_eq!(counts.len(), 1 + 8, "a zero count at start, then one per entry or exit: {counts:?}");
+    assert_eq!(counts[0], serde_json::json!({"1": 0, "4": 0, "7": 0, "9": 0}));
+    let totals: Vec<u64> = counts.iter().map(total).collect();
+    assert_eq!(totals, [0, 1, 2, 3, 4, 3, 2, 1, 0]);
+    // Each object's life on the objects topic: one start per digit track, with its id.
+    let starts: Vec<u64> =
+        objects.iter().filter(|o| o["event"] == "start").map(|o| o["track"].as_u64().unwrap()).collect();
+    assert!(starts.len() >= 5, "{objects:?}");
+    for (_, _, track) in &seq {
+        assert!(starts.contains(track), "a zone event of track {track}, which started on the objects topic");
+    }
+    // Home Assistant: an occupancy sensor for the zone and a count sensor per label, reading the
+    // retained count.
+    let configs = json_messages(&msgs, "/config");
+    let occupied = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_right").expect("the zone's sensor");
+    assert_eq!(occupied["state_topic"], "lepton/cam1/meter/zone/right/count");
+    assert_eq!(occupied["device_class"], "occupancy");
+    let sevens = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_right_7").expect("the 7s in the zone");
+    assert_eq!(sevens["state_topic"], "lepton/cam1/meter/zone/right/count");
+    assert_eq!(sevens["value_template"], "{{ value_json[\"7\"] | default(0) }}");
+    let per_label =
+        configs.iter().filter(|c| c["unique_id"].as_str().unwrap().starts_with("lepton_cam1_meter_right_")).count();
+    assert_eq!(per_label, 4, "one count sensor per label the zone takes");
+    // The console says it too.
+    assert!(stdout.contains("meter zone right: 9 #"), "{stdout}");
 }
 
 #[test]
@@ -493,6 +577,11 @@ fn bad_configs_name_the_key_line_or_file() {
         (good.replace("port = 1883", "port = \"high\""), vec!["port", "line 7"]),
         (good.replace("models/digits/model.onnx", "models/digits/nope.onnx"), vec!["nope.onnx", "digits"]),
         (good.replace("kind = \"images\"", "kind = \"wav\""), vec!["frames"]),
+        // Zones count a detector's boxes; the digit classifier has none.
+        (
+            format!("{good}[[pipeline.zone]]\nname = \"door\"\npoints = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]\n"),
+            vec!["[[pipeline.zone]]", "classify model"],
+        ),
     ];
     for (i, (body, needles)) in cases.iter().enumerate() {
         let config = dir.join(format!("bad{i}.toml"));

@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod source;
 pub mod track;
 pub mod web;
+pub mod zone;
 
 pub use alert::{ActiveLevelKind, AlertOutput, GpioLine};
 pub use device::Device;
@@ -32,6 +33,7 @@ pub use snapshot::{Snapshot, SnapshotOn};
 pub use source::{read_password, Source};
 pub use track::Track;
 pub use web::Web;
+pub use zone::Zone;
 
 use anyhow::{bail, Context, Result};
 use duration::{duration_key_line, NOT_A_DURATION};

@@ -9,6 +9,7 @@ use crate::snapshot::Snapshot;
 use crate::source::Source;
 use crate::track::Track;
 use crate::valid_id;
+use crate::zone::{check_zones, Zone};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ pub struct Pipeline {
     /// Object tracking of detectors' boxes (`[pipeline.track]`; on by default).
     #[serde(default)]
     pub track: Track,
+    /// Parts of the frame tracked objects enter and leave (`[[pipeline.zone]]`; detectors).
+    #[serde(default, rename = "zone")]
+    pub zones: Vec<Zone>,
 }
 
 fn default_threshold() -> f32 {
@@ -126,6 +130,15 @@ impl Pipeline {
             None => {}
         }
         p.track.check(&f)?;
+        if !p.zones.is_empty() {
+            if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
+                bail!("{f}: [[pipeline.zone]] is for detectors' boxes; audio pipelines have none");
+            }
+            if !p.track.enabled {
+                bail!("{f}: [[pipeline.zone]] counts tracked objects: remove `enabled = false` from [pipeline.track] (or the zones)");
+            }
+            check_zones(&p.zones, &f)?;
+        }
         if !(0.0..=1.0).contains(&p.threshold) {
             bail!("{}{f}: threshold {} must be within 0..=1", line("pipeline", "threshold"), p.threshold);
         }

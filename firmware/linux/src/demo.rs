@@ -53,6 +53,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 motion: None,
                 masks: Vec::new(),
                 track: Default::default(),
+                zones: Vec::new(),
             },
             Plan {
                 name: "keywords".into(),
@@ -67,6 +68,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 motion: None,
                 masks: Vec::new(),
                 track: Default::default(),
+                zones: Vec::new(),
             },
         ],
         board,

@@ -5,7 +5,9 @@
 //! off delay would turn a long presence off while it lasts); fps and latency sensors per
 //! pipeline; an `image` entity per vision pipeline with snapshots (its snapshot topic, raw JPEG);
 //! an `event` entity per keyword pipeline (event types = the words; each word heard is one event
-//! that automations can trigger on; words are not presences, so they get no binary sensor); all
+//! that automations can trigger on; words are not presences, so they get no binary sensor); per
+//! zone, an `occupancy` binary sensor (on while any object is inside) and a count sensor per
+//! label, both reading the zone's retained count topic; all
 //! available while the status topic says `online`. Configs are retained and published again
 //! whenever Home Assistant announces itself on `<prefix>/status`.
 //!
@@ -35,6 +37,8 @@ pub struct PipelineEntities {
     /// Its model's task: presences for vision models and voice activity, an `event` entity for
     /// keyword spotters.
     pub task: Task,
+    /// Its zones, each with the labels it counts.
+    pub zones: Vec<(String, Vec<String>)>,
 }
 
 /// The Home Assistant device class of a pipeline's presence sensors; `None`: it has none.
@@ -128,6 +132,38 @@ pub fn configs(
                     "event_types": p.labels,
                 }),
             );
+        }
+        for (zone, labels) in &p.zones {
+            let object = format!("{}_{zone}", p.name);
+            let state_topic = topics.zone_count(&p.name, zone);
+            push(
+                "binary_sensor",
+                object.clone(),
+                json!({
+                    "name": format!("{} {zone}", p.name),
+                    "unique_id": format!("lepton_{device_id}_{object}"),
+                    "state_topic": state_topic,
+                    "value_template": "{{ 'ON' if (value_json.values() | sum) > 0 else 'OFF' }}",
+                    "device_class": "occupancy",
+                }),
+            );
+            for label in labels {
+                let object = format!("{}_{zone}_{}", p.name, topic_safe(label));
+                // The label as a JSON string literal, which Jinja reads the same: quotes in a
+                // label stay inside it.
+                let key = serde_json::to_string(label).unwrap_or_default();
+                push(
+                    "sensor",
+                    object.clone(),
+                    json!({
+                        "name": format!("{} {zone} {label}", p.name),
+                        "unique_id": format!("lepton_{device_id}_{object}"),
+                        "state_topic": state_topic,
+                        "value_template": format!("{{{{ value_json[{key}] | default(0) }}}}"),
+                        "state_class": "measurement",
+                    }),
+                );
+            }
         }
         for (what, template, unit) in [
             ("fps", format!("{{{{ value_json.pipelines['{}'].fps }}}}", p.name), "fps"),

@@ -1,7 +1,9 @@
 //! Where results go: stdout, MQTT detections and events, and the counters the stats topic reports.
 //! Presence events are debounced here ([`Presence`]): a label starts when it is detected at or
 //! above the threshold and ends after `hold` without it, measured on the pipeline's monotonic
-//! clock (a recording's own timeline), never the wall clock.
+//! clock (a recording's own timeline), never the wall clock. With tracking, each object's life
+//! goes to the `objects` topic and zone entries and exits to the zones' topics, with the counts
+//! they change ([`Zoned`]).
 
 use crate::alert::AlertHandle;
 use crate::config::Format;
@@ -15,7 +17,8 @@ use crate::web::live::SharedLast;
 use lepton_firmware::presence::{Change, Presence};
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind, EventMessage};
 use lepton_runtime::pipeline::{FrameReport, Sink, Stats};
-use lepton_runtime::vision::track::TrackTag;
+use lepton_runtime::vision::track::{TrackEvent, TrackEventKind, TrackTag};
+use lepton_runtime::vision::zone::{ZoneEvent, ZoneEventKind};
 use lepton_runtime::{Detection, Event, LeptonError};
 use serde_json::json;
 use std::io::Write;
@@ -61,6 +64,17 @@ pub struct DaemonSink {
     history: Option<Writer>,
     history_full: bool,
     live: Option<SharedLast>,
+    zones: Vec<Zoned>,
+}
+
+/// A zone as the sink publishes it: its name and the objects in it now, per counted label.
+#[derive(Debug, Clone)]
+pub struct Zoned {
+    /// The zone's name (`[[pipeline.zone]]` name).
+    pub name: String,
+    /// Each counted label and how many of its objects are inside (every label the zone counts,
+    /// zeros included, so that a Home Assistant sensor reads 0 rather than nothing).
+    pub counts: Vec<(String, u32)>,
 }
 
 /// What a [`DaemonSink`] needs.
@@ -98,6 +112,8 @@ pub struct SinkOptions {
     pub history: Option<Writer>,
     /// The device page's view of the newest frame and its detections.
     pub live: Option<SharedLast>,
+    /// The pipeline's zones, in the order of the config (counts at zero).
+    pub zones: Vec<Zoned>,
 }
 
 impl DaemonSink {
@@ -126,7 +142,12 @@ impl DaemonSink {
             history: o.history,
             history_full: false,
             live: o.live,
+            zones: o.zones,
         };
+        // Every zone starts empty: retained zero counts replace a previous run's.
+        for z in 0..sink.zones.len() {
+            sink.publish_count(z);
+        }
         (sink, status)
     }
 
@@ -334,6 +355,88 @@ impl DaemonSink {
         link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true, meta);
     }
 
+    /// Publishes what happened to tracked objects on this frame (`objects` topic, JSON).
+    fn publish_objects(&mut self, r: &FrameReport<'_>, events: &[TrackEvent]) {
+        for e in events {
+            let label = self.label(e.class);
+            let event = match e.kind {
+                TrackEventKind::Confirmed => "start",
+                TrackEventKind::Stationary => "stationary",
+                TrackEventKind::Moving => "moving",
+                TrackEventKind::Lost => "end",
+            };
+            if self.print {
+                say!(
+                    "{} object #{} {label} {event} {:.3} at {}",
+                    self.pipeline,
+                    e.id,
+                    e.score,
+                    rfc3339(r.meta.timestamp_ms)
+                );
+            }
+            let Some(link) = &self.link else { continue };
+            let b = e.bbox;
+            let j = json!({
+                "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(r.meta.timestamp_ms),
+                "track": e.id, "label": label, "event": event, "score": e.score, "box": [b.x0, b.y0, b.x1, b.y1],
+            });
+            link.publish(&self.topics.objects(&self.pipeline), j.to_string().into_bytes(), false, Meta::JSON);
+        }
+    }
+
+    /// Publishes zone entries and exits (the zone's topic) and the counts they changed (retained).
+    fn publish_zones(&mut self, r: &FrameReport<'_>, events: &[ZoneEvent]) {
+        let mut changed = vec![false; self.zones.len()];
+        for e in events {
+            let label = self.label(e.class);
+            let Some(zone) = self.zones.get_mut(e.zone as usize) else { continue };
+            let count = match zone.counts.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => n,
+                None => {
+                    zone.counts.push((label.clone(), 0));
+                    &mut zone.counts.last_mut().expect("just pushed").1
+                }
+            };
+            *count = match e.kind {
+                ZoneEventKind::Enter => count.saturating_add(1),
+                ZoneEventKind::Leave => count.saturating_sub(1),
+            };
+            changed[e.zone as usize] = true;
+            let name = zone.name.clone();
+            if self.print {
+                say!(
+                    "{} zone {name}: {label} #{} {} {:.3} at {}",
+                    self.pipeline,
+                    e.track,
+                    e.kind.name(),
+                    e.score,
+                    rfc3339(r.meta.timestamp_ms)
+                );
+            }
+            if let Some(link) = &self.link {
+                let j = json!({
+                    "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(r.meta.timestamp_ms),
+                    "zone": name, "event": e.kind.name(), "label": label, "track": e.track, "score": e.score,
+                });
+                link.publish(&self.topics.zone(&self.pipeline, &name), j.to_string().into_bytes(), false, Meta::JSON);
+            }
+        }
+        for (z, changed) in changed.into_iter().enumerate() {
+            if changed {
+                self.publish_count(z);
+            }
+        }
+    }
+
+    /// Publishes zone `z`'s counts, retained: `{"label": n, ...}`.
+    fn publish_count(&self, z: usize) {
+        let (Some(link), Some(zone)) = (&self.link, self.zones.get(z)) else { return };
+        let counts: serde_json::Map<String, serde_json::Value> =
+            zone.counts.iter().map(|(l, n)| (l.clone(), json!(n))).collect();
+        let payload = serde_json::Value::Object(counts).to_string().into_bytes();
+        link.publish(&self.topics.zone_count(&self.pipeline, &zone.name), payload, true, Meta::JSON);
+    }
+
     /// Starts presence for detected labels, ends it for labels absent longer than the hold, and
     /// publishes those events (the picture goes with the starts).
     fn update_presence(
@@ -380,6 +483,8 @@ impl Sink for DaemonSink {
             self.publish_event(e, None, None, None);
         }
         self.update_presence(r, &kept, snapshot_seq, picture);
+        self.publish_objects(r, r.track_events);
+        self.publish_zones(r, r.zone_events);
         if let Some(live) = &self.live {
             live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept);
         }

@@ -50,6 +50,21 @@ impl Topics {
         format!("{}/{}/{pipeline}/snapshot/{}", self.prefix, self.device, topic_safe(label))
     }
 
+    /// Tracked objects' lives (start, stationary, moving, end), one message each.
+    pub fn objects(&self, pipeline: &str) -> String {
+        format!("{}/{}/{pipeline}/objects", self.prefix, self.device)
+    }
+
+    /// Objects entering and leaving a zone, one message each.
+    pub fn zone(&self, pipeline: &str, zone: &str) -> String {
+        format!("{}/{}/{pipeline}/zone/{zone}", self.prefix, self.device)
+    }
+
+    /// The objects in a zone now, per label (retained JSON object).
+    pub fn zone_count(&self, pipeline: &str, zone: &str) -> String {
+        format!("{}/{}/{pipeline}/zone/{zone}/count", self.prefix, self.device)
+    }
+
     /// Words a keyword pipeline heard, one message each: `{"event_type": word, ...}` (what a Home
     /// Assistant event entity reads).
     pub fn heard(&self, pipeline: &str) -> String {

@@ -237,6 +237,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             events: &events,
             tracks: &[],
             track_events: &[],
+            zone_events: &[],
             inferred: true,
             inference,
             processing,

@@ -15,7 +15,9 @@
 //!
 //! Tracking ([`Pipeline::with_tracking`]): after postprocessing, a detector's boxes go through
 //! the tracker ([`crate::vision::track`]); each detection's track is reported beside it
-//! ([`FrameReport::tracks`]), with what happened to tracks on that frame.
+//! ([`FrameReport::tracks`]), with what happened to tracks on that frame. Zones
+//! ([`Pipeline::with_zones`], [`crate::vision::zone`]) then report tracked objects entering and
+//! leaving parts of the frame ([`FrameReport::zone_events`]).
 //!
 //! Drop policy: a live source hands over only its newest frame when inference lags, and counts the
 //! ones it skipped ([`FrameSource::dropped`]); they appear in [`Stats::frames_dropped`]. A frame
@@ -32,6 +34,7 @@ use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
 use crate::vision::motion::{MotionGate, Wake};
 use crate::vision::track::{TrackConfig, TrackEvent, TrackTag, Tracker, MAX_TRACKS};
+use crate::vision::zone::{ZoneEvent, Zones, MAX_ZONE_EVENTS};
 use crate::vision::Transform;
 use exchange::Exchange;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +80,8 @@ pub struct FrameReport<'a> {
     pub tracks: &'a [TrackTag],
     /// Tracks confirmed, lost, stopped or moving again on this frame (none on a still frame).
     pub track_events: &'a [TrackEvent],
+    /// Tracked objects that entered or left a zone on this frame (none on a still frame).
+    pub zone_events: &'a [ZoneEvent],
     /// Whether the model ran on this frame; false for a still frame the motion gate held back,
     /// whose detections are those of the last frame the model saw.
     pub inferred: bool,
@@ -267,6 +272,8 @@ struct Tracking {
     high: f32,
     tags: heapless::Vec<TrackTag, { crate::event::MAX_DETECTIONS }>,
     events: heapless::Vec<TrackEvent, MAX_TRACKS>,
+    zones: Zones,
+    zone_events: heapless::Vec<ZoneEvent, MAX_ZONE_EVENTS>,
 }
 
 impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline<S, P, E, Q, K> {
@@ -295,8 +302,25 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
             high,
             tags: heapless::Vec::new(),
             events: heapless::Vec::new(),
+            zones: Zones::new(),
+            zone_events: heapless::Vec::new(),
         }));
         self
+    }
+
+    /// Reports tracked objects entering and leaving `zones` (after [`with_tracking`](Self::with_tracking):
+    /// zones follow track ids, and an error says so without it).
+    pub fn with_zones(mut self, zones: Zones) -> Result<Self> {
+        match self.tracking.as_deref_mut() {
+            Some(t) => t.zones = zones,
+            None => {
+                return Err(crate::LeptonError::Core {
+                    context: "pipeline zones".into(),
+                    error: crate::error::Error::InvalidConfig("zones follow tracked objects: enable tracking first"),
+                })
+            }
+        }
+        Ok(self)
     }
 
     /// Runs the model only on frames the motion gate admits (see the module's documentation).
@@ -599,13 +623,15 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         let _ = outputs.push(engine.output(i)?);
     }
     post.postprocess(&outputs, transform, detections)?;
-    let (tracks, track_events): (&[TrackTag], &[TrackEvent]) = match tracking {
+    let (tracks, track_events, zone_events): (&[TrackTag], &[TrackEvent], &[ZoneEvent]) = match tracking {
         Some(tr) => {
             tr.events.clear();
             tr.tracker.update(clock.as_millis() as u64, detections, tr.high, &mut tr.tags, &mut tr.events);
-            (&tr.tags, &tr.events)
+            let (w, h) = (transform.source_width, transform.source_height);
+            tr.zones.update(w, h, detections, &tr.tags, &tr.events, &mut tr.zone_events);
+            (&tr.tags, &tr.events, &tr.zone_events)
         }
-        None => (&[], &[]),
+        None => (&[], &[], &[]),
     };
     let processing = t.elapsed();
     stats.frames_processed += 1;
@@ -620,6 +646,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         events: &[],
         tracks,
         track_events,
+        zone_events,
         inferred: true,
         inference,
         processing,
@@ -656,6 +683,7 @@ fn still<K: Sink>(
         events: &[],
         tracks,
         track_events: &[],
+        zone_events: &[],
         inferred: false,
         inference: Duration::ZERO,
         processing: Duration::ZERO,

@@ -144,6 +144,16 @@ pub fn check_plan(plan: Plan, board: Option<&Board>, trust: &Trust) -> Result<Ch
     if plan.snapshot.is_some() && !task.is_vision() {
         bail!("{at}: a {} model hears audio: [pipeline.snapshot] is for vision pipelines; remove it", task.name());
     }
+    if !plan.zones.is_empty() {
+        if task != lepton_runtime::manifest::Task::Detect {
+            bail!(
+                "{at}: {} is a {} model: [[pipeline.zone]] counts the boxes of detectors; remove the zones",
+                model_label(&plan),
+                task.name()
+            );
+        }
+        crate::config::zone::build(&plan.zones, &manifest.labels).with_context(|| at.clone())?;
+    }
     let lines = alert::check(&plan.name, &plan.alerts, board, &manifest.labels)?;
     Ok(Checked { plan, model, manifest, lines })
 }

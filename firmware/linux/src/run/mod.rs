@@ -21,7 +21,7 @@ use crate::config::{self, Format};
 use crate::console::say;
 use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::Link;
-use crate::sink::{DaemonSink, SinkOptions};
+use crate::sink::{DaemonSink, SinkOptions, Zoned};
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::watchdog;
@@ -115,6 +115,10 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 labels: c.manifest.event_labels().into_iter().map(str::to_string).collect(),
                 snapshot: c.plan.snapshot.is_some(),
                 task: c.manifest.task,
+                zones: zoned(&c.plan, &c.manifest)
+                    .into_iter()
+                    .map(|z| (z.name, z.counts.into_iter().map(|(l, _)| l).collect()))
+                    .collect(),
             })
             .collect();
         // The device page's link: the address it is bound to (the port found, for the demo).
@@ -155,6 +159,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             keyword: checked.manifest.task == lepton_runtime::manifest::Task::Keyword,
             history: web.as_ref().and_then(|(_, h)| h.writer()),
             live: web.as_ref().map(|_| Arc::clone(&last)),
+            zones: zoned(plan, &checked.manifest),
         });
         if web.is_some() {
             let (engine, kernels) = checked.model.engine_name();
@@ -274,4 +279,14 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_UNDELIVERED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A plan's zones as its sink publishes them: each with the labels it counts, at zero (the
+/// zone's own labels, else every label of the model that can produce events).
+fn zoned(plan: &Plan, manifest: &lepton_runtime::manifest::Manifest) -> Vec<Zoned> {
+    let all: Vec<String> = manifest.event_labels().into_iter().map(str::to_string).collect();
+    plan.zones
+        .iter()
+        .map(|z| Zoned { name: z.name.clone(), counts: z.counted(&all).iter().map(|l| (l.clone(), 0)).collect() })
+        .collect()
 }

@@ -44,6 +44,9 @@ pub(super) fn run_pipeline(
         }
         if manifest.task == Task::Detect && plan.track.enabled {
             p = p.with_tracking(plan.track.config(), plan.threshold);
+            if !plan.zones.is_empty() {
+                p = p.with_zones(config::zone::build(&plan.zones, &manifest.labels)?)?;
+            }
         }
         let flag = p.stop_flag();
         register(&stoppers, &stopping, move || flag.store(true, Ordering::Relaxed));

@@ -59,6 +59,8 @@ pub struct Plan {
     pub masks: Vec<config::Mask>,
     /// Object tracking (detectors).
     pub track: config::Track,
+    /// Zones tracked objects enter and leave (detectors).
+    pub zones: Vec<config::Zone>,
 }
 
 /// Where to publish.
@@ -178,6 +180,7 @@ impl Setup {
                 motion: p.motion.filter(|m| m.enabled),
                 masks: p.masks,
                 track: p.track,
+                zones: p.zones,
             })
             .collect();
         Ok(Setup {

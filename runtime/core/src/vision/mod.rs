@@ -1,7 +1,8 @@
 //! Vision stages: the motion gate ([`motion`]: which frames reach the model), preprocessing camera
 //! frames into model inputs, and postprocessing model outputs into classes ([`classify`]) or boxes
-//! ([`detect`]); [`track`]: identities of detected objects across frames; [`region`]: polygons in
-//! frame fractions (motion masks).
+//! ([`detect`]); [`track`]: identities of detected objects across frames; [`zone`]: tracked objects
+//! entering and leaving parts of the frame; [`region`]: polygons in frame fractions (motion masks,
+//! zones).
 
 pub mod classify;
 pub mod detect;
@@ -9,5 +10,6 @@ pub mod motion;
 pub mod preprocess;
 pub mod region;
 pub mod track;
+pub mod zone;
 
 pub use preprocess::{ColorOrder, ImageView, Layout, PixelFormat, PreprocessConfig, ResizeMode, Transform};

@@ -3,10 +3,13 @@
 //! The design is SORT's (predict, associate by overlap, update) with ByteTrack's second pass:
 //! - Prediction: each track's box centre moves with a constant velocity, filtered by an alpha-beta
 //!   filter (the steady state of SORT's constant-velocity Kalman filter, without its matrices: a
-//!   few multiplications a track, the same on a microcontroller). The box size is smoothed.
+//!   few multiplications a track, the same on a microcontroller). The box size is smoothed. A
+//!   prediction off by half the box's size (the object stopped or turned) restarts the filter
+//!   from the box seen.
 //!   Time is the pipeline's clock, so dropped or gated frames predict over the real gap.
 //! - Association, per class: detections at or above `high` first, against every track, greedily
-//!   by intersection over union with the predicted box (at least `min_iou`); then the detections
+//!   by intersection over union with the predicted box or the last box seen, whichever overlaps
+//!   more (an object that stops or turns back), at least `min_iou`; then the detections
 //!   below `high` only extend confirmed tracks that are still unmatched (an object whose score
 //!   dips while half hidden keeps its identity instead of ending and starting again).
 //! - Life: a track starts tentative from an unmatched detection at or above `high`, is confirmed
@@ -122,6 +125,9 @@ const ALPHA: f32 = 0.6;
 const BETA: f32 = 0.2;
 /// Size smoothing.
 const SIZE_GAIN: f32 = 0.5;
+/// A prediction off by more than this fraction of the box's size is a manoeuvre: the filter
+/// restarts from the box seen instead of averaging.
+const MANOEUVRE: f32 = 0.5;
 
 /// The tracker of one pipeline.
 pub struct Tracker {
@@ -292,7 +298,9 @@ impl Tracker {
                 if taken[di] || d.class != t.class || !pick(d) {
                     continue;
                 }
-                let iou = p.iou(&b);
+                // Overlap with the predicted box, or with the last one seen: an object that
+                // stops or turns back is where it was, not where its velocity said.
+                let iou = p.iou(&b).max(t.bbox().iou(&b));
                 if iou >= self.config.min_iou && self.pairs.push((iou, ti as u8, di as u8)).is_err() {
                     // More candidate pairs than room: keep the best ones found so far.
                     if let Some(worst) = self.pairs.iter_mut().min_by(|a, b| a.0.total_cmp(&b.0)) {
@@ -319,11 +327,23 @@ impl Tracker {
             let (w, h) = (b.x1 - b.x0, b.y1 - b.y0);
             let (zx, zy) = (b.x0 + w / 2.0, b.y0 + h / 2.0);
             let (rx, ry) = (zx - pcx, zy - pcy);
-            t.cx = pcx + ALPHA * rx;
-            t.cy = pcy + ALPHA * ry;
-            if dt > 0.0 {
-                t.vx += BETA * rx / dt;
-                t.vy += BETA * ry / dt;
+            if rx.abs() > MANOEUVRE * t.w || ry.abs() > MANOEUVRE * t.h {
+                // The prediction missed by half the object's size: it stopped, turned or
+                // started. Its place is the box seen, its velocity the move since the last one.
+                let (ox, oy) = (t.cx, t.cy);
+                t.cx = zx;
+                t.cy = zy;
+                if dt > 0.0 {
+                    t.vx = (zx - ox) / dt;
+                    t.vy = (zy - oy) / dt;
+                }
+            } else {
+                t.cx = pcx + ALPHA * rx;
+                t.cy = pcy + ALPHA * ry;
+                if dt > 0.0 {
+                    t.vx += BETA * rx / dt;
+                    t.vy += BETA * ry / dt;
+                }
             }
             t.w += SIZE_GAIN * (w - t.w);
             t.h += SIZE_GAIN * (h - t.h);
@@ -445,6 +465,21 @@ mod tests {
         }
         let kinds: std::vec::Vec<_> = r.events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [TrackEventKind::Confirmed, TrackEventKind::Stationary, TrackEventKind::Moving]);
+    }
+
+    #[test]
+    fn an_object_that_turns_back_at_once_keeps_its_id() {
+        // 20 px a frame right, then 20 px a frame left: the prediction is 40 px off (no overlap
+        // with a 40 px box), the last box seen 20 px.
+        let mut r = Run::new(TrackConfig::default());
+        for k in 0..30u64 {
+            let x = if k < 15 { 100.0 + 20.0 * k as f32 } else { 100.0 + 20.0 * (28 - k as i64) as f32 };
+            let tags = r.frame(k * 100, &[det(0, 0.9, x, 100.0, 40.0)]);
+            if k >= 2 {
+                assert_eq!(tags, [Some(1)], "frame {k}");
+            }
+        }
+        assert_eq!(r.tracker.next_id, 2, "one track only");
     }
 
     #[test]
