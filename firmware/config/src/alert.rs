@@ -22,6 +22,10 @@ pub struct AlertOutput {
     /// Labels whose events trigger it (default: every label).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Zones (`[[pipeline.zone]]` names) whose entries trigger it instead of event starts
+    /// (default: none, event starts).
+    #[serde(default)]
+    pub zones: Vec<String>,
 }
 
 fn default_hold() -> Seconds<DAY> {

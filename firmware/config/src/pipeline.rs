@@ -95,6 +95,10 @@ impl Pipeline {
             if a.blink_ms.is_some_and(|[on, off]| on.get() < 1.0 || off.get() < 1.0) {
                 bail!("{at}: blink_ms: both durations must be > 0 (omit blink_ms for a steady output)");
             }
+            if let Some(z) = a.zones.iter().find(|z| !p.zones.iter().any(|o| o.name == **z)) {
+                let names: Vec<&str> = p.zones.iter().map(|o| o.name.as_str()).collect();
+                bail!("{at}: zones: no [[pipeline.zone]] is named `{z}` (this pipeline's zones: {})", names.join(", "));
+            }
         }
         if !p.model.is_file() {
             bail!("{}{f}: model {} does not exist", line("pipeline", "model"), p.model.display());

@@ -117,6 +117,13 @@ mod tests {
         let twice = format!("{GOOD}{ZONE}{ZONE}");
         let e = Config::load(&write(&d, &twice)).unwrap_err().to_string();
         assert!(e.contains("zone #2") && e.contains("another zone"), "{e}");
+        // An alert on a zone names one of the pipeline's zones.
+        let alert = format!("{GOOD}{ZONE}[[pipeline.alert]]\nline = 17\nzones = [\"driveway\"]\n");
+        assert_eq!(Config::load(&write(&d, &alert)).unwrap().pipelines[0].alerts[0].zones, ["driveway"]);
+        let e = Config::load(&write(&d, &alert.replace("zones = [\"driveway\"]", "zones = [\"garden\"]")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alert #1") && e.contains("`garden`") && e.contains("driveway"), "{e}");
         // Zones follow tracks: with tracking off they could never count anything.
         let off = format!("{GOOD}{ZONE}[pipeline.track]\nenabled = false\n");
         let e = Config::load(&write(&d, &off)).unwrap_err().to_string();

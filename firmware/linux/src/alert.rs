@@ -24,15 +24,34 @@ pub struct AlertHandle {
     /// Where it is (`/dev/gpiochip0 line 17`), for logs.
     pub name: String,
     labels: Vec<String>,
+    zones: Vec<String>,
     tx: Sender<()>,
     thread: JoinHandle<()>,
 }
 
 impl AlertHandle {
-    /// Reports an event start of `label`; ignored when the alert listens to other labels.
+    /// Makes entries into these zones switch it on, instead of event starts.
+    pub fn on_zones(mut self, zones: Vec<String>) -> Self {
+        self.zones = zones;
+        self
+    }
+
+    fn takes(&self, label: &str) -> bool {
+        self.labels.is_empty() || self.labels.iter().any(|l| l == label)
+    }
+
+    /// Reports an event start of `label`; ignored when the alert listens to other labels or to
+    /// zones.
     pub fn event_started(&self, label: &str) {
-        if self.labels.is_empty() || self.labels.iter().any(|l| l == label) {
+        if self.zones.is_empty() && self.takes(label) {
             // A closed channel means the thread ended on a pin error it already logged.
+            let _ = self.tx.send(());
+        }
+    }
+
+    /// Reports an object of `label` entering `zone`; ignored unless the alert listens to it.
+    pub fn zone_entered(&self, zone: &str, label: &str) {
+        if self.zones.iter().any(|z| z == zone) && self.takes(label) {
             let _ = self.tx.send(());
         }
     }
@@ -137,7 +156,9 @@ pub fn start(
     let mut handles = vec![];
     for (i, (a, (chip, line))) in alerts.iter().zip(lines).enumerate() {
         let pin = request(&chip, line).with_context(|| format!("pipeline `{pipeline}`, alert #{}", i + 1))?;
-        handles.push(spawn(format!("{chip} line {line}"), a.labels.clone(), pin, alert_config(a))?);
+        handles.push(
+            spawn(format!("{chip} line {line}"), a.labels.clone(), pin, alert_config(a))?.on_zones(a.zones.clone()),
+        );
     }
     Ok(handles)
 }
@@ -195,7 +216,7 @@ where
             }
         })
         .context("starting an alert thread")?;
-    Ok(AlertHandle { name, labels, tx, thread })
+    Ok(AlertHandle { name, labels, zones: Vec::new(), tx, thread })
 }
 
 #[cfg(test)]
@@ -237,6 +258,25 @@ mod tests {
         assert_eq!(w.iter().map(|w| w.1).collect::<Vec<_>>(), [false, true, false], "{w:?}");
         let held = w[2].0 - w[1].0;
         assert!((150..350).contains(&held), "on for {held} ms, hold 150 ms: {w:?}");
+        h.stop();
+    }
+
+    #[test]
+    fn an_alert_on_a_zone_follows_entries_into_it_not_event_starts() {
+        let pin = Recorder(Arc::default(), Instant::now());
+        let writes = Arc::clone(&pin.0);
+        let h = spawn("test".into(), vec!["car".into()], pin, AlertConfig::new(ActiveLevel::High, 150))
+            .unwrap()
+            .on_zones(vec!["driveway".into()]);
+        std::thread::sleep(Duration::from_millis(30));
+        h.event_started("car"); // an event start: not what it listens to
+        h.zone_entered("garden", "car"); // another zone
+        h.zone_entered("driveway", "person"); // another label
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(writes.lock().unwrap().iter().map(|w| w.1).collect::<Vec<_>>(), [false]);
+        h.zone_entered("driveway", "car");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(writes.lock().unwrap().iter().map(|w| w.1).collect::<Vec<_>>(), [false, true]);
         h.stop();
     }
 

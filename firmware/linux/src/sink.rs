@@ -403,6 +403,11 @@ impl DaemonSink {
             };
             changed[e.zone as usize] = true;
             let name = zone.name.clone();
+            if e.kind == ZoneEventKind::Enter {
+                for a in &self.alerts {
+                    a.zone_entered(&name, &label);
+                }
+            }
             if self.print {
                 say!(
                     "{} zone {name}: {label} #{} {} {:.3} at {}",
