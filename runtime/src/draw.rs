@@ -1,5 +1,6 @@
-//! Drawing on RGB pictures: detection boxes with their label and score (snapshots), and text in
-//! an 8×8 bitmap font (public-domain glyphs from `font8x8`) for labels and plots.
+//! Drawing on RGB pictures: detection boxes with their label and score (snapshots), polygons
+//! (zones and masks on the live view), and text in an 8×8 bitmap font (public-domain glyphs from
+//! `font8x8`) for labels and plots.
 
 use crate::event::Detection;
 use image::RgbImage;
@@ -132,8 +133,13 @@ fn place(placed: &[Rect], (x0, y0, y1): (u32, u32, u32), width: u32, (w, h): (u3
 /// `label score` next to it: above the box, else inside it at the top, else where it overlaps
 /// no label placed before it (see `place`); boxes are drawn first, so no outline crosses a
 /// label. Detections without a box (classifiers) are listed in the top-left corner. Returns
-/// where the labels went, in the order of `dets`.
-pub fn detections(img: &mut RgbImage, dets: &[Detection], label: impl Fn(u16) -> String, scale: f32) -> Vec<Rect> {
+/// where the labels went, in the order of `dets`. `label(k, class)` names the `k`th detection.
+pub fn detections(
+    img: &mut RgbImage,
+    dets: &[Detection],
+    label: impl Fn(usize, u16) -> String,
+    scale: f32,
+) -> Vec<Rect> {
     let (w, h) = (img.width(), img.height());
     if w == 0 || h == 0 {
         return vec![];
@@ -149,7 +155,8 @@ pub fn detections(img: &mut RgbImage, dets: &[Detection], label: impl Fn(u16) ->
     // Listed labels first: they hold the corner whatever the boxes do.
     let mut rects: Vec<Option<Rect>> = vec![None; dets.len()];
     let mut placed = Vec::with_capacity(dets.len());
-    let captions: Vec<String> = dets.iter().map(|d| format!("{} {:.2}", label(d.class), d.score)).collect();
+    let captions: Vec<String> =
+        dets.iter().enumerate().map(|(k, d)| format!("{} {:.2}", label(k, d.class), d.score)).collect();
     let text_w = |c: &str| (c.chars().count() as u32).saturating_mul(16).saturating_add(4);
     let mut listed = 0;
     for (k, b) in boxes.iter().enumerate() {
@@ -174,6 +181,53 @@ pub fn detections(img: &mut RgbImage, dets: &[Detection], label: impl Fn(u16) ->
         text(img, caption, r.x0 + 2, r.y0 + 2, 2, false, [0, 0, 0]);
     }
     rects
+}
+
+/// The colour of zones on the live view: azure, far from every class colour of [`PALETTE`].
+pub const ZONE_COLOR: [u8; 3] = [0, 128, 255];
+
+/// A polygon to outline on a picture (a zone, a motion mask).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outline {
+    /// Written inside its first corner (empty: nothing written).
+    pub name: String,
+    /// Corners in fractions of the picture's width and height.
+    pub points: Vec<(f32, f32)>,
+    /// Line and text colour.
+    pub color: [u8; 3],
+}
+
+/// Draws each outline's edges, `LINE` pixels wide, and its name.
+pub fn outlines(img: &mut RgbImage, outlines: &[Outline]) {
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    for o in outlines {
+        let n = o.points.len();
+        for i in 0..n {
+            let (a, b) = (o.points[i], o.points[(i + 1) % n]);
+            line(img, (a.0 * w, a.1 * h), (b.0 * w, b.1 * h), o.color);
+        }
+        if let Some(&(x, y)) = o.points.first() {
+            let (x, y) = ((x * w) as u32, (y * h) as u32);
+            // Inside the frame: a corner on the right or bottom edge writes up and left of it.
+            let tw = o.name.chars().count() as u32 * 16;
+            let x = if x + 6 + tw > img.width() { x.saturating_sub(6 + tw) } else { x + 6 };
+            let y = if y + 22 > img.height() { y.saturating_sub(22) } else { y + 6 };
+            text(img, &o.name, x, y, 2, false, o.color);
+        }
+    }
+}
+
+/// A straight line `LINE` pixels wide from `a` to `b` (pixels), clipped to the picture.
+fn line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), color: [u8; 3]) {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    // One square a pixel along the longer axis: bounded by the picture's size for corners in it.
+    let steps = dx.abs().max(dy.abs()).ceil().clamp(1.0, 65_536.0) as u32;
+    let half = LINE as f32 / 2.0;
+    for s in 0..=steps {
+        let t = s as f32 / steps as f32;
+        let (x, y) = ((a.0 + dx * t - half).max(0.0) as u32, (a.1 + dy * t - half).max(0.0) as u32);
+        fill(img, x, y, x + LINE, y + LINE, color);
+    }
 }
 
 #[cfg(test)]
@@ -235,7 +289,7 @@ mod tests {
         ];
         for dets in cases {
             let mut img = photo.clone();
-            let rects = detections(&mut img, dets, label, 1.0);
+            let rects = detections(&mut img, dets, |_, c| label(c), 1.0);
             assert_eq!(rects.len(), dets.len());
             for (i, a) in rects.iter().enumerate() {
                 assert!(a.x1 <= img.width() && a.y1 <= img.height(), "{a:?} inside the picture");
@@ -252,10 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn an_outline_draws_its_edges_and_its_name_inside_the_picture() {
+        let mut img = RgbImage::new(200, 100);
+        let azure = [0, 128, 255];
+        let zone =
+            Outline { name: "door".into(), points: vec![(0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0)], color: azure };
+        outlines(&mut img, &[zone]);
+        // The left edge at x = 100 from top to bottom; the inside untouched; the name written.
+        for y in 0..100 {
+            assert_eq!(img.get_pixel(100, y).0, azure, "edge at y {y}");
+        }
+        assert_eq!(img.get_pixel(150, 50).0, [0, 0, 0]);
+        let lit =
+            img.enumerate_pixels().filter(|(x, y, p)| (104..170).contains(x) && (4..24).contains(y) && p.0 == azure);
+        assert!(lit.count() > 50, "the name `door` next to the first corner");
+    }
+
+    #[test]
     fn listed_labels_and_boxes_share_the_corner() {
         let mut img = RgbImage::new(320, 240);
         let dets = [Detection { class: 1, score: 0.8, bbox: None }, det(0, 0.9, (0.0, 0.0, 100.0, 100.0))];
-        let rects = detections(&mut img, &dets, |c| c.to_string(), 1.0);
+        let rects = detections(&mut img, &dets, |_, c| c.to_string(), 1.0);
         assert_eq!(rects[0], Rect { x0: 4, y0: 4, x1: 4 + 6 * 16 + 4, y1: 4 + LABEL_H });
         assert!(!rects[0].intersects(&rects[1]), "{rects:?}");
     }

@@ -6,6 +6,7 @@
 //! refused at load. The screenshots are saved in target/tmp/artefacts/.
 
 use lepton_e2e::{bin, free_port, get_json, http, root, scratch, Running};
+use lepton_runtime::draw::ZONE_COLOR;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -365,6 +366,9 @@ kind = "images"
 path = "{r}/models/detector/demo/images"
 fps = 3
 loop = true
+[[pipeline.zone]]
+name = "left"
+points = [[0.05, 0.1], [0.45, 0.1], [0.45, 0.9], [0.05, 0.9]]
 
 [[pipeline]]
 name = "keywords"
@@ -400,6 +404,13 @@ path = "{r}/models/keywords/demo.wav"
         let (code, _, _) = http("GET", &format!("{url}{path}"), &[("Authorization", &bearer)], b"");
         assert_eq!(code, 200, "{path} with the token");
     }
+    // The live picture carries the zone: its left edge, azure, from 10 % to 90 % of the height.
+    let (_, _, jpeg) = http("GET", &format!("{url}/api/snapshot/meter.jpg"), &[("Authorization", &bearer)], b"");
+    let live = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    let (w, h) = live.dimensions();
+    let x = (0.05 * w as f32) as u32;
+    let edge = count_color(&live, (x.saturating_sub(2), h / 10, 5, h * 8 / 10), ZONE_COLOR);
+    assert!(edge as u32 >= h * 8 / 10, "the zone's left edge in the live picture: {edge} azure pixels");
     assert_eq!(http("GET", &format!("{url}/healthz"), &[], b"").0, 200);
 
     // The browser logs in through the form, then sees the page.
@@ -422,7 +433,7 @@ path = "{r}/models/keywords/demo.wav"
     browser.until("a live frame", "const i = document.querySelector('img.live[data-pipeline=meter]'); return i && i.complete && i.naturalWidth > 0");
     browser.until("events in the list", "return document.querySelectorAll('#events tbody tr').length");
     let palette = lepton_runtime::draw::PALETTE;
-    let mut best = (0, 0);
+    let (mut best, mut zone) = ((0, 0), 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let r = browser.js("const r = document.querySelector('img.live[data-pipeline=meter]').getBoundingClientRect(); return [r.x, r.y, r.width, r.height]");
@@ -431,16 +442,18 @@ path = "{r}/models/keywords/demo.wav"
         let shot = browser.screenshot();
         let zeros = count_color(&shot, (r[0], r[1], r[2], r[3]), palette[0]);
         let sevens = count_color(&shot, (r[0], r[1], r[2], r[3]), palette[7 % palette.len()]);
+        zone = zone.max(count_color(&shot, (r[0], r[1], r[2], r[3]), ZONE_COLOR));
         if zeros.min(sevens) > best.0.min(best.1) {
             best = (zeros, sevens);
             shot.save(artefacts.join("device-page.png")).unwrap();
         }
-        if best.0 > 100 && best.1 > 100 {
+        if best.0 > 100 && best.1 > 100 && zone > 300 {
             break;
         }
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(best.0 > 100 && best.1 > 100, "box outlines of digits 0 and 7 in the live view: {best:?} pixels");
+    assert!(zone > 300, "the zone's outline in the live view: {zone} pixels");
     println!(
         "live view: {} and {} pixels of the boxes of 0 and 7 (target/tmp/artefacts/device-page.png)",
         best.0, best.1

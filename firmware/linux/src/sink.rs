@@ -491,7 +491,8 @@ impl Sink for DaemonSink {
         self.publish_objects(r, r.track_events);
         self.publish_zones(r, r.zone_events);
         if let Some(live) = &self.live {
-            live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept);
+            let ids: heapless::Vec<Option<u32>, 32> = tracks.iter().map(|t| t.and_then(|t| t.id)).collect();
+            live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept, &ids);
         }
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.processed += 1;

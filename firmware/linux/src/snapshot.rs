@@ -4,6 +4,7 @@
 
 use crate::config;
 use image::RgbImage;
+use lepton_runtime::draw::Outline;
 use lepton_runtime::source::retain::FrameRing;
 use lepton_runtime::vision::preprocess::to_rgb8;
 use lepton_runtime::Detection;
@@ -70,7 +71,7 @@ impl Snapshotter {
         dets: &[Detection],
         label: impl Fn(u16) -> String,
     ) -> Option<Picture> {
-        let pic = render(&self.ring, index, dets, label, self.style, &mut self.rgb)?;
+        let pic = render(&self.ring, index, dets, |_, c| label(c), &[], self.style, &mut self.rgb)?;
         self.last_ms = Some(clock_ms);
         Some(pic)
     }
@@ -87,13 +88,15 @@ pub struct Style {
     pub max_width: u32,
 }
 
-/// Pictures frame `index` of `ring` with `dets` drawn (scaled to `style.max_width`), as JPEG;
+/// Pictures frame `index` of `ring` with `overlay` and `dets` drawn (scaled to `style.max_width`;
+/// `label(k, class)` names the `k`th detection), as JPEG;
 /// `None` if the frame is no longer in the ring. `rgb` is a reused conversion buffer.
 pub fn render(
     ring: &FrameRing,
     index: u64,
     dets: &[Detection],
-    label: impl Fn(u16) -> String,
+    label: impl Fn(usize, u16) -> String,
+    overlay: &[Outline],
     style: Style,
     rgb: &mut Vec<u8>,
 ) -> Option<Picture> {
@@ -111,6 +114,7 @@ pub fn render(
         img = scaled;
     }
     if style.annotate {
+        lepton_runtime::draw::outlines(&mut img, overlay);
         lepton_runtime::draw::detections(&mut img, dets, label, scale);
     }
     let mut jpeg = Vec::with_capacity(64 << 10);

@@ -176,7 +176,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 live: ring
                     .clone()
                     .filter(|_| vision)
-                    .map(|r| live::Live::new(r, Arc::clone(&last), checked.manifest.labels.clone())),
+                    .map(|r| live::Live::new(r, Arc::clone(&last), checked.manifest.labels.clone(), overlay(plan))),
             });
         }
         watched.push((plan.name.clone(), Arc::clone(&status)));
@@ -289,4 +289,20 @@ fn zoned(plan: &Plan, manifest: &lepton_runtime::manifest::Manifest) -> Vec<Zone
         .iter()
         .map(|z| Zoned { name: z.name.clone(), counts: z.counted(&all).iter().map(|l| (l.clone(), 0)).collect() })
         .collect()
+}
+
+/// What the live view draws under the boxes: the zones (azure, named) and the motion masks (grey).
+fn overlay(plan: &Plan) -> Vec<lepton_runtime::draw::Outline> {
+    let corners = |points: &[[f32; 2]]| points.iter().map(|&[x, y]| (x, y)).collect();
+    let zones = plan.zones.iter().map(|z| lepton_runtime::draw::Outline {
+        name: z.name.clone(),
+        points: corners(&z.points),
+        color: lepton_runtime::draw::ZONE_COLOR,
+    });
+    let masks = plan.masks.iter().map(|m| lepton_runtime::draw::Outline {
+        name: "mask".into(),
+        points: corners(&m.points),
+        color: [128, 128, 128],
+    });
+    zones.chain(masks).collect()
 }
