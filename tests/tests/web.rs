@@ -461,6 +461,16 @@ path = "{r}/models/keywords/demo.wav"
 
     // The event list fills; a label filter narrows it to that label.
     browser.until("several events", "return document.querySelectorAll('#events tbody tr').length >= 6");
+    // The 0 and the 4 stand in the zone `left`: their entries are in the history and the list.
+    let entered = eventually("an entry into the zone in the history", || {
+        let all = get_json(&format!("{url}/api/events?pipeline=meter&limit=1000"), &[("Authorization", &bearer)]);
+        all["events"].as_array().unwrap().iter().find(|e| e["event"] == "enter" && e["zone"] == "left").cloned()
+    });
+    assert!(["0", "4"].contains(&entered["label"].as_str().unwrap()), "{entered}");
+    browser.until(
+        "the entry in the list",
+        "return [...document.querySelectorAll('#events tbody td')].some(td => td.textContent === 'enter left')",
+    );
     let before = browser.js("return document.querySelectorAll('#events tbody tr').length").as_u64().unwrap();
     browser.until(
         "label 4 in the filter",

@@ -297,31 +297,16 @@ impl DaemonSink {
         picture: Option<Arc<Vec<u8>>>,
     ) {
         let label = self.label(e.class);
-        if let Some(h) = &self.history {
-            let record = Record {
-                ts_ms: e.timestamp_ms,
-                pipeline: self.pipeline.clone(),
-                label: label.clone(),
-                kind: e.kind.name(),
-                score: e.score,
-                duration_s: duration_ms.map(|d| d as f64 / 1e3),
-                picture,
-            };
-            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            if h.send(record) {
-                s.history += 1;
-                self.history_full = false;
-            } else {
-                s.history_dropped += 1;
-                if !self.history_full {
-                    self.history_full = true;
-                    tracing::warn!(
-                        "pipeline {}: the event history's writer is behind; events not stored are counted (history_dropped)",
-                        self.pipeline
-                    );
-                }
-            }
-        }
+        self.store(Record {
+            ts_ms: e.timestamp_ms,
+            pipeline: self.pipeline.clone(),
+            label: label.clone(),
+            kind: e.kind.name(),
+            score: e.score,
+            duration_s: duration_ms.map(|d| d as f64 / 1e3),
+            picture,
+            zone: None,
+        });
         if e.kind == EventKind::Start {
             for a in &self.alerts {
                 a.event_started(&label);
@@ -353,6 +338,26 @@ impl DaemonSink {
         let meta = if self.format == Format::Postcard { Meta::POSTCARD } else { Meta::JSON };
         link.publish(&self.topics.events(&self.pipeline), payload.clone(), false, meta);
         link.publish(&self.topics.label_events(&self.pipeline, &label), payload, true, meta);
+    }
+
+    /// Stores an event in the device page's history (when it has one); counts what the writer,
+    /// behind, could not take.
+    fn store(&mut self, record: Record) {
+        let Some(h) = &self.history else { return };
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if h.send(record) {
+            s.history += 1;
+            self.history_full = false;
+        } else {
+            s.history_dropped += 1;
+            if !self.history_full {
+                self.history_full = true;
+                tracing::warn!(
+                    "pipeline {}: the event history's writer is behind; events not stored are counted (history_dropped)",
+                    self.pipeline
+                );
+            }
+        }
     }
 
     /// Publishes what happened to tracked objects on this frame (`objects` topic, JSON).
@@ -408,6 +413,16 @@ impl DaemonSink {
                     a.zone_entered(&name, &label);
                 }
             }
+            self.store(Record {
+                ts_ms: r.meta.timestamp_ms,
+                pipeline: self.pipeline.clone(),
+                label: label.clone(),
+                kind: e.kind.name(),
+                score: e.score,
+                duration_s: None,
+                picture: None,
+                zone: Some(name.clone()),
+            });
             if self.print {
                 say!(
                     "{} zone {name}: {label} #{} {} {:.3} at {}",

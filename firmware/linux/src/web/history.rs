@@ -33,6 +33,8 @@ pub struct Record {
     /// The JPEG of the frame a vision event started on; events of one frame share one `Arc`
     /// and are stored with one picture row.
     pub picture: Option<Arc<Vec<u8>>>,
+    /// The zone of an `enter` or `leave` (`[[pipeline.zone]]`); `None` for presence events.
+    pub zone: Option<String>,
 }
 
 /// One stored event, as the API lists it.
@@ -54,6 +56,8 @@ pub struct Row {
     pub duration_s: Option<f64>,
     /// Id of the event's snapshot (`/api/events/{id}/snapshot.jpg` serves it), if it has one.
     pub picture: Option<i64>,
+    /// The zone of an `enter` or `leave`.
+    pub zone: Option<String>,
 }
 
 /// Which events to list, newest first.
@@ -156,6 +160,14 @@ impl History {
              CREATE INDEX IF NOT EXISTS events_picture ON events(picture);",
         )
         .with_context(at)?;
+        // Histories made before zones lack their column.
+        let has_zone = c
+            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'zone'")
+            .and_then(|mut st| st.exists([]))
+            .with_context(at)?;
+        if !has_zone {
+            c.execute_batch("ALTER TABLE events ADD COLUMN zone TEXT").with_context(at)?;
+        }
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let writer_conn = open_connection(path)?;
         if let Err(e) = prune(&writer_conn, retention) {
@@ -195,7 +207,7 @@ impl History {
     pub fn events(&self, q: &Query) -> Result<Vec<Row>> {
         self.read(|c| {
             let mut st = c.prepare(
-                "SELECT id, ts_ms, pipeline, label, event, score, duration_s, picture FROM events
+                "SELECT id, ts_ms, pipeline, label, event, score, duration_s, picture, zone FROM events
                  WHERE (?1 IS NULL OR ts_ms >= ?1) AND (?2 IS NULL OR ts_ms < ?2)
                    AND (?3 IS NULL OR label = ?3) AND (?4 IS NULL OR pipeline = ?4)
                    AND (?5 IS NULL OR id < ?5)
@@ -220,6 +232,7 @@ impl History {
                         score: r.get(5)?,
                         duration_s: r.get(6)?,
                         picture: r.get(7)?,
+                        zone: r.get(8)?,
                     })
                 },
             )?;
@@ -315,8 +328,8 @@ fn insert(c: &mut Connection, batch: &[Record], last: &mut Option<(Arc<Vec<u8>>,
             None => None,
         };
         tx.execute(
-            "INSERT INTO events (ts_ms, pipeline, label, event, score, duration_s, picture) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![r.ts_ms as i64, r.pipeline, r.label, r.kind, f64::from(r.score), r.duration_s, picture],
+            "INSERT INTO events (ts_ms, pipeline, label, event, score, duration_s, picture, zone) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![r.ts_ms as i64, r.pipeline, r.label, r.kind, f64::from(r.score), r.duration_s, picture, r.zone],
         )?;
     }
     tx.commit()
@@ -363,7 +376,39 @@ mod tests {
             score: 0.9,
             duration_s: None,
             picture,
+            zone: None,
         }
+    }
+
+    #[test]
+    fn a_history_from_before_zones_gains_their_column_and_keeps_its_events() {
+        let dir = std::env::temp_dir().join(format!("lepton-history-zone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.db");
+        let _ = std::fs::remove_file(&path);
+        // The table as versions before zones made it, with one event.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE pictures (id INTEGER PRIMARY KEY, jpeg BLOB NOT NULL);
+             CREATE TABLE events (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, pipeline TEXT NOT NULL,
+                 label TEXT NOT NULL, event TEXT NOT NULL, score REAL NOT NULL, duration_s REAL,
+                 picture INTEGER REFERENCES pictures(id));
+             INSERT INTO events (ts_ms, pipeline, label, event, score) VALUES (1000, 'cam', 'car', 'start', 0.9);",
+        )
+        .unwrap();
+        drop(c);
+        let h = History::open(&path, Retention { max_age: Duration::from_secs(1 << 40), max_bytes: 1 << 30 }).unwrap();
+        let mut enter = record(2000, "car", None);
+        (enter.kind, enter.zone) = ("enter", Some("driveway".into()));
+        assert!(h.writer().unwrap().send(enter));
+        h.close();
+        let rows = h.events(&Query { limit: 10, ..Query::default() }).unwrap();
+        let got: Vec<(&str, Option<&str>)> = rows.iter().map(|r| (r.event.as_str(), r.zone.as_deref())).collect();
+        assert_eq!(got, [("enter", Some("driveway")), ("start", None)]);
+        // Opening again finds the column and adds nothing.
+        drop(h);
+        assert!(History::open(&path, Retention { max_age: Duration::from_secs(1 << 40), max_bytes: 1 << 30 }).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn wait_for(h: &History, n: i64) {
