@@ -319,6 +319,13 @@ min_frames = 2
     for (_, _, track) in &seq {
         assert!(starts.contains(track), "a zone event of track {track}, which started on the objects topic");
     }
+    // The run's end ends every object it followed.
+    let mut ends: Vec<u64> =
+        objects.iter().filter(|o| o["event"] == "end").map(|o| o["track"].as_u64().unwrap()).collect();
+    let mut started = starts.clone();
+    ends.sort();
+    started.sort();
+    assert_eq!(ends, started, "{lives:?}");
     // Home Assistant: an occupancy sensor for the zone and a count sensor per label, reading the
     // retained count.
     let configs = json_messages(&msgs, "/config");

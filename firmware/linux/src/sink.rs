@@ -360,8 +360,8 @@ impl DaemonSink {
         }
     }
 
-    /// Publishes what happened to tracked objects on this frame (`objects` topic, JSON).
-    fn publish_objects(&mut self, r: &FrameReport<'_>, events: &[TrackEvent]) {
+    /// Publishes what happened to tracked objects at `ts_ms` (`objects` topic, JSON).
+    fn publish_objects(&mut self, ts_ms: u64, events: &[TrackEvent]) {
         for e in events {
             let label = self.label(e.class);
             let event = match e.kind {
@@ -371,26 +371,21 @@ impl DaemonSink {
                 TrackEventKind::Lost => "end",
             };
             if self.print {
-                say!(
-                    "{} object #{} {label} {event} {:.3} at {}",
-                    self.pipeline,
-                    e.id,
-                    e.score,
-                    rfc3339(r.meta.timestamp_ms)
-                );
+                say!("{} object #{} {label} {event} {:.3} at {}", self.pipeline, e.id, e.score, rfc3339(ts_ms));
             }
             let Some(link) = &self.link else { continue };
             let b = e.bbox;
             let j = json!({
-                "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(r.meta.timestamp_ms),
+                "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(ts_ms),
                 "track": e.id, "label": label, "event": event, "score": e.score, "box": [b.x0, b.y0, b.x1, b.y1],
             });
             link.publish(&self.topics.objects(&self.pipeline), j.to_string().into_bytes(), false, Meta::JSON);
         }
     }
 
-    /// Publishes zone entries and exits (the zone's topic) and the counts they changed (retained).
-    fn publish_zones(&mut self, r: &FrameReport<'_>, events: &[ZoneEvent]) {
+    /// Publishes zone entries and exits at `ts_ms` (the zone's topic) and the counts they changed
+    /// (retained).
+    fn publish_zones(&mut self, ts_ms: u64, events: &[ZoneEvent]) {
         let mut changed = vec![false; self.zones.len()];
         for e in events {
             let label = self.label(e.class);
@@ -414,7 +409,7 @@ impl DaemonSink {
                 }
             }
             self.store(Record {
-                ts_ms: r.meta.timestamp_ms,
+                ts_ms,
                 pipeline: self.pipeline.clone(),
                 label: label.clone(),
                 kind: e.kind.name(),
@@ -430,12 +425,12 @@ impl DaemonSink {
                     e.track,
                     e.kind.name(),
                     e.score,
-                    rfc3339(r.meta.timestamp_ms)
+                    rfc3339(ts_ms)
                 );
             }
             if let Some(link) = &self.link {
                 let j = json!({
-                    "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(r.meta.timestamp_ms),
+                    "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(ts_ms),
                     "zone": name, "event": e.kind.name(), "label": label, "track": e.track, "score": e.score,
                 });
                 link.publish(&self.topics.zone(&self.pipeline, &name), j.to_string().into_bytes(), false, Meta::JSON);
@@ -503,8 +498,8 @@ impl Sink for DaemonSink {
             self.publish_event(e, None, None, None);
         }
         self.update_presence(r, &kept, snapshot_seq, picture);
-        self.publish_objects(r, r.track_events);
-        self.publish_zones(r, r.zone_events);
+        self.publish_objects(r.meta.timestamp_ms, r.track_events);
+        self.publish_zones(r.meta.timestamp_ms, r.zone_events);
         if let Some(live) = &self.live {
             let ids: heapless::Vec<Option<u32>, 32> = tracks.iter().map(|t| t.and_then(|t| t.id)).collect();
             live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept, &ids);
@@ -522,6 +517,19 @@ impl Sink for DaemonSink {
                 s.histogram[b] += 1;
             }
         }
+        Ok(())
+    }
+
+    fn tracks_ended(
+        &mut self,
+        stats: &Stats,
+        track_events: &[TrackEvent],
+        zone_events: &[ZoneEvent],
+    ) -> Result<(), LeptonError> {
+        // Stamped like the presence ends of `finish`.
+        let now = stats.end_ms.unwrap_or_else(now_ms);
+        self.publish_objects(now, track_events);
+        self.publish_zones(now, zone_events);
         Ok(())
     }
 

@@ -100,6 +100,12 @@ pub struct FrameReport<'a> {
 pub trait Sink {
     /// Called once per processed frame.
     fn frame(&mut self, report: &FrameReport<'_>) -> Result<()>;
+    /// Called once at the end of [`Pipeline::run`], before [`finish`](Self::finish), with tracking:
+    /// every track still followed is lost (`track_events`), and the objects in zones leave them
+    /// (`zone_events`).
+    fn tracks_ended(&mut self, _stats: &Stats, _track_events: &[TrackEvent], _zone_events: &[ZoneEvent]) -> Result<()> {
+        Ok(())
+    }
     /// Called once when the source is exhausted or the pipeline is stopped.
     fn finish(&mut self, _stats: &Stats) -> Result<()> {
         Ok(())
@@ -430,6 +436,13 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         }
         self.stats.frames_dropped = self.source.dropped();
         self.stats.end_clock = self.clock.end(self.source.own_timeline());
+        if let Some(t) = self.tracking.as_deref_mut() {
+            t.events.clear();
+            t.tracker.finish(&mut t.events);
+            // Only losses: every object inside a zone leaves it.
+            t.zones.update(1.0, 1.0, &[], &[], &t.events, &mut t.zone_events);
+            self.sink.tracks_ended(&self.stats, &t.events, &t.zone_events)?;
+        }
         self.sink.finish(&self.stats)?;
         Ok(&self.stats)
     }
