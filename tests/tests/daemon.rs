@@ -329,14 +329,18 @@ min_frames = 2
     // Home Assistant: an occupancy sensor for the zone and a count sensor per label, reading the
     // retained count.
     let configs = json_messages(&msgs, "/config");
-    let occupied = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_right").expect("the zone's sensor");
+    let occupied =
+        configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_zone_right").expect("the zone's sensor");
     assert_eq!(occupied["state_topic"], "lepton/cam1/meter/zone/right/count");
     assert_eq!(occupied["device_class"], "occupancy");
-    let sevens = configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_right_7").expect("the 7s in the zone");
+    let sevens =
+        configs.iter().find(|c| c["unique_id"] == "lepton_cam1_meter_zone_right_7").expect("the 7s in the zone");
     assert_eq!(sevens["state_topic"], "lepton/cam1/meter/zone/right/count");
     assert_eq!(sevens["value_template"], "{{ value_json[\"7\"] | default(0) }}");
-    let per_label =
-        configs.iter().filter(|c| c["unique_id"].as_str().unwrap().starts_with("lepton_cam1_meter_right_")).count();
+    let per_label = configs
+        .iter()
+        .filter(|c| c["unique_id"].as_str().unwrap().starts_with("lepton_cam1_meter_zone_right_"))
+        .count();
     assert_eq!(per_label, 4, "one count sensor per label the zone takes");
     // The console says it too.
     assert!(stdout.contains("meter zone right: 9 #"), "{stdout}");

@@ -50,6 +50,9 @@ pub(crate) fn check_zones(zones: &[Zone], at: &str) -> Result<()> {
         if z.labels.len() > MAX_ZONE_CLASSES {
             bail!("{at}: labels: {} labels; at most {MAX_ZONE_CLASSES}", z.labels.len());
         }
+        if let Some((k, l)) = z.labels.iter().enumerate().find(|(k, l)| z.labels[..*k].contains(l)) {
+            bail!("{at}: labels: `{l}` is listed twice (again as label #{})", k + 1);
+        }
     }
     Ok(())
 }
@@ -109,6 +112,7 @@ mod tests {
             ("name = \"driveway\"", "name = \"drive/way\""),
             ("[1.0, 1.0], [0.0, 1.0]]", "[1.0, 1.5]]"),
             ("labels = [\"car\"]", "min_frames = 0"),
+            ("labels = [\"car\"]", "labels = [\"car\", \"car\"]"),
         ] {
             let text = format!("{GOOD}{}", ZONE.replace(bad, says));
             let e = Config::load(&write(&d, &text)).unwrap_err().to_string();

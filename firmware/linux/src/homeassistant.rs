@@ -134,7 +134,8 @@ pub fn configs(
             );
         }
         for (zone, labels) in &p.zones {
-            let object = format!("{}_{zone}", p.name);
+            // `zone_` keeps zone ids apart from the label sensors' (`{pipeline}_{label}`).
+            let object = format!("{}_zone_{zone}", p.name);
             let state_topic = topics.zone_count(&p.name, zone);
             push(
                 "binary_sensor",
@@ -148,7 +149,7 @@ pub fn configs(
                 }),
             );
             for label in labels {
-                let object = format!("{}_{zone}_{}", p.name, topic_safe(label));
+                let object = format!("{}_zone_{zone}_{}", p.name, topic_safe(label));
                 // The label as a JSON string literal, which Jinja reads the same: quotes in a
                 // label stay inside it.
                 let key = serde_json::to_string(label).unwrap_or_default();

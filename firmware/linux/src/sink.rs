@@ -552,11 +552,18 @@ impl Sink for DaemonSink {
             say!("{}: source outages: {}", self.pipeline, h.outages());
         }
         // Behind a motion gate, the frames the model ran on too.
-        let gated = if stats.frames_inferred < stats.frames_processed {
+        let mut gated = if stats.frames_inferred < stats.frames_processed {
             format!("; {} through the model (motion gate)", stats.frames_inferred)
         } else {
             String::new()
         };
+        if stats.untracked > 0 {
+            gated += &format!(
+                "; {} boxes without a track (over {} objects at once)",
+                stats.untracked,
+                lepton_runtime::vision::track::MAX_TRACKS
+            );
+        }
         say!(
             "{}: {} processed, {} dropped, {} failed, {} published; inference p50 {:.3} ms p99 {:.3} ms{gated}",
             self.pipeline,

@@ -33,7 +33,7 @@ use crate::event::{Detection, Detections, Event, FrameMeta};
 use crate::source::{Frame, FrameSource};
 use crate::tensor::{TensorView, TensorViewMut};
 use crate::vision::motion::{MotionGate, Wake};
-use crate::vision::track::{TrackConfig, TrackEvent, TrackTag, Tracker, MAX_TRACKS};
+use crate::vision::track::{TrackConfig, TrackEvent, TrackTag, Tracker, MAX_TRACK_EVENTS};
 use crate::vision::zone::{ZoneEvent, Zones, MAX_ZONE_EVENTS};
 use crate::vision::Transform;
 use exchange::Exchange;
@@ -202,6 +202,9 @@ pub struct Stats {
     pub frames_dropped: u64,
     /// Frames that failed to decode or preprocess (logged, skipped).
     pub frames_failed: u64,
+    /// Boxes that could not start a track because the tracker followed its most tracks
+    /// ([`crate::vision::track::MAX_TRACKS`]): reported without an id.
+    pub untracked: u64,
     /// Preprocessing ran on its own thread, overlapping inference.
     pub overlapped: bool,
     /// Preprocessing times.
@@ -277,7 +280,7 @@ struct Tracking {
     tracker: Tracker,
     high: f32,
     tags: heapless::Vec<TrackTag, { crate::event::MAX_DETECTIONS }>,
-    events: heapless::Vec<TrackEvent, MAX_TRACKS>,
+    events: heapless::Vec<TrackEvent, MAX_TRACK_EVENTS>,
     zones: Zones,
     zone_events: heapless::Vec<ZoneEvent, MAX_ZONE_EVENTS>,
 }
@@ -640,6 +643,7 @@ fn infer<E: Engine, Q: Postprocess, K: Sink>(
         Some(tr) => {
             tr.events.clear();
             tr.tracker.update(clock.as_millis() as u64, detections, tr.high, &mut tr.tags, &mut tr.events);
+            stats.untracked = tr.tracker.over_capacity;
             let (w, h) = (transform.source_width, transform.source_height);
             tr.zones.update(w, h, detections, &tr.tags, &tr.events, &mut tr.zone_events);
             (&tr.tags, &tr.events, &tr.zone_events)

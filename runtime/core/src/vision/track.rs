@@ -14,8 +14,9 @@
 //!   dips while half hidden keeps its identity instead of ending and starting again).
 //! - Life: a track starts tentative from an unmatched detection at or above `high`, is confirmed
 //!   after `confirm` matched frames in a row (a one-frame false positive never gets an id), and
-//!   is lost after `max_missed_ms` without a match (it coasts on its prediction meanwhile, which
-//!   carries it across a short occlusion). Ids are given at confirmation, from 1, never reused
+//!   is lost after `max_missed_ms` without a match and at least [`MIN_MISSES`] frames the model saw
+//!   without it (it coasts on its prediction meanwhile, which carries it across a short
+//!   occlusion; behind a motion gate, a still scene's rare frames do not end a parked car). Ids are given at confirmation, from 1, never reused
 //!   within a run.
 //! - Stationary: a confirmed track whose centre stays within a tenth of its size for
 //!   `stationary_ms` is marked stationary (a parked car), until it moves again.
@@ -28,6 +29,12 @@ use heapless::Vec;
 
 /// Most tracks followed at once (tentative ones included).
 pub const MAX_TRACKS: usize = 64;
+/// Most track events of one frame: a track makes at most two (confirmed and stationary at once).
+pub const MAX_TRACK_EVENTS: usize = 2 * MAX_TRACKS;
+/// A track is lost only after this many frames the model saw without it, as well as
+/// `max_missed_ms`: behind a motion gate, the model may see a still scene once in `refresh_s`, and
+/// one missed detection of a parked car must not end it.
+pub const MIN_MISSES: u16 = 3;
 
 /// How tracks are made, kept and ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,6 +105,8 @@ struct Track {
     vx: f32,
     vy: f32,
     hits: u16,
+    /// Frames the model saw since the last match.
+    misses: u16,
     last_ms: u64,
     matched: bool,
     /// The detection matched on this frame.
@@ -159,7 +168,7 @@ impl Tracker {
         detections: &[Detection],
         high: f32,
         tags: &mut Vec<TrackTag, MAX_DETECTIONS>,
-        events: &mut Vec<TrackEvent, MAX_TRACKS>,
+        events: &mut Vec<TrackEvent, MAX_TRACK_EVENTS>,
     ) {
         tags.clear();
         for _ in detections.iter().take(MAX_DETECTIONS) {
@@ -191,6 +200,7 @@ impl Tracker {
                 vx: 0.0,
                 vy: 0.0,
                 hits: 1,
+                misses: 0,
                 last_ms: now_ms,
                 matched: true,
                 det: i as u8,
@@ -208,10 +218,11 @@ impl Tracker {
         while k < self.tracks.len() {
             let t = &mut self.tracks[k];
             if !t.matched {
+                t.misses = t.misses.saturating_add(1);
                 let gone = if t.id == 0 {
                     true // a tentative track must match every frame
                 } else {
-                    now_ms.saturating_sub(t.last_ms) > config.max_missed_ms
+                    now_ms.saturating_sub(t.last_ms) > config.max_missed_ms && t.misses >= MIN_MISSES
                 };
                 if gone {
                     if t.id != 0 {
@@ -264,7 +275,7 @@ impl Tracker {
     }
 
     /// Ends every confirmed track (the run ended): appends their `Lost` events.
-    pub fn finish(&mut self, events: &mut Vec<TrackEvent, MAX_TRACKS>) {
+    pub fn finish(&mut self, events: &mut Vec<TrackEvent, MAX_TRACK_EVENTS>) {
         for t in self.tracks.iter().filter(|t| t.id != 0) {
             let _ = events.push(TrackEvent {
                 id: t.id,
@@ -348,6 +359,7 @@ impl Tracker {
             t.w += SIZE_GAIN * (w - t.w);
             t.h += SIZE_GAIN * (h - t.h);
             t.hits = t.hits.saturating_add(1);
+            t.misses = 0;
             t.last_ms = now_ms;
             t.matched = true;
             t.det = di as u8;
@@ -369,7 +381,7 @@ mod tests {
     struct Run {
         tracker: Tracker,
         tags: Vec<TrackTag, MAX_DETECTIONS>,
-        events: Vec<TrackEvent, MAX_TRACKS>,
+        events: Vec<TrackEvent, MAX_TRACK_EVENTS>,
     }
 
     impl Run {
@@ -480,6 +492,23 @@ mod tests {
             }
         }
         assert_eq!(r.tracker.next_id, 2, "one track only");
+    }
+
+    #[test]
+    fn behind_a_motion_gate_one_missed_refresh_does_not_end_a_parked_car() {
+        // The model sees the still scene once every 10 s; the detector misses the car once.
+        let mut r = Run::new(TrackConfig::default());
+        for k in 0..3u64 {
+            r.frame(k * 100, &[det(0, 0.9, 200.0, 200.0, 60.0)]);
+        }
+        r.frame(10_200, &[]);
+        assert_eq!(r.frame(20_200, &[det(0, 0.9, 200.0, 200.0, 60.0)]), [Some(1)]);
+        // Three refreshes in a row without it: gone.
+        for k in 3..6u64 {
+            r.frame(k * 10_000 + 200, &[]);
+        }
+        let kinds: std::vec::Vec<_> = r.events.iter().map(|e| (e.id, e.kind)).collect();
+        assert_eq!(kinds, [(1, TrackEventKind::Confirmed), (1, TrackEventKind::Stationary), (1, TrackEventKind::Lost)]);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use heapless::Vec;
 pub const MAX_ZONES: usize = 16;
 /// Most classes one zone may be restricted to.
 pub const MAX_ZONE_CLASSES: usize = 16;
+/// How far inside the frame's right and bottom edges a foot point on them is moved (fraction).
+const EDGE: f32 = 1e-4;
 /// Most zone events of one frame (every tracked object entering or leaving every zone at once).
 pub const MAX_ZONE_EVENTS: usize = MAX_ZONES * MAX_TRACKS;
 
@@ -133,9 +135,6 @@ impl Zones {
         out: &mut Vec<ZoneEvent, MAX_ZONE_EVENTS>,
     ) {
         out.clear();
-        if !(width > 0.0 && height > 0.0) {
-            return;
-        }
         for (z, occupants) in self.occupants.iter_mut().enumerate() {
             for e in track_events.iter().filter(|e| e.kind == TrackEventKind::Lost) {
                 if let Some(k) = occupants.iter().position(|o| o.track == e.id) {
@@ -152,10 +151,16 @@ impl Zones {
                 }
             }
         }
+        if !(width > 0.0 && height > 0.0) {
+            return;
+        }
         for (d, tag) in detections.iter().zip(tags) {
             let (Some(track), Some(b)) = (tag.id, d.bbox) else { continue };
-            // Where the object stands: the bottom centre of its box.
-            let (x, y) = ((b.x0 + b.x1) / 2.0 / width, b.y1 / height);
+            // Where the object stands: the bottom centre of its box. Boxes are clamped to the
+            // frame, so an object cut by its bottom edge stands at 1.0, on the edge of every
+            // polygon reaching it: a hair inside counts it in.
+            let x = ((b.x0 + b.x1) / 2.0 / width).clamp(0.0, 1.0 - EDGE);
+            let y = (b.y1 / height).clamp(0.0, 1.0 - EDGE);
             for (z, (zone, occupants)) in self.zones.iter().zip(self.occupants.iter_mut()).enumerate() {
                 if !zone.takes(d.class) {
                     continue;
@@ -298,6 +303,16 @@ mod tests {
         zones.update(100.0, 100.0, &[], &[], &[lost], &mut out);
         assert_eq!(kinds(&out), [(0, 1, ZoneEventKind::Leave), (1, 1, ZoneEventKind::Leave)]);
         assert_eq!((zones.count(0, 0), zones.count(1, 0)), (0, 1));
+    }
+
+    #[test]
+    fn an_object_cut_by_the_bottom_of_the_frame_stands_in_a_zone_reaching_it() {
+        let mut zones = Zones::new();
+        zones.add(left_half(1, &[])).unwrap();
+        let mut out = Vec::new();
+        // The box clamped to the frame: its bottom is the frame's.
+        zones.update(100.0, 100.0, &[at(0, 20.0, 100.0)], &[tag(5)], &[], &mut out);
+        assert_eq!(kinds(&out), [(0, 5, ZoneEventKind::Enter)]);
     }
 
     #[test]
