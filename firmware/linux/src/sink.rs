@@ -386,6 +386,9 @@ impl DaemonSink {
     /// Publishes zone entries and exits at `ts_ms` (the zone's topic) and the counts they changed
     /// (retained).
     fn publish_zones(&mut self, ts_ms: u64, events: &[ZoneEvent]) {
+        if events.is_empty() {
+            return;
+        }
         let mut changed = vec![false; self.zones.len()];
         for e in events {
             let label = self.label(e.class);

@@ -126,6 +126,11 @@ impl Track {
     fn bbox(&self) -> BBox {
         self.predicted(self.last_ms)
     }
+
+    /// This track's `kind` event, with its best score and last box.
+    fn event(&self, kind: TrackEventKind) -> TrackEvent {
+        TrackEvent { id: self.id, class: self.class, kind, score: self.best, bbox: self.bbox() }
+    }
 }
 
 /// Position gain of the alpha-beta filter.
@@ -226,13 +231,7 @@ impl Tracker {
                 };
                 if gone {
                     if t.id != 0 {
-                        let _ = events.push(TrackEvent {
-                            id: t.id,
-                            class: t.class,
-                            kind: TrackEventKind::Lost,
-                            score: t.best,
-                            bbox: t.bbox(),
-                        });
+                        let _ = events.push(t.event(TrackEventKind::Lost));
                     }
                     self.tracks.swap_remove(k);
                     continue;
@@ -243,13 +242,7 @@ impl Tracker {
             if t.id == 0 && t.hits >= config.confirm {
                 t.id = self.next_id;
                 self.next_id += 1;
-                let _ = events.push(TrackEvent {
-                    id: t.id,
-                    class: t.class,
-                    kind: TrackEventKind::Confirmed,
-                    score: t.best,
-                    bbox: t.bbox(),
-                });
+                let _ = events.push(t.event(TrackEventKind::Confirmed));
             }
             if t.id != 0 {
                 if let Some(tag) = tags.get_mut(t.det as usize) {
@@ -267,7 +260,7 @@ impl Tracker {
                 if stationary != t.stationary {
                     t.stationary = stationary;
                     let kind = if stationary { TrackEventKind::Stationary } else { TrackEventKind::Moving };
-                    let _ = events.push(TrackEvent { id: t.id, class: t.class, kind, score: t.best, bbox: t.bbox() });
+                    let _ = events.push(t.event(kind));
                 }
             }
             k += 1;
@@ -277,13 +270,7 @@ impl Tracker {
     /// Ends every confirmed track (the run ended): appends their `Lost` events.
     pub fn finish(&mut self, events: &mut Vec<TrackEvent, MAX_TRACK_EVENTS>) {
         for t in self.tracks.iter().filter(|t| t.id != 0) {
-            let _ = events.push(TrackEvent {
-                id: t.id,
-                class: t.class,
-                kind: TrackEventKind::Lost,
-                score: t.best,
-                bbox: t.bbox(),
-            });
+            let _ = events.push(t.event(TrackEventKind::Lost));
         }
         self.tracks.clear();
     }
