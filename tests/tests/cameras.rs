@@ -641,3 +641,171 @@ fn a_keyword_pipeline_is_a_home_assistant_event_entity_firing_the_words_heard() 
     let late = Subscriber::start(broker.port, "lepton/cam1/words/heard", "late");
     assert!(late.wait_for(Duration::from_secs(1), |m| !m.is_empty()).is_empty());
 }
+
+/// What GStreamer (qtdemux, h264parse, openh264dec) makes of an MP4 file: its duration in seconds,
+/// the frames it decodes, and their size.
+fn gst_decode(file: &Path) -> (f64, u64, u64, u64) {
+    const SCRIPT: &str = r#"
+import sys, json, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+p = Gst.parse_launch("filesrc name=f ! qtdemux ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=I420 ! fakesink name=s signal-handoffs=true sync=false")
+p.get_by_name("f").set_property("location", sys.argv[1])
+seen = {"frames": 0, "w": 0, "h": 0}
+def handoff(sink, buf, pad):
+    s = pad.get_current_caps().get_structure(0)
+    seen["frames"] += 1
+    seen["w"], seen["h"] = s.get_value("width"), s.get_value("height")
+p.get_by_name("s").connect("handoff", handoff)
+p.set_state(Gst.State.PAUSED)
+p.get_state(10 * Gst.SECOND)
+ok, dur = p.query_duration(Gst.Format.TIME)
+p.set_state(Gst.State.PLAYING)
+msg = p.get_bus().timed_pop_filtered(30 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+if msg is None or msg.type != Gst.MessageType.EOS:
+    sys.exit("no end of stream: " + (msg.parse_error()[0].message if msg else "timeout"))
+p.set_state(Gst.State.NULL)
+print(json.dumps({"duration": dur / 1e9 if ok else -1, "frames": seen["frames"], "w": seen["w"], "h": seen["h"]}))
+"#;
+    // Debian's Python: the GStreamer bindings (python3-gi) are Debian packages.
+    let out = Command::new("/usr/bin/python3").args(["-c", SCRIPT]).arg(file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "GStreamer could not decode {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["duration"].as_f64().unwrap(), v["frames"].as_u64().unwrap(), v["w"].as_u64().unwrap(), v["h"].as_u64().unwrap())
+}
+
+fn rfc3339_ms(v: &Value) -> f64 {
+    let t = humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_them() {
+    let dir = scratch("cameras-clips");
+    // 6 s at 10 fps: a grey yard for 2 s, the demo digits for 2 s, the yard again; a key frame
+    // every second, B-frames on.
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let mut demo: Vec<PathBuf> =
+        std::fs::read_dir(root().join("models/detector/demo/images")).unwrap().map(|e| e.unwrap().path()).collect();
+    demo.sort();
+    let digits = image::imageops::resize(
+        &image::open(&demo[0]).unwrap().to_rgb8(),
+        640,
+        480,
+        image::imageops::FilterType::Triangle,
+    );
+    let yard = image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128]));
+    for i in 0..60 {
+        let img = if (20..40).contains(&i) { &digits } else { &yard };
+        img.save(frames.join(format!("f{i:04}.png"))).unwrap();
+    }
+    let video = dir.join("yard.mp4");
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "multifilesrc"])
+        .arg(format!("location={}/f%04d.png", frames.display()))
+        .args(["index=0", "stop-index=59", "caps=image/png,framerate=10/1", "!", "pngdec", "!", "videoconvert"])
+        .args(["!", "video/x-raw,format=I420", "!", "x264enc", "key-int-max=10", "bframes=2"])
+        .args(["!", "h264parse", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", video.display()))
+        .status()
+        .expect("gst-launch-1.0 (Debian gstreamer1.0-tools; scripts/install-deps --test installs it)");
+    assert!(status.success());
+    let broker = Mosquitto::start("cameras-clips");
+    let sub = Subscriber::start(broker.port, "lepton/#", "clips");
+    let web = free_port();
+    let clips = dir.join("clips");
+    // A previous run's unfinished file is removed at start.
+    std::fs::create_dir_all(&clips).unwrap();
+    std::fs::write(clips.join(".yard-20260101T000000Z-1-1.mp4.part"), b"half").unwrap();
+    let src = format!("kind = \"video\"\npath = \"{}\"\nloop = true", video.display());
+    let extra = format!(
+        "[pipeline.track]\nmax_missed_s = 0.5\n[pipeline.clips]\ndir = \"{}\"\npre_s = 1\npost_s = 1\n",
+        clips.display()
+    );
+    let web_table = format!("[web]\nlisten = \"127.0.0.1:{web}\"\ndatabase = \"{}\"\n", dir.join("h.db").display());
+    let cfg = write(&dir, "clips.toml", &config(broker.port, &pipeline("yard", &src, &extra), &web_table));
+    // Stopped also when a check fails (a looping file never ends).
+    struct Stop(Option<Child>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut daemon = Stop(Some(spawn_lepton(&cfg)));
+    // The first pass's objects (confirmed on one frame): their starts, ends and clips.
+    let first_pass = |objects: &[Value]| -> Vec<u64> {
+        let starts: Vec<&Value> = objects.iter().filter(|o| o["event"] == "start").collect();
+        starts.iter().filter(|o| o["ts"] == starts[0]["ts"]).map(|o| o["track"].as_u64().unwrap()).collect()
+    };
+    let msgs = sub.wait_for(Duration::from_secs(30), |m| {
+        let objects = json_messages(m, "/yard/objects");
+        let tracks = first_pass(&objects);
+        !tracks.is_empty() && tracks.iter().all(|t| objects.iter().any(|o| o["event"] == "clip" && o["track"] == *t))
+    });
+    let objects = json_messages(&msgs, "/yard/objects");
+    let tracks = first_pass(&objects);
+    let clip_msgs: Vec<&Value> =
+        objects.iter().filter(|o| o["event"] == "clip" && tracks.contains(&o["track"].as_u64().unwrap())).collect();
+    assert_eq!(clip_msgs.len(), tracks.len(), "a clip per object: {objects:?}");
+    assert!(!clip_msgs.is_empty(), "no clip message: {objects:?}");
+    assert!(!clips.join(".yard-20260101T000000Z-1-1.mp4.part").exists(), "a stale .part is removed");
+    for c in &clip_msgs {
+        let track = c["track"].as_u64().expect("a tracked object's clip names it");
+        let of = |event: &str| {
+            objects.iter().find(|o| o["event"] == event && o["track"] == track).map(|o| rfc3339_ms(&o["ts"]))
+        };
+        let (start, end) = (of("start").unwrap(), of("end").expect("the object ended before its clip"));
+        let first = rfc3339_ms(&c["start"]);
+        assert_eq!(rfc3339_ms(&c["ts"]), start, "{c}");
+        // From the key frame at or before pre_s (1 s) ahead of the start (key frames 1 s apart).
+        assert!(first <= start - 1.0 + 1e-3 && first >= start - 2.1, "clip from {first}, object from {start}: {c}");
+        // To post_s (1 s) after the end.
+        let expected = end + 1.0 - first;
+        let said = c["duration_s"].as_f64().unwrap();
+        assert!((said - expected).abs() <= 0.25, "clip of {said} s, expected {expected:.2} s: {c}");
+        let file = clips.join(c["clip"].as_str().unwrap());
+        let (duration, decoded, w, h) = gst_decode(&file);
+        eprintln!(
+            "clip {}: {said:.2} s said, {duration:.2} s and {decoded} frames {w}x{h} for GStreamer; object from {:.1} s to {:.1} s of the clip",
+            file.display(),
+            start - first,
+            end - first
+        );
+        assert_eq!((w, h), (640, 480));
+        assert!((duration - said).abs() <= 0.11, "GStreamer's duration {duration} vs {said}");
+        assert_eq!(decoded, c["frames"].as_u64().unwrap(), "every frame decodes");
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), c["bytes"].as_u64().unwrap());
+    }
+    // The history lists the clips and the page serves them, with ranges for <video>.
+    let base = format!("http://127.0.0.1:{web}");
+    let events = lepton_e2e::get_json(&format!("{base}/api/events?pipeline=yard"), &[]);
+    let rows: Vec<&Value> = events["events"].as_array().unwrap().iter().filter(|e| e["event"] == "clip").collect();
+    assert!(!rows.is_empty(), "{events}");
+    let row = rows.last().unwrap();
+    let url = row["clip_url"].as_str().unwrap();
+    let on_disk = std::fs::read(clips.join(row["clip"].as_str().unwrap())).unwrap();
+    let (status, headers, body) = lepton_e2e::http("GET", &format!("{base}{url}"), &[], b"");
+    assert_eq!(status, 200);
+    assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "video/mp4"), "{headers:?}");
+    assert_eq!(body, on_disk);
+    let (status, _, part) = lepton_e2e::http("GET", &format!("{base}{url}"), &[("Range", "bytes=8-107")], b"");
+    assert_eq!((status, part.as_slice()), (206, &on_disk[8..108]));
+    let (status, _, _) = lepton_e2e::http("GET", &format!("{base}/api/events/999999/clip.mp4"), &[], b"");
+    assert_eq!(status, 404);
+    let page = lepton_e2e::http("GET", &format!("{base}/"), &[], b"").2;
+    assert!(String::from_utf8_lossy(&page).contains("clip_url"), "the page plays clips");
+    let stats = lepton_e2e::get_json(&format!("{base}/api/pipelines"), &[]);
+    assert!(stats[0]["clips_written"].as_u64().unwrap() >= clip_msgs.len() as u64, "{stats}");
+    assert_eq!(stats[0]["clips_failed"], 0);
+    stop(daemon.0.take().unwrap());
+}

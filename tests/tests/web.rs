@@ -341,8 +341,30 @@ fn the_page_in_chromium_shows_the_live_view_lists_and_filters_events_and_require
     let token = "c0ffee-lepton-web-token-0123456789";
     std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
     let r = root();
+    // A camera's H.264: the demo frames then a second of an empty grey scene, 4 fps, looping.
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    for i in 0..12 {
+        let img = if i < 8 {
+            image::open(r.join(format!("models/detector/demo/images/frame{i:03}.jpg"))).unwrap().to_rgb8()
+        } else {
+            image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]))
+        };
+        img.save(frames.join(format!("f{i:04}.png"))).unwrap();
+    }
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q", "multifilesrc"])
+        .arg(format!("location={}/f%04d.png", frames.display()))
+        .args(["index=0", "stop-index=11", "caps=image/png,framerate=4/1", "!", "pngdec", "!", "videoconvert"])
+        .args(["!", "video/x-raw,format=I420", "!", "x264enc", "key-int-max=4", "!", "h264parse", "!", "mp4mux"])
+        .args(["!", "filesink", "location=yard.mp4"])
+        .current_dir(&dir)
+        .status()
+        .expect("gst-launch-1.0 (Debian gstreamer1.0-tools; scripts/install-deps --test installs it)");
+    assert!(status.success());
     // The demo's detector on its frames, looping at 3 fps like a camera, and the keyword spotter
-    // on the demo recording; the page on a free port, with a token.
+    // on the demo recording; the detector on the video, with clips; the page on a free port, with
+    // a token.
     let config = dir.join("lepton.toml");
     std::fs::write(
         &config,
@@ -376,6 +398,20 @@ model = "{r}/models/keywords/model.int8.onnx"
 [pipeline.source]
 kind = "wav"
 path = "{r}/models/keywords/demo.wav"
+
+[[pipeline]]
+name = "yard"
+model = "{r}/models/detector/model.int8.onnx"
+print = false
+[pipeline.source]
+kind = "video"
+path = "yard.mp4"
+loop = true
+[pipeline.track]
+max_missed_s = 0.5
+[pipeline.clips]
+pre_s = 0.5
+post_s = 0.5
 "#,
             r = r.display()
         ),
@@ -491,6 +527,25 @@ path = "{r}/models/keywords/demo.wav"
         "words on the timeline",
         "return document.querySelectorAll('section[data-pipeline=keywords] .timeline rect').length >= 3",
     );
+
+    // The objects of the video have clips: the history lists them and the page plays them.
+    let clip = eventually("a clip in the history", || {
+        let all = get_json(&format!("{url}/api/events?pipeline=yard&limit=1000"), &[("Authorization", &bearer)]);
+        all["events"].as_array().unwrap().iter().find(|e| e["event"] == "clip").cloned()
+    });
+    assert!(dir.join("clips").join(clip["clip"].as_str().unwrap()).is_file(), "{clip}");
+    browser.js("document.querySelector('#label').value = ''; return null");
+    browser.click("#apply");
+    let shown = browser.until(
+        "a clip that plays",
+        "const v = document.querySelector('#events video.clip'); return v && v.readyState >= 1 && [v.title, v.duration]",
+    );
+    let (file, duration) = (shown[0].as_str().unwrap(), shown[1].as_f64().unwrap());
+    let all = get_json(&format!("{url}/api/events?pipeline=yard&limit=1000"), &[("Authorization", &bearer)]);
+    let row = all["events"].as_array().unwrap().iter().find(|e| e["clip"] == file).expect("the clip shown is listed");
+    let said = row["duration_s"].as_f64().unwrap();
+    assert!((duration - said).abs() < 0.3, "Chromium's {duration} s vs {said} s for {file}");
+    println!("clip {file} plays in Chromium: {duration:.2} s (said {said:.2} s)");
 
     // A restart keeps the history: the first run's newest event is still listed after it. It
     // ends the sessions (they are held in memory): the browser logs in again.

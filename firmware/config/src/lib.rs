@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod broker;
+pub mod clips;
 pub mod device;
 pub mod duration;
 pub mod homeassistant;
@@ -22,6 +23,7 @@ pub mod web;
 pub mod zone;
 
 pub use alert::{ActiveLevelKind, AlertOutput, GpioLine};
+pub use clips::Clips;
 pub use device::Device;
 pub use duration::{Days, Millis, Seconds, DAY, HOUR, MINUTE_MS, U32_MAX, YEAR};
 pub use homeassistant::HomeAssistant;
@@ -109,6 +111,9 @@ impl Config {
         }
         for p in &mut self.pipelines {
             abs(&mut p.model);
+            if let Some(c) = &mut p.clips {
+                abs(&mut c.dir);
+            }
             match &mut p.source {
                 Source::Images { path, .. } | Source::Wav { path, .. } | Source::Video { path, .. } => abs(path),
                 Source::Rtsp { password_file: Some(p), .. } | Source::Http { password_file: Some(p), .. } => abs(p),

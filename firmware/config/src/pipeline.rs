@@ -2,6 +2,7 @@
 //! snapshots; and the checks of one pipeline that the types cannot make.
 
 use crate::alert::AlertOutput;
+use crate::clips::Clips;
 use crate::duration::{Seconds, DAY};
 use crate::lines::{at_line, key_line};
 use crate::motion::{Mask, Motion};
@@ -52,6 +53,9 @@ pub struct Pipeline {
     /// Parts of the frame tracked objects enter and leave (`[[pipeline.zone]]`; detectors).
     #[serde(default, rename = "zone")]
     pub zones: Vec<Zone>,
+    /// MP4 clips of each event from the camera's own H.264 (`[pipeline.clips]`; RTSP and video
+    /// files).
+    pub clips: Option<Clips>,
 }
 
 fn default_threshold() -> f32 {
@@ -134,6 +138,9 @@ impl Pipeline {
             None => {}
         }
         p.track.check(&f)?;
+        if let Some(c) = &p.clips {
+            c.check(&p.source, &f)?;
+        }
         if !p.zones.is_empty() {
             if matches!(p.source, Source::Wav { .. } | Source::Mic { .. }) {
                 bail!("{f}: [[pipeline.zone]] is for detectors' boxes; audio pipelines have none");

@@ -54,6 +54,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 masks: Vec::new(),
                 track: Default::default(),
                 zones: Vec::new(),
+                clips: None,
             },
             Plan {
                 name: "keywords".into(),
@@ -69,6 +70,7 @@ pub fn run(board: Option<&str>) -> Result<ExitCode> {
                 masks: Vec::new(),
                 track: Default::default(),
                 zones: Vec::new(),
+                clips: None,
             },
         ],
         board,

@@ -17,6 +17,7 @@ use crate::web::live::SharedLast;
 use lepton_firmware::presence::{Change, Presence};
 use lepton_runtime::event::{DetectionMessage, Detections, EventKind, EventMessage};
 use lepton_runtime::pipeline::{FrameReport, Sink, Stats};
+use lepton_runtime::source::clips::{ClipDone, ClipTap, Clips};
 use lepton_runtime::vision::track::{TrackEvent, TrackEventKind, TrackTag};
 use lepton_runtime::vision::zone::{ZoneEvent, ZoneEventKind};
 use lepton_runtime::{Detection, Event, LeptonError};
@@ -65,6 +66,16 @@ pub struct DaemonSink {
     history_full: bool,
     live: Option<SharedLast>,
     zones: Vec<Zoned>,
+    clips: Option<EventClips>,
+}
+
+/// Clips of a pipeline's events (`[pipeline.clips]`): one per tracked object, or per presence
+/// event of a label when the pipeline does not track.
+pub struct EventClips {
+    /// The recorder.
+    pub clips: Clips,
+    /// Objects (tracking on) rather than presence events.
+    pub per_object: bool,
 }
 
 /// A zone as the sink publishes it: its name and the objects in it now, per counted label.
@@ -114,6 +125,8 @@ pub struct SinkOptions {
     pub live: Option<SharedLast>,
     /// The pipeline's zones, in the order of the config (counts at zero).
     pub zones: Vec<Zoned>,
+    /// Event clips (`[pipeline.clips]`).
+    pub clips: Option<EventClips>,
 }
 
 impl DaemonSink {
@@ -143,7 +156,11 @@ impl DaemonSink {
             history_full: false,
             live: o.live,
             zones: o.zones,
+            clips: o.clips,
         };
+        if let Some(c) = &sink.clips {
+            status.lock().unwrap_or_else(|p| p.into_inner()).clips = Some(c.clips.stats());
+        }
         // Every zone starts empty: retained zero counts replace a previous run's.
         for z in 0..sink.zones.len() {
             sink.publish_count(z);
@@ -154,6 +171,82 @@ impl DaemonSink {
     /// The counters this sink updates.
     pub fn status(&self) -> SharedStatus {
         Arc::clone(&self.status)
+    }
+
+    /// Where the pipeline's source hands its encoded stream, with `[pipeline.clips]`.
+    pub fn clip_tap(&self) -> Option<ClipTap> {
+        self.clips.as_ref().map(|c| c.clips.tap())
+    }
+
+    /// Starts a clip for an event (`track`: the object's id; `None`: the label's presence).
+    fn clip_start(&self, label: &str, track: Option<u32>, ts_ms: u64) {
+        let Some(c) = &self.clips else { return };
+        if c.per_object != track.is_some() {
+            return;
+        }
+        // 2026-12-07T15:30:12.345Z -> 20261207T153012Z
+        let stamp: String = rfc3339(ts_ms).chars().take(19).filter(|c| c.is_ascii_alphanumeric()).collect();
+        let stem = match track {
+            Some(id) => format!("{}-{stamp}Z-{label}-{id}", self.pipeline),
+            None => format!("{}-{stamp}Z-{label}", self.pipeline),
+        };
+        c.clips.start_event(&clip_key(label, track), &stem, ts_ms);
+    }
+
+    /// Ends an event's clip (`post_s` later).
+    fn clip_end(&self, label: &str, track: Option<u32>, ts_ms: u64) {
+        if let Some(c) = self.clips.as_ref().filter(|c| c.per_object == track.is_some()) {
+            c.clips.end_event(&clip_key(label, track), ts_ms);
+        }
+    }
+
+    /// Publishes the clips written since the last frame.
+    fn publish_clips(&mut self, written: Vec<ClipDone>) {
+        for d in written {
+            // The key says which event: `track:{id}:{label}` or `label:{label}`.
+            let (track, label) = match d.key.split_once(':') {
+                Some(("track", rest)) => match rest.split_once(':') {
+                    Some((id, label)) => (id.parse::<u32>().ok(), label.to_string()),
+                    None => (None, rest.to_string()),
+                },
+                Some((_, label)) => (None, label.to_string()),
+                None => (None, d.key.clone()),
+            };
+            if self.print {
+                say!(
+                    "{} clip {} of {label}{}: {:.2} s, {} frames, {} bytes, written in {:.2} ms",
+                    self.pipeline,
+                    d.file,
+                    track.map_or(String::new(), |t| format!(" #{t}")),
+                    d.duration_s,
+                    d.frames,
+                    d.bytes,
+                    d.write_time.as_secs_f64() * 1e3
+                );
+            }
+            self.store(Record {
+                ts_ms: d.event_ms,
+                pipeline: self.pipeline.clone(),
+                label: label.clone(),
+                kind: "clip",
+                score: 0.0,
+                duration_s: Some(d.duration_s),
+                picture: None,
+                zone: None,
+                clip: Some(d.file.clone()),
+            });
+            let Some(link) = &self.link else { continue };
+            let mut j = json!({
+                "device": self.device, "pipeline": self.pipeline, "run": self.run, "ts": rfc3339(d.event_ms),
+                "label": label, "event": "clip", "clip": d.file, "duration_s": d.duration_s,
+                "frames": d.frames, "bytes": d.bytes, "start": rfc3339(d.first_ms),
+                "write_ms": d.write_time.as_secs_f64() * 1e3,
+            });
+            if let Some(t) = track {
+                j["track"] = json!(t);
+            }
+            link.publish(&self.topics.objects(&self.pipeline), j.to_string().into_bytes(), false, Meta::JSON);
+        }
     }
 
     fn label(&self, class: u16) -> String {
@@ -306,11 +399,15 @@ impl DaemonSink {
             duration_s: duration_ms.map(|d| d as f64 / 1e3),
             picture,
             zone: None,
+            clip: None,
         });
         if e.kind == EventKind::Start {
             for a in &self.alerts {
                 a.event_started(&label);
             }
+            self.clip_start(&label, None, e.timestamp_ms);
+        } else {
+            self.clip_end(&label, None, e.timestamp_ms);
         }
         if self.print {
             say!("{} event {} {label} {:.3} at {}", self.pipeline, e.kind.name(), e.score, rfc3339(e.timestamp_ms));
@@ -370,6 +467,11 @@ impl DaemonSink {
                 TrackEventKind::Moving => "moving",
                 TrackEventKind::Lost => "end",
             };
+            match e.kind {
+                TrackEventKind::Confirmed => self.clip_start(&label, Some(e.id), ts_ms),
+                TrackEventKind::Lost => self.clip_end(&label, Some(e.id), ts_ms),
+                TrackEventKind::Stationary | TrackEventKind::Moving => {}
+            }
             if self.print {
                 say!("{} object #{} {label} {event} {:.3} at {}", self.pipeline, e.id, e.score, rfc3339(ts_ms));
             }
@@ -420,6 +522,7 @@ impl DaemonSink {
                 duration_s: None,
                 picture: None,
                 zone: Some(name.clone()),
+                clip: None,
             });
             if self.print {
                 say!(
@@ -481,6 +584,14 @@ impl DaemonSink {
     }
 }
 
+/// The recorder's key of an event's clip.
+fn clip_key(label: &str, track: Option<u32>) -> String {
+    match track {
+        Some(id) => format!("track:{id}:{label}"),
+        None => format!("label:{label}"),
+    }
+}
+
 impl Sink for DaemonSink {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
         let kept: heapless::Vec<Detection, 32> =
@@ -503,6 +614,9 @@ impl Sink for DaemonSink {
         self.update_presence(r, &kept, snapshot_seq, picture);
         self.publish_objects(r.meta.timestamp_ms, r.track_events);
         self.publish_zones(r.meta.timestamp_ms, r.zone_events);
+        if let Some(written) = self.clips.as_ref().map(|c| c.clips.written()) {
+            self.publish_clips(written);
+        }
         if let Some(live) = &self.live {
             let ids: heapless::Vec<Option<u32>, 32> = tracks.iter().map(|t| t.and_then(|t| t.id)).collect();
             live.lock().unwrap_or_else(|p| p.into_inner()).update(r.meta.frame, r.meta.timestamp_ms, &kept, &ids);
@@ -543,6 +657,10 @@ impl Sink for DaemonSink {
         let mut changes = std::mem::take(&mut self.changes);
         self.presence.finish(stats.end_clock, now, &mut changes);
         self.publish_changes(&mut changes, None, None);
+        // The stream has ended: clips still recording close with what they have.
+        if let Some(written) = self.clips.as_mut().map(|c| c.clips.finish()) {
+            self.publish_clips(written);
+        }
         for a in std::mem::take(&mut self.alerts) {
             a.stop();
         }

@@ -3,6 +3,7 @@
 //! them); and the wall clock's timestamps, as messages and the history carry them.
 
 use lepton_runtime::pipeline::LatencyStats;
+use lepton_runtime::source::clips::ClipStats;
 use lepton_runtime::source::latest::Health;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,6 +39,25 @@ pub struct Status {
     pub history: u64,
     /// Events not written to the history: its writer fell behind or failed (logged).
     pub history_dropped: u64,
+    /// The clip recorder's counters (`[pipeline.clips]`).
+    pub clips: Option<Arc<ClipStats>>,
+}
+
+impl Status {
+    /// The clip counters as `(name, value)` pairs (`clips_written`...), none without clips.
+    pub fn clip_counters(&self) -> Vec<(&'static str, u64)> {
+        let Some(c) = &self.clips else { return vec![] };
+        let g = ClipStats::get;
+        vec![
+            ("clips_written", g(&c.written)),
+            ("clips_failed", g(&c.failed)),
+            ("clips_skipped", g(&c.skipped)),
+            ("clips_deleted", g(&c.deleted)),
+            ("clips_bytes", g(&c.bytes)),
+            ("clip_units_dropped", g(&c.units_dropped)),
+            ("clip_events_dropped", g(&c.events_dropped)),
+        ]
+    }
 }
 
 /// Upper bounds, in seconds, of the inference-time histogram's buckets (`/metrics`).

@@ -7,6 +7,8 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 #[cfg(feature = "video")]
+pub mod clips;
+#[cfg(feature = "video")]
 pub mod h264;
 #[cfg(feature = "video")]
 pub mod http;

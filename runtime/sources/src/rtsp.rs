@@ -5,6 +5,7 @@
 //! reconnected with backoff; the pipeline waits. A frame's timestamp is the time its last packet
 //! arrived, not the time the pipeline took it.
 
+use super::clips::{self, ClipTap, Unit};
 use super::h264::H264;
 use super::latest::{Backoff, LiveSource, Shared};
 use super::now_ms;
@@ -40,6 +41,8 @@ pub struct RtspOptions {
     pub timeout: Duration,
     /// Longest wait between reconnection attempts (default 30 s).
     pub reconnect_max: Duration,
+    /// Where the encoded stream also goes (`[pipeline.clips]`).
+    pub clips: Option<ClipTap>,
 }
 
 impl RtspOptions {
@@ -50,6 +53,7 @@ impl RtspOptions {
             transport: RtspTransport::Tcp,
             timeout: Duration::from_secs(10),
             reconnect_max: Duration::from_secs(30),
+            clips: None,
         }
     }
 }
@@ -203,6 +207,18 @@ async fn stream(
             _ => None,
         };
         let data = frame.data();
+        if let Some(tap) = &opts.clips {
+            // RTP times: presentation order; cameras streaming B-frames are rare.
+            let t = frame.timestamp();
+            let at = clips::to_90k(t.elapsed(), u64::from(t.clock_rate().get()));
+            tap.push(Unit {
+                ts_ms: captured,
+                dts: at,
+                pts: at,
+                key: frame.is_random_access_point(),
+                data: data.to_vec(),
+            });
+        }
         // A frame nothing refers to, while the last picture still waits: skip its decoding.
         if announced && super::h264::disposable(data) && shared.busy() {
             shared.skipped();

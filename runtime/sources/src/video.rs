@@ -4,6 +4,7 @@
 //! as the pipeline goes (`realtime = false`, nothing dropped). Finite like an image folder, or
 //! looping. A frame's timestamp is the run's start plus the frame's presentation time.
 
+use super::clips::{self, ClipTap, Unit};
 use super::h264::{self, H264};
 use super::{now_ms, Frame, FrameSource};
 use lepton_core::error::{LeptonError, Result};
@@ -46,9 +47,13 @@ pub struct VideoInfo {
     pub fps: Option<f64>,
 }
 
-/// One demuxed access unit: its presentation time and whether it starts a group of pictures.
+/// One demuxed access unit: its times and whether it is a key frame.
 struct Sample {
     pts_ms: u64,
+    /// Decoding and presentation times in 90 kHz units (for clips).
+    dts: i64,
+    pts: i64,
+    key: bool,
 }
 
 /// The container readers, writing Annex B access units (parameter sets before key frames).
@@ -219,8 +224,14 @@ impl Demuxer {
                         h264::append_parameter_sets(sets.iter().map(Vec::as_slice), out);
                     }
                     h264::append_annex_b(&s.bytes, *length_size, out, &path.display().to_string())?;
-                    let pts = (s.start_time as i64 + i64::from(s.rendering_offset)).max(0) as u64;
-                    return Ok(Some(Sample { pts_ms: pts.saturating_mul(1000) / *timescale }));
+                    let dts = i64::try_from(s.start_time).unwrap_or(i64::MAX / 2);
+                    let pts = (dts + i64::from(s.rendering_offset)).max(0);
+                    return Ok(Some(Sample {
+                        pts_ms: (pts as u64).saturating_mul(1000) / *timescale,
+                        dts: clips::to_90k(dts, *timescale),
+                        pts: clips::to_90k(pts, *timescale),
+                        key: s.is_sync,
+                    }));
                 }
                 Ok(None)
             }
@@ -231,13 +242,16 @@ impl Demuxer {
                     }
                     // Key frames are flagged in SimpleBlocks; send the parameter sets before the
                     // first frame in any case.
-                    if frame.is_keyframe == Some(true) || !*first_key_sent {
+                    let key = frame.is_keyframe == Some(true) || !*first_key_sent;
+                    if key {
                         h264::append_parameter_sets(sets.iter().map(Vec::as_slice), out);
                         *first_key_sent = true;
                     }
                     h264::append_annex_b(&frame.data, *length_size, out, &path.display().to_string())?;
                     let ns = frame.timestamp.saturating_mul(*scale_ns);
-                    return Ok(Some(Sample { pts_ms: ns / 1_000_000 }));
+                    // Matroska gives presentation times only: decoding follows them.
+                    let t = clips::to_90k(i64::try_from(ns / 1000).unwrap_or(i64::MAX / 2), 1_000_000);
+                    return Ok(Some(Sample { pts_ms: ns / 1_000_000, dts: t, pts: t, key }));
                 }
                 Ok(None)
             }
@@ -268,6 +282,8 @@ pub struct VideoSource {
     last_pts_ms: u64,
     index: u64,
     dropped: u64,
+    /// Where the encoded stream also goes (`[pipeline.clips]`).
+    clips: Option<ClipTap>,
 }
 
 impl VideoSource {
@@ -292,7 +308,14 @@ impl VideoSource {
             last_pts_ms: 0,
             index: 0,
             dropped: 0,
+            clips: None,
         })
+    }
+
+    /// Hands every access unit, in decoding order, to a clip recorder too.
+    pub fn with_clips(mut self, tap: ClipTap) -> Self {
+        self.clips = Some(tap);
+        self
     }
 
     /// The file's video track.
@@ -334,6 +357,17 @@ impl VideoSource {
             };
             self.last_pts_ms = self.last_pts_ms.max(sample.pts_ms);
             let t_ms = self.offset_ms + sample.pts_ms;
+            if let Some(tap) = &self.clips {
+                let (wall, _) = *self.started.get_or_insert_with(|| (now_ms(), Instant::now()));
+                let offset = clips::to_90k(self.offset_ms as i64, 1000);
+                tap.push(Unit {
+                    ts_ms: wall + t_ms,
+                    dts: offset + sample.dts,
+                    pts: offset + sample.pts,
+                    key: sample.key,
+                    data: self.access_unit.clone(),
+                });
+            }
             // Paced and behind: a frame nothing refers to need not be decoded at all.
             if self.late(t_ms) && h264::disposable(&self.access_unit) {
                 self.dropped += 1;

@@ -9,6 +9,7 @@ use crate::check::stream_url;
 use crate::config::{self, Source};
 use anyhow::{bail, Result};
 use lepton_runtime::source::camera::{self, CameraFormatKind, CameraOptions};
+use lepton_runtime::source::clips::ClipTap;
 use lepton_runtime::source::http::{self, HttpOptions};
 use lepton_runtime::source::latest::{Health, LiveSource};
 use lepton_runtime::source::mic::MicSource;
@@ -104,6 +105,7 @@ pub(super) fn open_frames(
     board_camera: &CameraDefaults,
     stoppers: &Stoppers,
     stopping: &AtomicBool,
+    clips: Option<ClipTap>,
 ) -> Result<Frames> {
     Ok(match source {
         SourceRef::Pictures(images) => {
@@ -121,6 +123,7 @@ pub(super) fn open_frames(
         SourceRef::Config(ref s @ Source::Rtsp { transport, timeout_s, .. }) => {
             let mut o = RtspOptions::new(stream_url(s)?);
             o.transport = rtsp_transport(transport);
+            o.clips = clips;
             if let Some(t) = timeout_s {
                 o.timeout = t.duration();
             }
@@ -141,7 +144,11 @@ pub(super) fn open_frames(
             Frames::Live(src)
         }
         SourceRef::Config(Source::Video { path, realtime, looping }) => {
-            Frames::Video(Box::new(VideoSource::open(&path, VideoOptions { realtime, looping })?))
+            let video = VideoSource::open(&path, VideoOptions { realtime, looping })?;
+            Frames::Video(Box::new(match clips {
+                Some(tap) => video.with_clips(tap),
+                None => video,
+            }))
         }
         other => bail!("an image model cannot take {} (checked at start)", source_name(&other)),
     })

@@ -21,12 +21,13 @@ use crate::config::{self, Format};
 use crate::console::say;
 use crate::homeassistant::{self, PipelineEntities};
 use crate::mqtt::Link;
-use crate::sink::{DaemonSink, SinkOptions, Zoned};
+use crate::sink::{DaemonSink, EventClips, SinkOptions, Zoned};
 use crate::snapshot::Snapshotter;
 use crate::topics::Topics;
 use crate::watchdog;
 use crate::web::{self, history, live};
 use anyhow::{Context, Result};
+use lepton_runtime::source::clips::{ClipOptions, Clips};
 use lepton_runtime::source::retain::FrameRing;
 use link::link_options;
 use load::{model_label, model_name};
@@ -142,6 +143,23 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         let history_only = config::Snapshot { on: None, every_s: None, annotate: true, quality: 80, max_width: 640 };
         let snapshot_config = plan.snapshot.as_ref().or((web.is_some() && vision).then_some(&history_only));
         let last = live::SharedLast::default();
+        let clips = match &plan.clips {
+            Some(c) => Some(EventClips {
+                clips: Clips::start(ClipOptions {
+                    dir: c.dir.clone(),
+                    pipeline: plan.name.clone(),
+                    pre: c.pre_s.duration(),
+                    post: c.post_s.duration(),
+                    max: c.max_s.duration(),
+                    retain_age: c.retain_days.duration(),
+                    retain_bytes: c.retain_mb.saturating_mul(1 << 20),
+                })
+                .with_context(|| format!("pipeline `{}`: [pipeline.clips]", plan.name))?,
+                per_object: checked.manifest.task == lepton_runtime::manifest::Task::Detect && plan.track.enabled,
+            }),
+            None => None,
+        };
+        let clip_dir = plan.clips.as_ref().map(|c| c.dir.clone());
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
             pipeline: plan.name.clone(),
@@ -160,6 +178,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             history: web.as_ref().and_then(|(_, h)| h.writer()),
             live: web.as_ref().map(|_| Arc::clone(&last)),
             zones: zoned(plan, &checked.manifest),
+            clips,
         });
         if web.is_some() {
             let (engine, kernels) = checked.model.engine_name();
@@ -172,6 +191,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
                 source: source_text(&plan.source),
                 threshold: plan.threshold,
                 status: Arc::clone(&status),
+                clips: clip_dir,
                 last: Arc::clone(&last),
                 live: ring
                     .clone()

@@ -33,7 +33,7 @@ pub(super) fn run_pipeline(
     let mic_defaults = board.as_ref().map(|b| b.mic.clone()).unwrap_or_default();
     let model_path = PathBuf::from(model_name(&plan));
     if manifest.task.is_vision() {
-        let frames = open_frames(plan.source, &cam, &stoppers, &stopping)?;
+        let frames = open_frames(plan.source, &cam, &stoppers, &stopping, sink.clip_tap())?;
         sink.status().lock().unwrap_or_else(|p| p.into_inner()).source = frames.health();
         let stages = model.into_vision_stages()?;
         // With snapshots, the frames are also kept for the sink to picture.

@@ -61,6 +61,8 @@ pub struct Plan {
     pub track: config::Track,
     /// Zones tracked objects enter and leave (detectors).
     pub zones: Vec<config::Zone>,
+    /// MP4 clips of events (H.264 sources).
+    pub clips: Option<config::Clips>,
 }
 
 /// Where to publish.
@@ -181,6 +183,7 @@ impl Setup {
                 masks: p.masks,
                 track: p.track,
                 zones: p.zones,
+                clips: p.clips,
             })
             .collect();
         Ok(Setup {

@@ -40,6 +40,9 @@ pub(super) fn stats_loop(
                 entry["snapshots"] = json!(s.snapshots);
                 entry["snapshots_dropped"] = json!(s.snapshots_dropped);
             }
+            for (k, v) in s.clip_counters() {
+                entry[k] = json!(v);
+            }
             if let Some(h) = &s.source {
                 entry["source_outages"] = json!(h.outages());
                 entry["source_connected"] = json!(!h.down());

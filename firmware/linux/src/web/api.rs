@@ -93,6 +93,9 @@ pub(super) async fn pipelines(AxState(st): AxState<Arc<State>>) -> Json<Value> {
                 "latest": latest, "last_seen": seen,
                 "series": series.iter().map(|q| json!([q.t_ms, (q.fps * 100.0).round() / 100.0, (q.latency_ms * 1000.0).round() / 1000.0])).collect::<Vec<_>>(),
             });
+            for (k, n) in s.clip_counters() {
+                v[k] = json!(n);
+            }
             if let Some(h) = &s.source {
                 v["source_connected"] = json!(!h.down());
                 v["source_outages"] = json!(h.outages());
@@ -162,6 +165,7 @@ pub(super) async fn events(
                     let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
                     v["ts"] = json!(rfc3339(r.ts_ms.max(0) as u64));
                     v["snapshot"] = json!(r.picture.map(|_| format!("/api/events/{}/snapshot.jpg", r.id)));
+                    v["clip_url"] = json!(r.clip.as_ref().map(|_| format!("/api/events/{}/clip.mp4", r.id)));
                     v
                 })
                 .collect();
@@ -187,6 +191,47 @@ pub(super) async fn event_picture(AxState(st): AxState<Arc<State>>, UrlPath(id):
         Ok(Some(b)) => jpeg(b),
         Ok(None) => json_error(StatusCode::NOT_FOUND, format!("event {id} has no snapshot (or is not in the history)")),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// `/api/events/{id}/clip.mp4`: the event's clip from its pipeline's clips folder (ranges
+/// served, so a `<video>` seeks).
+pub(super) async fn event_clip(
+    AxState(st): AxState<Arc<State>>,
+    UrlPath(id): UrlPath<String>,
+    request: axum::extract::Request,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return json_error(StatusCode::BAD_REQUEST, format!("event id `{id}`: give a number"));
+    };
+    let h = Arc::clone(&st.history);
+    let (pipeline, file) = match blocking(move || h.clip_of(id)).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return json_error(StatusCode::NOT_FOUND, format!("event {id} has no clip (or is not in the history)"))
+        }
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let Some(dir) = st.pipelines.iter().find(|p| p.name == pipeline).and_then(|p| p.clips.as_ref()) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("pipeline `{pipeline}` keeps no clips now ([pipeline.clips])"),
+        );
+    };
+    // A name from the database is still only a name: no folder, no hidden file.
+    if file.contains(['/', '\\']) || file.starts_with('.') || !file.ends_with(".mp4") {
+        return json_error(StatusCode::NOT_FOUND, format!("event {id}: `{file}` is not a clip's name"));
+    }
+    let path = dir.join(&file);
+    if !path.is_file() {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            format!("clip {file} is no longer kept ([pipeline.clips] retain_days and retain_mb delete the oldest)"),
+        );
+    }
+    match tower_http::services::ServeFile::new(path).try_call(request).await {
+        Ok(r) => r.map(axum::body::Body::new).into_response(),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("clip {file}: {e}")),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Record {
     pub picture: Option<Arc<Vec<u8>>>,
     /// The zone of an `enter` or `leave` (`[[pipeline.zone]]`); `None` for presence events.
     pub zone: Option<String>,
+    /// A `clip` event's file in the pipeline's clips folder (`[pipeline.clips]`).
+    pub clip: Option<String>,
 }
 
 /// One stored event, as the API lists it.
@@ -58,6 +60,8 @@ pub struct Row {
     pub picture: Option<i64>,
     /// The zone of an `enter` or `leave`.
     pub zone: Option<String>,
+    /// A `clip` event's file (`/api/events/{id}/clip.mp4` serves it).
+    pub clip: Option<String>,
 }
 
 /// Which events to list, newest first.
@@ -160,13 +164,15 @@ impl History {
              CREATE INDEX IF NOT EXISTS events_picture ON events(picture);",
         )
         .with_context(at)?;
-        // Histories made before zones lack their column.
-        let has_zone = c
-            .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = 'zone'")
-            .and_then(|mut st| st.exists([]))
-            .with_context(at)?;
-        if !has_zone {
-            c.execute_batch("ALTER TABLE events ADD COLUMN zone TEXT").with_context(at)?;
+        // Histories made before zones and clips lack their columns.
+        for column in ["zone", "clip"] {
+            let has = c
+                .prepare("SELECT 1 FROM pragma_table_info('events') WHERE name = ?1")
+                .and_then(|mut st| st.exists([column]))
+                .with_context(at)?;
+            if !has {
+                c.execute_batch(&format!("ALTER TABLE events ADD COLUMN {column} TEXT")).with_context(at)?;
+            }
         }
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let writer_conn = open_connection(path)?;
@@ -207,7 +213,7 @@ impl History {
     pub fn events(&self, q: &Query) -> Result<Vec<Row>> {
         self.read(|c| {
             let mut st = c.prepare(
-                "SELECT id, ts_ms, pipeline, label, event, score, duration_s, picture, zone FROM events
+                "SELECT id, ts_ms, pipeline, label, event, score, duration_s, picture, zone, clip FROM events
                  WHERE (?1 IS NULL OR ts_ms >= ?1) AND (?2 IS NULL OR ts_ms < ?2)
                    AND (?3 IS NULL OR label = ?3) AND (?4 IS NULL OR pipeline = ?4)
                    AND (?5 IS NULL OR id < ?5)
@@ -233,6 +239,7 @@ impl History {
                         duration_s: r.get(6)?,
                         picture: r.get(7)?,
                         zone: r.get(8)?,
+                        clip: r.get(9)?,
                     })
                 },
             )?;
@@ -245,6 +252,16 @@ impl History {
         self.read(|c| {
             c.query_row("SELECT p.jpeg FROM events e JOIN pictures p ON p.id = e.picture WHERE e.id = ?1", [id], |r| {
                 r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    /// The pipeline and clip file of event `id`, if it has a clip.
+    pub fn clip_of(&self, id: i64) -> Result<Option<(String, String)>> {
+        self.read(|c| {
+            c.query_row("SELECT pipeline, clip FROM events WHERE id = ?1 AND clip IS NOT NULL", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
         })
@@ -328,8 +345,8 @@ fn insert(c: &mut Connection, batch: &[Record], last: &mut Option<(Arc<Vec<u8>>,
             None => None,
         };
         tx.execute(
-            "INSERT INTO events (ts_ms, pipeline, label, event, score, duration_s, picture, zone) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![r.ts_ms as i64, r.pipeline, r.label, r.kind, f64::from(r.score), r.duration_s, picture, r.zone],
+            "INSERT INTO events (ts_ms, pipeline, label, event, score, duration_s, picture, zone, clip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![r.ts_ms as i64, r.pipeline, r.label, r.kind, f64::from(r.score), r.duration_s, picture, r.zone, r.clip],
         )?;
     }
     tx.commit()
@@ -377,6 +394,7 @@ mod tests {
             duration_s: None,
             picture,
             zone: None,
+            clip: None,
         }
     }
 

@@ -36,6 +36,8 @@ pub fn render(st: &State) -> String {
     let mut snapshots = vec![];
     let mut history_dropped = vec![];
     let mut outages = vec![];
+    let mut clips = vec![];
+    let mut clips_failed = vec![];
     let mut hist = String::new();
     for (p, s) in st.pipelines.iter().zip(&series) {
         let l = format!("{{pipeline=\"{}\"}}", escape(&p.name));
@@ -49,6 +51,11 @@ pub fn render(st: &State) -> String {
         stalled.push((l.clone(), f64::from(u8::from(s_.stalled))));
         snapshots.push((l.clone(), s_.snapshots as f64));
         history_dropped.push((l.clone(), s_.history_dropped as f64));
+        if let Some(c) = &s_.clips {
+            use lepton_runtime::source::clips::ClipStats;
+            clips.push((l.clone(), ClipStats::get(&c.written) as f64));
+            clips_failed.push((l.clone(), ClipStats::get(&c.failed) as f64));
+        }
         if let Some(h) = &s_.source {
             outages.push((l.clone(), h.outages() as f64));
         }
@@ -94,6 +101,10 @@ pub fn render(st: &State) -> String {
     );
     family(&mut out, "lepton_snapshots_total", "counter", "Snapshots published.", &snapshots);
     family(&mut out, "lepton_history_dropped_total", "counter", "Events not written to the history.", &history_dropped);
+    if !clips.is_empty() {
+        family(&mut out, "lepton_clips_written_total", "counter", "Event clips written.", &clips);
+        family(&mut out, "lepton_clips_failed_total", "counter", "Event clips that failed to write.", &clips_failed);
+    }
     if !outages.is_empty() {
         family(&mut out, "lepton_source_outages_total", "counter", "Times a live source was lost.", &outages);
     }

@@ -47,6 +47,8 @@ pub struct PipelineInfo {
     pub threshold: f32,
     /// Counters.
     pub status: SharedStatus,
+    /// The folder of its event clips (`[pipeline.clips]`).
+    pub clips: Option<std::path::PathBuf>,
     /// Newest frame and detections.
     pub last: SharedLast,
     /// The live view (vision pipelines).

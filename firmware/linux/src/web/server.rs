@@ -1,7 +1,7 @@
 //! The server: binding the page's address, serving the routes from a thread of its own, stopping,
 //! and the page itself.
 
-use super::api::{event_picture, events, healthz, live_picture, pipelines, status};
+use super::api::{event_clip, event_picture, events, healthz, live_picture, pipelines, status};
 use super::auth::{authorize, login, login_form, logout};
 use super::chart::sample;
 use super::{metrics, State};
@@ -92,6 +92,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/api/pipelines", get(pipelines))
         .route("/api/events", get(events))
         .route("/api/events/:id/snapshot.jpg", get(event_picture))
+        .route("/api/events/:id/clip.mp4", get(event_clip))
         .route("/api/snapshot/:file", get(live_picture))
         .route("/metrics", get(metrics::handler))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&state), authorize));
