@@ -296,7 +296,8 @@ fn rtsp_detections_equal_the_image_folders_and_the_stream_survives_a_server_rest
     );
     let snapshot = "[pipeline.snapshot]\nquality = 90";
     let cfg = config(broker.port, &pipeline("door", &src, ""), "[homeassistant]\ndiscovery = true");
-    let cfg = write(&dir, "rtsp.toml", &(cfg + snapshot));
+    let clips = format!("\n[pipeline.clips]\ndir = \"{}\"\npre_s = 1\npost_s = 1\n", dir.join("clips").display());
+    let cfg = write(&dir, "rtsp.toml", &(cfg + snapshot + &clips));
     let check = Command::new(bin("lepton")).args(["check", "--config"]).arg(&cfg).output().unwrap();
     assert!(check.status.success(), "{:?}", text(&check));
     let daemon = spawn_lepton(&cfg);
@@ -371,6 +372,20 @@ fn rtsp_detections_equal_the_image_folders_and_the_stream_survives_a_server_rest
     eprintln!("snapshots: {} pictures, {checked_boxes} outline points checked", pictures.len());
     let per_label = msgs.iter().filter(|(t, _)| t.starts_with("lepton/cam1/door/snapshot/")).count();
     assert!(per_label >= with_digits, "per-label snapshots: {per_label}");
+
+    // Clips of the objects from the camera's own H.264 (closed at the latest when the daemon
+    // stops): every frame decodes, and the duration is the one said.
+    let clip_msgs: Vec<Value> =
+        json_messages(&msgs, "/door/objects").into_iter().filter(|o| o["event"] == "clip").collect();
+    assert!(!clip_msgs.is_empty(), "clips of the stream's objects");
+    for c in &clip_msgs {
+        let file = dir.join("clips").join(c["clip"].as_str().unwrap());
+        let (duration, decoded, w, h) = gst_decode(&file);
+        assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{c}");
+        let said = c["duration_s"].as_f64().unwrap();
+        assert!((duration - said).abs() <= 0.11, "{c}: GStreamer says {duration} s");
+    }
+    eprintln!("rtsp: {} clips, every frame decoded", clip_msgs.len());
 
     // Home Assistant: an image entity on the snapshot topic.
     let configs = json_messages(&msgs, "/config");
@@ -776,10 +791,12 @@ fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_
         let file = clips.join(c["clip"].as_str().unwrap());
         let (duration, decoded, w, h) = gst_decode(&file);
         eprintln!(
-            "clip {}: {said:.2} s said, {duration:.2} s and {decoded} frames {w}x{h} for GStreamer; object from {:.1} s to {:.1} s of the clip",
+            "clip {}: {said:.2} s said, {duration:.2} s and {decoded} frames {w}x{h} for GStreamer; object from {:.1} s to {:.1} s of the clip; {} bytes written in {:.2} ms",
             file.display(),
             start - first,
-            end - first
+            end - first,
+            c["bytes"],
+            c["write_ms"].as_f64().unwrap()
         );
         assert_eq!((w, h), (640, 480));
         assert!((duration - said).abs() <= 0.11, "GStreamer's duration {duration} vs {said}");

@@ -145,6 +145,14 @@ impl ClipTap {
     }
 }
 
+impl ClipTap {
+    /// The stream restarted (a reconnected camera): the clips being written resume at the next
+    /// key frame.
+    pub fn discontinuity(&self) {
+        self.seq.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl std::fmt::Debug for ClipTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClipTap")
@@ -554,6 +562,9 @@ struct Mp4File {
     first_dts: i64,
     /// The first sample's composition offset: presentation starts at 0.
     first_offset: Option<i64>,
+    /// Added to the source's times: a stream whose clock started over (a new RTSP session)
+    /// goes on from the clip's last frame.
+    shift: i64,
     /// A composition offset went below 0 (the table is then written as version 1, signed).
     negative: bool,
     last_dts: i64,
@@ -623,6 +634,7 @@ impl Mp4File {
             held: None,
             first_dts: u.dts,
             first_offset: None,
+            shift: 0,
             negative: false,
             last_dts: u.dts,
             last_duration: TIMESCALE / 25,
@@ -652,10 +664,13 @@ impl Mp4File {
         if bytes.is_empty() {
             return Ok(());
         }
-        // Decoding times only move forward.
-        let dts = if self.frames == 0 { u.dts } else { u.dts.max(self.last_dts + 1) };
+        // Decoding times only move forward: a clock that went back has started over.
+        if self.frames > 0 && u.dts + self.shift <= self.last_dts {
+            self.shift = self.last_dts + i64::from(self.last_duration) - u.dts;
+        }
+        let (dts, pts) = (u.dts + self.shift, u.pts + self.shift);
         self.write_held(Some(dts))?;
-        self.held = Some(Held { dts, pts: u.pts.max(dts), key: u.key, bytes });
+        self.held = Some(Held { dts, pts: pts.max(dts), key: u.key, bytes });
         self.last_dts = dts;
         self.frames += 1;
         self.spent += t.elapsed();

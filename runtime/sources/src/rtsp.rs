@@ -175,6 +175,10 @@ async fn stream(
     let url = &opts.url;
     let (mut demuxed, index) = connect(opts).await?;
     let mut decoder = H264::new(&url.to_string())?;
+    // A new session: its clock starts over, and clips resume at its first key frame.
+    if let Some(tap) = &opts.clips {
+        tap.discontinuity();
+    }
     // The last picture (or deliberately skipped frame): a stream whose frames stop, or stop
     // decoding, for `timeout` counts as lost.
     let mut last = Instant::now();
