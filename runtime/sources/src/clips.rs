@@ -69,7 +69,7 @@ pub struct Unit {
 /// A clip written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClipDone {
-    /// The event's key ([`Clips::start`]).
+    /// The event's key ([`Clips::start_event`]).
     pub key: String,
     /// The file's name in the clips folder.
     pub file: String,
@@ -207,7 +207,7 @@ impl Clips {
 
     /// An event started at `ts_ms` (on the frames' timeline): a clip named `stem` (letters,
     /// digits, `-`, `_`, `.`; `.mp4` is added) begins `pre` before. `key` names the event for
-    /// [`Clips::end`]; a key already recording is ignored.
+    /// [`Clips::end_event`]; a key already recording is ignored.
     pub fn start_event(&self, key: &str, stem: &str, ts_ms: u64) {
         let stem: String = stem
             .chars()
