@@ -117,3 +117,53 @@ impl lepton_runtime::source::FrameSource for Timeline {
         true
     }
 }
+
+/// A sink that fails on its sixth frame and records what the end of the run told it.
+#[derive(Default)]
+struct FailsOnSixth {
+    frames: usize,
+    confirmed: usize,
+    lost: usize,
+    finished: bool,
+}
+
+impl Sink for FailsOnSixth {
+    fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
+        use lepton_runtime::vision::track::TrackEventKind;
+        self.frames += 1;
+        self.confirmed += r.track_events.iter().filter(|e| e.kind == TrackEventKind::Confirmed).count();
+        if self.frames == 6 {
+            return Err(LeptonError::Source { name: "sink".into(), reason: "the broker link is gone".into() });
+        }
+        Ok(())
+    }
+    fn tracks_ended(
+        &mut self,
+        _stats: &lepton_runtime::pipeline::Stats,
+        events: &[lepton_runtime::vision::track::TrackEvent],
+        _zones: &[lepton_runtime::vision::zone::ZoneEvent],
+    ) -> Result<(), LeptonError> {
+        use lepton_runtime::vision::track::TrackEventKind;
+        self.lost += events.iter().filter(|e| e.kind == TrackEventKind::Lost).count();
+        Ok(())
+    }
+    fn finish(&mut self, _stats: &lepton_runtime::pipeline::Stats) -> Result<(), LeptonError> {
+        self.finished = true;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_run_that_fails_still_ends_its_objects_and_finishes_its_sink() {
+    let detector = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/detector");
+    let scene = load_dir(detector.join("demo/images")).unwrap().remove(0);
+    let stages = Model::load(detector.join("model.onnx")).unwrap().into_vision_stages().unwrap();
+    let source = ImageSource::from_images(vec![scene; 10], ImageSourceOptions::default());
+    let mut p = Pipeline::new(source, stages.pre, stages.engine, stages.post, FailsOnSixth::default())
+        .with_tracking(lepton_runtime::vision::track::TrackConfig::default(), 0.5);
+    let e = p.run().unwrap_err().to_string();
+    assert!(e.contains("the broker link is gone"), "{e}");
+    let s = p.sink();
+    assert!(s.confirmed > 0, "the scene's digits were tracked");
+    assert_eq!((s.lost, s.finished), (s.confirmed, true), "every object ended, the sink finished");
+}

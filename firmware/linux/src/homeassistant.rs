@@ -87,10 +87,23 @@ pub fn configs(
     let availability =
         json!([{ "topic": topics.status(), "payload_available": "online", "payload_not_available": "offline" }]);
     let mut out = vec![];
+    let mut taken: HashSet<(String, String)> = HashSet::new();
     let mut push = |component: &str, object: String, mut config: Value| {
+        // Names made safe for ids can meet (zone `a` with label `b_c`, zone `a_b` with label
+        // `c`): the later entity, in config order, takes the next free `_2`, `_3`...
+        let mut id = object.clone();
+        let mut n = 2;
+        while !taken.insert((component.to_string(), id.clone())) {
+            id = format!("{object}_{n}");
+            n += 1;
+        }
+        if id != object {
+            tracing::warn!("Home Assistant: two {component} entities would be `{object}`; the second is `{id}`");
+            config["unique_id"] = json!(format!("lepton_{device_id}_{id}"));
+        }
         config["device"] = device.clone();
         config["availability"] = availability.clone();
-        out.push((format!("{ha_prefix}/{component}/{device_id}/{object}/config"), config.to_string().into_bytes()));
+        out.push((format!("{ha_prefix}/{component}/{device_id}/{id}/config"), config.to_string().into_bytes()));
     };
     for p in pipelines {
         for label in presence_class(p.task).map_or(&[][..], |_| &p.labels[..]) {
@@ -213,4 +226,35 @@ pub fn announce(link: &Link, ha_prefix: &str, device_id: &str, configs: Vec<(Str
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_whose_names_meet_get_distinct_ids() {
+        let topics = Topics::new("lepton", "cam");
+        let p = PipelineEntities {
+            name: "yard".into(),
+            labels: vec!["b_c".into(), "c".into()],
+            snapshot: false,
+            task: Task::Detect,
+            zones: vec![("a".into(), vec!["b_c".into()]), ("a_b".into(), vec!["c".into()])],
+        };
+        let configs = configs("homeassistant", "cam", "Cam", &topics, &[p], None);
+        let sensors: Vec<(String, Value)> = configs
+            .iter()
+            .filter(|(t, _)| t.starts_with("homeassistant/sensor/cam/yard_zone_"))
+            .map(|(t, c)| (t.clone(), serde_json::from_slice(c).unwrap()))
+            .collect();
+        assert_eq!(sensors.len(), 2, "{sensors:?}");
+        assert_eq!(sensors[0].0, "homeassistant/sensor/cam/yard_zone_a_b_c/config");
+        assert_eq!(sensors[1].0, "homeassistant/sensor/cam/yard_zone_a_b_c_2/config");
+        assert_eq!(sensors[0].1["unique_id"], "lepton_cam_yard_zone_a_b_c");
+        assert_eq!(sensors[1].1["unique_id"], "lepton_cam_yard_zone_a_b_c_2");
+        assert_eq!(sensors[1].1["name"], "yard a_b c");
+        let topics: HashSet<&String> = configs.iter().map(|(t, _)| t).collect();
+        assert_eq!(topics.len(), configs.len(), "every config topic once");
+    }
 }

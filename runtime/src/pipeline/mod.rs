@@ -420,6 +420,19 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
         S: Send,
         P: Send,
     {
+        // A run that fails still ends its objects and finishes its sink; the first error wins.
+        let ran = self.run_frames();
+        let ended = self.end();
+        ran.and(ended)?;
+        Ok(&self.stats)
+    }
+
+    /// The frames until the source is exhausted, the stop flag is set or a step fails.
+    fn run_frames(&mut self) -> Result<()>
+    where
+        S: Send,
+        P: Send,
+    {
         const PROBE_FRAMES: usize = 8;
         let mut more = true;
         for _ in 0..PROBE_FRAMES {
@@ -437,17 +450,26 @@ impl<S: FrameSource, P: Preprocess, E: Engine, Q: Postprocess, K: Sink> Pipeline
                 while !self.stop.load(Ordering::Relaxed) && self.step()? {}
             }
         }
+        Ok(())
+    }
+
+    /// The end of a run: the objects still followed are lost (and leave their zones), then the
+    /// sink finishes.
+    fn end(&mut self) -> Result<()> {
         self.stats.frames_dropped = self.source.dropped();
         self.stats.end_clock = self.clock.end(self.source.own_timeline());
-        if let Some(t) = self.tracking.as_deref_mut() {
-            t.events.clear();
-            t.tracker.finish(&mut t.events);
-            // Only losses: every object inside a zone leaves it.
-            t.zones.update(1.0, 1.0, &[], &[], &t.events, &mut t.zone_events);
-            self.sink.tracks_ended(&self.stats, &t.events, &t.zone_events)?;
-        }
-        self.sink.finish(&self.stats)?;
-        Ok(&self.stats)
+        let tracked = match self.tracking.as_deref_mut() {
+            Some(t) => {
+                t.events.clear();
+                t.tracker.finish(&mut t.events);
+                // Only losses: every object inside a zone leaves it.
+                t.zones.update(1.0, 1.0, &[], &[], &t.events, &mut t.zone_events);
+                self.sink.tracks_ended(&self.stats, &t.events, &t.zone_events)
+            }
+            None => Ok(()),
+        };
+        let finished = self.sink.finish(&self.stats);
+        tracked.and(finished)
     }
 
     /// The two-thread loop: preprocessing of frame N+1 overlaps inference of frame N.
