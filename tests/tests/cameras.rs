@@ -379,7 +379,7 @@ fn rtsp_detections_equal_the_image_folders_and_the_stream_survives_a_server_rest
         json_messages(&msgs, "/door/objects").into_iter().filter(|o| o["event"] == "clip").collect();
     assert!(!clip_msgs.is_empty(), "clips of the stream's objects");
     for c in &clip_msgs {
-        let file = dir.join("clips").join(c["clip"].as_str().unwrap());
+        let file = dir.join("clips/door").join(c["clip"].as_str().unwrap());
         let (duration, decoded, w, h) = gst_decode(&file);
         assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{c}");
         let said = c["duration_s"].as_f64().unwrap();
@@ -530,7 +530,10 @@ fn video_files_give_the_image_folders_detections_frame_by_frame() {
         assert!(out.status.success() && stdout.contains("H.264 640x480, 10.00 fps"), "{stdout}\n{stderr}");
         let sub = Subscriber::start(broker.port, "lepton/#", &format!("video-{file}"));
         let src = format!("kind = \"video\"\npath = \"{}\"\nrealtime = false", clip.display());
-        let cfg = config(broker.port, &pipeline("clip", &src, ""), "") + "[pipeline.snapshot]\nmax_width = 320\n";
+        let clips = dir.join(format!("clips-{file}"));
+        let cfg = config(broker.port, &pipeline("clip", &src, ""), "")
+            + "[pipeline.snapshot]\nmax_width = 320\n"
+            + &format!("[pipeline.clips]\ndir = \"{}\"\npre_s = 1\npost_s = 1\n", clips.display());
         let cfg = write(&dir, "video.toml", &cfg);
         let started = Instant::now();
         let out = Command::new(bin("lepton")).args(["run", "--config"]).arg(&cfg).output().unwrap();
@@ -555,6 +558,17 @@ fn video_files_give_the_image_folders_detections_frame_by_frame() {
             worst.1,
             started.elapsed().as_secs_f64()
         );
+        // Clips of the objects, closed at the end of the file: the container's H.264 remuxed (B-frames
+        // on; Matroska gives presentation times only), every frame decodes in GStreamer.
+        let clip_msgs: Vec<Value> =
+            json_messages(&msgs, "/clip/objects").into_iter().filter(|o| o["event"] == "clip").collect();
+        assert!(!clip_msgs.is_empty(), "{file}: clips of its objects");
+        for c in &clip_msgs {
+            let (duration, decoded, w, h) = gst_decode(&clips.join("clip").join(c["clip"].as_str().unwrap()));
+            assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{file}: {c}");
+            let said = c["duration_s"].as_f64().unwrap();
+            assert!((duration - said).abs() <= 0.11, "{file}: {c}: GStreamer says {duration} s");
+        }
         // Snapshots scaled to max_width, keeping the aspect ratio.
         let shot = msgs.iter().find(|(t, _)| t == "lepton/cam1/clip/snapshot").expect("a snapshot");
         let img = image::load_from_memory(&shot.1).unwrap();
@@ -737,8 +751,8 @@ fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_
     let web = free_port();
     let clips = dir.join("clips");
     // A previous run's unfinished file is removed at start.
-    std::fs::create_dir_all(&clips).unwrap();
-    std::fs::write(clips.join(".yard-20260101T000000Z-1-1.mp4.part"), b"half").unwrap();
+    std::fs::create_dir_all(clips.join("yard")).unwrap();
+    std::fs::write(clips.join("yard/.yard-20260101T000000Z-1-1.1.mp4.part"), b"half").unwrap();
     let src = format!("kind = \"video\"\npath = \"{}\"\nloop = true", video.display());
     let extra = format!(
         "[pipeline.track]\nmax_missed_s = 0.5\n[pipeline.clips]\ndir = \"{}\"\npre_s = 1\npost_s = 1\n",
@@ -773,7 +787,7 @@ fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_
         objects.iter().filter(|o| o["event"] == "clip" && tracks.contains(&o["track"].as_u64().unwrap())).collect();
     assert_eq!(clip_msgs.len(), tracks.len(), "a clip per object: {objects:?}");
     assert!(!clip_msgs.is_empty(), "no clip message: {objects:?}");
-    assert!(!clips.join(".yard-20260101T000000Z-1-1.mp4.part").exists(), "a stale .part is removed");
+    assert!(!clips.join("yard/.yard-20260101T000000Z-1-1.1.mp4.part").exists(), "a stale .part is removed");
     for c in &clip_msgs {
         let track = c["track"].as_u64().expect("a tracked object's clip names it");
         let of = |event: &str| {
@@ -788,7 +802,7 @@ fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_
         let expected = end + 1.0 - first;
         let said = c["duration_s"].as_f64().unwrap();
         assert!((said - expected).abs() <= 0.25, "clip of {said} s, expected {expected:.2} s: {c}");
-        let file = clips.join(c["clip"].as_str().unwrap());
+        let file = clips.join("yard").join(c["clip"].as_str().unwrap());
         let (duration, decoded, w, h) = gst_decode(&file);
         eprintln!(
             "clip {}: {said:.2} s said, {duration:.2} s and {decoded} frames {w}x{h} for GStreamer; object from {:.1} s to {:.1} s of the clip; {} bytes written in {:.2} ms",
@@ -810,7 +824,7 @@ fn clips_of_objects_in_a_video_play_with_the_right_duration_and_the_page_serves_
     assert!(!rows.is_empty(), "{events}");
     let row = rows.last().unwrap();
     let url = row["clip_url"].as_str().unwrap();
-    let on_disk = std::fs::read(clips.join(row["clip"].as_str().unwrap())).unwrap();
+    let on_disk = std::fs::read(clips.join("yard").join(row["clip"].as_str().unwrap())).unwrap();
     let (status, headers, body) = lepton_e2e::http("GET", &format!("{base}{url}"), &[], b"");
     assert_eq!(status, 200);
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v == "video/mp4"), "{headers:?}");

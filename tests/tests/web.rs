@@ -533,7 +533,7 @@ post_s = 0.5
         let all = get_json(&format!("{url}/api/events?pipeline=yard&limit=1000"), &[("Authorization", &bearer)]);
         all["events"].as_array().unwrap().iter().find(|e| e["event"] == "clip").cloned()
     });
-    assert!(dir.join("clips").join(clip["clip"].as_str().unwrap()).is_file(), "{clip}");
+    assert!(dir.join("clips/yard").join(clip["clip"].as_str().unwrap()).is_file(), "{clip}");
     browser.js("document.querySelector('#label').value = ''; return null");
     browser.click("#apply");
     let shown = browser.until(

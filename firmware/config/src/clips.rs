@@ -11,7 +11,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Clips {
-    /// Folder of the clips (default `clips`, relative to the config); created when missing.
+    /// Folder of the clips (default `clips`, relative to the config): each pipeline writes in
+    /// `{dir}/{pipeline}/`, created when missing.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
     /// Seconds of video before the event (from the key frame at or before), default 5.
@@ -26,7 +27,7 @@ pub struct Clips {
     /// Clips older than this many days are deleted (default 7).
     #[serde(default = "default_retain_days")]
     pub retain_days: Days<3_650>,
-    /// The folder's clips are kept under this many MiB, oldest deleted first (default 1024).
+    /// The pipeline's clips are kept under this many MiB, oldest deleted first (default 1024).
     #[serde(default = "default_retain_mb")]
     pub retain_mb: u64,
 }

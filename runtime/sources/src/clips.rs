@@ -21,8 +21,11 @@ use std::time::{Duration, SystemTime};
 
 /// The clock of the MP4 files' samples and of [`Unit`]'s times: 90 kHz, RTP's video clock.
 pub const TIMESCALE: u32 = 90_000;
-/// Access units queued between the source and the recorder before new ones are dropped.
+/// Access units queued between the source and the recorder before new ones are dropped (see
+/// also [`QUEUE_BYTES`]).
 const UNIT_QUEUE: usize = 512;
+/// Bytes of access units queued for the recorder before new ones are dropped.
+const QUEUE_BYTES: u64 = 64 << 20;
 /// Starts and ends queued for the recorder before new ones are dropped.
 const EVENT_QUEUE: usize = 1024;
 /// The ring's limit in bytes, whatever `pre` asks (older groups of pictures go first).
@@ -106,6 +109,8 @@ pub struct ClipStats {
     pub deleted: AtomicU64,
     /// Bytes of clips written.
     pub bytes: AtomicU64,
+    /// Bytes of access units queued for the recorder now.
+    queued: AtomicU64,
 }
 
 impl ClipStats {
@@ -136,9 +141,19 @@ impl ClipTap {
     /// Queues a unit; a full queue drops it (counted; clips resume at the next key frame).
     pub fn push(&self, unit: Unit) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // Bounded in bytes as well as in units (a camera's key frames can be megabytes).
+        let len = unit.data.len() as u64;
+        if self.stats.queued.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.stats.queued.fetch_sub(len, Ordering::Relaxed);
+            ClipStats::add(&self.stats.units_dropped, 1);
+            return;
+        }
         match self.tx.try_send((seq, unit)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => ClipStats::add(&self.stats.units_dropped, 1),
+            Err(TrySendError::Full(_)) => {
+                self.stats.queued.fetch_sub(len, Ordering::Relaxed);
+                ClipStats::add(&self.stats.units_dropped, 1);
+            }
             // The recorder has finished: the pipeline is ending.
             Err(TrySendError::Disconnected(_)) => {}
         }
@@ -284,6 +299,8 @@ struct Recorder {
     skip_logged: bool,
     /// Numbers the files being written, so two clips of one name never share one.
     parts: u64,
+    /// The stream's last parameter sets.
+    sets: ParameterSets,
 }
 
 impl Recorder {
@@ -299,10 +316,12 @@ impl Recorder {
             failing: false,
             skip_logged: false,
             parts: 0,
+            sets: ParameterSets::default(),
         }
     }
 
     fn run(&mut self, units: &Receiver<(u64, Unit)>, events: &Receiver<Event>) {
+        let mut retained = std::time::Instant::now();
         loop {
             // Events first: a start looks back into the ring, an end only sets a limit.
             while let Ok(e) = events.try_recv() {
@@ -317,6 +336,11 @@ impl Recorder {
                     return;
                 }
             }
+            // Age limits hold while nothing is recorded, too.
+            if retained.elapsed() > Duration::from_secs(600) {
+                self.retain();
+                retained = std::time::Instant::now();
+            }
             match units.recv_timeout(Duration::from_millis(50)) {
                 Ok((seq, u)) => self.unit(seq, u),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -330,7 +354,10 @@ impl Recorder {
     fn event(&mut self, e: Event) -> bool {
         match e {
             Event::Start { key, stem, ts_ms } => {
-                if self.recordings.iter().any(|r| r.key == key) {
+                // The same event again while its clip still runs (a presence back within
+                // `post`): the clip goes on.
+                if let Some(r) = self.recordings.iter_mut().find(|r| r.key == key) {
+                    r.end_ms = None;
                     return true;
                 }
                 if self.recordings.len() >= MAX_RECORDINGS {
@@ -367,6 +394,7 @@ impl Recorder {
     }
 
     fn unit(&mut self, seq: u64, u: Unit) {
+        self.stats.queued.fetch_sub(u.data.len() as u64, Ordering::Relaxed);
         if seq != self.next_seq {
             // Units were dropped: a clip cannot go on until the next key frame.
             self.ring.clear();
@@ -376,6 +404,7 @@ impl Recorder {
             }
         }
         self.next_seq = seq + 1;
+        self.sets.update(&u.data);
         let u = Arc::new(u);
         if u.key || !self.ring.is_empty() {
             self.ring_bytes += u.data.len();
@@ -384,12 +413,15 @@ impl Recorder {
         self.trim(u.ts_ms);
         let post = self.opts.post.as_millis() as u64;
         let max = self.opts.max.as_millis() as u64;
+        let span_limit = (self.opts.pre + self.opts.max).as_millis() as i64 * i64::from(TIMESCALE) / 1000;
         for mut r in std::mem::take(&mut self.recordings) {
             // The first unit past the end (or the length limit) is a reference frame (the frames
             // shown before it came earlier in decoding order): it is left out, so every frame of
             // the clip decodes and shows within its duration.
-            let over =
-                r.end_ms.is_some_and(|e| u.ts_ms > e.saturating_add(post)) || u.ts_ms > r.event_ms.saturating_add(max);
+            // Also on the clip's own media time: a wall clock set back must not let it grow.
+            let over = r.end_ms.is_some_and(|e| u.ts_ms > e.saturating_add(post))
+                || u.ts_ms > r.event_ms.saturating_add(max)
+                || r.file.as_ref().is_some_and(|f| f.last_dts - f.first_dts > span_limit);
             if over {
                 self.close(r);
             } else {
@@ -434,7 +466,7 @@ impl Recorder {
         }
         if r.file.is_none() {
             self.parts += 1;
-            match Mp4File::create(&self.opts, &format!("{}.{}", r.stem, self.parts), u) {
+            match Mp4File::create(&self.opts, &format!("{}.{}", r.stem, self.parts), u, &self.sets) {
                 Ok(f) => r.file = Some(f),
                 Err(e) => {
                     self.failed(&e);
@@ -511,15 +543,17 @@ impl Recorder {
             .collect()
     }
 
-    /// Deletes clips older than the age limit, then the oldest until the rest fit the budget.
+    /// Deletes clips older than the age limit, then the oldest until the rest fit the budget
+    /// (the newest is kept even when it alone is over: it was just reported).
     fn retain(&self) {
         let mut clips = self.clips();
         clips.sort();
         let now = SystemTime::now();
         let mut total: u64 = clips.iter().map(|c| c.1).sum();
+        let newest = clips.last().map(|c| c.2.clone());
         for (modified, len, path) in clips {
             let old = now.duration_since(modified).is_ok_and(|age| age > self.opts.retain_age);
-            if !old && total <= self.opts.retain_bytes {
+            if !old && (total <= self.opts.retain_bytes || Some(&path) == newest.as_ref()) {
                 break;
             }
             match std::fs::remove_file(&path) {
@@ -541,6 +575,37 @@ impl Recorder {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with(&prefix) && n.ends_with(".mp4.part") {
                 let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// The stream's last parameter sets (a source may send them once, not with every key frame).
+#[derive(Debug, Default, Clone)]
+struct ParameterSets {
+    sps: Option<Vec<u8>>,
+    pps: Option<Vec<u8>>,
+}
+
+impl ParameterSets {
+    /// Takes the first SPS and PPS of an access unit, when it has them.
+    fn update(&mut self, annex_b: &[u8]) {
+        let (mut sps, mut pps) = (None, None);
+        for nal in h264::nal_units(annex_b) {
+            match nal.first().map(|h| h & 0x1f) {
+                Some(7) if sps.is_none() => sps = Some(nal),
+                Some(8) if pps.is_none() => pps = Some(nal),
+                _ => {}
+            }
+        }
+        if let Some(s) = sps {
+            if self.sps.as_deref() != Some(s) {
+                self.sps = Some(s.to_vec());
+            }
+        }
+        if let Some(p) = pps {
+            if self.pps.as_deref() != Some(p) {
+                self.pps = Some(p.to_vec());
             }
         }
     }
@@ -583,19 +648,15 @@ fn clip_err(path: &Path, reason: impl std::fmt::Display) -> LeptonError {
 impl Mp4File {
     /// Opens `.{part}.mp4.part` for a clip starting at key frame `u` (its parameter sets make
     /// the track's configuration).
-    fn create(opts: &ClipOptions, part: &str, u: &Unit) -> Result<Self> {
+    fn create(opts: &ClipOptions, part: &str, u: &Unit, seen: &ParameterSets) -> Result<Self> {
         let t = std::time::Instant::now();
         let part = opts.dir.join(format!(".{part}.mp4.part"));
-        let (mut sps, mut pps) = (None, None);
-        for nal in h264::nal_units(&u.data) {
-            match nal.first().map(|h| h & 0x1f) {
-                Some(7) if sps.is_none() => sps = Some(nal.to_vec()),
-                Some(8) if pps.is_none() => pps = Some(nal.to_vec()),
-                _ => {}
-            }
-        }
-        let (Some(sps), Some(pps)) = (sps, pps) else {
-            return Err(clip_err(&part, "the key frame carries no SPS and PPS"));
+        // The key frame's own parameter sets, else the stream's last ones.
+        let mut sets = ParameterSets::default();
+        sets.update(&u.data);
+        let (Some(sps), Some(pps)) = (sets.sps.or_else(|| seen.sps.clone()), sets.pps.or_else(|| seen.pps.clone()))
+        else {
+            return Err(clip_err(&part, "no SPS and PPS came before the key frame"));
         };
         let (width, height) = dimensions(&sps).ok_or_else(|| clip_err(&part, "unreadable SPS"))?;
         // Read back at the end to mark signed composition offsets.
@@ -664,13 +725,21 @@ impl Mp4File {
         if bytes.is_empty() {
             return Ok(());
         }
-        // Decoding times only move forward: a clock that went back has started over.
-        if self.frames > 0 && u.dts + self.shift <= self.last_dts {
-            self.shift = self.last_dts + i64::from(self.last_duration) - u.dts;
+        // Decoding times only move forward. A step back of up to a second is a reordered frame
+        // of a source that gives presentation times only (Matroska, RTSP): it decodes next and
+        // shows at its own time. A longer one is a clock that started over.
+        let mut dts = u.dts + self.shift;
+        if self.frames > 0 && dts <= self.last_dts {
+            if self.last_dts - dts <= i64::from(TIMESCALE) {
+                dts = self.last_dts + 1;
+            } else {
+                self.shift = self.last_dts + i64::from(self.last_duration) - u.dts;
+                dts = u.dts + self.shift;
+            }
         }
-        let (dts, pts) = (u.dts + self.shift, u.pts + self.shift);
+        let pts = if u.pts == u.dts { u.pts + self.shift } else { (u.pts + self.shift).max(dts) };
         self.write_held(Some(dts))?;
-        self.held = Some(Held { dts, pts: pts.max(dts), key: u.key, bytes });
+        self.held = Some(Held { dts, pts, key: u.key, bytes });
         self.last_dts = dts;
         self.frames += 1;
         self.spent += t.elapsed();
@@ -968,6 +1037,126 @@ mod tests {
         assert_eq!(done[0].frames, 12 + 20);
         let (_, count, _, pictures) = read_back(&done[0].path);
         assert_eq!((count, pictures), (32, 32));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_presence_back_within_post_extends_its_clip() {
+        let dir = scratch("again");
+        let mut clips = Clips::start(options(&dir)).unwrap();
+        let tap = clips.tap();
+        let units = stream(60);
+        let settle = || std::thread::sleep(Duration::from_millis(300));
+        let push = |r: std::ops::Range<usize>| r.for_each(|i| tap.push(units[i].clone()));
+        push(0..16);
+        settle();
+        clips.start_event("label:car", "yard-again", 2500);
+        push(16..21);
+        settle();
+        clips.end_event("label:car", 3000);
+        settle();
+        push(21..23);
+        settle();
+        // Back at 3.2 s, before the clip's post (3.3 s) ran out: one clip goes on.
+        clips.start_event("label:car", "yard-again-2", 3200);
+        settle();
+        push(23..60);
+        let done = clips.finish();
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert_eq!((done[0].first_ms, done[0].frames), (2000, 50), "frames 10 to 59");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_wall_clock_set_back_cannot_make_a_clip_longer_than_pre_and_max() {
+        let dir = scratch("clock");
+        let opts = ClipOptions { max: Duration::from_secs(2), ..options(&dir) };
+        let mut clips = Clips::start(opts).unwrap();
+        let tap = clips.tap();
+        let mut units = stream(60);
+        for (i, u) in units.iter_mut().enumerate() {
+            // An hour back from frame 10 on (NTP on a board without a clock chip).
+            u.ts_ms += if i < 10 { 10_000_000 } else { 10_000_000 - 3_600_000 };
+        }
+        units[..5].iter().for_each(|u| tap.push(u.clone()));
+        std::thread::sleep(Duration::from_millis(300));
+        clips.start_event("label:car", "yard-clock", 10_001_400);
+        units[5..].iter().for_each(|u| tap.push(u.clone()));
+        std::thread::sleep(Duration::from_millis(300));
+        let done = clips.written();
+        let st = clips.stats();
+        let g = |c: &AtomicU64| ClipStats::get(c);
+        assert_eq!(
+            done.len(),
+            1,
+            "closed on its media time, before the stream ended: written {} failed {} skipped {}",
+            g(&st.written),
+            g(&st.failed),
+            g(&st.skipped)
+        );
+        // Frames 0 to 24: 2.5 s, the first past pre + max (2.3 s) of media time.
+        assert_eq!(done[0].frames, 25);
+        let rest = clips.finish();
+        assert!(rest.is_empty(), "{rest:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reordered_frames_of_a_source_with_presentation_times_only_keep_their_times() {
+        let dir = scratch("reorder");
+        let mut clips = Clips::start(options(&dir)).unwrap();
+        let tap = clips.tap();
+        // Decoding order 0 3 1 2 6 4 5 9 7 8, each unit stamped with its presentation time only
+        // (dts = pts), as Matroska and RTSP give them; the parameter sets only in the first unit.
+        let units = stream(10);
+        let order = [0usize, 3, 1, 2, 6, 4, 5, 9, 7, 8];
+        for (k, &i) in order.iter().enumerate() {
+            let t = i as i64 * 9000;
+            let mut u = Unit { ts_ms: 1000 + i as u64 * 100, dts: t, pts: t, ..units[k].clone() };
+            if k > 0 {
+                // Later units without SPS and PPS: the recorder remembers the stream's.
+                let kept: Vec<u8> = h264::nal_units(&u.data)
+                    .filter(|n| !matches!(n.first().map(|h| h & 0x1f), Some(7 | 8)))
+                    .flat_map(|n| [&[0u8, 0, 0, 1][..], n].concat())
+                    .collect();
+                u.data = kept;
+            }
+            tap.push(u);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        clips.start_event("label:car", "yard-reorder", 1000);
+        let done = clips.finish();
+        assert_eq!(done.len(), 1, "{done:?}");
+        let len = std::fs::metadata(&done[0].path).unwrap().len();
+        let mut r =
+            mp4::Mp4Reader::read_header(std::io::BufReader::new(File::open(&done[0].path).unwrap()), len).unwrap();
+        let (id, count) = {
+            let t = r.tracks().values().next().unwrap();
+            (t.track_id(), t.sample_count())
+        };
+        let mut shown = vec![];
+        let mut decode = vec![];
+        for s in 1..=count {
+            let sample = r.read_sample(id, s).unwrap().unwrap();
+            decode.push(sample.start_time as i64);
+            shown.push(sample.start_time as i64 + i64::from(sample.rendering_offset));
+        }
+        let want: Vec<i64> = order.iter().map(|&i| i as i64 * 9000).collect();
+        assert_eq!(shown, want, "each frame shows at its own time");
+        assert!(decode.windows(2).all(|w| w[0] < w[1]), "decoding times rise: {decode:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let dir = scratch("queue");
+        let clips = Clips::start(options(&dir)).unwrap();
+        let tap = clips.tap();
+        let huge = Unit { ts_ms: 0, dts: 0, pts: 0, key: true, data: vec![0; (QUEUE_BYTES + 1) as usize] };
+        tap.push(huge);
+        assert_eq!(ClipStats::get(&clips.stats().units_dropped), 1);
+        assert_eq!(clips.stats().queued.load(Ordering::Relaxed), 0);
+        drop(clips);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -127,6 +127,11 @@ pub fn disposable(annex_b: &[u8]) -> bool {
     slices > 0
 }
 
+/// `true` when the access unit holds an IDR slice (NAL type 5): decoding can start here.
+pub fn has_idr(annex_b: &[u8]) -> bool {
+    nal_units(annex_b).any(|n| n.first().is_some_and(|h| h & 0x1f == 5))
+}
+
 /// Appends length-prefixed NAL units (MP4/Matroska framing, `length_size` bytes per length) to
 /// `out` as Annex B; an error names the stream when a length runs past the sample.
 pub fn append_annex_b(sample: &[u8], length_size: usize, out: &mut Vec<u8>, name: &str) -> Result<()> {
@@ -181,5 +186,7 @@ mod tests {
         assert!(!disposable(&[0, 0, 0, 1, 0x41, 0x88]));
         assert!(!disposable(&[0, 0, 0, 1, 0x06, 0x05, 0, 0, 0, 1, 0x65, 0x88]));
         assert!(!disposable(&[0, 0, 0, 1, 0x06, 0x05]));
+        assert!(has_idr(&[0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88]));
+        assert!(!has_idr(&[0, 0, 0, 1, 0x41, 0x88]));
     }
 }

@@ -212,6 +212,10 @@ async fn stream(
         };
         let data = frame.data();
         if let Some(tap) = &opts.clips {
+            // Lost packets (UDP): the clips being written go on from the next key frame.
+            if frame.loss() > 0 {
+                tap.discontinuity();
+            }
             // RTP times: presentation order; cameras streaming B-frames are rare.
             let t = frame.timestamp();
             let at = clips::to_90k(t.elapsed(), u64::from(t.clock_rate().get()));

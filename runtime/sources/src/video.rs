@@ -47,13 +47,12 @@ pub struct VideoInfo {
     pub fps: Option<f64>,
 }
 
-/// One demuxed access unit: its times and whether it is a key frame.
+/// One demuxed access unit's times.
 struct Sample {
     pts_ms: u64,
     /// Decoding and presentation times in 90 kHz units (for clips).
     dts: i64,
     pts: i64,
-    key: bool,
 }
 
 /// The container readers, writing Annex B access units (parameter sets before key frames).
@@ -230,7 +229,6 @@ impl Demuxer {
                         pts_ms: (pts as u64).saturating_mul(1000) / *timescale,
                         dts: clips::to_90k(dts, *timescale),
                         pts: clips::to_90k(pts, *timescale),
-                        key: s.is_sync,
                     }));
                 }
                 Ok(None)
@@ -251,7 +249,7 @@ impl Demuxer {
                     let ns = frame.timestamp.saturating_mul(*scale_ns);
                     // Matroska gives presentation times only: decoding follows them.
                     let t = clips::to_90k(i64::try_from(ns / 1000).unwrap_or(i64::MAX / 2), 1_000_000);
-                    return Ok(Some(Sample { pts_ms: ns / 1_000_000, dts: t, pts: t, key }));
+                    return Ok(Some(Sample { pts_ms: ns / 1_000_000, dts: t, pts: t }));
                 }
                 Ok(None)
             }
@@ -364,7 +362,9 @@ impl VideoSource {
                     ts_ms: wall + t_ms,
                     dts: offset + sample.dts,
                     pts: offset + sample.pts,
-                    key: sample.key,
+                    // From the stream itself: Matroska BlockGroups carry no key flag, and an
+                    // MP4 sync sample need not be an IDR.
+                    key: h264::has_idr(&self.access_unit),
                     data: self.access_unit.clone(),
                 });
             }

@@ -146,7 +146,8 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
         let clips = match &plan.clips {
             Some(c) => Some(EventClips {
                 clips: Clips::start(ClipOptions {
-                    dir: c.dir.clone(),
+                    // A folder per pipeline: budgets and clean-ups never touch another's files.
+                    dir: c.dir.join(&plan.name),
                     pipeline: plan.name.clone(),
                     pre: c.pre_s.duration(),
                     post: c.post_s.duration(),
@@ -159,7 +160,7 @@ pub fn run(setup: Setup) -> Result<ExitCode> {
             }),
             None => None,
         };
-        let clip_dir = plan.clips.as_ref().map(|c| c.dir.clone());
+        let clip_dir = plan.clips.as_ref().map(|c| c.dir.join(&plan.name));
         let (sink, status) = DaemonSink::new(SinkOptions {
             device: setup.device.clone(),
             pipeline: plan.name.clone(),
