@@ -378,13 +378,7 @@ fn rtsp_detections_equal_the_image_folders_and_the_stream_survives_a_server_rest
     let clip_msgs: Vec<Value> =
         json_messages(&msgs, "/door/objects").into_iter().filter(|o| o["event"] == "clip").collect();
     assert!(!clip_msgs.is_empty(), "clips of the stream's objects");
-    for c in &clip_msgs {
-        let file = dir.join("clips/door").join(c["clip"].as_str().unwrap());
-        let (duration, decoded, w, h) = gst_decode(&file);
-        assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{c}");
-        let said = c["duration_s"].as_f64().unwrap();
-        assert!((duration - said).abs() <= 0.11, "{c}: GStreamer says {duration} s");
-    }
+    clips_decode("rtsp", &clip_msgs, &dir.join("clips/door"));
     eprintln!("rtsp: {} clips, every frame decoded", clip_msgs.len());
 
     // Home Assistant: an image entity on the snapshot topic.
@@ -563,12 +557,7 @@ fn video_files_give_the_image_folders_detections_frame_by_frame() {
         let clip_msgs: Vec<Value> =
             json_messages(&msgs, "/clip/objects").into_iter().filter(|o| o["event"] == "clip").collect();
         assert!(!clip_msgs.is_empty(), "{file}: clips of its objects");
-        for c in &clip_msgs {
-            let (duration, decoded, w, h) = gst_decode(&clips.join("clip").join(c["clip"].as_str().unwrap()));
-            assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{file}: {c}");
-            let said = c["duration_s"].as_f64().unwrap();
-            assert!((duration - said).abs() <= 0.11, "{file}: {c}: GStreamer says {duration} s");
-        }
+        clips_decode(file, &clip_msgs, &clips.join("clip"));
         // Snapshots scaled to max_width, keeping the aspect ratio.
         let shot = msgs.iter().find(|(t, _)| t == "lepton/cam1/clip/snapshot").expect("a snapshot");
         let img = image::load_from_memory(&shot.1).unwrap();
@@ -707,6 +696,17 @@ print(json.dumps({"duration": dur / 1e9 if ok else -1, "frames": seen["frames"],
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     (v["duration"].as_f64().unwrap(), v["frames"].as_u64().unwrap(), v["w"].as_u64().unwrap(), v["h"].as_u64().unwrap())
+}
+
+/// Every clip a message names, in `folder`, decodes frame for frame in GStreamer (640×480) with
+/// the duration the message states.
+fn clips_decode(what: &str, clip_msgs: &[Value], folder: &Path) {
+    for c in clip_msgs {
+        let (duration, decoded, w, h) = gst_decode(&folder.join(c["clip"].as_str().unwrap()));
+        assert_eq!((w, h, decoded), (640, 480, c["frames"].as_u64().unwrap()), "{what}: {c}");
+        let said = c["duration_s"].as_f64().unwrap();
+        assert!((duration - said).abs() <= 0.11, "{what}: {c}: GStreamer says {duration} s");
+    }
 }
 
 fn rfc3339_ms(v: &Value) -> f64 {

@@ -248,7 +248,7 @@ impl Demuxer {
                     h264::append_annex_b(&frame.data, *length_size, out, &path.display().to_string())?;
                     let ns = frame.timestamp.saturating_mul(*scale_ns);
                     // Matroska gives presentation times only: decoding follows them.
-                    let t = clips::to_90k(i64::try_from(ns / 1000).unwrap_or(i64::MAX / 2), 1_000_000);
+                    let t = clips::to_90k(i64::try_from(ns).unwrap_or(i64::MAX / 2), 1_000_000_000);
                     return Ok(Some(Sample { pts_ms: ns / 1_000_000, dts: t, pts: t }));
                 }
                 Ok(None)
