@@ -156,6 +156,13 @@ mod any {
             }
         }
 
+        fn reset(&mut self) -> Result<()> {
+            match self {
+                AnyEngine::Tract(e) => e.reset(),
+                AnyEngine::Micro(e) => e.reset(),
+            }
+        }
+
         fn output(&self, index: usize) -> Result<TensorView<'_>> {
             match self {
                 AnyEngine::Tract(e) => e.output(index),

@@ -133,6 +133,9 @@ impl Model {
             }
             return Self::from_lpm(bytes, path);
         }
+        if let Some(compiled) = quantized_tflite(bytes, path, choice)? {
+            return Self::from_lpm(&compiled, path);
+        }
         Self::from_onnx(OnnxModel::decode(bytes, path)?, path, choice)
     }
 
@@ -292,6 +295,28 @@ impl Model {
             (None, None) => ("?", None),
         }
     }
+}
+
+/// A quantized `.tflite` file compiled for the micro engine (TFLite's int8 arithmetic is the
+/// micro engine's; tract has no quantized TFLite reader); `None` for any other file.
+pub fn quantized_tflite(bytes: &[u8], path: &Path, choice: EngineChoice) -> Result<Option<Vec<u8>>> {
+    if !lepton_tflite::is_tflite(bytes) {
+        return Ok(None);
+    }
+    let model = lepton_tflite::TfliteModel::read(bytes, path)
+        .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
+    if !lepton_compile::tflite_quantized(&model) {
+        return Ok(None);
+    }
+    if choice == EngineChoice::Tract {
+        return Err(LeptonError::Model {
+            path: path.to_path_buf(),
+            reason: "a quantized TFLite model runs on the micro engine (TFLite's int8 arithmetic, bit for bit); tract takes float TFLite models only".into(),
+        });
+    }
+    let compiled = lepton_compile::lower_tflite(&model, "")
+        .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
+    Ok(Some(compiled.bytes))
 }
 
 fn build_vision(onnx: &OnnxModel, path: &Path, m: &Manifest, choice: EngineChoice) -> Result<VisionStages> {

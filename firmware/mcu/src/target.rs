@@ -109,6 +109,8 @@ fn run() -> Result<(), AppError> {
         ARENA_BYTES
     );
     let arena = take_arena().ok_or(AppError::Arena)?;
+    // A streaming model's state starts from its initial value.
+    model.reset(arena)?;
     let mut console = Console::new();
     let stats = mode::run(&mut console, &model, arena)?;
     if stats.runs > 0 {

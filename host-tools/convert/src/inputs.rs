@@ -169,11 +169,16 @@ pub fn read_tensors_partial(model: &ModelFile, given: &[(String, PathBuf)]) -> R
     for spec in specs {
         let Some(path) = by_name.get(spec.name.as_str()) else { continue };
         let t = npy::read(path)?;
-        if model.is_lpm() && matches!(t.datum_type(), DatumType::F32 | DatumType::F64) {
-            check_shape(spec, t.shape(), path)?;
-        } else {
-            check(spec, &t, path)?;
+        // A micro model also takes a stream: one more leading axis than the input, a run per
+        // entry, its state carried from one to the next.
+        let shape = match &spec.dims {
+            Some(d) if model.is_lpm() && t.rank() == d.len() + 1 => &t.shape()[1..],
+            _ => t.shape(),
+        };
+        if !(model.is_lpm() && matches!(t.datum_type(), DatumType::F32 | DatumType::F64)) {
+            check_type(spec, &t, path)?;
         }
+        check_shape(spec, shape, path)?;
         out.push((spec.name.clone(), t));
     }
     Ok(out)

@@ -9,6 +9,7 @@ use lepton_runtime::engine::micro::Interpreter;
 use lepton_runtime::engine::tract::InputFact;
 use lepton_runtime::engine::{AnyEngine, EngineChoice};
 use lepton_runtime::manifest::Manifest;
+use lepton_runtime::model::quantized_tflite;
 use lepton_runtime::onnx::{Dim, ModelProto, OnnxModel, TensorSpec};
 use lepton_runtime::LeptonError;
 use std::path::{Path, PathBuf};
@@ -35,12 +36,26 @@ pub struct ModelFile {
     pub outputs: Vec<TensorSpec>,
     /// The embedded manifest, completed from the model and checked against it.
     pub manifest: Option<Manifest>,
+    /// The micro model was compiled on read from a quantized TFLite file.
+    pub from_tflite: bool,
 }
 
 impl ModelFile {
-    /// Reads an ONNX or `.lpm` file (told apart by content, not by name).
+    /// Reads an ONNX, TFLite or `.lpm` file (told apart by content, not by name). A quantized
+    /// TFLite file is compiled for the micro engine on read, and is a micro model from then on,
+    /// its inputs and outputs typed as TFLite types them (int8 or uint8).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
+        let mut bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
+        let mut tflite_types = None;
+        if let Some(lpm) = quantized_tflite(&bytes, path, EngineChoice::Auto)? {
+            let model = lepton_tflite::TfliteModel::read(&bytes, path)
+                .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
+            let g = model.main();
+            let types =
+                |ids: &[usize]| ids.iter().map(|&i| g.tensors[i].element.name().to_string()).collect::<Vec<_>>();
+            tflite_types = Some((types(&g.inputs), types(&g.outputs)));
+            bytes = lpm;
+        }
         if !bytes.starts_with(&MAGIC) {
             let onnx = OnnxModel::decode(&bytes, path)?;
             return Ok(ModelFile {
@@ -49,6 +64,7 @@ impl ModelFile {
                 outputs: onnx.outputs.clone(),
                 manifest: onnx.manifest.clone(),
                 format: Format::Onnx(Box::new(onnx)),
+                from_tflite: false,
             });
         }
         let interp = Interpreter::<MAX_TENSORS>::new(&bytes)
@@ -59,7 +75,13 @@ impl ModelFile {
             dims: Some(onnx_shape(t).into_iter().map(Dim::Fixed).collect()),
         };
         let ids = |ids: &[u16]| ids.iter().map(|&i| spec(&interp.tensors()[i as usize])).collect::<Vec<_>>();
-        let (inputs, outputs) = (ids(&interp.header().inputs), ids(&interp.header().outputs));
+        let (mut inputs, mut outputs) = (ids(&interp.header().inputs), ids(&interp.header().outputs));
+        let from_tflite = tflite_types.is_some();
+        if let Some((ti, to)) = tflite_types {
+            for (spec, t) in inputs.iter_mut().zip(ti).chain(outputs.iter_mut().zip(to)) {
+                spec.elem_type = t;
+            }
+        }
         let text = interp.header().manifest;
         let manifest = if text.is_empty() {
             None
@@ -67,7 +89,7 @@ impl ModelFile {
             Some(Manifest::from_toml(text, path)?.resolve(&inputs, &outputs, path)?)
         };
         drop(interp);
-        Ok(ModelFile { path: path.to_path_buf(), format: Format::Lpm(bytes), inputs, outputs, manifest })
+        Ok(ModelFile { path: path.to_path_buf(), format: Format::Lpm(bytes), inputs, outputs, manifest, from_tflite })
     }
 
     /// True for a `.lpm` micro model.
@@ -89,6 +111,12 @@ impl ModelFile {
         match &self.format {
             Format::Onnx(onnx) => Ok(AnyEngine::from_onnx(onnx, &self.path, facts, choice)?),
             Format::Lpm(bytes) => {
+                if choice == EngineChoice::Tract && self.from_tflite {
+                    bail!(
+                        "{}: a quantized TFLite model runs on the micro engine (TFLite's integer arithmetic, bit for bit); tract takes float TFLite models only: use --engine micro (or auto)",
+                        self.path.display()
+                    );
+                }
                 if choice == EngineChoice::Tract {
                     bail!(
                         "{}: a micro model (.lpm) runs on the micro engine only; use --engine micro (or auto), or give the ONNX file to run it on tract",

@@ -1,12 +1,12 @@
-//! The compiler: lowers a quantized (QDQ) ONNX model to a Lepton micro model (`.lpm`, the format
-//! of [`lepton_core::engine::micro::format`]) that the int8 micro engine runs, on a host and on a
-//! microcontroller alike.
+//! The compiler: lowers a quantized (QDQ) ONNX model, or a quantized TFLite model, to a Lepton
+//! micro model (`.lpm`, the format of [`lepton_core::engine::micro::format`]) that the int8 micro
+//! engine runs, on a host and on a microcontroller alike.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
 pub mod lower;
 
-pub use lower::{lower, Compiled, LowerError};
+pub use lower::{lower, lower_tflite, tflite_quantized, Compiled, LowerError};
 
 use lepton_core::engine::micro::host::MicroEngine;
 use lepton_core::error::{LeptonError, Result};
@@ -23,4 +23,12 @@ pub fn micro_engine(
     let compiled = lower(model, input_shapes)
         .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
     Ok((MicroEngine::from_bytes(compiled.bytes.clone(), path)?, compiled))
+}
+
+/// Compiles the bytes of a quantized `.tflite` file (see [`lower_tflite`]) with `manifest`
+/// embedded; errors name `path`.
+pub fn compile_tflite(bytes: &[u8], path: &Path, manifest: &str) -> Result<Compiled> {
+    let model = lepton_tflite::TfliteModel::read(bytes, path)
+        .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
+    lower_tflite(&model, manifest).map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })
 }

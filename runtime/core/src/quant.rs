@@ -54,6 +54,41 @@ impl Requant {
     pub fn apply(self, value: i64) -> i64 {
         round_shift(value * self.multiplier as i64, self.shift)
     }
+
+    /// `value × real` as TFLite's reference kernels round it (`MultiplyByQuantizedMultiplier`:
+    /// a doubling high multiply rounded half up, then a rounding right shift by `shift - 31`
+    /// rounding halves away from zero). The two roundings make one: the product plus
+    /// `2^(shift-1)`, plus `2^30` for a product ≥ 0 or minus it for a negative one, shifted
+    /// right by `shift`; with `shift ≤ 31` there is no second rounding, and it equals
+    /// [`apply`](Self::apply).
+    #[inline(always)]
+    pub fn apply_tflite(self, value: i64) -> i64 {
+        let p = value * self.multiplier as i64;
+        if self.shift <= 31 {
+            return round_shift(p, self.shift);
+        }
+        let bias = if p < 0 { -(1i64 << 30) } else { 1i64 << 30 };
+        (p + (1i64 << (self.shift - 1)) + bias) >> self.shift
+    }
+
+    /// [`apply`](Self::apply) or [`apply_tflite`](Self::apply_tflite), as `rounding` says.
+    #[inline(always)]
+    pub fn apply_with(self, rounding: Rounding, value: i64) -> i64 {
+        match rounding {
+            Rounding::HalfUp => self.apply(value),
+            Rounding::Tflite => self.apply_tflite(value),
+        }
+    }
+}
+
+/// How a convolution's or fully connected layer's requantization rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// One rounding, halves up: Lepton's own (models compiled from ONNX).
+    HalfUp,
+    /// TFLite's reference arithmetic ([`Requant::apply_tflite`]): models read from `.tflite`
+    /// files, so their results equal LiteRT's bit for bit.
+    Tflite,
 }
 
 /// `value / 2^shift` rounded half up (shift ≥ 1).
@@ -96,6 +131,55 @@ mod tests {
                 assert!((got - exact).abs() <= 0.5 + 1e-6, "acc {acc} x {r}: {got} vs {exact}");
             }
         }
+    }
+
+    /// TFLite's two steps as its reference defines them, on 32-bit values: the doubling high
+    /// multiply (`(a·b + 2^30) / 2^31`, the quotient truncated toward zero after a nudge of
+    /// `1 - 2^30` for negative products) and the rounding divide by a power of two (halves away
+    /// from zero).
+    fn tflite_two_steps(x: i32, multiplier: i32, right: u32) -> i64 {
+        let ab = x as i64 * multiplier as i64;
+        let nudge = if ab >= 0 { 1i64 << 30 } else { 1 - (1i64 << 30) };
+        let high = (ab + nudge) / (1i64 << 31);
+        let mask = (1i64 << right) - 1;
+        let remainder = high & mask;
+        let threshold = (mask >> 1) + i64::from(high < 0);
+        (high >> right) + i64::from(remainder > threshold)
+    }
+
+    #[test]
+    fn tflite_rounding_equals_its_two_steps() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for &r in &[0.5, 0.25, 0.0123, 0.999, 1.0 / 3.0, 7.3e-4, 2.0f64.powi(-9), 0.75, 1.5, 3.0] {
+            let q = Requant::from_real(r).unwrap();
+            let right = q.shift.saturating_sub(31) as u32;
+            for _ in 0..20_000 {
+                let x = match next() % 4 {
+                    0 => (next() % 2001) as i32 - 1000,
+                    _ => (next() % (1 << 24)) as i32 - (1 << 23),
+                };
+                if q.shift < 31 {
+                    // A left shift first: TFLite multiplies x by 2^(31 - shift) in 32 bits.
+                    let left = 31 - q.shift as u32;
+                    let Some(xl) = x.checked_mul(1 << left) else { continue };
+                    assert_eq!(q.apply_tflite(x as i64), tflite_two_steps(xl, q.multiplier, 0), "{x} x {r}");
+                } else {
+                    assert_eq!(q.apply_tflite(x as i64), tflite_two_steps(x, q.multiplier, right), "{x} x {r}");
+                }
+            }
+        }
+        // Where the two roundings differ from one: a product just under a half, lifted to it.
+        let q = Requant { multiplier: 1 << 30, shift: 33 };
+        // 3/8: the high multiply gives 2 (quarters), a half, rounded away from zero.
+        assert_eq!((q.apply(3), q.apply_tflite(3)), (0, 1));
+        // -4/8: a half below zero, away from zero.
+        assert_eq!((q.apply(-4), q.apply_tflite(-4)), (0, -1));
     }
 
     #[test]

@@ -340,3 +340,122 @@ fn inconsistent_slices_concatenations_and_constants_are_refused_naming_the_op() 
     let err = load(bytes).unwrap_err();
     assert!(err.contains("format version 1"), "{err}");
 }
+
+/// Output 0 of a micro engine.
+fn i8s(e: &MicroEngine) -> Vec<i8> {
+    match e.output(0).unwrap().data() {
+        lepton_core::tensor::TensorData::I8(d) => d.to_vec(),
+        _ => unreachable!("micro outputs are int8"),
+    }
+}
+
+fn encode_ops(tensors: &[TensorDesc<'_>], ops: &[Op<'_>], arena: u32, inputs: &[u16], output: u16) -> Vec<u8> {
+    let header = Header {
+        magic: MAGIC,
+        version: VERSION,
+        arena_bytes: arena,
+        tensor_count: tensors.len() as u16,
+        op_count: ops.len() as u16,
+        inputs: inputs.iter().copied().collect(),
+        outputs: [output].into_iter().collect(),
+        manifest: "",
+    };
+    let mut bytes = postcard::to_stdvec(&header).unwrap();
+    for t in tensors {
+        bytes.extend(postcard::to_stdvec(t).unwrap());
+    }
+    for op in ops {
+        bytes.extend(postcard::to_stdvec(op).unwrap());
+    }
+    bytes
+}
+
+/// A fully connected layer whose requantization table carries the TFLite flag computes TFLite's
+/// rounding (`Requant::apply_tflite`) on every kernel set, and that differs from rounding halves
+/// up on some outputs (the flag is not ignored).
+#[test]
+fn tflite_rounding_is_computed_on_every_set() {
+    use lepton_core::engine::micro::format::TFLITE_ROUNDING;
+    let mut rng = Rng(41);
+    let (cin, cout, rows) = (64usize, 48usize, 6usize);
+    let weights: Vec<u8> = (0..cin * cout).map(|_| rng.weight()).collect();
+    let (bias, mut rq) = tables(&mut rng, cout, cin);
+    let plain = rq.clone();
+    for c in 0..cout {
+        rq[c * 5 + 4] |= TFLITE_ROUNDING;
+    }
+    let tensors =
+        [desc("x", [rows as u32, 1, 1, cin as u32], -3, 0), desc("y", [rows as u32, 1, 1, cout as u32], 5, 512)];
+    let fc = |requant| {
+        Op::FullyConnected(FullyConnected {
+            input: 0,
+            output: 1,
+            weights: &weights,
+            bias: &bias,
+            requant,
+            clamp: [-128, 127],
+        })
+    };
+    let x: Vec<i8> = (0..rows * cin).map(|_| rng.i8() as i8).collect();
+    let mut expected = vec![];
+    let (mut tflite_only, mut differ) = (vec![], 0);
+    for r in 0..rows {
+        for c in 0..cout {
+            let mut acc = i32::from_le_bytes(bias[c * 4..c * 4 + 4].try_into().unwrap()) as i64;
+            for i in 0..cin {
+                acc += (x[r * cin + i] as i64 + 3) * weights[c * cin + i] as i8 as i64;
+            }
+            let q = Requant {
+                multiplier: i32::from_le_bytes(rq[c * 5..c * 5 + 4].try_into().unwrap()),
+                shift: plain[c * 5 + 4],
+            };
+            let v = |r: i64| (r + 5).clamp(-128, 127) as i8;
+            expected.push(v(q.apply_tflite(acc)));
+            tflite_only.push(v(q.apply(acc)));
+            differ += usize::from(q.apply(acc) != q.apply_tflite(acc));
+        }
+    }
+    assert!(differ > 0, "the case has outputs where the two roundings differ");
+    for (requant, want) in [(&rq, &expected), (&plain, &tflite_only)] {
+        let bytes = encode(&tensors, fc(requant), 1024);
+        for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+            let mut e = MicroEngine::with_isa(bytes.clone(), Path::new("tflite.lpm"), isa).unwrap();
+            if let TensorDataMut::I8(d) = e.input_mut(0).unwrap().data_mut() {
+                d.copy_from_slice(&x);
+            }
+            e.run().unwrap();
+            let got = i8s(&e);
+            assert_eq!(&got, want, "{isa}: flagged {}", requant[4] & TFLITE_ROUNDING != 0);
+        }
+    }
+}
+
+/// A `Variable` keeps its value from one run to the next and takes its initial value on load and
+/// on reset: a model that outputs its state, then stores its input there, gives the previous
+/// run's input.
+#[test]
+fn state_is_kept_between_runs_and_reset_restores_it() {
+    let init = [1u8, 2, 3, 4];
+    let tensors = [desc("x", [1, 1, 1, 4], 0, 0), desc("state", [1, 1, 1, 4], 0, 16), desc("y", [1, 1, 1, 4], 0, 32)];
+    let ops =
+        [Op::Variable { output: 1, init: &init }, Op::Copy { input: 1, output: 2 }, Op::Copy { input: 0, output: 1 }];
+    let bytes = encode_ops(&tensors, &ops, 48, &[0], 2);
+    let mut e = MicroEngine::from_bytes(bytes, Path::new("state.lpm")).unwrap();
+    assert!(e.interpreter().has_state());
+    let step = |e: &mut MicroEngine, x: [i8; 4]| -> Vec<i8> {
+        if let TensorDataMut::I8(d) = e.input_mut(0).unwrap().data_mut() {
+            d.copy_from_slice(&x);
+        }
+        e.run().unwrap();
+        i8s(e)
+    };
+    assert_eq!(step(&mut e, [9, 9, 9, 9]), [1, 2, 3, 4], "the initial state");
+    assert_eq!(step(&mut e, [7, 7, 7, 7]), [9, 9, 9, 9], "the previous run's input");
+    assert_eq!(step(&mut e, [5, 5, 5, 5]), [7, 7, 7, 7]);
+    e.reset().unwrap();
+    assert_eq!(step(&mut e, [0, 0, 0, 0]), [1, 2, 3, 4], "reset restores the initial state");
+    // A wrong-sized initial value is refused on load.
+    let bad = encode_ops(&tensors, &[Op::Variable { output: 1, init: &init[..3] }], 48, &[0], 2);
+    let err = MicroEngine::from_bytes(bad, Path::new("bad.lpm")).unwrap_err().to_string();
+    assert!(err.contains("initial value"), "{err}");
+}

@@ -1,13 +1,14 @@
 //! `lepton-convert compile`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use lepton_runtime::engine::micro::lower::lower_within;
+use lepton_runtime::engine::micro::lower::{self, lower_within};
 use lepton_runtime::onnx;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-/// Lower an int8 (QDQ) model to a Lepton micro model (.lpm) for the integer engine.
+/// Lower an int8 (QDQ) ONNX model or a quantized TFLite model to a Lepton micro model (.lpm) for
+/// the integer engine.
 ///
 /// The micro engine runs on microcontrollers (no heap, a static arena whose exact size is known
 /// now) and on Linux boards, bit for bit the same. Every QuantizeLinear of the model becomes an
@@ -15,6 +16,11 @@ use std::path::PathBuf;
 /// depthwise), fully connected layers, add, multiply, pooling, reshapes, concatenation, softmax,
 /// and tables for chains of elementwise functions (ReLU, hard-swish, sigmoid...). An op with no
 /// integer form is an error naming the node; quantize the model first with `lepton-convert quantize`.
+///
+/// A quantized TFLite file (int8 or uint8; a microWakeWord wake word, a Coral `_quant` model) is
+/// lowered operator by operator with TFLite's own arithmetic, so the micro model computes what
+/// LiteRT's reference kernels compute, bit for bit; a streaming model's variables become state the
+/// engine keeps from one run to the next.
 ///
 /// The arena (RAM for activations) is planned from tensor lifetimes and printed. With
 /// `--max-arena BYTES`, convolution pairs whose intermediate tensor sets the peak (a first
@@ -28,9 +34,11 @@ use std::path::PathBuf;
 ///   lepton-convert compile model.int8.onnx -o model.lpm --report
 ///
 ///   lepton-convert compile model.int8.onnx -o model.lpm --max-arena 32768
+///
+///   lepton-convert compile okay_nabu.tflite -o okay_nabu.lpm --report
 #[derive(Args, Debug)]
 pub struct CompileArgs {
-    /// The quantized ONNX model (from `lepton-convert quantize`).
+    /// The quantized model: ONNX (from `lepton-convert quantize`) or TFLite.
     model: PathBuf,
     /// Where to write the micro model.
     #[arg(short, long, value_name = "OUT.lpm")]
@@ -48,6 +56,18 @@ pub struct CompileArgs {
 
 /// Runs `compile`.
 pub fn run(args: CompileArgs) -> Result<u8> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    if lepton_tflite::is_tflite(&bytes) {
+        let model = lepton_tflite::TfliteModel::read(&bytes, &args.model)?;
+        if lower::tflite_quantized(&model) {
+            if args.max_arena.is_some() || !args.shapes.is_empty() {
+                bail!("{}: a TFLite model's shapes are fixed, and its convolutions are not banded: leave out --shape and --max-arena", args.model.display());
+            }
+            let compiled =
+                lower::lower_tflite(&model, "").with_context(|| format!("compiling {}", args.model.display()))?;
+            return finish(&args, compiled);
+        }
+    }
     let model = onnx::read(&args.model)?;
     let (specs, outputs) = onnx::io_specs(&model);
     let mut given: HashMap<String, Vec<usize>> = HashMap::new();
@@ -69,6 +89,11 @@ pub fn run(args: CompileArgs) -> Result<u8> {
         .collect::<Result<_>>()?;
     let compiled =
         lower_within(&model, &shapes, args.max_arena).with_context(|| format!("compiling {}", args.model.display()))?;
+    finish(&args, compiled)
+}
+
+/// Writes the micro model and says what it holds.
+fn finish(args: &CompileArgs, compiled: lower::Compiled) -> Result<u8> {
     std::fs::write(&args.output, &compiled.bytes).with_context(|| format!("{}", args.output.display()))?;
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
     for (kind, _) in &compiled.ops {

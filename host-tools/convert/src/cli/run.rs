@@ -19,10 +19,14 @@ use tract_onnx::prelude::*;
 
 /// Run a model once on given inputs and show (or save) its outputs.
 ///
-/// MODEL is an ONNX file or a micro model (.lpm). Inputs are `.npy` tensors of the element type
-/// the input takes (f32, i64, int8, uint8, ...; a micro model takes float tensors, quantized
-/// with the input's scale, or int8 ones as they are); shapes come from the tensors, so dynamic
-/// dimensions just work. When the model carries a manifest, an input may instead be a picture
+/// MODEL is an ONNX file, a TFLite file or a micro model (.lpm); a quantized TFLite file runs on
+/// the micro engine with TFLite's arithmetic, bit for bit as LiteRT's reference kernels. Inputs
+/// are `.npy` tensors of the element type the input takes (f32, i64, int8, uint8, ...; a micro
+/// model takes float tensors, quantized with the input's scale, or int8/uint8 ones as they are);
+/// shapes come from the tensors, so dynamic dimensions just work. A micro model also takes a
+/// stream: tensors with one more leading axis than the input run once per entry, the model's
+/// state (a streaming wake word's) carried from one run to the next, and the outputs gain that
+/// axis. When the model carries a manifest, an input may instead be a picture
 /// (.png/.jpg) or a recording (.wav, resampled to the model's rate if needed): it is
 /// preprocessed as on the device and the result is printed as labels, boxes or keyword/VAD
 /// events. With --output-dir, every output is written to DIR/<output name>.npy (for a
@@ -33,9 +37,11 @@ use tract_onnx::prelude::*;
 ///   lepton-convert run model.onnx --input x=x.npy --output-dir out/
 ///
 ///   lepton-convert run models/digits/model.onnx --input models/digits/samples/frame-00-digit-6.png
+///
+///   lepton-convert run okay_nabu.tflite --input features.npy --output-dir out/   (features: N x 1x3x40 int8)
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The model: ONNX or .lpm.
+    /// The model: ONNX, TFLite or .lpm.
     model: PathBuf,
     /// An input: NAME=FILE (FILE alone for single-input models). Repeat for several inputs.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE", required = true)]
@@ -135,9 +141,17 @@ fn float_values(t: &Tensor) -> Option<Vec<f32>> {
 
 fn run_tensors(args: &RunArgs, file: &ModelFile, files: &[(String, PathBuf)]) -> Result<u8> {
     let tensors = inputs::read_tensors(file, files)?;
+    // A stream (one more leading axis than a micro model's input) runs the input's own shape.
+    let one_run = |n: &String, t: &Tensor| -> Vec<usize> {
+        let rank = file.inputs.iter().find(|s| &s.name == n).and_then(|s| s.dims.as_ref()).map(Vec::len);
+        match rank {
+            Some(r) if file.is_lpm() && t.rank() == r + 1 => t.shape()[1..].to_vec(),
+            _ => t.shape().to_vec(),
+        }
+    };
     let facts: Vec<InputFact> = tensors
         .iter()
-        .map(|(n, t)| InputFact { name: n.clone(), shape: t.shape().to_vec(), dtype: Some(t.datum_type()) })
+        .map(|(n, t)| InputFact { name: n.clone(), shape: one_run(n, t), dtype: Some(t.datum_type()) })
         .collect();
     let mut engine = file.engine(&facts, args.engine.into())?;
     let t0 = std::time::Instant::now();
@@ -159,57 +173,99 @@ fn run_tensors(args: &RunArgs, file: &ModelFile, files: &[(String, PathBuf)]) ->
                 })
                 .collect()
         }
-        AnyEngine::Micro(micro) => run_micro(micro, &tensors, file.is_lpm())?,
+        AnyEngine::Micro(micro) => run_micro(micro, &tensors, file)?,
     };
     let elapsed = t0.elapsed();
     report(args, &engine, elapsed, &outputs)
 }
 
-/// Fills a micro engine's inputs (float tensors quantized with the input's scale, int8 as they
-/// are), runs it, and returns the outputs: int8 as stored for a `.lpm`, dequantized to float for
-/// an ONNX model (whose outputs are float after their DequantizeLinear).
+/// Fills a micro engine's inputs (float tensors quantized with the input's scale, int8 or uint8
+/// as they are), runs it, and returns the outputs: as stored for a `.lpm` or a TFLite file (int8,
+/// or uint8 where TFLite declares it), dequantized to float for an ONNX model (whose outputs are
+/// float after their DequantizeLinear). Inputs with one more leading axis than the model's are
+/// a stream: one run per entry, in order, the model's state carried from one to the next; the
+/// outputs gain that axis.
 fn run_micro(
     engine: &mut lepton_runtime::engine::micro::host::MicroEngine,
     tensors: &[(String, Tensor)],
-    lpm: bool,
+    file: &ModelFile,
 ) -> Result<Vec<Output>> {
-    for (i, (name, t)) in tensors.iter().enumerate() {
-        let mut view = engine.input_mut(i)?;
-        if t.datum_type() == DatumType::I8 {
-            let v = t.to_plain_array_view::<i8>()?;
-            match view.data_mut() {
-                TensorDataMut::I8(d) => d.iter_mut().zip(v.iter()).for_each(|(d, s)| *d = *s),
-                _ => bail!("input `{name}`: micro model inputs are int8"),
+    let lpm = file.is_lpm();
+    let infos = engine.inputs().to_vec();
+    let mut steps = None;
+    for ((name, t), info) in tensors.iter().zip(&infos) {
+        let s = if t.rank() == info.shape.len() + 1 { t.shape()[0] } else { 0 };
+        if steps.is_some_and(|k| k != s) {
+            bail!("input `{name}`: every input is a stream of the same length, or none is");
+        }
+        steps = Some(s);
+    }
+    let stream = steps.unwrap_or(0);
+    let out_infos = engine.outputs().to_vec();
+    let uint8_out: Vec<bool> =
+        out_infos.iter().map(|o| file.outputs.iter().any(|s| s.name == o.name && s.elem_type == "UINT8")).collect();
+    let mut stored: Vec<Vec<u8>> = vec![vec![]; out_infos.len()];
+    let mut reals: Vec<Vec<f32>> = vec![vec![]; out_infos.len()];
+    let mut per_channel = vec![None; out_infos.len()];
+    for step in 0..stream.max(1) {
+        for (i, (name, t)) in tensors.iter().enumerate() {
+            let t = if stream > 0 { t.slice(0, step, step + 1)?.into_shape(&infos[i].shape)? } else { t.clone() };
+            let mut view = engine.input_mut(i)?;
+            match (t.datum_type(), view.data_mut()) {
+                (DatumType::I8, TensorDataMut::I8(d)) => {
+                    d.iter_mut().zip(t.to_plain_array_view::<i8>()?.iter()).for_each(|(d, s)| *d = *s)
+                }
+                // uint8 (TFLite's legacy quantization) is held as int8 with the zero point moved by 128.
+                (DatumType::U8, TensorDataMut::I8(d)) => {
+                    d.iter_mut().zip(t.to_plain_array_view::<u8>()?.iter()).for_each(|(d, s)| *d = (*s ^ 0x80) as i8)
+                }
+                (DatumType::I8 | DatumType::U8, _) => bail!("input `{name}`: micro model inputs are int8"),
+                _ => {
+                    let f = t.cast_to::<f32>()?;
+                    let v: Vec<f32> = f.to_plain_array_view::<f32>()?.iter().copied().collect();
+                    view.quantize_from(&v).map_err(|e| anyhow::anyhow!("input `{name}`: {e}"))?;
+                }
             }
-        } else {
-            let f = t.cast_to::<f32>()?;
-            let v: Vec<f32> = f.to_plain_array_view::<f32>()?.iter().copied().collect();
-            view.quantize_from(&v).map_err(|e| anyhow::anyhow!("input `{name}`: {e}"))?;
+        }
+        engine.run()?;
+        for (i, info) in out_infos.iter().enumerate() {
+            let out = engine.output(i)?;
+            let mut real = vec![0f32; out.len()];
+            out.dequantize_into(&mut real).map_err(|e| anyhow::anyhow!("output `{}`: {e}", info.name))?;
+            reals[i].extend_from_slice(&real);
+            if let TensorData::I8(d) = out.data() {
+                stored[i].extend(d.iter().map(|&v| if uint8_out[i] { v as u8 ^ 0x80 } else { v as u8 }));
+            }
+            if let Quantization::PerChannel { axis, scale, zero_point } = out.quantization() {
+                per_channel[i] = Some((axis, scale.to_vec(), zero_point.to_vec()));
+            }
         }
     }
-    engine.run()?;
     let mut outputs = vec![];
-    for (i, info) in engine.outputs().to_vec().into_iter().enumerate() {
-        let out = engine.output(i)?;
-        let mut real = vec![0f32; out.len()];
-        out.dequantize_into(&mut real).map_err(|e| anyhow::anyhow!("output `{}`: {e}", info.name))?;
-        let tensor = match (lpm, out.data()) {
-            (true, TensorData::I8(d)) => {
-                tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), d.to_vec())?.into_tensor()
-            }
-            _ => tract_ndarray::ArrayD::from_shape_vec(info.shape.clone(), real.clone())?.into_tensor(),
+    for (i, info) in out_infos.into_iter().enumerate() {
+        let shape: Vec<usize> =
+            if stream > 0 { std::iter::once(stream).chain(info.shape.clone()).collect() } else { info.shape.clone() };
+        let tensor = match (lpm, uint8_out[i]) {
+            (true, true) => tract_ndarray::ArrayD::from_shape_vec(shape.clone(), stored[i].clone())?.into_tensor(),
+            (true, false) => tract_ndarray::ArrayD::from_shape_vec(
+                shape.clone(),
+                stored[i].iter().map(|&v| v as i8).collect::<Vec<i8>>(),
+            )?
+            .into_tensor(),
+            _ => tract_ndarray::ArrayD::from_shape_vec(shape.clone(), reals[i].clone())?.into_tensor(),
         };
-        let per_channel = match out.quantization() {
-            Quantization::PerChannel { axis, scale, zero_point } => Some((axis, scale.to_vec(), zero_point.to_vec())),
-            _ => None,
+        let dtype = match (lpm, uint8_out[i]) {
+            (true, true) => "UINT8",
+            (true, false) => "INT8",
+            _ => "FLOAT",
         };
         outputs.push(Output {
-            dtype: if lpm { "INT8".into() } else { "FLOAT".into() },
-            quant: info.quant,
-            per_channel,
+            dtype: dtype.into(),
+            quant: info.quant.map(|(s, z)| (s, if uint8_out[i] { z + 128 } else { z })),
+            per_channel: per_channel[i].take(),
             name: info.name,
-            shape: info.shape,
-            values: Some(real),
+            shape,
+            values: Some(reals[i].clone()),
             tensor,
         });
     }
@@ -246,7 +302,7 @@ fn report(args: &RunArgs, engine: &AnyEngine, elapsed: std::time::Duration, outp
                 (Some((axis, s, z)), _) => {
                     format!(" (int8 quantized per channel along axis {axis}: scales {s:?}, zero points {z:?})")
                 }
-                (None, Some((s, z))) => format!(" (int8 scale {s}, zero point {z})"),
+                (None, Some((s, z))) => format!(" ({} scale {s}, zero point {z})", o.dtype.to_lowercase()),
                 (None, None) => String::new(),
             };
             let values = o.values.as_deref().map_or(String::new(), summary);

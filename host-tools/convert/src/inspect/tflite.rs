@@ -11,6 +11,11 @@ use std::path::Path;
 const TRANSLATED: &str =
     "translated to ONNX on load (float operators on tract); `lepton-convert import` writes the ONNX";
 
+/// How the engines take a quantized TFLite file: compiled for the micro engine on read
+/// (`lepton_compile::lower_tflite`).
+const COMPILED: &str =
+    "compiled for the micro engine on load (TFLite's integer arithmetic, bit for bit as LiteRT's reference kernels)";
+
 /// A tensor's type as `inspect` prints it: `INT8 (scale 0.1, zero point -128)`.
 fn elem_type(t: &Tensor<'_>) -> String {
     match &t.quantization {
@@ -111,14 +116,22 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Report> {
     if let Some(r) = runtime.filter(|r| !r.is_empty()) {
         producer += &format!(", needs TFLite {r}");
     }
-    // What the engines make of it: the translation to ONNX, then the operators tract lacks.
-    let load_error = match lepton_tflite::import::translate(&model) {
-        Ok(proto) => lepton_runtime::onnx::unsupported_ops(&proto)
-            .first()
-            .map(|(node, op)| format!("translated, but node `{node}` uses `{op}`, which the engine does not support")),
-        Err(reason) => Some(format!("not translated for the engines: {reason}")),
+    // What the engines make of it: a quantized model compiled for the micro engine; a float one
+    // translated to ONNX, then the operators tract lacks.
+    let quantized = lepton_runtime::engine::micro::lower::tflite_quantized(&model);
+    let load_error = if quantized {
+        lepton_runtime::engine::micro::lower::lower_tflite(&model, "")
+            .err()
+            .map(|e| format!("not compiled for the micro engine: {e}"))
+    } else {
+        match lepton_tflite::import::translate(&model) {
+            Ok(proto) => lepton_runtime::onnx::unsupported_ops(&proto).first().map(|(node, op)| {
+                format!("translated, but node `{node}` uses `{op}`, which the engine does not support")
+            }),
+            Err(reason) => Some(format!("not translated for the engines: {reason}")),
+        }
     };
-    let execution = load_error.clone().unwrap_or_else(|| TRANSLATED.into());
+    let execution = load_error.clone().unwrap_or_else(|| if quantized { COMPILED.into() } else { TRANSLATED.into() });
     Ok(Report {
         file: path.display().to_string(),
         file_bytes: bytes.len() as u64,
@@ -136,7 +149,12 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Report> {
         manifest: None,
         quantization: quantization(&model, execution),
         unsupported: vec![],
-        engine: if load_error.is_none() { "tract" } else { "none" }.into(),
+        engine: match (&load_error, quantized) {
+            (Some(_), _) => "none",
+            (None, true) => "micro",
+            (None, false) => "tract",
+        }
+        .into(),
         load_error,
         subgraphs,
         kernels: None,

@@ -14,6 +14,9 @@ mod layout;
 mod plan;
 mod schedule;
 mod tail;
+mod tflite;
+
+pub use tflite::{lower_tflite, tflite_quantized};
 
 use lepton_core::engine::micro::format::{
     self, Binary, Conv, FullyConnected, Header, Layout, Op, Pool, TensorDesc, MAGIC, VERSION,
@@ -131,6 +134,7 @@ enum Spec {
     Softmax { input: u16, output: u16, table: Vec<u8> },
     Slice { input: u16, output: u16, begin: u16 },
     Const { output: u16, data: Vec<u8> },
+    Variable { output: u16, init: Vec<u8> },
 }
 
 #[derive(Clone, Copy)]
@@ -184,6 +188,7 @@ impl Spec {
             Spec::Softmax { input, output, table } => Op::Softmax { input: *input, output: *output, table },
             Spec::Slice { input, output, begin } => Op::Slice { input: *input, output: *output, begin: *begin },
             Spec::Const { output, data } => Op::Const { output: *output, data },
+            Spec::Variable { output, init } => Op::Variable { output: *output, init },
         }
     }
 
@@ -197,7 +202,7 @@ impl Spec {
             | Spec::Transpose { input, .. }
             | Spec::Softmax { input, .. }
             | Spec::Slice { input, .. } => vec![*input],
-            Spec::Const { .. } => vec![],
+            Spec::Const { .. } | Spec::Variable { .. } => vec![],
             Spec::Add(b) | Spec::Mul(b) => vec![b.a, b.b],
             Spec::MaxPool(p) | Spec::AvgPool(p) => vec![p.input],
             Spec::Concat { inputs, .. } => inputs.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect(),
@@ -215,7 +220,8 @@ impl Spec {
             | Spec::Concat { output, .. }
             | Spec::Softmax { output, .. }
             | Spec::Slice { output, .. }
-            | Spec::Const { output, .. } => *output,
+            | Spec::Const { output, .. }
+            | Spec::Variable { output, .. } => *output,
             Spec::Add(b) | Spec::Mul(b) => b.output,
             Spec::MaxPool(p) | Spec::AvgPool(p) => p.output,
         }
@@ -232,7 +238,7 @@ impl Spec {
             | Spec::Transpose { input, output, .. }
             | Spec::Softmax { input, output, .. }
             | Spec::Slice { input, output, .. } => (*input, *output) = (f(*input), f(*output)),
-            Spec::Const { output, .. } => *output = f(*output),
+            Spec::Const { output, .. } | Spec::Variable { output, .. } => *output = f(*output),
             Spec::Add(b) | Spec::Mul(b) => (b.a, b.b, b.output) = (f(b.a), f(b.b), f(b.output)),
             Spec::MaxPool(p) | Spec::AvgPool(p) => (p.input, p.output) = (f(p.input), f(p.output)),
             Spec::Concat { inputs, output } => {
@@ -250,7 +256,10 @@ impl Spec {
             Spec::Conv { weights, bias, requant, .. } | Spec::Fc { weights, bias, requant, .. } => {
                 weights.len() + bias.len() + requant.len()
             }
-            Spec::Lut { table, .. } | Spec::Softmax { table, .. } | Spec::Const { data: table, .. } => table.len(),
+            Spec::Lut { table, .. }
+            | Spec::Softmax { table, .. }
+            | Spec::Const { data: table, .. }
+            | Spec::Variable { init: table, .. } => table.len(),
             _ => 0,
         }
     }
@@ -736,21 +745,37 @@ pub fn lower_within(
     };
     // Tensors no op touches (quantized values nothing reads, outputs fused away) leave the table.
     let (views, outputs) = plan::compact(&mut ctx.tensors, &mut ctx.specs, &mut ctx.inputs, outputs, views);
-    let (offsets, arena) = plan::plan(&ctx.tensors, &ctx.specs, &ctx.inputs, &outputs, &views);
     let manifest = lepton_tract::onnx::manifest_text(model).unwrap_or("");
+    encode(&ctx.tensors, &ctx.specs, &ctx.inputs, &outputs, &views, manifest, banding)
+}
+
+/// Plans the arena and writes the `.lpm` bytes of a lowered model.
+fn encode(
+    tensors: &[T],
+    specs: &[(Spec, String)],
+    inputs: &[u16],
+    outputs: &[u16],
+    views: &[Option<(usize, u32)>],
+    manifest: &str,
+    banding: Banding,
+) -> Result<Compiled, LowerError> {
+    let (offsets, arena) = plan::plan(tensors, specs, inputs, outputs, views);
+    if arena > u32::MAX as usize {
+        return Err(LowerError::Model(format!("an arena of {arena} bytes: at most 4 GiB")));
+    }
     let header = Header {
         magic: MAGIC,
         version: VERSION,
         arena_bytes: arena as u32,
-        tensor_count: ctx.tensors.len() as u16,
-        op_count: ctx.specs.len() as u16,
-        inputs: ctx.inputs.iter().copied().collect(),
+        tensor_count: tensors.len() as u16,
+        op_count: specs.len() as u16,
+        inputs: inputs.iter().copied().collect(),
         outputs: outputs.iter().copied().collect(),
         manifest,
     };
     let encode_err = |e: postcard::Error| LowerError::Model(format!("encoding: {e}"));
     let mut bytes = postcard::to_stdvec(&header).map_err(encode_err)?;
-    for (t, &offset) in ctx.tensors.iter().zip(&offsets) {
+    for (t, &offset) in tensors.iter().zip(&offsets) {
         let channels = t.channel_bytes();
         let d = TensorDesc {
             name: &t.name,
@@ -764,13 +789,13 @@ pub fn lower_within(
         };
         bytes.extend(postcard::to_stdvec(&d).map_err(encode_err)?);
     }
-    for (s, _) in &ctx.specs {
+    for (s, _) in specs {
         bytes.extend(postcard::to_stdvec(&s.op()).map_err(encode_err)?);
     }
     Ok(Compiled {
-        ops: ctx.specs.iter().map(|(s, src)| (s.op().name().to_string(), src.clone())).collect(),
-        weight_bytes: ctx.specs.iter().map(|(s, _)| s.weight_bytes()).sum(),
-        tensors: ctx.tensors.len(),
+        ops: specs.iter().map(|(s, src)| (s.op().name().to_string(), src.clone())).collect(),
+        weight_bytes: specs.iter().map(|(s, _)| s.weight_bytes()).sum(),
+        tensors: tensors.len(),
         arena_bytes: arena,
         banding,
         bytes,

@@ -20,6 +20,11 @@ pub(super) fn plan(
     }
     for (k, (s, _)) in specs.iter().enumerate() {
         let w = base(s.writes() as usize);
+        if let Spec::Variable { .. } = s {
+            // State lives from one run to the next: no other tensor may ever share its bytes.
+            (first[w], last[w]) = (0, usize::MAX);
+            continue;
+        }
         first[w] = first[w].min(k + 1);
         last[w] = last[w].max(k + 1);
         for r in s.reads() {

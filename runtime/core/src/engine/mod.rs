@@ -46,6 +46,11 @@ mod host_engine {
         fn input_mut(&mut self, index: usize) -> Result<TensorViewMut<'_>>;
         /// Runs the model on the current inputs.
         fn run(&mut self) -> Result<()>;
+        /// Sets a streaming model's state (kept from one run to the next) to its initial value, to
+        /// start a new stream; models without state have nothing to reset.
+        fn reset(&mut self) -> Result<()> {
+            Ok(())
+        }
         /// Output `index` of the last run.
         fn output(&self, index: usize) -> Result<TensorView<'_>>;
         /// A spare buffer shaped like input `index`.

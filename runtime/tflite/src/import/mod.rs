@@ -7,7 +7,8 @@
 //! by name what it does not translate: never a guess.
 //!
 //! Float models only, for now: a model whose activations are quantized (int8 or uint8 tensors
-//! between operators) is refused with that reason, as is a model with state (variables).
+//! between operators) is refused with that reason, as is a model with state (variables); those
+//! run on the micro engine as they are (`lepton-compile`'s `lower_tflite`).
 
 mod ops;
 
@@ -33,7 +34,7 @@ pub fn translate(model: &TfliteModel<'_>) -> Result<pb::ModelProto, String> {
     for (i, t) in g.tensors.iter().enumerate() {
         if t.variable || t.element == ElementType::Resource {
             return Err(format!(
-                "tensor {i} (`{}`) is a variable: models with state (streaming wake words) are not translated yet",
+                "tensor {i} (`{}`) is a variable: ONNX has no state for a streaming model; the micro engine runs the file as it is (`lepton-convert run`, `compile`)",
                 t.name.escape_debug()
             ));
         }
@@ -67,7 +68,7 @@ fn float_only<'t, 'a>(t: &'t Tensor<'a>, what: &str) -> Result<&'t Tensor<'a>, S
         return Ok(t);
     }
     Err(format!(
-        "{what} `{}` is {}: only float models are translated yet (quantized models come next)",
+        "{what} `{}` is {}: only float models are translated to ONNX yet; the micro engine runs quantized ones as they are (`lepton-convert run`, `compile`)",
         t.name.escape_debug(),
         t.element.name()
     ))

@@ -14,7 +14,7 @@
 //! gained [`TensorDesc::channels`] and the [`Layout::ChannelsLast`] order; ops [`Op::Slice`] and
 //! [`Op::Const`].
 
-use crate::quant::Requant;
+use crate::quant::{Requant, Rounding};
 use serde::{Deserialize, Serialize};
 
 /// First bytes of every `.lpm` file.
@@ -356,6 +356,17 @@ pub enum Op<'a> {
         #[serde(borrow)]
         data: &'a [u8],
     },
+    /// A tensor that keeps its value from one run to the next: a streaming model's state (a
+    /// TFLite resource variable). Set to `init` when the model is loaded and on every reset; a
+    /// run skips this op, and the model's ops read the tensor and write it (a [`Op::Copy`]
+    /// into it). The compiler places it where no other tensor lives.
+    Variable {
+        /// The state tensor.
+        output: u16,
+        /// Its value after a reset, in its element order and quantization.
+        #[serde(borrow)]
+        init: &'a [u8],
+    },
 }
 
 impl Op<'_> {
@@ -376,15 +387,31 @@ impl Op<'_> {
             Op::Softmax { .. } => "Softmax",
             Op::Slice { .. } => "Slice",
             Op::Const { .. } => "Const",
+            Op::Variable { .. } => "Variable",
         }
     }
 }
 
-/// Reads entry `i` of a per-channel requantization table.
+/// Flag in the shift byte of a requantization table entry ([`Conv::requant`],
+/// [`FullyConnected::requant`]): the channel rounds as TFLite's reference kernels do
+/// ([`Rounding::Tflite`]); without it, halves up. Every entry of a table carries the same flag.
+pub const TFLITE_ROUNDING: u8 = 0x80;
+
+/// Reads entry `i` of a per-channel requantization table (the shift without its rounding flag).
 #[inline(always)]
 pub fn requant_at(table: &[u8], i: usize) -> Requant {
     let b = &table[i * 5..i * 5 + 5];
-    Requant { multiplier: i32::from_le_bytes([b[0], b[1], b[2], b[3]]), shift: b[4] }
+    Requant { multiplier: i32::from_le_bytes([b[0], b[1], b[2], b[3]]), shift: b[4] & !TFLITE_ROUNDING }
+}
+
+/// How the channels of a requantization table round (its first entry's flag; validation checks
+/// that every entry agrees).
+#[inline(always)]
+pub fn rounding(table: &[u8]) -> Rounding {
+    match table.get(4) {
+        Some(b) if b & TFLITE_ROUNDING != 0 => Rounding::Tflite,
+        _ => Rounding::HalfUp,
+    }
 }
 
 /// Reads entry `i` of an int32 LE table.

@@ -124,7 +124,8 @@ impl MicroEngine {
                 });
             }
         }
-        let arena = vec![0u8; interp.arena_bytes()];
+        let mut arena = vec![0u8; interp.arena_bytes()];
+        interp.reset(&mut arena).map_err(|e| micro_err(path, e))?;
         let scratch = vec![0u8; scratch_bytes];
         Ok(MicroEngine { path: path.to_path_buf(), model, arena, scratch, kernels, inputs, outputs, output_channels })
     }
@@ -199,6 +200,11 @@ impl Engine for MicroEngine {
             info.quant.map_or(Quantization::None, |(scale, zero_point)| Quantization::PerTensor { scale, zero_point });
         TensorViewMut::new(&info.shape, TensorDataMut::I8(data), quant)
             .map_err(|e| LeptonError::core(format!("input `{}`", info.name), e))
+    }
+
+    fn reset(&mut self) -> Result<()> {
+        let interp = &self.model.borrow_dependent().interp;
+        interp.reset(&mut self.arena).map_err(|e| micro_err(&self.path, e))
     }
 
     fn run(&mut self) -> Result<()> {

@@ -197,6 +197,23 @@ impl<'m, const T: usize> Interpreter<'m, T> {
         Ok(())
     }
 
+    /// Sets the model's state (a streaming model's [`Op::Variable`]s) to its initial values: call
+    /// it once before the first run, and to start a new stream. A model without state has
+    /// nothing to set.
+    pub fn reset(&self, arena: &mut [u8]) -> Result<(), MicroError> {
+        self.check_arena(arena)?;
+        for (i, op) in self.ops().enumerate() {
+            let op = op.map_err(|_| MicroError::BadOp { op: i, reason: "corrupt" })?;
+            ops::reset(&op, &self.tensors, arena);
+        }
+        Ok(())
+    }
+
+    /// Whether the model keeps state between runs ([`Op::Variable`]).
+    pub fn has_state(&self) -> bool {
+        self.ops().any(|op| matches!(op, Ok(Op::Variable { .. })))
+    }
+
     /// Runs every op with the reference kernels only (the oracle the kernel sets are held to).
     pub fn run_reference(&self, arena: &mut [u8]) -> Result<(), MicroError> {
         self.check_arena(arena)?;

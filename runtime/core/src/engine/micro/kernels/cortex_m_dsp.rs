@@ -21,9 +21,9 @@
 // The DSP instructions are inline assembly; unsafe stays in this file.
 #![allow(unsafe_code)]
 
-use crate::engine::micro::format::{Conv, FullyConnected, Op, TensorDesc};
+use crate::engine::micro::format::{rounding, Conv, FullyConnected, Op, TensorDesc};
 use crate::engine::micro::ops;
-use crate::quant::Requant;
+use crate::quant::{Requant, Rounding};
 use core::arch::asm;
 
 /// Longest reduction (kh·kw·cin) the unfolded columns hold (2 × 2 KiB of stack).
@@ -61,7 +61,8 @@ pub fn conv_supported(c: &Conv<'_>, ti: &TensorDesc<'_>) -> bool {
 
 /// The convolution, if [`conv_supported`]; `false` (nothing written) otherwise.
 pub fn conv(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) -> bool {
-    if !conv_supported(c, ti) {
+    // TFLite's rounding runs on the reference kernel.
+    if !conv_supported(c, ti) || rounding(c.requant) != Rounding::HalfUp {
         return false;
     }
     let [n, h, w, cin] = ti.shape.map(|d| d as usize);
@@ -99,7 +100,7 @@ pub fn fully_connected(
 ) -> bool {
     let n = ti.shape[0] as usize;
     let (cin, cout) = (ti.len() / n, to.len() / n);
-    if cin > MAX_K {
+    if cin > MAX_K || rounding(f.requant) != Rounding::HalfUp {
         return false;
     }
     // A batch of rows is a 1×1 convolution over n positions.

@@ -7,8 +7,9 @@
 //! weights, the activation rows (im2col included) and the per-channel constants out for it.
 
 use super::{DepthwiseKernel, GemmKernel, Kernels};
-use crate::engine::micro::format::{i32_at, requant_at, Conv, Op, TensorDesc};
+use crate::engine::micro::format::{i32_at, requant_at, rounding, Conv, FullyConnected, Op, TensorDesc};
 use crate::engine::micro::ops;
+use crate::quant::Rounding;
 
 pub use super::taps::Taps;
 
@@ -389,6 +390,12 @@ pub fn prepare<'m>(
 fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
     let [lut, binary, global_average, max_pool] = k.has();
     match op {
+        // The vector sets round halves up; TFLite's rounding runs on the reference kernels.
+        Op::Conv(Conv { requant, .. }) | Op::FullyConnected(FullyConnected { requant, .. })
+            if rounding(requant) != Rounding::HalfUp =>
+        {
+            Step::Reference
+        }
         Op::Conv(c) => {
             let (ti, to) = (&t[c.input as usize], &t[c.output as usize]);
             let (cin, cout) = (ti.shape[3] as usize, to.shape[3] as usize);

@@ -4,7 +4,7 @@
 //! with `iy = oy·sy - pad_top + ky·dy`, positions outside the input skipped (padding is the real
 //! value zero).
 
-use crate::engine::micro::format::{i32_at, requant_at, Conv, TensorDesc};
+use crate::engine::micro::format::{i32_at, requant_at, rounding, Conv, TensorDesc, TFLITE_ROUNDING};
 use crate::quant::saturate;
 
 /// Output size of one spatial axis.
@@ -48,6 +48,19 @@ pub fn requant_fits(r: crate::quant::Requant) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks a requantization table of `channels` entries: every shift in 1..=62, and one rounding
+/// flag for all.
+pub fn requant_table_fits(table: &[u8], channels: usize) -> Result<(), &'static str> {
+    let flag = table.get(4).map_or(0, |b| b & TFLITE_ROUNDING);
+    for ch in 0..channels {
+        if table[ch * 5 + 4] & TFLITE_ROUNDING != flag {
+            return Err("requantization entries disagree on their rounding");
+        }
+        requant_fits(requant_at(table, ch))?;
+    }
+    Ok(())
+}
+
 /// Checks an output clamp: low ≤ high.
 pub fn clamp_fits(clamp: [i8; 2]) -> Result<(), &'static str> {
     if clamp[0] > clamp[1] {
@@ -81,9 +94,7 @@ pub fn validate(c: &Conv<'_>, i: &TensorDesc<'_>, o: &TensorDesc<'_>) -> Result<
     if Some(c.bias.len()) != cout.checked_mul(4) || Some(c.requant.len()) != cout.checked_mul(5) {
         return Err("bias or requantization table size");
     }
-    for ch in 0..cout {
-        requant_fits(requant_at(c.requant, ch))?;
-    }
+    requant_table_fits(c.requant, cout)?;
     clamp_fits(c.clamp)?;
     weights_fit(c.weights)?;
     accumulator_fits(k, c.bias)
@@ -97,6 +108,7 @@ pub fn reference(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_
     let (cin_g, cout_g) = (cin / g, cout / g);
     let (kh, kw) = (c.kernel[0] as usize, c.kernel[1] as usize);
     let zx = ti.zero_point;
+    let rounding = rounding(c.requant);
     for b in 0..n {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -121,7 +133,7 @@ pub fn reference(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_
                             }
                         }
                     }
-                    let v = requant_at(c.requant, co).apply(acc as i64);
+                    let v = requant_at(c.requant, co).apply_with(rounding, acc as i64);
                     y[((b * oh + oy) * ow + ox) * cout + co] = saturate(v, to.zero_point, c.clamp[0], c.clamp[1]) as u8;
                 }
             }

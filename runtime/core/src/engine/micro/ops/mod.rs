@@ -123,6 +123,12 @@ pub fn validate(op: &Op<'_>, t: &[TensorDesc<'_>]) -> Result<(), &'static str> {
             }
             Ok(())
         }
+        Op::Variable { output, init } => {
+            if init.len() != get(*output)?.len() {
+                return Err("a variable's initial value differs in size from it");
+            }
+            Ok(())
+        }
         Op::Softmax { input, output, table } => {
             let (i, o) = (get(*input)?, get(*output)?);
             disjoint(i, o)?;
@@ -206,5 +212,14 @@ pub fn run(op: &Op<'_>, t: &[TensorDesc<'_>], arena: &mut [u8]) {
             layout::slice(*begin as usize, i.shape[3] as usize, x, y, o.shape[3] as usize);
         }
         Op::Const { output, data } => arena[d(*output).range()].copy_from_slice(data),
+        // State keeps its value through a run; `reset` sets it.
+        Op::Variable { .. } => {}
+    }
+}
+
+/// Sets a model's state to its initial values: every [`Op::Variable`] (checked by [`validate`]).
+pub fn reset(op: &Op<'_>, t: &[TensorDesc<'_>], arena: &mut [u8]) {
+    if let Op::Variable { output, init } = op {
+        arena[t[*output as usize].range()].copy_from_slice(init);
     }
 }
