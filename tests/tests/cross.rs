@@ -11,7 +11,7 @@
 //! emulated daemon publishes to a real mosquitto, and its detections, float and int8, are
 //! compared with the native build's on the same frames and the same recording.
 
-use lepton_e2e::{bin, root, scratch, text, Mosquitto, Subscriber};
+use lepton_e2e::{bin, python, read_npy, root, scratch, text, Mosquitto, Subscriber};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -275,7 +275,8 @@ fn daemon_matches_native(arm: &Arm, kind: &str) {
 /// classifier (float, tract; a clear margin per picture) and the keyword spotter (int8 on the micro
 /// engine, whose integer arithmetic is the same on every target: the whole confusion matrix); within
 /// 0.001 for the detector's mAP (int8 convolutions with a float decode tail on tract, whose float
-/// kernels differ by architecture in the last bits, which can reorder near-equal scores).
+/// kernels differ by architecture in the last bits, which can reorder near-equal scores). And a
+/// quantized TFLite wake word gives LiteRT's reference outputs bit for bit.
 fn convert_matches_native(arm: &Arm) {
     if !selected(arm) {
         return;
@@ -321,6 +322,29 @@ fn convert_matches_native(arm: &Arm) {
             assert!((x - y).abs() <= tolerance, "{} {}: {figure} native {x} emulated {y}", arm.triple, args[1]);
         }
     }
+    // A quantized TFLite wake word streamed over real speech (the model whose probabilities move
+    // most on the demo recording): the board computes LiteRT's reference kernels' outputs, bit
+    // for bit, on its own kernel set (NEON; the reference kernels where TFLite rounds).
+    let dir = scratch(&format!("cross-wake-word-{}", arm.triple));
+    let model = root().join("target/test-models/hey_mycroft.tflite");
+    assert!(model.exists(), "{} is missing: run scripts/fetch-test-models", model.display());
+    let features = dir.join("features.npy");
+    let path = |p: &Path| p.display().to_string();
+    python(&["tests/fixtures/wake_features.py", "models/keywords/demo.wav", &path(&model), &path(&features)]);
+    let feed = format!("serving_default_input_audio:0={}", path(&features));
+    python(&["tests/fixtures/litert_run.py", &path(&model), &path(&dir.join("litert")), &feed, "--stream"]);
+    let mut a = emulated(arm, "lepton-convert");
+    a.args(["run", &path(&model), "--input", &feed, "--output-dir", &path(&dir.join("board"))]);
+    let a = output(a);
+    assert!(a.status.success(), "{} wake word: {}", arm.triple, text(&a).1);
+    let (want, got) = (
+        read_npy(&dir.join("litert/StatefulPartitionedCall:0.npy")),
+        read_npy(&dir.join("board/StatefulPartitionedCall_0.npy")),
+    );
+    assert_eq!(want.0, got.0, "{}: one probability per window", arm.triple);
+    let off = want.1.iter().zip(&got.1).filter(|(w, g)| w != g).count();
+    assert_eq!(off, 0, "{}: {off} of {} windows differ from LiteRT's reference", arm.triple, want.1.len());
+    assert!(want.1.iter().any(|&v| v > 100.0), "the wake word's probability rises on the demo speech");
 }
 
 #[test]

@@ -445,6 +445,9 @@ impl<'g, 'a> Lowering<'g, 'a> {
                     rank: ty.shape.len() as u8,
                     ..self.describe(x)?
                 };
+                if t.len() != self.tensors[id as usize].len() {
+                    return Err("output size differs from the input's".into());
+                }
                 let (base, d) = self.views[id as usize].unwrap_or((id as usize, 0));
                 let v = self.add(t, Some((base, d)));
                 self.by_tensor[y] = Some(v);
@@ -489,6 +492,10 @@ impl<'g, 'a> Lowering<'g, 'a> {
                         ));
                     }
                     ids.push(id);
+                }
+                let total: usize = ids.iter().map(|&id| self.tensors[id as usize].len()).sum();
+                if total != to.len() {
+                    return Err(format!("inputs of {total} values for an output of {}", to.len()));
                 }
                 if shape[..axis].iter().all(|&d| d == 1) {
                     // The inputs' bytes one after the other: a copy of each into its part.
@@ -606,6 +613,9 @@ impl<'g, 'a> Lowering<'g, 'a> {
         source: &str,
     ) -> Result<(), String> {
         let id = self.activation(x, "input")?;
+        if dims.is_empty() || ranges.len() != dims.len() {
+            return Err("a slice of a scalar".into());
+        }
         let want: usize = ranges.iter().map(|(b, e)| e - b).product();
         if want as u64 != self.g.tensors[y].elements() {
             return Err("the output's size does not follow from the slice".into());
@@ -679,6 +689,9 @@ impl<'g, 'a> Lowering<'g, 'a> {
         let [_, ih, iw, cin] = ti.shape.map(|d| d as usize);
         let cout = to.shape[3] as usize;
         let (kh, kw) = (wt.shape[1], wt.shape[2]);
+        if kh == 0 || kw == 0 || wt.element != ElementType::Int8 {
+            return Err(format!("filter {:?} of {}: int8 with a kernel of at least 1×1", wt.shape, wt.element.name()));
+        }
         let data = wt.data.unwrap_or_default();
         let (weights, groups, scales) = if depthwise {
             if wt.shape[0] != 1 || wt.shape[3] != cout || cout % cin != 0 {
@@ -748,6 +761,9 @@ impl<'g, 'a> Lowering<'g, 'a> {
             return Err(format!("weights of shape {:?}, not [out, in]", wt.shape));
         }
         let (cout, cin) = (wt.shape[0], wt.shape[1]);
+        if cout == 0 || cin == 0 {
+            return Err(format!("weights of shape {:?}", wt.shape));
+        }
         let mut id = self.activation(x, "input")?;
         let out = self.output(y)?;
         let (ti, to) = (self.tensors[id as usize].clone(), self.tensors[out as usize].clone());

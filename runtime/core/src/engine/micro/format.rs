@@ -12,7 +12,9 @@
 //!
 //! Version 2 (version 1 files are refused: recompile them with `lepton-convert compile`): tensors
 //! gained [`TensorDesc::channels`] and the [`Layout::ChannelsLast`] order; ops [`Op::Slice`] and
-//! [`Op::Const`].
+//! [`Op::Const`]. Added since, without a version change (every older file reads the same):
+//! [`Op::Variable`] (a streaming model's state) and the [`TFLITE_ROUNDING`] flag of requantization
+//! tables (models compiled from TFLite files), which earlier runtimes refuse as a bad shift.
 
 use crate::quant::{Requant, Rounding};
 use serde::{Deserialize, Serialize};

@@ -107,6 +107,13 @@ impl Isa {
         Self::ALL.into_iter().find(|i| i.name() == name)
     }
 
+    /// Whether the set's convolutions and fully connected layers compute TFLite's rounding
+    /// ([`Rounding::Tflite`](crate::quant::Rounding::Tflite), models read from `.tflite` files);
+    /// the others run those ops on the reference kernels.
+    pub fn rounds_like_tflite(self) -> bool {
+        matches!(self, Isa::Reference | Isa::Avx2)
+    }
+
     /// The CPU features the set needs, as `/proc/cpuinfo` names them (empty: none).
     pub fn requires(self) -> &'static str {
         match self {

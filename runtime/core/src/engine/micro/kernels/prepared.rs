@@ -28,6 +28,8 @@ pub struct Epilogue {
     narrow: bool,
     q31_shift: Vec<i32>,
     q31: bool,
+    bias: Vec<i64>,
+    tflite: bool,
     zero_point: i32,
     clamp: [i8; 2],
 }
@@ -45,6 +47,8 @@ impl Epilogue {
             narrow: true,
             q31_shift: vec![0; lanes],
             q31: true,
+            bias: vec![0; lanes],
+            tflite: false,
             zero_point,
             clamp,
         }
@@ -64,9 +68,37 @@ impl Epilogue {
         self.q31 &= multiplier == 0 || shift >= 32;
     }
 
+    /// Makes lane `i` (set first) round as `rounding` says: for TFLite's rounding with a shift
+    /// above 31, the product gains `2^30` away from zero before the shift
+    /// ([`Requant::apply_tflite`](crate::quant::Requant::apply_tflite)); the fast paths that
+    /// assume rounding halves up ([`narrow`](Self::narrow), [`q31`](Self::q31)) are then off.
+    pub fn set_rounding(&mut self, i: usize, rounding: Rounding) {
+        self.bias[i] = if rounding == Rounding::Tflite && self.shift[i] > 31 { 1 << 30 } else { 0 };
+        if self.bias[i] != 0 {
+            (self.narrow, self.q31, self.tflite) = (false, false, true);
+        }
+    }
+
     /// Copies lane `from` of `other` into lane `i` (permuted layouts).
     pub fn copy_lane(&mut self, i: usize, other: &Epilogue, from: usize) {
         self.set(i, other.acc_init[from], other.mult32[from], other.shift[from] as u8);
+        self.bias[i] = other.bias[from];
+        if self.bias[i] != 0 {
+            (self.narrow, self.q31, self.tflite) = (false, false, true);
+        }
+    }
+
+    /// TFLite's second rounding term per lane (`2^30`, added away from zero; 0: halves up).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub fn bias(&self) -> &[i64] {
+        &self.bias
+    }
+
+    /// Some lane rounds as TFLite does ([`bias`](Self::bias)); only sets whose
+    /// [`Isa::rounds_like_tflite`](super::Isa::rounds_like_tflite) is true get such epilogues.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub fn tflite(&self) -> bool {
+        self.tflite
     }
 
     /// Lanes: the length of every per-lane array.
@@ -366,9 +398,11 @@ pub fn epilogue(
     clamp: [i8; 2],
 ) -> Epilogue {
     let mut e = Epilogue::new(np, zero_point, clamp);
+    let rounding = rounding(requant);
     for c in 0..n {
         let r = requant_at(requant, c);
         e.set(c, acc_init(c) as i32, r.multiplier, r.shift);
+        e.set_rounding(c, rounding);
     }
     e
 }
@@ -390,9 +424,9 @@ pub fn prepare<'m>(
 fn plan(op: &Op<'_>, t: &[TensorDesc<'_>], k: &Kernels) -> Step {
     let [lut, binary, global_average, max_pool] = k.has();
     match op {
-        // The vector sets round halves up; TFLite's rounding runs on the reference kernels.
+        // TFLite's rounding runs on the sets that compute it, and on the reference kernels elsewhere.
         Op::Conv(Conv { requant, .. }) | Op::FullyConnected(FullyConnected { requant, .. })
-            if rounding(requant) != Rounding::HalfUp =>
+            if rounding(requant) != Rounding::HalfUp && !k.isa().rounds_like_tflite() =>
         {
             Step::Reference
         }

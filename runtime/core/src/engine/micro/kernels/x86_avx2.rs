@@ -100,13 +100,28 @@ unsafe fn requantize(acc: __m256i, e: &Epilogue, c: usize) -> __m128i {
         let v = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
         return narrow_fits(v, e.zero_point(), e.clamp());
     }
-    // SAFETY: as above: `mult`, `round` and `shift` hold lanes `c..c + 8`.
+    // SAFETY: as above: `mult`, `round`, `bias` and `shift` hold lanes `c..c + 8`.
     let load = |v: &[i64], i: usize| unsafe { _mm256_loadu_si256(v.as_ptr().add(i) as *const __m256i) };
     let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
     let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(acc));
-    let lo = round_shift(_mm256_mul_epi32(lo, load(e.mult(), c)), load(e.round(), c), load(e.shift(), c));
-    let hi = round_shift(_mm256_mul_epi32(hi, load(e.mult(), c + 4)), load(e.round(), c + 4), load(e.shift(), c + 4));
+    let (plo, phi) = (_mm256_mul_epi32(lo, load(e.mult(), c)), _mm256_mul_epi32(hi, load(e.mult(), c + 4)));
+    let (mut rlo, mut rhi) = (load(e.round(), c), load(e.round(), c + 4));
+    if e.tflite() {
+        // TFLite's rounding: 2^30 more away from zero (`Requant::apply_tflite`).
+        rlo = _mm256_add_epi64(rlo, away_from_zero(load(e.bias(), c), plo));
+        rhi = _mm256_add_epi64(rhi, away_from_zero(load(e.bias(), c + 4), phi));
+    }
+    let lo = round_shift(plo, rlo, load(e.shift(), c));
+    let hi = round_shift(phi, rhi, load(e.shift(), c + 4));
     narrow(join(lo, hi), e.zero_point(), e.clamp())
+}
+
+/// `bias` where `p ≥ 0`, `-bias` where `p < 0`, on four i64 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn away_from_zero(bias: __m256i, p: __m256i) -> __m256i {
+    let negative = _mm256_cmpgt_epi64(_mm256_setzero_si256(), p);
+    _mm256_sub_epi64(_mm256_xor_si256(bias, negative), negative)
 }
 
 /// `(x + 2^(s-1)) >> s` on four i64 lanes given `s - 1`, computed as `((x >> (s-1)) + 1) >> 1`;
