@@ -117,7 +117,7 @@ fn quant_of(t: &TfTensor<'_>) -> Result<(f32, i32), String> {
         return Err(format!("activation `{name}` is quantized per channel"));
     }
     let (scale, zero) = (q.scale[0], q.zero_point.first().copied().unwrap_or(0) - shift);
-    if !(scale.is_finite() && scale > 0.0) || !(-128..=127).contains(&zero) {
+    if !(scale.is_finite() && scale > 0.0 && (-128..=127).contains(&zero)) {
         return Err(format!("activation `{name}`: scale {scale} or zero point {zero} out of range"));
     }
     Ok((scale, zero as i32))
@@ -694,7 +694,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
         }
         let data = wt.data.unwrap_or_default();
         let (weights, groups, scales) = if depthwise {
-            if wt.shape[0] != 1 || wt.shape[3] != cout || cout % cin != 0 {
+            if wt.shape[0] != 1 || wt.shape[3] != cout || !cout.is_multiple_of(cin) {
                 return Err(format!("depthwise filter {:?} for {cin} → {cout} channels", wt.shape));
             }
             // [1, KH, KW, C·M] → [C·M, KH, KW, 1].
@@ -707,7 +707,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
             (v, cin, self.weight_scales(w, cout, 3)?)
         } else {
             let fic = wt.shape[3];
-            if wt.shape[0] != cout || fic == 0 || cin % fic != 0 {
+            if wt.shape[0] != cout || fic == 0 || !cin.is_multiple_of(fic) {
                 return Err(format!("filter {:?} for {cin} → {cout} channels", wt.shape));
             }
             (data.to_vec(), cin / fic, self.weight_scales(w, cout, 0)?)
@@ -767,7 +767,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
         let mut id = self.activation(x, "input")?;
         let out = self.output(y)?;
         let (ti, to) = (self.tensors[id as usize].clone(), self.tensors[out as usize].clone());
-        if ti.len() % cin != 0 || to.len() != ti.len() / cin * cout {
+        if !ti.len().is_multiple_of(cin) || to.len() != ti.len() / cin * cout {
             return Err(format!("input of {} values for rows of {cin}, output of {}", ti.len(), to.len()));
         }
         let rows = (ti.len() / cin) as u32;
