@@ -24,11 +24,3 @@ pub fn micro_engine(
         .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })?;
     Ok((MicroEngine::from_bytes(compiled.bytes.clone(), path)?, compiled))
 }
-
-/// Compiles the bytes of a quantized `.tflite` file (see [`lower_tflite`]) with `manifest`
-/// embedded; errors name `path`.
-pub fn compile_tflite(bytes: &[u8], path: &Path, manifest: &str) -> Result<Compiled> {
-    let model = lepton_tflite::TfliteModel::read(bytes, path)
-        .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
-    lower_tflite(&model, manifest).map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.to_string() })
-}

@@ -57,22 +57,7 @@ fn encode(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32) -> Vec<u8> {
 }
 
 fn encode_io(tensors: &[TensorDesc<'_>], op: Op<'_>, arena: u32, inputs: &[u16], output: u16) -> Vec<u8> {
-    let header = Header {
-        magic: MAGIC,
-        version: VERSION,
-        arena_bytes: arena,
-        tensor_count: tensors.len() as u16,
-        op_count: 1,
-        inputs: inputs.iter().copied().collect(),
-        outputs: [output].into_iter().collect(),
-        manifest: "",
-    };
-    let mut bytes = postcard::to_stdvec(&header).unwrap();
-    for t in tensors {
-        bytes.extend(postcard::to_stdvec(t).unwrap());
-    }
-    bytes.extend(postcard::to_stdvec(&op).unwrap());
-    bytes
+    encode_ops(tensors, &[op], arena, inputs, output)
 }
 
 /// Records that `set` was not tested because this CPU cannot run it: printed, and listed by

@@ -37,7 +37,7 @@ pub fn lower_tflite(model: &TfliteModel<'_>, manifest: &str) -> Result<Compiled,
     for (k, op) in g.operators.iter().enumerate() {
         l.op(k, op).map_err(|reason| LowerError::Unsupported {
             node: format!("operator {k}"),
-            op: op.kind.name().into_owned(),
+            op: op.kind.name().escape_debug().to_string(),
             reason,
         })?;
     }
@@ -206,11 +206,17 @@ impl<'g, 'a> Lowering<'g, 'a> {
         })
     }
 
+    /// A new tensor `t` sharing the bytes of micro tensor `of` from `delta` bytes into it (a
+    /// view of a view is one of the same base).
+    fn alias(&mut self, of: u16, delta: u32, t: T) -> u16 {
+        let (base, d0) = self.views[of as usize].unwrap_or((of as usize, 0));
+        self.add(t, Some((base, d0 + delta)))
+    }
+
     /// A view of micro tensor `of`, `delta` bytes into it, described as TFLite tensor `i`.
     fn view(&mut self, of: u16, delta: u32, i: usize) -> Result<u16, String> {
         let t = self.describe(i)?;
-        let (base, d0) = self.views[of as usize].unwrap_or((of as usize, 0));
-        let id = self.add(t, Some((base, d0 + delta)));
+        let id = self.alias(of, delta, t);
         self.by_tensor[i] = Some(id);
         Ok(id)
     }
@@ -279,7 +285,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
                     _ => {
                         return Err(LowerError::Model(format!(
                             "the initializer subgraph runs {}: only variable assignments are taken",
-                            op.kind.name()
+                            op.kind.name().escape_debug()
                         )))
                     }
                 }
@@ -304,17 +310,24 @@ impl<'g, 'a> Lowering<'g, 'a> {
         if let Some(id) = var.id {
             let (have, want) = (&self.tensors[id as usize], self.describe(like)?);
             if have.shape != want.shape || have.scale != want.scale || have.zero_point != want.zero_point {
-                return Err(format!("variable `{name}` is read or written with another shape or quantization"));
+                return Err(format!(
+                    "variable `{}` is read or written with another shape or quantization",
+                    name.escape_debug()
+                ));
             }
             return Ok(id);
         }
-        let init = var
-            .init
-            .clone()
-            .ok_or_else(|| format!("variable `{name}` has no initial value (no CALL_ONCE assigns it)"))?;
+        let init = var.init.clone().ok_or_else(|| {
+            format!("variable `{}` has no initial value (no CALL_ONCE assigns it)", name.escape_debug())
+        })?;
         let t = T { name: format!("state:{name}"), ..self.describe(like)? };
         if t.len() != init.len() {
-            return Err(format!("variable `{name}` holds {} values, its initial value {}", t.len(), init.len()));
+            return Err(format!(
+                "variable `{}` holds {} values, its initial value {}",
+                name.escape_debug(),
+                t.len(),
+                init.len()
+            ));
         }
         let id = self.add(t, None);
         self.variable_specs.push((Spec::Variable { output: id, init }, name.clone()));
@@ -405,7 +418,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
         let OpKind::Builtin(code) = op.kind else {
             return Err("a custom operator: the micro engine has none".into());
         };
-        let source = format!("{} #{k}", op.kind.name());
+        let source = format!("{} #{k}", op.kind.name().escape_debug());
         let input = |i: usize| -> Result<usize, String> {
             op.inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
         };
@@ -448,8 +461,7 @@ impl<'g, 'a> Lowering<'g, 'a> {
                 if t.len() != self.tensors[id as usize].len() {
                     return Err("output size differs from the input's".into());
                 }
-                let (base, d) = self.views[id as usize].unwrap_or((id as usize, 0));
-                let v = self.add(t, Some((base, d)));
+                let v = self.alias(id, 0, t);
                 self.by_tensor[y] = Some(v);
                 Ok(())
             }
@@ -500,14 +512,12 @@ impl<'g, 'a> Lowering<'g, 'a> {
                 if shape[..axis].iter().all(|&d| d == 1) {
                     // The inputs' bytes one after the other: a copy of each into its part.
                     let mut delta = 0u32;
-                    for (&x, &id) in xs.iter().zip(&ids) {
+                    for &id in &ids {
                         let piece = T { name: format!("{}:part", to.name), ..self.tensors[id as usize].clone() };
-                        let (base, d) = self.views[out as usize].unwrap_or((out as usize, 0));
                         let len = piece.len() as u32;
-                        let p = self.add(piece, Some((base, d + delta)));
+                        let p = self.alias(out, delta, piece);
                         self.push(Spec::Copy { input: id, output: p }, &source);
                         delta += len;
-                        let _ = x;
                     }
                     Ok(())
                 } else if axis + 1 == shape.len() {
@@ -624,19 +634,10 @@ impl<'g, 'a> Lowering<'g, 'a> {
         if (a.scale, a.zero_point) != (b.scale, b.zero_point) {
             return Err("output quantized differently from the input".into());
         }
-        // Contiguous: every axis before the first partial one has one element, every one after is whole.
-        let first_partial = (0..dims.len()).find(|&a| ranges[a] != (0, dims[a]));
-        let contiguous = match first_partial {
-            None => true,
-            Some(p) => {
-                (0..p).all(|a| ranges[a].1 - ranges[a].0 == 1) && (p + 1..dims.len()).all(|a| ranges[a] == (0, dims[a]))
-            }
-        };
-        let contiguous = contiguous || {
-            // Leading axes of one element may still select an offset.
-            let p = (0..dims.len()).find(|&a| ranges[a].1 - ranges[a].0 != 1);
-            p.is_none_or(|p| (p + 1..dims.len()).all(|a| ranges[a] == (0, dims[a])))
-        };
+        // Contiguous: every axis after the first that keeps more than one element is whole (the
+        // axes before it keep one element each, at any offset).
+        let wide = (0..dims.len()).find(|&a| ranges[a].1 - ranges[a].0 != 1);
+        let contiguous = wide.is_none_or(|p| (p + 1..dims.len()).all(|a| ranges[a] == (0, dims[a])));
         if contiguous {
             let mut delta = 0usize;
             let mut stride = 1usize;
@@ -774,13 +775,12 @@ impl<'g, 'a> Lowering<'g, 'a> {
         if ti.shape[0] != rows {
             // The micro engine's rows are the first dimension: look at the input as [rows, cin].
             let t = T { shape: [rows, 1, 1, cin as u32], rank: 2, ..ti.like(format!("{}:rows", ti.name)) };
-            let (base, d) = self.views[id as usize].unwrap_or((id as usize, 0));
-            id = self.add(t, Some((base, d)));
+            id = self.alias(id, 0, t);
         }
         let mut out_id = out;
         if to.shape[0] != rows {
             let t = T { shape: [rows, 1, 1, cout as u32], rank: 2, ..to.like(format!("{}:rows", to.name)) };
-            out_id = self.add(t, Some((out as usize, 0)));
+            out_id = self.alias(out, 0, t);
         }
         let scales = self.weight_scales(w, cout, 0)?;
         // As TFLite's GetQuantizedConvolutionMultipler: the scales' product in float, then double.
