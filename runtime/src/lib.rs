@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod model;
 pub mod onnx;
 pub mod pipeline;
+pub mod wake_word;
 
 pub use lepton_compile as compile;
 pub use lepton_core::{alert, audio, error, event, quant, tensor, vision};

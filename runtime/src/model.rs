@@ -102,8 +102,9 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads a model file (ONNX, or a Lepton micro model `.lpm`); its embedded manifest, if any,
-    /// is parsed and checked against the model. Quantized models run on the int8 micro engine
+    /// Loads a model file (ONNX, a quantized `.tflite`, a microWakeWord `.json` beside its
+    /// `.tflite`, or a Lepton micro model `.lpm`); its embedded manifest, if any, is parsed and
+    /// checked against the model. Quantized models run on the int8 micro engine
     /// when they lower completely, on tract otherwise.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         Self::load_with(path, EngineChoice::Auto)
@@ -135,6 +136,16 @@ impl Model {
         }
         if let Some(compiled) = quantized_tflite(bytes, path, choice)? {
             return Self::from_lpm(&compiled, path);
+        }
+        if crate::wake_word::is_json(bytes) {
+            if choice == EngineChoice::Tract {
+                return Err(LeptonError::Model {
+                    path: path.to_path_buf(),
+                    reason: "a microWakeWord model runs on the micro engine (TFLite's int8 arithmetic, bit for bit)"
+                        .into(),
+                });
+            }
+            return Self::from_lpm(&crate::wake_word::compile(bytes, path)?, path);
         }
         Self::from_onnx(OnnxModel::decode(bytes, path)?, path, choice)
     }

@@ -11,6 +11,7 @@ use lepton_runtime::engine::{AnyEngine, EngineChoice};
 use lepton_runtime::manifest::Manifest;
 use lepton_runtime::model::quantized_tflite;
 use lepton_runtime::onnx::{Dim, ModelProto, OnnxModel, TensorSpec};
+use lepton_runtime::wake_word;
 use lepton_runtime::LeptonError;
 use std::path::{Path, PathBuf};
 
@@ -40,20 +41,31 @@ pub struct ModelFile {
     pub from_tflite: bool,
 }
 
+/// A TFLite file's input and output element types (`INT8`, `UINT8`...), in order.
+fn io_types(bytes: &[u8], path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let model = lepton_tflite::TfliteModel::read(bytes, path)
+        .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
+    let g = model.main();
+    let types = |ids: &[usize]| ids.iter().map(|&i| g.tensors[i].element.name().to_string()).collect::<Vec<_>>();
+    Ok((types(&g.inputs), types(&g.outputs)))
+}
+
 impl ModelFile {
-    /// Reads an ONNX, TFLite or `.lpm` file (told apart by content, not by name). A quantized
-    /// TFLite file is compiled for the micro engine on read, and is a micro model from then on,
-    /// its inputs and outputs typed as TFLite types them (int8 or uint8).
+    /// Reads an ONNX, TFLite, microWakeWord JSON or `.lpm` file (told apart by content, not by
+    /// name). A quantized TFLite file (or the one a wake-word JSON names) is compiled for the micro
+    /// engine on read, and is a micro model from then on, its inputs and outputs typed as TFLite
+    /// types them (int8 or uint8).
     pub fn read(path: &Path) -> Result<Self> {
         let mut bytes = std::fs::read(path).map_err(|e| LeptonError::io(path, e))?;
         let mut tflite_types = None;
         if let Some(lpm) = quantized_tflite(&bytes, path, EngineChoice::Auto)? {
-            let model = lepton_tflite::TfliteModel::read(&bytes, path)
-                .map_err(|e| LeptonError::Model { path: path.to_path_buf(), reason: e.reason })?;
-            let g = model.main();
-            let types =
-                |ids: &[usize]| ids.iter().map(|&i| g.tensors[i].element.name().to_string()).collect::<Vec<_>>();
-            tflite_types = Some((types(&g.inputs), types(&g.outputs)));
+            tflite_types = Some(io_types(&bytes, path)?);
+            bytes = lpm;
+        } else if wake_word::is_json(&bytes) {
+            // A microWakeWord description: the .tflite beside it, with the wake-word manifest.
+            let (_, tflite) = wake_word::read(&bytes, path)?;
+            let lpm = wake_word::compile(&bytes, path)?;
+            tflite_types = Some(io_types(&std::fs::read(&tflite).map_err(|e| LeptonError::io(&tflite, e))?, &tflite)?);
             bytes = lpm;
         }
         if !bytes.starts_with(&MAGIC) {

@@ -4,13 +4,16 @@
 use super::labels::check_label;
 use super::{
     default_hangover, default_kw_threshold, default_min_speech, default_off, default_on, default_refractory,
-    default_smoothing, field_error, Detect, Keyword, Manifest, Task, Vad,
+    default_smoothing, field_error, Detect, Keyword, Manifest, Task, Vad, WakeWord,
 };
-use crate::audio::{FrontendConfig, KeywordConfig, VadConfig};
+use crate::audio::{FrontendConfig, KeywordConfig, MicroFrontendConfig, VadConfig};
 use crate::error::{LeptonError, Result};
 use crate::vision::detect::{DetectConfig, DetectFormat};
 use crate::vision::{ColorOrder, Layout, PreprocessConfig};
 use std::path::Path;
+
+/// Most probabilities a wake-word decision averages.
+pub const MAX_WAKE_WINDOW: usize = 64;
 
 /// Checks a detector's score and IoU thresholds (within 0..=1).
 fn detect_thresholds(d: &Detect, path: &Path) -> Result<()> {
@@ -72,6 +75,9 @@ impl Manifest {
                     self.preprocess_config(path)?;
                 }
             }
+            Task::Keyword if self.wake_word.is_some() => {
+                self.micro_frontend_config(path)?;
+            }
             Task::Keyword | Task::Vad => {
                 self.frontend_config(path)?;
             }
@@ -90,8 +96,11 @@ impl Manifest {
                 return Err(field_error(path, "detect.background_class", "must index into labels"));
             }
         }
-        if self.task == Task::Keyword {
+        if self.task == Task::Keyword && self.wake_word.is_none() {
             self.keyword_config(path)?;
+        }
+        if self.wake_word.is_some() && self.task != Task::Keyword {
+            return Err(field_error(path, "wake_word", "only for task = \"keyword\""));
         }
         if self.task == Task::Vad {
             self.vad_config(path)?;
@@ -200,6 +209,40 @@ impl Manifest {
         let background =
             self.labels.iter().enumerate().filter(|(_, l)| l.starts_with('_')).fold(0u64, |m, (i, _)| m | 1 << i);
         Ok(KeywordConfig { threshold: k.threshold, smoothing: k.smoothing, refractory_ms: k.refractory_ms, background })
+    }
+
+    /// A wake-word model's frontend (TFLite Micro's, as microWakeWord trains with, at the
+    /// manifest's feature step) and decision table; errors name the field at fault.
+    pub fn micro_frontend_config(&self, path: &Path) -> Result<(MicroFrontendConfig, &WakeWord)> {
+        let w = self.wake_word.as_ref().ok_or_else(|| field_error(path, "wake_word", "missing"))?;
+        if self.audio.is_some() {
+            return Err(field_error(
+                path,
+                "audio",
+                "a wake-word model takes TFLite Micro's frontend: leave [audio] out",
+            ));
+        }
+        if self.keyword.is_some() {
+            return Err(field_error(path, "keyword", "a wake-word model decides by [wake_word]: leave [keyword] out"));
+        }
+        if !(0.0..=1.0).contains(&w.probability_cutoff) {
+            return Err(field_error(path, "wake_word.probability_cutoff", "must be within 0..=1"));
+        }
+        if w.sliding_window_size == 0 || w.sliding_window_size > MAX_WAKE_WINDOW {
+            return Err(field_error(path, "wake_word.sliding_window_size", format!("must be 1..={MAX_WAKE_WINDOW}")));
+        }
+        let cfg = MicroFrontendConfig { step_ms: w.feature_step_ms, ..MicroFrontendConfig::MICRO_WAKE_WORD };
+        if cfg.step_ms == 0 || cfg.step_ms > cfg.window_ms {
+            return Err(field_error(
+                path,
+                "wake_word.feature_step_ms",
+                format!("must be 1..={} (the frontend's window)", cfg.window_ms),
+            ));
+        }
+        if self.labels.len() != 1 {
+            return Err(field_error(path, "labels", "a wake-word model has one label: its wake word"));
+        }
+        Ok((cfg, w))
     }
 
     /// A VAD's speech class: the label `speech` if present, else the last class.

@@ -26,6 +26,7 @@ mod labels;
 mod parse;
 mod resolve;
 
+pub use config::MAX_WAKE_WINDOW;
 pub use labels::{check_label, LABEL_REFUSED, MAX_LABEL_CHARS};
 pub use parse::toml_error;
 
@@ -102,6 +103,10 @@ pub struct Manifest {
     /// Voice activity decisions (vad).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vad: Option<Vad>,
+    /// microWakeWord decisions (keyword): TFLite Micro's frontend instead of `[audio]`, and
+    /// these instead of `[keyword]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_word: Option<WakeWord>,
 }
 
 /// `[input]`: how camera frames become the model's image input.
@@ -269,6 +274,26 @@ fn default_smoothing() -> usize {
 }
 fn default_refractory() -> u64 {
     1000
+}
+
+/// `[wake_word]`: a microWakeWord model's decision (the `micro` section of its JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeWord {
+    /// Mean probability to exceed (`probability_cutoff`).
+    pub probability_cutoff: f64,
+    /// Model runs averaged (`sliding_window_size`).
+    pub sliding_window_size: usize,
+    /// Milliseconds between feature rows (`feature_step_size`, default 10).
+    #[serde(default = "default_feature_step")]
+    pub feature_step_ms: u32,
+    /// Quiet time after a detection, in ms (default 1000).
+    #[serde(default = "default_refractory")]
+    pub refractory_ms: u64,
+}
+
+fn default_feature_step() -> u32 {
+    10
 }
 
 /// `[vad]`: speech start/end hysteresis.

@@ -1,14 +1,17 @@
-//! The audio pipeline: source samples → incremental frontend (log-mel/MFCC) → feature window →
-//! engine every `stride` hops → keyword spotting or VAD → sink. Every sample is consumed in order;
-//! samples a live source loses before they reach the pipeline are counted by the source
-//! ([`AudioSource::overruns`]) and reported in [`AudioStats::samples_lost`].
+//! The audio pipeline: source samples → incremental frontend → model input → engine → keyword
+//! spotting, wake word or VAD → sink. Two frontends: log-mel/MFCC frames in a window that slides
+//! by `stride` hops (keyword and VAD models), or TFLite Micro's fixed-point features, `stride`
+//! rows per run of a streaming microWakeWord model (state kept by the model, reset at the start).
+//! Every sample is consumed in order; samples a live source loses before they reach the pipeline
+//! are counted by the source ([`AudioSource::overruns`]) and reported in
+//! [`AudioStats::samples_lost`].
 
 use super::{FrameReport, Sink, Stats};
-use crate::audio::{FeatureWindow, Frontend, KeywordSpotter, Vad};
+use crate::audio::{FeatureWindow, Frontend, InputQuant, KeywordSpotter, MicroFrontend, Vad, WakeWord, WakeWordConfig};
 use crate::engine::{Engine, TensorInfo};
 use crate::error::{LeptonError, Result};
 use crate::event::{Detections, Event, FrameMeta};
-use crate::manifest::{Manifest, Task};
+use crate::manifest::{Manifest, Task, MAX_WAKE_WINDOW};
 use crate::source::{now_ms, AudioSource};
 use crate::tensor::TensorDataMut;
 use crate::vision::classify::{to_probabilities, Scores};
@@ -35,6 +38,29 @@ pub enum AudioDecision {
     Keyword(Box<KeywordSpotter<MAX_KEYWORDS, MAX_SMOOTHING>>),
     /// Voice activity, on the probability of `class`.
     Vad(Vad, usize),
+    /// A microWakeWord model's decision (it also quantizes the features into the input).
+    WakeWord(Box<WakeWord<MAX_WAKE_WINDOW>>),
+}
+
+/// What turns samples into model inputs.
+enum Features {
+    /// Log-mel/MFCC frames in a window that slides by `stride` hops.
+    Mel {
+        frontend: Box<Frontend<MAX_FFT, MAX_MELS>>,
+        window: Box<FeatureWindow<MAX_WINDOW>>,
+        stride: usize,
+        since_run: usize,
+        /// The window as one input.
+        values: Vec<f32>,
+    },
+    /// TFLite Micro's features: rows quantized into `input` by the wake-word decision.
+    Micro {
+        frontend: Box<MicroFrontend>,
+        /// The block as 16-bit samples.
+        pcm: Vec<i16>,
+        /// The next input, filled row by row.
+        input: Vec<i8>,
+    },
 }
 
 /// Counters of an audio run.
@@ -53,39 +79,90 @@ pub struct AudioPipeline<S, E, K> {
     source: S,
     engine: E,
     sink: K,
-    frontend: Box<Frontend<MAX_FFT, MAX_MELS>>,
-    window: Box<FeatureWindow<MAX_WINDOW>>,
+    features: Features,
+    sample_rate: u32,
     decision: AudioDecision,
     scores: Scores,
-    stride: usize,
     block: Vec<f32>,
-    features: Vec<f32>,
     posteriors: Vec<f32>,
-    since_run: usize,
     started_ms: u64,
     stats: AudioStats,
     stop: Arc<AtomicBool>,
 }
 
 impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
-    /// Assembles the pipeline from a keyword or VAD model's manifest.
-    pub fn new(source: S, engine: E, sink: K, manifest: &Manifest, path: &Path) -> Result<Self> {
+    /// Assembles the pipeline from a keyword, wake-word or VAD model's manifest.
+    pub fn new(source: S, mut engine: E, sink: K, manifest: &Manifest, path: &Path) -> Result<Self> {
         let field =
             |f: &str, reason: String| LeptonError::Manifest { path: path.to_path_buf(), field: f.into(), reason };
+        if manifest.wake_word.is_some() {
+            let (cfg, w) = manifest.micro_frontend_config(path)?;
+            check_rate(&source, cfg.sample_rate, path)?;
+            let frontend = MicroFrontend::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
+            let input: &TensorInfo =
+                engine.inputs().first().ok_or_else(|| field("wake_word", "the model has no input".into()))?;
+            let (Some(crate::tensor::DType::I8), Some((scale, zero)), &[1, stride, channels]) =
+                (input.dtype, input.quant, &input.shape[..])
+            else {
+                return Err(field(
+                    "wake_word",
+                    format!(
+                        "a wake-word model takes int8 features shaped [1, stride, {}]; input `{}` is {:?} {:?}",
+                        cfg.channels, input.name, input.dtype, input.shape
+                    ),
+                ));
+            };
+            if channels != frontend.channels() {
+                return Err(field(
+                    "wake_word",
+                    format!(
+                        "input `{}` takes {channels} features per row; the frontend gives {}",
+                        input.name,
+                        frontend.channels()
+                    ),
+                ));
+            }
+            let classes: usize = engine.outputs().first().map_or(0, |o| o.shape.iter().product());
+            if classes != 1 {
+                return Err(field(
+                    "wake_word",
+                    format!("a wake-word model gives one probability; this one gives {classes}"),
+                ));
+            }
+            let wcfg = WakeWordConfig {
+                cutoff: w.probability_cutoff,
+                window: w.sliding_window_size,
+                stride,
+                channels,
+                refractory_ms: w.refractory_ms,
+            };
+            let wake = WakeWord::new(wcfg, InputQuant { scale, zero })
+                .map_err(|e| LeptonError::core(path.display().to_string(), e))?;
+            // A new stream: the model's state starts from its initial value.
+            engine.reset()?;
+            let step = frontend.step();
+            return Ok(AudioPipeline {
+                source,
+                engine,
+                sink,
+                features: Features::Micro {
+                    frontend: Box::new(frontend),
+                    pcm: vec![0; step],
+                    input: vec![0; stride * channels],
+                },
+                sample_rate: cfg.sample_rate,
+                decision: AudioDecision::WakeWord(Box::new(wake)),
+                scores: crate::vision::classify::Scores::Probabilities,
+                block: vec![0.0; step],
+                posteriors: vec![0.0; 1],
+                started_ms: now_ms(),
+                stats: AudioStats::default(),
+                stop: Arc::new(AtomicBool::new(false)),
+            });
+        }
         let cfg = manifest.frontend_config(path)?;
         let audio = manifest.audio.as_ref().ok_or_else(|| field("audio", "required".into()))?;
-        if source.sample_rate() != cfg.sample_rate {
-            return Err(field(
-                "audio.sample_rate",
-                format!(
-                    "the model expects {} Hz but {} delivers {} Hz; resample it first (e.g. `sox in.wav -r {} out.wav`)",
-                    cfg.sample_rate,
-                    source.name().unwrap_or("the source"),
-                    source.sample_rate(),
-                    cfg.sample_rate
-                ),
-            ));
-        }
+        check_rate(&source, cfg.sample_rate, path)?;
         let frontend = Frontend::new(cfg).map_err(|e| LeptonError::core(path.display().to_string(), e))?;
         let features = cfg.features();
         let window = FeatureWindow::new(audio.frames, features, libm::logf(crate::audio::frontend::LOG_FLOOR))
@@ -127,15 +204,18 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             source,
             engine,
             sink,
-            frontend: Box::new(frontend),
-            window: Box::new(window),
+            features: Features::Mel {
+                frontend: Box::new(frontend),
+                window: Box::new(window),
+                stride: audio.stride,
+                since_run: 0,
+                values: vec![0.0; audio.frames * features],
+            },
+            sample_rate: cfg.sample_rate,
             decision,
             scores: manifest.output.scores,
-            stride: audio.stride,
             block: vec![0.0; cfg.hop],
-            features: vec![0.0; audio.frames * features],
             posteriors: vec![0.0; classes],
-            since_run: 0,
             started_ms: now_ms(),
             stats: AudioStats::default(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -170,31 +250,65 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
             return Ok(false);
         }
         self.stats.samples += n as u64;
-        let mut completed = false;
-        let window = &mut self.window;
-        self.frontend.push(self.block[..n].iter().copied(), |f| {
-            window.push(f);
-            completed = true;
-        });
-        if !completed {
-            return Ok(true);
+        match &mut self.features {
+            Features::Mel { frontend, window, stride, since_run, values } => {
+                let mut completed = false;
+                frontend.push(self.block[..n].iter().copied(), |f| {
+                    window.push(f);
+                    completed = true;
+                });
+                if !completed {
+                    return Ok(true);
+                }
+                *since_run += 1;
+                if !window.is_full() || *since_run < *stride {
+                    return Ok(true);
+                }
+                *since_run = 0;
+                window.copy_to(values).map_err(|e| LeptonError::core("feature window", e))?;
+                self.infer()?;
+            }
+            Features::Micro { pcm, .. } => {
+                // Sources give i16 / 32768 (a WAV exactly); others are rounded and clamped.
+                for (d, &v) in pcm.iter_mut().zip(&self.block[..n]) {
+                    *d = libm::roundf(v * 32768.0).clamp(-32768.0, 32767.0) as i16;
+                }
+                let mut at = 0;
+                while at < n {
+                    let ready = match (&mut self.features, &mut self.decision) {
+                        (Features::Micro { frontend, pcm, input }, AudioDecision::WakeWord(wake)) => {
+                            let (took, row) = frontend.process(&pcm[at..n]);
+                            at += took;
+                            match row {
+                                Some(row) => {
+                                    wake.push_features(row, input).map_err(|e| LeptonError::core("wake word", e))?
+                                }
+                                None => false,
+                            }
+                        }
+                        _ => unreachable!("a micro frontend comes with a wake-word decision"),
+                    };
+                    if ready {
+                        self.infer()?;
+                    }
+                }
+            }
         }
-        self.since_run += 1;
-        if !self.window.is_full() || self.since_run < self.stride {
-            return Ok(true);
-        }
-        self.since_run = 0;
-        self.infer()?;
         Ok(true)
     }
 
     fn infer(&mut self) -> Result<()> {
         let t0 = Instant::now();
-        self.window.copy_to(&mut self.features).map_err(|e| LeptonError::core("feature window", e))?;
         let mut input = self.engine.input_mut(0)?;
-        match input.data_mut() {
-            TensorDataMut::F32(d) => d.copy_from_slice(&self.features),
-            _ => input.quantize_from(&self.features).map_err(|e| LeptonError::core("audio input", e))?,
+        match (&self.features, input.data_mut()) {
+            (Features::Mel { values, .. }, TensorDataMut::F32(d)) => d.copy_from_slice(values),
+            (Features::Mel { values, .. }, _) => {
+                input.quantize_from(values).map_err(|e| LeptonError::core("audio input", e))?
+            }
+            (Features::Micro { input: q, .. }, TensorDataMut::I8(d)) => d.copy_from_slice(q),
+            (Features::Micro { .. }, _) => {
+                return Err(LeptonError::core("wake word", crate::error::Error::InvalidConfig("input type")))
+            }
         }
         let t1 = Instant::now();
         self.engine.run()?;
@@ -217,6 +331,11 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
                 if let Some(mut e) = v.update(stream_ms, self.posteriors[*class]) {
                     e.timestamp_ms += self.started_ms;
                     let _ = events.push(e);
+                }
+            }
+            AudioDecision::WakeWord(w) => {
+                if let Some(hit) = w.push_probability(stream_ms, self.posteriors[0]) {
+                    let _ = detections.push(hit);
                 }
             }
         }
@@ -249,7 +368,7 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
 
     /// The time on this source's timeline now: its start plus the audio consumed.
     fn stream_now_ms(&self) -> u64 {
-        self.started_ms + self.stats.samples * 1000 / self.frontend.config().sample_rate as u64
+        self.started_ms + self.stats.samples * 1000 / self.sample_rate as u64
     }
 
     /// Ends the run after the last [`step`](Self::step): tells the sink, with the end of the
@@ -266,4 +385,20 @@ impl<S: AudioSource, E: Engine, K: Sink> AudioPipeline<S, E, K> {
         while !self.stop.load(Ordering::Relaxed) && self.step()? {}
         self.finish()
     }
+}
+
+/// Refuses a source whose rate is not the model's, saying how to fix it.
+fn check_rate<S: AudioSource>(source: &S, rate: u32, path: &Path) -> Result<()> {
+    if source.sample_rate() == rate {
+        return Ok(());
+    }
+    Err(LeptonError::Manifest {
+        path: path.to_path_buf(),
+        field: "audio.sample_rate".into(),
+        reason: format!(
+            "the model expects {rate} Hz but {} delivers {} Hz; resample it first (e.g. `sox in.wav -r {rate} out.wav`)",
+            source.name().unwrap_or("the source"),
+            source.sample_rate(),
+        ),
+    })
 }

@@ -364,7 +364,7 @@ fn run_image(args: &RunArgs, file: &Path) -> Result<u8> {
     Ok(0)
 }
 
-/// Collects audio results with their stream time.
+/// Collects audio results with their time in the recording.
 struct Collect {
     started_ms: Option<u64>,
     lines: Vec<serde_json::Value>,
@@ -373,7 +373,8 @@ struct Collect {
 
 impl Sink for Collect {
     fn frame(&mut self, r: &FrameReport<'_>) -> Result<(), LeptonError> {
-        let start = *self.started_ms.get_or_insert(r.meta.timestamp_ms);
+        // Times from the start of the recording (a report's clock is the audio consumed).
+        let start = *self.started_ms.get_or_insert(r.meta.timestamp_ms.saturating_sub(r.clock.as_millis() as u64));
         let label = |c: u16| self.labels.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
         for d in r.detections {
             self.lines.push(json!({"t_ms": r.meta.timestamp_ms - start, "kind": "keyword", "label": label(d.class), "score": d.score}));
