@@ -1355,3 +1355,32 @@ fn home_assistant_entities_follow_the_device_and_long_presences() {
     let _ = Command::new("kill").args(["-INT", &daemon.id().to_string()]).status();
     let _ = daemon.wait();
 }
+
+#[test]
+fn a_microwakeword_json_is_a_model_line_and_its_wake_word_reaches_home_assistant() {
+    let dir = scratch("daemon-wake-word");
+    let broker = Mosquitto::start("wake-word");
+    let sub = Subscriber::start(broker.port, "#", "wake-word-test");
+    // "okay nabu", another wake word, then "okay nabu" again, 1.5 s apart: two detections.
+    let wav = dir.join("phrases.wav");
+    python(&["tests/fixtures/speak.py", &wav.display().to_string(), "en-us", "1.5", "okay nabu", "alexa", "okay nabu"]);
+    let model = root().join("target/test-models/okay_nabu.json");
+    assert!(model.exists(), "{}: run scripts/fetch-test-models (scripts/test does)", model.display());
+    let source = format!("kind = \"wav\"\npath = \"{}\"", wav.display());
+    let body = one_pipeline(broker.port, "models/keywords/model.int8.onnx", &source, "", "")
+        .replace(&root().join("models/keywords/model.int8.onnx").display().to_string(), &model.display().to_string());
+    let config = write_config(&dir, &body);
+    let out = lepton(&["run", "--config", &config.display().to_string()], None);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let heard = stdout.lines().filter(|l| l.starts_with("p #") && l.contains("Okay Nabu")).count();
+    assert_eq!(heard, 2, "{stdout}");
+    let msgs = sub.wait_for(Duration::from_secs(5), |m| json_messages(m, "/p/events").len() >= 4);
+    let starts: Vec<Value> =
+        json_messages(&msgs, "/p/events").into_iter().filter(|e| e["event"] == "start").collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(starts.iter().all(|e| e["label"] == "Okay Nabu"), "{starts:?}");
+    // Home Assistant's event entity has the wake word as its one event type.
+    let heard = json_messages(&msgs, "/p_heard/config");
+    assert_eq!(heard[0]["event_types"], serde_json::json!(["Okay Nabu"]), "{heard:?}");
+}
