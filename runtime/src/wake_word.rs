@@ -7,6 +7,7 @@
 
 use crate::error::{LeptonError, Result};
 use crate::manifest::{Manifest, Output, Task, WakeWord};
+use crate::vision::classify::Scores;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -99,7 +100,8 @@ pub fn manifest(json: &MicroWakeWordJson, path: &Path) -> Result<Manifest> {
         task: Task::Keyword,
         labels: vec![json.wake_word.clone()],
         input: None,
-        output: Output::default(),
+        // The model's output is a probability already.
+        output: Output { scores: Scores::Probabilities, ..Output::default() },
         detect: None,
         audio: None,
         keyword: None,
@@ -129,13 +131,19 @@ pub fn manifest(json: &MicroWakeWordJson, path: &Path) -> Result<Manifest> {
 /// Compiles the description at `path` and the `.tflite` beside it into a micro model (`.lpm`
 /// bytes) that carries the wake-word manifest.
 pub fn compile(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    Ok(lower(bytes, path)?.bytes)
+}
+
+/// Like [`compile`], with what the compiler reports (ops, arena, flash).
+pub fn lower(bytes: &[u8], path: &Path) -> Result<lepton_compile::Compiled> {
     let (json, tflite) = read(bytes, path)?;
     let manifest = manifest(&json, path)?;
-    let size = std::fs::metadata(&tflite).map_err(|e| LeptonError::io(&tflite, e))?.len();
+    let unreadable = |e: std::io::Error| model_error(path, format!("`model` names {}: {e}", tflite.display()));
+    let size = std::fs::metadata(&tflite).map_err(unreadable)?.len();
     if size > MAX_TFLITE_BYTES {
         return Err(model_error(&tflite, format!("{size} bytes: a wake-word model is at most {MAX_TFLITE_BYTES}")));
     }
-    let model_bytes = std::fs::read(&tflite).map_err(|e| LeptonError::io(&tflite, e))?;
+    let model_bytes = std::fs::read(&tflite).map_err(unreadable)?;
     if !lepton_tflite::is_tflite(&model_bytes) {
         return Err(model_error(&tflite, "not a TFLite file (no TFL3 identifier)"));
     }
@@ -145,6 +153,5 @@ pub fn compile(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
         return Err(model_error(&tflite, "a microWakeWord model is quantized (int8 or uint8); this one is float"));
     }
     let text = toml::to_string(&manifest).map_err(|e| model_error(path, format!("manifest: {e}")))?;
-    let compiled = lepton_compile::lower_tflite(&model, &text).map_err(|e| model_error(&tflite, e.to_string()))?;
-    Ok(compiled.bytes)
+    lepton_compile::lower_tflite(&model, &text).map_err(|e| model_error(&tflite, e.to_string()))
 }

@@ -1376,8 +1376,7 @@ fn a_microwakeword_json_is_a_model_line_and_its_wake_word_reaches_home_assistant
     let heard = stdout.lines().filter(|l| l.starts_with("p #") && l.contains("Okay Nabu")).count();
     assert_eq!(heard, 2, "{stdout}");
     let msgs = sub.wait_for(Duration::from_secs(5), |m| json_messages(m, "/p/events").len() >= 4);
-    let starts: Vec<Value> =
-        json_messages(&msgs, "/p/events").into_iter().filter(|e| e["event"] == "start").collect();
+    let starts: Vec<Value> = json_messages(&msgs, "/p/events").into_iter().filter(|e| e["event"] == "start").collect();
     assert_eq!(starts.len(), 2, "{starts:?}");
     assert!(starts.iter().all(|e| e["label"] == "Okay Nabu"), "{starts:?}");
     // Home Assistant's event entity has the wake word as its one event type.

@@ -179,3 +179,59 @@ fn wake_words_are_heard_as_pymicro_wakeword_hears_them() {
     assert!(detected > 0 && detected < agree, "{detected} detections of {agree}");
     eprintln!("wake words: {agree} verdicts (and detection times) equal pymicro-wakeword's");
 }
+
+#[test]
+fn a_compiled_wake_word_is_the_same_model_and_hostile_descriptions_are_refused_by_field() {
+    let dir = scratch("wake-compile");
+    let models = root().join("target/test-models");
+    let json = models.join("okay_nabu.json");
+    let lpm = dir.join("okay_nabu.lpm");
+    let out = lepton_e2e::run("lepton-convert", &["compile", &s(&json), "-o", &s(&lpm)]);
+    let (stdout, stderr) = lepton_e2e::text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("wake word \"Okay Nabu\"") && stdout.contains("Variable×6"), "{stdout}");
+    // The .lpm alone carries the wake word and its decision: the same detections.
+    let wav = dir.join("okay.wav");
+    python(&["tests/fixtures/speak.py", &s(&wav), "en-us", "0.5", "okay nabu", "okay nabu"]);
+    let from_json = lepton_detections(&json, &wav, None);
+    assert_eq!(from_json.len(), 2, "{from_json:?}");
+    assert_eq!(lepton_detections(&lpm, &wav, None), from_json);
+    let inspect = lepton_e2e::run("lepton-convert", &["inspect", &s(&json)]);
+    assert!(lepton_e2e::text(&inspect).0.contains("probability_cutoff = 0.85"), "{}", lepton_e2e::text(&inspect).0);
+
+    // Hostile descriptions: each error names the file and the field at fault, exit 2, no panic.
+    let tflite = std::fs::read(models.join("okay_nabu.tflite")).unwrap();
+    std::fs::write(dir.join("okay_nabu.tflite"), &tflite).unwrap();
+    std::fs::write(dir.join("float.tflite"), std::fs::read(models.join("face_detection_short_range.tflite")).unwrap())
+        .unwrap();
+    let good = r#"{"type": "micro", "wake_word": "Okay Nabu", "model": "okay_nabu.tflite",
+                   "micro": {"probability_cutoff": 0.85, "sliding_window_size": 5, "feature_step_size": 10}}"#;
+    let cases = [
+        (good.replace("\"micro\",", "\"openWakeWord\","), "only microWakeWord"),
+        (good.replace("okay_nabu.tflite", "../okay_nabu.tflite"), "`model`"),
+        (good.replace("okay_nabu.tflite", "/etc/passwd"), "`model`"),
+        (good.replace("okay_nabu.tflite", "missing.tflite"), "missing.tflite"),
+        (good.replace("okay_nabu.tflite", "float.tflite"), "float"),
+        (good.replace("0.85", "1.5"), "micro.probability_cutoff"),
+        (good.replace("\"sliding_window_size\": 5", "\"sliding_window_size\": 0"), "micro.sliding_window_size"),
+        (good.replace("\"feature_step_size\": 10", "\"feature_step_size\": 0"), "micro.feature_step_size"),
+        (good.replace("Okay Nabu", "a/b#"), "wake_word"),
+        (good.replace("\"wake_word\": \"Okay Nabu\",", ""), "wake_word"),
+        ("{\"type\": \"micro\"".into(), "not a microWakeWord description"),
+        (format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000)), "at most"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let file = dir.join(format!("case{i}.json"));
+        std::fs::write(&file, text).unwrap();
+        for args in
+            [vec!["run", &s(&file), "--input", &s(&wav)], vec!["compile", &s(&file), "-o", &s(&dir.join("x.lpm"))]]
+        {
+            let out = lepton_e2e::run("lepton-convert", &args);
+            let err = lepton_e2e::text(&out).1;
+            assert_eq!(out.status.code(), Some(2), "case {i} {args:?}: {err}");
+            // The file at fault is named: the JSON, or the .tflite it names.
+            let named = err.contains(&format!("case{i}.json")) || err.contains("float.tflite");
+            assert!(err.contains(needle) && named && !err.contains("panicked"), "case {i}: {err}");
+        }
+    }
+}

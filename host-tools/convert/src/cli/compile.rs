@@ -36,9 +36,14 @@ use std::path::PathBuf;
 ///   lepton-convert compile model.int8.onnx -o model.lpm --max-arena 32768
 ///
 ///   lepton-convert compile okay_nabu.tflite -o okay_nabu.lpm --report
+///
+/// A microWakeWord model as ESPHome publishes it (`okay_nabu.json` beside `okay_nabu.tflite`)
+/// compiles with its wake word and decision settings inside, so the `.lpm` alone is the model:
+///
+///   lepton-convert compile okay_nabu.json -o okay_nabu.lpm
 #[derive(Args, Debug)]
 pub struct CompileArgs {
-    /// The quantized model: ONNX (from `lepton-convert quantize`) or TFLite.
+    /// The quantized model: ONNX (from `lepton-convert quantize`), TFLite, or a microWakeWord JSON.
     model: PathBuf,
     /// Where to write the micro model.
     #[arg(short, long, value_name = "OUT.lpm")]
@@ -57,6 +62,18 @@ pub struct CompileArgs {
 /// Runs `compile`.
 pub fn run(args: CompileArgs) -> Result<u8> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    if lepton_runtime::wake_word::is_json(&bytes) {
+        if args.max_arena.is_some() || !args.shapes.is_empty() {
+            bail!("{}: a wake-word model's shapes are fixed: leave out --shape and --max-arena", args.model.display());
+        }
+        let compiled = lepton_runtime::wake_word::lower(&bytes, &args.model)?;
+        let (json, _) = lepton_runtime::wake_word::read(&bytes, &args.model)?;
+        println!(
+            "wake word {:?}: fires when the mean of {} probabilities exceeds {}",
+            json.wake_word, json.micro.sliding_window_size, json.micro.probability_cutoff
+        );
+        return finish(&args, compiled);
+    }
     if lepton_tflite::is_tflite(&bytes) {
         let model = lepton_tflite::TfliteModel::read(&bytes, &args.model)?;
         if lower::tflite_quantized(&model) {

@@ -91,6 +91,10 @@ pub fn inspect(path: &Path) -> Result<Report> {
     if bytes.starts_with(&lepton_runtime::engine::micro::format::MAGIC) {
         return inspect_lpm(path, &bytes);
     }
+    if lepton_runtime::wake_word::is_json(&bytes) {
+        // A microWakeWord description: the micro model it compiles to, manifest included.
+        return inspect_lpm(path, &lepton_runtime::wake_word::compile(&bytes, path)?);
+    }
     if lepton_tflite::is_tflite(&bytes) {
         return tflite::inspect(path, &bytes);
     }
