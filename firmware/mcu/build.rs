@@ -23,7 +23,10 @@
 //! Everything is checked here with the runtime's own code (model validation, quantization, audio
 //! settings), so a bad model or input fails the build with a message instead of the device.
 
-use lepton_core::audio::{FrontendConfig, KeywordConfig, KeywordSpotter, Vad, VadConfig};
+use lepton_core::audio::{
+    FrontendConfig, InputQuant, KeywordConfig, KeywordSpotter, MicroFrontend, MicroFrontendConfig, Vad, VadConfig,
+    WakeWord, WakeWordConfig,
+};
 use lepton_core::engine::micro::format::TensorDesc;
 use lepton_core::engine::micro::Interpreter;
 use std::fmt::Write as _;
@@ -166,6 +169,7 @@ fn board(root: &Path, out: &Path, choice: Option<String>) {
     let values: Vec<String> = names.iter().map(|b| format!("{b:?}")).collect();
     println!("cargo::rustc-check-cfg=cfg(lepton_board, values({}))", values.join(", "));
     println!("cargo::rustc-cfg=lepton_board={board:?}");
+    println!("cargo::rustc-check-cfg=cfg(lepton_wake_word)");
     if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none") {
         println!("cargo::rustc-link-arg-bins=-Tlink.x");
         println!("cargo::rustc-link-arg-bins=-Tdefmt.x");
@@ -342,6 +346,10 @@ fn speaker_mode(
         .and_then(|l| l.as_array())
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
+    if let Some(w) = table(&m, "wake_word") {
+        wake_word_mode(model, model_path, w, &labels, audio_path, out, code);
+        return;
+    }
     let a = table(&m, "audio").unwrap_or_else(|| fail(format!("{at}: manifest: an [audio] table is required")));
     let need = |k: &str| integer(a, k).unwrap_or_else(|| fail(format!("{at}: manifest: audio.{k} is required")));
     let sample_rate = need("sample_rate") as u32;
@@ -426,6 +434,37 @@ fn speaker_mode(
         other => fail(format!("{at}: speaker mode runs keyword or vad models; this one's task is `{other}`")),
     };
 
+    embed_audio(audio_path, sample_rate, out, code);
+    let _ = writeln!(code, "/// The model's audio frontend.");
+    let _ = writeln!(
+        code,
+        "pub const FRONTEND: FrontendConfig = FrontendConfig {{ sample_rate: {}, window: {}, hop: {}, fft: {}, mels: {}, mfcc: {}, fmin: {:?}f32, fmax: {:?}f32 }};",
+        cfg.sample_rate, cfg.window, cfg.hop, cfg.fft, cfg.mels, cfg.mfcc, cfg.fmin, cfg.fmax
+    );
+    let _ = writeln!(code, "/// FFT capacity of the frontend (= `FRONTEND.fft`).");
+    let _ = writeln!(code, "pub const MAX_FFT: usize = {};", cfg.fft);
+    let _ = writeln!(code, "/// Mel band capacity of the frontend (= `FRONTEND.mels`).");
+    let _ = writeln!(code, "pub const MAX_MELS: usize = {};", cfg.mels);
+    let _ = writeln!(code, "/// Feature frames per model input.");
+    let _ = writeln!(code, "pub const FRAMES: usize = {frames};");
+    let _ = writeln!(code, "/// Values per feature frame.");
+    let _ = writeln!(code, "pub const FEATURES: usize = {};", cfg.features());
+    let _ = writeln!(code, "/// Hops between model runs.");
+    let _ = writeln!(code, "pub const STRIDE: usize = {stride};");
+    let _ = writeln!(code, "/// Values of the model's first output (classes).");
+    let _ = writeln!(code, "pub const CLASSES: usize = {classes};");
+    let _ = writeln!(code, "/// Posteriors the keyword decision averages (1 for VAD).");
+    let _ = writeln!(code, "pub const SMOOTHING: usize = {smoothing};");
+    let _ = writeln!(code, "/// What the output holds.");
+    let _ = writeln!(code, "pub const SCORES: Scores = Scores::{scores};");
+    let _ = writeln!(code, "/// Keyword spotting or voice activity, with the manifest's settings.");
+    let _ = writeln!(code, "pub const DECISION: Decision = {decision};");
+    let _ = writeln!(code, "/// Class names.");
+    let _ = writeln!(code, "pub const LABELS: &[&str] = &{labels:?};");
+}
+
+/// The recording as raw little-endian i16 in OUT_DIR, and `AUDIO`, `AUDIO_NAME` for the code.
+fn embed_audio(audio_path: &Path, sample_rate: u32, out: &Path, code: &mut String) {
     println!("cargo::rerun-if-changed={}", audio_path.display());
     let mut wav = hound::WavReader::open(audio_path)
         .unwrap_or_else(|e| fail(format!("LEPTON_MCU_AUDIO: {}: {e}", audio_path.display())));
@@ -453,35 +492,74 @@ fn speaker_mode(
     }
     std::fs::write(out.join("audio.raw"), &raw).unwrap_or_else(|e| fail(format!("writing audio.raw: {e}")));
 
-    let _ = writeln!(code, "/// The audio: 16-bit PCM, little-endian, mono, at `FRONTEND.sample_rate`.");
+    let _ = writeln!(code, "/// The audio: 16-bit PCM, little-endian, mono, at the model's sample rate.");
     let _ =
         writeln!(code, "pub static AUDIO: &[u8] = include_bytes!({:?});", out.join("audio.raw").display().to_string());
     let _ = writeln!(code, "/// The file the audio came from.");
     let _ = writeln!(code, "pub const AUDIO_NAME: &str = {:?};", file_name(audio_path));
-    let _ = writeln!(code, "/// The model's audio frontend.");
+}
+
+/// Speaker mode for a microWakeWord model (a `[wake_word]` manifest, `lepton-convert compile
+/// MODEL.json`): TFLite Micro's frontend, the wake-word decision, `cfg(lepton_wake_word)`.
+fn wake_word_mode(
+    model: &Interpreter<'_, MAX_TENSORS>,
+    model_path: &Path,
+    w: &toml::Table,
+    labels: &[String],
+    audio_path: &Path,
+    out: &Path,
+    code: &mut String,
+) {
+    let at = model_path.display();
+    let step_ms = integer(w, "feature_step_ms").unwrap_or(10) as u32;
+    let frontend = MicroFrontendConfig { step_ms, ..MicroFrontendConfig::MICRO_WAKE_WORD };
+    let fe = MicroFrontend::new(frontend).unwrap_or_else(|e| fail(format!("{at}: wake_word: {e}")));
+    let input = model.input(0).unwrap_or_else(|e| fail(format!("{at}: {e}")));
+    let channels = fe.channels();
+    if input.is_empty() || !input.len().is_multiple_of(channels) {
+        fail(format!("{at}: input `{}` holds {} values, not rows of {channels} features", input.name, input.len()));
+    }
+    let output = model.output_desc(0).unwrap_or_else(|e| fail(format!("{at}: {e}")));
+    if output.len() != 1 {
+        fail(format!("{at}: a wake-word model gives one probability; this one gives {}", output.len()));
+    }
+    let cfg = WakeWordConfig {
+        cutoff: number(w, "probability_cutoff")
+            .unwrap_or_else(|| fail(format!("{at}: wake_word.probability_cutoff is required"))),
+        window: integer(w, "sliding_window_size")
+            .unwrap_or_else(|| fail(format!("{at}: wake_word.sliding_window_size is required"))),
+        stride: input.len() / channels,
+        channels,
+        refractory_ms: integer(w, "refractory_ms").unwrap_or(1000) as u64,
+    };
+    let quant = InputQuant { scale: input.scale, zero: input.zero_point };
+    WakeWord::<64>::new(cfg, quant).unwrap_or_else(|e| fail(format!("{at}: wake_word: {e}")));
+    if labels.len() != 1 {
+        fail(format!("{at}: a wake-word model has one label, its wake word"));
+    }
+    embed_audio(audio_path, frontend.sample_rate, out, code);
+    println!("cargo::rustc-cfg=lepton_wake_word");
+    let _ = writeln!(code, "/// TFLite Micro's frontend, as the model was trained with.");
     let _ = writeln!(
         code,
-        "pub const FRONTEND: FrontendConfig = FrontendConfig {{ sample_rate: {}, window: {}, hop: {}, fft: {}, mels: {}, mfcc: {}, fmin: {:?}f32, fmax: {:?}f32 }};",
-        cfg.sample_rate, cfg.window, cfg.hop, cfg.fft, cfg.mels, cfg.mfcc, cfg.fmin, cfg.fmax
+        "pub const MICRO_FRONTEND: lepton_core::audio::MicroFrontendConfig = lepton_core::audio::MicroFrontendConfig {{ step_ms: {step_ms}, ..lepton_core::audio::MicroFrontendConfig::MICRO_WAKE_WORD }};"
     );
-    let _ = writeln!(code, "/// FFT capacity of the frontend (= `FRONTEND.fft`).");
-    let _ = writeln!(code, "pub const MAX_FFT: usize = {};", cfg.fft);
-    let _ = writeln!(code, "/// Mel band capacity of the frontend (= `FRONTEND.mels`).");
-    let _ = writeln!(code, "pub const MAX_MELS: usize = {};", cfg.mels);
-    let _ = writeln!(code, "/// Feature frames per model input.");
-    let _ = writeln!(code, "pub const FRAMES: usize = {frames};");
-    let _ = writeln!(code, "/// Values per feature frame.");
-    let _ = writeln!(code, "pub const FEATURES: usize = {};", cfg.features());
-    let _ = writeln!(code, "/// Hops between model runs.");
-    let _ = writeln!(code, "pub const STRIDE: usize = {stride};");
-    let _ = writeln!(code, "/// Values of the model's first output (classes).");
-    let _ = writeln!(code, "pub const CLASSES: usize = {classes};");
-    let _ = writeln!(code, "/// Posteriors the keyword decision averages (1 for VAD).");
-    let _ = writeln!(code, "pub const SMOOTHING: usize = {smoothing};");
-    let _ = writeln!(code, "/// What the output holds.");
-    let _ = writeln!(code, "pub const SCORES: Scores = Scores::{scores};");
-    let _ = writeln!(code, "/// Keyword spotting or voice activity, with the manifest's settings.");
-    let _ = writeln!(code, "pub const DECISION: Decision = {decision};");
-    let _ = writeln!(code, "/// Class names.");
+    let _ = writeln!(code, "/// Samples per frontend step.");
+    let _ = writeln!(code, "pub const STEP: usize = {};", fe.step());
+    let _ = writeln!(code, "/// Probabilities the decision averages.");
+    let _ = writeln!(code, "pub const WAKE_WINDOW: usize = {};", cfg.window);
+    let _ = writeln!(code, "/// The decision (from the model's manifest).");
+    let _ = writeln!(
+        code,
+        "pub const WAKE: lepton_core::audio::WakeWordConfig = lepton_core::audio::WakeWordConfig {{ cutoff: {:?}f64, window: {}, stride: {}, channels: {}, refractory_ms: {} }};",
+        cfg.cutoff, cfg.window, cfg.stride, cfg.channels, cfg.refractory_ms
+    );
+    let _ = writeln!(code, "/// The model input's quantization.");
+    let _ = writeln!(
+        code,
+        "pub const INPUT_QUANT: lepton_core::audio::InputQuant = lepton_core::audio::InputQuant {{ scale: {:?}f32, zero: {} }};",
+        quant.scale, quant.zero
+    );
+    let _ = writeln!(code, "/// Class names (the wake word).");
     let _ = writeln!(code, "pub const LABELS: &[&str] = &{labels:?};");
 }

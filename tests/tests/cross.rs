@@ -345,6 +345,23 @@ fn convert_matches_native(arm: &Arm) {
     let off = want.1.iter().zip(&got.1).filter(|(w, g)| w != g).count();
     assert_eq!(off, 0, "{}: {off} of {} windows differ from LiteRT's reference", arm.triple, want.1.len());
     assert!(want.1.iter().any(|&v| v > 100.0), "the wake word's probability rises on the demo speech");
+    // The wake word as the daemon hears it (its JSON: TFLite Micro's frontend in fixed point,
+    // microWakeWord's decision): the same detections at the same times as the native build.
+    let wav = dir.join("phrases.wav");
+    python(&["tests/fixtures/speak.py", &path(&wav), "en-us", "1.0", "okay nabu", "alexa", "okay nabu"]);
+    let json_model = root().join("target/test-models/okay_nabu.json");
+    let args = ["run", &path(&json_model), "--input", &path(&wav), "--json"];
+    let mut n = native("lepton-convert");
+    n.args(args);
+    let n = output(n);
+    let mut a = emulated(arm, "lepton-convert");
+    a.args(args);
+    let a = output(a);
+    assert!(n.status.success() && a.status.success(), "{} wake word: {}\n{}", arm.triple, text(&n).1, text(&a).1);
+    let (nj, aj): (Value, Value) =
+        (serde_json::from_str(&text(&n).0).unwrap(), serde_json::from_str(&text(&a).0).unwrap());
+    assert_eq!(nj["events"].as_array().map(Vec::len), Some(2), "two wake words: {nj}");
+    assert_eq!(nj["events"], aj["events"], "{}: wake-word detections", arm.triple);
 }
 
 #[test]

@@ -661,3 +661,31 @@ fn the_energy_fixtures_are_what_compile_makes_of_their_int8_models() {
     assert_eq!((cfg.sample_rate, cfg.window, cfg.hop, cfg.mels), (16000, 400, 160, 20));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_microwakeword_model_compiled_from_its_json_hears_its_wake_word_on_a_cortex_m4_as_the_host_does() {
+    // okay_nabu.json → .lpm (wake word, decision and six state variables inside); spoken phrases;
+    // the firmware's TFLite Micro frontend and decision against the host pipeline, event for event.
+    let dir = scratch("mcu-wake-word");
+    let json = data("target/test-models/okay_nabu.json");
+    assert!(json.exists(), "{}: run scripts/fetch-test-models (scripts/test does)", json.display());
+    let lpm = dir.join("okay_nabu.lpm");
+    let out = run("lepton-convert", &["compile", &json.display().to_string(), "-o", &lpm.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let wav = dir.join("phrases.wav");
+    lepton_e2e::python(&[
+        "tests/fixtures/speak.py",
+        &wav.display().to_string(),
+        "en-us",
+        "1.0",
+        "okay nabu",
+        "alexa",
+        "okay nabu",
+    ]);
+    let (events, pins) = speaker_matches_host("mcu-wake-word-run", &lpm, &wav);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e.class == 0 && e.kind == EventKind::Start && e.score > 0.85), "{events:?}");
+    assert_eq!(pins.first(), Some(&(false, 0)));
+    assert_eq!(pins[1], (true, events[0].timestamp_ms), "{pins:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

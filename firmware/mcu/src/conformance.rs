@@ -8,7 +8,7 @@
 
 use crate::app::AppError;
 use core::fmt::Write;
-use lepton_core::engine::micro::format::{Conv, FullyConnected, Layout, TensorDesc};
+use lepton_core::engine::micro::format::{Conv, FullyConnected, Layout, TensorDesc, TFLITE_ROUNDING};
 use lepton_core::engine::micro::kernels::{cortex_m_dsp as dsp, Isa};
 use lepton_core::engine::micro::ops::{conv, fully_connected};
 use lepton_core::engine::micro::Interpreter;
@@ -158,8 +158,11 @@ fn convs(out: &mut impl Write, rng: &mut Rng, c: &mut Case, depthwise: bool) -> 
         rng.bytes(&mut c.x[..xs]);
         rng.weights(&mut c.w[..ws]);
         biases(rng, &mut c.bias[..4 * cout as usize], k);
+        // A third of the cases round as TFLite does (models read from .tflite files).
+        let flag = if rng.range(0, 2) == 0 { TFLITE_ROUNDING } else { 0 };
         for ch in 0..cout as usize {
             rng.requant(&mut c.requant[5 * ch..5 * ch + 5]);
+            c.requant[5 * ch + 4] |= flag;
         }
         let op = Conv {
             input: 0,
@@ -212,8 +215,11 @@ fn fcs(out: &mut impl Write, rng: &mut Rng, c: &mut Case) -> Result<Tally, AppEr
         rng.bytes(&mut c.x[..xs]);
         rng.weights(&mut c.w[..ws]);
         biases(rng, &mut c.bias[..4 * cout as usize], cin as usize);
+        // A third of the cases round as TFLite does (models read from .tflite files).
+        let flag = if rng.range(0, 2) == 0 { TFLITE_ROUNDING } else { 0 };
         for ch in 0..cout as usize {
             rng.requant(&mut c.requant[5 * ch..5 * ch + 5]);
+            c.requant[5 * ch + 4] |= flag;
         }
         let op = FullyConnected {
             input: 0,

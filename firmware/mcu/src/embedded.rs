@@ -1,12 +1,12 @@
 //! What the build script embedded (see `build.rs`): the model, its arena size and tensor count,
 //! and the inputs (classifier mode) or the audio with its settings (speaker mode).
 
-#[cfg(feature = "speaker")]
+#[cfg(all(feature = "speaker", not(lepton_wake_word)))]
 use lepton_core::audio::{FrontendConfig, KeywordConfig, VadConfig};
-#[cfg(feature = "speaker")]
+#[cfg(all(feature = "speaker", not(lepton_wake_word)))]
 use lepton_core::vision::classify::Scores;
 
-#[cfg(feature = "speaker")]
+#[cfg(all(feature = "speaker", not(lepton_wake_word)))]
 /// What turns posteriors into events (from the model's manifest).
 #[derive(Debug, Clone, Copy, PartialEq)]
 // Each build embeds one model, so one variant is never constructed.

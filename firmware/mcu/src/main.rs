@@ -8,6 +8,8 @@
 //!   keyword spotting → one `event <hex>` line per event (the postcard bytes of
 //!   `lepton_core::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
 //!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
+//!   A microWakeWord model (`lepton-convert compile MODEL.json`) runs with TFLite Micro's
+//!   frontend and the wake-word decision instead (`wake_word.rs`), with the same lines.
 //! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set
 //!   against the reference kernels on randomized cases and on the embedded model and inputs;
 //!   `conformance <kernel> cases=<n> mismatches=<n>` lines, then
@@ -38,6 +40,8 @@ mod embedded;
 mod speaker;
 #[cfg(target_os = "none")]
 mod target;
+#[cfg(all(feature = "speaker", lepton_wake_word))]
+mod wake_word;
 
 /// Host build: says how to run the firmware.
 #[cfg(not(target_os = "none"))]

@@ -1,29 +1,44 @@
 //! Speaker mode: audio from flash → the audio frontend → the keyword (or VAD) model → keyword
-//! spotting → events, postcard-encoded on the console (`event <hex>`), and an alert pin.
+//! spotting → events, postcard-encoded on the console (`event <hex>`), and an alert pin. A
+//! wake-word model (`cfg(lepton_wake_word)`) runs through [`crate::wake_word`] instead, with the
+//! summary, hooks and event lines defined here.
 //!
 //! The loop is the host's `AudioPipeline` on a microcontroller: blocks of one hop, a model run
 //! every `stride` frames once the feature window is full, the same quantization, probabilities and
 //! decisions, and stream time (`samples × 1000 / sample_rate`) as the clock of events and the alert.
 
 use crate::app::{AppError, Stats};
+#[cfg(not(lepton_wake_word))]
 use crate::embedded::{
     Decision, CLASSES, DECISION, FEATURES, FRAMES, FRONTEND, MAX_FFT, MAX_MELS, SCORES, SMOOTHING, STRIDE,
 };
-use core::cell::{Cell, RefCell};
+#[cfg(not(lepton_wake_word))]
+use core::cell::Cell;
+use core::cell::RefCell;
 use core::fmt::Write;
+#[cfg(not(lepton_wake_word))]
 use embedded_hal::digital::OutputPin;
+#[cfg(not(lepton_wake_word))]
 use lepton_core::alert::Alert;
+#[cfg(not(lepton_wake_word))]
 use lepton_core::audio::frontend::LOG_FLOOR;
+#[cfg(not(lepton_wake_word))]
 use lepton_core::audio::{FeatureWindow, Frontend, KeywordSpotter, Vad};
+#[cfg(not(lepton_wake_word))]
 use lepton_core::engine::micro::Interpreter;
-use lepton_core::event::{encode, Event, EventKind};
+#[cfg(not(lepton_wake_word))]
+use lepton_core::event::EventKind;
+use lepton_core::event::{encode, Event};
+#[cfg(not(lepton_wake_word))]
 use lepton_core::tensor::{Quantization, TensorData, TensorDataMut, TensorView, TensorViewMut};
+#[cfg(not(lepton_wake_word))]
 use lepton_core::vision::classify::to_probabilities;
 
 /// Floats in one model input.
+#[cfg(not(lepton_wake_word))]
 const WINDOW: usize = FRAMES * FEATURES;
 /// Most transitions the alert may still make after the audio ends (a bound on the drain loop).
-const MAX_DRAIN_STEPS: usize = 100_000;
+pub(crate) const MAX_DRAIN_STEPS: usize = 100_000;
 
 /// Figures of a speaker run, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,12 +53,14 @@ pub struct Summary {
     pub events: u32,
 }
 
+#[cfg(not(lepton_wake_word))]
 enum State {
     Keyword(KeywordSpotter<CLASSES, SMOOTHING>),
     Vad(Vad, usize),
 }
 
 /// Everything one model run needs, allocated once.
+#[cfg(not(lepton_wake_word))]
 struct Stages<'m, 'a, const T: usize> {
     model: &'m Interpreter<'m, T>,
     arena: &'a mut [u8],
@@ -53,6 +70,7 @@ struct Stages<'m, 'a, const T: usize> {
     state: State,
 }
 
+#[cfg(not(lepton_wake_word))]
 impl<const T: usize> Stages<'_, '_, T> {
     /// Runs the model on the feature window; returns the event it caused, if any, and the cycles.
     fn infer(&mut self, now_ms: u64, cycles: &dyn Fn() -> u64) -> Result<(Option<Event>, u64), AppError> {
@@ -89,7 +107,7 @@ impl<const T: usize> Stages<'_, '_, T> {
 }
 
 /// Writes `event <hex of the postcard bytes>`.
-fn write_event(out: &RefCell<impl Write>, e: &Event) -> Result<(), AppError> {
+pub(crate) fn write_event(out: &RefCell<impl Write>, e: &Event) -> Result<(), AppError> {
     let mut buf = [0u8; 32];
     let bytes = encode(e, &mut buf)?;
     let mut out = out.try_borrow_mut().map_err(|_| AppError::Console)?;
@@ -109,6 +127,7 @@ pub struct Hooks<'h> {
     pub on_event: &'h mut dyn FnMut(&Event),
 }
 
+#[cfg(not(lepton_wake_word))]
 /// Runs the whole recording `audio` (16-bit PCM, little-endian) through the model, writing events
 /// to `out` and driving `alert`; `clock` holds the stream time in ms for the alert's pin. After the
 /// audio, time goes on until the alert is idle.
@@ -185,7 +204,7 @@ pub fn run<const T: usize, P: OutputPin>(
     Ok(summary)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(lepton_wake_word)))]
 mod tests {
     use super::*;
     use crate::board::{ConsolePin, ALERT};

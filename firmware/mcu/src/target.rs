@@ -183,7 +183,10 @@ mod mode {
         let pin = crate::board::ConsolePin::new(&out, &clock);
         let mut alert = Alert::new(pin, ALERT)?;
         let hooks = Hooks { cycles: &cycles, on_event: &mut log };
+        #[cfg(not(lepton_wake_word))]
         let s = crate::speaker::run(&out, model, arena, AUDIO, &mut alert, &clock, hooks)?;
+        #[cfg(lepton_wake_word)]
+        let s = crate::wake_word::run(&out, model, arena, AUDIO, &mut alert, &clock, hooks)?;
         let mut out = out.try_borrow_mut().map_err(|_| AppError::Console)?;
         out.write_str("audio ")?;
         write_name(&mut *out, AUDIO_NAME)?;

@@ -39,13 +39,50 @@ impl InputQuant {
         let x = value as f64 * super::micro_frontend::FEATURE_SCALE as f64 / self.scale as f64 + self.zero as f64;
         libm::rint(x).clamp(-128.0, 127.0) as i8
     }
+
+    /// The same function as a table: entry `q + 128` is the least value that quantizes to `q` or
+    /// more (the function never decreases), so a quantization is a binary search of 8 integer
+    /// comparisons instead of double arithmetic (software floating point on a Cortex-M).
+    pub fn thresholds(&self) -> [u32; 256] {
+        let mut t = [0u32; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let q = i as i32 - 128;
+            // Least v in 0..=65536 with quantize(v) >= q (65536: none).
+            let (mut lo, mut hi) = (0u32, 65536u32);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if self.quantize(mid as u16) as i32 >= q {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            *slot = lo;
+        }
+        t
+    }
+}
+
+/// `quantize` through [`InputQuant::thresholds`]: the greatest `q` whose threshold is ≤ `value`.
+fn quantize_by(thresholds: &[u32; 256], value: u16) -> i8 {
+    // thresholds[0] = 0 (everything quantizes to −128 or more): the answer is in 0..256.
+    let (mut lo, mut hi) = (0usize, 255usize);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if thresholds[mid] <= value as u32 {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    (lo as i32 - 128) as i8
 }
 
 /// Decision state for windows of up to `WINDOW` probabilities.
 #[derive(Debug, Clone)]
 pub struct WakeWord<const WINDOW: usize> {
     cfg: WakeWordConfig,
-    quant: InputQuant,
+    thresholds: [u32; 256],
     probabilities: [f32; WINDOW],
     next: usize,
     filled: usize,
@@ -68,7 +105,8 @@ impl<const WINDOW: usize> WakeWord<WINDOW> {
         if !(quant.scale.is_finite() && quant.scale > 0.0) {
             return Err(Error::InvalidScale);
         }
-        Ok(WakeWord { cfg, quant, probabilities: [0.0; WINDOW], next: 0, filled: 0, rows: 0, last_fire_ms: None })
+        let thresholds = quant.thresholds();
+        Ok(WakeWord { cfg, thresholds, probabilities: [0.0; WINDOW], next: 0, filled: 0, rows: 0, last_fire_ms: None })
     }
 
     /// The parameters.
@@ -92,7 +130,7 @@ impl<const WINDOW: usize> WakeWord<WINDOW> {
             return Err(Error::LengthMismatch { expected: self.input_len(), actual: input.len() });
         }
         for (q, &v) in input[self.rows * c..(self.rows + 1) * c].iter_mut().zip(features) {
-            *q = self.quant.quantize(v);
+            *q = quantize_by(&self.thresholds, v);
         }
         self.rows += 1;
         if self.rows == self.cfg.stride {
@@ -143,6 +181,17 @@ mod tests {
         // 400 × 0.0390625 / 0.10196 − 128 = 25.24…
         assert_eq!(q.quantize(400), 25);
         assert_eq!(q.quantize(u16::MAX), 127);
+    }
+
+    #[test]
+    fn the_threshold_table_quantizes_every_value_as_the_formula_does() {
+        for (scale, zero) in [(0.101_960_786f32, -128), (0.05, 0), (3.0, 10), (0.001, -128), (1e-5, 127)] {
+            let q = InputQuant { scale, zero };
+            let t = q.thresholds();
+            for v in 0..=u16::MAX {
+                assert_eq!(quantize_by(&t, v), q.quantize(v), "{scale} {zero} {v}");
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - Depthwise convolution: 4 channels per step (`sxtab16` on one word of activations,
 //!   `smlabb`/`smlatt` per channel), taps outside the image skipped.
 //! - Requantization: the exact fixed-point step of [`crate::quant::Requant`], with one 32×32→64
-//!   multiply and a 32-bit shift when the shift is 32 or more (every shift a realistic scale gives).
+//!   multiply and a 32-bit shift when the shift is 32 or more (every shift a realistic scale gives);
+//!   for models read from TFLite files, TFLite's rounding ([`Requant::apply_tflite`]): `2^30` more
+//!   away from zero before the shift.
 //!
 //! Other ops, and reductions longer than the stack columns ([`MAX_K`]), run the reference
 //! kernels. The firmware's conformance build (`firmware/mcu`, feature `conformance`) holds every
@@ -21,7 +23,7 @@
 // The DSP instructions are inline assembly; unsafe stays in this file.
 #![allow(unsafe_code)]
 
-use crate::engine::micro::format::{rounding, Conv, FullyConnected, Op, TensorDesc};
+use crate::engine::micro::format::{rounding, Conv, FullyConnected, Op, TensorDesc, TFLITE_ROUNDING};
 use crate::engine::micro::ops;
 use crate::quant::{Requant, Rounding};
 use core::arch::asm;
@@ -61,8 +63,7 @@ pub fn conv_supported(c: &Conv<'_>, ti: &TensorDesc<'_>) -> bool {
 
 /// The convolution, if [`conv_supported`]; `false` (nothing written) otherwise.
 pub fn conv(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y: &mut [u8]) -> bool {
-    // TFLite's rounding runs on the reference kernel.
-    if !conv_supported(c, ti) || rounding(c.requant) != Rounding::HalfUp {
+    if !conv_supported(c, ti) {
         return false;
     }
     let [n, h, w, cin] = ti.shape.map(|d| d as usize);
@@ -81,7 +82,7 @@ pub fn conv(c: &Conv<'_>, ti: &TensorDesc<'_>, x: &[u8], to: &TensorDesc<'_>, y:
         pad: [c.pad[0] as usize, c.pad[1] as usize],
         zx: ti.zero_point,
     };
-    let out = Output { bias: c.bias, requant: c.requant, clamp: c.clamp, zy: to.zero_point };
+    let out = Output::new(c.bias, c.requant, c.clamp, to.zero_point);
     if c.groups == 1 {
         gemm(&g, c.weights, &out, x, y);
     } else {
@@ -100,7 +101,7 @@ pub fn fully_connected(
 ) -> bool {
     let n = ti.shape[0] as usize;
     let (cin, cout) = (ti.len() / n, to.len() / n);
-    if cin > MAX_K || rounding(f.requant) != Rounding::HalfUp {
+    if cin > MAX_K {
         return false;
     }
     // A batch of rows is a 1×1 convolution over n positions.
@@ -118,7 +119,7 @@ pub fn fully_connected(
         pad: [0, 0],
         zx: ti.zero_point,
     };
-    let out = Output { bias: f.bias, requant: f.requant, clamp: f.clamp, zy: to.zero_point };
+    let out = Output::new(f.bias, f.requant, f.clamp, to.zero_point);
     gemm(&g, f.weights, &out, x, y);
     true
 }
@@ -146,9 +147,16 @@ struct Output<'a> {
     requant: &'a [u8],
     clamp: [i8; 2],
     zy: i32,
+    /// TFLite's rounding (the table's flag): `2^30` away from zero, for shifts of 32 or more.
+    away: i64,
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
+    fn new(bias: &'a [u8], requant: &'a [u8], clamp: [i8; 2], zy: i32) -> Self {
+        let away = if rounding(requant) == Rounding::Tflite { 1 << 30 } else { 0 };
+        Output { bias, requant, clamp, zy, away }
+    }
+
     /// Checks the tables cover `channels` (then [`Output::channel`] reads them unchecked).
     fn check(&self, channels: usize) {
         assert!(self.bias.len() >= channels * 4 && self.requant.len() >= channels * 5);
@@ -161,12 +169,15 @@ impl Output<'_> {
         let (bias, multiplier, shift) = unsafe {
             let b = self.bias.as_ptr().add(c * 4);
             let r = self.requant.as_ptr().add(c * 5);
-            (load(b) as i32, load(r) as i32, *r.add(4))
+            (load(b) as i32, load(r) as i32, *r.add(4) & !TFLITE_ROUNDING)
         };
         // The rounding term 2^(shift − 1) from 32-bit halves (no 64-bit variable shift).
         let hi = (1u32 << (shift.wrapping_sub(32) & 31)) >> 1;
         let lo = u32::from(shift == 32) << 31;
-        Channel { bias, requant: Requant { multiplier, shift }, round: ((hi as u64) << 32 | lo as u64) as i64 }
+        let round = ((hi as u64) << 32 | lo as u64) as i64;
+        // With a shift under 32, TFLite's rounding is the same single rounding.
+        let away = if shift >= 32 { self.away } else { 0 };
+        Channel { bias, requant: Requant { multiplier, shift }, round, away }
     }
 
     /// The output byte for accumulator `acc` of a channel.
@@ -184,17 +195,23 @@ struct Channel {
     requant: Requant,
     /// `2^(shift − 1)`, the rounding term, when shift ≥ 32.
     round: i64,
+    /// TFLite's extra `2^30` away from zero (0 for Lepton's own rounding).
+    away: i64,
 }
 
 impl Channel {
-    /// `round_half_up(acc · multiplier / 2^shift)`, exactly as [`Requant::apply`], saturated to i32.
+    /// `round_half_up(acc · multiplier / 2^shift)`, exactly as [`Requant::apply`] (or
+    /// [`Requant::apply_tflite`] for a flagged table), saturated to i32.
     #[inline(always)]
     fn apply(&self, acc: i32) -> i32 {
         let Requant { multiplier, shift } = self.requant;
         if shift >= 32 {
             // (v + 2^(s−1)) >> s = ((v + 2^(s−1)) >> 32) >> (s − 32): one `smlal` and one `asr`;
-            // |v| < 2^62, so the high word holds the whole quotient.
-            let v = self.round + acc as i64 * multiplier as i64;
+            // |v| < 2^62, so the high word holds the whole quotient. TFLite's rounding adds 2^30
+            // with the product's sign (its sign word: 0 or −1).
+            let p = acc as i64 * multiplier as i64;
+            let sign = p >> 63;
+            let v = self.round + p + ((self.away ^ sign) - sign);
             ((v >> 32) as i32) >> ((shift - 32) & 31)
         } else {
             self.requant.apply(acc as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32

@@ -111,7 +111,7 @@ impl Isa {
     /// ([`Rounding::Tflite`](crate::quant::Rounding::Tflite), models read from `.tflite` files);
     /// the others run those ops on the reference kernels.
     pub fn rounds_like_tflite(self) -> bool {
-        matches!(self, Isa::Reference | Isa::Avx2)
+        matches!(self, Isa::Reference | Isa::Avx2 | Isa::CortexMDsp)
     }
 
     /// The CPU features the set needs, as `/proc/cpuinfo` names them (empty: none).

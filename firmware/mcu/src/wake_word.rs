@@ -1,0 +1,93 @@
+//! Speaker mode for a microWakeWord model: audio from flash → TFLite Micro's frontend (fixed
+//! point, `lepton_core::audio::micro_frontend`) → features quantized row by row into the model's
+//! input → the streaming model every `stride` rows (its state in the arena) → microWakeWord's
+//! decision → `event <hex>` lines and the alert pin.
+//!
+//! The loop is the host's `AudioPipeline` for wake words: blocks of one frontend step, the same
+//! quantization, runs, decision and stream time, so the events are the host's bit for bit.
+
+use crate::app::AppError;
+use crate::embedded::{INPUT_QUANT, MICRO_FRONTEND, STEP, WAKE, WAKE_WINDOW};
+use crate::speaker::{write_event, Hooks, Summary, MAX_DRAIN_STEPS};
+use core::cell::{Cell, RefCell};
+use core::fmt::Write;
+use embedded_hal::digital::OutputPin;
+use lepton_core::alert::Alert;
+use lepton_core::audio::{MicroFrontend, WakeWord};
+use lepton_core::engine::micro::Interpreter;
+use lepton_core::event::{Event, EventKind};
+use lepton_core::tensor::dequantize;
+
+/// Int8 values of one model input (`stride × channels`).
+const INPUT: usize = WAKE.stride * WAKE.channels;
+
+/// Runs the whole recording `audio` (16-bit PCM, little-endian) through the wake-word model,
+/// writing events to `out` and driving `alert`; `clock` holds the stream time in ms. After the
+/// audio, time goes on until the alert is idle.
+pub fn run<const T: usize, P: OutputPin>(
+    out: &RefCell<impl Write>,
+    model: &Interpreter<'_, T>,
+    arena: &mut [u8],
+    audio: &[u8],
+    alert: &mut Alert<P>,
+    clock: &Cell<u64>,
+    hooks: Hooks<'_>,
+) -> Result<Summary, AppError> {
+    let mut frontend = MicroFrontend::new(MICRO_FRONTEND)?;
+    let mut wake: WakeWord<WAKE_WINDOW> = WakeWord::new(WAKE, INPUT_QUANT)?;
+    let output_desc = model.output_desc(0)?;
+    let (scale, zero) = (output_desc.scale, output_desc.zero_point);
+    let rate = u64::from(MICRO_FRONTEND.sample_rate);
+    let mut block = [0i16; STEP];
+    let mut input = [0i8; INPUT];
+    let mut summary = Summary::default();
+    let mut now_ms = 0;
+    alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+    for chunk in audio.chunks(2 * STEP) {
+        let n = chunk.len() / 2;
+        for (s, b) in block.iter_mut().zip(chunk.chunks_exact(2)) {
+            *s = i16::from_le_bytes([b[0], b[1]]);
+        }
+        summary.samples += n as u64;
+        now_ms = summary.samples * 1000 / rate;
+        let mut at = 0;
+        while at < n {
+            let (took, row) = frontend.process(&block[at..n]);
+            at += took;
+            let Some(row) = row else { continue };
+            if !wake.push_features(row, &mut input)? {
+                continue;
+            }
+            let target = model.input_mut(arena, 0)?;
+            if target.len() != INPUT {
+                return Err(AppError::Core(lepton_core::Error::LengthMismatch {
+                    expected: INPUT,
+                    actual: target.len(),
+                }));
+            }
+            target.copy_from_slice(bytemuck::cast_slice(&input));
+            let start = (hooks.cycles)();
+            crate::app::infer(model, arena)?;
+            summary.stats.record((hooks.cycles)().wrapping_sub(start));
+            summary.first_run_ms.get_or_insert(now_ms);
+            let q = model.output(arena, 0)?.first().copied().ok_or(AppError::Core(lepton_core::Error::BadShape))?;
+            let probability = dequantize(q as i8 as i32, scale, zero);
+            if let Some(hit) = wake.push_probability(now_ms, probability) {
+                let e = Event { class: hit.class, kind: EventKind::Start, timestamp_ms: now_ms, score: hit.score };
+                write_event(out, &e)?;
+                (hooks.on_event)(&e);
+                summary.events += 1;
+                alert.trigger(now_ms);
+            }
+        }
+        clock.set(now_ms);
+        alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+    }
+    for _ in 0..MAX_DRAIN_STEPS {
+        let Some(next) = alert.next_change_ms(now_ms) else { break };
+        now_ms = next;
+        clock.set(now_ms);
+        alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+    }
+    Ok(summary)
+}
