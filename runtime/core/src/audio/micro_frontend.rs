@@ -222,30 +222,37 @@ impl Fft {
     }
 
     fn radix2(&mut self, at: usize, stride: usize, m: usize) {
-        let f = &mut self.spectrum[at..at + 2 * m];
-        for k in 0..m {
-            let a = fixdiv(f[k], 2);
-            let t = cmul(fixdiv(f[k + m], 2), self.twiddles[k * stride]);
-            f[k + m] = sub(a, t);
-            f[k] = add(a, t);
+        let (f0, f1) = self.spectrum[at..at + 2 * m].split_at_mut(m);
+        let tw = self.twiddles.iter().step_by(stride);
+        for ((a, b), &w) in f0.iter_mut().zip(f1.iter_mut()).zip(tw) {
+            let x = fixdiv(*a, 2);
+            let t = cmul(fixdiv(*b, 2), w);
+            *b = sub(x, t);
+            *a = add(x, t);
         }
     }
 
     fn radix4(&mut self, at: usize, stride: usize, m: usize) {
-        let f = &mut self.spectrum[at..at + 4 * m];
-        for k in 0..m {
-            let a = fixdiv(f[k], 4);
-            let s0 = cmul(fixdiv(f[k + m], 4), self.twiddles[k * stride]);
-            let s1 = cmul(fixdiv(f[k + 2 * m], 4), self.twiddles[2 * k * stride]);
-            let s2 = cmul(fixdiv(f[k + 3 * m], 4), self.twiddles[3 * k * stride]);
+        // The four quarters and their twiddles as iterators: no index checks in the loop.
+        let (f0, rest) = self.spectrum[at..at + 4 * m].split_at_mut(m);
+        let (f1, rest) = rest.split_at_mut(m);
+        let (f2, f3) = rest.split_at_mut(m);
+        let tw = &self.twiddles;
+        let twiddles = tw.iter().step_by(stride).zip(tw.iter().step_by(2 * stride)).zip(tw.iter().step_by(3 * stride));
+        let quarters = f0.iter_mut().zip(f1.iter_mut()).zip(f2.iter_mut()).zip(f3.iter_mut());
+        for ((((y0, y1), y2), y3), ((&w1, &w2), &w3)) in quarters.zip(twiddles) {
+            let a = fixdiv(*y0, 4);
+            let s0 = cmul(fixdiv(*y1, 4), w1);
+            let s1 = cmul(fixdiv(*y2, 4), w2);
+            let s2 = cmul(fixdiv(*y3, 4), w3);
             let s5 = sub(a, s1);
             let a = add(a, s1);
             let s3 = add(s0, s2);
             let s4 = sub(s0, s2);
-            f[k + 2 * m] = sub(a, s3);
-            f[k] = add(a, s3);
-            f[k + m] = Cpx { r: s5.r.wrapping_add(s4.i), i: s5.i.wrapping_sub(s4.r) };
-            f[k + 3 * m] = Cpx { r: s5.r.wrapping_sub(s4.i), i: s5.i.wrapping_add(s4.r) };
+            *y2 = sub(a, s3);
+            *y0 = add(a, s3);
+            *y1 = Cpx { r: s5.r.wrapping_add(s4.i), i: s5.i.wrapping_sub(s4.r) };
+            *y3 = Cpx { r: s5.r.wrapping_sub(s4.i), i: s5.i.wrapping_add(s4.r) };
         }
     }
 
@@ -609,32 +616,38 @@ impl MicroFrontend {
     fn compute(&mut self) {
         let size = self.size;
         let mut max_abs = 0i16;
-        for i in 0..size {
-            let v = ((self.input[i] as i32 * self.coefficients[i] as i32) >> WINDOW_BITS) as i16;
-            self.windowed[i] = v;
+        for ((w, &x), &c) in self.windowed.iter_mut().zip(&self.input[..size]).zip(&self.coefficients[..size]) {
+            let v = ((x as i32 * c as i32) >> WINDOW_BITS) as i16;
+            *w = v;
             max_abs = max_abs.max(v.wrapping_abs());
         }
         let shift = 15 - msb32(max_abs as u32);
         let n = self.fft.n;
-        for i in 0..n {
-            self.windowed[i] = if i < size { ((self.windowed[i] as u16 as u32) << shift) as i16 } else { 0 };
+        for w in &mut self.windowed[..size] {
+            *w = ((*w as u16 as u32) << shift) as i16;
         }
+        self.windowed[size..n].fill(0);
         self.fft.real(&self.windowed[..n]);
 
+        // Energies of the bins the filterbank weighs; the others stay 0 from construction (and
+        // carry zero weights anyway).
         let fb = &self.filterbank;
-        self.energy = [0; MAX_FFT / 2 + 1 + 8];
         for (e, c) in self.energy[fb.start..fb.end].iter_mut().zip(&self.fft.out[fb.start..fb.end]) {
             let (r, i) = (c.r as i32, c.i as i32);
             *e = (r * r).wrapping_add(i * i);
         }
         let (mut weighted, mut unweighted) = (0u64, 0u64);
         for chan in 0..=fb.channels {
-            let bins = fb.bin_starts[chan] as usize;
-            let ws = fb.weight_starts[chan] as usize;
-            for j in 0..fb.widths[chan] as usize {
-                let m = self.energy[bins + j] as i64 as u64;
-                weighted = weighted.wrapping_add((fb.weights[ws + j] as i64 as u64).wrapping_mul(m));
-                unweighted = unweighted.wrapping_add((fb.unweights[ws + j] as i64 as u64).wrapping_mul(m));
+            let (bins, ws, width) =
+                (fb.bin_starts[chan] as usize, fb.weight_starts[chan] as usize, fb.widths[chan] as usize);
+            let run = self.energy[bins..bins + width]
+                .iter()
+                .zip(&fb.weights[ws..ws + width])
+                .zip(&fb.unweights[ws..ws + width]);
+            for ((&e, &w), &u) in run {
+                let m = e as i64 as u64;
+                weighted = weighted.wrapping_add((w as i64 as u64).wrapping_mul(m));
+                unweighted = unweighted.wrapping_add((u as i64 as u64).wrapping_mul(m));
             }
             self.work[chan] = weighted;
             weighted = unweighted;
