@@ -2,7 +2,8 @@
 //! each stage.
 //!
 //! This crate owns what ties the stages together: a model file with its manifest ([`manifest`],
-//! [`model`]) on the right engine ([`engine::AnyEngine`]), the pipeline that runs a source through
+//! [`model`]; a microWakeWord description beside its `.tflite`: [`wake_word`]) on the right engine
+//! ([`engine::AnyEngine`]), the pipeline that runs a source through
 //! preprocessing, the engine and postprocessing to a sink ([`pipeline`]), and boxes drawn on
 //! pictures ([`draw`]). It re-exports the crates below it under the paths their users know:
 //!
@@ -10,9 +11,9 @@
 //! |--------------|--------|
 //! | source       | `lepton-sources` ([`source`], [`image`]): image folders, WAV, cameras, streams, video, mic |
 //! | motion gate  | `lepton-core` ([`vision::motion`]): which frames reach the model |
-//! | preprocess   | `lepton-core` ([`vision::preprocess`], [`audio::frontend`]) |
+//! | preprocess   | `lepton-core` ([`vision::preprocess`], [`audio::frontend`], [`audio::micro_frontend`]) |
 //! | engine       | `lepton-core` ([`engine::micro`]: int8), `lepton-tract` ([`engine::tract`]: float), `lepton-compile` ([`compile`]: ONNX → `.lpm`) |
-//! | postprocess  | `lepton-core` ([`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`]) |
+//! | postprocess  | `lepton-core` ([`vision::classify`], [`vision::detect`], [`audio::keyword`], [`audio::vad`], [`audio::wake_word`]) |
 //! | track        | `lepton-core` ([`vision::track`]): identities of detected objects across frames |
 //! | sink         | [`pipeline::Sink`] consumes [`event`] values; [`alert`] drives a GPIO from events |
 //!
