@@ -506,13 +506,13 @@ fn depthwise(g: &Geometry, weights: &[u8], out: &Output<'_>, x: &[u8], y: &mut [
     }
     let span = [(kh - 1) * g.dilation[0], (kw - 1) * g.dilation[1]];
     let mut border = [(0usize, 0usize); MAX_TAPS];
+    // Accumulators of a run of positions, requantized a channel at a time (its constants stay in
+    // registers); every entry read is written first, so it is cleared once, not per group.
+    let mut chunk = [[0i32; 4]; CHUNK];
     for group in 0..c4 / 4 {
         let ch = group * 4;
         let channels = [out.channel(ch), out.channel(ch + 1), out.channel(ch + 2), out.channel(ch + 3)];
         let wg = packed[group * taps * 4..(group + 1) * taps * 4].as_ptr();
-        // Accumulators of a run of positions, requantized a channel at a time (its constants
-        // stay in registers).
-        let mut chunk = [[0i32; 4]; CHUNK];
         let mut p0 = 0;
         while p0 < g.positions() {
             let run = CHUNK.min(g.positions() - p0);
