@@ -754,6 +754,37 @@ mod tests {
     }
 
     #[test]
+    fn extreme_signals_never_overflow_or_panic() {
+        // Debug builds check every arithmetic overflow: full-scale square waves, a constant
+        // −32768, alternating extremes and noise, in blocks of every awkward size.
+        let mut fe = MicroFrontend::new(MicroFrontendConfig::MICRO_WAKE_WORD).unwrap();
+        let mut seed = 0x9e37_79b9u32;
+        let signals: [&dyn Fn(usize) -> i16; 5] = [
+            &|i| if i % 2 == 0 { i16::MIN } else { i16::MAX },
+            &|_| i16::MIN,
+            &|i| if (i / 8) % 2 == 0 { i16::MAX } else { i16::MIN },
+            &|i| if i % 480 < 240 { i16::MIN } else { 0 },
+            &|i| (i as u32).wrapping_mul(2_654_435_761) as i16,
+        ];
+        for signal in signals {
+            let samples: [i16; 2000] = core::array::from_fn(signal);
+            for block in [1usize, 159, 160, 161, 2000] {
+                let mut rest: &[i16] = &samples;
+                while !rest.is_empty() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let n = block.min(rest.len()).max(1 + seed as usize % block.min(rest.len()));
+                    let (took, out) = fe.process(&rest[..n]);
+                    assert!(out.is_none_or(|f| f.len() == 40));
+                    rest = &rest[took..];
+                }
+            }
+            fe.reset();
+        }
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         let mut cfg = MicroFrontendConfig::MICRO_WAKE_WORD;
         cfg.window_ms = 100;
