@@ -12,13 +12,10 @@ use crate::app::{AppError, Stats};
 use crate::embedded::{
     Decision, CLASSES, DECISION, FEATURES, FRAMES, FRONTEND, MAX_FFT, MAX_MELS, SCORES, SMOOTHING, STRIDE,
 };
-#[cfg(not(lepton_wake_word))]
 use core::cell::Cell;
 use core::cell::RefCell;
 use core::fmt::Write;
-#[cfg(not(lepton_wake_word))]
 use embedded_hal::digital::OutputPin;
-#[cfg(not(lepton_wake_word))]
 use lepton_core::alert::Alert;
 #[cfg(not(lepton_wake_word))]
 use lepton_core::audio::frontend::LOG_FLOOR;
@@ -38,7 +35,7 @@ use lepton_core::vision::classify::to_probabilities;
 #[cfg(not(lepton_wake_word))]
 const WINDOW: usize = FRAMES * FEATURES;
 /// Most transitions the alert may still make after the audio ends (a bound on the drain loop).
-pub(crate) const MAX_DRAIN_STEPS: usize = 100_000;
+const MAX_DRAIN_STEPS: usize = 100_000;
 
 /// Figures of a speaker run, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +116,18 @@ pub(crate) fn write_event(out: &RefCell<impl Write>, e: &Event) -> Result<(), Ap
     Ok(())
 }
 
+/// After the audio, lets time go on from `now_ms` until the alert is idle (at most
+/// [`MAX_DRAIN_STEPS`] transitions), keeping `clock` on the alert's time.
+pub(crate) fn drain<P: OutputPin>(alert: &mut Alert<P>, clock: &Cell<u64>, mut now_ms: u64) -> Result<(), AppError> {
+    for _ in 0..MAX_DRAIN_STEPS {
+        let Some(next) = alert.next_change_ms(now_ms) else { break };
+        now_ms = next;
+        clock.set(now_ms);
+        alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+    }
+    Ok(())
+}
+
 /// The board's hooks into a speaker run.
 pub struct Hooks<'h> {
     /// Reads the board's cycle counter.
@@ -195,12 +204,7 @@ pub fn run<const T: usize, P: OutputPin>(
         clock.set(now_ms);
         alert.poll(now_ms).map_err(|_| AppError::Pin)?;
     }
-    for _ in 0..MAX_DRAIN_STEPS {
-        let Some(next) = alert.next_change_ms(now_ms) else { break };
-        now_ms = next;
-        clock.set(now_ms);
-        alert.poll(now_ms).map_err(|_| AppError::Pin)?;
-    }
+    drain(alert, clock, now_ms)?;
     Ok(summary)
 }
 

@@ -8,7 +8,7 @@
 
 use crate::app::AppError;
 use crate::embedded::{INPUT_QUANT, MICRO_FRONTEND, STEP, WAKE, WAKE_WINDOW};
-use crate::speaker::{write_event, Hooks, Summary, MAX_DRAIN_STEPS};
+use crate::speaker::{drain, write_event, Hooks, Summary};
 use core::cell::{Cell, RefCell};
 use core::fmt::Write;
 use embedded_hal::digital::OutputPin;
@@ -83,11 +83,6 @@ pub fn run<const T: usize, P: OutputPin>(
         clock.set(now_ms);
         alert.poll(now_ms).map_err(|_| AppError::Pin)?;
     }
-    for _ in 0..MAX_DRAIN_STEPS {
-        let Some(next) = alert.next_change_ms(now_ms) else { break };
-        now_ms = next;
-        clock.set(now_ms);
-        alert.poll(now_ms).map_err(|_| AppError::Pin)?;
-    }
+    drain(alert, clock, now_ms)?;
     Ok(summary)
 }

@@ -371,15 +371,16 @@ impl Filterbank {
     }
 }
 
-/// Integer square root of a 32-bit value, rounded to nearest, as the frontend computes it.
-fn sqrt32(mut num: u32) -> u32 {
+/// Integer square root of `num` (< 2^`width`), rounded to nearest and held at `cap`, as the
+/// frontend computes it bit by bit.
+fn round_sqrt(mut num: u64, width: u32, cap: u64) -> u64 {
     if num == 0 {
         return 0;
     }
-    let max_bit = (32 - msb32(num)) | 1;
-    let mut bit = 1u32 << (31 - max_bit);
-    let mut res = 0u32;
-    for _ in 0..(31 - max_bit) / 2 + 1 {
+    let max_bit = (width - (64 - num.leading_zeros())) | 1;
+    let mut bit = 1u64 << (width - 1 - max_bit);
+    let mut res = 0u64;
+    for _ in 0..(width - 1 - max_bit) / 2 + 1 {
         if num >= res + bit {
             num -= res + bit;
             res = (res >> 1) + bit;
@@ -388,33 +389,20 @@ fn sqrt32(mut num: u32) -> u32 {
         }
         bit >>= 2;
     }
-    if num > res && res != 0xFFFF {
+    if num > res && res != cap {
         res += 1;
     }
-    res & 0xFFFF
+    res
 }
 
-/// Integer square root of a 64-bit value, rounded to nearest.
-fn sqrt64(mut num: u64) -> u32 {
+/// Integer square root of a 64-bit value, rounded to nearest: 16 bits for a value that fits 32
+/// bits (a root rounding up to 65536 is held at 65535), 32 bits otherwise.
+fn sqrt64(num: u64) -> u32 {
     if num >> 32 == 0 {
-        return sqrt32(num as u32);
+        round_sqrt(num, 32, 0xFFFF) as u32 & 0xFFFF
+    } else {
+        round_sqrt(num, 64, 0xFFFF_FFFF) as u32
     }
-    let max_bit = (64 - (64 - num.leading_zeros())) | 1;
-    let mut bit = 1u64 << (63 - max_bit);
-    let mut res = 0u64;
-    for _ in 0..(63 - max_bit) / 2 + 1 {
-        if num >= res + bit {
-            num -= res + bit;
-            res = (res >> 1) + bit;
-        } else {
-            res >>= 1;
-        }
-        bit >>= 2;
-    }
-    if num > res && res != 0xFFFF_FFFF {
-        res += 1;
-    }
-    res as u32
 }
 
 /// PCAN's gain for a noise estimate `x` in `input_bits` fixed point, in Q`gain_bits`, capped at i16.
