@@ -18,7 +18,8 @@
 //!   one of them, or the build fails naming the file and the reason (unsigned, untrusted key,
 //!   changed after signing).
 //! - `LEPTON_MCU_AUDIO`: speaker mode, a mono 16-bit PCM WAV at the model's sample rate (default
-//!   `models/keywords/demo.wav`).
+//!   `models/keywords/demo.wav`). With feature `live` nothing is embedded: the audio streams in
+//!   through UART0 (mps2-an386 only; see `src/uart.rs`).
 //!
 //! Everything is checked here with the runtime's own code (model validation, quantization, audio
 //! settings), so a bad model or input fails the build with a message instead of the device.
@@ -107,6 +108,20 @@ fn main() {
     let _ = writeln!(code, "/// Tensors of the model: the interpreter's capacity.");
     let _ = writeln!(code, "pub const TENSORS: usize = {};", model.tensors().len());
 
+    if std::env::var_os("CARGO_FEATURE_LIVE").is_some() {
+        let board = env("LEPTON_MCU_BOARD").unwrap_or_else(|| DEFAULT_BOARD.into());
+        if board != "mps2-an386" {
+            fail(format!(
+                "LEPTON_MCU_BOARD={board}: feature `live` streams audio through the CMSDK UARTs of mps2-an386 \
+                 (QEMU); this board has no live audio source in the firmware yet"
+            ));
+        }
+        if env("LEPTON_MCU_AUDIO").is_some() {
+            fail(
+                "LEPTON_MCU_AUDIO: feature `live` takes its audio from UART0, not from a file (drop one or the other)",
+            );
+        }
+    }
     if speaker {
         let audio_path = resolve(env("LEPTON_MCU_AUDIO").unwrap_or_else(|| "models/keywords/demo.wav".into()));
         speaker_mode(&model, &model_path, &audio_path, &out, &mut code);
@@ -463,8 +478,16 @@ fn speaker_mode(
     let _ = writeln!(code, "pub const LABELS: &[&str] = &{labels:?};");
 }
 
-/// The recording as raw little-endian i16 in OUT_DIR, and `AUDIO`, `AUDIO_NAME` for the code.
+/// The recording as raw little-endian i16 in OUT_DIR, and `AUDIO`, `AUDIO_NAME`, `SAMPLE_RATE`
+/// for the code; with feature `live`, only the name of the stream and the rate.
 fn embed_audio(audio_path: &Path, sample_rate: u32, out: &Path, code: &mut String) {
+    let _ = writeln!(code, "/// Samples per second the model takes.");
+    let _ = writeln!(code, "pub const SAMPLE_RATE: u32 = {sample_rate};");
+    if std::env::var_os("CARGO_FEATURE_LIVE").is_some() {
+        let _ = writeln!(code, "/// Where the audio comes from: the live stream on UART0.");
+        let _ = writeln!(code, "pub const AUDIO_NAME: &str = \"uart0\";");
+        return;
+    }
     println!("cargo::rerun-if-changed={}", audio_path.display());
     let mut wav = hound::WavReader::open(audio_path)
         .unwrap_or_else(|e| fail(format!("LEPTON_MCU_AUDIO: {}: {e}", audio_path.display())));

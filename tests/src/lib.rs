@@ -40,7 +40,12 @@ pub fn bin(name: &str) -> PathBuf {
 /// cargo and this one, and rebuild ring and everything above it (the runtime, every binary) at
 /// each switch.
 pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_cargo_test_env(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())))
+}
+
+/// `cmd` without the variables `cargo test` sets for the test process (see [`cargo`]): for a
+/// script that runs cargo itself.
+pub fn without_cargo_test_env(mut cmd: Command) -> Command {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         let set_by_cargo_test = [

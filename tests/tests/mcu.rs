@@ -2,7 +2,9 @@
 //! thumbv7em-none-eabihf (release) with a model and inputs embedded, booted on QEMU's MPS2 AN386
 //! board with the runner of `.cargo/config.toml`, and its console compared value for value with
 //! the host engine (`lepton-convert run` on the same `.lpm` and inputs); in speaker mode, its
-//! postcard events and alert pin with the host's audio pipeline on the same recording.
+//! postcard events and alert pin with the host's audio pipeline on the same recording; in live
+//! speaker mode (feature `live`), the recording streamed into its UART by `lepton-mcu-listen` and
+//! the events it sends back on another.
 
 use lepton_e2e::{bin, root, run, scratch, text};
 use lepton_runtime::audio::frontend::FrontendConfig;
@@ -61,8 +63,7 @@ fn build(dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<Path
 
 /// [`build`] for another target.
 fn build_for(target: &str, dir: &Path, features: &[&str], vars: &[(&str, PathBuf)]) -> Result<PathBuf, String> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let mut cmd = lepton_e2e::cargo();
     cmd.args(["build", "--quiet", "--release", "-p", "lepton-mcu", "--target", target]).current_dir(root());
     if !features.is_empty() {
@@ -85,6 +86,10 @@ fn build_for(target: &str, dir: &Path, features: &[&str], vars: &[(&str, PathBuf
     std::fs::copy(target_dir.join(target).join("release/lepton-mcu"), &elf).expect("copying the firmware");
     Ok(elf)
 }
+
+/// Held while a firmware build writes target/thumbv7em-none-eabihf/release/lepton-mcu and until
+/// it is copied away.
+static BUILD: Mutex<()> = Mutex::new(());
 
 /// What the firmware wrote: its exit code and its console (semihosting stderr) lines.
 struct Boot {
@@ -579,11 +584,138 @@ fn speaker_matches_host(test: &str, lpm: &Path, wav: &Path) -> (Vec<Event>, Vec<
     (events, pins)
 }
 
+/// The instruction-counting TCG plugin (`../shared/tools/insn`), built once into target/; `None`
+/// (and listed as skipped) where its source or a C compiler is missing.
+fn insn_plugin() -> Option<PathBuf> {
+    static PLUGIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    PLUGIN
+        .get_or_init(|| {
+            let src = root().join("../shared/tools/insn/insn.c");
+            let out = root().join("target/tmp/libinsn.so");
+            let _ = std::fs::create_dir_all(root().join("target/tmp"));
+            let built = src.exists()
+                && Command::new("cc")
+                    .args(["-shared", "-fPIC", "-O2", "-o"])
+                    .arg(&out)
+                    .arg(&src)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            if !built {
+                lepton_e2e::skipped(
+                    "instructions per second of audio (live firmware)",
+                    &format!("{} or cc is missing: the TCG plugin counts them", src.display()),
+                );
+            }
+            built.then_some(out)
+        })
+        .clone()
+}
+
+/// What `lepton-mcu-listen --json` reported of a live run.
+struct Live {
+    events: Vec<Event>,
+    pins: Vec<Pin>,
+    json: serde_json::Value,
+}
+
+/// Builds the live firmware (with `features` besides `live`) for `lpm` and streams `wav` into it
+/// with `lepton-mcu-listen`.
+fn listen(test: &str, features: &[&str], lpm: &Path, wav: &Path) -> Live {
+    let dir = scratch(test);
+    let features: Vec<&str> = ["live"].iter().chain(features).copied().collect();
+    let elf = build(&dir, &features, &[("LEPTON_MCU_MODEL", lpm.to_path_buf())])
+        .unwrap_or_else(|e| panic!("building the live firmware:\n{e}"));
+    let mut args = vec![elf.display().to_string(), lpm.display().to_string(), wav.display().to_string()];
+    args.push("--json".into());
+    if let Some(p) = insn_plugin() {
+        args.extend(["--insn-plugin".into(), p.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("lepton-mcu-listen", &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "lepton-mcu-listen {args:?}:\n{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+    parse_live(&stdout)
+}
+
+/// `scripts/mcu-listen --json MODEL RECORDING`: builds the firmware and the tool itself.
+fn listen_with_script(lpm: &Path, wav: &Path) -> Live {
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    bin("lepton-mcu-listen");
+    let out = lepton_e2e::without_cargo_test_env(Command::new(root().join("scripts/mcu-listen")))
+        .args(["--json".as_ref(), lpm.as_os_str(), wav.as_os_str()])
+        .output()
+        .expect("running scripts/mcu-listen");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "scripts/mcu-listen --json {} {}:\n{stderr}", lpm.display(), wav.display());
+    parse_live(&stdout)
+}
+
+/// Reads what `lepton-mcu-listen --json` printed.
+fn parse_live(stdout: &str) -> Live {
+    let json: serde_json::Value = serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let events = json["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| Event {
+            class: e["class"].as_u64().unwrap() as u16,
+            kind: if e["kind"] == "end" { EventKind::End } else { EventKind::Start },
+            timestamp_ms: e["t_ms"].as_u64().unwrap(),
+            score: e["score"].as_f64().unwrap() as f32,
+        })
+        .collect();
+    let pins = json["pins"]
+        .as_array()
+        .expect("pins")
+        .iter()
+        .map(|p| (p[0].as_bool().unwrap(), p[1].as_u64().unwrap()))
+        .collect();
+    Live { events, pins, json }
+}
+
+/// Streams `wav` into the live firmware built for `lpm` (by `scripts/mcu-listen` when `script`);
+/// checks its events against the host pipeline, and that nothing was lost; returns (events, pin
+/// transitions).
+fn live_matches_host(test: &str, lpm: &Path, wav: &Path, script: bool) -> (Vec<Event>, Vec<Pin>) {
+    let Live { events, pins, json } = if script { listen_with_script(lpm, wav) } else { listen(test, &[], lpm, wav) };
+    let (host, samples) = host_audio(lpm, wav);
+    let count = |k: &str| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}"));
+    assert_eq!((count("samples"), count("overruns"), count("bad_frames")), (samples, 0, 0), "{json}");
+    assert_eq!((count("runs"), count("events_sent")), (host.runs, events.len() as u64), "{json}");
+    let first = count("first_run_ms");
+    let ours: Vec<(u64, u16, EventKind, f32)> =
+        events.iter().map(|e| (e.timestamp_ms - first, e.class, e.kind, e.score)).collect();
+    assert_eq!(ours, host.events, "live firmware vs host pipeline (times from the first model run)");
+    eprintln!(
+        "{test}: {:.2} s of audio streamed in {:.2} s; {} instructions and {} busy SysTick cycles per second of audio",
+        json["audio_seconds"].as_f64().unwrap_or(0.0),
+        json["stream_seconds"].as_f64().unwrap_or(0.0),
+        json["instructions_per_second"],
+        json["cycles_per_second"]
+    );
+    (events, pins)
+}
+
 #[test]
 fn speaker_mode_sends_keyword_events_and_blinks_the_alert() {
+    // Live, by scripts/mcu-listen: the recording streams in through UART0, the events come back
+    // framed on UART1.
     let lpm = data("runtime/tests/data/energy_micro/keyword.lpm");
     let wav = data("runtime/tests/data/speech_gap.wav");
-    let (events, pins) = speaker_matches_host("mcu-keyword", &lpm, &wav);
+    let (events, pins) = live_matches_host("mcu-keyword", &lpm, &wav, true);
+    // The script's refusals: a board without a live source, a missing file.
+    for (args, says) in [
+        (
+            vec!["--board", "stm32f746", lpm.to_str().unwrap(), wav.to_str().unwrap()],
+            "live audio source only on mps2-an386",
+        ),
+        (vec![lpm.to_str().unwrap(), "no-such.wav"], "recording no-such.wav: no such file"),
+    ] {
+        let out = Command::new(root().join("scripts/mcu-listen")).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(text(&out).1.contains(says), "{args:?}: {}", text(&out).1);
+    }
     // Two loud stretches (1 s and 3 s into the recording): one "loud" keyword each.
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e.class == 1 && e.kind == EventKind::Start && e.score >= 0.7));
@@ -638,9 +770,10 @@ fn the_keyword_spotter_banded_into_a_30_kb_arena_hears_the_demo_words_on_a_corte
 
 #[test]
 fn speaker_mode_with_a_vad_model_follows_speech_start_and_end() {
+    // Live, as the keyword test.
     let lpm = data("runtime/tests/data/energy_micro/vad.lpm");
     let wav = data("runtime/tests/data/speech_gap.wav");
-    let (events, pins) = speaker_matches_host("mcu-vad", &lpm, &wav);
+    let (events, pins) = live_matches_host("mcu-vad", &lpm, &wav, false);
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Start, EventKind::End, EventKind::Start, EventKind::End], "{events:?}");
     // The alert is on from each start to its end (released), blinking.
@@ -682,10 +815,30 @@ fn a_microwakeword_model_compiled_from_its_json_hears_its_wake_word_on_a_cortex_
         "alexa",
         "okay nabu",
     ]);
+    // Embedded in flash and streamed live through the UART: the same events as the host's.
     let (events, pins) = speaker_matches_host("mcu-wake-word-run", &lpm, &wav);
+    let (live, live_pins) = live_matches_host("mcu-wake-word-live", &lpm, &wav, false);
+    assert_eq!((&live, &live_pins), (&events, &pins));
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e.class == 0 && e.kind == EventKind::Start && e.score > 0.85), "{events:?}");
     assert_eq!(pins.first(), Some(&(false, 0)));
     assert_eq!(pins[1], (true, events[0].timestamp_ms), "{pins:?}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_live_firmware_that_falls_behind_counts_the_samples_it_loses() {
+    // The shipped DS-CNN (7.6 M MACs a run) on the portable reference kernels runs several times
+    // slower than real time under QEMU, slower than even QEMU's UART delivers (which is slower
+    // than real time): the ring fills and samples are dropped. Each is counted; the firmware still
+    // ends when the announced samples are all taken or lost, and its clock counts the lost ones.
+    let wav = data("runtime/tests/data/speech_gap.wav");
+    let lpm = data("models/keywords/model.lpm");
+    let Live { json, .. } = listen("mcu-live-overrun", &["reference-kernels"], &lpm, &wav);
+    let count = |k: &str| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}"));
+    let total = lepton_runtime::source::read_all(&mut WavSource::open(&wav).unwrap()).unwrap().len() as u64;
+    assert!(count("overruns") > 0, "{json}");
+    assert_eq!(count("samples") + count("overruns"), total, "{json}");
+    assert_eq!(count("bad_frames"), 0);
+    eprintln!("DS-CNN live under QEMU: {} of {total} samples lost to overruns", count("overruns"));
 }

@@ -20,6 +20,17 @@ pub enum AppError {
     Pin,
     /// The console could not be written.
     Console,
+    /// The microphone's sample rate is not the model's (speaker mode).
+    #[cfg_attr(not(feature = "speaker"), allow(dead_code))]
+    SampleRate {
+        /// Samples per second the microphone delivers.
+        microphone: u32,
+        /// Samples per second the model was trained on.
+        model: u32,
+    },
+    /// The live audio stream broke its protocol (speaker mode, `live`): what was wrong.
+    #[cfg_attr(not(feature = "live"), allow(dead_code))]
+    Stream(&'static str),
     /// Conformance mode: this many cases or model outputs differ from the reference.
     #[cfg_attr(not(feature = "conformance"), allow(dead_code))]
     Conformance(usize),
@@ -34,6 +45,10 @@ impl fmt::Display for AppError {
             AppError::Arena => write!(f, "the arena is unavailable or too small"),
             AppError::Pin => write!(f, "the alert pin could not be driven"),
             AppError::Console => write!(f, "the console could not be written"),
+            AppError::SampleRate { microphone, model } => {
+                write!(f, "the microphone delivers {microphone} Hz but the model needs {model} Hz")
+            }
+            AppError::Stream(what) => write!(f, "audio stream: {what}"),
             AppError::Conformance(n) => write!(f, "{n} results differ from the reference kernels"),
         }
     }

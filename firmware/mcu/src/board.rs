@@ -12,6 +12,15 @@ use core::cell::{Cell, RefCell};
 use core::fmt::Write;
 use lepton_core::alert::{ActiveLevel, AlertConfig};
 
+/// The core clock SysTick counts, in Hz: the MPS2's 25 MHz (QEMU's too; under QEMU it ticks with
+/// the host's time, so cycle figures there measure the emulation, not a Cortex-M4), or the
+/// STM32F746's 16 MHz internal oscillator, which the firmware leaves as the reset sets it.
+#[cfg(not(lepton_board = "stm32f746"))]
+pub const CORE_CLOCK_HZ: u32 = 25_000_000;
+/// The core clock SysTick counts, in Hz (see the MPS2's).
+#[cfg(lepton_board = "stm32f746")]
+pub const CORE_CLOCK_HZ: u32 = 16_000_000;
+
 /// The alert: on (blinking 250 ms on, 250 ms off) for 1.5 s after the last keyword, at the
 /// logical line `ALERT`.
 pub const ALERT: AlertConfig = AlertConfig::new(ActiveLevel::High, 1500).with_blink(250, 250);

@@ -10,6 +10,9 @@
 //!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
 //!   A microWakeWord model (`lepton-convert compile MODEL.json`) runs with TFLite Micro's
 //!   frontend and the wake-word decision instead (`wake_word.rs`), with the same lines.
+//! - Live speaker mode (feature `live`, mps2-an386): the same loops on audio streaming in through
+//!   UART0 at its real rate (`microphone.rs`, `uart.rs`); events leave as COBS-framed postcard on
+//!   UART1; the summary line adds `overruns=<n> cycles_per_second=<n> clock_hz=<n>`.
 //! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set
 //!   against the reference kernels on randomized cases and on the embedded model and inputs;
 //!   `conformance <kernel> cases=<n> mismatches=<n>` lines, then
@@ -37,9 +40,13 @@ mod classifier;
 mod conformance;
 mod embedded;
 #[cfg(feature = "speaker")]
+mod microphone;
+#[cfg(feature = "speaker")]
 mod speaker;
 #[cfg(target_os = "none")]
 mod target;
+#[cfg(all(feature = "live", target_os = "none"))]
+mod uart;
 #[cfg(all(feature = "speaker", lepton_wake_word))]
 mod wake_word;
 

@@ -1,17 +1,20 @@
-//! Speaker mode: audio from flash → the audio frontend → the keyword (or VAD) model → keyword
+//! Speaker mode: audio from a [`Microphone`] (a recording in flash, or a live stream) → the audio frontend → the keyword (or VAD) model → keyword
 //! spotting → events, postcard-encoded on the console (`event <hex>`), and an alert pin. A
 //! wake-word model (`cfg(lepton_wake_word)`) runs through [`crate::wake_word`] instead, with the
 //! summary, hooks and event lines defined here.
 //!
 //! The loop is the host's `AudioPipeline` on a microcontroller: blocks of one hop, a model run
 //! every `stride` frames once the feature window is full, the same quantization, probabilities and
-//! decisions, and stream time (`samples × 1000 / sample_rate`) as the clock of events and the alert.
+//! decisions, and stream time (`samples × 1000 / sample_rate`, samples lost to overruns included)
+//! as the clock of events and the alert. Time spent waiting for samples is idle; the rest is
+//! counted as busy cycles, the figure a board needs to keep up (cycles per second of audio).
 
 use crate::app::{AppError, Stats};
 #[cfg(not(lepton_wake_word))]
 use crate::embedded::{
     Decision, CLASSES, DECISION, FEATURES, FRAMES, FRONTEND, MAX_FFT, MAX_MELS, SCORES, SMOOTHING, STRIDE,
 };
+use crate::microphone::Microphone;
 use core::cell::Cell;
 use core::cell::RefCell;
 use core::fmt::Write;
@@ -48,6 +51,18 @@ pub struct Summary {
     pub first_run_ms: Option<u64>,
     /// Events written.
     pub events: u32,
+    /// Samples the microphone lost because the loop was late.
+    pub overruns: u64,
+    /// Cycles spent on the audio (frontend, model, decision, events), waiting excluded.
+    pub busy_cycles: u64,
+}
+
+impl Summary {
+    /// Busy cycles per second of audio (0 before any sample).
+    pub fn cycles_per_second(&self, sample_rate: u32) -> u64 {
+        (u128::from(self.busy_cycles) * u128::from(sample_rate)).checked_div(u128::from(self.samples)).unwrap_or(0)
+            as u64
+    }
 }
 
 #[cfg(not(lepton_wake_word))]
@@ -104,6 +119,7 @@ impl<const T: usize> Stages<'_, '_, T> {
 }
 
 /// Writes `event <hex of the postcard bytes>`.
+#[cfg_attr(feature = "live", allow(dead_code))] // The live build frames its events on UART1.
 pub(crate) fn write_event(out: &RefCell<impl Write>, e: &Event) -> Result<(), AppError> {
     let mut buf = [0u8; 32];
     let bytes = encode(e, &mut buf)?;
@@ -132,19 +148,18 @@ pub(crate) fn drain<P: OutputPin>(alert: &mut Alert<P>, clock: &Cell<u64>, mut n
 pub struct Hooks<'h> {
     /// Reads the board's cycle counter.
     pub cycles: &'h dyn Fn() -> u64,
-    /// Sees each event after it is written (logs).
-    pub on_event: &'h mut dyn FnMut(&Event),
+    /// Sends each event out (console line or serial frame) and logs it.
+    pub on_event: &'h mut dyn FnMut(&Event) -> Result<(), AppError>,
 }
 
 #[cfg(not(lepton_wake_word))]
-/// Runs the whole recording `audio` (16-bit PCM, little-endian) through the model, writing events
-/// to `out` and driving `alert`; `clock` holds the stream time in ms for the alert's pin. After the
-/// audio, time goes on until the alert is idle.
+/// Runs the audio of `mic` through the model until the stream ends, sending events through
+/// `hooks.on_event` and driving `alert`; `clock` holds the stream time in ms for the alert's pin.
+/// After the audio, time goes on until the alert is idle.
 pub fn run<const T: usize, P: OutputPin>(
-    out: &RefCell<impl Write>,
+    mic: &mut impl Microphone,
     model: &Interpreter<'_, T>,
     arena: &mut [u8],
-    audio: &[u8],
     alert: &mut Alert<P>,
     clock: &Cell<u64>,
     hooks: Hooks<'_>,
@@ -162,19 +177,22 @@ pub fn run<const T: usize, P: OutputPin>(
         posteriors: [0.0; CLASSES],
         state,
     };
+    check_rate(mic, FRONTEND.sample_rate)?;
     let rate = u64::from(FRONTEND.sample_rate);
     let mut block = [0i16; FRONTEND.hop];
     let mut summary = Summary::default();
     let mut since_run = 0;
     let mut now_ms = 0;
     alert.poll(now_ms).map_err(|_| AppError::Pin)?;
-    for chunk in audio.chunks(2 * FRONTEND.hop) {
-        let n = chunk.len() / 2;
-        for (s, b) in block.iter_mut().zip(chunk.chunks_exact(2)) {
-            *s = i16::from_le_bytes([b[0], b[1]]);
+    loop {
+        let n = mic.read(&mut block)?;
+        if n == 0 {
+            break;
         }
+        let busy_from = (hooks.cycles)();
         summary.samples += n as u64;
-        now_ms = summary.samples * 1000 / rate;
+        summary.overruns = mic.overruns();
+        now_ms = (summary.samples + summary.overruns) * 1000 / rate;
         let mut completed = false;
         let window = &mut stages.window;
         frontend.push_i16(&block[..n], |f| {
@@ -189,8 +207,7 @@ pub fn run<const T: usize, P: OutputPin>(
                 summary.stats.record(spent);
                 summary.first_run_ms.get_or_insert(now_ms);
                 if let Some(e) = event {
-                    write_event(out, &e)?;
-                    (hooks.on_event)(&e);
+                    (hooks.on_event)(&e)?;
                     summary.events += 1;
                     match e.kind {
                         EventKind::Start => alert.trigger(now_ms),
@@ -203,16 +220,27 @@ pub fn run<const T: usize, P: OutputPin>(
         }
         clock.set(now_ms);
         alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+        summary.busy_cycles += (hooks.cycles)().wrapping_sub(busy_from);
     }
     drain(alert, clock, now_ms)?;
     Ok(summary)
 }
 
-#[cfg(all(test, not(lepton_wake_word)))]
+/// Refuses a microphone whose rate is not the model's.
+pub(crate) fn check_rate(mic: &impl Microphone, model_rate: u32) -> Result<(), AppError> {
+    if mic.sample_rate() == model_rate {
+        Ok(())
+    } else {
+        Err(AppError::SampleRate { microphone: mic.sample_rate(), model: model_rate })
+    }
+}
+
+#[cfg(all(test, not(lepton_wake_word), not(feature = "live")))]
 mod tests {
     use super::*;
     use crate::board::{ConsolePin, ALERT};
     use crate::embedded::{ARENA_BYTES, AUDIO, MODEL};
+    use crate::microphone::Recording;
     use lepton_core::event::decode;
 
     #[test]
@@ -222,10 +250,28 @@ mod tests {
         let (out, clock) = (RefCell::new(String::new()), Cell::new(0));
         let mut alert = Alert::new(ConsolePin::new(&out, &clock), ALERT).unwrap();
         let mut seen = 0;
-        let hooks = Hooks { cycles: &|| 0, on_event: &mut |_| seen += 1 };
-        let s = run(&out, &model, &mut arena, AUDIO, &mut alert, &clock, hooks).unwrap();
+        let mut on_event = |e: &Event| {
+            seen += 1;
+            write_event(&out, e)
+        };
+        let ticks = Cell::new(0);
+        let cycles = || {
+            ticks.set(ticks.get() + 7);
+            ticks.get()
+        };
+        let hooks = Hooks { cycles: &cycles, on_event: &mut on_event };
+        let mut mic = Recording::new(AUDIO, FRONTEND.sample_rate);
+        let s = run(&mut mic, &model, &mut arena, &mut alert, &clock, hooks).unwrap();
         assert_eq!(seen, s.events);
         assert_eq!(s.samples as usize, AUDIO.len() / 2);
+        assert_eq!(s.overruns, 0);
+        // Busy time is counted around each block (7 ticks a read here), never while waiting.
+        assert!(s.busy_cycles >= 7 * s.samples.div_ceil(FRONTEND.hop as u64), "{s:?}");
+        // A microphone at another rate is refused before anything runs.
+        let mut other = Recording::new(AUDIO, FRONTEND.sample_rate / 2);
+        let hooks = Hooks { cycles: &|| 0, on_event: &mut |_| Ok(()) };
+        let e = run(&mut other, &model, &mut arena, &mut alert, &clock, hooks).unwrap_err();
+        assert_eq!(e, AppError::SampleRate { microphone: FRONTEND.sample_rate / 2, model: FRONTEND.sample_rate });
         assert!(s.stats.runs > 0);
         let text = out.borrow().clone();
         let mut events = vec![];

@@ -92,14 +92,24 @@ fn main() -> ! {
     semihosting::process::exit(code)
 }
 
-fn run() -> Result<(), AppError> {
-    if let Some(mut p) = cortex_m::Peripherals::take() {
-        p.SYST.set_clock_source(SystClkSource::Core);
-        p.SYST.set_reload(0x00FF_FFFF);
-        p.SYST.clear_current();
-        p.SYST.enable_interrupt();
-        p.SYST.enable_counter();
+/// Any interrupt without a handler of its own: UART0's receive interrupt in live mode; others
+/// are ignored.
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    #[cfg(feature = "live")]
+    if irqn == crate::uart::UART0_RX_IRQ as i16 {
+        crate::uart::on_receive();
     }
+    let _ = irqn;
+}
+
+fn run() -> Result<(), AppError> {
+    let mut p = cortex_m::Peripherals::take().ok_or(AppError::Arena)?;
+    p.SYST.set_clock_source(SystClkSource::Core);
+    p.SYST.set_reload(0x00FF_FFFF);
+    p.SYST.clear_current();
+    p.SYST.enable_interrupt();
+    p.SYST.enable_counter();
     let model = app::load(MODEL)?;
     defmt::info!(
         "model {=str}: {} tensors, {} ops, arena {} bytes",
@@ -112,7 +122,7 @@ fn run() -> Result<(), AppError> {
     // A streaming model's state starts from its initial value.
     model.reset(arena)?;
     let mut console = Console::new();
-    let stats = mode::run(&mut console, &model, arena)?;
+    let stats = mode::run(&mut console, &model, arena, &mut p.NVIC)?;
     if stats.runs > 0 {
         defmt::info!(
             "{} model runs: {} cycles each on average, {} at most",
@@ -132,7 +142,12 @@ mod mode {
     use lepton_core::engine::micro::Interpreter;
 
     /// Conformance mode: the suite, then the embedded model with both kernel sets.
-    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
+    pub fn run(
+        console: &mut Console,
+        model: &Interpreter<'_, TENSORS>,
+        arena: &mut [u8],
+        _: &mut cortex_m::peripheral::NVIC,
+    ) -> Result<Stats, AppError> {
         static mut REFERENCE: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
         // SAFETY: conformance mode runs once; this is the only reference to REFERENCE.
         let reference = unsafe { &mut *core::ptr::addr_of_mut!(REFERENCE) };
@@ -149,7 +164,12 @@ mod mode {
     use lepton_core::engine::micro::Interpreter;
 
     /// Classifier mode on the embedded inputs.
-    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
+    pub fn run(
+        console: &mut Console,
+        model: &Interpreter<'_, TENSORS>,
+        arena: &mut [u8],
+        _: &mut cortex_m::peripheral::NVIC,
+    ) -> Result<Stats, AppError> {
         defmt::info!("{} input sets, first from {=str}", INPUT_RUNS, INPUT_FILES.first().copied().unwrap_or("-"));
         crate::classifier::run(console, model, arena, INPUT_DATA, INPUT_RUNS, &cycles)
     }
@@ -159,8 +179,8 @@ mod mode {
 mod mode {
     use super::{cycles, Console};
     use crate::app::{write_name, AppError, Stats};
-    use crate::board::ALERT;
-    use crate::embedded::{AUDIO, AUDIO_NAME, LABELS, TENSORS};
+    use crate::board::{ALERT, CORE_CLOCK_HZ};
+    use crate::embedded::{AUDIO_NAME, LABELS, SAMPLE_RATE, TENSORS};
     use crate::speaker::Hooks;
     use core::cell::{Cell, RefCell};
     use core::fmt::Write;
@@ -174,29 +194,59 @@ mod mode {
         defmt::info!("{=str} {=str} at {} ms, score {}", label, kind, e.timestamp_ms, e.score);
     }
 
-    /// Speaker mode on the embedded audio.
-    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
+    /// Speaker mode: on the embedded audio, or (feature `live`) on the stream of UART0 with
+    /// events framed on UART1.
+    pub fn run(
+        console: &mut Console,
+        model: &Interpreter<'_, TENSORS>,
+        arena: &mut [u8],
+        nvic: &mut cortex_m::peripheral::NVIC,
+    ) -> Result<Stats, AppError> {
         let (out, clock) = (RefCell::new(console), Cell::new(0));
         #[cfg(lepton_board = "stm32f746")]
         let pin = crate::board::Pi1::take();
         #[cfg(not(lepton_board = "stm32f746"))]
         let pin = crate::board::ConsolePin::new(&out, &clock);
         let mut alert = Alert::new(pin, ALERT)?;
-        let hooks = Hooks { cycles: &cycles, on_event: &mut log };
+        #[cfg(not(feature = "live"))]
+        let (mut mic, mut on_event) = {
+            let _ = nvic;
+            let mic = crate::microphone::Recording::new(crate::embedded::AUDIO, SAMPLE_RATE);
+            (mic, |e: &Event| {
+                crate::speaker::write_event(&out, e)?;
+                log(e);
+                Ok(())
+            })
+        };
+        #[cfg(feature = "live")]
+        let (mut mic, mut on_event) = {
+            let mut port = crate::uart::EventPort::take()?;
+            let mic = crate::uart::UartMicrophone::open(nvic)?;
+            defmt::info!("live audio on UART0: {} Hz", crate::microphone::Microphone::sample_rate(&mic));
+            (mic, move |e: &Event| {
+                port.send(e)?;
+                log(e);
+                Ok(())
+            })
+        };
+        let hooks = Hooks { cycles: &cycles, on_event: &mut on_event };
         #[cfg(not(lepton_wake_word))]
-        let s = crate::speaker::run(&out, model, arena, AUDIO, &mut alert, &clock, hooks)?;
+        let s = crate::speaker::run(&mut mic, model, arena, &mut alert, &clock, hooks)?;
         #[cfg(lepton_wake_word)]
-        let s = crate::wake_word::run(&out, model, arena, AUDIO, &mut alert, &clock, hooks)?;
+        let s = crate::wake_word::run(&mut mic, model, arena, &mut alert, &clock, hooks)?;
         let mut out = out.try_borrow_mut().map_err(|_| AppError::Console)?;
         out.write_str("audio ")?;
         write_name(&mut *out, AUDIO_NAME)?;
         writeln!(
             out,
-            " samples={} runs={} first_run_ms={} events={}",
+            " samples={} runs={} first_run_ms={} events={} overruns={} cycles_per_second={} clock_hz={}",
             s.samples,
             s.stats.runs,
             s.first_run_ms.unwrap_or(0),
-            s.events
+            s.events,
+            s.overruns,
+            s.cycles_per_second(SAMPLE_RATE),
+            CORE_CLOCK_HZ
         )?;
         Ok(s.stats)
     }

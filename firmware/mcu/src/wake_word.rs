@@ -1,4 +1,4 @@
-//! Speaker mode for a microWakeWord model: audio from flash → TFLite Micro's frontend (fixed
+//! Speaker mode for a microWakeWord model: audio from a [`Microphone`] → TFLite Micro's frontend (fixed
 //! point, `lepton_core::audio::micro_frontend`) → features quantized row by row into the model's
 //! input → the streaming model every `stride` rows (its state in the arena) → microWakeWord's
 //! decision → `event <hex>` lines and the alert pin.
@@ -8,9 +8,9 @@
 
 use crate::app::AppError;
 use crate::embedded::{INPUT_QUANT, MICRO_FRONTEND, STEP, WAKE, WAKE_WINDOW};
-use crate::speaker::{drain, write_event, Hooks, Summary};
-use core::cell::{Cell, RefCell};
-use core::fmt::Write;
+use crate::microphone::Microphone;
+use crate::speaker::{check_rate, drain, Hooks, Summary};
+use core::cell::Cell;
 use embedded_hal::digital::OutputPin;
 use lepton_core::alert::Alert;
 use lepton_core::audio::{MicroFrontend, WakeWord};
@@ -21,14 +21,13 @@ use lepton_core::tensor::dequantize;
 /// Int8 values of one model input (`stride × channels`).
 const INPUT: usize = WAKE.stride * WAKE.channels;
 
-/// Runs the whole recording `audio` (16-bit PCM, little-endian) through the wake-word model,
-/// writing events to `out` and driving `alert`; `clock` holds the stream time in ms. After the
+/// Runs the audio of `mic` through the wake-word model until the stream ends, sending events
+/// through `hooks.on_event` and driving `alert`; `clock` holds the stream time in ms. After the
 /// audio, time goes on until the alert is idle.
 pub fn run<const T: usize, P: OutputPin>(
-    out: &RefCell<impl Write>,
+    mic: &mut impl Microphone,
     model: &Interpreter<'_, T>,
     arena: &mut [u8],
-    audio: &[u8],
     alert: &mut Alert<P>,
     clock: &Cell<u64>,
     hooks: Hooks<'_>,
@@ -37,19 +36,22 @@ pub fn run<const T: usize, P: OutputPin>(
     let mut wake: WakeWord<WAKE_WINDOW> = WakeWord::new(WAKE, INPUT_QUANT)?;
     let output_desc = model.output_desc(0)?;
     let (scale, zero) = (output_desc.scale, output_desc.zero_point);
+    check_rate(mic, MICRO_FRONTEND.sample_rate)?;
     let rate = u64::from(MICRO_FRONTEND.sample_rate);
     let mut block = [0i16; STEP];
     let mut input = [0i8; INPUT];
     let mut summary = Summary::default();
     let mut now_ms = 0;
     alert.poll(now_ms).map_err(|_| AppError::Pin)?;
-    for chunk in audio.chunks(2 * STEP) {
-        let n = chunk.len() / 2;
-        for (s, b) in block.iter_mut().zip(chunk.chunks_exact(2)) {
-            *s = i16::from_le_bytes([b[0], b[1]]);
+    loop {
+        let n = mic.read(&mut block)?;
+        if n == 0 {
+            break;
         }
+        let busy_from = (hooks.cycles)();
         summary.samples += n as u64;
-        now_ms = summary.samples * 1000 / rate;
+        summary.overruns = mic.overruns();
+        now_ms = (summary.samples + summary.overruns) * 1000 / rate;
         let mut at = 0;
         while at < n {
             let (took, row) = frontend.process(&block[at..n]);
@@ -74,14 +76,14 @@ pub fn run<const T: usize, P: OutputPin>(
             let probability = dequantize(q as i8 as i32, scale, zero);
             if let Some(hit) = wake.push_probability(now_ms, probability) {
                 let e = Event { class: hit.class, kind: EventKind::Start, timestamp_ms: now_ms, score: hit.score };
-                write_event(out, &e)?;
-                (hooks.on_event)(&e);
+                (hooks.on_event)(&e)?;
                 summary.events += 1;
                 alert.trigger(now_ms);
             }
         }
         clock.set(now_ms);
         alert.poll(now_ms).map_err(|_| AppError::Pin)?;
+        summary.busy_cycles += (hooks.cycles)().wrapping_sub(busy_from);
     }
     drain(alert, clock, now_ms)?;
     Ok(summary)

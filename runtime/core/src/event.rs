@@ -171,6 +171,17 @@ pub fn encode<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut 
     postcard::to_slice(value, buf).map_err(|_| Error::Encoding)
 }
 
+/// Encodes `value` as one frame for a byte stream (a serial line): postcard, COBS-encoded, ending
+/// in a zero byte, so a reader that joins mid-stream finds the next frame at the next zero.
+pub fn encode_frame<'b, T: Serialize>(value: &T, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+    postcard::to_slice_cobs(value, buf).map_err(|_| Error::Encoding)
+}
+
+/// Decodes one frame of [`encode_frame`] (with or without its closing zero), in place.
+pub fn decode_frame<'a, T: Deserialize<'a>>(frame: &'a mut [u8]) -> Result<T, Error> {
+    postcard::from_bytes_cobs(frame).map_err(|_| Error::Encoding)
+}
+
 /// Decodes a postcard-encoded value.
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     postcard::from_bytes(bytes).map_err(|_| Error::Encoding)
@@ -179,6 +190,26 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_carry_no_zero_inside_end_in_one_and_reject_garbage() {
+        let e = Event { class: 3, kind: EventKind::End, timestamp_ms: 0x0100_0000_0000, score: 0.0 };
+        let mut buf = [0u8; 32];
+        let frame = encode_frame(&e, &mut buf).unwrap();
+        let n = frame.len();
+        assert_eq!(frame[n - 1], 0);
+        assert!(frame[..n - 1].iter().all(|&b| b != 0), "{frame:?}");
+        assert_eq!(decode_frame::<Event>(&mut frame[..n - 1]).unwrap(), e);
+        // Too small a buffer, a cut frame, bytes that are not a frame: errors, no panic.
+        assert!(encode_frame(&e, &mut [0u8; 4]).is_err());
+        let mut buf = [0u8; 32];
+        let frame = encode_frame(&e, &mut buf).unwrap();
+        assert!(decode_frame::<Event>(&mut frame[..3]).is_err());
+        for len in 0..12 {
+            let mut junk: [u8; 12] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(len as u8) | 1);
+            let _ = decode_frame::<Event>(&mut junk[..len]);
+        }
+    }
 
     #[test]
     fn iou_of_identical_disjoint_and_half_overlapping_boxes() {
