@@ -116,11 +116,11 @@ fn main() {
                  (QEMU); this board has no live audio source in the firmware yet"
             ));
         }
-        if env("LEPTON_MCU_AUDIO").is_some() {
-            fail(
-                "LEPTON_MCU_AUDIO: feature `live` takes its audio from UART0, not from a file (drop one or the other)",
-            );
-        }
+    }
+    let live = std::env::var_os("CARGO_FEATURE_LIVE").is_some()
+        || std::env::var_os("CARGO_FEATURE_NANO33_BLE_SENSE").is_some();
+    if live && env("LEPTON_MCU_AUDIO").is_some() {
+        fail("LEPTON_MCU_AUDIO: a live build takes its audio from the board (UART0, microphone), not from a file (drop one or the other)");
     }
     if speaker {
         let audio_path = resolve(env("LEPTON_MCU_AUDIO").unwrap_or_else(|| "models/keywords/demo.wav".into()));
@@ -176,6 +176,16 @@ fn board(root: &Path, out: &Path, choice: Option<String>) {
     let building = std::env::var("TARGET").unwrap_or_default();
     if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none") && building != target {
         fail(format!("{at}: the board's target is {target}; this build is for {building} (use --target {target})"));
+    }
+    let nano = std::env::var_os("CARGO_FEATURE_NANO33_BLE_SENSE").is_some();
+    if nano != (board == "nano33-ble-sense") {
+        fail(format!(
+            "LEPTON_MCU_BOARD={board}: the Nano 33 BLE Sense build is LEPTON_MCU_BOARD=nano33-ble-sense with \
+             `--no-default-features --features nano33-ble-sense`, both or neither"
+        ));
+    }
+    if nano && std::env::var_os("CARGO_FEATURE_SEMIHOSTING").is_some() {
+        fail("feature nano33-ble-sense: build with --no-default-features (a board without a debugger cannot answer semihosting)");
     }
     let memory = root.join("boards").join(&board).join(memory_x);
     println!("cargo::rerun-if-changed={}", memory.display());
@@ -483,9 +493,14 @@ fn speaker_mode(
 fn embed_audio(audio_path: &Path, sample_rate: u32, out: &Path, code: &mut String) {
     let _ = writeln!(code, "/// Samples per second the model takes.");
     let _ = writeln!(code, "pub const SAMPLE_RATE: u32 = {sample_rate};");
-    if std::env::var_os("CARGO_FEATURE_LIVE").is_some() {
-        let _ = writeln!(code, "/// Where the audio comes from: the live stream on UART0.");
-        let _ = writeln!(code, "pub const AUDIO_NAME: &str = \"uart0\";");
+    let live = if std::env::var_os("CARGO_FEATURE_NANO33_BLE_SENSE").is_some() {
+        Some("pdm")
+    } else {
+        std::env::var_os("CARGO_FEATURE_LIVE").map(|_| "uart0")
+    };
+    if let Some(name) = live {
+        let _ = writeln!(code, "/// Where the audio comes from: a live source.");
+        let _ = writeln!(code, "pub const AUDIO_NAME: &str = {name:?};");
         return;
     }
     println!("cargo::rerun-if-changed={}", audio_path.display());

@@ -69,6 +69,10 @@ fn build_for(target: &str, dir: &Path, features: &[&str], vars: &[(&str, PathBuf
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
+    if features.contains(&"nano33-ble-sense") {
+        // A real board: no semihosting console (the default feature).
+        cmd.arg("--no-default-features");
+    }
     for v in
         ["LEPTON_MCU_BOARD", "LEPTON_MCU_MODEL", "LEPTON_MCU_INPUTS", "LEPTON_MCU_AUDIO", "LEPTON_MCU_TRUSTED_KEYS"]
     {
@@ -841,4 +845,75 @@ fn a_live_firmware_that_falls_behind_counts_the_samples_it_loses() {
     assert_eq!(count("samples") + count("overruns"), total, "{json}");
     assert_eq!(count("bad_frames"), 0);
     eprintln!("DS-CNN live under QEMU: {} of {total} samples lost to overruns", count("overruns"));
+}
+
+/// (flash, RAM) bytes an ELF takes: code, read-only data and initial values; initial values,
+/// zeroed and uninitialized data (the stack has the rest of the RAM).
+fn footprint(elf: &Path) -> (u64, u64) {
+    let out = Command::new("llvm-size")
+        .arg("-A")
+        .arg(elf)
+        .output()
+        .expect("llvm-size (Debian package llvm; scripts/install-deps --test installs it)");
+    assert!(out.status.success(), "llvm-size: {}", String::from_utf8_lossy(&out.stderr));
+    let (mut flash, mut ram) = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [name, size, _] = f[..] else { continue };
+        let Ok(size) = size.parse::<u64>() else { continue };
+        match name {
+            ".vector_table" | ".text" | ".rodata" => flash += size,
+            ".data" => {
+                flash += size;
+                ram += size;
+            }
+            ".bss" | ".uninit" => ram += size,
+            _ => {}
+        }
+    }
+    (flash, ram)
+}
+
+#[test]
+fn the_nano33_ble_sense_firmware_links_within_the_boards_flash_and_ram() {
+    // Built only: the nRF52840 is not emulated here. Its profile gives the memory the firmware may
+    // use (the Arduino bootloader keeps the first 64 KB of flash).
+    let profile = std::fs::read_to_string(data("boards/nano33-ble-sense/board.toml")).unwrap();
+    let kb = |k: &str| -> u64 {
+        let line = profile.lines().find(|l| l.starts_with(&format!("{k} ="))).unwrap_or_else(|| panic!("{k}"));
+        line.split('=').nth(1).unwrap().trim().parse::<u64>().unwrap() * 1024
+    };
+    let dir = scratch("mcu-nano33");
+    let json = data("target/test-models/okay_nabu.json");
+    assert!(json.exists(), "{}: run scripts/fetch-test-models (scripts/test does)", json.display());
+    let okay_nabu = dir.join("okay_nabu.lpm");
+    let out = run("lepton-convert", &["compile", &json.display().to_string(), "-o", &okay_nabu.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    for lpm in [okay_nabu, data("models/keywords/model.lpm")] {
+        let vars = [("LEPTON_MCU_BOARD", PathBuf::from("nano33-ble-sense")), ("LEPTON_MCU_MODEL", lpm.clone())];
+        let elf = build(&dir, &["nano33-ble-sense"], &vars).unwrap_or_else(|e| panic!("building for the Nano:\n{e}"));
+        let (flash, ram) = footprint(&elf);
+        eprintln!(
+            "Nano 33 BLE Sense, {}: flash {flash} of {} bytes, static RAM {ram} of {} bytes",
+            lpm.file_name().unwrap().to_string_lossy(),
+            kb("flash_kb"),
+            kb("ram_kb")
+        );
+        assert!(
+            flash <= kb("flash_kb") && ram + 32 * 1024 <= kb("ram_kb"),
+            "flash {flash}, RAM {ram} (32 KB kept for the stack)"
+        );
+        // The DSP kernels are in (a Cortex-M4F), and the image starts where the bootloader jumps.
+        assert!(!dsp_instructions(&elf).is_empty());
+        let headers = Command::new("llvm-objdump").arg("-h").arg(&elf).output().unwrap();
+        let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+        assert!(
+            headers.lines().any(|l| l.contains(".vector_table") && l.contains(" 00010000 ")),
+            "the vector table is not at 0x10000:\n{headers}"
+        );
+    }
+    // The feature and the board go together.
+    let e = build(&dir, &["nano33-ble-sense"], &[("LEPTON_MCU_MODEL", data("models/keywords/model.lpm"))]).unwrap_err();
+    assert!(e.contains("LEPTON_MCU_BOARD=nano33-ble-sense"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
 }

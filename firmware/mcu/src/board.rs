@@ -3,10 +3,14 @@
 //! - `mps2-an386` (QEMU) and host builds: the board has no LED QEMU shows, so the alert drives
 //!   [`ConsolePin`], a stand-in that prints each transition (`pin high at <ms>`).
 //! - `stm32f746` (STM32F746G-DISCO): the user LED LD1 on PI1, active high (`Pi1`).
+//! - `nano33-ble-sense`: the orange LED on P0.13, through embassy-nrf (`nano33.rs`).
 
 // The alert serves speaker mode, and the stand-in pin boards without a visible GPIO: classifier
 // builds and STM32F746 builds compile them unused (the host tests still run them).
-#![cfg_attr(any(not(feature = "speaker"), lepton_board = "stm32f746"), allow(dead_code))]
+#![cfg_attr(
+    any(not(feature = "speaker"), lepton_board = "stm32f746", lepton_board = "nano33-ble-sense"),
+    allow(dead_code)
+)]
 
 use core::cell::{Cell, RefCell};
 use core::fmt::Write;
@@ -15,8 +19,11 @@ use lepton_core::alert::{ActiveLevel, AlertConfig};
 /// The core clock SysTick counts, in Hz: the MPS2's 25 MHz (QEMU's too; under QEMU it ticks with
 /// the host's time, so cycle figures there measure the emulation, not a Cortex-M4), or the
 /// STM32F746's 16 MHz internal oscillator, which the firmware leaves as the reset sets it.
-#[cfg(not(lepton_board = "stm32f746"))]
+#[cfg(not(any(lepton_board = "stm32f746", lepton_board = "nano33-ble-sense")))]
 pub const CORE_CLOCK_HZ: u32 = 25_000_000;
+/// The core clock the DWT counts, in Hz: the nRF52840's 64 MHz.
+#[cfg(lepton_board = "nano33-ble-sense")]
+pub const CORE_CLOCK_HZ: u32 = 64_000_000;
 /// The core clock SysTick counts, in Hz (see the MPS2's).
 #[cfg(lepton_board = "stm32f746")]
 pub const CORE_CLOCK_HZ: u32 = 16_000_000;

@@ -13,6 +13,8 @@
 //! - Live speaker mode (feature `live`, mps2-an386): the same loops on audio streaming in through
 //!   UART0 at its real rate (`microphone.rs`, `uart.rs`); events leave as COBS-framed postcard on
 //!   UART1; the summary line adds `overruns=<n> cycles_per_second=<n> clock_hz=<n>`.
+//! - The Arduino Nano 33 BLE Sense (feature `nano33-ble-sense`, `nano33.rs`): the same loops on its
+//!   PDM microphone, forever; events on its LED, framed on its TX pin and in defmt logs over RTT.
 //! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set
 //!   against the reference kernels on randomized cases and on the embedded model and inputs;
 //!   `conformance <kernel> cases=<n> mismatches=<n>` lines, then
@@ -29,8 +31,9 @@
 #![cfg_attr(target_os = "none", no_std, no_main)]
 // On the host the firmware's logic is exercised by the unit tests only.
 #![cfg_attr(not(target_os = "none"), allow(dead_code))]
-// The conformance build leaves classifier mode's helpers unused.
-#![cfg_attr(feature = "conformance", allow(dead_code))]
+// The conformance build leaves classifier mode's helpers unused; the Nano 33 BLE Sense build the
+// QEMU console's (summary line, event lines, recordings in flash).
+#![cfg_attr(any(feature = "conformance", feature = "nano33-ble-sense"), allow(dead_code))]
 
 mod app;
 mod board;
@@ -41,9 +44,11 @@ mod conformance;
 mod embedded;
 #[cfg(feature = "speaker")]
 mod microphone;
+#[cfg(all(target_os = "none", feature = "nano33-ble-sense"))]
+mod nano33;
 #[cfg(feature = "speaker")]
 mod speaker;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", not(feature = "nano33-ble-sense")))]
 mod target;
 #[cfg(all(feature = "live", target_os = "none"))]
 mod uart;
