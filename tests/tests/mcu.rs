@@ -428,7 +428,7 @@ fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     let e = build(&dir, &[], &[("LEPTON_MCU_INPUTS", wrong)]).unwrap_err();
     assert!(e.contains("00.npy") && e.contains("[1, 1, 16, 16]") && e.contains("[1, 3, 12, 12]"), "{e}");
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "esp32".into())]).unwrap_err();
-    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, mps2-an505-nodsp, stm32f746"), "{e}");
+    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, mps2-an505-nodsp, nano33-ble-sense, stm32f746"), "{e}");
     // A board for another target.
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "mps2-an505-nodsp".into())]).unwrap_err();
     assert!(e.contains("thumbv8m.main-none-eabihf") && e.contains("--target"), "{e}");

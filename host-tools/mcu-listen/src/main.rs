@@ -1,12 +1,11 @@
 //! `lepton-mcu-listen`: boots the live speaker firmware under QEMU, streams a recording into it
-//! through UART0 at the recording's rate, and prints the events it sends back on UART1 as
-//! `lepton-convert run` prints them, then the firmware's figures.
+//! through UART0 at the recording's rate, and prints the events it sends back on UART1 as the
+//! daemon prints them, then the firmware's figures.
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use lepton_core::event::{Event, EventKind};
+use lepton_core::event::Event;
 use lepton_mcu_listen::{header, Frames, Summary};
-use lepton_runtime::manifest::Task;
 use lepton_runtime::source::{AudioSource, Resampled, WavSource};
 use lepton_runtime::Model;
 use serde_json::json;
@@ -16,14 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Listen to a recording with Lepton's Cortex-M firmware, live, under QEMU.
 ///
 /// Boots FIRMWARE (the speaker firmware built with feature `live`) on QEMU's MPS2-AN386
 /// (Cortex-M4), streams RECORDING into its UART0 at the recording's sample rate (after a 12-byte
-/// header: `LPCM`, rate, sample count), and prints each event the firmware sends on UART1, in the
-/// form `lepton-convert run` prints them: time in the recording, kind, label, score. Then the
+/// header: `LPCM`, rate, sample count), and prints each event the firmware sends on UART1 as it
+/// arrives, in the form the daemon (`lepton run`) prints them:
+///   mcu event start yes 0.912 at <when it arrived> (<ms> ms into the recording)
+/// Then the
 /// firmware's own figures: model runs, overruns (samples lost because the loop fell behind),
 /// busy cycles per second of audio (SysTick), and with --insn-plugin the instructions executed
 /// per second of audio.
@@ -128,6 +129,11 @@ fn samples(path: &Path, rate: u32) -> Result<Vec<i16>> {
     Ok(all)
 }
 
+/// The name of class `c` (its index if the model has no such label).
+fn label(labels: &[String], c: u16) -> String {
+    labels.get(usize::from(c)).cloned().unwrap_or_else(|| c.to_string())
+}
+
 fn run(args: &Args) -> Result<ExitCode> {
     if !(args.speed > 0.0 && args.speed.is_finite()) {
         bail!("--speed {}: give a positive multiple of real time", args.speed);
@@ -185,7 +191,10 @@ fn run(args: &Args) -> Result<ExitCode> {
         }
     };
 
-    // The event line, read as it comes.
+    // The event line, read and (without --json) printed as it comes, in the daemon's form, with
+    // the time it arrived.
+    let labels = manifest.labels.clone();
+    let print = !args.json;
     let reader = std::thread::spawn(move || -> (Vec<Event>, Frames) {
         let mut frames = Frames::default();
         let mut got = vec![];
@@ -194,7 +203,19 @@ fn run(args: &Args) -> Result<ExitCode> {
             if n == 0 {
                 break;
             }
-            got.extend(frames.push(&buf[..n]));
+            for e in frames.push(&buf[..n]) {
+                if print {
+                    let at = humantime::format_rfc3339_millis(SystemTime::now());
+                    println!(
+                        "mcu event {} {} {:.3} at {at} ({} ms into the recording)",
+                        e.kind.name(),
+                        label(&labels, e.class),
+                        e.score,
+                        e.timestamp_ms
+                    );
+                }
+                got.push(e);
+            }
         }
         (got, frames)
     });
@@ -261,18 +282,12 @@ fn run(args: &Args) -> Result<ExitCode> {
         bail!("the firmware exited with {status}");
     }
 
-    let label = |c: u16| manifest.labels.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
-    let kind = |e: &Event| match (manifest.task, e.kind) {
-        (Task::Vad, k) => k.name(),
-        (_, EventKind::Start) => "keyword",
-        (_, k) => k.name(),
-    };
     let samples = summary.get("samples")?;
     let audio_seconds = samples as f64 / f64::from(rate);
     let per_second = |n: u64| (n as f64 / audio_seconds.max(1e-9)).round() as u64;
     let rows: Vec<serde_json::Value> = events
         .iter()
-        .map(|e| json!({"t_ms": e.timestamp_ms, "kind": kind(e), "label": label(e.class), "class": e.class, "score": e.score}))
+        .map(|e| json!({"t_ms": e.timestamp_ms, "kind": e.kind.name(), "label": label(&manifest.labels, e.class), "class": e.class, "score": e.score}))
         .collect();
     if args.json {
         let j = json!({
@@ -286,15 +301,6 @@ fn run(args: &Args) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
-        for r in &rows {
-            println!(
-                "{:>8} ms  {:<8} {} {:.3}",
-                r["t_ms"],
-                r["kind"].as_str().unwrap_or(""),
-                r["label"].as_str().unwrap_or(""),
-                r["score"].as_f64().unwrap_or(0.0)
-            );
-        }
         println!("{} model runs over {audio_seconds:.2} s of audio, {} results", summary.get("runs")?, rows.len());
         println!(
             "streamed in {streamed:.2} s ({:.2}x real time{}); overruns: {}",
