@@ -20,6 +20,8 @@
 //! - `LEPTON_MCU_AUDIO`: speaker mode, a mono 16-bit PCM WAV at the model's sample rate (default
 //!   `models/keywords/demo.wav`). With feature `live` nothing is embedded: the audio streams in
 //!   through UART0 (mps2-an386 only; see `src/uart.rs`).
+//! - `LEPTON_MCU_RING`: live builds, the samples the ring between the microphone and the audio
+//!   loop holds (default 16384: a second at 16 kHz; 1024 to 1048576).
 //!
 //! Everything is checked here with the runtime's own code (model validation, quantization, audio
 //! settings), so a bad model or input fails the build with a message instead of the device.
@@ -182,6 +184,13 @@ fn board(root: &Path, out: &Path, choice: Option<String>) {
         fail(format!(
             "LEPTON_MCU_BOARD={board}: the Nano 33 BLE Sense build is LEPTON_MCU_BOARD=nano33-ble-sense with \
              `--no-default-features --features nano33-ble-sense`, both or neither"
+        ));
+    }
+    let bare = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "none");
+    if bare && !nano && std::env::var_os("CARGO_FEATURE_SEMIHOSTING").is_none() {
+        fail(format!(
+            "LEPTON_MCU_BOARD={board}: this board's firmware writes its console through semihosting: keep the \
+             default features (only nano33-ble-sense builds with --no-default-features)"
         ));
     }
     if nano && std::env::var_os("CARGO_FEATURE_SEMIHOSTING").is_some() {
@@ -493,6 +502,14 @@ fn speaker_mode(
 fn embed_audio(audio_path: &Path, sample_rate: u32, out: &Path, code: &mut String) {
     let _ = writeln!(code, "/// Samples per second the model takes.");
     let _ = writeln!(code, "pub const SAMPLE_RATE: u32 = {sample_rate};");
+    let ring = env("LEPTON_MCU_RING").map_or(16384, |r| {
+        r.parse::<usize>().ok().filter(|n| (1024..=1 << 20).contains(n)).unwrap_or_else(|| {
+            fail(format!("LEPTON_MCU_RING={r}: give the sample ring's size, 1024 to 1048576 samples"))
+        })
+    });
+    let _ = writeln!(code, "/// Samples the live ring holds (`LEPTON_MCU_RING`).");
+    let _ = writeln!(code, "#[allow(dead_code)]");
+    let _ = writeln!(code, "pub const RING: usize = {ring};");
     let live = if std::env::var_os("CARGO_FEATURE_NANO33_BLE_SENSE").is_some() {
         Some("pdm")
     } else {

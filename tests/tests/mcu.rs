@@ -73,9 +73,14 @@ fn build_for(target: &str, dir: &Path, features: &[&str], vars: &[(&str, PathBuf
         // A real board: no semihosting console (the default feature).
         cmd.arg("--no-default-features");
     }
-    for v in
-        ["LEPTON_MCU_BOARD", "LEPTON_MCU_MODEL", "LEPTON_MCU_INPUTS", "LEPTON_MCU_AUDIO", "LEPTON_MCU_TRUSTED_KEYS"]
-    {
+    for v in [
+        "LEPTON_MCU_BOARD",
+        "LEPTON_MCU_MODEL",
+        "LEPTON_MCU_INPUTS",
+        "LEPTON_MCU_AUDIO",
+        "LEPTON_MCU_TRUSTED_KEYS",
+        "LEPTON_MCU_RING",
+    ] {
         cmd.env_remove(v);
     }
     cmd.envs(vars.iter().map(|(k, v)| (k, v)));
@@ -428,7 +433,10 @@ fn bad_models_and_inputs_fail_the_build_with_the_file_named() {
     let e = build(&dir, &[], &[("LEPTON_MCU_INPUTS", wrong)]).unwrap_err();
     assert!(e.contains("00.npy") && e.contains("[1, 1, 16, 16]") && e.contains("[1, 3, 12, 12]"), "{e}");
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "esp32".into())]).unwrap_err();
-    assert!(e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, mps2-an505-nodsp, nano33-ble-sense, stm32f746"), "{e}");
+    assert!(
+        e.contains("LEPTON_MCU_BOARD=esp32") && e.contains("mps2-an386, mps2-an505-nodsp, nano33-ble-sense, stm32f746"),
+        "{e}"
+    );
     // A board for another target.
     let e = build(&dir, &[], &[("LEPTON_MCU_BOARD", "mps2-an505-nodsp".into())]).unwrap_err();
     assert!(e.contains("thumbv8m.main-none-eabihf") && e.contains("--target"), "{e}");
@@ -622,13 +630,14 @@ struct Live {
     json: serde_json::Value,
 }
 
-/// Builds the live firmware (with `features` besides `live`) for `lpm` and streams `wav` into it
-/// with `lepton-mcu-listen`.
-fn listen(test: &str, features: &[&str], lpm: &Path, wav: &Path) -> Live {
+/// Builds the live firmware (with `features` besides `live`, and a ring of `ring` samples) for
+/// `lpm` and streams `wav` into it with `lepton-mcu-listen`.
+fn listen(test: &str, features: &[&str], ring: Option<usize>, lpm: &Path, wav: &Path) -> Live {
     let dir = scratch(test);
     let features: Vec<&str> = ["live"].iter().chain(features).copied().collect();
-    let elf = build(&dir, &features, &[("LEPTON_MCU_MODEL", lpm.to_path_buf())])
-        .unwrap_or_else(|e| panic!("building the live firmware:\n{e}"));
+    let mut vars = vec![("LEPTON_MCU_MODEL", lpm.to_path_buf())];
+    vars.extend(ring.map(|r| ("LEPTON_MCU_RING", PathBuf::from(r.to_string()))));
+    let elf = build(&dir, &features, &vars).unwrap_or_else(|e| panic!("building the live firmware:\n{e}"));
     let mut args = vec![elf.display().to_string(), lpm.display().to_string(), wav.display().to_string()];
     args.push("--json".into());
     if let Some(p) = insn_plugin() {
@@ -682,7 +691,8 @@ fn parse_live(stdout: &str) -> Live {
 /// checks its events against the host pipeline, and that nothing was lost; returns (events, pin
 /// transitions).
 fn live_matches_host(test: &str, lpm: &Path, wav: &Path, script: bool) -> (Vec<Event>, Vec<Pin>) {
-    let Live { events, pins, json } = if script { listen_with_script(lpm, wav) } else { listen(test, &[], lpm, wav) };
+    let Live { events, pins, json } =
+        if script { listen_with_script(lpm, wav) } else { listen(test, &[], None, lpm, wav) };
     let (host, samples) = host_audio(lpm, wav);
     let count = |k: &str| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}"));
     assert_eq!((count("samples"), count("overruns"), count("bad_frames")), (samples, 0, 0), "{json}");
@@ -708,6 +718,16 @@ fn speaker_mode_sends_keyword_events_and_blinks_the_alert() {
     let lpm = data("runtime/tests/data/energy_micro/keyword.lpm");
     let wav = data("runtime/tests/data/speech_gap.wav");
     let (events, pins) = live_matches_host("mcu-keyword", &lpm, &wav, true);
+    // The tool's refusals: an emulator that ends before connecting, a speed out of range.
+    let (lpm_s, wav_s) = (lpm.to_str().unwrap(), wav.to_str().unwrap());
+    for (args, says) in [
+        (vec![lpm_s, lpm_s, wav_s, "--qemu", "false"], "QEMU ended"),
+        (vec![lpm_s, lpm_s, wav_s, "--speed", "0"], "--speed 0"),
+    ] {
+        let out = run("lepton-mcu-listen", &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(text(&out).1.contains(says), "{args:?}: {}", text(&out).1);
+    }
     // The script's refusals: a board without a live source, a missing file.
     for (args, says) in [
         (
@@ -832,13 +852,14 @@ fn a_microwakeword_model_compiled_from_its_json_hears_its_wake_word_on_a_cortex_
 
 #[test]
 fn a_live_firmware_that_falls_behind_counts_the_samples_it_loses() {
-    // The shipped DS-CNN (7.6 M MACs a run) on the portable reference kernels runs several times
-    // slower than real time under QEMU, slower than even QEMU's UART delivers (which is slower
-    // than real time): the ring fills and samples are dropped. Each is counted; the firmware still
-    // ends when the announced samples are all taken or lost, and its clock counts the lost ones.
+    // The shipped DS-CNN (7.6 M MACs a run) on the portable reference kernels: one run is about
+    // 290 M instructions, while QEMU's UART brings the 1,024 samples of a small ring in about
+    // 2,000 turns of its main loop, many times less time on any host. So the ring overflows
+    // during runs and samples are dropped. Each is counted; the firmware still ends when the
+    // announced samples are all taken or lost, and its clock counts the lost ones.
     let wav = data("runtime/tests/data/speech_gap.wav");
     let lpm = data("models/keywords/model.lpm");
-    let Live { json, .. } = listen("mcu-live-overrun", &["reference-kernels"], &lpm, &wav);
+    let Live { json, .. } = listen("mcu-live-overrun", &["reference-kernels"], Some(1024), &lpm, &wav);
     let count = |k: &str| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}"));
     let total = lepton_runtime::source::read_all(&mut WavSource::open(&wav).unwrap()).unwrap().len() as u64;
     assert!(count("overruns") > 0, "{json}");

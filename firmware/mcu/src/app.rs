@@ -15,6 +15,9 @@ pub enum AppError {
     Inputs,
     /// The static arena is taken or smaller than the model needs.
     Arena,
+    /// A peripheral or static was already taken (what).
+    #[cfg_attr(not(target_os = "none"), allow(dead_code))]
+    Taken(&'static str),
     /// The alert pin could not be driven (speaker mode).
     #[cfg_attr(not(feature = "speaker"), allow(dead_code))]
     Pin,
@@ -43,6 +46,7 @@ impl fmt::Display for AppError {
             AppError::Core(e) => write!(f, "{e}"),
             AppError::Inputs => write!(f, "the embedded inputs are shorter than the model's inputs"),
             AppError::Arena => write!(f, "the arena is unavailable or too small"),
+            AppError::Taken(what) => write!(f, "{what} already taken"),
             AppError::Pin => write!(f, "the alert pin could not be driven"),
             AppError::Console => write!(f, "the console could not be written"),
             AppError::SampleRate { microphone, model } => {

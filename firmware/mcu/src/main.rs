@@ -7,12 +7,13 @@
 //! - Speaker mode (feature `speaker`): embedded audio → audio frontend → keyword (or VAD) model →
 //!   keyword spotting → one `event <hex>` line per event (the postcard bytes of
 //!   `lepton_core::event::Event`), an alert pin (on QEMU a stand-in printing `pin high at <ms>`
-//!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>`.
+//!   / `pin low at <ms>`), then `audio <file> samples=<n> runs=<n> first_run_ms=<ms> events=<n>
+//!   overruns=<n> cycles_per_second=<n> clock_hz=<n>` (busy SysTick cycles per second of audio).
 //!   A microWakeWord model (`lepton-convert compile MODEL.json`) runs with TFLite Micro's
 //!   frontend and the wake-word decision instead (`wake_word.rs`), with the same lines.
 //! - Live speaker mode (feature `live`, mps2-an386): the same loops on audio streaming in through
-//!   UART0 at its real rate (`microphone.rs`, `uart.rs`); events leave as COBS-framed postcard on
-//!   UART1; the summary line adds `overruns=<n> cycles_per_second=<n> clock_hz=<n>`.
+//!   UART0 (`microphone.rs`, `uart.rs`); events leave as COBS-framed postcard on UART1 instead of
+//!   console lines; the summary line names `uart0` as its source.
 //! - The Arduino Nano 33 BLE Sense (feature `nano33-ble-sense`, `nano33.rs`): the same loops on its
 //!   PDM microphone, forever; events on its LED, framed on its TX pin and in defmt logs over RTT.
 //! - Conformance mode (feature `conformance`, instead of classifier mode): the DSP kernel set

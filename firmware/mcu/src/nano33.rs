@@ -20,7 +20,7 @@ use crate::embedded::{ARENA_BYTES, LABELS, MODEL, MODEL_NAME, SAMPLE_RATE};
 use crate::microphone::Microphone;
 use crate::speaker::Hooks;
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU32, Ordering};
+use cortex_m::interrupt::Mutex;
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
@@ -42,15 +42,16 @@ bind_interrupts!(struct Irqs {
 
 /// Samples per PDM buffer: 10 ms.
 const BLOCK: usize = 160;
-/// Ring capacity in samples (one kept free): a second the audio loop may lag by.
-const RING: usize = 16384;
+/// Ring capacity in samples (one kept free): `LEPTON_MCU_RING`, by default a second the audio
+/// loop may lag by.
+const RING: usize = crate::embedded::RING;
 /// Seconds of audio between two log lines of figures.
 const REPORT_EVERY_S: u64 = 10;
 
 /// Runs the microphone's task, above the audio loop.
 static EXECUTOR: InterruptExecutor = InterruptExecutor::new();
-/// Samples dropped because the ring was full.
-static LOST: AtomicU32 = AtomicU32::new(0);
+/// Samples dropped because the ring was full (written by the sampler task, read by the loop).
+static LOST: Mutex<Cell<u64>> = Mutex::new(Cell::new(0));
 
 #[cortex_m_rt::interrupt]
 unsafe fn EGU1_SWI1() {
@@ -64,10 +65,9 @@ async fn sample(mut pdm: Pdm<'static>, mut ring: Producer<'static, i16>) {
     let mut bufs = [[0i16; BLOCK]; 2];
     let result = pdm
         .run_task_sampler(&mut bufs, |buf| {
-            for &s in buf.iter() {
-                if ring.enqueue(s).is_err() {
-                    LOST.fetch_add(1, Ordering::Relaxed);
-                }
+            let dropped = buf.iter().filter(|&&s| ring.enqueue(s).is_err()).count() as u64;
+            if dropped > 0 {
+                cortex_m::interrupt::free(|cs| LOST.borrow(cs).set(LOST.borrow(cs).get() + dropped));
             }
             SamplerState::Sampled
         })
@@ -109,7 +109,7 @@ impl PdmMicrophone<'_> {
     /// Logs the figures of the audio so far.
     fn report(&self) {
         let busy = (self.cycles.now() - self.started).saturating_sub(self.idle);
-        let per_second = busy * u64::from(SAMPLE_RATE) / self.heard.max(1);
+        let per_second = (u128::from(busy) * u128::from(SAMPLE_RATE) / u128::from(self.heard.max(1))) as u64;
         defmt::info!(
             "{} s of audio: {} busy cycles per second of audio ({}% of {} MHz), {} samples lost",
             self.heard / u64::from(SAMPLE_RATE),
@@ -152,7 +152,7 @@ impl Microphone for PdmMicrophone<'_> {
     }
 
     fn overruns(&self) -> u64 {
-        u64::from(LOST.load(Ordering::Relaxed))
+        cortex_m::interrupt::free(|cs| LOST.borrow(cs).get())
     }
 }
 
@@ -178,7 +178,7 @@ fn run() -> Result<(), AppError> {
     // The crystal: the PDM clock, and so the sample rate, within its 40 ppm.
     config.hfclk_source = embassy_nrf::config::HfclkSource::ExternalXtal;
     let p = embassy_nrf::init(config);
-    let mut core = cortex_m::Peripherals::take().ok_or(AppError::Arena)?;
+    let mut core = cortex_m::Peripherals::take().ok_or(AppError::Taken("the core peripherals are"))?;
     core.DCB.enable_trace();
     core.DWT.enable_cycle_counter();
     let cycles = Cycles { last: Cell::new(0), high: Cell::new(0) };
@@ -191,7 +191,7 @@ fn run() -> Result<(), AppError> {
         ..Default::default()
     };
     let pdm = Pdm::new(p.PDM, Irqs, p.P0_26, p.P0_25, mic_config);
-    let queue = cortex_m::singleton!(: Queue<i16, RING> = Queue::new()).ok_or(AppError::Stream("ring taken"))?;
+    let queue = cortex_m::singleton!(: Queue<i16, RING> = Queue::new()).ok_or(AppError::Taken("the sample ring is"))?;
     let (producer, consumer) = queue.split();
     interrupt::EGU1_SWI1.set_priority(Priority::P6);
     let spawner = EXECUTOR.start(interrupt::EGU1_SWI1);

@@ -1,7 +1,8 @@
-//! Speaker mode: audio from a [`Microphone`] (a recording in flash, or a live stream) → the audio frontend → the keyword (or VAD) model → keyword
-//! spotting → events, postcard-encoded on the console (`event <hex>`), and an alert pin. A
-//! wake-word model (`cfg(lepton_wake_word)`) runs through [`crate::wake_word`] instead, with the
-//! summary, hooks and event lines defined here.
+//! Speaker mode: audio from a [`Microphone`] (a recording in flash, or a live stream) → the
+//! audio frontend → the keyword (or VAD) model → keyword spotting → events, sent through the
+//! board's hook (`event <hex>` console lines with a recording, postcard frames on a serial line
+//! when live), and an alert pin. A wake-word model (`cfg(lepton_wake_word)`) runs through
+//! [`crate::wake_word`] instead, with the summary, hooks and event lines defined here.
 //!
 //! The loop is the host's `AudioPipeline` on a microcontroller: blocks of one hop, a model run
 //! every `stride` frames once the feature window is full, the same quantization, probabilities and

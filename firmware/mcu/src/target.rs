@@ -104,7 +104,7 @@ unsafe fn DefaultHandler(irqn: i16) {
 }
 
 fn run() -> Result<(), AppError> {
-    let mut p = cortex_m::Peripherals::take().ok_or(AppError::Arena)?;
+    let mut p = cortex_m::Peripherals::take().ok_or(AppError::Taken("the core peripherals are"))?;
     p.SYST.set_clock_source(SystClkSource::Core);
     p.SYST.set_reload(0x00FF_FFFF);
     p.SYST.clear_current();

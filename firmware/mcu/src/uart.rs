@@ -14,13 +14,14 @@
 use crate::app::AppError;
 use crate::microphone::Microphone;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m::interrupt::Mutex;
 use heapless::spsc::{Consumer, Producer, Queue};
 use lepton_core::event::{encode_frame, Event};
 
-/// Ring capacity in samples (one is kept free): a second of 16 kHz audio the loop may lag by.
-pub const RING: usize = 16384;
+/// Ring capacity in samples (one is kept free): `LEPTON_MCU_RING` at build time, by default
+/// 16,384, a second of 16 kHz audio the loop may lag by.
+pub const RING: usize = crate::embedded::RING;
 /// The header's first four bytes.
 pub const MAGIC: [u8; 4] = *b"LPCM";
 /// The header's sample count for a stream without end.
@@ -70,18 +71,18 @@ impl Regs {
     }
 }
 
-/// What the receive interrupt owns: the ring's producing end and the low byte of a sample.
+/// What the receive interrupt owns: the ring's producing end, the low byte of a sample, and the
+/// samples it had to drop because the ring was full.
 struct Receiver {
     producer: Producer<'static, i16>,
     low: Option<u8>,
+    dropped: u64,
 }
 
 static RECEIVER: Mutex<RefCell<Option<Receiver>>> = Mutex::new(RefCell::new(None));
-/// Samples dropped because the ring was full.
-static OVERRUNS: AtomicU32 = AtomicU32::new(0);
-/// Bytes the UART itself lost (one arrived before the last was read): the byte pairs are out of
-/// step from then on, so the stream fails.
-static BYTES_LOST: AtomicU32 = AtomicU32::new(0);
+/// Whether the UART itself lost a byte (one arrived before the last was read): the byte pairs are
+/// out of step from then on, so the stream fails.
+static BYTES_LOST: AtomicBool = AtomicBool::new(false);
 
 /// UART0's receive interrupt: moves every byte the UART holds into the ring, two per sample.
 pub fn on_receive() {
@@ -89,7 +90,7 @@ pub fn on_receive() {
     UART0.write(INT, INT_RX | INT_RX_OVERRUN);
     if UART0.read(STATE) & STATE_RX_OVERRUN != 0 {
         UART0.write(STATE, STATE_RX_OVERRUN);
-        BYTES_LOST.fetch_add(1, Ordering::Relaxed);
+        BYTES_LOST.store(true, Ordering::Relaxed);
     }
     cortex_m::interrupt::free(|cs| {
         let mut rx = RECEIVER.borrow(cs).borrow_mut();
@@ -100,7 +101,7 @@ pub fn on_receive() {
                 None => rx.low = Some(byte),
                 Some(low) => {
                     if rx.producer.enqueue(i16::from_le_bytes([low, byte])).is_err() {
-                        OVERRUNS.fetch_add(1, Ordering::Relaxed);
+                        rx.dropped += 1;
                     }
                 }
             }
@@ -122,11 +123,10 @@ impl UartMicrophone {
     /// Takes UART0 (once; `AppError::Stream` after), enables its receiver and interrupt, and
     /// reads the stream's header.
     pub fn open(nvic: &mut cortex_m::peripheral::NVIC) -> Result<Self, AppError> {
-        let queue = cortex_m::singleton!(: Queue<i16, RING> = Queue::new())
-            .ok_or(AppError::Stream("UART0 is already taken"))?;
+        let queue = cortex_m::singleton!(: Queue<i16, RING> = Queue::new()).ok_or(AppError::Taken("UART0 is"))?;
         let (producer, consumer) = queue.split();
         cortex_m::interrupt::free(|cs| {
-            RECEIVER.borrow(cs).replace(Some(Receiver { producer, low: None }));
+            RECEIVER.borrow(cs).replace(Some(Receiver { producer, low: None, dropped: 0 }));
         });
         UART0.write(BAUDDIV, MIN_BAUDDIV);
         UART0.write(CTRL, CTRL_RX_EN | CTRL_RX_INT_EN);
@@ -134,7 +134,7 @@ impl UartMicrophone {
         let mut mic = UartMicrophone { consumer, rate: 0, total: None, taken: 0 };
         let mut header = [0i16; 6];
         for h in header.iter_mut() {
-            *h = mic.next();
+            *h = mic.next()?;
         }
         let word = |i: usize| u32::from(header[i] as u16) | u32::from(header[i + 1] as u16) << 16;
         if word(0).to_le_bytes() != MAGIC {
@@ -145,11 +145,17 @@ impl UartMicrophone {
         Ok(mic)
     }
 
-    /// The next sample, sleeping until the interrupt brings one.
-    fn next(&mut self) -> i16 {
+    /// The next sample, sleeping until the interrupt brings one; an error once the UART lost a
+    /// byte (the stream would come one byte short and out of step).
+    fn next(&mut self) -> Result<i16, AppError> {
         loop {
             if let Some(s) = self.consumer.dequeue() {
-                return s;
+                return Ok(s);
+            }
+            if BYTES_LOST.load(Ordering::Relaxed) {
+                return Err(AppError::Stream(
+                    "UART0 lost a byte (it came before the last was read); samples are out of step",
+                ));
             }
             // With interrupts masked, an interrupt that comes between the check and `wfi` still
             // wakes it (it stays pending), and runs as soon as they are unmasked.
@@ -185,11 +191,6 @@ impl Microphone for UartMicrophone {
     }
 
     fn read(&mut self, block: &mut [i16]) -> Result<usize, AppError> {
-        if BYTES_LOST.load(Ordering::Relaxed) > 0 {
-            return Err(AppError::Stream(
-                "UART0 lost a byte (it came before the last was read); samples are out of step",
-            ));
-        }
         // Samples still to come are those neither taken nor dropped. A drop needs a full ring,
         // which holds more than a block: the samples waited for below always arrive.
         let n = match self.total {
@@ -200,14 +201,14 @@ impl Microphone for UartMicrophone {
             None => block.len(),
         };
         for s in block[..n].iter_mut() {
-            *s = self.next();
+            *s = self.next()?;
         }
         self.taken += n as u64;
         Ok(n)
     }
 
     fn overruns(&self) -> u64 {
-        u64::from(OVERRUNS.load(Ordering::Relaxed))
+        cortex_m::interrupt::free(|cs| RECEIVER.borrow(cs).borrow().as_ref().map_or(0, |rx| rx.dropped))
     }
 }
 
@@ -219,7 +220,7 @@ impl EventPort {
     pub fn take() -> Result<Self, AppError> {
         static TAKEN: AtomicBool = AtomicBool::new(false);
         if TAKEN.swap(true, Ordering::AcqRel) {
-            return Err(AppError::Stream("UART1 is already taken"));
+            return Err(AppError::Taken("UART1 is"));
         }
         UART1.write(BAUDDIV, MIN_BAUDDIV);
         UART1.write(CTRL, CTRL_TX_EN);

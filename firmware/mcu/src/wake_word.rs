@@ -1,7 +1,7 @@
 //! Speaker mode for a microWakeWord model: audio from a [`Microphone`] → TFLite Micro's frontend (fixed
 //! point, `lepton_core::audio::micro_frontend`) → features quantized row by row into the model's
 //! input → the streaming model every `stride` rows (its state in the arena) → microWakeWord's
-//! decision → `event <hex>` lines and the alert pin.
+//! decision → events through the board's hook (console lines or serial frames) and the alert pin.
 //!
 //! The loop is the host's `AudioPipeline` for wake words: blocks of one frontend step, the same
 //! quantization, runs, decision and stream time, so the events are the host's bit for bit.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 /// The stream header's first four bytes (the firmware's `uart::MAGIC`).
 pub const MAGIC: [u8; 4] = *b"LPCM";
-/// The longest frame the firmware sends (an event is at most 21 bytes before COBS); longer runs
-/// of bytes without a zero are not frames.
+/// The longest frame accepted (an event is at most 18 bytes of postcard, 19 with COBS); longer
+/// runs of bytes without a zero are not frames.
 pub const MAX_FRAME: usize = 64;
 
 /// Why the firmware's output could not be read.
@@ -78,29 +78,36 @@ impl Frames {
     }
 }
 
-/// The firmware's summary line: `audio <name> key=value ...`, values as integers.
+/// The firmware's summary line: `audio <source> key=value ...`, values as integers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary(pub BTreeMap<String, u64>);
+pub struct Summary {
+    /// Where the audio came from (`uart0` for the live stream, a file name when it was in flash).
+    pub source: String,
+    /// The `key=value` fields.
+    pub fields: BTreeMap<String, u64>,
+}
 
 impl Summary {
     /// Parses `line` if it is the summary line (`None` if it is another line).
     pub fn parse(line: &str) -> Option<Result<Summary, LinkError>> {
         let rest = line.strip_prefix("audio ")?;
         let bad = |what: String| LinkError::Summary { line: line.to_string(), what };
+        let mut words = rest.split(' ');
+        let source = words.next().unwrap_or_default().to_string();
         let mut fields = BTreeMap::new();
-        for kv in rest.split(' ').skip(1) {
+        for kv in words {
             let Some((k, v)) = kv.split_once('=') else { return Some(Err(bad(format!("`{kv}` is not key=value")))) };
             let Ok(v) = v.parse() else { return Some(Err(bad(format!("{k}={v} is not a count")))) };
             fields.insert(k.to_string(), v);
         }
-        Some(Ok(Summary(fields)))
+        Some(Ok(Summary { source, fields }))
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Result<u64, LinkError> {
-        self.0.get(key).copied().ok_or_else(|| LinkError::Summary {
-            line: format!("{:?}", self.0),
-            what: format!("no `{key}` (a firmware built without feature `live`?)"),
+        self.fields.get(key).copied().ok_or_else(|| LinkError::Summary {
+            line: format!("audio {} {:?}", self.source, self.fields),
+            what: format!("no `{key}`"),
         })
     }
 }
@@ -138,7 +145,7 @@ mod tests {
     #[test]
     fn the_summary_line_parses_and_other_lines_are_not_it() {
         let s = Summary::parse("audio uart0 samples=73600 runs=225 overruns=0").unwrap().unwrap();
-        assert_eq!((s.get("samples"), s.get("overruns")), (Ok(73600), Ok(0)));
+        assert_eq!((s.source.as_str(), s.get("samples"), s.get("overruns")), ("uart0", Ok(73600), Ok(0)));
         assert!(s.get("cycles_per_second").is_err());
         assert!(Summary::parse("pin high at 10").is_none());
         assert!(Summary::parse("audio uart0 samples=-1").unwrap().is_err());

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 ///
 /// `scripts/mcu-listen MODEL RECORDING.wav` builds the firmware for a model and runs this.
 ///
-/// QEMU's model of the board's UART takes about one byte per turn of its main loop, 10 to 16 KB/s
-/// on this machine; 16 kHz audio needs 32 KB/s. The stream then arrives slower than real time (the
+/// QEMU's model of the board's UART takes about one byte per turn of its main loop, 10 to 25 KB/s
+/// on the machine it was measured on; 16 kHz audio needs 32 KB/s. The stream then arrives slower than real time (the
 /// summary says how fast): the firmware sees the same samples, only later. A board's UART at
 /// 460,800 baud, or its microphone, delivers in real time.
 #[derive(Parser, Debug)]
@@ -46,7 +46,7 @@ struct Args {
     model: PathBuf,
     /// A WAV recording (resampled to the model's rate if it differs).
     recording: PathBuf,
-    /// Stream at this multiple of real time (1 = the recording's own rate).
+    /// Stream at this multiple of real time (1 = the recording's own rate; 0.01 to 100).
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
     /// Count instructions with this QEMU TCG plugin (one that prints `insns: N` at exit, as
@@ -81,15 +81,37 @@ struct Console {
     summary: Option<Summary>,
     errors: Vec<String>,
     instructions: Option<u64>,
+    /// The first [`MAX_OTHER`] other lines, for error messages.
     other: Vec<String>,
 }
 
-fn read_console(stderr: impl Read) -> Result<Console> {
+/// Longest console line kept (longer ones are cut).
+const MAX_LINE: usize = 4096;
+/// Other console lines kept.
+const MAX_OTHER: usize = 200;
+
+/// Reads QEMU's stderr to its end (so QEMU never blocks on it), whatever bytes it holds.
+fn read_console(stderr: impl Read) -> Console {
     let mut c = Console::default();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.context("reading QEMU's output")?;
+    let mut reader = BufReader::new(stderr);
+    let mut buf = vec![];
+    loop {
+        buf.clear();
+        // At most MAX_LINE bytes a line are kept; the rest of a long line is read and dropped.
+        match reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if buf.last() != Some(&b'\n') && buf.len() == MAX_LINE {
+            let mut rest = vec![];
+            let _ = reader.by_ref().read_until(b'\n', &mut rest);
+        }
+        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
         if let Some(s) = Summary::parse(&line) {
-            c.summary = Some(s?);
+            match s {
+                Ok(s) => c.summary = Some(s),
+                Err(e) => c.errors.push(e.to_string()),
+            }
         } else if let Some(rest) = line.strip_prefix("pin ") {
             let mut w = rest.split(' ');
             let (level, at) = (w.next(), w.nth(1).and_then(|t| t.parse().ok()));
@@ -97,15 +119,16 @@ fn read_console(stderr: impl Read) -> Result<Console> {
                 (Some(l), Some(t)) => c.pins.push((l == "high", t)),
                 _ => c.other.push(line),
             }
+            c.other.truncate(MAX_OTHER);
         } else if let Some(e) = line.strip_prefix("error: ") {
             c.errors.push(e.to_string());
         } else if let Some(n) = line.split("insns: ").nth(1).and_then(|n| n.trim().parse().ok()) {
             c.instructions = Some(n);
-        } else if !line.trim().is_empty() {
+        } else if !line.trim().is_empty() && c.other.len() < MAX_OTHER {
             c.other.push(line);
         }
     }
-    Ok(c)
+    c
 }
 
 /// The recording's samples at the model's rate, as 16-bit PCM.
@@ -135,8 +158,8 @@ fn label(labels: &[String], c: u16) -> String {
 }
 
 fn run(args: &Args) -> Result<ExitCode> {
-    if !(args.speed > 0.0 && args.speed.is_finite()) {
-        bail!("--speed {}: give a positive multiple of real time", args.speed);
+    if !(0.01..=100.0).contains(&args.speed) {
+        bail!("--speed {}: give a multiple of real time from 0.01 to 100", args.speed);
     }
     for (what, p) in [("firmware", &args.firmware), ("model", &args.model), ("recording", &args.recording)] {
         if !p.is_file() {
@@ -152,7 +175,7 @@ fn run(args: &Args) -> Result<ExitCode> {
     })?;
     let rate = manifest.audio.as_ref().map_or(16000, |a| a.sample_rate);
     let audio = samples(&args.recording, rate)?;
-    let seconds = audio.len() as f64 / f64::from(rate);
+    let (audio_len, seconds) = (audio.len(), audio.len() as f64 / f64::from(rate));
 
     // QEMU connects to both sockets at start: the audio line (UART0) and the event line (UART1).
     let dir = std::env::temp_dir().join(format!("lepton-mcu-listen-{}", std::process::id()));
@@ -177,9 +200,32 @@ fn run(args: &Args) -> Result<ExitCode> {
     })?;
     let stderr = qemu.stderr.take().context("QEMU's stderr")?;
     let console = std::thread::spawn(move || read_console(stderr));
+    // QEMU connects both at start; if it ends (or hangs) first, say why instead of waiting.
     let accepted = (|| -> Result<_> {
-        let (m, _) = mic.accept().context("QEMU did not connect UART0")?;
-        let (e, _) = events.accept().context("QEMU did not connect UART1")?;
+        for l in [&mic, &events] {
+            l.set_nonblocking(true).context("listening for QEMU")?;
+        }
+        let since = Instant::now();
+        let (mut m, mut e) = (None, None);
+        while m.is_none() || e.is_none() {
+            if m.is_none() {
+                m = mic.accept().ok().map(|(s, _)| s);
+            }
+            if e.is_none() {
+                e = events.accept().ok().map(|(s, _)| s);
+            }
+            if let Some(status) = qemu.try_wait().context("waiting for QEMU")? {
+                bail!("QEMU ended ({status}) before it connected the UARTs");
+            }
+            if since.elapsed() > Duration::from_secs(30) {
+                bail!("QEMU did not connect the UARTs within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (m, e) = (m.context("UART0")?, e.context("UART1")?);
+        for s in [&m, &e] {
+            s.set_nonblocking(false).context("the UART sockets")?;
+        }
         Ok((m, e))
     })();
     let _ = std::fs::remove_dir_all(&dir);
@@ -187,7 +233,10 @@ fn run(args: &Args) -> Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             let _ = qemu.kill();
-            return Err(e);
+            let _ = qemu.wait();
+            let said = console.join().map(|c| c.other.join("\n")).unwrap_or_default();
+            let said = if said.is_empty() { String::new() } else { format!("; it said:\n{said}") };
+            bail!("{e:#}{said}");
         }
     };
 
@@ -248,7 +297,7 @@ fn run(args: &Args) -> Result<ExitCode> {
         Ok(took)
     });
 
-    let limit = Duration::from_secs(args.timeout.unwrap_or(10 * seconds.ceil() as u64 + 60));
+    let limit = Duration::from_secs(args.timeout.unwrap_or(10 * (seconds / args.speed).ceil() as u64 + 60));
     let started = Instant::now();
     let status = loop {
         if let Some(s) = qemu.try_wait().context("waiting for QEMU")? {
@@ -264,7 +313,7 @@ fn run(args: &Args) -> Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     let streamed = sender.join().map_err(|_| anyhow::anyhow!("the audio sender panicked"))?;
     let (events, frames) = reader.join().map_err(|_| anyhow::anyhow!("the event reader panicked"))?;
-    let console = console.join().map_err(|_| anyhow::anyhow!("the console reader panicked"))??;
+    let console = console.join().map_err(|_| anyhow::anyhow!("the console reader panicked"))?;
     let Some(status) = status else {
         bail!("the firmware did not finish within {} s (--timeout)", limit.as_secs());
     };
@@ -281,8 +330,18 @@ fn run(args: &Args) -> Result<ExitCode> {
     if !status.success() {
         bail!("the firmware exited with {status}");
     }
+    if summary.source != "uart0" {
+        bail!(
+            "{}: this firmware played its own recording ({}), not the stream: build it with feature `live`",
+            args.firmware.display(),
+            summary.source
+        );
+    }
 
     let samples = summary.get("samples")?;
+    if samples + summary.get("overruns")? != audio_len as u64 {
+        bail!("the firmware took {samples} samples and lost {} of the {audio_len} sent", summary.get("overruns")?);
+    }
     let audio_seconds = samples as f64 / f64::from(rate);
     let per_second = |n: u64| (n as f64 / audio_seconds.max(1e-9)).round() as u64;
     let rows: Vec<serde_json::Value> = events
