@@ -654,9 +654,12 @@ fn listen(test: &str, features: &[&str], ring: Option<usize>, lpm: &Path, wav: &
 /// `scripts/mcu-listen --json MODEL RECORDING`: builds the firmware and the tool itself.
 fn listen_with_script(lpm: &Path, wav: &Path) -> Live {
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    bin("lepton-mcu-listen");
+    // The tools this test build made: cargo run by the script for `-p` alone would resolve other
+    // features and build their dependencies a second time.
+    let tools = bin("lepton-mcu-listen").parent().expect("the binaries' folder").to_path_buf();
     let out = lepton_e2e::without_cargo_test_env(Command::new(root().join("scripts/mcu-listen")))
         .args(["--json".as_ref(), lpm.as_os_str(), wav.as_os_str()])
+        .env("LEPTON_BIN_DIR", tools)
         .output()
         .expect("running scripts/mcu-listen");
     let (stdout, stderr) = text(&out);
