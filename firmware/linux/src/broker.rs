@@ -18,8 +18,28 @@ pub fn free_port(start: u16) -> Result<u16> {
 
 /// Starts a broker on 127.0.0.1 (first free port from 1883) in a background thread and waits
 /// until it accepts connections; returns its port.
+///
+/// The port is probed before rumqttd binds it, so another process (a second daemon starting at
+/// the same moment) can take it in between: then rumqttd's bind fails at once, and a connection
+/// to the port would reach the other process's broker. A broker whose thread ends within
+/// [`BIND_GRACE`] of answering is taken for such a loss, and the next free port is tried.
 pub fn start() -> Result<u16> {
-    let port = free_port(1883)?;
+    let mut from = 1883;
+    for _ in 0..20 {
+        let port = free_port(from)?;
+        match start_on(port)? {
+            Some(port) => return Ok(port),
+            None => from = port.saturating_add(1),
+        }
+    }
+    bail!("the embedded broker lost its port to another process 20 times in a row")
+}
+
+/// How long a broker thread must stay up after its port answers to count as the one listening.
+const BIND_GRACE: Duration = Duration::from_millis(300);
+
+/// Starts rumqttd on `port`; `None` if its bind failed (the port was taken meanwhile).
+fn start_on(port: u16) -> Result<Option<u16>> {
     let listen: SocketAddr = ([127, 0, 0, 1], port).into();
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
@@ -43,7 +63,7 @@ pub fn start() -> Result<u16> {
         v4: Some(HashMap::from([("lepton".to_string(), server)])),
         ..Default::default()
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("lepton-broker".into())
         .spawn(move || {
             let mut broker = rumqttd::Broker::new(config);
@@ -54,10 +74,33 @@ pub fn start() -> Result<u16> {
         .context("starting the embedded broker")?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+        if thread.is_finished() {
+            return Ok(None);
+        }
         if Instant::now() > deadline {
             bail!("the embedded broker did not start listening on {listen}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(port)
+    let answered = Instant::now();
+    while answered.elapsed() < BIND_GRACE {
+        if thread.is_finished() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers_started_at_the_same_moment_get_ports_of_their_own() {
+        // Both probe the same first free port; the one whose bind loses moves on.
+        let starts: Vec<_> = (0..2).map(|_| std::thread::spawn(start)).collect();
+        let ports: Vec<u16> = starts.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+        assert_ne!(ports[0], ports[1], "{ports:?}");
+    }
 }
