@@ -122,7 +122,7 @@ fn run() -> Result<(), AppError> {
     // A streaming model's state starts from its initial value.
     model.reset(arena)?;
     let mut console = Console::new();
-    let stats = mode::run(&mut console, &model, arena, &mut p.NVIC)?;
+    let stats = mode::run(&mut console, &model, arena)?;
     if stats.runs > 0 {
         defmt::info!(
             "{} model runs: {} cycles each on average, {} at most",
@@ -142,12 +142,7 @@ mod mode {
     use lepton_core::engine::micro::Interpreter;
 
     /// Conformance mode: the suite, then the embedded model with both kernel sets.
-    pub fn run(
-        console: &mut Console,
-        model: &Interpreter<'_, TENSORS>,
-        arena: &mut [u8],
-        _: &mut cortex_m::peripheral::NVIC,
-    ) -> Result<Stats, AppError> {
+    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
         static mut REFERENCE: [u8; ARENA_BYTES] = [0; ARENA_BYTES];
         // SAFETY: conformance mode runs once; this is the only reference to REFERENCE.
         let reference = unsafe { &mut *core::ptr::addr_of_mut!(REFERENCE) };
@@ -164,12 +159,7 @@ mod mode {
     use lepton_core::engine::micro::Interpreter;
 
     /// Classifier mode on the embedded inputs.
-    pub fn run(
-        console: &mut Console,
-        model: &Interpreter<'_, TENSORS>,
-        arena: &mut [u8],
-        _: &mut cortex_m::peripheral::NVIC,
-    ) -> Result<Stats, AppError> {
+    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
         defmt::info!("{} input sets, first from {=str}", INPUT_RUNS, INPUT_FILES.first().copied().unwrap_or("-"));
         crate::classifier::run(console, model, arena, INPUT_DATA, INPUT_RUNS, &cycles)
     }
@@ -196,12 +186,7 @@ mod mode {
 
     /// Speaker mode: on the embedded audio, or (feature `live`) on the stream of UART0 with
     /// events framed on UART1.
-    pub fn run(
-        console: &mut Console,
-        model: &Interpreter<'_, TENSORS>,
-        arena: &mut [u8],
-        nvic: &mut cortex_m::peripheral::NVIC,
-    ) -> Result<Stats, AppError> {
+    pub fn run(console: &mut Console, model: &Interpreter<'_, TENSORS>, arena: &mut [u8]) -> Result<Stats, AppError> {
         let (out, clock) = (RefCell::new(console), Cell::new(0));
         #[cfg(lepton_board = "stm32f746")]
         let pin = crate::board::Pi1::take();
@@ -210,7 +195,6 @@ mod mode {
         let mut alert = Alert::new(pin, ALERT)?;
         #[cfg(not(feature = "live"))]
         let (mut mic, mut on_event) = {
-            let _ = nvic;
             let mic = crate::microphone::Recording::new(crate::embedded::AUDIO, SAMPLE_RATE);
             (mic, |e: &Event| {
                 crate::speaker::write_event(&out, e)?;
@@ -221,7 +205,7 @@ mod mode {
         #[cfg(feature = "live")]
         let (mut mic, mut on_event) = {
             let mut port = crate::uart::EventPort::take()?;
-            let mic = crate::uart::UartMicrophone::open(nvic)?;
+            let mic = crate::uart::UartMicrophone::open()?;
             defmt::info!("live audio on UART0: {} Hz", crate::microphone::Microphone::sample_rate(&mic));
             (mic, move |e: &Event| {
                 port.send(e)?;

@@ -122,7 +122,7 @@ pub struct UartMicrophone {
 impl UartMicrophone {
     /// Takes UART0 (once; `AppError::Stream` after), enables its receiver and interrupt, and
     /// reads the stream's header.
-    pub fn open(nvic: &mut cortex_m::peripheral::NVIC) -> Result<Self, AppError> {
+    pub fn open() -> Result<Self, AppError> {
         let queue = cortex_m::singleton!(: Queue<i16, RING> = Queue::new()).ok_or(AppError::Taken("UART0 is"))?;
         let (producer, consumer) = queue.split();
         cortex_m::interrupt::free(|cs| {
@@ -130,7 +130,7 @@ impl UartMicrophone {
         });
         UART0.write(BAUDDIV, MIN_BAUDDIV);
         UART0.write(CTRL, CTRL_RX_EN | CTRL_RX_INT_EN);
-        enable_uart0_rx(nvic);
+        enable_uart0_rx();
         let mut mic = UartMicrophone { consumer, rate: 0, total: None, taken: 0 };
         let mut header = [0i16; 6];
         for h in header.iter_mut() {
@@ -169,7 +169,7 @@ impl UartMicrophone {
 }
 
 /// Unmasks UART0's receive interrupt in the NVIC.
-fn enable_uart0_rx(_nvic: &mut cortex_m::peripheral::NVIC) {
+fn enable_uart0_rx() {
     /// IRQ 0 of the AN386, for `NVIC::unmask`.
     #[derive(Clone, Copy)]
     struct Uart0Rx;
